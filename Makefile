@@ -1,0 +1,135 @@
+# saga orchestrator — build, test, demo.
+#   make            build sagad, sagactl, libsaga and the example services
+#   make check      install what is missing, build with ASan+UBSan, run the unit
+#                   tests and the integration tests against a real PostgreSQL
+#                   and a real Kafka broker (started and stopped by scripts/)
+#   make demo       the order saga end to end, shown with sagactl
+#   make install PREFIX=/usr/local
+
+PREFIX  ?= /usr/local
+BUILD   ?= build
+SAN     ?= 0
+CC      ?= cc
+
+PKGS     := rdkafka jansson libpq uuid
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+           -Wpointer-arith -Wformat=2 -Wno-format-nonliteral -Wvla -Wundef
+CFLAGS  ?= -O2 -g
+ALL_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(WARN) $(CFLAGS) \
+              -Isdk/include -Isdk/src -Iorchestrator $(PKG_CFLAGS) -MMD -MP
+LDLIBS  := $(PKG_LIBS) -lm -lpthread
+
+ifeq ($(SAN),1)
+ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS    += -fsanitize=address,undefined
+endif
+
+SDK_SRC  := $(wildcard sdk/src/*.c)
+CORE_SRC := $(filter-out orchestrator/sagad_main.c orchestrator/sagactl_main.c, \
+              $(wildcard orchestrator/*.c))
+SDK_OBJ  := $(SDK_SRC:%.c=$(BUILD)/%.o)
+SDK_PIC  := $(SDK_SRC:%.c=$(BUILD)/pic/%.o)
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
+
+LIBSAGA_A  := $(BUILD)/lib/libsaga.a
+LIBSAGA_SO := $(BUILD)/lib/libsaga.so.0
+LIBCORE_A  := $(BUILD)/lib/libsagacore.a
+
+BINS := $(BUILD)/bin/sagad $(BUILD)/bin/sagactl \
+        $(BUILD)/bin/order-service $(BUILD)/bin/payment-service $(BUILD)/bin/inventory-service
+
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+INTEG_SRC  := $(wildcard tests/integration/test_*.c)
+INTEG_BINS := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
+
+.PHONY: all check unit integration demo install clean format format-check deps tests bench
+
+all: $(BINS) $(LIBSAGA_A) $(LIBSAGA_SO)
+
+tests: $(UNIT_BINS) $(INTEG_BINS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
+
+$(LIBSAGA_A): $(SDK_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+# The shared library exports only the public API (saga_* but not saga__*).
+$(LIBSAGA_SO): $(SDK_PIC) sdk/libsaga.map
+	@mkdir -p $(dir $@)
+	$(CC) -shared -Wl,-soname,libsaga.so.0 -Wl,--version-script=sdk/libsaga.map \
+	  $(LDFLAGS) -o $@ $(SDK_PIC) $(LDLIBS)
+	ln -sf libsaga.so.0 $(BUILD)/lib/libsaga.so
+
+$(LIBCORE_A): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/bin/sagad: $(BUILD)/orchestrator/sagad_main.o $(LIBCORE_A) $(LIBSAGA_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bin/sagactl: $(BUILD)/orchestrator/sagactl_main.o $(LIBCORE_A) $(LIBSAGA_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/bin/%-service: $(BUILD)/examples/%_service.o $(BUILD)/examples/example_common.o $(LIBSAGA_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBCORE_A) $(LIBSAGA_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+$(BUILD)/tests/%: $(BUILD)/tests/integration/%.o $(LIBCORE_A) $(LIBSAGA_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+deps:
+	@scripts/install-deps
+
+# Unit tests need no server; integration tests get their own PostgreSQL and
+# Kafka from scripts/with-services (or the ones SAGA_PG_URL and
+# SAGA_KAFKA_BROKERS name), which also stops them on failure.
+check: deps
+	$(MAKE) --no-print-directory BUILD=build/san SAN=1 all tests
+	$(MAKE) --no-print-directory format-check
+	scripts/run-tests build/san
+
+unit:
+	$(MAKE) --no-print-directory BUILD=build/san SAN=1 tests
+	scripts/run-tests build/san unit
+
+demo: deps
+	$(MAKE) --no-print-directory all
+	scripts/with-services scripts/demo $(BUILD)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/include/saga $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
+	install -m 644 sdk/include/saga/*.h $(DESTDIR)$(PREFIX)/include/saga/
+	install -m 644 $(LIBSAGA_A) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(LIBSAGA_SO) $(DESTDIR)$(PREFIX)/lib/
+	ln -sf libsaga.so.0 $(DESTDIR)$(PREFIX)/lib/libsaga.so
+	install -m 755 $(BUILD)/bin/sagad $(BUILD)/bin/sagactl $(DESTDIR)$(PREFIX)/bin/
+	sed -e 's|@PREFIX@|$(PREFIX)|g' sdk/libsaga.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/libsaga.pc
+
+FORMAT_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+format:
+	clang-format -i $(FORMAT_SRC)
+format-check:
+	@clang-format --dry-run -Werror $(FORMAT_SRC) && echo "format: ok"
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

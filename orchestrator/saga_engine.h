@@ -1,0 +1,52 @@
+/* The engine: sagad's loop. Takes a batch of events (replies from Kafka,
+ * due timers from PostgreSQL), runs the machine on the sagas they touch,
+ * commits every transition in one PostgreSQL transaction, then sends the
+ * commands (outbox), then commits the consumed offsets. */
+#ifndef SAGA_ENGINE_H
+#define SAGA_ENGINE_H
+
+#include <stdint.h>
+
+#include "saga/error.h"
+#include "saga_definition.h"
+
+typedef struct saga_engine saga_engine;
+
+typedef struct saga_engine_config {
+    const char *db_url;       /* required */
+    const char *brokers;      /* required */
+    const char *topic_prefix; /* default "saga." */
+    const char *group_id;     /* default "sagad" */
+    int batch_max;            /* replies per transaction; default 500 */
+    int timer_interval_ms;    /* how often due timers are claimed; default 100 */
+} saga_engine_config;
+
+typedef struct saga_engine_stats {
+    uint64_t replies_applied;
+    uint64_t replies_ignored;  /* duplicates and stale replies */
+    uint64_t replies_rejected; /* unknown saga or step, impossible attempt */
+    uint64_t malformed;        /* not a valid reply at all */
+    uint64_t timers_fired;
+    uint64_t commands_sent;    /* confirmed by Kafka */
+    uint64_t send_failures;
+    uint64_t transactions;
+} saga_engine_stats;
+
+/* Connect to PostgreSQL and Kafka, check the schema is migrated, register
+ * the definitions (ownership of defs[i] passes to the engine, also on
+ * failure; the array itself stays the caller's), create the topics. */
+int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int ndefs,
+                    saga_engine **out, saga_error *err);
+
+/* Run until saga_engine_stop(); then finish the batch, wait for pending
+ * sends, commit offsets and return SAGA_OK. */
+int saga_engine_run(saga_engine *e, saga_error *err);
+
+/* Async-signal-safe. */
+void saga_engine_stop(saga_engine *e);
+
+void saga_engine_get_stats(const saga_engine *e, saga_engine_stats *out);
+
+void saga_engine_free(saga_engine *e);
+
+#endif

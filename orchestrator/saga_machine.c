@@ -1,0 +1,536 @@
+/* The pure saga state machine. See saga_machine.h and docs/GUARANTEES.md. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "saga_machine.h"
+#include "saga_template.h"
+
+static const char *const status_names[] = {"new", "running", "compensating", "completed",
+                                           "compensated", "failed"};
+static const char *const step_status_names[] = {
+    "pending",   "dispatched",   "succeeded",           "failed", "unknown",
+    "compensating", "compensated", "compensation_failed", "skipped"};
+
+const char *saga_status_name(saga_status s)
+{
+    return (unsigned)s < SAGA_STATUS_COUNT ? status_names[s] : "?";
+}
+
+int saga_status_parse(const char *text, saga_status *out)
+{
+    for (int i = 0; i < SAGA_STATUS_COUNT; i++)
+        if (text != NULL && strcmp(text, status_names[i]) == 0) {
+            *out = (saga_status)i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *saga_step_status_name(saga_step_status s)
+{
+    return (unsigned)s < SAGA_STEP_STATUS_COUNT ? step_status_names[s] : "?";
+}
+
+int saga_step_status_parse(const char *text, saga_step_status *out)
+{
+    for (int i = 0; i < SAGA_STEP_STATUS_COUNT; i++)
+        if (text != NULL && strcmp(text, step_status_names[i]) == 0) {
+            *out = (saga_step_status)i;
+            return 0;
+        }
+    return -1;
+}
+
+int saga_status_is_final(saga_status s)
+{
+    return s == SAGA_ST_COMPLETED || s == SAGA_ST_COMPENSATED;
+}
+
+saga_state *saga_state_new(const saga_definition *def, const char *id, json_t *input)
+{
+    saga_state *s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    s->steps = calloc((size_t)def->nsteps, sizeof *s->steps);
+    if (s->steps == NULL) {
+        free(s);
+        return NULL;
+    }
+    s->def = def;
+    s->nsteps = def->nsteps;
+    strncpy(s->id, id, SAGA_ID_LEN);
+    s->input = input != NULL ? json_incref(input) : json_object();
+    return s;
+}
+
+void saga_state_free(saga_state *s)
+{
+    if (s == NULL)
+        return;
+    for (int i = 0; i < s->nsteps; i++) {
+        json_decref(s->steps[i].output);
+        json_decref(s->steps[i].error);
+    }
+    free(s->steps);
+    json_decref(s->input);
+    free(s);
+}
+
+void saga_actions_clear(saga_actions *a)
+{
+    for (int i = 0; i < a->n; i++) {
+        json_decref(a->items[i].payload);
+        json_decref(a->items[i].detail);
+    }
+    free(a->items);
+    memset(a, 0, sizeof *a);
+}
+
+int64_t saga_backoff_ms(const saga_retry_policy *p, int attempt, double random)
+{
+    double d = (double)p->backoff_ms;
+    for (int i = 1; i < attempt && d < (double)p->max_backoff_ms; i++)
+        d *= p->multiplier;
+    if (d > (double)p->max_backoff_ms)
+        d = (double)p->max_backoff_ms;
+    /* Jitter spreads retries of many sagas so they do not arrive together. */
+    d *= 1.0 + p->jitter * (2.0 * random - 1.0);
+    return d < 1.0 ? 1 : (int64_t)d;
+}
+
+json_t *saga_state_context(const saga_state *s)
+{
+    json_t *steps = json_object();
+    for (int i = 0; i < s->nsteps; i++)
+        if (s->steps[i].output != NULL && s->def->steps[i].name != NULL)
+            json_object_set_new(steps, s->def->steps[i].name,
+                                json_pack("{s:O}", "output", s->steps[i].output));
+    return json_pack("{s:O, s:o, s:{s:s, s:s, s:i}}", "input", s->input, "steps", steps, "saga",
+                     "id", s->id, "name", s->def->name, "version", s->def->version);
+}
+
+/* ---- the machine ---- */
+
+typedef struct ctx {
+    saga_state *s;
+    const saga_event *ev;
+    saga_actions *out;
+    int oom;
+} ctx;
+
+static saga_action *push(ctx *c, saga_action_kind kind)
+{
+    saga_actions *a = c->out;
+    if (a->n == a->cap) {
+        int cap = a->cap ? a->cap * 2 : 8;
+        saga_action *items = realloc(a->items, sizeof *items * (size_t)cap);
+        if (items == NULL) {
+            c->oom = 1;
+            return NULL;
+        }
+        a->items = items;
+        a->cap = cap;
+    }
+    memset(&a->items[a->n], 0, sizeof a->items[0]);
+    a->items[a->n].kind = kind;
+    return &a->items[a->n++];
+}
+
+/* Append a history event; detail is stolen. */
+static void history(ctx *c, const char *what, int step, int attempt, json_t *detail)
+{
+    saga_action *a = push(c, SAGA_ACT_HISTORY);
+    if (a == NULL) {
+        json_decref(detail);
+        return;
+    }
+    a->what = what;
+    a->step = step;
+    a->attempt = attempt;
+    a->phase = c->s->status == SAGA_ST_COMPENSATING ? SAGA_PHASE_COMPENSATE : SAGA_PHASE_INVOKE;
+    a->detail = detail;
+}
+
+static json_t *error_obj(const char *code, const char *message)
+{
+    return json_pack("{s:s, s:s}", "code", code ? code : "error", "message",
+                     message ? message : "");
+}
+
+static void set_error(saga_step_state *st, json_t *err)
+{
+    json_decref(st->error);
+    st->error = err;
+}
+
+static void finish(ctx *c, saga_status status, const char *what)
+{
+    c->s->status = status;
+    history(c, what, -1, 0, NULL);
+}
+
+/* Recompute the saga's earliest timer. */
+static void update_wake(saga_state *s)
+{
+    int64_t w = 0;
+    if (s->status == SAGA_ST_RUNNING || s->status == SAGA_ST_COMPENSATING) {
+        if (s->cursor >= 0 && s->cursor < s->nsteps)
+            w = s->steps[s->cursor].due_at;
+        if (s->status == SAGA_ST_RUNNING && s->deadline_at > 0 && (w == 0 || s->deadline_at < w) &&
+            !s->def->steps[s->cursor].forward_only)
+            w = s->deadline_at;
+    }
+    s->wake_at = w;
+}
+
+static void start_compensation(ctx *c, int from, const char *why, json_t *detail);
+static void next_compensation(ctx *c, int from);
+
+/* Send the command for step i in its current phase, as attempt attempts+1. */
+static void dispatch(ctx *c, int i)
+{
+    saga_state *s = c->s;
+    saga_step_state *st = &s->steps[i];
+    const saga_step_def *sd = &s->def->steps[i];
+    int compensate = st->status == SAGA_STEP_COMPENSATING;
+    saga_error err = {0};
+    json_t *ctxj = saga_state_context(s), *payload;
+    saga_action *a;
+
+    payload = ctxj ? saga_template_resolve(sd->input, ctxj, &err) : NULL;
+    json_decref(ctxj);
+    if (payload == NULL && !compensate) {
+        /* A reference that resolves to nothing is a definite failure of
+         * this step: nothing was sent, so there is nothing to undo here. */
+        st->status = SAGA_STEP_FAILED;
+        st->finished_at = c->ev->now;
+        st->due_at = 0;
+        st->awaiting = 0;
+        set_error(st, error_obj("input", err.message));
+        st->dirty = 1;
+        history(c, "step_failed", i, st->attempts, error_obj("input", err.message));
+        start_compensation(c, i - 1, "step_failed", NULL);
+        return;
+    }
+    if (compensate) {
+        /* A compensation sees the step's input and whatever it output. */
+        json_t *p = json_pack("{s:o, s:O}", "input", payload ? payload : json_object(), "output",
+                              st->output ? st->output : json_null());
+        payload = p;
+    }
+    st->attempts++;
+    st->awaiting = 1;
+    st->due_at = c->ev->now + sd->timeout_ms;
+    if (st->attempts == 1)
+        st->started_at = c->ev->now;
+    st->dirty = 1;
+    a = push(c, SAGA_ACT_SEND);
+    if (a == NULL) {
+        json_decref(payload);
+        return;
+    }
+    a->step = i;
+    a->phase = compensate ? SAGA_PHASE_COMPENSATE : SAGA_PHASE_INVOKE;
+    a->attempt = st->attempts;
+    a->deadline = st->due_at;
+    a->payload = payload;
+    history(c, compensate ? "compensation_dispatched" : "step_dispatched", i, st->attempts,
+            json_pack("{s:s, s:s}", "service", sd->service, "action",
+                      compensate ? sd->compensation : sd->action));
+}
+
+/* Begin step i going forward, or complete the saga past the last step. */
+static void advance(ctx *c, int i)
+{
+    saga_state *s = c->s;
+    if (i >= s->nsteps) {
+        s->cursor = s->nsteps - 1;
+        finish(c, SAGA_ST_COMPLETED, "saga_completed");
+        return;
+    }
+    s->cursor = i;
+    s->steps[i].status = SAGA_STEP_DISPATCHED;
+    s->steps[i].attempts = 0;
+    dispatch(c, i);
+}
+
+/* Compensate, in reverse order, from step `from` down. */
+static void start_compensation(ctx *c, int from, const char *why, json_t *detail)
+{
+    c->s->status = SAGA_ST_COMPENSATING;
+    history(c, "compensation_started", from + 1 < c->s->nsteps ? from + 1 : -1, 0,
+            json_pack("{s:s, s:o*}", "reason", why, "detail", detail));
+    next_compensation(c, from);
+}
+
+static void next_compensation(ctx *c, int from)
+{
+    saga_state *s = c->s;
+    for (int i = from; i >= 0; i--) {
+        saga_step_state *st = &s->steps[i];
+        const saga_step_def *sd = &s->def->steps[i];
+        if (st->status != SAGA_STEP_SUCCEEDED && st->status != SAGA_STEP_UNKNOWN)
+            continue;
+        if (sd->forward_only)
+            continue; /* never happens before a pivot, kept for safety */
+        if (sd->compensation == NULL) {
+            history(c, "compensation_not_needed", i, 0, NULL);
+            continue;
+        }
+        s->cursor = i;
+        st->status = SAGA_STEP_COMPENSATING;
+        st->attempts = 0;
+        st->dirty = 1;
+        dispatch(c, i);
+        return;
+    }
+    s->cursor = from < 0 ? 0 : from;
+    finish(c, SAGA_ST_COMPENSATED, "saga_compensated");
+}
+
+/* A transient failure of the current attempt (retry reply or timeout). */
+static void transient(ctx *c, int i, json_t *err, int64_t retry_after, const char *what)
+{
+    saga_state *s = c->s;
+    saga_step_state *st = &s->steps[i];
+    const saga_step_def *sd = &s->def->steps[i];
+    int compensate = st->status == SAGA_STEP_COMPENSATING;
+    const saga_retry_policy *pol = compensate ? &sd->compensation_retry : &sd->retry;
+    int unlimited = !compensate && sd->forward_only;
+
+    set_error(st, json_incref(err));
+    st->dirty = 1;
+    st->awaiting = 0;
+    history(c, what, i, st->attempts, err);
+    if (unlimited || st->attempts < pol->max_attempts) {
+        int64_t delay = saga_backoff_ms(pol, st->attempts, c->ev->random);
+        if (retry_after > delay)
+            delay = retry_after;
+        st->due_at = c->ev->now + delay;
+        history(c, "retry_scheduled", i, st->attempts,
+                json_pack("{s:I, s:I}", "delay_ms", (json_int_t)delay, "at",
+                          (json_int_t)st->due_at));
+        return;
+    }
+    st->due_at = 0;
+    st->finished_at = c->ev->now;
+    if (compensate) {
+        st->status = SAGA_STEP_COMPENSATION_FAILED;
+        s->status = SAGA_ST_FAILED;
+        history(c, "saga_failed", i, st->attempts,
+                json_pack("{s:s, s:i, s:O}", "reason", "compensation retries exhausted",
+                          "attempts", st->attempts, "last_error", st->error));
+        return;
+    }
+    st->status = SAGA_STEP_UNKNOWN;
+    history(c, "step_outcome_unknown", i, st->attempts,
+            json_pack("{s:i}", "attempts", st->attempts));
+    start_compensation(c, i, "retries_exhausted", NULL);
+}
+
+static int on_start(ctx *c, const char **reason)
+{
+    saga_state *s = c->s;
+    if (s->status != SAGA_ST_NEW) {
+        *reason = "saga already started";
+        return SAGA_REJECTED;
+    }
+    s->status = SAGA_ST_RUNNING;
+    s->created_at = c->ev->now;
+    if (s->def->deadline_ms > 0)
+        s->deadline_at = c->ev->now + s->def->deadline_ms;
+    history(c, "saga_started", -1, 0,
+            json_pack("{s:s, s:i}", "definition", s->def->name, "version", s->def->version));
+    advance(c, 0);
+    return SAGA_APPLIED;
+}
+
+static int on_reply(ctx *c, const char **reason)
+{
+    saga_state *s = c->s;
+    const saga_reply *r = c->ev->reply;
+    saga_step_state *st;
+    char expect[128];
+    int compensate;
+
+    if (r == NULL) {
+        *reason = "reply event without a reply";
+        return SAGA_REJECTED;
+    }
+    if (s->status != SAGA_ST_RUNNING && s->status != SAGA_ST_COMPENSATING) {
+        *reason = "saga is not running";
+        return SAGA_IGNORED;
+    }
+    if (r->step < 0 || r->step >= s->nsteps) {
+        *reason = "reply names a step the saga does not have";
+        return SAGA_REJECTED;
+    }
+    if (r->step != s->cursor) {
+        *reason = "reply for a step that is not outstanding";
+        return SAGA_IGNORED;
+    }
+    st = &s->steps[r->step];
+    compensate = st->status == SAGA_STEP_COMPENSATING;
+    if (!compensate && st->status != SAGA_STEP_DISPATCHED) {
+        *reason = "reply for a step that is not outstanding";
+        return SAGA_IGNORED;
+    }
+    if ((r->phase == SAGA_PHASE_COMPENSATE) != compensate) {
+        *reason = "reply for the other phase of the step";
+        return SAGA_IGNORED;
+    }
+    saga_command_id_format(expect, sizeof expect, s->id, r->step, r->phase);
+    if (r->command_id == NULL || strcmp(r->command_id, expect) != 0) {
+        *reason = "reply command_id does not match the outstanding command";
+        return SAGA_IGNORED;
+    }
+    if (r->attempt > st->attempts) {
+        *reason = "reply for an attempt that was never sent";
+        return SAGA_REJECTED;
+    }
+    if (r->status == SAGA_REPLY_RETRY && (r->attempt != st->attempts || !st->awaiting)) {
+        *reason = "retry reply for an attempt that is no longer outstanding";
+        return SAGA_IGNORED;
+    }
+
+    switch (r->status) {
+    case SAGA_REPLY_OK:
+        st->awaiting = 0;
+        st->due_at = 0;
+        st->finished_at = c->ev->now;
+        st->dirty = 1;
+        if (compensate) {
+            st->status = SAGA_STEP_COMPENSATED;
+            history(c, "step_compensated", r->step, r->attempt,
+                    r->output ? json_incref(r->output) : NULL);
+            next_compensation(c, r->step - 1);
+        } else {
+            st->status = SAGA_STEP_SUCCEEDED;
+            json_decref(st->output);
+            st->output = r->output ? json_incref(r->output) : json_object();
+            history(c, "step_succeeded", r->step, r->attempt, json_incref(st->output));
+            advance(c, r->step + 1);
+        }
+        break;
+    case SAGA_REPLY_FAILED: {
+        json_t *err = error_obj(r->error_code, r->error_message);
+        st->awaiting = 0;
+        st->due_at = 0;
+        st->finished_at = c->ev->now;
+        st->dirty = 1;
+        set_error(st, json_incref(err));
+        if (compensate) {
+            /* A compensation must not fail for good: an operator decides. */
+            st->status = SAGA_STEP_COMPENSATION_FAILED;
+            history(c, "compensation_failed", r->step, r->attempt, err);
+            s->status = SAGA_ST_FAILED;
+            history(c, "saga_failed", r->step, r->attempt,
+                    json_pack("{s:s}", "reason", "compensation failed definitively"));
+        } else if (s->def->steps[r->step].forward_only) {
+            st->status = SAGA_STEP_FAILED;
+            history(c, "step_failed", r->step, r->attempt, err);
+            s->status = SAGA_ST_FAILED;
+            history(c, "saga_failed", r->step, r->attempt,
+                    json_pack("{s:s}", "reason",
+                              "a step at or after the pivot failed; it cannot be compensated"));
+        } else {
+            st->status = SAGA_STEP_FAILED;
+            history(c, "step_failed", r->step, r->attempt, err);
+            start_compensation(c, r->step - 1, "step_failed", NULL);
+        }
+        break;
+    }
+    case SAGA_REPLY_RETRY:
+        transient(c, r->step, error_obj(r->error_code, r->error_message), r->retry_after,
+                  "attempt_failed");
+        break;
+    }
+    return SAGA_APPLIED;
+}
+
+static int on_wake(ctx *c, const char **reason)
+{
+    saga_state *s = c->s;
+    saga_step_state *st;
+    const int64_t now = c->ev->now;
+
+    if (s->status != SAGA_ST_RUNNING && s->status != SAGA_ST_COMPENSATING) {
+        *reason = "saga has no timers";
+        return SAGA_IGNORED;
+    }
+    st = &s->steps[s->cursor];
+    if (s->status == SAGA_ST_RUNNING && s->deadline_at > 0 && now >= s->deadline_at &&
+        !s->def->steps[s->cursor].forward_only) {
+        /* The current step may have had an effect if anything was sent. */
+        int from = s->cursor - 1;
+        if (st->attempts > 0) {
+            st->status = SAGA_STEP_UNKNOWN;
+            from = s->cursor;
+        } else {
+            st->status = SAGA_STEP_PENDING;
+        }
+        st->awaiting = 0;
+        st->due_at = 0;
+        st->dirty = 1;
+        history(c, "deadline_exceeded", s->cursor, st->attempts, NULL);
+        start_compensation(c, from, "deadline_exceeded", NULL);
+        return SAGA_APPLIED;
+    }
+    if (st->due_at == 0 || now < st->due_at) {
+        *reason = "no timer is due";
+        return SAGA_IGNORED;
+    }
+    if (st->awaiting) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "no reply within %lld ms",
+                 (long long)s->def->steps[s->cursor].timeout_ms);
+        transient(c, s->cursor, error_obj("timeout", msg), 0, "attempt_timed_out");
+    } else {
+        dispatch(c, s->cursor);
+    }
+    return SAGA_APPLIED;
+}
+
+int saga_machine_apply(saga_state *s, const saga_event *ev, saga_actions *out,
+                       const char **reason)
+{
+    ctx c = {s, ev, out, 0};
+    const char *dummy;
+    int rc, first = out->n;
+
+    if (reason == NULL)
+        reason = &dummy;
+    *reason = NULL;
+    for (int i = 0; i < s->nsteps; i++)
+        s->steps[i].dirty = 0;
+    switch (ev->kind) {
+    case SAGA_EV_START:
+        rc = on_start(&c, reason);
+        break;
+    case SAGA_EV_REPLY:
+        rc = on_reply(&c, reason);
+        break;
+    case SAGA_EV_WAKE:
+        rc = on_wake(&c, reason);
+        break;
+    default:
+        *reason = "unknown event kind";
+        rc = SAGA_REJECTED;
+        break;
+    }
+    if (c.oom) {
+        while (out->n > first) {
+            out->n--;
+            json_decref(out->items[out->n].payload);
+            json_decref(out->items[out->n].detail);
+        }
+        return SAGA_ENOMEM;
+    }
+    if (rc == SAGA_APPLIED) {
+        s->updated_at = ev->now;
+        update_wake(s);
+    }
+    return rc;
+}

@@ -1,0 +1,136 @@
+/* The saga state machine: pure. One call takes a saga's state and one
+ * event and yields the new state plus a list of actions (send a command,
+ * record a history event). No I/O, no clock, no randomness of its own: the
+ * time and a random number for jitter come in with the event.
+ *
+ * Persisting the new state and the actions atomically is the shell's job
+ * (saga_store.c); sending the commands only after that commit is the
+ * engine's (saga_engine.c). */
+#ifndef SAGA_MACHINE_H
+#define SAGA_MACHINE_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "saga/protocol.h"
+#include "saga_definition.h"
+
+typedef enum saga_status {
+    SAGA_ST_NEW = 0,      /* created in memory, not started (never stored) */
+    SAGA_ST_RUNNING,      /* going forward */
+    SAGA_ST_COMPENSATING, /* undoing, in reverse order */
+    SAGA_ST_COMPLETED,    /* every step succeeded */
+    SAGA_ST_COMPENSATED,  /* every step that may have had an effect was undone */
+    SAGA_ST_FAILED,       /* stuck: an operator must act */
+} saga_status;
+
+typedef enum saga_step_status {
+    SAGA_STEP_PENDING = 0,
+    SAGA_STEP_DISPATCHED,          /* action sent (or waiting to be re-sent) */
+    SAGA_STEP_SUCCEEDED,
+    SAGA_STEP_FAILED,              /* definite business failure: nothing to undo */
+    SAGA_STEP_UNKNOWN,             /* retries exhausted: the effect may or may not exist */
+    SAGA_STEP_COMPENSATING,        /* compensation sent (or waiting to be re-sent) */
+    SAGA_STEP_COMPENSATED,
+    SAGA_STEP_COMPENSATION_FAILED, /* compensation gave up: saga is stuck */
+    SAGA_STEP_SKIPPED,
+} saga_step_status;
+
+#define SAGA_STATUS_COUNT 6
+#define SAGA_STEP_STATUS_COUNT 9
+
+const char *saga_status_name(saga_status s);
+int saga_status_parse(const char *text, saga_status *out);
+const char *saga_step_status_name(saga_step_status s);
+int saga_step_status_parse(const char *text, saga_step_status *out);
+int saga_status_is_final(saga_status s);
+
+typedef struct saga_step_state {
+    saga_step_status status;
+    int attempts;       /* attempts made in the current phase */
+    int awaiting;       /* 1: a command is out, due_at is its timeout;
+                           0: due_at is when to send (next attempt) */
+    int64_t due_at;     /* ms since epoch; 0 = nothing scheduled */
+    int64_t started_at; /* first dispatch of the current phase */
+    int64_t finished_at;
+    json_t *output;     /* owned; NULL until succeeded */
+    json_t *error;      /* owned; last error ({code, message}) */
+    int dirty;          /* changed by the last apply (for the store) */
+} saga_step_state;
+
+typedef struct saga_state {
+    char id[SAGA_ID_LEN + 1];
+    const saga_definition *def; /* borrowed; the version the saga started with */
+    saga_status status;
+    int cursor;                 /* the step being run or compensated */
+    json_t *input;              /* owned */
+    int64_t created_at, updated_at;
+    int64_t deadline_at;        /* 0 = none */
+    int64_t wake_at;            /* earliest timer; 0 = none (computed) */
+    int nsteps;
+    saga_step_state *steps;     /* owned */
+} saga_state;
+
+/* Allocate a NEW state for def (borrowed, must outlive it) with input
+ * (reference taken). Returns NULL on allocation failure. */
+saga_state *saga_state_new(const saga_definition *def, const char *id, json_t *input);
+void saga_state_free(saga_state *s);
+
+typedef enum saga_event_kind {
+    SAGA_EV_START = 0, /* begin the saga */
+    SAGA_EV_REPLY,     /* a participant replied */
+    SAGA_EV_WAKE,      /* a timer is due: a timeout, a retry, the deadline */
+    SAGA_EV_KIND_COUNT
+} saga_event_kind;
+
+typedef struct saga_event {
+    saga_event_kind kind;
+    int64_t now;             /* ms since epoch */
+    double random;           /* in [0,1): jitter */
+    const saga_reply *reply; /* SAGA_EV_REPLY: borrowed */
+} saga_event;
+
+typedef enum saga_action_kind {
+    SAGA_ACT_SEND = 0, /* send a command; persist it before it leaves */
+    SAGA_ACT_HISTORY,  /* append an event to the saga's history */
+} saga_action_kind;
+
+typedef struct saga_action {
+    saga_action_kind kind;
+    int step;
+    saga_phase phase;
+    int attempt;
+    int64_t deadline;  /* SEND: when this attempt times out */
+    json_t *payload;   /* SEND: the command payload (owned) */
+    const char *what;  /* HISTORY: event kind, a static string */
+    json_t *detail;    /* HISTORY: details (owned, may be NULL) */
+} saga_action;
+
+typedef struct saga_actions {
+    int n, cap;
+    saga_action *items;
+} saga_actions;
+
+void saga_actions_clear(saga_actions *a);
+
+typedef enum saga_apply_result {
+    SAGA_APPLIED = 0, /* state changed; actions to persist */
+    SAGA_IGNORED,     /* a duplicate or stale event: nothing to do (count it) */
+    SAGA_REJECTED,    /* the event makes no sense in this state */
+} saga_apply_result;
+
+/* Apply ev to s. On SAGA_APPLIED s is updated and actions appended to out
+ * (which the caller clears). On IGNORED or REJECTED s is unchanged and
+ * *reason (static text) says why. Returns -1 (SAGA_ENOMEM) on allocation
+ * failure, leaving s in an unspecified state (discard it). */
+int saga_machine_apply(saga_state *s, const saga_event *ev, saga_actions *out,
+                       const char **reason);
+
+/* The backoff before attempt+1 after `attempt` failed attempts. */
+int64_t saga_backoff_ms(const saga_retry_policy *p, int attempt, double random);
+
+/* The template context of s: {"input":..., "steps":{...}, "saga":{...}}. */
+json_t *saga_state_context(const saga_state *s);
+
+#endif

@@ -1,0 +1,93 @@
+/* The store: sagas, steps, history, outbox and definitions in PostgreSQL.
+ * Thin: it turns a saga_state plus the machine's actions into rows, within
+ * the caller's transaction, and back. */
+#ifndef SAGA_STORE_H
+#define SAGA_STORE_H
+
+#include <stdint.h>
+
+#include <libpq-fe.h>
+
+#include "saga/error.h"
+#include "saga_definition.h"
+#include "saga_machine.h"
+
+/* ---- definitions ---- */
+
+/* A cache of definitions by (name, version); owns them. */
+typedef struct saga_defs saga_defs;
+
+saga_defs *saga_defs_new(void);
+void saga_defs_free(saga_defs *defs);
+
+/* Store def (its content digest decides the version: the same content is
+ * the same version, changed content the next one); sets def->version and
+ * takes ownership of def into defs. *created tells whether the version is new. */
+int saga_store_register_definition(PGconn *db, saga_defs *defs, saga_definition *def,
+                                   int *created, saga_error *err);
+
+/* The definition name@version (version 0: the latest), from the cache or the
+ * database. The result is owned by defs. SAGA_ENOTFOUND if none. */
+int saga_store_get_definition(PGconn *db, saga_defs *defs, const char *name, int version,
+                              const saga_definition **out, saga_error *err);
+
+/* ---- the outbox ---- */
+
+typedef struct saga_outbox_msg {
+    int64_t id;
+    char *topic;
+    char key[SAGA_ID_LEN + 1];
+    char *payload;
+} saga_outbox_msg;
+
+typedef struct saga_outbox {
+    int n, cap;
+    saga_outbox_msg *items;
+} saga_outbox;
+
+void saga_outbox_clear(saga_outbox *o);
+
+/* Read up to limit outbox rows, oldest first, appending to out. */
+int saga_store_outbox_read(PGconn *db, int limit, saga_outbox *out, saga_error *err);
+
+/* Delete the rows with these ids (their delivery was confirmed). */
+int saga_store_outbox_delete(PGconn *db, const int64_t *ids, int n, saga_error *err);
+
+/* ---- sagas ---- */
+
+typedef struct saga_store_opts {
+    const char *topic_prefix; /* "saga." */
+    const char *actor;        /* who caused the change: "sagad", "operator:NAME" */
+} saga_store_opts;
+
+/* Insert a saga just started by the machine (START applied) with its steps,
+ * history and outbox rows. With an idempotency key that is already used,
+ * nothing is written, *existed = 1 and existing_id names that saga.
+ * Within the caller's transaction. New outbox rows are appended to sent. */
+int saga_store_create(PGconn *db, const saga_state *s, const saga_actions *actions,
+                      const char *idempotency_key, const saga_store_opts *o, int *existed,
+                      char existing_id[SAGA_ID_LEN + 1], saga_outbox *sent, saga_error *err);
+
+/* Load saga id (locking its row FOR UPDATE when lock is set). Its
+ * definition comes from defs. *out is the caller's (saga_state_free).
+ * SAGA_ENOTFOUND if there is no such saga. */
+int saga_store_load(PGconn *db, saga_defs *defs, const char *id, int lock, saga_state **out,
+                    saga_error *err);
+
+/* Write the state changed by an apply (saga row, dirty steps) and its
+ * actions (history rows, outbox rows appended to sent). */
+int saga_store_save(PGconn *db, const saga_state *s, const saga_actions *actions,
+                    const saga_store_opts *o, saga_outbox *sent, saga_error *err);
+
+/* Claim up to limit sagas whose timer is due, locking them with SKIP
+ * LOCKED so that several sagad share the work. ids has room for limit. */
+int saga_store_claim_due(PGconn *db, int limit, char (*ids)[SAGA_ID_LEN + 1], int *n,
+                         saga_error *err);
+
+/* Run a statement without results (BEGIN, COMMIT, ...). */
+int saga_store_exec(PGconn *db, const char *sql, saga_error *err);
+
+/* Milliseconds since the epoch, from the wall clock (the shell's job). */
+int64_t saga_now_ms(void);
+
+#endif

@@ -1,0 +1,536 @@
+/* sagactl: the operator's command line. Exit codes: 0 ok, 1 not found or
+ * refused, 2 usage, 3 cannot reach the database (or schema not migrated). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+#include <uuid.h>
+
+#include "saga/saga.h"
+#include "saga_definition.h"
+#include "saga_machine.h"
+#include "saga_migrate.h"
+#include "saga_store.h"
+
+enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_DB = 3 };
+
+static const char *db_url;
+static int want_json;
+
+#define ISO(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+static void die_usage(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "sagactl: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nTry 'sagactl --help'.\n");
+    exit(EXIT_USAGE);
+}
+
+static PGconn *connect_db(int need_schema)
+{
+    PGconn *db;
+    if (db_url == NULL) {
+        fprintf(stderr, "sagactl: no database: pass --db URL or set SAGA_PG_URL\n");
+        exit(EXIT_USAGE);
+    }
+    db = PQconnectdb(db_url);
+    if (PQstatus(db) != CONNECTION_OK) {
+        fprintf(stderr, "sagactl: cannot reach the database: %s", PQerrorMessage(db));
+        PQfinish(db);
+        exit(EXIT_DB);
+    }
+    PQsetNoticeProcessor(db, NULL, NULL);
+    if (need_schema) {
+        int v = 0;
+        saga_error err = {0};
+        if (saga_migrate_current(db, &v, &err) != SAGA_OK || v < SAGA_SCHEMA_VERSION) {
+            fprintf(stderr,
+                    "sagactl: the database is not migrated (schema version %d, need %d): run "
+                    "`sagactl migrate`\n",
+                    v, SAGA_SCHEMA_VERSION);
+            PQfinish(db);
+            exit(EXIT_DB);
+        }
+    }
+    return db;
+}
+
+/* Run a query that returns one JSON text (or no row); NULL if no row. */
+static json_t *query_json(PGconn *db, const char *sql, int n, const char *const *params)
+{
+    PGresult *r = PQexecParams(db, sql, n, NULL, params, NULL, NULL, 0);
+    json_t *j = NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "sagactl: query failed: %s", PQerrorMessage(db));
+        PQclear(r);
+        PQfinish(db);
+        exit(EXIT_DB);
+    }
+    if (PQntuples(r) > 0 && !PQgetisnull(r, 0, 0))
+        j = json_loads(PQgetvalue(r, 0, 0), JSON_DECODE_ANY, NULL);
+    PQclear(r);
+    return j;
+}
+
+static void print_json(json_t *j)
+{
+    char *t = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    puts(t ? t : "null");
+    free(t);
+}
+
+static const char *str(json_t *o, const char *k)
+{
+    const char *s = json_string_value(json_object_get(o, k));
+    return s ? s : "-";
+}
+
+static int check_uuid(const char *id)
+{
+    uuid_t u;
+    if (uuid_parse(id, u) != 0)
+        die_usage("\"%s\" is not a saga id (expected a UUID)", id);
+    return 0;
+}
+
+/* ---- migrate ---- */
+
+static void on_migration(const char *file, int applied, void *arg)
+{
+    (void)arg;
+    printf("%s %s\n", applied ? "applied " : "up to date", file);
+}
+
+static int cmd_migrate(int argc, char **argv)
+{
+    const char *dir = getenv("SAGA_MIGRATIONS_DIR") ? getenv("SAGA_MIGRATIONS_DIR") : "migrations";
+    saga_error err = {0};
+    int applied = 0, rc;
+    PGconn *db;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
+            dir = argv[++i];
+        else if (strcmp(argv[i], "--help") == 0) {
+            printf("usage: sagactl migrate [--dir DIR]\nApplies the pending migrations in DIR "
+                   "(default ./migrations or $SAGA_MIGRATIONS_DIR), each once, in order,\n"
+                   "each in a transaction; refuses when an applied file was changed.\n");
+            return EXIT_OK;
+        } else
+            die_usage("migrate: unexpected argument \"%s\"", argv[i]);
+    }
+    db = connect_db(0);
+    rc = saga_migrate(db, dir, &applied, on_migration, NULL, &err);
+    PQfinish(db);
+    if (rc != SAGA_OK) {
+        fprintf(stderr, "sagactl migrate: %s\n", err.message);
+        return rc == SAGA_EDB ? EXIT_DB : EXIT_REFUSED;
+    }
+    printf("%d migration(s) applied\n", applied);
+    return EXIT_OK;
+}
+
+/* ---- start ---- */
+
+static int cmd_start(int argc, char **argv)
+{
+    const char *name = NULL, *input_text = "{}", *key = NULL;
+    const saga_definition *def;
+    saga_defs *defs;
+    saga_state *s;
+    saga_actions acts = {0};
+    saga_outbox sent = {0};
+    saga_store_opts so = {getenv("SAGA_TOPIC_PREFIX"), "sagactl"};
+    saga_event ev = {SAGA_EV_START, saga_now_ms(), 0.5, NULL};
+    saga_error err = {0};
+    json_error_t jerr;
+    json_t *input;
+    char id[SAGA_ID_LEN + 1], existing[SAGA_ID_LEN + 1] = "";
+    uuid_t u;
+    int existed = 0, rc;
+    PGconn *db;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--input") == 0 && i + 1 < argc)
+            input_text = argv[++i];
+        else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
+            key = argv[++i];
+        else if (strcmp(argv[i], "--help") == 0) {
+            printf("usage: sagactl start NAME [--input JSON] [--key IDEMPOTENCY_KEY]\n"
+                   "Starts a saga of the latest version of definition NAME and prints its id.\n"
+                   "With --key, starting twice with the same key gives the same saga.\n");
+            return EXIT_OK;
+        } else if (argv[i][0] == '-')
+            die_usage("start: unknown option \"%s\"", argv[i]);
+        else if (name == NULL)
+            name = argv[i];
+        else
+            die_usage("start: unexpected argument \"%s\"", argv[i]);
+    }
+    if (name == NULL)
+        die_usage("start: missing the definition %s", "NAME");
+    input = json_loads(input_text, 0, &jerr);
+    if (!json_is_object(input))
+        die_usage("start: --input must be a JSON object: %s",
+                  input ? "found another JSON value" : jerr.text);
+    db = connect_db(1);
+    defs = saga_defs_new();
+    if ((rc = saga_store_get_definition(db, defs, name, 0, &def, &err)) != SAGA_OK) {
+        fprintf(stderr, "sagactl start: %s\n", err.message);
+        saga_defs_free(defs);
+        json_decref(input);
+        PQfinish(db);
+        return rc == SAGA_ENOTFOUND ? EXIT_REFUSED : EXIT_DB;
+    }
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, id);
+    s = saga_state_new(def, id, input);
+    json_decref(input);
+    rc = s ? saga_machine_apply(s, &ev, &acts, NULL) : SAGA_ENOMEM;
+    if (rc == SAGA_APPLIED)
+        rc = saga_store_exec(db, "BEGIN", &err);
+    if (rc == SAGA_OK)
+        rc = saga_store_create(db, s, &acts, key, &so, &existed, existing, &sent, &err);
+    /* Wake sagad's outbox relay at once instead of at its next scan. */
+    if (rc == SAGA_OK)
+        rc = saga_store_exec(db, "NOTIFY saga_outbox", &err);
+    if (rc == SAGA_OK)
+        rc = saga_store_exec(db, "COMMIT", &err);
+    else
+        saga_store_exec(db, "ROLLBACK", NULL);
+    saga_actions_clear(&acts);
+    saga_outbox_clear(&sent);
+    saga_state_free(s);
+    saga_defs_free(defs);
+    PQfinish(db);
+    if (rc != SAGA_OK) {
+        fprintf(stderr, "sagactl start: %s\n", err.message[0] ? err.message : saga_strerror(rc));
+        return EXIT_DB;
+    }
+    if (existed && !want_json)
+        fprintf(stderr, "sagactl start: key \"%s\" already started saga %s\n", key, existing);
+    if (want_json)
+        printf("{\"id\": \"%s\", \"existed\": %s}\n", existed ? existing : id,
+               existed ? "true" : "false");
+    else
+        printf("%s\n", existed ? existing : id);
+    return EXIT_OK;
+}
+
+/* ---- list ---- */
+
+static int cmd_list(int argc, char **argv)
+{
+    const char *status = NULL, *name = NULL, *limit = "50";
+    const char *p[3];
+    json_t *rows, *row;
+    size_t i;
+    PGconn *db;
+
+    for (int k = 1; k < argc; k++) {
+        if (strcmp(argv[k], "--status") == 0 && k + 1 < argc) {
+            saga_status st;
+            status = argv[++k];
+            if (saga_status_parse(status, &st) != 0 || st == SAGA_ST_NEW)
+                die_usage("list: unknown status \"%s\" (running, compensating, completed, "
+                          "compensated, failed)",
+                          status);
+        } else if (strcmp(argv[k], "--saga") == 0 && k + 1 < argc) {
+            name = argv[++k];
+        } else if (strcmp(argv[k], "--limit") == 0 && k + 1 < argc) {
+            limit = argv[++k];
+            if (atoi(limit) <= 0)
+                die_usage("list: --limit needs a positive number, not \"%s\"", limit);
+        } else if (strcmp(argv[k], "--json") == 0) {
+            want_json = 1;
+        } else if (strcmp(argv[k], "--help") == 0) {
+            printf("usage: sagactl list [--status S] [--saga NAME] [--limit N] [--json]\n"
+                   "Lists sagas, newest first.\n");
+            return EXIT_OK;
+        } else {
+            die_usage("list: unexpected argument \"%s\"", argv[k]);
+        }
+    }
+    p[0] = status;
+    p[1] = name;
+    p[2] = limit;
+    db = connect_db(1);
+    rows = query_json(
+        db,
+        "SELECT coalesce(json_agg(x ORDER BY x.created_at DESC), '[]') FROM ("
+        " SELECT s.id, s.name, s.version, s.status, s.cursor_step AS step,"
+        " st.name AS step_name, " ISO("s.created_at") " AS created_at, " ISO(
+            "s.updated_at") " AS updated_at"
+                            " FROM saga.saga s LEFT JOIN saga.saga_step st"
+                            " ON st.saga_id = s.id AND st.idx = s.cursor_step"
+                            " WHERE ($1::text IS NULL OR s.status = $1)"
+                            " AND ($2::text IS NULL OR s.name = $2)"
+                            " ORDER BY s.created_at DESC LIMIT $3::int) x",
+        3, p);
+    PQfinish(db);
+    if (want_json) {
+        print_json(rows);
+    } else {
+        printf("%-36s  %-12s  %-12s  %-16s  %s\n", "ID", "SAGA", "STATUS", "STEP", "UPDATED");
+        json_array_foreach(rows, i, row)
+        {
+            char saga[64];
+            snprintf(saga, sizeof saga, "%s@%lld", str(row, "name"),
+                     (long long)json_integer_value(json_object_get(row, "version")));
+            printf("%-36s  %-12s  %-12s  %-16s  %s\n", str(row, "id"), saga, str(row, "status"),
+                   str(row, "step_name"), str(row, "updated_at"));
+        }
+    }
+    json_decref(rows);
+    return EXIT_OK;
+}
+
+/* ---- show ---- */
+
+static int cmd_show(int argc, char **argv)
+{
+    const char *id = NULL;
+    json_t *saga, *steps, *st;
+    size_t i;
+    PGconn *db;
+
+    for (int k = 1; k < argc; k++) {
+        if (strcmp(argv[k], "--json") == 0)
+            want_json = 1;
+        else if (strcmp(argv[k], "--help") == 0) {
+            printf("usage: sagactl show ID [--json]\nShows a saga: definition and version, "
+                   "status, input, and each step with status, attempts, times, output or "
+                   "error.\n");
+            return EXIT_OK;
+        } else if (id == NULL && argv[k][0] != '-')
+            id = argv[k];
+        else
+            die_usage("show: unexpected argument \"%s\"", argv[k]);
+    }
+    if (id == NULL)
+        die_usage("show: missing the saga %s", "ID");
+    check_uuid(id);
+    db = connect_db(1);
+    {
+        const char *p[1] = {id};
+        saga = query_json(
+            db,
+            "SELECT json_build_object('id', s.id, 'name', s.name, 'version', s.version,"
+            " 'status', s.status, 'step', s.cursor_step, 'input', s.input,"
+            " 'idempotency_key', s.idempotency_key,"
+            " 'created_at', " ISO("s.created_at") ", 'updated_at', " ISO(
+                "s.updated_at") ", 'deadline_at', " ISO("s.deadline_at") ","
+                                " 'wake_at', " ISO("s.wake_at") ","
+                                " 'steps', (SELECT coalesce(json_agg(json_build_object("
+                                "  'index', st.idx, 'name', st.name, 'status', st.status,"
+                                "  'attempts', st.attempts, 'started_at', " ISO(
+                                    "st.started_at") ","
+                                                     "  'finished_at', " ISO(
+                                                         "st.finished_at") ","
+                                                                           "  'output', "
+                                                                           "st.output, 'error', "
+                                                                           "st.error) ORDER BY "
+                                                                           "st.idx), '[]')"
+                                                                           "  FROM saga.saga_step "
+                                                                           "st WHERE st.saga_id "
+                                                                           "= s.id))"
+                                                                           " FROM saga.saga s "
+                                                                           "WHERE s.id = $1",
+            1, p);
+    }
+    PQfinish(db);
+    if (saga == NULL) {
+        fprintf(stderr, "sagactl show: no saga %s\n", id);
+        return EXIT_REFUSED;
+    }
+    if (want_json) {
+        print_json(saga);
+        json_decref(saga);
+        return EXIT_OK;
+    }
+    printf("saga      %s\n", str(saga, "id"));
+    printf("name      %s (version %lld)\n", str(saga, "name"),
+           (long long)json_integer_value(json_object_get(saga, "version")));
+    printf("status    %s\n", str(saga, "status"));
+    printf("created   %s\n", str(saga, "created_at"));
+    printf("updated   %s\n", str(saga, "updated_at"));
+    {
+        char *in = json_dumps(json_object_get(saga, "input"), JSON_COMPACT);
+        printf("input     %s\n", in ? in : "{}");
+        free(in);
+    }
+    printf("\n  #  %-16s  %-20s  %3s  %-24s  %-24s  %s\n", "STEP", "STATUS", "TRY", "STARTED",
+           "FINISHED", "OUTPUT / ERROR");
+    steps = json_object_get(saga, "steps");
+    json_array_foreach(steps, i, st)
+    {
+        json_t *res = json_object_get(st, "error");
+        char *t;
+        if (json_is_null(res) || res == NULL || !strcmp(str(st, "status"), "succeeded"))
+            res = json_object_get(st, "output");
+        t = (res && !json_is_null(res)) ? json_dumps(res, JSON_COMPACT) : NULL;
+        printf("%3lld  %-16s  %-20s  %3lld  %-24s  %-24s  %s\n",
+               (long long)json_integer_value(json_object_get(st, "index")), str(st, "name"),
+               str(st, "status"), (long long)json_integer_value(json_object_get(st, "attempts")),
+               str(st, "started_at"), str(st, "finished_at"), t ? t : "");
+        free(t);
+    }
+    json_decref(saga);
+    return EXIT_OK;
+}
+
+/* ---- history ---- */
+
+static int cmd_history(int argc, char **argv)
+{
+    const char *id = NULL;
+    json_t *events, *ev;
+    size_t i;
+    PGconn *db;
+
+    for (int k = 1; k < argc; k++) {
+        if (strcmp(argv[k], "--json") == 0)
+            want_json = 1;
+        else if (strcmp(argv[k], "--help") == 0) {
+            printf("usage: sagactl history ID [--json]\nThe saga's timeline: every transition "
+                   "with time, step, attempt, details and actor.\n");
+            return EXIT_OK;
+        } else if (id == NULL && argv[k][0] != '-')
+            id = argv[k];
+        else
+            die_usage("history: unexpected argument \"%s\"", argv[k]);
+    }
+    if (id == NULL)
+        die_usage("history: missing the saga %s", "ID");
+    check_uuid(id);
+    db = connect_db(1);
+    {
+        const char *p[1] = {id};
+        events = query_json(
+            db,
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM saga.saga WHERE id = $1) THEN"
+            " (SELECT coalesce(json_agg(json_build_object('seq', e.id, 'at', " ISO(
+                "e.at") ","
+                        " 'kind', e.kind, 'step', e.step, 'step_name', st.name, 'phase', e.phase,"
+                        " 'attempt', e.attempt, 'detail', e.detail, 'actor', e.actor) ORDER BY "
+                        "e.id), '[]')"
+                        " FROM saga.saga_event e LEFT JOIN saga.saga_step st"
+                        " ON st.saga_id = e.saga_id AND st.idx = e.step WHERE e.saga_id = $1)"
+                        " END",
+            1, p);
+    }
+    PQfinish(db);
+    if (events == NULL) {
+        fprintf(stderr, "sagactl history: no saga %s\n", id);
+        return EXIT_REFUSED;
+    }
+    if (want_json) {
+        print_json(events);
+    } else {
+        json_array_foreach(events, i, ev)
+        {
+            json_t *d = json_object_get(ev, "detail");
+            char *t = (d && !json_is_null(d)) ? json_dumps(d, JSON_COMPACT) : NULL;
+            char step[64] = "";
+            if (json_is_integer(json_object_get(ev, "step")))
+                snprintf(step, sizeof step, "%s#%lld", str(ev, "step_name"),
+                         (long long)json_integer_value(json_object_get(ev, "attempt")));
+            printf("%s  %-24s  %-20s  %-8s  %s\n", str(ev, "at"), str(ev, "kind"), step,
+                   str(ev, "actor"), t ? t : "");
+            free(t);
+        }
+    }
+    json_decref(events);
+    return EXIT_OK;
+}
+
+/* ---- validate ---- */
+
+static int cmd_validate(int argc, char **argv)
+{
+    int bad = 0, files = 0;
+    for (int k = 1; k < argc; k++) {
+        saga_def_problems probs = {0};
+        saga_definition *def = NULL;
+        if (strcmp(argv[k], "--help") == 0) {
+            printf("usage: sagactl validate FILE...\nChecks saga definitions; prints every "
+                   "problem with file, place and what is expected.\nExit 0 when all are "
+                   "valid, 1 otherwise.\n");
+            return EXIT_OK;
+        }
+        files++;
+        if (saga_definition_load_file(argv[k], &def, &probs) != SAGA_OK) {
+            bad++;
+            for (int i = 0; i < probs.count && i < 64; i++)
+                fprintf(stderr, "%s: %s: %s\n", argv[k], probs.items[i].where,
+                        probs.items[i].message);
+            if (probs.count > 64)
+                fprintf(stderr, "%s: ... and %d more problems\n", argv[k], probs.count - 64);
+        } else {
+            printf("%s: ok (saga \"%s\", %d steps)\n", argv[k], def->name, def->nsteps);
+            saga_definition_free(def);
+        }
+    }
+    if (files == 0)
+        die_usage("validate: no %s given", "FILE");
+    return bad ? EXIT_REFUSED : EXIT_OK;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: sagactl [--db URL] [--json] COMMAND [ARGS]\n\n"
+                 "Commands:\n"
+                 "  migrate [--dir DIR]                 apply pending schema migrations\n"
+                 "  start NAME [--input JSON] [--key K] start a saga, print its id\n"
+                 "  list [--status S] [--saga NAME] [--limit N]  sagas, newest first\n"
+                 "  show ID                             a saga and its steps\n"
+                 "  history ID                          a saga's timeline\n"
+                 "  validate FILE...                    check definition files\n\n"
+                 "Options:\n"
+                 "  --db URL    PostgreSQL (default $SAGA_PG_URL)\n"
+                 "  --json      machine-readable output\n"
+                 "  --help      this text; `sagactl COMMAND --help` for a command\n\n"
+                 "Exit codes: 0 ok, 1 not found or refused, 2 usage, 3 database unreachable "
+                 "or not migrated.\n");
+}
+
+int main(int argc, char **argv)
+{
+    int i = 1;
+    db_url = getenv("SAGA_PG_URL");
+    for (; i < argc && argv[i][0] == '-'; i++) {
+        if (strcmp(argv[i], "--db") == 0 && i + 1 < argc)
+            db_url = argv[++i];
+        else if (strcmp(argv[i], "--json") == 0)
+            want_json = 1;
+        else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return EXIT_OK;
+        } else
+            die_usage("unknown option \"%s\"", argv[i]);
+    }
+    if (i >= argc) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    argc -= i;
+    argv += i;
+    if (strcmp(argv[0], "migrate") == 0)
+        return cmd_migrate(argc, argv);
+    if (strcmp(argv[0], "start") == 0)
+        return cmd_start(argc, argv);
+    if (strcmp(argv[0], "list") == 0)
+        return cmd_list(argc, argv);
+    if (strcmp(argv[0], "show") == 0)
+        return cmd_show(argc, argv);
+    if (strcmp(argv[0], "history") == 0)
+        return cmd_history(argc, argv);
+    if (strcmp(argv[0], "validate") == 0)
+        return cmd_validate(argc, argv);
+    die_usage("unknown command \"%s\"", argv[0]);
+    return EXIT_USAGE;
+}

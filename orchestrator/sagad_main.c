@@ -1,0 +1,188 @@
+/* sagad: the saga orchestrator daemon. */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "saga/saga.h"
+#include "saga_engine.h"
+#include "saga_log.h"
+
+static saga_engine *engine;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    saga_engine_stop(engine);
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: sagad [options]\n"
+            "Runs sagas: sends step commands over Kafka, applies replies, retries,\n"
+            "times out and compensates; every transition committed to PostgreSQL.\n\n"
+            "  --db URL            PostgreSQL (default $SAGA_PG_URL)\n"
+            "  --brokers LIST      Kafka bootstrap servers (default $SAGA_KAFKA_BROKERS)\n"
+            "  --definitions DIR   folder of saga definitions, *.json (default ./sagas)\n"
+            "  --prefix P          topic prefix (default saga.)\n"
+            "  --log-level L       debug, info, warn, error (default info)\n"
+            "  --help              this text\n");
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Load and validate every *.json in dir. Prints every problem; returns the
+ * number of invalid files (or -1 when the folder cannot be read). */
+static int load_definitions(const char *dir, saga_definition ***out, int *n)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char **names = NULL;
+    int nnames = 0, bad = 0;
+
+    *out = NULL;
+    *n = 0;
+    if (d == NULL) {
+        saga_log(SAGA_LOG_ERROR, "cannot open definitions folder %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        char **nn;
+        if (len < 6 || strcmp(e->d_name + len - 5, ".json") != 0)
+            continue;
+        nn = realloc(names, sizeof *names * (size_t)(nnames + 1));
+        if (nn == NULL)
+            break;
+        names = nn;
+        names[nnames++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, (size_t)nnames, sizeof *names, cmp_str);
+    *out = calloc((size_t)nnames + 1, sizeof **out);
+    for (int i = 0; i < nnames; i++) {
+        char path[4096];
+        saga_def_problems probs = {0};
+        saga_definition *def = NULL;
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        if (saga_definition_load_file(path, &def, &probs) != SAGA_OK) {
+            bad++;
+            for (int k = 0; k < probs.count && k < 64; k++)
+                saga_log(SAGA_LOG_ERROR, "%s: %s: %s", path, probs.items[k].where,
+                         probs.items[k].message);
+        } else {
+            for (int k = 0; k < *n; k++)
+                if (strcmp((*out)[k]->name, def->name) == 0) {
+                    saga_log(SAGA_LOG_ERROR, "%s: name \"%s\" is used by another file too", path,
+                             def->name);
+                    bad++;
+                }
+            (*out)[(*n)++] = def;
+        }
+        free(names[i]);
+    }
+    free(names);
+    return bad;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"db", required_argument, 0, 'd'},
+                                         {"brokers", required_argument, 0, 'b'},
+                                         {"definitions", required_argument, 0, 'D'},
+                                         {"prefix", required_argument, 0, 'p'},
+                                         {"log-level", required_argument, 0, 'l'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    saga_engine_config cfg = {0};
+    const char *dir = "sagas";
+    saga_definition **defs;
+    saga_engine_stats st;
+    saga_error err = {0};
+    int ndefs, c, rc, bad;
+
+    cfg.db_url = getenv("SAGA_PG_URL");
+    cfg.brokers = getenv("SAGA_KAFKA_BROKERS");
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd':
+            cfg.db_url = optarg;
+            break;
+        case 'b':
+            cfg.brokers = optarg;
+            break;
+        case 'D':
+            dir = optarg;
+            break;
+        case 'p':
+            cfg.topic_prefix = optarg;
+            break;
+        case 'l':
+            if (saga_log_parse_level(optarg) < 0) {
+                fprintf(stderr, "sagad: --log-level: unknown level \"%s\"\n", optarg);
+                return 2;
+            }
+            saga_log_set_level((saga_log_level)saga_log_parse_level(optarg));
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "sagad: unexpected argument \"%s\"\n", argv[optind]);
+        return 2;
+    }
+    if (cfg.db_url == NULL || cfg.brokers == NULL) {
+        fprintf(stderr, "sagad: %s is not set (use --db / --brokers or SAGA_PG_URL / "
+                        "SAGA_KAFKA_BROKERS)\n",
+                cfg.db_url == NULL ? "the database URL" : "the Kafka brokers");
+        return 2;
+    }
+    bad = load_definitions(dir, &defs, &ndefs);
+    if (bad != 0) {
+        for (int i = 0; i < ndefs; i++)
+            saga_definition_free(defs[i]);
+        free(defs);
+        saga_log(SAGA_LOG_ERROR, "refusing to start: %s",
+                 bad < 0 ? "no definitions folder" : "invalid definitions (see above)");
+        return 1;
+    }
+    if (ndefs == 0)
+        saga_log(SAGA_LOG_WARN, "no definitions in %s; sagas of stored definitions still run",
+                 dir);
+    rc = saga_engine_new(&cfg, defs, ndefs, &engine, &err);
+    free(defs);
+    if (rc != SAGA_OK) {
+        saga_log(SAGA_LOG_ERROR, "cannot start: %s", err.message);
+        return rc == SAGA_EDB ? 3 : 1;
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+    rc = saga_engine_run(engine, &err);
+    saga_engine_get_stats(engine, &st);
+    saga_log(SAGA_LOG_INFO,
+             "stopped: %llu replies applied, %llu duplicates ignored, %llu rejected, "
+             "%llu malformed, %llu timers fired, %llu commands sent, %llu send failures",
+             (unsigned long long)st.replies_applied, (unsigned long long)st.replies_ignored,
+             (unsigned long long)st.replies_rejected, (unsigned long long)st.malformed,
+             (unsigned long long)st.timers_fired, (unsigned long long)st.commands_sent,
+             (unsigned long long)st.send_failures);
+    saga_engine_free(engine);
+    if (rc != SAGA_OK) {
+        saga_log(SAGA_LOG_ERROR, "%s", err.message);
+        return 1;
+    }
+    return 0;
+}

@@ -1,0 +1,48 @@
+/* libsaga: error codes and the error value every fallible call fills in. */
+#ifndef SAGA_ERROR_H
+#define SAGA_ERROR_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Every fallible libsaga function returns one of these (0 on success). */
+typedef enum saga_err {
+    SAGA_OK = 0,
+    SAGA_EINVAL = -1,    /* an argument is invalid (NULL, out of range) */
+    SAGA_ENOMEM = -2,    /* allocation failed */
+    SAGA_EPROTO = -3,    /* a message does not follow docs/PROTOCOL.md */
+    SAGA_EKAFKA = -4,    /* the Kafka client or broker reported an error */
+    SAGA_EDB = -5,       /* PostgreSQL reported an error */
+    SAGA_EEXIST = -6,    /* already registered / already done */
+    SAGA_ENOTFOUND = -7, /* no such saga, step, definition or handler */
+    SAGA_ESTATE = -8,    /* the call is not valid in the current state */
+    SAGA_EDEF = -9,      /* a saga definition is invalid */
+    SAGA_EIO = -10,      /* reading or writing a file failed */
+} saga_err;
+
+/* Detail for a failed call: the code plus a human-readable message that
+ * names what was wrong and where. Callers own it (usually on the stack);
+ * functions fill it only on failure, and accept NULL when the caller does
+ * not want the detail. */
+typedef struct saga_error {
+    int code;
+    char message[512];
+} saga_error;
+
+/* A static, never-NULL description of an error code. Thread-safe. */
+const char *saga_strerror(int code);
+
+/* Fill err (if not NULL) with code and a printf-style message; returns code
+ * so that `return saga_error_set(err, SAGA_EINVAL, "...")` reads well. */
+int saga_error_set(saga_error *err, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

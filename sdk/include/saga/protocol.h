@@ -1,0 +1,100 @@
+/* libsaga: the wire protocol between sagad and participant services.
+ *
+ * docs/PROTOCOL.md is the normative description; this header is its C
+ * binding. sagad links these same functions, so both sides encode and
+ * decode one way. */
+#ifndef SAGA_PROTOCOL_H
+#define SAGA_PROTOCOL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "saga/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SAGA_PROTOCOL_VERSION 1
+/* Messages larger than this are rejected as malformed without parsing. */
+#define SAGA_MESSAGE_MAX (1024 * 1024)
+/* A saga id is a UUID in its 36-character text form. */
+#define SAGA_ID_LEN 36
+
+typedef enum saga_phase {
+    SAGA_PHASE_INVOKE = 0,     /* run the step's action */
+    SAGA_PHASE_COMPENSATE = 1, /* undo it */
+} saga_phase;
+
+typedef enum saga_reply_status {
+    SAGA_REPLY_OK = 0,     /* done; output carries the result */
+    SAGA_REPLY_FAILED = 1, /* definite business failure: do not retry */
+    SAGA_REPLY_RETRY = 2,  /* transient: try again later */
+} saga_reply_status;
+
+/* A command from sagad to a participant. Strings and payload are owned by
+ * the struct after saga_command_decode(); saga_command_clear() frees them.
+ * For saga_command_encode() the caller keeps ownership of everything. */
+typedef struct saga_command {
+    int v;
+    char saga_id[SAGA_ID_LEN + 1];
+    char *saga;         /* definition name */
+    int saga_version;   /* definition version the saga runs */
+    int step;           /* 0-based step index */
+    char *step_name;    /* the step's name in the definition */
+    saga_phase phase;   /* invoke or compensate */
+    char *action;       /* the action (or compensation) name */
+    char *command_id;   /* stable across retries of one step and phase */
+    int attempt;        /* 1-based attempt within this step and phase */
+    int64_t deadline;   /* ms since the Unix epoch; 0 = none */
+    char *reply_to;     /* topic to send the reply to */
+    json_t *payload;    /* the step's resolved input (a JSON object) */
+} saga_command;
+
+/* A reply from a participant to sagad. Ownership as for saga_command. */
+typedef struct saga_reply {
+    int v;
+    char saga_id[SAGA_ID_LEN + 1];
+    int step;
+    saga_phase phase;
+    char *command_id;
+    int attempt;
+    saga_reply_status status;
+    json_t *output;        /* status ok: the step's output (object), may be NULL */
+    char *error_code;      /* status failed/retry: short machine code, may be NULL */
+    char *error_message;   /* status failed/retry: human text, may be NULL */
+    int64_t retry_after;   /* status retry: hint in ms, 0 = use policy */
+} saga_reply;
+
+const char *saga_phase_name(saga_phase phase);
+int saga_phase_parse(const char *text, saga_phase *out);
+const char *saga_reply_status_name(saga_reply_status status);
+int saga_reply_status_parse(const char *text, saga_reply_status *out);
+
+/* Encode to a JSON text. On success *out is a NUL-terminated malloc()ed
+ * string the caller frees with free(), *len its length. */
+int saga_command_encode(const saga_command *cmd, char **out, size_t *len, saga_error *err);
+int saga_reply_encode(const saga_reply *reply, char **out, size_t *len, saga_error *err);
+
+/* Decode len bytes (not necessarily NUL-terminated). On success *out owns
+ * its strings; on failure *out is left cleared and err says which field is
+ * wrong and why (SAGA_EPROTO). */
+int saga_command_decode(const char *buf, size_t len, saga_command *out, saga_error *err);
+int saga_reply_decode(const char *buf, size_t len, saga_reply *out, saga_error *err);
+
+/* Free what a decoded struct owns and zero it. Safe on a zeroed struct. */
+void saga_command_clear(saga_command *cmd);
+void saga_reply_clear(saga_reply *reply);
+
+/* The command id for a step and phase of a saga: "<saga_id>/<step>/<phase>".
+ * Writes at most size bytes including the NUL; returns the length it needed. */
+int saga_command_id_format(char *buf, size_t size, const char *saga_id, int step,
+                           saga_phase phase);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

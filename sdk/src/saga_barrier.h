@@ -1,0 +1,33 @@
+/* Internal: the participant's de-duplication barrier in its own PostgreSQL. */
+#ifndef SAGA_BARRIER_H
+#define SAGA_BARRIER_H
+
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#include "saga/protocol.h"
+
+typedef enum saga__barrier_verdict {
+    SAGA__BARRIER_PROCEED,   /* first delivery: run the handler */
+    SAGA__BARRIER_DUPLICATE, /* seen before: answer with the cached reply */
+    SAGA__BARRIER_NULL_COMP, /* compensation of an action that never ran */
+    SAGA__BARRIER_HANGING,   /* action arriving after its compensation */
+} saga__barrier_verdict;
+
+/* Create the barrier table if missing (in the connection's search_path). */
+int saga__barrier_init(PGconn *db, saga_error *err);
+
+/* Inside an open transaction: classify cmd and claim its barrier row.
+ * On DUPLICATE *cached is the stored reply object (caller decrefs). */
+int saga__barrier_enter(PGconn *db, const saga_command *cmd, saga__barrier_verdict *verdict,
+                        json_t **cached, saga_error *err);
+
+/* Inside the same transaction: store the reply sent for cmd, and the
+ * outcome word ("handled", "null_compensation"). reply is borrowed. */
+int saga__barrier_record(PGconn *db, const saga_command *cmd, json_t *reply,
+                         const char *outcome, saga_error *err);
+
+/* Run a statement without parameters; SAGA_EDB with the server's message. */
+int saga__pg_exec(PGconn *db, const char *sql, saga_error *err);
+
+#endif

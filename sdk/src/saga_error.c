@@ -1,0 +1,46 @@
+/* Error codes to text, and the error-filling helper. */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "saga/error.h"
+
+const char *saga_strerror(int code)
+{
+    switch (code) {
+    case SAGA_OK:
+        return "success";
+    case SAGA_EINVAL:
+        return "invalid argument";
+    case SAGA_ENOMEM:
+        return "out of memory";
+    case SAGA_EPROTO:
+        return "protocol error (malformed message)";
+    case SAGA_EKAFKA:
+        return "Kafka error";
+    case SAGA_EDB:
+        return "database error";
+    case SAGA_EEXIST:
+        return "already exists";
+    case SAGA_ENOTFOUND:
+        return "not found";
+    case SAGA_ESTATE:
+        return "not valid in the current state";
+    case SAGA_EDEF:
+        return "invalid saga definition";
+    case SAGA_EIO:
+        return "I/O error";
+    }
+    return "unknown error";
+}
+
+int saga_error_set(saga_error *err, int code, const char *fmt, ...)
+{
+    if (err != NULL) {
+        va_list ap;
+        err->code = code;
+        va_start(ap, fmt);
+        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}

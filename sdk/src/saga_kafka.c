@@ -1,0 +1,99 @@
+/* Kafka helpers: topic names, configs, topic creation. */
+#include <stdio.h>
+#include <string.h>
+
+#include "saga_kafka.h"
+
+int saga__topic_cmd(char *buf, size_t size, const char *prefix, const char *service)
+{
+    return snprintf(buf, size, "%scmd.%s", prefix ? prefix : "saga.", service);
+}
+
+int saga__topic_reply(char *buf, size_t size, const char *prefix)
+{
+    return snprintf(buf, size, "%sreply", prefix ? prefix : "saga.");
+}
+
+int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value, saga_error *err)
+{
+    char errstr[256];
+    if (rd_kafka_conf_set(conf, key, value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK)
+        return saga_error_set(err, SAGA_EKAFKA, "Kafka setting %s=%s: %s", key, value, errstr);
+    return SAGA_OK;
+}
+
+rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id, saga_error *err)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (conf == NULL) {
+        saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return NULL;
+    }
+    if (saga__kafka_set(conf, "bootstrap.servers", brokers, err) != SAGA_OK ||
+        saga__kafka_set(conf, "client.id", client_id, err) != SAGA_OK ||
+        /* Our own error path reports problems; keep librdkafka off stderr. */
+        saga__kafka_set(conf, "log_level", "3", err) != SAGA_OK) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return conf;
+}
+
+int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, int partitions,
+                              int timeout_ms, saga_error *err)
+{
+    rd_kafka_NewTopic_t *nt[64];
+    rd_kafka_queue_t *q;
+    rd_kafka_AdminOptions_t *opts;
+    rd_kafka_event_t *ev;
+    const rd_kafka_CreateTopics_result_t *res;
+    const rd_kafka_topic_result_t **tres;
+    size_t ntres;
+    char errstr[256];
+    int rc = SAGA_OK;
+
+    if (n <= 0)
+        return SAGA_OK;
+    if (n > 64)
+        return saga_error_set(err, SAGA_EINVAL, "too many topics (%d) to create at once", n);
+    for (int i = 0; i < n; i++) {
+        nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, 1, errstr, sizeof errstr);
+        if (nt[i] == NULL) {
+            for (int j = 0; j < i; j++)
+                rd_kafka_NewTopic_destroy(nt[j]);
+            return saga_error_set(err, SAGA_EKAFKA, "topic %s: %s", topics[i], errstr);
+        }
+    }
+    q = rd_kafka_queue_new(rk);
+    opts = rd_kafka_AdminOptions_new(rk, RD_KAFKA_ADMIN_OP_CREATETOPICS);
+    rd_kafka_AdminOptions_set_operation_timeout(opts, timeout_ms, errstr, sizeof errstr);
+    rd_kafka_AdminOptions_set_request_timeout(opts, timeout_ms, errstr, sizeof errstr);
+    rd_kafka_CreateTopics(rk, nt, (size_t)n, opts, q);
+    ev = rd_kafka_queue_poll(q, timeout_ms + 2000);
+    if (ev == NULL) {
+        rc = saga_error_set(err, SAGA_EKAFKA, "creating topics: no answer from the broker in %d ms",
+                            timeout_ms);
+    } else if (rd_kafka_event_error(ev)) {
+        rc = saga_error_set(err, SAGA_EKAFKA, "creating topics: %s",
+                            rd_kafka_event_error_string(ev));
+    } else {
+        res = rd_kafka_event_CreateTopics_result(ev);
+        tres = rd_kafka_CreateTopics_result_topics(res, &ntres);
+        for (size_t i = 0; i < ntres; i++) {
+            rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tres[i]);
+            if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+                rc = saga_error_set(err, SAGA_EKAFKA, "creating topic %s: %s",
+                                    rd_kafka_topic_result_name(tres[i]),
+                                    rd_kafka_topic_result_error_string(tres[i]));
+                break;
+            }
+        }
+    }
+    if (ev != NULL)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_AdminOptions_destroy(opts);
+    rd_kafka_queue_destroy(q);
+    for (int i = 0; i < n; i++)
+        rd_kafka_NewTopic_destroy(nt[i]);
+    return rc;
+}

@@ -1,0 +1,533 @@
+/* The participant runtime: consume commands, run handlers (inside the
+ * barrier's transaction when a database is configured), reply, and commit
+ * consumed offsets only after the replies are acknowledged by Kafka. */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "saga/participant.h"
+#include "saga_barrier.h"
+#include "saga_kafka.h"
+
+#define BATCH_MAX 200
+#define FLUSH_TIMEOUT_MS 30000
+
+struct saga_result {
+    int set;
+    saga_reply_status status;
+    json_t *output;
+    char code[64];
+    char message[512];
+    int64_t retry_after;
+};
+
+typedef struct handler {
+    saga_phase phase;
+    char *name;
+    saga_handler_fn fn;
+    void *arg;
+} handler;
+
+struct saga_participant {
+    char *service;
+    char *prefix;
+    char cmd_topic[256];
+    rd_kafka_t *consumer;
+    rd_kafka_t *producer;
+    PGconn *db;
+    handler *handlers;
+    int nhandlers;
+    volatile sig_atomic_t stop;
+    int delivery_failures; /* within the current batch */
+    saga_participant_stats stats;
+    char warning[512];
+};
+
+void saga_result_ok(saga_result *r, json_t *output)
+{
+    if (r == NULL) {
+        json_decref(output);
+        return;
+    }
+    json_decref(r->output);
+    r->set = 1;
+    r->status = SAGA_REPLY_OK;
+    r->output = output != NULL ? output : json_object();
+}
+
+static void result_error(saga_result *r, saga_reply_status st, const char *code,
+                         int64_t after, const char *fmt, va_list ap)
+{
+    json_decref(r->output);
+    r->output = NULL;
+    r->set = 1;
+    r->status = st;
+    snprintf(r->code, sizeof r->code, "%s", code ? code : "error");
+    vsnprintf(r->message, sizeof r->message, fmt ? fmt : "", ap);
+    r->retry_after = after;
+}
+
+void saga_result_fail(saga_result *r, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    if (r == NULL)
+        return;
+    va_start(ap, fmt);
+    result_error(r, SAGA_REPLY_FAILED, code, 0, fmt, ap);
+    va_end(ap);
+}
+
+void saga_result_retry(saga_result *r, int64_t after_ms, const char *fmt, ...)
+{
+    va_list ap;
+    if (r == NULL)
+        return;
+    va_start(ap, fmt);
+    result_error(r, SAGA_REPLY_RETRY, "retry", after_ms < 0 ? 0 : after_ms, fmt, ap);
+    va_end(ap);
+}
+
+static void warn(saga_participant *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->warning, sizeof p->warning, fmt, ap);
+    va_end(ap);
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
+{
+    saga_participant *p = opaque;
+    (void)rk;
+    if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        p->delivery_failures++;
+        warn(p, "reply not delivered: %s", rd_kafka_err2str(msg->err));
+    }
+}
+
+static char *dup_or(const char *s, const char *dflt)
+{
+    return strdup(s != NULL && *s != '\0' ? s : dflt);
+}
+
+int saga_participant_new(const saga_participant_options *o, saga_participant **out,
+                         saga_error *err)
+{
+    saga_participant *p;
+    rd_kafka_conf_t *conf;
+    char errstr[512], group[300], client[300];
+    const char *topics[1];
+    int rc;
+
+    if (o == NULL || out == NULL || o->brokers == NULL || o->service == NULL ||
+        *o->service == '\0')
+        return saga_error_set(err, SAGA_EINVAL,
+                              "participant options need brokers and service (non-empty)");
+    *out = NULL;
+    p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+    p->service = strdup(o->service);
+    p->prefix = dup_or(o->topic_prefix, "saga.");
+    if (p->service == NULL || p->prefix == NULL) {
+        rc = saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        goto fail;
+    }
+    saga__topic_cmd(p->cmd_topic, sizeof p->cmd_topic, p->prefix, p->service);
+
+    if (o->db_url != NULL) {
+        p->db = PQconnectdb(o->db_url);
+        if (PQstatus(p->db) != CONNECTION_OK) {
+            rc = saga_error_set(err, SAGA_EDB, "cannot connect to PostgreSQL: %s",
+                                PQerrorMessage(p->db));
+            goto fail;
+        }
+        if (o->db_schema != NULL) {
+            char *ident = PQescapeIdentifier(p->db, o->db_schema, strlen(o->db_schema));
+            char sql[512];
+            snprintf(sql, sizeof sql, "SET search_path TO %s", ident ? ident : "public");
+            PQfreemem(ident);
+            if ((rc = saga__pg_exec(p->db, sql, err)) != SAGA_OK)
+                goto fail;
+        }
+        if ((rc = saga__barrier_init(p->db, err)) != SAGA_OK)
+            goto fail;
+    }
+
+    snprintf(client, sizeof client, "saga-svc-%s", p->service);
+    if ((conf = saga__kafka_conf(o->brokers, client, err)) == NULL) {
+        rc = err ? err->code : SAGA_EKAFKA;
+        goto fail;
+    }
+    if ((rc = saga__kafka_set(conf, "enable.idempotence", "true", err)) != SAGA_OK ||
+        (rc = saga__kafka_set(conf, "linger.ms", "1", err)) != SAGA_OK) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    rd_kafka_conf_set_opaque(conf, p);
+    p->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (p->producer == NULL) {
+        rd_kafka_conf_destroy(conf);
+        rc = saga_error_set(err, SAGA_EKAFKA, "creating Kafka producer: %s", errstr);
+        goto fail;
+    }
+    topics[0] = p->cmd_topic;
+    if ((rc = saga__kafka_ensure_topics(p->producer, topics, 1, 4, 10000, err)) != SAGA_OK)
+        goto fail;
+
+    snprintf(group, sizeof group, "saga-svc-%s", p->service);
+    if ((conf = saga__kafka_conf(o->brokers, client, err)) == NULL) {
+        rc = err ? err->code : SAGA_EKAFKA;
+        goto fail;
+    }
+    if ((rc = saga__kafka_set(conf, "group.id", o->group_id ? o->group_id : group, err)) != 0 ||
+        (rc = saga__kafka_set(conf, "enable.auto.commit", "false", err)) != SAGA_OK ||
+        (rc = saga__kafka_set(conf, "auto.offset.reset", "earliest", err)) != SAGA_OK) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
+    p->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (p->consumer == NULL) {
+        rd_kafka_conf_destroy(conf);
+        rc = saga_error_set(err, SAGA_EKAFKA, "creating Kafka consumer: %s", errstr);
+        goto fail;
+    }
+    rd_kafka_poll_set_consumer(p->consumer);
+    {
+        rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_resp_err_t e;
+        rd_kafka_topic_partition_list_add(sub, p->cmd_topic, RD_KAFKA_PARTITION_UA);
+        e = rd_kafka_subscribe(p->consumer, sub);
+        rd_kafka_topic_partition_list_destroy(sub);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rc = saga_error_set(err, SAGA_EKAFKA, "subscribing to %s: %s", p->cmd_topic,
+                                rd_kafka_err2str(e));
+            goto fail;
+        }
+    }
+    *out = p;
+    return SAGA_OK;
+fail:
+    saga_participant_free(p);
+    return rc;
+}
+
+int saga_participant_on(saga_participant *p, saga_phase phase, const char *name,
+                        saga_handler_fn fn, void *arg)
+{
+    handler *h;
+    if (p == NULL || name == NULL || *name == '\0' || fn == NULL)
+        return SAGA_EINVAL;
+    for (int i = 0; i < p->nhandlers; i++)
+        if (p->handlers[i].phase == phase && strcmp(p->handlers[i].name, name) == 0)
+            return SAGA_EEXIST;
+    h = realloc(p->handlers, sizeof *h * (size_t)(p->nhandlers + 1));
+    if (h == NULL)
+        return SAGA_ENOMEM;
+    p->handlers = h;
+    h = &p->handlers[p->nhandlers];
+    h->name = strdup(name);
+    if (h->name == NULL)
+        return SAGA_ENOMEM;
+    h->phase = phase;
+    h->fn = fn;
+    h->arg = arg;
+    p->nhandlers++;
+    return SAGA_OK;
+}
+
+static const handler *find_handler(const saga_participant *p, saga_phase phase,
+                                   const char *name)
+{
+    for (int i = 0; i < p->nhandlers; i++)
+        if (p->handlers[i].phase == phase && strcmp(p->handlers[i].name, name) == 0)
+            return &p->handlers[i];
+    return NULL;
+}
+
+/* The reply as a JSON object (for the barrier cache). */
+static json_t *reply_object(const saga_command *cmd, const saga_result *r)
+{
+    json_t *o = json_pack("{s:i, s:s, s:i, s:s, s:s, s:i, s:s}", "v", SAGA_PROTOCOL_VERSION,
+                          "saga_id", cmd->saga_id, "step", cmd->step, "phase",
+                          saga_phase_name(cmd->phase), "command_id", cmd->command_id,
+                          "attempt", cmd->attempt, "status",
+                          saga_reply_status_name(r->status));
+    if (o == NULL)
+        return NULL;
+    if (r->status == SAGA_REPLY_OK)
+        json_object_set(o, "output", r->output ? r->output : json_object());
+    else
+        json_object_set_new(o, "error",
+                            json_pack("{s:s, s:s}", "code", r->code, "message", r->message));
+    if (r->status == SAGA_REPLY_RETRY && r->retry_after > 0)
+        json_object_set_new(o, "retry_after", json_integer(r->retry_after));
+    return o;
+}
+
+static void send_reply(saga_participant *p, const saga_command *cmd, json_t *reply,
+                       const rd_kafka_message_t *in)
+{
+    char *text;
+    rd_kafka_headers_t *hdrs = NULL, *inh = NULL;
+    const void *tp;
+    size_t tplen;
+    rd_kafka_resp_err_t e;
+
+    /* Replies carry the attempt they answer, even when cached. */
+    json_object_set_new(reply, "attempt", json_integer(cmd->attempt));
+    text = json_dumps(reply, JSON_COMPACT | JSON_ENSURE_ASCII);
+    if (text == NULL) {
+        p->delivery_failures++;
+        return;
+    }
+    if (rd_kafka_message_headers(in, &inh) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(inh, "traceparent", &tp, &tplen) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR) {
+        hdrs = rd_kafka_headers_new(1);
+        rd_kafka_header_add(hdrs, "traceparent", -1, tp, (ssize_t)tplen);
+    }
+    e = rd_kafka_producev(p->producer, RD_KAFKA_V_TOPIC(cmd->reply_to),
+                          RD_KAFKA_V_KEY(cmd->saga_id, strlen(cmd->saga_id)),
+                          RD_KAFKA_V_VALUE(text, strlen(text)),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                          hdrs ? RD_KAFKA_V_HEADERS(hdrs) : RD_KAFKA_V_END, RD_KAFKA_V_END);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        free(text);
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
+        p->delivery_failures++;
+        warn(p, "producing reply to %s: %s", cmd->reply_to, rd_kafka_err2str(e));
+    }
+}
+
+static void run_plain(saga_participant *p, const handler *h, const saga_command *cmd,
+                      saga_result *res)
+{
+    h->fn(cmd, NULL, res, h->arg);
+    (void)p;
+}
+
+/* The handler inside BEGIN / barrier / SAVEPOINT / COMMIT. On a database
+ * error the result becomes `retry` and nothing is committed. */
+static void run_with_barrier(saga_participant *p, const handler *h, const saga_command *cmd,
+                             saga_result *res, json_t **cached)
+{
+    saga_error e = {0};
+    saga__barrier_verdict v;
+    json_t *reply;
+    const char *outcome = "handled";
+
+    if (PQstatus(p->db) != CONNECTION_OK)
+        PQreset(p->db);
+    if (saga__pg_exec(p->db, "BEGIN", &e) != SAGA_OK)
+        goto dberr;
+    if (saga__barrier_enter(p->db, cmd, &v, cached, &e) != SAGA_OK)
+        goto dberr;
+    switch (v) {
+    case SAGA__BARRIER_DUPLICATE:
+        p->stats.duplicates++;
+        saga__pg_exec(p->db, "ROLLBACK", NULL);
+        return;
+    case SAGA__BARRIER_HANGING:
+        p->stats.hanging_refused++;
+        saga__pg_exec(p->db, "ROLLBACK", NULL);
+        saga_result_fail(res, "hanging_action",
+                         "step %d of saga %s was already compensated; action refused",
+                         cmd->step, cmd->saga_id);
+        return;
+    case SAGA__BARRIER_NULL_COMP:
+        p->stats.null_compensations++;
+        saga_result_ok(res, json_pack("{s:b}", "null_compensation", 1));
+        outcome = "null_compensation";
+        break;
+    case SAGA__BARRIER_PROCEED:
+        if (saga__pg_exec(p->db, "SAVEPOINT saga_handler", &e) != SAGA_OK)
+            goto dberr;
+        h->fn(cmd, p->db, res, h->arg);
+        if (!res->set)
+            saga_result_retry(res, 0, "handler for %s set no result", cmd->action);
+        if (res->status == SAGA_REPLY_RETRY) {
+            saga__pg_exec(p->db, "ROLLBACK", NULL);
+            return;
+        }
+        if (PQtransactionStatus(p->db) == PQTRANS_INERROR && res->status == SAGA_REPLY_OK) {
+            saga__pg_exec(p->db, "ROLLBACK", NULL);
+            saga_result_retry(res, 0, "handler for %s reported ok but its transaction failed: %s",
+                              cmd->action, PQerrorMessage(p->db));
+            return;
+        }
+        if (res->status == SAGA_REPLY_FAILED &&
+            saga__pg_exec(p->db, "ROLLBACK TO SAVEPOINT saga_handler", &e) != SAGA_OK)
+            goto dberr;
+        break;
+    }
+    reply = reply_object(cmd, res);
+    if (saga__barrier_record(p->db, cmd, reply, outcome, &e) != SAGA_OK) {
+        json_decref(reply);
+        goto dberr;
+    }
+    json_decref(reply);
+    if (saga__pg_exec(p->db, "COMMIT", &e) != SAGA_OK)
+        goto dberr;
+    return;
+dberr:
+    saga__pg_exec(p->db, "ROLLBACK", NULL);
+    json_decref(*cached);
+    *cached = NULL;
+    warn(p, "command %s: %s", cmd->command_id, e.message);
+    saga_result_retry(res, 1000, "participant %s database error: %s", p->service, e.message);
+}
+
+static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
+{
+    saga_command cmd;
+    saga_error e = {0};
+    saga_result res = {0};
+    json_t *reply = NULL, *cached = NULL;
+    const handler *h;
+
+    if (saga_command_decode(m->payload, m->len, &cmd, &e) != SAGA_OK) {
+        p->stats.malformed++;
+        warn(p, "skipped malformed command at %s[%d]@%lld: %s", rd_kafka_topic_name(m->rkt),
+             (int)m->partition, (long long)m->offset, e.message);
+        return;
+    }
+    h = find_handler(p, cmd.phase, cmd.action);
+    if (h == NULL) {
+        p->stats.unknown_action++;
+        saga_result_fail(&res, "unknown_action", "service %s has no handler for %s %s",
+                         p->service, cmd.phase == SAGA_PHASE_INVOKE ? "action" : "compensation",
+                         cmd.action);
+    } else if (p->db != NULL) {
+        run_with_barrier(p, h, &cmd, &res, &cached);
+    } else {
+        run_plain(p, h, &cmd, &res);
+        if (!res.set)
+            saga_result_retry(&res, 0, "handler for %s set no result", cmd.action);
+    }
+    reply = cached != NULL ? cached : reply_object(&cmd, &res);
+    if (reply != NULL) {
+        send_reply(p, &cmd, reply, m);
+        p->stats.handled++;
+    }
+    json_decref(reply);
+    json_decref(res.output);
+    saga_command_clear(&cmd);
+}
+
+/* After a failed reply delivery: rewind to the committed offsets so the
+ * affected commands are consumed again (the barrier makes that safe). */
+static void rewind_to_committed(saga_participant *p)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (rd_kafka_assignment(p->consumer, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    if (rd_kafka_committed(p->consumer, parts, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < parts->cnt; i++)
+            if (parts->elems[i].offset < 0)
+                parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+        rd_kafka_error_t *ke = rd_kafka_seek_partitions(p->consumer, parts, 5000);
+        if (ke)
+            rd_kafka_error_destroy(ke);
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
+{
+    int n = 0;
+    if (p == NULL)
+        return saga_error_set(err, SAGA_EINVAL, "participant is NULL");
+    p->warning[0] = '\0';
+    p->delivery_failures = 0;
+    while (n < BATCH_MAX && !p->stop) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, n == 0 ? timeout_ms : 0);
+        if (m == NULL)
+            break;
+        if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                warn(p, "consumer: %s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            if (n == 0)
+                break;
+            continue;
+        }
+        handle_message(p, m);
+        rd_kafka_message_destroy(m);
+        n++;
+    }
+    rd_kafka_poll(p->producer, 0);
+    if (n == 0)
+        return 0;
+    if (rd_kafka_flush(p->producer, FLUSH_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        p->delivery_failures > 0) {
+        rewind_to_committed(p);
+        return saga_error_set(err, SAGA_EKAFKA, "%d replies not delivered; will redeliver: %s",
+                              p->delivery_failures, p->warning);
+    }
+    {
+        rd_kafka_resp_err_t e = rd_kafka_commit(p->consumer, NULL, 0);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+            warn(p, "committing offsets: %s (commands may be redelivered)",
+                 rd_kafka_err2str(e));
+    }
+    return n;
+}
+
+int saga_participant_run(saga_participant *p, saga_error *err)
+{
+    if (p == NULL)
+        return saga_error_set(err, SAGA_EINVAL, "participant is NULL");
+    while (!p->stop) {
+        int n = saga_participant_poll(p, 200, err);
+        /* Delivery problems are transient: the batch is redelivered. */
+        if (n < 0 && n != SAGA_EKAFKA)
+            return n;
+    }
+    return SAGA_OK;
+}
+
+void saga_participant_stop(saga_participant *p)
+{
+    if (p != NULL)
+        p->stop = 1;
+}
+
+void saga_participant_get_stats(const saga_participant *p, saga_participant_stats *out)
+{
+    if (p != NULL && out != NULL)
+        *out = p->stats;
+}
+
+const char *saga_participant_last_warning(const saga_participant *p)
+{
+    return p != NULL ? p->warning : "";
+}
+
+void saga_participant_free(saga_participant *p)
+{
+    if (p == NULL)
+        return;
+    if (p->consumer != NULL) {
+        rd_kafka_consumer_close(p->consumer);
+        rd_kafka_destroy(p->consumer);
+    }
+    if (p->producer != NULL) {
+        rd_kafka_flush(p->producer, 5000);
+        rd_kafka_destroy(p->producer);
+    }
+    if (p->db != NULL)
+        PQfinish(p->db);
+    for (int i = 0; i < p->nhandlers; i++)
+        free(p->handlers[i].name);
+    free(p->handlers);
+    free(p->service);
+    free(p->prefix);
+    free(p);
+}
