@@ -311,7 +311,10 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
     }
     if (nvalid > 0) {
         if (ensure_db(e) != 0) {
+            /* Consumed again once the database is back. */
             rc = SAGA_EDB;
+            rewind_consumer(e);
+            usleep(500 * 1000);
             goto out;
         }
         if ((rc = saga_store_exec(e->db, "BEGIN", &err)) != SAGA_OK)
@@ -326,8 +329,12 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
         produce(e, &sent);
     }
     {
-        rd_kafka_resp_err_t ke = rd_kafka_commit(e->consumer, NULL, 1);
-        if (ke != RD_KAFKA_RESP_ERR_NO_ERROR && ke != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        rd_kafka_topic_partition_list_t *done = NULL;
+        rd_kafka_resp_err_t ke;
+        for (int i = 0; i < n; i++)
+            saga__kafka_track(&done, msgs[i]);
+        ke = saga__kafka_commit_tracked(e->consumer, &done, 1);
+        if (ke != RD_KAFKA_RESP_ERR_NO_ERROR)
             saga_log(SAGA_LOG_WARN, "committing reply offsets: %s", rd_kafka_err2str(ke));
     }
     goto out;
@@ -496,6 +503,7 @@ static int setup_kafka(saga_engine *e, saga_error *err)
         return SAGA_EKAFKA;
     if ((rc = saga__kafka_set(conf, "group.id", e->cfg.group_id, err)) != SAGA_OK ||
         (rc = saga__kafka_set(conf, "enable.auto.commit", "false", err)) != SAGA_OK ||
+        (rc = saga__kafka_set(conf, "enable.auto.offset.store", "false", err)) != SAGA_OK ||
         (rc = saga__kafka_set(conf, "auto.offset.reset", "earliest", err)) != SAGA_OK) {
         rd_kafka_conf_destroy(conf);
         return rc;

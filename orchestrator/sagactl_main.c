@@ -11,6 +11,7 @@
 
 #include "saga/saga.h"
 #include "saga_definition.h"
+#include "saga_duration.h"
 #include "saga_machine.h"
 #include "saga_migrate.h"
 #include "saga_store.h"
@@ -448,6 +449,69 @@ static int cmd_history(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* ---- wait ---- */
+
+static int cmd_wait(int argc, char **argv)
+{
+    const char *id = NULL;
+    int64_t timeout = 60000, until;
+    PGconn *db;
+
+    for (int k = 1; k < argc; k++) {
+        if (strcmp(argv[k], "--timeout") == 0 && k + 1 < argc) {
+            if (saga_duration_parse(argv[++k], &timeout) != 0)
+                die_usage("wait: --timeout needs a duration such as 30s or 2m, not \"%s\"",
+                          argv[k]);
+        } else if (strcmp(argv[k], "--help") == 0) {
+            printf("usage: sagactl wait ID [--timeout DUR]\nWaits until the saga is completed, "
+                   "compensated or failed and prints that status.\nExit 0 when it ended "
+                   "completed or compensated, 1 when failed, not found or timed out.\n");
+            return EXIT_OK;
+        } else if (id == NULL && argv[k][0] != '-') {
+            id = argv[k];
+        } else {
+            die_usage("wait: unexpected argument \"%s\"", argv[k]);
+        }
+    }
+    if (id == NULL)
+        die_usage("wait: missing the saga %s", "ID");
+    check_uuid(id);
+    db = connect_db(1);
+    until = saga_now_ms() + timeout;
+    for (;;) {
+        const char *p[1] = {id};
+        PGresult *r = PQexecParams(db, "SELECT status FROM saga.saga WHERE id = $1", 1, NULL, p,
+                                   NULL, NULL, 0);
+        char status[32] = "";
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            fprintf(stderr, "sagactl wait: %s", PQerrorMessage(db));
+            PQclear(r);
+            PQfinish(db);
+            return EXIT_DB;
+        }
+        if (PQntuples(r) == 0) {
+            PQclear(r);
+            PQfinish(db);
+            fprintf(stderr, "sagactl wait: no saga %s\n", id);
+            return EXIT_REFUSED;
+        }
+        snprintf(status, sizeof status, "%s", PQgetvalue(r, 0, 0));
+        PQclear(r);
+        if (strcmp(status, "completed") == 0 || strcmp(status, "compensated") == 0 ||
+            strcmp(status, "failed") == 0) {
+            PQfinish(db);
+            printf("%s\n", status);
+            return strcmp(status, "failed") == 0 ? EXIT_REFUSED : EXIT_OK;
+        }
+        if (saga_now_ms() >= until) {
+            PQfinish(db);
+            fprintf(stderr, "sagactl wait: saga %s still %s after the timeout\n", id, status);
+            return EXIT_REFUSED;
+        }
+        usleep(100 * 1000);
+    }
+}
+
 /* ---- validate ---- */
 
 static int cmd_validate(int argc, char **argv)
@@ -489,6 +553,7 @@ static void usage(FILE *out)
                  "  list [--status S] [--saga NAME] [--limit N]  sagas, newest first\n"
                  "  show ID                             a saga and its steps\n"
                  "  history ID                          a saga's timeline\n"
+                 "  wait ID [--timeout DUR]             wait for a saga to end, print its status\n"
                  "  validate FILE...                    check definition files\n\n"
                  "Options:\n"
                  "  --db URL    PostgreSQL (default $SAGA_PG_URL)\n"
@@ -529,6 +594,8 @@ int main(int argc, char **argv)
         return cmd_show(argc, argv);
     if (strcmp(argv[0], "history") == 0)
         return cmd_history(argc, argv);
+    if (strcmp(argv[0], "wait") == 0)
+        return cmd_wait(argc, argv);
     if (strcmp(argv[0], "validate") == 0)
         return cmd_validate(argc, argv);
     die_usage("unknown command \"%s\"", argv[0]);

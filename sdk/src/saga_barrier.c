@@ -30,7 +30,7 @@ int saga__barrier_init(PGconn *db, saga_error *err)
                          " command_id text NOT NULL,"
                          " outcome text NOT NULL,"
                          " reply jsonb,"
-                         " created_at timestamptz NOT NULL DEFAULT now(),"
+                         " created_at timestamptz NOT NULL DEFAULT clock_timestamp(),"
                          " PRIMARY KEY (saga_id, step, phase))",
                          err);
 }

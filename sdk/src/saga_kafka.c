@@ -97,3 +97,35 @@ int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, 
         rd_kafka_NewTopic_destroy(nt[i]);
     return rc;
 }
+
+void saga__kafka_track(rd_kafka_topic_partition_list_t **list, const rd_kafka_message_t *msg)
+{
+    rd_kafka_topic_partition_t *tp;
+    const char *topic = rd_kafka_topic_name(msg->rkt);
+    if (*list == NULL)
+        *list = rd_kafka_topic_partition_list_new(8);
+    tp = rd_kafka_topic_partition_list_find(*list, topic, msg->partition);
+    if (tp == NULL)
+        tp = rd_kafka_topic_partition_list_add(*list, topic, msg->partition);
+    if (msg->offset + 1 > tp->offset)
+        tp->offset = msg->offset + 1;
+}
+
+rd_kafka_resp_err_t saga__kafka_commit_tracked(rd_kafka_t *consumer,
+                                               rd_kafka_topic_partition_list_t **list,
+                                               int async)
+{
+    rd_kafka_resp_err_t e;
+    if (*list == NULL)
+        return RD_KAFKA_RESP_ERR_NO_ERROR;
+    e = rd_kafka_offsets_store(consumer, *list);
+    /* A partition revoked meanwhile cannot be stored: fine, its new owner
+     * re-reads it and the duplicates are absorbed. */
+    if (e == RD_KAFKA_RESP_ERR_NO_ERROR || e == RD_KAFKA_RESP_ERR__STATE)
+        e = rd_kafka_commit(consumer, NULL, async);
+    rd_kafka_topic_partition_list_destroy(*list);
+    *list = NULL;
+    if (e == RD_KAFKA_RESP_ERR__NO_OFFSET)
+        e = RD_KAFKA_RESP_ERR_NO_ERROR;
+    return e;
+}

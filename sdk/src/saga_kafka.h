@@ -22,4 +22,16 @@ int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value, s
 int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, int partitions,
                               int timeout_ms, saga_error *err);
 
+
+
+/* Remember that msg was processed: offset+1 for its partition in list
+ * (created on first use). Processed offsets are stored (and later
+ * committed) only after the effects of the batch are durable. */
+void saga__kafka_track(rd_kafka_topic_partition_list_t **list, const rd_kafka_message_t *msg);
+
+/* Store the tracked offsets and commit them (async when async is set);
+ * frees and clears *list. */
+rd_kafka_resp_err_t saga__kafka_commit_tracked(rd_kafka_t *consumer,
+                                               rd_kafka_topic_partition_list_t **list,
+                                               int async);
 #endif

@@ -43,6 +43,7 @@ struct saga_participant {
     int nhandlers;
     volatile sig_atomic_t stop;
     int delivery_failures; /* within the current batch */
+    rd_kafka_topic_partition_list_t *processed; /* offsets of the current batch */
     saga_participant_stats stats;
     char warning[512];
 };
@@ -187,6 +188,7 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
     }
     if ((rc = saga__kafka_set(conf, "group.id", o->group_id ? o->group_id : group, err)) != 0 ||
         (rc = saga__kafka_set(conf, "enable.auto.commit", "false", err)) != SAGA_OK ||
+        (rc = saga__kafka_set(conf, "enable.auto.offset.store", "false", err)) != SAGA_OK ||
         (rc = saga__kafka_set(conf, "auto.offset.reset", "earliest", err)) != SAGA_OK) {
         rd_kafka_conf_destroy(conf);
         goto fail;
@@ -459,6 +461,7 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
             continue;
         }
         handle_message(p, m);
+        saga__kafka_track(&p->processed, m);
         rd_kafka_message_destroy(m);
         n++;
     }
@@ -467,13 +470,15 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
         return 0;
     if (rd_kafka_flush(p->producer, FLUSH_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR ||
         p->delivery_failures > 0) {
+        rd_kafka_topic_partition_list_destroy(p->processed);
+        p->processed = NULL;
         rewind_to_committed(p);
         return saga_error_set(err, SAGA_EKAFKA, "%d replies not delivered; will redeliver: %s",
                               p->delivery_failures, p->warning);
     }
     {
-        rd_kafka_resp_err_t e = rd_kafka_commit(p->consumer, NULL, 0);
-        if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        rd_kafka_resp_err_t e = saga__kafka_commit_tracked(p->consumer, &p->processed, 1);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
             warn(p, "committing offsets: %s (commands may be redelivered)",
                  rd_kafka_err2str(e));
     }
@@ -514,7 +519,10 @@ void saga_participant_free(saga_participant *p)
 {
     if (p == NULL)
         return;
+    if (p->processed != NULL)
+        rd_kafka_topic_partition_list_destroy(p->processed);
     if (p->consumer != NULL) {
+        rd_kafka_commit(p->consumer, NULL, 0);
         rd_kafka_consumer_close(p->consumer);
         rd_kafka_destroy(p->consumer);
     }

@@ -1,0 +1,244 @@
+/* Integration-test harness (see harness.h). */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static void fatal(const char *fmt, const char *a, const char *b)
+{
+    fprintf(stderr, "integration harness: ");
+    fprintf(stderr, fmt, a, b);
+    fprintf(stderr, "\n");
+    exit(1);
+}
+
+const char *it_env(const char *name)
+{
+    const char *v = getenv(name);
+    if (v == NULL || *v == '\0')
+        fatal("%s is not set: run through `make check` (scripts/with-services)%s", name, "");
+    return v;
+}
+
+const char *it_prefix(const char *name)
+{
+    static char buf[128];
+    snprintf(buf, sizeof buf, "it%ld-%s.", (long)getpid(), name);
+    return buf;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+int it_spawn(it_proc *p, const char *name, const char *prog, const char *const *args)
+{
+    char dir[400], path[512];
+    const char *argv[32];
+    int n = 0;
+    pid_t parent = getpid();
+
+    snprintf(dir, sizeof dir, "%s/tests/logs", it_env("SAGA_BUILD_DIR"));
+    mkdir(dir, 0755);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    snprintf(p->log, sizeof p->log, "%s/%.64s.log", dir, name);
+    snprintf(path, sizeof path, "%s/bin/%s", it_env("SAGA_BUILD_DIR"), prog);
+    argv[n++] = path;
+    for (int i = 0; args != NULL && args[i] != NULL && n < 31; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    p->pid = fork();
+    if (p->pid < 0)
+        return -1;
+    if (p->pid == 0) {
+        int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execv(path, (char *const *)argv);
+        fprintf(stderr, "exec %s: %s\n", path, strerror(errno));
+        _exit(127);
+    }
+    return 0;
+}
+
+static void print_tail(const char *path)
+{
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "tail -n 30 '%s' >&2", path);
+    fprintf(stderr, "---- last lines of %s ----\n", path);
+    if (system(cmd) != 0)
+        fprintf(stderr, "(no log)\n");
+}
+
+int it_wait_log(const it_proc *p, const char *needle, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 100) {
+        FILE *f = fopen(p->log, "r");
+        char line[4096];
+        int status;
+        if (f != NULL) {
+            while (fgets(line, sizeof line, f) != NULL)
+                if (strstr(line, needle) != NULL) {
+                    fclose(f);
+                    return 0;
+                }
+            fclose(f);
+        }
+        if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+            fprintf(stderr, "%s exited before printing \"%s\"\n", p->name, needle);
+            print_tail(p->log);
+            return -1;
+        }
+        sleep_ms(100);
+    }
+    fprintf(stderr, "%s did not print \"%s\" within %d ms\n", p->name, needle, timeout_ms);
+    print_tail(p->log);
+    return -1;
+}
+
+int it_stop(it_proc *p)
+{
+    int status = -1;
+    if (p->pid <= 0)
+        return -1;
+    kill(p->pid, SIGTERM);
+    for (int i = 0; i < 150; i++) {
+        if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+            p->pid = 0;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        sleep_ms(100);
+    }
+    fprintf(stderr, "%s ignored SIGTERM for 15 s; killing it\n", p->name);
+    kill(p->pid, SIGKILL);
+    waitpid(p->pid, &status, 0);
+    p->pid = 0;
+    return -1;
+}
+
+void it_kill9(it_proc *p)
+{
+    int status;
+    if (p->pid <= 0)
+        return;
+    kill(p->pid, SIGKILL);
+    waitpid(p->pid, &status, 0);
+    p->pid = 0;
+}
+
+PGconn *it_db(void)
+{
+    PGconn *db = PQconnectdb(it_env("SAGA_PG_URL"));
+    if (PQstatus(db) != CONNECTION_OK)
+        fatal("cannot connect to %s: %s", it_env("SAGA_PG_URL"), PQerrorMessage(db));
+    PQsetNoticeProcessor(db, NULL, NULL);
+    return db;
+}
+
+void it_exec(PGconn *db, const char *sql)
+{
+    PGresult *r = PQexec(db, sql);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        fatal("SQL failed: %s\n%s", PQerrorMessage(db), sql);
+    PQclear(r);
+}
+
+void it_exec_file(PGconn *db, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long n;
+    if (f == NULL)
+        fatal("cannot open %s: %s", path, strerror(errno));
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = calloc(1, (size_t)n + 1);
+    if (buf == NULL || fread(buf, 1, (size_t)n, f) != (size_t)n)
+        fatal("cannot read %s%s", path, "");
+    fclose(f);
+    it_exec(db, buf);
+    free(buf);
+}
+
+char *it_value(PGconn *db, const char *sql, int n, const char *const *params)
+{
+    PGresult *r = PQexecParams(db, sql, n, NULL, params, NULL, NULL, 0);
+    char *v = NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        fatal("SQL failed: %s\n%s", PQerrorMessage(db), sql);
+    if (PQntuples(r) > 0 && !PQgetisnull(r, 0, 0))
+        v = strdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return v;
+}
+
+long long it_int(PGconn *db, const char *sql, int n, const char *const *params)
+{
+    char *v = it_value(db, sql, n, params);
+    long long x = v ? strtoll(v, NULL, 10) : -1;
+    free(v);
+    return x;
+}
+
+int it_sagactl(char *out, size_t size, const char *const *args)
+{
+    char cmd[4096];
+    size_t len;
+    FILE *f;
+    int status;
+
+    len = (size_t)snprintf(cmd, sizeof cmd, "'%s/bin/sagactl'", it_env("SAGA_BUILD_DIR"));
+    for (int i = 0; args[i] != NULL && len < sizeof cmd; i++)
+        len += (size_t)snprintf(cmd + len, sizeof cmd - len, " '%s'", args[i]);
+    f = popen(cmd, "r");
+    if (f == NULL)
+        return -1;
+    if (out != NULL) {
+        out[0] = '\0';
+        if (fgets(out, (int)size, f) != NULL)
+            out[strcspn(out, "\n")] = '\0';
+    }
+    {
+        char sink[4096];
+        while (fgets(sink, sizeof sink, f) != NULL)
+            ;
+    }
+    status = pclose(f);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+const char *it_wait_final(PGconn *db, const char *id, int timeout_ms)
+{
+    static char status[32];
+    const char *p[1] = {id};
+    for (int waited = 0; waited < timeout_ms; waited += 100) {
+        char *s = it_value(db, "SELECT status FROM saga.saga WHERE id = $1", 1, p);
+        if (s != NULL && (strcmp(s, "completed") == 0 || strcmp(s, "compensated") == 0 ||
+                          strcmp(s, "failed") == 0)) {
+            snprintf(status, sizeof status, "%s", s);
+            free(s);
+            return status;
+        }
+        free(s);
+        sleep_ms(100);
+    }
+    return "timeout";
+}

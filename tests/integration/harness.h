@@ -1,0 +1,54 @@
+/* Integration-test harness: child processes (sagad, participants), log
+ * waiting, and PostgreSQL helpers. Needs SAGA_PG_URL, SAGA_KAFKA_BROKERS
+ * and SAGA_BUILD_DIR (where bin/ is). */
+#ifndef SAGA_IT_HARNESS_H
+#define SAGA_IT_HARNESS_H
+
+#include <sys/types.h>
+
+#include <libpq-fe.h>
+
+typedef struct it_proc {
+    pid_t pid;
+    char name[64];
+    char log[512];
+} it_proc;
+
+/* The value of an environment variable the test cannot run without; the
+ * test fails loudly (never skips) when it is missing. */
+const char *it_env(const char *name);
+
+/* A per-run topic prefix ("it<pid>-<name>.") so runs never see each
+ * other's messages. */
+const char *it_prefix(const char *name);
+
+/* Start bin/<prog> from SAGA_BUILD_DIR with args (NULL-terminated), output
+ * to <build>/tests/logs/<name>.log; the child dies with the test process. */
+int it_spawn(it_proc *p, const char *name, const char *prog, const char *const *args);
+
+/* Wait until p's log contains needle; 0 when found, -1 on timeout or if
+ * the process exited (its log tail is printed). */
+int it_wait_log(const it_proc *p, const char *needle, int timeout_ms);
+
+/* SIGTERM, wait up to 15 s, then SIGKILL. Returns the exit status. */
+int it_stop(it_proc *p);
+void it_kill9(it_proc *p);
+
+PGconn *it_db(void);
+/* Run sql (no params) and fail the test on error. */
+void it_exec(PGconn *db, const char *sql);
+/* Run a script file (e.g. examples/seed.sql). */
+void it_exec_file(PGconn *db, const char *path);
+/* First column of the first row as a malloc()ed string; NULL if no row. */
+char *it_value(PGconn *db, const char *sql, int n, const char *const *params);
+long long it_int(PGconn *db, const char *sql, int n, const char *const *params);
+
+/* Run `sagactl ARGS` with the test's database; returns the exit code and
+ * the first line of stdout in out (if not NULL). */
+int it_sagactl(char *out, size_t size, const char *const *args);
+
+/* Poll until saga id is completed, compensated or failed; returns its
+ * status (static buffer) or "timeout". */
+const char *it_wait_final(PGconn *db, const char *id, int timeout_ms);
+
+#endif
