@@ -161,6 +161,11 @@ static void produce(saga_engine *e, saga_outbox *o)
         rd_kafka_resp_err_t err;
         if (idset_has(&e->inflight, m->id))
             continue;
+        if (strncmp(m->topic, e->prefix, strlen(e->prefix)) != 0)
+            saga_log(SAGA_LOG_WARN,
+                     "outbox %lld goes to %s, outside this sagad's prefix %s: does the "
+                     "program that started saga %s use another SAGA_TOPIC_PREFIX?",
+                     (long long)m->id, m->topic, e->prefix, m->key);
         err = rd_kafka_producev(e->producer, RD_KAFKA_V_TOPIC(m->topic),
                                 RD_KAFKA_V_KEY(m->key, strlen(m->key)),
                                 RD_KAFKA_V_VALUE(m->payload, strlen(m->payload)),

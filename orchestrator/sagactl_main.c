@@ -163,6 +163,8 @@ static int cmd_start(int argc, char **argv)
         else if (strcmp(argv[i], "--help") == 0) {
             printf("usage: sagactl start NAME [--input JSON] [--key IDEMPOTENCY_KEY]\n"
                    "Starts a saga of the latest version of definition NAME and prints its id.\n"
+                   "Its first command uses the topic prefix $SAGA_TOPIC_PREFIX (default saga.),\n"
+                   "which must be sagad's.\n"
                    "With --key, starting twice with the same key gives the same saga.\n");
             return EXIT_OK;
         } else if (argv[i][0] == '-')

@@ -28,7 +28,7 @@ static void usage(FILE *out)
             "  --db URL            PostgreSQL (default $SAGA_PG_URL)\n"
             "  --brokers LIST      Kafka bootstrap servers (default $SAGA_KAFKA_BROKERS)\n"
             "  --definitions DIR   folder of saga definitions, *.json (default ./sagas)\n"
-            "  --prefix P          topic prefix (default saga.)\n"
+            "  --prefix P          topic prefix (default $SAGA_TOPIC_PREFIX, else saga.)\n"
             "  --log-level L       debug, info, warn, error (default info)\n"
             "  --help              this text\n");
 }
@@ -110,6 +110,7 @@ int main(int argc, char **argv)
 
     cfg.db_url = getenv("SAGA_PG_URL");
     cfg.brokers = getenv("SAGA_KAFKA_BROKERS");
+    cfg.topic_prefix = getenv("SAGA_TOPIC_PREFIX");
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'd':

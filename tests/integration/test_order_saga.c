@@ -27,6 +27,8 @@ static int group_setup(void **state)
 
     it_env("SAGA_KAFKA_BROKERS");
     prefix = strdup(it_prefix("order"));
+    /* sagactl start, sagad and the services must agree on it. */
+    setenv("SAGA_TOPIC_PREFIX", prefix, 1);
     if (it_sagactl(out, sizeof out, migrate) != 0) {
         fprintf(stderr, "sagactl migrate failed: %s\n", out);
         return -1;
@@ -34,7 +36,7 @@ static int group_setup(void **state)
     db = it_db();
     for (int i = 0; i < 3; i++) {
         char prog[64];
-        const char *args[] = {"--prefix", prefix, NULL};
+        const char *args[] = {NULL};
         snprintf(prog, sizeof prog, "%s-service", services[i]);
         if (it_spawn(&procs[i], services[i], prog, args) != 0 ||
             it_wait_log(&procs[i], "ready", 60000) != 0)
@@ -43,7 +45,7 @@ static int group_setup(void **state)
     /* Seed after the services created their tables. */
     it_exec_file(db, "examples/seed.sql");
     {
-        const char *args[] = {"--prefix", prefix, "--definitions", "sagas", NULL};
+        const char *args[] = {"--definitions", "sagas", NULL};
         if (it_spawn(&procs[3], "sagad", "sagad", args) != 0 ||
             it_wait_log(&procs[3], "sagad running", 60000) != 0)
             return -1;

@@ -1,0 +1,197 @@
+/* The example services' shared main (see example_common.h). */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "example_common.h"
+
+static saga_participant *running;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    saga_participant_stop(running);
+}
+
+static void usage(const example_service *svc, FILE *out)
+{
+    fprintf(out,
+            "usage: %s-service [--brokers B] [--db URL] [--prefix P]\n"
+            "The example '%s' participant of the order saga.\n\n"
+            "  --brokers B   Kafka bootstrap servers (default $SAGA_KAFKA_BROKERS)\n"
+            "  --db URL      PostgreSQL (default $SAGA_PG_URL); tables in schema \"%s\"\n"
+            "  --prefix P    topic prefix (default $SAGA_TOPIC_PREFIX, else saga.)\n",
+            svc->service, svc->service, svc->schema);
+}
+
+static int create_schema(const example_service *svc, const char *url)
+{
+    PGconn *db = PQconnectdb(url);
+    char sql[256];
+    PGresult *r;
+    int ok;
+
+    if (PQstatus(db) != CONNECTION_OK) {
+        fprintf(stderr, "%s-service: cannot connect to PostgreSQL: %s", svc->service,
+                PQerrorMessage(db));
+        PQfinish(db);
+        return -1;
+    }
+    PQsetNoticeProcessor(db, NULL, NULL);
+    snprintf(sql, sizeof sql, "CREATE SCHEMA IF NOT EXISTS %s; SET search_path TO %s;",
+             svc->schema, svc->schema);
+    r = PQexec(db, sql);
+    ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (ok) {
+        r = PQexec(db, svc->schema_sql);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+    }
+    if (!ok)
+        fprintf(stderr, "%s-service: creating schema %s: %s", svc->service, svc->schema,
+                PQerrorMessage(db));
+    PQfinish(db);
+    return ok ? 0 : -1;
+}
+
+int example_main(const example_service *svc, int argc, char **argv)
+{
+    static const struct option opts[] = {{"brokers", required_argument, 0, 'b'},
+                                         {"db", required_argument, 0, 'd'},
+                                         {"prefix", required_argument, 0, 'p'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    saga_participant_options o = {0};
+    saga_participant_stats st;
+    saga_error err = {0};
+    int c, rc;
+
+    o.brokers = getenv("SAGA_KAFKA_BROKERS");
+    o.db_url = getenv("SAGA_PG_URL");
+    o.topic_prefix = getenv("SAGA_TOPIC_PREFIX");
+    o.service = svc->service;
+    o.db_schema = svc->schema;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'b':
+            o.brokers = optarg;
+            break;
+        case 'd':
+            o.db_url = optarg;
+            break;
+        case 'p':
+            o.topic_prefix = optarg;
+            break;
+        case 'h':
+            usage(svc, stdout);
+            return 0;
+        default:
+            usage(svc, stderr);
+            return 2;
+        }
+    }
+    if (optind < argc || o.brokers == NULL || o.db_url == NULL) {
+        if (optind < argc)
+            fprintf(stderr, "%s-service: unexpected argument \"%s\"\n", svc->service,
+                    argv[optind]);
+        else
+            fprintf(stderr, "%s-service: set --brokers and --db (or SAGA_KAFKA_BROKERS and "
+                            "SAGA_PG_URL)\n",
+                    svc->service);
+        return 2;
+    }
+    if (create_schema(svc, o.db_url) != 0)
+        return 1;
+    if ((rc = saga_participant_new(&o, &running, &err)) != SAGA_OK) {
+        fprintf(stderr, "%s-service: %s\n", svc->service, err.message);
+        return 1;
+    }
+    for (int i = 0; i < svc->nhandlers; i++)
+        saga_participant_on(running, svc->handlers[i].phase, svc->handlers[i].name,
+                            svc->handlers[i].fn, NULL);
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    fprintf(stderr, "%s-service: ready\n", svc->service);
+    rc = saga_participant_run(running, &err);
+    saga_participant_get_stats(running, &st);
+    fprintf(stderr,
+            "%s-service: stopped: %llu handled, %llu duplicates, %llu null compensations, "
+            "%llu hanging refused, %llu malformed, %llu unknown actions\n",
+            svc->service, (unsigned long long)st.handled, (unsigned long long)st.duplicates,
+            (unsigned long long)st.null_compensations, (unsigned long long)st.hanging_refused,
+            (unsigned long long)st.malformed, (unsigned long long)st.unknown_action);
+    saga_participant_free(running);
+    if (rc != SAGA_OK) {
+        fprintf(stderr, "%s-service: %s\n", svc->service, err.message);
+        return 1;
+    }
+    return 0;
+}
+
+int example_fault(saga_result *result)
+{
+    const char *delay = getenv("SAGA_EXAMPLE_DELAY_MS");
+    const char *rate = getenv("SAGA_EXAMPLE_FAIL_RATE");
+    if (delay != NULL && atoi(delay) > 0) {
+        struct timespec ts = {atoi(delay) / 1000, (long)(atoi(delay) % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (rate != NULL && (double)rand() / RAND_MAX < atof(rate)) {
+        saga_result_retry(result, 0, "injected transient failure (SAGA_EXAMPLE_FAIL_RATE)");
+        return 1;
+    }
+    return 0;
+}
+
+PGresult *example_sql(PGconn *db, saga_result *result, const char *sql, int n,
+                      const char *const *params)
+{
+    PGresult *r = PQexecParams(db, sql, n, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+        saga_result_retry(result, 500, "database: %s", PQerrorMessage(db));
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+void example_log_command(PGconn *db, const saga_command *cmd)
+{
+    char step[16], attempt[16];
+    const char *p[5] = {cmd->saga_id, step, saga_phase_name(cmd->phase), cmd->action, attempt};
+    snprintf(step, sizeof step, "%d", cmd->step);
+    snprintf(attempt, sizeof attempt, "%d", cmd->attempt);
+    PQclear(PQexecParams(db,
+                         "INSERT INTO command_log (saga_id, step, phase, action, attempt)"
+                         " VALUES ($1, $2, $3, $4, $5)",
+                         5, NULL, p, NULL, NULL, 0));
+}
+
+const char *example_str(const saga_command *cmd, json_t *obj, const char *key,
+                        saga_result *result)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_string(v) || json_string_length(v) == 0) {
+        saga_result_fail(result, "bad_input", "%s: \"%s\" must be a non-empty string",
+                         cmd->action, key);
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+long long example_int(const saga_command *cmd, json_t *obj, const char *key, saga_result *result,
+                      int *ok)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+        saga_result_fail(result, "bad_input", "%s: \"%s\" must be a positive integer",
+                         cmd->action, key);
+        *ok = 0;
+        return 0;
+    }
+    return (long long)json_integer_value(v);
+}

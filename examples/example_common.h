@@ -1,0 +1,51 @@
+/* Shared by the example participant services: command-line parsing, the
+ * run loop with graceful stop, and small helpers for handlers. */
+#ifndef EXAMPLE_COMMON_H
+#define EXAMPLE_COMMON_H
+
+#include <libpq-fe.h>
+
+#include "saga/saga.h"
+
+/* What a service declares: its name, its schema (created by schema_sql
+ * before the participant starts) and its handlers. */
+typedef struct example_handler {
+    saga_phase phase;
+    const char *name;
+    saga_handler_fn fn;
+} example_handler;
+
+typedef struct example_service {
+    const char *service;    /* e.g. "payment" */
+    const char *schema;     /* its PostgreSQL schema, e.g. "payment" */
+    const char *schema_sql; /* CREATE ... IF NOT EXISTS statements, run in schema */
+    const example_handler *handlers;
+    int nhandlers;
+} example_service;
+
+/* Parse argv, create the schema, run the participant until SIGINT/SIGTERM.
+ * Returns the process exit code. */
+int example_main(const example_service *svc, int argc, char **argv);
+
+/* Test knobs (SAGA_EXAMPLE_FAIL_RATE, SAGA_EXAMPLE_DELAY_MS): sleep and/or
+ * answer `retry` without effect. Returns 1 when the handler must return
+ * (result already set). */
+int example_fault(saga_result *result);
+
+/* Append the command to <schema>.command_log in the handler's transaction. */
+void example_log_command(PGconn *db, const saga_command *cmd);
+
+/* Read payload fields; on a missing or mistyped field set a `bad_input`
+ * failure naming it and return NULL / -1. */
+const char *example_str(const saga_command *cmd, json_t *obj, const char *key,
+                        saga_result *result);
+long long example_int(const saga_command *cmd, json_t *obj, const char *key, saga_result *result,
+                      int *ok);
+
+/* Run a parameterised statement on the handler's connection. Returns the
+ * result (caller PQclear()s) or NULL after setting a `retry` result with
+ * the database's message. */
+PGresult *example_sql(PGconn *db, saga_result *result, const char *sql, int n,
+                      const char *const *params);
+
+#endif
