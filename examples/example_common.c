@@ -99,8 +99,9 @@ int example_main(const example_service *svc, int argc, char **argv)
             fprintf(stderr, "%s-service: unexpected argument \"%s\"\n", svc->service,
                     argv[optind]);
         else
-            fprintf(stderr, "%s-service: set --brokers and --db (or SAGA_KAFKA_BROKERS and "
-                            "SAGA_PG_URL)\n",
+            fprintf(stderr,
+                    "%s-service: set --brokers and --db (or SAGA_KAFKA_BROKERS and "
+                    "SAGA_PG_URL)\n",
                     svc->service);
         return 2;
     }
@@ -118,12 +119,13 @@ int example_main(const example_service *svc, int argc, char **argv)
     fprintf(stderr, "%s-service: ready\n", svc->service);
     rc = saga_participant_run(running, &err);
     saga_participant_get_stats(running, &st);
-    fprintf(stderr,
-            "%s-service: stopped: %llu handled, %llu duplicates, %llu null compensations, "
-            "%llu hanging refused, %llu malformed, %llu unknown actions\n",
-            svc->service, (unsigned long long)st.handled, (unsigned long long)st.duplicates,
-            (unsigned long long)st.null_compensations, (unsigned long long)st.hanging_refused,
-            (unsigned long long)st.malformed, (unsigned long long)st.unknown_action);
+    fprintf(
+        stderr,
+        "%s-service: stopped: %llu handled, %llu duplicates, %llu null compensations, "
+        "%llu hanging refused, %llu malformed, %llu unknown actions\n",
+        svc->service, (unsigned long long)st.handled, (unsigned long long)st.duplicates,
+        (unsigned long long)st.null_compensations, (unsigned long long)st.hanging_refused,
+        (unsigned long long)st.malformed, (unsigned long long)st.unknown_action);
     saga_participant_free(running);
     if (rc != SAGA_OK) {
         fprintf(stderr, "%s-service: %s\n", svc->service, err.message);
@@ -141,7 +143,8 @@ int example_fault(saga_result *result)
         nanosleep(&ts, NULL);
     }
     if (rate != NULL && (double)rand() / RAND_MAX < atof(rate)) {
-        saga_result_retry(result, 0, "injected transient failure (SAGA_EXAMPLE_FAIL_RATE)");
+        saga_result_retry(result, 0,
+                          "injected transient failure (SAGA_EXAMPLE_FAIL_RATE)");
         return 1;
     }
     return 0;
@@ -162,7 +165,8 @@ PGresult *example_sql(PGconn *db, saga_result *result, const char *sql, int n,
 void example_log_command(PGconn *db, const saga_command *cmd)
 {
     char step[16], attempt[16];
-    const char *p[5] = {cmd->saga_id, step, saga_phase_name(cmd->phase), cmd->action, attempt};
+    const char *p[5] = {cmd->saga_id, step, saga_phase_name(cmd->phase), cmd->action,
+                        attempt};
     snprintf(step, sizeof step, "%d", cmd->step);
     snprintf(attempt, sizeof attempt, "%d", cmd->attempt);
     PQclear(PQexecParams(db,
@@ -183,8 +187,8 @@ const char *example_str(const saga_command *cmd, json_t *obj, const char *key,
     return json_string_value(v);
 }
 
-long long example_int(const saga_command *cmd, json_t *obj, const char *key, saga_result *result,
-                      int *ok)
+long long example_int(const saga_command *cmd, json_t *obj, const char *key,
+                      saga_result *result, int *ok)
 {
     json_t *v = json_object_get(obj, key);
     if (!json_is_integer(v) || json_integer_value(v) <= 0) {

@@ -39,8 +39,8 @@ void example_log_command(PGconn *db, const saga_command *cmd);
  * failure naming it and return NULL / -1. */
 const char *example_str(const saga_command *cmd, json_t *obj, const char *key,
                         saga_result *result);
-long long example_int(const saga_command *cmd, json_t *obj, const char *key, saga_result *result,
-                      int *ok);
+long long example_int(const saga_command *cmd, json_t *obj, const char *key,
+                      saga_result *result, int *ok);
 
 /* Run a parameterised statement on the handler's connection. Returns the
  * result (caller PQclear()s) or NULL after setting a `retry` result with

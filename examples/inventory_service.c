@@ -9,14 +9,17 @@ static const char schema_sql[] =
     " sku text PRIMARY KEY, available int NOT NULL CHECK (available >= 0));"
     "CREATE TABLE IF NOT EXISTS reservations ("
     " saga_id uuid PRIMARY KEY, order_id text NOT NULL, sku text NOT NULL,"
-    " quantity int NOT NULL, status text NOT NULL CHECK (status IN ('reserved', 'released')),"
+    " quantity int NOT NULL, status text NOT NULL CHECK (status IN ('reserved', "
+    "'released')),"
     " created_at timestamptz NOT NULL DEFAULT now(), released_at timestamptz);"
     "CREATE TABLE IF NOT EXISTS command_log ("
-    " id bigserial PRIMARY KEY, saga_id uuid NOT NULL, step int NOT NULL, phase text NOT NULL,"
+    " id bigserial PRIMARY KEY, saga_id uuid NOT NULL, step int NOT NULL, phase text NOT "
+    "NULL,"
     " action text NOT NULL, attempt int NOT NULL,"
     " received_at timestamptz NOT NULL DEFAULT clock_timestamp());";
 
-static void reserve_stock(const saga_command *cmd, PGconn *db, saga_result *res, void *arg)
+static void reserve_stock(const saga_command *cmd, PGconn *db, saga_result *res,
+                          void *arg)
 {
     const char *sku, *order_id;
     long long qty, available;
@@ -37,7 +40,8 @@ static void reserve_stock(const saga_command *cmd, PGconn *db, saga_result *res,
     snprintf(qbuf, sizeof qbuf, "%lld", qty);
     {
         const char *p[1] = {sku};
-        r = example_sql(db, res, "SELECT available FROM stock WHERE sku = $1 FOR UPDATE", 1, p);
+        r = example_sql(db, res, "SELECT available FROM stock WHERE sku = $1 FOR UPDATE",
+                        1, p);
     }
     if (r == NULL)
         return;
@@ -49,24 +53,25 @@ static void reserve_stock(const saga_command *cmd, PGconn *db, saga_result *res,
     available = atoll(PQgetvalue(r, 0, 0));
     PQclear(r);
     if (available < qty) {
-        saga_result_fail(res, "insufficient_stock", "%lld of \"%s\" in stock, %lld wanted",
-                         available, sku, qty);
+        saga_result_fail(res, "insufficient_stock",
+                         "%lld of \"%s\" in stock, %lld wanted", available, sku, qty);
         return;
     }
     {
         const char *p[2] = {sku, qbuf};
-        r = example_sql(db, res, "UPDATE stock SET available = available - $2 WHERE sku = $1", 2,
-                        p);
+        r = example_sql(
+            db, res, "UPDATE stock SET available = available - $2 WHERE sku = $1", 2, p);
     }
     if (r == NULL)
         return;
     PQclear(r);
     {
         const char *p[4] = {cmd->saga_id, order_id, sku, qbuf};
-        r = example_sql(db, res,
-                        "INSERT INTO reservations (saga_id, order_id, sku, quantity, status)"
-                        " VALUES ($1, $2, $3, $4, 'reserved')",
-                        4, p);
+        r = example_sql(
+            db, res,
+            "INSERT INTO reservations (saga_id, order_id, sku, quantity, status)"
+            " VALUES ($1, $2, $3, $4, 'reserved')",
+            4, p);
     }
     if (r == NULL)
         return;
@@ -75,7 +80,8 @@ static void reserve_stock(const saga_command *cmd, PGconn *db, saga_result *res,
 }
 
 /* Put back what this saga reserved, if anything. */
-static void release_stock(const saga_command *cmd, PGconn *db, saga_result *res, void *arg)
+static void release_stock(const saga_command *cmd, PGconn *db, saga_result *res,
+                          void *arg)
 {
     const char *p[1] = {cmd->saga_id};
     PGresult *r;
@@ -84,16 +90,18 @@ static void release_stock(const saga_command *cmd, PGconn *db, saga_result *res,
     if (example_fault(res))
         return;
     example_log_command(db, cmd);
-    r = example_sql(db, res,
-                    "WITH rel AS (UPDATE reservations SET status = 'released', released_at = now()"
-                    "  WHERE saga_id = $1 AND status = 'reserved' RETURNING sku, quantity)"
-                    " UPDATE stock s SET available = s.available + rel.quantity FROM rel"
-                    " WHERE s.sku = rel.sku RETURNING rel.quantity",
-                    1, p);
+    r = example_sql(
+        db, res,
+        "WITH rel AS (UPDATE reservations SET status = 'released', released_at = now()"
+        "  WHERE saga_id = $1 AND status = 'reserved' RETURNING sku, quantity)"
+        " UPDATE stock s SET available = s.available + rel.quantity FROM rel"
+        " WHERE s.sku = rel.sku RETURNING rel.quantity",
+        1, p);
     if (r == NULL)
         return;
-    saga_result_ok(res, json_pack("{s:I}", "released",
-                                  (json_int_t)(PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : 0)));
+    saga_result_ok(
+        res, json_pack("{s:I}", "released",
+                       (json_int_t)(PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : 0)));
     PQclear(r);
 }
 
@@ -103,6 +111,7 @@ int main(int argc, char **argv)
         {SAGA_PHASE_INVOKE, "reserve_stock", reserve_stock},
         {SAGA_PHASE_COMPENSATE, "release_stock", release_stock},
     };
-    static const example_service svc = {"inventory", "inventory", schema_sql, handlers, 2};
+    static const example_service svc = {"inventory", "inventory", schema_sql, handlers,
+                                        2};
     return example_main(&svc, argc, argv);
 }

@@ -14,7 +14,8 @@ static const char schema_sql[] =
     " created_at timestamptz NOT NULL DEFAULT now(),"
     " updated_at timestamptz NOT NULL DEFAULT now());"
     "CREATE TABLE IF NOT EXISTS command_log ("
-    " id bigserial PRIMARY KEY, saga_id uuid NOT NULL, step int NOT NULL, phase text NOT NULL,"
+    " id bigserial PRIMARY KEY, saga_id uuid NOT NULL, step int NOT NULL, phase text NOT "
+    "NULL,"
     " action text NOT NULL, attempt int NOT NULL,"
     " received_at timestamptz NOT NULL DEFAULT clock_timestamp());";
 
@@ -42,10 +43,11 @@ static void create_order(const saga_command *cmd, PGconn *db, saga_result *res, 
     snprintf(abuf, sizeof abuf, "%lld", amount);
     {
         const char *p[5] = {cmd->saga_id, customer, sku, qbuf, abuf};
-        r = example_sql(db, res,
-                        "INSERT INTO orders (saga_id, customer_id, sku, quantity, amount, status)"
-                        " VALUES ($1, $2, $3, $4, $5, 'pending') RETURNING id",
-                        5, p);
+        r = example_sql(
+            db, res,
+            "INSERT INTO orders (saga_id, customer_id, sku, quantity, amount, status)"
+            " VALUES ($1, $2, $3, $4, $5, 'pending') RETURNING id",
+            5, p);
     }
     if (r == NULL)
         return;
@@ -74,7 +76,8 @@ static void cancel_order(const saga_command *cmd, PGconn *db, saga_result *res, 
     PQclear(r);
 }
 
-static void approve_order(const saga_command *cmd, PGconn *db, saga_result *res, void *arg)
+static void approve_order(const saga_command *cmd, PGconn *db, saga_result *res,
+                          void *arg)
 {
     const char *order_id, *p[1];
     PGresult *r;
@@ -96,7 +99,8 @@ static void approve_order(const saga_command *cmd, PGconn *db, saga_result *res,
         saga_result_fail(res, "not_pending", "order %s does not exist or is not pending",
                          order_id);
     else
-        saga_result_ok(res, json_pack("{s:s, s:s}", "order_id", order_id, "status", "approved"));
+        saga_result_ok(
+            res, json_pack("{s:s, s:s}", "order_id", order_id, "status", "approved"));
     PQclear(r);
 }
 

@@ -11,14 +11,17 @@ static const char schema_sql[] =
     " CHECK (reserved >= 0 AND reserved <= credit_limit));"
     "CREATE TABLE IF NOT EXISTS reservations ("
     " saga_id uuid PRIMARY KEY, order_id text NOT NULL, customer_id text NOT NULL,"
-    " amount bigint NOT NULL, status text NOT NULL CHECK (status IN ('reserved', 'released')),"
+    " amount bigint NOT NULL, status text NOT NULL CHECK (status IN ('reserved', "
+    "'released')),"
     " created_at timestamptz NOT NULL DEFAULT now(), released_at timestamptz);"
     "CREATE TABLE IF NOT EXISTS command_log ("
-    " id bigserial PRIMARY KEY, saga_id uuid NOT NULL, step int NOT NULL, phase text NOT NULL,"
+    " id bigserial PRIMARY KEY, saga_id uuid NOT NULL, step int NOT NULL, phase text NOT "
+    "NULL,"
     " action text NOT NULL, attempt int NOT NULL,"
     " received_at timestamptz NOT NULL DEFAULT clock_timestamp());";
 
-static void reserve_credit(const saga_command *cmd, PGconn *db, saga_result *res, void *arg)
+static void reserve_credit(const saga_command *cmd, PGconn *db, saga_result *res,
+                           void *arg)
 {
     const char *customer, *order_id;
     long long amount, limit, reserved;
@@ -39,9 +42,10 @@ static void reserve_credit(const saga_command *cmd, PGconn *db, saga_result *res
     snprintf(abuf, sizeof abuf, "%lld", amount);
     {
         const char *p[1] = {customer};
-        r = example_sql(db, res,
-                        "SELECT credit_limit, reserved FROM customers WHERE id = $1 FOR UPDATE",
-                        1, p);
+        r = example_sql(
+            db, res,
+            "SELECT credit_limit, reserved FROM customers WHERE id = $1 FOR UPDATE", 1,
+            p);
     }
     if (r == NULL)
         return;
@@ -55,24 +59,25 @@ static void reserve_credit(const saga_command *cmd, PGconn *db, saga_result *res
     PQclear(r);
     if (limit - reserved < amount) {
         saga_result_fail(res, "insufficient_credit",
-                         "customer %s has %lld of %lld credit available, %lld needed", customer,
-                         limit - reserved, limit, amount);
+                         "customer %s has %lld of %lld credit available, %lld needed",
+                         customer, limit - reserved, limit, amount);
         return;
     }
     {
         const char *p[2] = {customer, abuf};
-        r = example_sql(db, res, "UPDATE customers SET reserved = reserved + $2 WHERE id = $1",
-                        2, p);
+        r = example_sql(
+            db, res, "UPDATE customers SET reserved = reserved + $2 WHERE id = $1", 2, p);
     }
     if (r == NULL)
         return;
     PQclear(r);
     {
         const char *p[4] = {cmd->saga_id, order_id, customer, abuf};
-        r = example_sql(db, res,
-                        "INSERT INTO reservations (saga_id, order_id, customer_id, amount, status)"
-                        " VALUES ($1, $2, $3, $4, 'reserved')",
-                        4, p);
+        r = example_sql(
+            db, res,
+            "INSERT INTO reservations (saga_id, order_id, customer_id, amount, status)"
+            " VALUES ($1, $2, $3, $4, 'reserved')",
+            4, p);
     }
     if (r == NULL)
         return;
@@ -82,7 +87,8 @@ static void reserve_credit(const saga_command *cmd, PGconn *db, saga_result *res
 }
 
 /* Give back what this saga reserved, if anything. */
-static void release_credit(const saga_command *cmd, PGconn *db, saga_result *res, void *arg)
+static void release_credit(const saga_command *cmd, PGconn *db, saga_result *res,
+                           void *arg)
 {
     const char *p[1] = {cmd->saga_id};
     PGresult *r;
@@ -91,17 +97,19 @@ static void release_credit(const saga_command *cmd, PGconn *db, saga_result *res
     if (example_fault(res))
         return;
     example_log_command(db, cmd);
-    r = example_sql(db, res,
-                    "WITH rel AS (UPDATE reservations SET status = 'released', released_at = now()"
-                    "  WHERE saga_id = $1 AND status = 'reserved'"
-                    "  RETURNING customer_id, amount)"
-                    " UPDATE customers c SET reserved = c.reserved - rel.amount FROM rel"
-                    " WHERE c.id = rel.customer_id RETURNING rel.amount",
-                    1, p);
+    r = example_sql(
+        db, res,
+        "WITH rel AS (UPDATE reservations SET status = 'released', released_at = now()"
+        "  WHERE saga_id = $1 AND status = 'reserved'"
+        "  RETURNING customer_id, amount)"
+        " UPDATE customers c SET reserved = c.reserved - rel.amount FROM rel"
+        " WHERE c.id = rel.customer_id RETURNING rel.amount",
+        1, p);
     if (r == NULL)
         return;
-    saga_result_ok(res, json_pack("{s:I}", "released",
-                                  (json_int_t)(PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : 0)));
+    saga_result_ok(
+        res, json_pack("{s:I}", "released",
+                       (json_int_t)(PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : 0)));
     PQclear(r);
 }
 

@@ -71,8 +71,8 @@ static void check_keys(json_t *obj, const char *where, const char *const *allowe
         for (int i = 0; allowed[i] != NULL; i++) {
             if (strcmp(k, allowed[i]) == 0)
                 ok = 1;
-            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "",
-                     allowed[i]);
+            snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+                     i ? ", " : "", allowed[i]);
         }
         if (!ok)
             problem(p, where, "unknown key \"%s\" (expected one of: %s)", k, list);
@@ -95,9 +95,10 @@ static char *get_string(json_t *obj, const char *key, const char *where, int req
         return NULL;
     }
     if (ident && !is_ident(json_string_value(v))) {
-        problem(p, path,
-                "\"%s\" is not a valid name (expected 1-100 letters, digits, '_', '-', '.')",
-                json_string_value(v));
+        problem(
+            p, path,
+            "\"%s\" is not a valid name (expected 1-100 letters, digits, '_', '-', '.')",
+            json_string_value(v));
         return NULL;
     }
     return strdup(json_string_value(v));
@@ -112,22 +113,24 @@ static void get_duration(json_t *obj, const char *key, const char *where, int64_
         return;
     snprintf(path, sizeof path, "%s%s%s", where, *where ? "." : "", key);
     if (!json_is_string(v)) {
-        problem(p, path, "found %s, expected a duration string such as \"250ms\", \"10s\", "
-                         "\"5m\" or \"1h\"",
+        problem(p, path,
+                "found %s, expected a duration string such as \"250ms\", \"10s\", "
+                "\"5m\" or \"1h\"",
                 type_name(v));
         return;
     }
     if (saga_duration_parse(json_string_value(v), out) != 0 || *out <= 0)
-        problem(p, path, "\"%s\" is not a positive duration (expected e.g. \"250ms\", \"10s\", "
-                         "\"5m\", \"1h\")",
+        problem(p, path,
+                "\"%s\" is not a positive duration (expected e.g. \"250ms\", \"10s\", "
+                "\"5m\", \"1h\")",
                 json_string_value(v));
 }
 
-static void get_retry(json_t *obj, const char *key, const char *where, saga_retry_policy *r,
-                      saga_def_problems *p)
+static void get_retry(json_t *obj, const char *key, const char *where,
+                      saga_retry_policy *r, saga_def_problems *p)
 {
-    static const char *const keys[] = {"max_attempts", "backoff", "max_backoff", "multiplier",
-                                       "jitter", NULL};
+    static const char *const keys[] = {"max_attempts", "backoff", "max_backoff",
+                                       "multiplier",   "jitter",  NULL};
     json_t *v = json_object_get(obj, key), *f;
     char path[300], fpath[340];
     if (v == NULL)
@@ -141,7 +144,8 @@ static void get_retry(json_t *obj, const char *key, const char *where, saga_retr
     check_keys(v, path, keys, p);
     if ((f = json_object_get(v, "max_attempts")) != NULL) {
         snprintf(fpath, sizeof fpath, "%s.max_attempts", path);
-        if (!json_is_integer(f) || json_integer_value(f) < 1 || json_integer_value(f) > 1000)
+        if (!json_is_integer(f) || json_integer_value(f) < 1 ||
+            json_integer_value(f) > 1000)
             problem(p, fpath, "expected an integer from 1 to 1000");
         else
             r->max_attempts = (int)json_integer_value(f);
@@ -150,14 +154,16 @@ static void get_retry(json_t *obj, const char *key, const char *where, saga_retr
     get_duration(v, "max_backoff", path, &r->max_backoff_ms, p);
     if ((f = json_object_get(v, "multiplier")) != NULL) {
         snprintf(fpath, sizeof fpath, "%s.multiplier", path);
-        if (!json_is_number(f) || json_number_value(f) < 1.0 || json_number_value(f) > 100.0)
+        if (!json_is_number(f) || json_number_value(f) < 1.0 ||
+            json_number_value(f) > 100.0)
             problem(p, fpath, "expected a number from 1 to 100");
         else
             r->multiplier = json_number_value(f);
     }
     if ((f = json_object_get(v, "jitter")) != NULL) {
         snprintf(fpath, sizeof fpath, "%s.jitter", path);
-        if (!json_is_number(f) || json_number_value(f) < 0.0 || json_number_value(f) > 1.0)
+        if (!json_is_number(f) || json_number_value(f) < 0.0 ||
+            json_number_value(f) > 1.0)
             problem(p, fpath, "expected a number from 0 to 1");
         else
             r->jitter = json_number_value(f);
@@ -180,7 +186,8 @@ static int check_ref(const char *path, const char *where, void *arg)
         problem(rc->p, where, "unterminated \"${\" (expected \"${...}\")");
         return 0;
     }
-    if (strncmp(path, "input", 5) == 0 && (path[5] == '\0' || path[5] == '.' || path[5] == '['))
+    if (strncmp(path, "input", 5) == 0 &&
+        (path[5] == '\0' || path[5] == '.' || path[5] == '['))
         return 0;
     if (strcmp(path, "saga.id") == 0 || strcmp(path, "saga.name") == 0 ||
         strcmp(path, "saga.version") == 0)
@@ -195,25 +202,29 @@ static int check_ref(const char *path, const char *where, void *arg)
         if (idx < 0)
             problem(rc->p, where, "\"${%s}\" names unknown step \"%s\"", path, name);
         else if (idx >= rc->step)
-            problem(rc->p, where, "\"${%s}\" names step \"%s\", which does not run before this one",
+            problem(rc->p, where,
+                    "\"${%s}\" names step \"%s\", which does not run before this one",
                     path, name);
         else if (strncmp(rest + n, ".output", 7) != 0 ||
                  (rest[n + 7] != '\0' && rest[n + 7] != '.' && rest[n + 7] != '['))
             problem(rc->p, where, "\"${%s}\": expected steps.%s.output[...]", path, name);
         return 0;
     }
-    problem(rc->p, where,
-            "\"${%s}\" must start with input, steps.NAME.output or saga (id, name, version)",
-            path);
+    problem(
+        rc->p, where,
+        "\"${%s}\" must start with input, steps.NAME.output or saga (id, name, version)",
+        path);
     return 0;
 }
 
-static void parse_step(json_t *s, int i, saga_definition *def, const saga_retry_policy *dretry,
-                       const saga_retry_policy *dcomp, int64_t dtimeout, saga_def_problems *p)
+static void parse_step(json_t *s, int i, saga_definition *def,
+                       const saga_retry_policy *dretry, const saga_retry_policy *dcomp,
+                       int64_t dtimeout, saga_def_problems *p)
 {
-    static const char *const keys[] = {"name", "service", "action", "compensation", "input",
-                                       "timeout", "retry", "compensation_retry", "pivot",
-                                       "description", NULL};
+    static const char *const keys[] = {
+        "name",  "service",     "action", "compensation",
+        "input", "timeout",     "retry",  "compensation_retry",
+        "pivot", "description", NULL};
     saga_step_def *st = &def->steps[i];
     char where[64];
     json_t *v;
@@ -254,10 +265,11 @@ static void parse_step(json_t *s, int i, saga_definition *def, const saga_retry_
         problem(p, where, "description: found %s, expected a string", type_name(v));
 }
 
-int saga_definition_from_json(json_t *body, saga_definition **out, saga_def_problems *problems)
+int saga_definition_from_json(json_t *body, saga_definition **out,
+                              saga_def_problems *problems)
 {
-    static const char *const keys[] = {"name", "description", "deadline", "defaults", "steps",
-                                       "$schema", NULL};
+    static const char *const keys[] = {"name",  "description", "deadline", "defaults",
+                                       "steps", "$schema",     NULL};
     static const char *const dkeys[] = {"timeout", "retry", "compensation_retry", NULL};
     saga_def_problems local = {0};
     saga_def_problems *p = problems ? problems : &local;
@@ -272,7 +284,8 @@ int saga_definition_from_json(json_t *body, saga_definition **out, saga_def_prob
 
     *out = NULL;
     if (!json_is_object(body)) {
-        problem(p, "$", "found %s, expected a definition object", body ? type_name(body) : "nothing");
+        problem(p, "$", "found %s, expected a definition object",
+                body ? type_name(body) : "nothing");
         return SAGA_EDEF;
     }
     def = calloc(1, sizeof *def);
@@ -305,7 +318,8 @@ int saga_definition_from_json(json_t *body, saga_definition **out, saga_def_prob
         problem(p, "steps", "found %s, expected a non-empty array of steps",
                 json_is_array(steps) ? "an empty array" : type_name(steps));
     } else if (json_array_size(steps) > 1000) {
-        problem(p, "steps", "%zu steps; at most 1000 are allowed", json_array_size(steps));
+        problem(p, "steps", "%zu steps; at most 1000 are allowed",
+                json_array_size(steps));
     } else {
         def->nsteps = (int)json_array_size(steps);
         def->steps = calloc((size_t)def->nsteps, sizeof *def->steps);
@@ -314,14 +328,16 @@ int saga_definition_from_json(json_t *body, saga_definition **out, saga_def_prob
             return SAGA_ENOMEM;
         }
         for (int i = 0; i < def->nsteps; i++)
-            parse_step(json_array_get(steps, (size_t)i), i, def, &dretry, &dcomp, dtimeout, p);
+            parse_step(json_array_get(steps, (size_t)i), i, def, &dretry, &dcomp,
+                       dtimeout, p);
         for (int i = 0; i < def->nsteps; i++) {
             saga_step_def *st = &def->steps[i];
             char where[64];
             snprintf(where, sizeof where, "steps[%d]", i);
             for (int j = 0; j < i && st->name; j++)
                 if (def->steps[j].name && strcmp(def->steps[j].name, st->name) == 0)
-                    problem(p, where, "duplicate step name \"%s\" (also steps[%d])", st->name, j);
+                    problem(p, where, "duplicate step name \"%s\" (also steps[%d])",
+                            st->name, j);
             if (st->pivot)
                 seen_pivot = 1;
             st->forward_only = seen_pivot;
@@ -340,8 +356,10 @@ int saga_definition_from_json(json_t *body, saga_definition **out, saga_def_prob
             if (json_is_object(s) && json_object_get(s, "compensation") == NULL &&
                 !st->forward_only && i < def->nsteps - 1 && !def->steps[i + 1].pivot)
                 problem(p, where,
-                        "step \"%s\" has no compensation, but later steps can fail and undo it "
-                        "(add \"compensation\", or \"compensation\": null if there is nothing "
+                        "step \"%s\" has no compensation, but later steps can fail and "
+                        "undo it "
+                        "(add \"compensation\", or \"compensation\": null if there is "
+                        "nothing "
                         "to undo)",
                         st->name ? st->name : "?");
         }

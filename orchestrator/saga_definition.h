@@ -10,40 +10,40 @@
 #include "saga/error.h"
 
 typedef struct saga_retry_policy {
-    int max_attempts;           /* >= 1; 0 means "until it succeeds" (pivot and after) */
-    int64_t backoff_ms;         /* delay before the 2nd attempt */
-    int64_t max_backoff_ms;     /* cap */
-    double multiplier;          /* >= 1 */
-    double jitter;              /* 0..1: the delay varies by up to this fraction */
+    int max_attempts;       /* >= 1; 0 means "until it succeeds" (pivot and after) */
+    int64_t backoff_ms;     /* delay before the 2nd attempt */
+    int64_t max_backoff_ms; /* cap */
+    double multiplier;      /* >= 1 */
+    double jitter;          /* 0..1: the delay varies by up to this fraction */
 } saga_retry_policy;
 
 typedef struct saga_step_def {
     char *name;
     char *service;
     char *action;
-    char *compensation;         /* NULL: nothing to undo */
-    json_t *input;              /* template (see saga_template.h), owned */
-    int64_t timeout_ms;         /* per attempt */
+    char *compensation; /* NULL: nothing to undo */
+    json_t *input;      /* template (see saga_template.h), owned */
+    int64_t timeout_ms; /* per attempt */
     saga_retry_policy retry;
     saga_retry_policy compensation_retry;
-    int pivot;                  /* this step is the saga's point of no return */
-    int forward_only;           /* pivot or after a pivot: retried until success */
+    int pivot;        /* this step is the saga's point of no return */
+    int forward_only; /* pivot or after a pivot: retried until success */
 } saga_step_def;
 
 typedef struct saga_definition {
     char *name;
-    int version;                /* assigned by the store; 0 until then */
+    int version; /* assigned by the store; 0 until then */
     char *description;
-    int64_t deadline_ms;        /* whole saga; 0 = none */
+    int64_t deadline_ms; /* whole saga; 0 = none */
     int nsteps;
     saga_step_def *steps;
-    json_t *body;               /* the JSON as given, owned */
+    json_t *body; /* the JSON as given, owned */
 } saga_definition;
 
 /* One problem found in a definition. */
 typedef struct saga_def_problem {
-    char where[256];            /* JSON path (steps[2].retry.max_attempts) or line:column */
-    char message[256];          /* what was found and what is expected */
+    char where[256];   /* JSON path (steps[2].retry.max_attempts) or line:column */
+    char message[256]; /* what was found and what is expected */
 } saga_def_problem;
 
 typedef struct saga_def_problems {
@@ -56,7 +56,8 @@ typedef struct saga_def_problems {
  * failure returns SAGA_EDEF and problems lists every problem found. */
 int saga_definition_parse(const char *text, size_t len, saga_definition **out,
                           saga_def_problems *problems);
-int saga_definition_from_json(json_t *body, saga_definition **out, saga_def_problems *problems);
+int saga_definition_from_json(json_t *body, saga_definition **out,
+                              saga_def_problems *problems);
 int saga_definition_load_file(const char *path, saga_definition **out,
                               saga_def_problems *problems);
 
@@ -66,10 +67,10 @@ void saga_definition_free(saga_definition *def);
 int saga_definition_step_index(const saga_definition *def, const char *name);
 
 /* Default policies used where a definition says nothing. */
-#define SAGA_DEFAULT_TIMEOUT_MS 30000
-#define SAGA_DEFAULT_MAX_ATTEMPTS 3
+#define SAGA_DEFAULT_TIMEOUT_MS        30000
+#define SAGA_DEFAULT_MAX_ATTEMPTS      3
 #define SAGA_DEFAULT_COMP_MAX_ATTEMPTS 10
-#define SAGA_DEFAULT_BACKOFF_MS 200
-#define SAGA_DEFAULT_MAX_BACKOFF_MS 30000
+#define SAGA_DEFAULT_BACKOFF_MS        200
+#define SAGA_DEFAULT_MAX_BACKOFF_MS    30000
 
 #endif

@@ -64,8 +64,8 @@ void saga_duration_format(int64_t ms, char *buf, size_t size)
     }
     for (size_t i = 0; i < sizeof units / sizeof units[0] && len < size; i++) {
         if (ms >= units[i].ms) {
-            int w = snprintf(buf + len, size - len, "%lld%s", (long long)(ms / units[i].ms),
-                             units[i].unit);
+            int w = snprintf(buf + len, size - len, "%lld%s",
+                             (long long)(ms / units[i].ms), units[i].unit);
             if (w < 0)
                 return;
             len += (size_t)w;

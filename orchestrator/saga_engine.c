@@ -20,7 +20,7 @@
 #include "saga_migrate.h"
 #include "saga_store.h"
 
-#define OUTBOX_SCAN_MS 1000
+#define OUTBOX_SCAN_MS    1000
 #define OUTBOX_SCAN_LIMIT 2000
 #define TIMER_CLAIM_LIMIT 200
 
@@ -53,8 +53,8 @@ static int idset_add(idset *s, int64_t id);
 
 static int idset_grow(idset *s)
 {
-    idset bigger = {calloc(s->cap ? s->cap * 2 : 1024, sizeof(int64_t)), s->cap ? s->cap * 2 : 1024,
-                    0};
+    idset bigger = {calloc(s->cap ? s->cap * 2 : 1024, sizeof(int64_t)),
+                    s->cap ? s->cap * 2 : 1024, 0};
     if (bigger.slots == NULL)
         return -1;
     for (size_t i = 0; i < s->cap; i++)
@@ -137,7 +137,8 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         /* Left in the outbox: the next scan sends it again. */
         e->stats.send_failures++;
         idset_del(&e->inflight, id);
-        saga_log(SAGA_LOG_WARN, "command (outbox %lld) to %s not delivered: %s; will resend",
+        saga_log(SAGA_LOG_WARN,
+                 "command (outbox %lld) to %s not delivered: %s; will resend",
                  (long long)id, rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
         return;
     }
@@ -166,11 +167,12 @@ static void produce(saga_engine *e, saga_outbox *o)
                      "outbox %lld goes to %s, outside this sagad's prefix %s: does the "
                      "program that started saga %s use another SAGA_TOPIC_PREFIX?",
                      (long long)m->id, m->topic, e->prefix, m->key);
-        err = rd_kafka_producev(e->producer, RD_KAFKA_V_TOPIC(m->topic),
-                                RD_KAFKA_V_KEY(m->key, strlen(m->key)),
-                                RD_KAFKA_V_VALUE(m->payload, strlen(m->payload)),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                RD_KAFKA_V_OPAQUE((void *)(intptr_t)m->id), RD_KAFKA_V_END);
+        err =
+            rd_kafka_producev(e->producer, RD_KAFKA_V_TOPIC(m->topic),
+                              RD_KAFKA_V_KEY(m->key, strlen(m->key)),
+                              RD_KAFKA_V_VALUE(m->payload, strlen(m->payload)),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                              RD_KAFKA_V_OPAQUE((void *)(intptr_t)m->id), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             rd_kafka_poll(e->producer, 100);
             i--;
@@ -263,9 +265,10 @@ static int apply_one(saga_engine *e, const char *id, saga_event *ev, saga_outbox
                 e->stats.replies_ignored++;
             else
                 e->stats.replies_rejected++;
-            saga_log(SAGA_LOG_INFO, "saga %s: reply for step %d %s attempt %d %s: %s", id,
-                     ev->reply->step, saga_phase_name(ev->reply->phase), ev->reply->attempt,
-                     rc == SAGA_IGNORED ? "ignored (duplicate or stale)" : "rejected", reason);
+            saga_log(
+                SAGA_LOG_INFO, "saga %s: reply for step %d %s attempt %d %s: %s", id,
+                ev->reply->step, saga_phase_name(ev->reply->phase), ev->reply->attempt,
+                rc == SAGA_IGNORED ? "ignored (duplicate or stale)" : "rejected", reason);
         }
         rc = SAGA_OK;
     }
@@ -344,7 +347,8 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
     }
     goto out;
 fail:
-    saga_log(SAGA_LOG_ERROR, "reply batch rolled back, will be consumed again: %s", err.message);
+    saga_log(SAGA_LOG_ERROR, "reply batch rolled back, will be consumed again: %s",
+             err.message);
     saga_store_exec(e->db, "ROLLBACK", NULL);
     rewind_consumer(e);
 out:
@@ -426,7 +430,8 @@ int saga_engine_run(saga_engine *e, saga_error *err)
         /* Wait on the consumer queue for up to 50 ms when idle. */
         {
             rd_kafka_queue_t *cq = rd_kafka_queue_get_consumer(e->consumer);
-            ssize_t k = rd_kafka_consume_batch_queue(cq, 50, msgs, (size_t)e->cfg.batch_max);
+            ssize_t k =
+                rd_kafka_consume_batch_queue(cq, 50, msgs, (size_t)e->cfg.batch_max);
             rd_kafka_queue_destroy(cq);
             n = k < 0 ? 0 : (int)k;
         }
@@ -502,13 +507,15 @@ static int setup_kafka(saga_engine *e, saga_error *err)
     e->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (e->producer == NULL) {
         rd_kafka_conf_destroy(conf);
-        return saga_error_set(err, SAGA_EKAFKA, "creating the Kafka producer: %s", errstr);
+        return saga_error_set(err, SAGA_EKAFKA, "creating the Kafka producer: %s",
+                              errstr);
     }
     if ((conf = saga__kafka_conf(e->cfg.brokers, "sagad", err)) == NULL)
         return SAGA_EKAFKA;
     if ((rc = saga__kafka_set(conf, "group.id", e->cfg.group_id, err)) != SAGA_OK ||
         (rc = saga__kafka_set(conf, "enable.auto.commit", "false", err)) != SAGA_OK ||
-        (rc = saga__kafka_set(conf, "enable.auto.offset.store", "false", err)) != SAGA_OK ||
+        (rc = saga__kafka_set(conf, "enable.auto.offset.store", "false", err)) !=
+            SAGA_OK ||
         (rc = saga__kafka_set(conf, "auto.offset.reset", "earliest", err)) != SAGA_OK) {
         rd_kafka_conf_destroy(conf);
         return rc;
@@ -516,7 +523,8 @@ static int setup_kafka(saga_engine *e, saga_error *err)
     e->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     if (e->consumer == NULL) {
         rd_kafka_conf_destroy(conf);
-        return saga_error_set(err, SAGA_EKAFKA, "creating the Kafka consumer: %s", errstr);
+        return saga_error_set(err, SAGA_EKAFKA, "creating the Kafka consumer: %s",
+                              errstr);
     }
     rd_kafka_poll_set_consumer(e->consumer);
     return SAGA_OK;
@@ -544,7 +552,8 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
         e->cfg.timer_interval_ms = 100;
     if (e->cfg.group_id == NULL)
         e->cfg.group_id = "sagad";
-    snprintf(e->prefix, sizeof e->prefix, "%s", cfg->topic_prefix ? cfg->topic_prefix : "saga.");
+    snprintf(e->prefix, sizeof e->prefix, "%s",
+             cfg->topic_prefix ? cfg->topic_prefix : "saga.");
     saga__topic_reply(e->reply_topic, sizeof e->reply_topic, e->prefix);
     e->rng = (uint64_t)saga_now_ms() * 2654435761u + (uint64_t)getpid();
     e->defs = saga_defs_new();
@@ -601,7 +610,8 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
         goto fail;
     if ((rc = setup_kafka(e, err)) != SAGA_OK)
         goto fail;
-    if ((rc = saga__kafka_ensure_topics(e->producer, topics, ntopics, 4, 10000, err)) != SAGA_OK)
+    if ((rc = saga__kafka_ensure_topics(e->producer, topics, ntopics, 4, 10000, err)) !=
+        SAGA_OK)
         goto fail;
     {
         rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);

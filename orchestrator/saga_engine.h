@@ -27,7 +27,7 @@ typedef struct saga_engine_stats {
     uint64_t replies_rejected; /* unknown saga or step, impossible attempt */
     uint64_t malformed;        /* not a valid reply at all */
     uint64_t timers_fired;
-    uint64_t commands_sent;    /* confirmed by Kafka */
+    uint64_t commands_sent; /* confirmed by Kafka */
     uint64_t send_failures;
     uint64_t transactions;
 } saga_engine_stats;

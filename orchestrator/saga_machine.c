@@ -7,10 +7,10 @@
 #include "saga_machine.h"
 #include "saga_template.h"
 
-static const char *const status_names[] = {"new", "running", "compensating", "completed",
-                                           "compensated", "failed"};
+static const char *const status_names[] = {"new",       "running",     "compensating",
+                                           "completed", "compensated", "failed"};
 static const char *const step_status_names[] = {
-    "pending",   "dispatched",   "succeeded",           "failed", "unknown",
+    "pending",      "dispatched",  "succeeded",           "failed", "unknown",
     "compensating", "compensated", "compensation_failed", "skipped"};
 
 const char *saga_status_name(saga_status s)
@@ -107,8 +107,9 @@ json_t *saga_state_context(const saga_state *s)
         if (s->steps[i].output != NULL && s->def->steps[i].name != NULL)
             json_object_set_new(steps, s->def->steps[i].name,
                                 json_pack("{s:O}", "output", s->steps[i].output));
-    return json_pack("{s:O, s:o, s:{s:s, s:s, s:i}}", "input", s->input, "steps", steps, "saga",
-                     "id", s->id, "name", s->def->name, "version", s->def->version);
+    return json_pack("{s:O, s:o, s:{s:s, s:s, s:i}}", "input", s->input, "steps", steps,
+                     "saga", "id", s->id, "name", s->def->name, "version",
+                     s->def->version);
 }
 
 /* ---- the machine ---- */
@@ -149,7 +150,8 @@ static void history(ctx *c, const char *what, int step, int attempt, json_t *det
     a->what = what;
     a->step = step;
     a->attempt = attempt;
-    a->phase = c->s->status == SAGA_ST_COMPENSATING ? SAGA_PHASE_COMPENSATE : SAGA_PHASE_INVOKE;
+    a->phase =
+        c->s->status == SAGA_ST_COMPENSATING ? SAGA_PHASE_COMPENSATE : SAGA_PHASE_INVOKE;
     a->detail = detail;
 }
 
@@ -178,8 +180,8 @@ static void update_wake(saga_state *s)
     if (s->status == SAGA_ST_RUNNING || s->status == SAGA_ST_COMPENSATING) {
         if (s->cursor >= 0 && s->cursor < s->nsteps)
             w = s->steps[s->cursor].due_at;
-        if (s->status == SAGA_ST_RUNNING && s->deadline_at > 0 && (w == 0 || s->deadline_at < w) &&
-            !s->def->steps[s->cursor].forward_only)
+        if (s->status == SAGA_ST_RUNNING && s->deadline_at > 0 &&
+            (w == 0 || s->deadline_at < w) && !s->def->steps[s->cursor].forward_only)
             w = s->deadline_at;
     }
     s->wake_at = w;
@@ -216,14 +218,16 @@ static void dispatch(ctx *c, int i)
     }
     if (compensate) {
         /* A compensation sees the step's input and whatever it output. */
-        json_t *p = json_pack("{s:o, s:O}", "input", payload ? payload : json_object(), "output",
-                              st->output ? st->output : json_null());
+        json_t *p = json_pack("{s:o, s:O}", "input", payload ? payload : json_object(),
+                              "output", st->output ? st->output : json_null());
         payload = p;
     }
     st->attempts++;
     st->awaiting = 1;
     st->due_at = c->ev->now + sd->timeout_ms;
-    if (st->attempts == 1)
+    /* started_at keeps the first dispatch of the action; finished_at moves
+     * to the end of the compensation. */
+    if (st->attempts == 1 && !compensate)
         st->started_at = c->ev->now;
     st->dirty = 1;
     a = push(c, SAGA_ACT_SEND);
@@ -236,7 +240,8 @@ static void dispatch(ctx *c, int i)
     a->attempt = st->attempts;
     a->deadline = st->due_at;
     a->payload = payload;
-    history(c, compensate ? "compensation_dispatched" : "step_dispatched", i, st->attempts,
+    history(c, compensate ? "compensation_dispatched" : "step_dispatched", i,
+            st->attempts,
             json_pack("{s:s, s:s}", "service", sd->service, "action",
                       compensate ? sd->compensation : sd->action));
 }
@@ -341,8 +346,9 @@ static int on_start(ctx *c, const char **reason)
     s->created_at = c->ev->now;
     if (s->def->deadline_ms > 0)
         s->deadline_at = c->ev->now + s->def->deadline_ms;
-    history(c, "saga_started", -1, 0,
-            json_pack("{s:s, s:i}", "definition", s->def->name, "version", s->def->version));
+    history(
+        c, "saga_started", -1, 0,
+        json_pack("{s:s, s:i}", "definition", s->def->name, "version", s->def->version));
     advance(c, 0);
     return SAGA_APPLIED;
 }
@@ -433,8 +439,9 @@ static int on_reply(ctx *c, const char **reason)
             history(c, "step_failed", r->step, r->attempt, err);
             s->status = SAGA_ST_FAILED;
             history(c, "saga_failed", r->step, r->attempt,
-                    json_pack("{s:s}", "reason",
-                              "a step at or after the pivot failed; it cannot be compensated"));
+                    json_pack(
+                        "{s:s}", "reason",
+                        "a step at or after the pivot failed; it cannot be compensated"));
         } else {
             st->status = SAGA_STEP_FAILED;
             history(c, "step_failed", r->step, r->attempt, err);

@@ -27,17 +27,17 @@ typedef enum saga_status {
 
 typedef enum saga_step_status {
     SAGA_STEP_PENDING = 0,
-    SAGA_STEP_DISPATCHED,          /* action sent (or waiting to be re-sent) */
+    SAGA_STEP_DISPATCHED, /* action sent (or waiting to be re-sent) */
     SAGA_STEP_SUCCEEDED,
-    SAGA_STEP_FAILED,              /* definite business failure: nothing to undo */
-    SAGA_STEP_UNKNOWN,             /* retries exhausted: the effect may or may not exist */
-    SAGA_STEP_COMPENSATING,        /* compensation sent (or waiting to be re-sent) */
+    SAGA_STEP_FAILED,       /* definite business failure: nothing to undo */
+    SAGA_STEP_UNKNOWN,      /* retries exhausted: the effect may or may not exist */
+    SAGA_STEP_COMPENSATING, /* compensation sent (or waiting to be re-sent) */
     SAGA_STEP_COMPENSATED,
     SAGA_STEP_COMPENSATION_FAILED, /* compensation gave up: saga is stuck */
     SAGA_STEP_SKIPPED,
 } saga_step_status;
 
-#define SAGA_STATUS_COUNT 6
+#define SAGA_STATUS_COUNT      6
 #define SAGA_STEP_STATUS_COUNT 9
 
 const char *saga_status_name(saga_status s);
@@ -54,22 +54,22 @@ typedef struct saga_step_state {
     int64_t due_at;     /* ms since epoch; 0 = nothing scheduled */
     int64_t started_at; /* first dispatch of the current phase */
     int64_t finished_at;
-    json_t *output;     /* owned; NULL until succeeded */
-    json_t *error;      /* owned; last error ({code, message}) */
-    int dirty;          /* changed by the last apply (for the store) */
+    json_t *output; /* owned; NULL until succeeded */
+    json_t *error;  /* owned; last error ({code, message}) */
+    int dirty;      /* changed by the last apply (for the store) */
 } saga_step_state;
 
 typedef struct saga_state {
     char id[SAGA_ID_LEN + 1];
     const saga_definition *def; /* borrowed; the version the saga started with */
     saga_status status;
-    int cursor;                 /* the step being run or compensated */
-    json_t *input;              /* owned */
+    int cursor;    /* the step being run or compensated */
+    json_t *input; /* owned */
     int64_t created_at, updated_at;
-    int64_t deadline_at;        /* 0 = none */
-    int64_t wake_at;            /* earliest timer; 0 = none (computed) */
+    int64_t deadline_at; /* 0 = none */
+    int64_t wake_at;     /* earliest timer; 0 = none (computed) */
     int nsteps;
-    saga_step_state *steps;     /* owned */
+    saga_step_state *steps; /* owned */
 } saga_state;
 
 /* Allocate a NEW state for def (borrowed, must outlive it) with input
@@ -101,10 +101,10 @@ typedef struct saga_action {
     int step;
     saga_phase phase;
     int attempt;
-    int64_t deadline;  /* SEND: when this attempt times out */
-    json_t *payload;   /* SEND: the command payload (owned) */
-    const char *what;  /* HISTORY: event kind, a static string */
-    json_t *detail;    /* HISTORY: details (owned, may be NULL) */
+    int64_t deadline; /* SEND: when this attempt times out */
+    json_t *payload;  /* SEND: the command payload (owned) */
+    const char *what; /* HISTORY: event kind, a static string */
+    json_t *detail;   /* HISTORY: details (owned, may be NULL) */
 } saga_action;
 
 typedef struct saga_actions {

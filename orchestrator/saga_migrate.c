@@ -19,7 +19,8 @@ typedef struct mfile {
 static int exec(PGconn *db, const char *sql, saga_error *err)
 {
     PGresult *r = PQexec(db, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    int ok =
+        PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
     if (!ok)
         saga_error_set(err, SAGA_EDB, "%s", PQerrorMessage(db));
     PQclear(r);
@@ -78,12 +79,13 @@ static int list_files(const char *dir, mfile **out, int *n, saga_error *err)
         mfile *nf;
         if (len < 6 || strcmp(e->d_name + len - 4, ".sql") != 0)
             continue;
-        if (sscanf(e->d_name, "%4d_", &version) != 1 || version <= 0 || e->d_name[4] != '_') {
+        if (sscanf(e->d_name, "%4d_", &version) != 1 || version <= 0 ||
+            e->d_name[4] != '_') {
             closedir(d);
             free_files(files, cnt);
             return saga_error_set(err, SAGA_EINVAL,
-                                  "%s/%s: migration files must be named NNNN_name.sql", dir,
-                                  e->d_name);
+                                  "%s/%s: migration files must be named NNNN_name.sql",
+                                  dir, e->d_name);
         }
         nf = realloc(files, sizeof *files * (size_t)(cnt + 1));
         if (nf == NULL) {
@@ -100,7 +102,8 @@ static int list_files(const char *dir, mfile **out, int *n, saga_error *err)
         if (files[cnt - 1].sql == NULL) {
             closedir(d);
             free_files(files, cnt);
-            return saga_error_set(err, SAGA_EIO, "cannot read %s: %s", path, strerror(errno));
+            return saga_error_set(err, SAGA_EIO, "cannot read %s: %s", path,
+                                  strerror(errno));
         }
     }
     closedir(d);
@@ -108,8 +111,8 @@ static int list_files(const char *dir, mfile **out, int *n, saga_error *err)
         qsort(files, (size_t)cnt, sizeof *files, cmp_mfile);
     for (int i = 1; i < cnt; i++)
         if (files[i].version == files[i - 1].version) {
-            saga_error_set(err, SAGA_EINVAL, "%s/%s and %s have the same version %04d", dir,
-                           files[i - 1].name, files[i].name, files[i].version);
+            saga_error_set(err, SAGA_EINVAL, "%s/%s and %s have the same version %04d",
+                           dir, files[i - 1].name, files[i].name, files[i].version);
             free_files(files, cnt);
             return SAGA_EINVAL;
         }
@@ -133,8 +136,8 @@ static int ensure_table(PGconn *db, saga_error *err)
 static int checksum(PGconn *db, const char *sql, char out[65], saga_error *err)
 {
     const char *p[1] = {sql};
-    PGresult *r = PQexecParams(db, "SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')", 1,
-                               NULL, p, NULL, NULL, 0);
+    PGresult *r = PQexecParams(db, "SELECT encode(sha256(convert_to($1, 'UTF8')), 'hex')",
+                               1, NULL, p, NULL, NULL, 0);
     int rc = SAGA_OK;
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         rc = saga_error_set(err, SAGA_EDB, "checksum: %s", PQerrorMessage(db));
@@ -156,15 +159,19 @@ int saga_migrate(PGconn *db, const char *dir, int *applied, saga_migrate_progres
         return rc;
     if (n == 0) {
         free_files(files, n);
-        return saga_error_set(err, SAGA_EINVAL, "no migrations (NNNN_name.sql) in %s", dir);
+        return saga_error_set(err, SAGA_EINVAL, "no migrations (NNNN_name.sql) in %s",
+                              dir);
     }
     if ((rc = exec(db, "SELECT pg_advisory_lock(" LOCK_KEY ")", err)) != SAGA_OK)
         goto out;
     if ((rc = ensure_table(db, err)) != SAGA_OK)
         goto unlock;
-    r = PQexec(db, "SELECT version, name, checksum FROM saga.schema_migrations ORDER BY version");
+    r = PQexec(
+        db,
+        "SELECT version, name, checksum FROM saga.schema_migrations ORDER BY version");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = saga_error_set(err, SAGA_EDB, "reading schema_migrations: %s", PQerrorMessage(db));
+        rc = saga_error_set(err, SAGA_EDB, "reading schema_migrations: %s",
+                            PQerrorMessage(db));
         goto unlock;
     }
     /* Verify everything first: a changed or missing applied file refuses
@@ -179,19 +186,21 @@ int saga_migrate(PGconn *db, const char *dir, int *applied, saga_migrate_progres
             if ((rc = checksum(db, files[j].sql, sum, err)) != SAGA_OK)
                 goto unlock;
             if (strcmp(sum, PQgetvalue(r, i, 2)) != 0) {
-                rc = saga_error_set(err, SAGA_ESTATE,
-                                    "%s/%s was changed after it was applied (checksum %.12s..., "
-                                    "applied %.12s...); nothing applied. Write a new migration "
-                                    "instead of editing an applied one.",
-                                    dir, files[j].name, sum, PQgetvalue(r, i, 2));
+                rc = saga_error_set(
+                    err, SAGA_ESTATE,
+                    "%s/%s was changed after it was applied (checksum %.12s..., "
+                    "applied %.12s...); nothing applied. Write a new migration "
+                    "instead of editing an applied one.",
+                    dir, files[j].name, sum, PQgetvalue(r, i, 2));
                 goto unlock;
             }
         }
         if (!found) {
-            rc = saga_error_set(err, SAGA_ESTATE,
-                                "migration %04d (%s) is applied but missing from %s; nothing "
-                                "applied",
-                                v, PQgetvalue(r, i, 1), dir);
+            rc = saga_error_set(
+                err, SAGA_ESTATE,
+                "migration %04d (%s) is applied but missing from %s; nothing "
+                "applied",
+                v, PQgetvalue(r, i, 1), dir);
             goto unlock;
         }
     }
@@ -253,7 +262,8 @@ out:
 
 int saga_migrate_current(PGconn *db, int *version, saga_error *err)
 {
-    PGresult *r = PQexec(db, "SELECT coalesce(max(version), 0) FROM saga.schema_migrations");
+    PGresult *r =
+        PQexec(db, "SELECT coalesce(max(version), 0) FROM saga.schema_migrations");
     int rc = SAGA_OK;
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         rc = saga_error_set(err, SAGA_ESTATE,

@@ -9,7 +9,7 @@
 #include "saga_store.h"
 
 #define MS(col) "(extract(epoch from " col ") * 1000)::bigint"
-#define TS(n) "to_timestamp($" #n "::bigint / 1000.0)"
+#define TS(n)   "to_timestamp($" #n "::bigint / 1000.0)"
 
 int64_t saga_now_ms(void)
 {
@@ -21,7 +21,8 @@ int64_t saga_now_ms(void)
 int saga_store_exec(PGconn *db, const char *sql, saga_error *err)
 {
     PGresult *r = PQexec(db, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    int ok =
+        PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
     if (!ok)
         saga_error_set(err, SAGA_EDB, "%s: %s", sql, PQerrorMessage(db));
     PQclear(r);
@@ -63,7 +64,9 @@ static int64_t get_i64(PGresult *r, int row, int col)
 
 static json_t *get_json(PGresult *r, int row, int col)
 {
-    return PQgetisnull(r, row, col) ? NULL : json_loads(PQgetvalue(r, row, col), JSON_DECODE_ANY, NULL);
+    return PQgetisnull(r, row, col)
+               ? NULL
+               : json_loads(PQgetvalue(r, row, col), JSON_DECODE_ANY, NULL);
 }
 
 /* ---- definitions ---- */
@@ -135,18 +138,20 @@ int saga_store_register_definition(PGconn *db, saga_defs *defs, saga_definition 
     }
     /* jsonb normalises key order and spacing, so the digest is of content.
      * The advisory lock makes concurrent deploys of one name take turns. */
-    r = q(db,
-          "WITH lock AS (SELECT pg_advisory_xact_lock(hashtext('saga_definition:' || $1))),"
-          " d AS (SELECT encode(sha256(convert_to(($2::jsonb)::text, 'UTF8')), 'hex') AS digest"
-          "       FROM lock),"
-          " old AS (SELECT version FROM saga.saga_definition, d"
-          "         WHERE name = $1 AND saga_definition.digest = d.digest),"
-          " ins AS (INSERT INTO saga.saga_definition (name, version, body, digest)"
-          "         SELECT $1, coalesce((SELECT max(version) FROM saga.saga_definition"
-          "                               WHERE name = $1), 0) + 1, $2::jsonb, d.digest"
-          "         FROM d WHERE NOT EXISTS (SELECT 1 FROM old) RETURNING version)"
-          " SELECT version, true FROM ins UNION ALL SELECT version, false FROM old",
-          2, p, PGRES_TUPLES_OK, "storing the definition", err);
+    r = q(
+        db,
+        "WITH lock AS (SELECT pg_advisory_xact_lock(hashtext('saga_definition:' || $1))),"
+        " d AS (SELECT encode(sha256(convert_to(($2::jsonb)::text, 'UTF8')), 'hex') AS "
+        "digest"
+        "       FROM lock),"
+        " old AS (SELECT version FROM saga.saga_definition, d"
+        "         WHERE name = $1 AND saga_definition.digest = d.digest),"
+        " ins AS (INSERT INTO saga.saga_definition (name, version, body, digest)"
+        "         SELECT $1, coalesce((SELECT max(version) FROM saga.saga_definition"
+        "                               WHERE name = $1), 0) + 1, $2::jsonb, d.digest"
+        "         FROM d WHERE NOT EXISTS (SELECT 1 FROM old) RETURNING version)"
+        " SELECT version, true FROM ins UNION ALL SELECT version, false FROM old",
+        2, p, PGRES_TUPLES_OK, "storing the definition", err);
     free(body);
     if (r == NULL) {
         saga_definition_free(def);
@@ -155,7 +160,8 @@ int saga_store_register_definition(PGconn *db, saga_defs *defs, saga_definition 
     if (PQntuples(r) != 1) {
         PQclear(r);
         saga_definition_free(def);
-        return saga_error_set(err, SAGA_EDB, "storing the definition: no version returned");
+        return saga_error_set(err, SAGA_EDB,
+                              "storing the definition: no version returned");
     }
     def->version = atoi(PQgetvalue(r, 0, 0));
     *created = PQgetvalue(r, 0, 1)[0] == 't';
@@ -185,10 +191,11 @@ int saga_store_get_definition(PGconn *db, saga_defs *defs, const char *name, int
     if (PQntuples(r) == 0) {
         PQclear(r);
         if (version > 0)
-            return saga_error_set(err, SAGA_ENOTFOUND, "no definition %s version %d", name,
-                                  version);
-        return saga_error_set(err, SAGA_ENOTFOUND, "no definition named \"%s\" (deploy it, or "
-                                                   "start sagad with it in its folder)",
+            return saga_error_set(err, SAGA_ENOTFOUND, "no definition %s version %d",
+                                  name, version);
+        return saga_error_set(err, SAGA_ENOTFOUND,
+                              "no definition named \"%s\" (deploy it, or "
+                              "start sagad with it in its folder)",
                               name);
     }
     version = atoi(PQgetvalue(r, 0, 0));
@@ -196,11 +203,13 @@ int saga_store_get_definition(PGconn *db, saga_defs *defs, const char *name, int
         PQclear(r);
         return SAGA_OK;
     }
-    rc = saga_definition_parse(PQgetvalue(r, 0, 1), strlen(PQgetvalue(r, 0, 1)), &def, &probs);
+    rc = saga_definition_parse(PQgetvalue(r, 0, 1), strlen(PQgetvalue(r, 0, 1)), &def,
+                               &probs);
     PQclear(r);
     if (rc != SAGA_OK)
-        return saga_error_set(err, SAGA_EDEF, "stored definition %s version %d is invalid: %s: %s",
-                              name, version, probs.items[0].where, probs.items[0].message);
+        return saga_error_set(err, SAGA_EDEF,
+                              "stored definition %s version %d is invalid: %s: %s", name,
+                              version, probs.items[0].where, probs.items[0].message);
     def->version = version;
     if (defs_put(defs, def, out) != SAGA_OK)
         return saga_error_set(err, SAGA_ENOMEM, "out of memory");
@@ -253,8 +262,8 @@ int saga_store_outbox_read(PGconn *db, int limit, saga_outbox *out, saga_error *
     const char *p[1] = {lbuf};
     PGresult *r;
     snprintf(lbuf, sizeof lbuf, "%d", limit);
-    r = q(db, "SELECT id, topic, msg_key, payload FROM saga.outbox ORDER BY id LIMIT $1", 1, p,
-          PGRES_TUPLES_OK, "reading the outbox", err);
+    r = q(db, "SELECT id, topic, msg_key, payload FROM saga.outbox ORDER BY id LIMIT $1",
+          1, p, PGRES_TUPLES_OK, "reading the outbox", err);
     if (r == NULL)
         return SAGA_EDB;
     for (int i = 0; i < PQntuples(r); i++) {
@@ -280,12 +289,13 @@ int saga_store_outbox_delete(PGconn *db, const int64_t *ids, int n, saga_error *
         return saga_error_set(err, SAGA_ENOMEM, "out of memory");
     arr[len++] = '{';
     for (int i = 0; i < n; i++)
-        len += (size_t)snprintf(arr + len, cap - len, "%s%lld", i ? "," : "", (long long)ids[i]);
+        len += (size_t)snprintf(arr + len, cap - len, "%s%lld", i ? "," : "",
+                                (long long)ids[i]);
     arr[len++] = '}';
     arr[len] = '\0';
     p[0] = arr;
-    r = q(db, "DELETE FROM saga.outbox WHERE id = ANY($1::bigint[])", 1, p, PGRES_COMMAND_OK,
-          "deleting sent outbox rows", err);
+    r = q(db, "DELETE FROM saga.outbox WHERE id = ANY($1::bigint[])", 1, p,
+          PGRES_COMMAND_OK, "deleting sent outbox rows", err);
     free(arr);
     if (r == NULL)
         return SAGA_EDB;
@@ -308,8 +318,9 @@ static int write_actions(PGconn *db, const saga_state *s, const saga_actions *a,
         const saga_action *ac = &a->items[i];
         PGresult *r;
         if (ac->kind == SAGA_ACT_HISTORY) {
-            char *detail = ac->detail ? json_dumps(ac->detail, JSON_COMPACT | JSON_ENCODE_ANY)
-                                      : NULL;
+            char *detail = ac->detail
+                               ? json_dumps(ac->detail, JSON_COMPACT | JSON_ENCODE_ANY)
+                               : NULL;
             const char *p[8] = {s->id,
                                 i64(&nb[0], s->updated_at),
                                 ac->what,
@@ -319,7 +330,8 @@ static int write_actions(PGconn *db, const saga_state *s, const saga_actions *a,
                                 detail,
                                 actor};
             r = q(db,
-                  "INSERT INTO saga.saga_event (saga_id, at, kind, step, phase, attempt, detail,"
+                  "INSERT INTO saga.saga_event (saga_id, at, kind, step, phase, attempt, "
+                  "detail,"
                   " actor) VALUES ($1, " TS(2) ", $3, $4, $5, $6, $7::jsonb, $8)",
                   8, p, PGRES_COMMAND_OK, "writing history", err);
             free(detail);
@@ -335,7 +347,8 @@ static int write_actions(PGconn *db, const saga_state *s, const saga_actions *a,
             cmd.step = ac->step;
             cmd.step_name = sd->name;
             cmd.phase = ac->phase;
-            cmd.action = ac->phase == SAGA_PHASE_COMPENSATE ? sd->compensation : sd->action;
+            cmd.action =
+                ac->phase == SAGA_PHASE_COMPENSATE ? sd->compensation : sd->action;
             saga_command_id_format(cmd_id, sizeof cmd_id, s->id, ac->step, ac->phase);
             cmd.command_id = cmd_id;
             cmd.attempt = ac->attempt;
@@ -392,13 +405,19 @@ static int write_steps(PGconn *db, const saga_state *s, int all, saga_error *err
                                  ms_or_null(&nb[3], st->started_at),
                                  ms_or_null(&nb[4], st->finished_at)};
             r = q(db,
-                  "INSERT INTO saga.saga_step (saga_id, idx, name, status, attempts, awaiting,"
-                  " due_at, output, error, started_at, finished_at) VALUES ($1, $2, $3, $4, $5,"
-                  " $6, " TS(7) ", $8::jsonb, $9::jsonb, " TS(10) ", " TS(11) ")"
-                  " ON CONFLICT (saga_id, idx) DO UPDATE SET status = EXCLUDED.status,"
-                  " attempts = EXCLUDED.attempts, awaiting = EXCLUDED.awaiting,"
-                  " due_at = EXCLUDED.due_at, output = EXCLUDED.output, error = EXCLUDED.error,"
-                  " started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at",
+                  "INSERT INTO saga.saga_step (saga_id, idx, name, status, attempts, "
+                  "awaiting,"
+                  " due_at, output, error, started_at, finished_at) VALUES ($1, $2, $3, "
+                  "$4, $5,"
+                  " $6, " TS(7) ", $8::jsonb, $9::jsonb, " TS(10) ", " TS(
+                      11) ")"
+                          " ON CONFLICT (saga_id, idx) DO UPDATE SET status = "
+                          "EXCLUDED.status,"
+                          " attempts = EXCLUDED.attempts, awaiting = EXCLUDED.awaiting,"
+                          " due_at = EXCLUDED.due_at, output = EXCLUDED.output, error = "
+                          "EXCLUDED.error,"
+                          " started_at = EXCLUDED.started_at, finished_at = "
+                          "EXCLUDED.finished_at",
                   11, p, PGRES_COMMAND_OK, "writing a step", err);
         }
         free(out);
@@ -412,7 +431,8 @@ static int write_steps(PGconn *db, const saga_state *s, int all, saga_error *err
 
 int saga_store_create(PGconn *db, const saga_state *s, const saga_actions *actions,
                       const char *idempotency_key, const saga_store_opts *o, int *existed,
-                      char existing_id[SAGA_ID_LEN + 1], saga_outbox *sent, saga_error *err)
+                      char existing_id[SAGA_ID_LEN + 1], saga_outbox *sent,
+                      saga_error *err)
 {
     char *input = json_dumps(s->input, JSON_COMPACT);
     numbuf nb[6];
@@ -433,10 +453,13 @@ int saga_store_create(PGconn *db, const saga_state *s, const saga_actions *actio
     if (input == NULL)
         return saga_error_set(err, SAGA_ENOMEM, "out of memory");
     r = q(db,
-          "INSERT INTO saga.saga (id, name, version, status, cursor_step, input, idempotency_key,"
-          " deadline_at, wake_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6::jsonb,"
-          " $7, " TS(8) ", " TS(9) ", " TS(10) ", " TS(10) ")"
-          " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+          "INSERT INTO saga.saga (id, name, version, status, cursor_step, input, "
+          "idempotency_key,"
+          " deadline_at, wake_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, "
+          "$6::jsonb,"
+          " $7, " TS(8) ", " TS(9) ", " TS(10) ", " TS(
+              10) ")"
+                  " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
           10, p, PGRES_TUPLES_OK, "creating the saga", err);
     free(input);
     if (r == NULL)
@@ -444,8 +467,8 @@ int saga_store_create(PGconn *db, const saga_state *s, const saga_actions *actio
     if (PQntuples(r) == 0) {
         const char *pk[1] = {idempotency_key};
         PQclear(r);
-        r = q(db, "SELECT id FROM saga.saga WHERE idempotency_key = $1", 1, pk, PGRES_TUPLES_OK,
-              "finding the saga with that idempotency key", err);
+        r = q(db, "SELECT id FROM saga.saga WHERE idempotency_key = $1", 1, pk,
+              PGRES_TUPLES_OK, "finding the saga with that idempotency key", err);
         if (r == NULL)
             return SAGA_EDB;
         if (PQntuples(r) == 1) {
@@ -453,7 +476,8 @@ int saga_store_create(PGconn *db, const saga_state *s, const saga_actions *actio
             *existed = 1;
         }
         PQclear(r);
-        return *existed ? SAGA_OK : saga_error_set(err, SAGA_EDB, "idempotency key conflict");
+        return *existed ? SAGA_OK
+                        : saga_error_set(err, SAGA_EDB, "idempotency key conflict");
     }
     PQclear(r);
     if ((rc = write_steps(db, s, 1, err)) != SAGA_OK)
@@ -461,8 +485,8 @@ int saga_store_create(PGconn *db, const saga_state *s, const saga_actions *actio
     return write_actions(db, s, actions, o, sent, err);
 }
 
-int saga_store_load(PGconn *db, saga_defs *defs, const char *id, int lock, saga_state **out,
-                    saga_error *err)
+int saga_store_load(PGconn *db, saga_defs *defs, const char *id, int lock,
+                    saga_state **out, saga_error *err)
 {
     const char *p[1] = {id};
     const saga_definition *def;
@@ -472,22 +496,33 @@ int saga_store_load(PGconn *db, saga_defs *defs, const char *id, int lock, saga_
     int rc;
 
     *out = NULL;
-    r = q(db,
-          lock ? "SELECT name, version, status, cursor_step, input::text, " MS("created_at") ", " MS(
-                     "updated_at") ", " MS("deadline_at") ", " MS("wake_at")
-                     " FROM saga.saga WHERE id = $1 FOR UPDATE"
-               : "SELECT name, version, status, cursor_step, input::text, " MS("created_at") ", " MS(
-                     "updated_at") ", " MS("deadline_at") ", " MS("wake_at")
-                     " FROM saga.saga WHERE id = $1",
-          1, p, PGRES_TUPLES_OK, "loading a saga", err);
+    r =
+        q(
+            db,
+            lock ? "SELECT name, version, status, cursor_step, input::text, " MS("created"
+                                                                                 "_at") ", " MS(
+                       "updated_at") ", " MS("deadline_at") ", " MS("wake_at") " FROM "
+                                                                               "saga."
+                                                                               "saga "
+                                                                               "WHERE id "
+                                                                               "= $1 FOR "
+                                                                               "UPDATE"
+                 : "SELECT name, version, status, cursor_step, input::text, " MS("created"
+                                                                                 "_at") ", " MS(
+                       "updated_at") ", " MS("deadline_at") ", " MS("wake_at") " FROM "
+                                                                               "saga."
+                                                                               "saga "
+                                                                               "WHERE id "
+                                                                               "= $1",
+            1, p, PGRES_TUPLES_OK, "loading a saga", err);
     if (r == NULL)
         return SAGA_EDB;
     if (PQntuples(r) == 0) {
         PQclear(r);
         return saga_error_set(err, SAGA_ENOTFOUND, "no saga %s", id);
     }
-    rc = saga_store_get_definition(db, defs, PQgetvalue(r, 0, 0), atoi(PQgetvalue(r, 0, 1)), &def,
-                                   err);
+    rc = saga_store_get_definition(db, defs, PQgetvalue(r, 0, 0),
+                                   atoi(PQgetvalue(r, 0, 1)), &def, err);
     if (rc != SAGA_OK) {
         PQclear(r);
         return rc;
@@ -512,9 +547,10 @@ int saga_store_load(PGconn *db, saga_defs *defs, const char *id, int lock, saga_
     PQclear(r);
 
     r = q(db,
-          "SELECT idx, status, attempts, awaiting, " MS("due_at") ", " MS("started_at") ", " MS(
-              "finished_at") ", output::text, error::text"
-                             " FROM saga.saga_step WHERE saga_id = $1 ORDER BY idx",
+          "SELECT idx, status, attempts, awaiting, " MS("due_at") ", " MS(
+              "started_at") ", " MS("finished_at") ", output::text, error::text"
+                                                   " FROM saga.saga_step WHERE saga_id = "
+                                                   "$1 ORDER BY idx",
           1, p, PGRES_TUPLES_OK, "loading saga steps", err);
     if (r == NULL) {
         saga_state_free(s);
@@ -554,8 +590,9 @@ int saga_store_save(PGconn *db, const saga_state *s, const saga_actions *actions
     int rc;
 
     r = q(db,
-          "UPDATE saga.saga SET status = $2, cursor_step = $3, wake_at = " TS(4) ","
-          " updated_at = " TS(5) ", deadline_at = " TS(6) " WHERE id = $1",
+          "UPDATE saga.saga SET status = $2, cursor_step = $3, wake_at = " TS(
+              4) ","
+                 " updated_at = " TS(5) ", deadline_at = " TS(6) " WHERE id = $1",
           6, p, PGRES_COMMAND_OK, "saving the saga", err);
     if (r == NULL)
         return SAGA_EDB;

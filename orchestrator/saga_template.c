@@ -101,12 +101,13 @@ static json_t *resolve_string(const char *s, const json_t *ctx, saga_error *err)
     int bad;
 
     /* Whole-value reference: keep the JSON type. */
-    if (n >= 3 && s[0] == '$' && s[1] == '{' && s[n - 1] == '}' && memchr(s + 2, '}', n - 3) == NULL &&
-        strstr(s + 2, "${") == NULL) {
+    if (n >= 3 && s[0] == '$' && s[1] == '{' && s[n - 1] == '}' &&
+        memchr(s + 2, '}', n - 3) == NULL && strstr(s + 2, "${") == NULL) {
         json_t *v = lookup(ctx, s + 2, n - 3, &bad);
         if (v == NULL) {
             saga_error_set(err, bad ? SAGA_EDEF : SAGA_ENOTFOUND,
-                           bad ? "malformed reference \"%s\"" : "reference \"%s\" resolved to nothing",
+                           bad ? "malformed reference \"%s\""
+                               : "reference \"%s\" resolved to nothing",
                            s);
             return NULL;
         }
@@ -201,7 +202,8 @@ json_t *saga_template_resolve(const json_t *tmpl, const json_t *ctx, saga_error 
     return json_deep_copy(tmpl);
 }
 
-int saga_template_refs(const json_t *tmpl, const char *where, saga_template_ref_fn fn, void *arg)
+int saga_template_refs(const json_t *tmpl, const char *where, saga_template_ref_fn fn,
+                       void *arg)
 {
     char sub[512];
     int rc;

@@ -21,7 +21,8 @@ enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_DB = 3 };
 static const char *db_url;
 static int want_json;
 
-#define ISO(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+#define ISO(col)                                                                         \
+    "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 static void die_usage(const char *fmt, const char *arg)
 {
@@ -49,10 +50,11 @@ static PGconn *connect_db(int need_schema)
         int v = 0;
         saga_error err = {0};
         if (saga_migrate_current(db, &v, &err) != SAGA_OK || v < SAGA_SCHEMA_VERSION) {
-            fprintf(stderr,
-                    "sagactl: the database is not migrated (schema version %d, need %d): run "
-                    "`sagactl migrate`\n",
-                    v, SAGA_SCHEMA_VERSION);
+            fprintf(
+                stderr,
+                "sagactl: the database is not migrated (schema version %d, need %d): run "
+                "`sagactl migrate`\n",
+                v, SAGA_SCHEMA_VERSION);
             PQfinish(db);
             exit(EXIT_DB);
         }
@@ -108,7 +110,8 @@ static void on_migration(const char *file, int applied, void *arg)
 
 static int cmd_migrate(int argc, char **argv)
 {
-    const char *dir = getenv("SAGA_MIGRATIONS_DIR") ? getenv("SAGA_MIGRATIONS_DIR") : "migrations";
+    const char *dir =
+        getenv("SAGA_MIGRATIONS_DIR") ? getenv("SAGA_MIGRATIONS_DIR") : "migrations";
     saga_error err = {0};
     int applied = 0, rc;
     PGconn *db;
@@ -117,9 +120,11 @@ static int cmd_migrate(int argc, char **argv)
         if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
             dir = argv[++i];
         else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: sagactl migrate [--dir DIR]\nApplies the pending migrations in DIR "
-                   "(default ./migrations or $SAGA_MIGRATIONS_DIR), each once, in order,\n"
-                   "each in a transaction; refuses when an applied file was changed.\n");
+            printf(
+                "usage: sagactl migrate [--dir DIR]\nApplies the pending migrations in "
+                "DIR "
+                "(default ./migrations or $SAGA_MIGRATIONS_DIR), each once, in order,\n"
+                "each in a transaction; refuses when an applied file was changed.\n");
             return EXIT_OK;
         } else
             die_usage("migrate: unexpected argument \"%s\"", argv[i]);
@@ -162,8 +167,10 @@ static int cmd_start(int argc, char **argv)
             key = argv[++i];
         else if (strcmp(argv[i], "--help") == 0) {
             printf("usage: sagactl start NAME [--input JSON] [--key IDEMPOTENCY_KEY]\n"
-                   "Starts a saga of the latest version of definition NAME and prints its id.\n"
-                   "Its first command uses the topic prefix $SAGA_TOPIC_PREFIX (default saga.),\n"
+                   "Starts a saga of the latest version of definition NAME and prints "
+                   "its id.\n"
+                   "Its first command uses the topic prefix $SAGA_TOPIC_PREFIX (default "
+                   "saga.),\n"
                    "which must be sagad's.\n"
                    "With --key, starting twice with the same key gives the same saga.\n");
             return EXIT_OK;
@@ -211,11 +218,13 @@ static int cmd_start(int argc, char **argv)
     saga_defs_free(defs);
     PQfinish(db);
     if (rc != SAGA_OK) {
-        fprintf(stderr, "sagactl start: %s\n", err.message[0] ? err.message : saga_strerror(rc));
+        fprintf(stderr, "sagactl start: %s\n",
+                err.message[0] ? err.message : saga_strerror(rc));
         return EXIT_DB;
     }
     if (existed && !want_json)
-        fprintf(stderr, "sagactl start: key \"%s\" already started saga %s\n", key, existing);
+        fprintf(stderr, "sagactl start: key \"%s\" already started saga %s\n", key,
+                existing);
     if (want_json)
         printf("{\"id\": \"%s\", \"existed\": %s}\n", existed ? existing : id,
                existed ? "true" : "false");
@@ -239,9 +248,10 @@ static int cmd_list(int argc, char **argv)
             saga_status st;
             status = argv[++k];
             if (saga_status_parse(status, &st) != 0 || st == SAGA_ST_NEW)
-                die_usage("list: unknown status \"%s\" (running, compensating, completed, "
-                          "compensated, failed)",
-                          status);
+                die_usage(
+                    "list: unknown status \"%s\" (running, compensating, completed, "
+                    "compensated, failed)",
+                    status);
         } else if (strcmp(argv[k], "--saga") == 0 && k + 1 < argc) {
             name = argv[++k];
         } else if (strcmp(argv[k], "--limit") == 0 && k + 1 < argc) {
@@ -262,30 +272,31 @@ static int cmd_list(int argc, char **argv)
     p[1] = name;
     p[2] = limit;
     db = connect_db(1);
-    rows = query_json(
-        db,
-        "SELECT coalesce(json_agg(x ORDER BY x.created_at DESC), '[]') FROM ("
-        " SELECT s.id, s.name, s.version, s.status, s.cursor_step AS step,"
-        " st.name AS step_name, " ISO("s.created_at") " AS created_at, " ISO(
-            "s.updated_at") " AS updated_at"
-                            " FROM saga.saga s LEFT JOIN saga.saga_step st"
-                            " ON st.saga_id = s.id AND st.idx = s.cursor_step"
-                            " WHERE ($1::text IS NULL OR s.status = $1)"
-                            " AND ($2::text IS NULL OR s.name = $2)"
-                            " ORDER BY s.created_at DESC LIMIT $3::int) x",
-        3, p);
+    rows =
+        query_json(db,
+                   "SELECT coalesce(json_agg(x ORDER BY x.created_at DESC), '[]') FROM ("
+                   " SELECT s.id, s.name, s.version, s.status, s.cursor_step AS step,"
+                   " st.name AS step_name, " ISO("s.created_at") " AS created_at, " ISO(
+                       "s.updated_at") " AS updated_at"
+                                       " FROM saga.saga s LEFT JOIN saga.saga_step st"
+                                       " ON st.saga_id = s.id AND st.idx = s.cursor_step"
+                                       " WHERE ($1::text IS NULL OR s.status = $1)"
+                                       " AND ($2::text IS NULL OR s.name = $2)"
+                                       " ORDER BY s.created_at DESC LIMIT $3::int) x",
+                   3, p);
     PQfinish(db);
     if (want_json) {
         print_json(rows);
     } else {
-        printf("%-36s  %-12s  %-12s  %-16s  %s\n", "ID", "SAGA", "STATUS", "STEP", "UPDATED");
+        printf("%-36s  %-12s  %-12s  %-16s  %s\n", "ID", "SAGA", "STATUS", "STEP",
+               "UPDATED");
         json_array_foreach(rows, i, row)
         {
             char saga[64];
             snprintf(saga, sizeof saga, "%s@%lld", str(row, "name"),
                      (long long)json_integer_value(json_object_get(row, "version")));
-            printf("%-36s  %-12s  %-12s  %-16s  %s\n", str(row, "id"), saga, str(row, "status"),
-                   str(row, "step_name"), str(row, "updated_at"));
+            printf("%-36s  %-12s  %-12s  %-16s  %s\n", str(row, "id"), saga,
+                   str(row, "status"), str(row, "step_name"), str(row, "updated_at"));
         }
     }
     json_decref(rows);
@@ -305,9 +316,10 @@ static int cmd_show(int argc, char **argv)
         if (strcmp(argv[k], "--json") == 0)
             want_json = 1;
         else if (strcmp(argv[k], "--help") == 0) {
-            printf("usage: sagactl show ID [--json]\nShows a saga: definition and version, "
-                   "status, input, and each step with status, attempts, times, output or "
-                   "error.\n");
+            printf(
+                "usage: sagactl show ID [--json]\nShows a saga: definition and version, "
+                "status, input, and each step with status, attempts, times, output or "
+                "error.\n");
             return EXIT_OK;
         } else if (id == NULL && argv[k][0] != '-')
             id = argv[k];
@@ -325,24 +337,53 @@ static int cmd_show(int argc, char **argv)
             "SELECT json_build_object('id', s.id, 'name', s.name, 'version', s.version,"
             " 'status', s.status, 'step', s.cursor_step, 'input', s.input,"
             " 'idempotency_key', s.idempotency_key,"
-            " 'created_at', " ISO("s.created_at") ", 'updated_at', " ISO(
-                "s.updated_at") ", 'deadline_at', " ISO("s.deadline_at") ","
-                                " 'wake_at', " ISO("s.wake_at") ","
-                                " 'steps', (SELECT coalesce(json_agg(json_build_object("
-                                "  'index', st.idx, 'name', st.name, 'status', st.status,"
-                                "  'attempts', st.attempts, 'started_at', " ISO(
-                                    "st.started_at") ","
-                                                     "  'finished_at', " ISO(
-                                                         "st.finished_at") ","
-                                                                           "  'output', "
-                                                                           "st.output, 'error', "
-                                                                           "st.error) ORDER BY "
-                                                                           "st.idx), '[]')"
-                                                                           "  FROM saga.saga_step "
-                                                                           "st WHERE st.saga_id "
-                                                                           "= s.id))"
-                                                                           " FROM saga.saga s "
-                                                                           "WHERE s.id = $1",
+            " 'created_at', " ISO("s.created_at") ", 'updated_at', " ISO("s.updated_at") ", 'deadline_at', " ISO(
+                "s.deadline_at") ","
+                                 " 'wake_at', " ISO(
+                                     "s.wake_at") ","
+                                                  " 'steps', (SELECT "
+                                                  "coalesce(json_agg(json_build_object("
+                                                  "  'index', st.idx, 'name', st.name, "
+                                                  "'status', st.status,"
+                                                  "  'attempts', st.attempts, "
+                                                  "'started_at', " ISO(
+                                                      "st.started_at") ","
+                                                                       "  "
+                                                                       "'finished_at',"
+                                                                       " " ISO(
+                                                                           "st.finished_"
+                                                                           "at") ","
+                                                                                 "  "
+                                                                                 "'output"
+                                                                                 "', "
+                                                                                 "st."
+                                                                                 "output,"
+                                                                                 " '"
+                                                                                 "error',"
+                                                                                 " "
+                                                                                 "st."
+                                                                                 "error) "
+                                                                                 "ORDER "
+                                                                                 "BY "
+                                                                                 "st.idx)"
+                                                                                 ", '[]')"
+                                                                                 "  FROM "
+                                                                                 "saga."
+                                                                                 "saga_"
+                                                                                 "step "
+                                                                                 "st "
+                                                                                 "WHERE "
+                                                                                 "st."
+                                                                                 "saga_"
+                                                                                 "id "
+                                                                                 "= "
+                                                                                 "s.id))"
+                                                                                 " FROM "
+                                                                                 "saga."
+                                                                                 "saga s "
+                                                                                 "WHERE "
+                                                                                 "s.id = "
+                                                                                 "$1",
             1, p);
     }
     PQfinish(db);
@@ -366,8 +407,8 @@ static int cmd_show(int argc, char **argv)
         printf("input     %s\n", in ? in : "{}");
         free(in);
     }
-    printf("\n  #  %-16s  %-20s  %3s  %-24s  %-24s  %s\n", "STEP", "STATUS", "TRY", "STARTED",
-           "FINISHED", "OUTPUT / ERROR");
+    printf("\n  #  %-16s  %-20s  %3s  %-24s  %-24s  %s\n", "STEP", "STATUS", "TRY",
+           "STARTED", "FINISHED", "OUTPUT / ERROR");
     steps = json_object_get(saga, "steps");
     json_array_foreach(steps, i, st)
     {
@@ -377,8 +418,9 @@ static int cmd_show(int argc, char **argv)
             res = json_object_get(st, "output");
         t = (res && !json_is_null(res)) ? json_dumps(res, JSON_COMPACT) : NULL;
         printf("%3lld  %-16s  %-20s  %3lld  %-24s  %-24s  %s\n",
-               (long long)json_integer_value(json_object_get(st, "index")), str(st, "name"),
-               str(st, "status"), (long long)json_integer_value(json_object_get(st, "attempts")),
+               (long long)json_integer_value(json_object_get(st, "index")),
+               str(st, "name"), str(st, "status"),
+               (long long)json_integer_value(json_object_get(st, "attempts")),
                str(st, "started_at"), str(st, "finished_at"), t ? t : "");
         free(t);
     }
@@ -399,7 +441,8 @@ static int cmd_history(int argc, char **argv)
         if (strcmp(argv[k], "--json") == 0)
             want_json = 1;
         else if (strcmp(argv[k], "--help") == 0) {
-            printf("usage: sagactl history ID [--json]\nThe saga's timeline: every transition "
+            printf("usage: sagactl history ID [--json]\nThe saga's timeline: every "
+                   "transition "
                    "with time, step, attempt, details and actor.\n");
             return EXIT_OK;
         } else if (id == NULL && argv[k][0] != '-')
@@ -418,11 +461,14 @@ static int cmd_history(int argc, char **argv)
             "SELECT CASE WHEN EXISTS (SELECT 1 FROM saga.saga WHERE id = $1) THEN"
             " (SELECT coalesce(json_agg(json_build_object('seq', e.id, 'at', " ISO(
                 "e.at") ","
-                        " 'kind', e.kind, 'step', e.step, 'step_name', st.name, 'phase', e.phase,"
-                        " 'attempt', e.attempt, 'detail', e.detail, 'actor', e.actor) ORDER BY "
+                        " 'kind', e.kind, 'step', e.step, 'step_name', st.name, 'phase', "
+                        "e.phase,"
+                        " 'attempt', e.attempt, 'detail', e.detail, 'actor', e.actor) "
+                        "ORDER BY "
                         "e.id), '[]')"
                         " FROM saga.saga_event e LEFT JOIN saga.saga_step st"
-                        " ON st.saga_id = e.saga_id AND st.idx = e.step WHERE e.saga_id = $1)"
+                        " ON st.saga_id = e.saga_id AND st.idx = e.step WHERE e.saga_id "
+                        "= $1)"
                         " END",
             1, p);
     }
@@ -439,9 +485,11 @@ static int cmd_history(int argc, char **argv)
             json_t *d = json_object_get(ev, "detail");
             char *t = (d && !json_is_null(d)) ? json_dumps(d, JSON_COMPACT) : NULL;
             char step[64] = "";
-            if (json_is_integer(json_object_get(ev, "step")))
+            if (json_is_integer(json_object_get(ev, "attempt")))
                 snprintf(step, sizeof step, "%s#%lld", str(ev, "step_name"),
                          (long long)json_integer_value(json_object_get(ev, "attempt")));
+            else if (json_is_integer(json_object_get(ev, "step")))
+                snprintf(step, sizeof step, "%s", str(ev, "step_name"));
             printf("%s  %-24s  %-20s  %-8s  %s\n", str(ev, "at"), str(ev, "kind"), step,
                    str(ev, "actor"), t ? t : "");
             free(t);
@@ -462,10 +510,12 @@ static int cmd_wait(int argc, char **argv)
     for (int k = 1; k < argc; k++) {
         if (strcmp(argv[k], "--timeout") == 0 && k + 1 < argc) {
             if (saga_duration_parse(argv[++k], &timeout) != 0)
-                die_usage("wait: --timeout needs a duration such as 30s or 2m, not \"%s\"",
-                          argv[k]);
+                die_usage(
+                    "wait: --timeout needs a duration such as 30s or 2m, not \"%s\"",
+                    argv[k]);
         } else if (strcmp(argv[k], "--help") == 0) {
-            printf("usage: sagactl wait ID [--timeout DUR]\nWaits until the saga is completed, "
+            printf("usage: sagactl wait ID [--timeout DUR]\nWaits until the saga is "
+                   "completed, "
                    "compensated or failed and prints that status.\nExit 0 when it ended "
                    "completed or compensated, 1 when failed, not found or timed out.\n");
             return EXIT_OK;
@@ -482,8 +532,8 @@ static int cmd_wait(int argc, char **argv)
     until = saga_now_ms() + timeout;
     for (;;) {
         const char *p[1] = {id};
-        PGresult *r = PQexecParams(db, "SELECT status FROM saga.saga WHERE id = $1", 1, NULL, p,
-                                   NULL, NULL, 0);
+        PGresult *r = PQexecParams(db, "SELECT status FROM saga.saga WHERE id = $1", 1,
+                                   NULL, p, NULL, NULL, 0);
         char status[32] = "";
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             fprintf(stderr, "sagactl wait: %s", PQerrorMessage(db));
@@ -507,7 +557,8 @@ static int cmd_wait(int argc, char **argv)
         }
         if (saga_now_ms() >= until) {
             PQfinish(db);
-            fprintf(stderr, "sagactl wait: saga %s still %s after the timeout\n", id, status);
+            fprintf(stderr, "sagactl wait: saga %s still %s after the timeout\n", id,
+                    status);
             return EXIT_REFUSED;
         }
         usleep(100 * 1000);
@@ -523,9 +574,10 @@ static int cmd_validate(int argc, char **argv)
         saga_def_problems probs = {0};
         saga_definition *def = NULL;
         if (strcmp(argv[k], "--help") == 0) {
-            printf("usage: sagactl validate FILE...\nChecks saga definitions; prints every "
-                   "problem with file, place and what is expected.\nExit 0 when all are "
-                   "valid, 1 otherwise.\n");
+            printf(
+                "usage: sagactl validate FILE...\nChecks saga definitions; prints every "
+                "problem with file, place and what is expected.\nExit 0 when all are "
+                "valid, 1 otherwise.\n");
             return EXIT_OK;
         }
         files++;
@@ -535,7 +587,8 @@ static int cmd_validate(int argc, char **argv)
                 fprintf(stderr, "%s: %s: %s\n", argv[k], probs.items[i].where,
                         probs.items[i].message);
             if (probs.count > 64)
-                fprintf(stderr, "%s: ... and %d more problems\n", argv[k], probs.count - 64);
+                fprintf(stderr, "%s: ... and %d more problems\n", argv[k],
+                        probs.count - 64);
         } else {
             printf("%s: ok (saga \"%s\", %d steps)\n", argv[k], def->name, def->nsteps);
             saga_definition_free(def);
@@ -548,21 +601,23 @@ static int cmd_validate(int argc, char **argv)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: sagactl [--db URL] [--json] COMMAND [ARGS]\n\n"
-                 "Commands:\n"
-                 "  migrate [--dir DIR]                 apply pending schema migrations\n"
-                 "  start NAME [--input JSON] [--key K] start a saga, print its id\n"
-                 "  list [--status S] [--saga NAME] [--limit N]  sagas, newest first\n"
-                 "  show ID                             a saga and its steps\n"
-                 "  history ID                          a saga's timeline\n"
-                 "  wait ID [--timeout DUR]             wait for a saga to end, print its status\n"
-                 "  validate FILE...                    check definition files\n\n"
-                 "Options:\n"
-                 "  --db URL    PostgreSQL (default $SAGA_PG_URL)\n"
-                 "  --json      machine-readable output\n"
-                 "  --help      this text; `sagactl COMMAND --help` for a command\n\n"
-                 "Exit codes: 0 ok, 1 not found or refused, 2 usage, 3 database unreachable "
-                 "or not migrated.\n");
+    fprintf(
+        out,
+        "usage: sagactl [--db URL] [--json] COMMAND [ARGS]\n\n"
+        "Commands:\n"
+        "  migrate [--dir DIR]                 apply pending schema migrations\n"
+        "  start NAME [--input JSON] [--key K] start a saga, print its id\n"
+        "  list [--status S] [--saga NAME] [--limit N]  sagas, newest first\n"
+        "  show ID                             a saga and its steps\n"
+        "  history ID                          a saga's timeline\n"
+        "  wait ID [--timeout DUR]             wait for a saga to end, print its status\n"
+        "  validate FILE...                    check definition files\n\n"
+        "Options:\n"
+        "  --db URL    PostgreSQL (default $SAGA_PG_URL)\n"
+        "  --json      machine-readable output\n"
+        "  --help      this text; `sagactl COMMAND --help` for a command\n\n"
+        "Exit codes: 0 ok, 1 not found or refused, 2 usage, 3 database unreachable "
+        "or not migrated.\n");
 }
 
 int main(int argc, char **argv)

@@ -21,16 +21,17 @@ static void on_signal(int sig)
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: sagad [options]\n"
-            "Runs sagas: sends step commands over Kafka, applies replies, retries,\n"
-            "times out and compensates; every transition committed to PostgreSQL.\n\n"
-            "  --db URL            PostgreSQL (default $SAGA_PG_URL)\n"
-            "  --brokers LIST      Kafka bootstrap servers (default $SAGA_KAFKA_BROKERS)\n"
-            "  --definitions DIR   folder of saga definitions, *.json (default ./sagas)\n"
-            "  --prefix P          topic prefix (default $SAGA_TOPIC_PREFIX, else saga.)\n"
-            "  --log-level L       debug, info, warn, error (default info)\n"
-            "  --help              this text\n");
+    fprintf(
+        out,
+        "usage: sagad [options]\n"
+        "Runs sagas: sends step commands over Kafka, applies replies, retries,\n"
+        "times out and compensates; every transition committed to PostgreSQL.\n\n"
+        "  --db URL            PostgreSQL (default $SAGA_PG_URL)\n"
+        "  --brokers LIST      Kafka bootstrap servers (default $SAGA_KAFKA_BROKERS)\n"
+        "  --definitions DIR   folder of saga definitions, *.json (default ./sagas)\n"
+        "  --prefix P          topic prefix (default $SAGA_TOPIC_PREFIX, else saga.)\n"
+        "  --log-level L       debug, info, warn, error (default info)\n"
+        "  --help              this text\n");
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -50,7 +51,8 @@ static int load_definitions(const char *dir, saga_definition ***out, int *n)
     *out = NULL;
     *n = 0;
     if (d == NULL) {
-        saga_log(SAGA_LOG_ERROR, "cannot open definitions folder %s: %s", dir, strerror(errno));
+        saga_log(SAGA_LOG_ERROR, "cannot open definitions folder %s: %s", dir,
+                 strerror(errno));
         return -1;
     }
     while ((e = readdir(d)) != NULL) {
@@ -80,7 +82,8 @@ static int load_definitions(const char *dir, saga_definition ***out, int *n)
         } else {
             for (int k = 0; k < *n; k++)
                 if (strcmp((*out)[k]->name, def->name) == 0) {
-                    saga_log(SAGA_LOG_ERROR, "%s: name \"%s\" is used by another file too", path,
+                    saga_log(SAGA_LOG_ERROR,
+                             "%s: name \"%s\" is used by another file too", path,
                              def->name);
                     bad++;
                 }
@@ -145,8 +148,9 @@ int main(int argc, char **argv)
         return 2;
     }
     if (cfg.db_url == NULL || cfg.brokers == NULL) {
-        fprintf(stderr, "sagad: %s is not set (use --db / --brokers or SAGA_PG_URL / "
-                        "SAGA_KAFKA_BROKERS)\n",
+        fprintf(stderr,
+                "sagad: %s is not set (use --db / --brokers or SAGA_PG_URL / "
+                "SAGA_KAFKA_BROKERS)\n",
                 cfg.db_url == NULL ? "the database URL" : "the Kafka brokers");
         return 2;
     }
@@ -160,8 +164,8 @@ int main(int argc, char **argv)
         return 1;
     }
     if (ndefs == 0)
-        saga_log(SAGA_LOG_WARN, "no definitions in %s; sagas of stored definitions still run",
-                 dir);
+        saga_log(SAGA_LOG_WARN,
+                 "no definitions in %s; sagas of stored definitions still run", dir);
     rc = saga_engine_new(&cfg, defs, ndefs, &engine, &err);
     free(defs);
     if (rc != SAGA_OK) {
@@ -176,7 +180,8 @@ int main(int argc, char **argv)
     saga_log(SAGA_LOG_INFO,
              "stopped: %llu replies applied, %llu duplicates ignored, %llu rejected, "
              "%llu malformed, %llu timers fired, %llu commands sent, %llu send failures",
-             (unsigned long long)st.replies_applied, (unsigned long long)st.replies_ignored,
+             (unsigned long long)st.replies_applied,
+             (unsigned long long)st.replies_ignored,
              (unsigned long long)st.replies_rejected, (unsigned long long)st.malformed,
              (unsigned long long)st.timers_fired, (unsigned long long)st.commands_sent,
              (unsigned long long)st.send_failures);

@@ -37,7 +37,8 @@ int saga__barrier_init(PGconn *db, saga_error *err)
 
 /* INSERT ... ON CONFLICT DO NOTHING; *inserted tells whether it was new. */
 static int claim(PGconn *db, const char *saga_id, int step, const char *phase,
-                 const char *command_id, const char *outcome, int *inserted, saga_error *err)
+                 const char *command_id, const char *outcome, int *inserted,
+                 saga_error *err)
 {
     char stepbuf[16];
     const char *params[5] = {saga_id, stepbuf, phase, command_id, outcome};
@@ -45,10 +46,11 @@ static int claim(PGconn *db, const char *saga_id, int step, const char *phase,
     int rc = SAGA_OK;
 
     snprintf(stepbuf, sizeof stepbuf, "%d", step);
-    res = PQexecParams(db,
-                       "INSERT INTO saga_barrier (saga_id, step, phase, command_id, outcome)"
-                       " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                       5, NULL, params, NULL, NULL, 0);
+    res = PQexecParams(
+        db,
+        "INSERT INTO saga_barrier (saga_id, step, phase, command_id, outcome)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        5, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
         rc = saga_error_set(err, SAGA_EDB, "barrier insert: %s", PQerrorMessage(db));
     else
@@ -58,8 +60,8 @@ static int claim(PGconn *db, const char *saga_id, int step, const char *phase,
 }
 
 /* Read a row's outcome and reply (NULL when absent). */
-static int lookup(PGconn *db, const char *saga_id, int step, const char *phase, char **outcome,
-                  json_t **reply, saga_error *err)
+static int lookup(PGconn *db, const char *saga_id, int step, const char *phase,
+                  char **outcome, json_t **reply, saga_error *err)
 {
     char stepbuf[16];
     const char *params[3] = {saga_id, stepbuf, phase};
@@ -84,8 +86,8 @@ static int lookup(PGconn *db, const char *saga_id, int step, const char *phase, 
     return rc;
 }
 
-int saga__barrier_enter(PGconn *db, const saga_command *cmd, saga__barrier_verdict *verdict,
-                        json_t **cached, saga_error *err)
+int saga__barrier_enter(PGconn *db, const saga_command *cmd,
+                        saga__barrier_verdict *verdict, json_t **cached, saga_error *err)
 {
     int inserted = 0, rc;
     char *outcome = NULL;
@@ -97,10 +99,11 @@ int saga__barrier_enter(PGconn *db, const saga_command *cmd, saga__barrier_verdi
     if (rc != SAGA_OK)
         return rc;
     if (!inserted) {
-        if ((rc = lookup(db, cmd->saga_id, cmd->step, saga_phase_name(cmd->phase), &outcome,
-                         &reply, err)) != SAGA_OK)
+        if ((rc = lookup(db, cmd->saga_id, cmd->step, saga_phase_name(cmd->phase),
+                         &outcome, &reply, err)) != SAGA_OK)
             return rc;
-        if (cmd->phase == SAGA_PHASE_INVOKE && outcome != NULL && strcmp(outcome, "blocked") == 0) {
+        if (cmd->phase == SAGA_PHASE_INVOKE && outcome != NULL &&
+            strcmp(outcome, "blocked") == 0) {
             *verdict = SAGA__BARRIER_HANGING;
             json_decref(reply);
         } else {
@@ -120,7 +123,8 @@ int saga__barrier_enter(PGconn *db, const saga_command *cmd, saga__barrier_verdi
         char invoke_id[128];
         saga_command_id_format(invoke_id, sizeof invoke_id, cmd->saga_id, cmd->step,
                                SAGA_PHASE_INVOKE);
-        rc = claim(db, cmd->saga_id, cmd->step, "invoke", invoke_id, "blocked", &inserted, err);
+        rc = claim(db, cmd->saga_id, cmd->step, "invoke", invoke_id, "blocked", &inserted,
+                   err);
     }
     if (rc != SAGA_OK)
         return rc;
@@ -130,7 +134,8 @@ int saga__barrier_enter(PGconn *db, const saga_command *cmd, saga__barrier_verdi
     }
     /* The action ran. If it ended in a definite failure there is nothing
      * to undo either: its writes were rolled back. */
-    if ((rc = lookup(db, cmd->saga_id, cmd->step, "invoke", &outcome, &reply, err)) != SAGA_OK)
+    if ((rc = lookup(db, cmd->saga_id, cmd->step, "invoke", &outcome, &reply, err)) !=
+        SAGA_OK)
         return rc;
     {
         json_t *st = json_object_get(reply, "status");
@@ -142,12 +147,13 @@ int saga__barrier_enter(PGconn *db, const saga_command *cmd, saga__barrier_verdi
     return SAGA_OK;
 }
 
-int saga__barrier_record(PGconn *db, const saga_command *cmd, json_t *reply, const char *outcome,
-                         saga_error *err)
+int saga__barrier_record(PGconn *db, const saga_command *cmd, json_t *reply,
+                         const char *outcome, saga_error *err)
 {
     char stepbuf[16];
     char *text = json_dumps(reply, JSON_COMPACT);
-    const char *params[5] = {cmd->saga_id, stepbuf, saga_phase_name(cmd->phase), text, outcome};
+    const char *params[5] = {cmd->saga_id, stepbuf, saga_phase_name(cmd->phase), text,
+                             outcome};
     PGresult *res;
     int rc = SAGA_OK;
 

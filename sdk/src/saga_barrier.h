@@ -19,8 +19,8 @@ int saga__barrier_init(PGconn *db, saga_error *err);
 
 /* Inside an open transaction: classify cmd and claim its barrier row.
  * On DUPLICATE *cached is the stored reply object (caller decrefs). */
-int saga__barrier_enter(PGconn *db, const saga_command *cmd, saga__barrier_verdict *verdict,
-                        json_t **cached, saga_error *err);
+int saga__barrier_enter(PGconn *db, const saga_command *cmd,
+                        saga__barrier_verdict *verdict, json_t **cached, saga_error *err);
 
 /* Inside the same transaction: store the reply sent for cmd, and the
  * outcome word ("handled", "null_compensation"). reply is borrowed. */

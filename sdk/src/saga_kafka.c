@@ -14,15 +14,18 @@ int saga__topic_reply(char *buf, size_t size, const char *prefix)
     return snprintf(buf, size, "%sreply", prefix ? prefix : "saga.");
 }
 
-int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value, saga_error *err)
+int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value,
+                    saga_error *err)
 {
     char errstr[256];
     if (rd_kafka_conf_set(conf, key, value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK)
-        return saga_error_set(err, SAGA_EKAFKA, "Kafka setting %s=%s: %s", key, value, errstr);
+        return saga_error_set(err, SAGA_EKAFKA, "Kafka setting %s=%s: %s", key, value,
+                              errstr);
     return SAGA_OK;
 }
 
-rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id, saga_error *err)
+rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id,
+                                  saga_error *err)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (conf == NULL) {
@@ -39,8 +42,8 @@ rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id, sa
     return conf;
 }
 
-int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, int partitions,
-                              int timeout_ms, saga_error *err)
+int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n,
+                              int partitions, int timeout_ms, saga_error *err)
 {
     rd_kafka_NewTopic_t *nt[64];
     rd_kafka_queue_t *q;
@@ -55,7 +58,8 @@ int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, 
     if (n <= 0)
         return SAGA_OK;
     if (n > 64)
-        return saga_error_set(err, SAGA_EINVAL, "too many topics (%d) to create at once", n);
+        return saga_error_set(err, SAGA_EINVAL, "too many topics (%d) to create at once",
+                              n);
     for (int i = 0; i < n; i++) {
         nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, 1, errstr, sizeof errstr);
         if (nt[i] == NULL) {
@@ -71,7 +75,8 @@ int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, 
     rd_kafka_CreateTopics(rk, nt, (size_t)n, opts, q);
     ev = rd_kafka_queue_poll(q, timeout_ms + 2000);
     if (ev == NULL) {
-        rc = saga_error_set(err, SAGA_EKAFKA, "creating topics: no answer from the broker in %d ms",
+        rc = saga_error_set(err, SAGA_EKAFKA,
+                            "creating topics: no answer from the broker in %d ms",
                             timeout_ms);
     } else if (rd_kafka_event_error(ev)) {
         rc = saga_error_set(err, SAGA_EKAFKA, "creating topics: %s",
@@ -81,7 +86,8 @@ int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, 
         tres = rd_kafka_CreateTopics_result_topics(res, &ntres);
         for (size_t i = 0; i < ntres; i++) {
             rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tres[i]);
-            if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            if (e != RD_KAFKA_RESP_ERR_NO_ERROR &&
+                e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
                 rc = saga_error_set(err, SAGA_EKAFKA, "creating topic %s: %s",
                                     rd_kafka_topic_result_name(tres[i]),
                                     rd_kafka_topic_result_error_string(tres[i]));
@@ -98,7 +104,8 @@ int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, 
     return rc;
 }
 
-void saga__kafka_track(rd_kafka_topic_partition_list_t **list, const rd_kafka_message_t *msg)
+void saga__kafka_track(rd_kafka_topic_partition_list_t **list,
+                       const rd_kafka_message_t *msg)
 {
     rd_kafka_topic_partition_t *tp;
     const char *topic = rd_kafka_topic_name(msg->rkt);

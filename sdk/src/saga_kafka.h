@@ -12,22 +12,23 @@ int saga__topic_reply(char *buf, size_t size, const char *prefix);
 
 /* A config with bootstrap servers set and a client.id; NULL + err on failure.
  * The caller owns it (rd_kafka_new takes it over on success). */
-rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id, saga_error *err);
+rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id,
+                                  saga_error *err);
 
 /* Set one property, reporting the key on failure. */
-int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value, saga_error *err);
+int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value,
+                    saga_error *err);
 
 /* Create the topics that do not exist yet (an existing topic is fine).
  * Uses rk's connection; waits at most timeout_ms. */
-int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n, int partitions,
-                              int timeout_ms, saga_error *err);
-
-
+int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n,
+                              int partitions, int timeout_ms, saga_error *err);
 
 /* Remember that msg was processed: offset+1 for its partition in list
  * (created on first use). Processed offsets are stored (and later
  * committed) only after the effects of the batch are durable. */
-void saga__kafka_track(rd_kafka_topic_partition_list_t **list, const rd_kafka_message_t *msg);
+void saga__kafka_track(rd_kafka_topic_partition_list_t **list,
+                       const rd_kafka_message_t *msg);
 
 /* Store the tracked offsets and commit them (async when async is set);
  * frees and clears *list. */

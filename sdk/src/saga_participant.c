@@ -13,7 +13,7 @@
 #include "saga_barrier.h"
 #include "saga_kafka.h"
 
-#define BATCH_MAX 200
+#define BATCH_MAX        200
 #define FLUSH_TIMEOUT_MS 30000
 
 struct saga_result {
@@ -42,7 +42,7 @@ struct saga_participant {
     handler *handlers;
     int nhandlers;
     volatile sig_atomic_t stop;
-    int delivery_failures; /* within the current batch */
+    int delivery_failures;                      /* within the current batch */
     rd_kafka_topic_partition_list_t *processed; /* offsets of the current batch */
     saga_participant_stats stats;
     char warning[512];
@@ -178,7 +178,8 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
         goto fail;
     }
     topics[0] = p->cmd_topic;
-    if ((rc = saga__kafka_ensure_topics(p->producer, topics, 1, 4, 10000, err)) != SAGA_OK)
+    if ((rc = saga__kafka_ensure_topics(p->producer, topics, 1, 4, 10000, err)) !=
+        SAGA_OK)
         goto fail;
 
     snprintf(group, sizeof group, "saga-svc-%s", p->service);
@@ -186,9 +187,11 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
         rc = err ? err->code : SAGA_EKAFKA;
         goto fail;
     }
-    if ((rc = saga__kafka_set(conf, "group.id", o->group_id ? o->group_id : group, err)) != 0 ||
+    if ((rc = saga__kafka_set(conf, "group.id", o->group_id ? o->group_id : group,
+                              err)) != 0 ||
         (rc = saga__kafka_set(conf, "enable.auto.commit", "false", err)) != SAGA_OK ||
-        (rc = saga__kafka_set(conf, "enable.auto.offset.store", "false", err)) != SAGA_OK ||
+        (rc = saga__kafka_set(conf, "enable.auto.offset.store", "false", err)) !=
+            SAGA_OK ||
         (rc = saga__kafka_set(conf, "auto.offset.reset", "earliest", err)) != SAGA_OK) {
         rd_kafka_conf_destroy(conf);
         goto fail;
@@ -255,18 +258,18 @@ static const handler *find_handler(const saga_participant *p, saga_phase phase,
 /* The reply as a JSON object (for the barrier cache). */
 static json_t *reply_object(const saga_command *cmd, const saga_result *r)
 {
-    json_t *o = json_pack("{s:i, s:s, s:i, s:s, s:s, s:i, s:s}", "v", SAGA_PROTOCOL_VERSION,
-                          "saga_id", cmd->saga_id, "step", cmd->step, "phase",
-                          saga_phase_name(cmd->phase), "command_id", cmd->command_id,
-                          "attempt", cmd->attempt, "status",
-                          saga_reply_status_name(r->status));
+    json_t *o =
+        json_pack("{s:i, s:s, s:i, s:s, s:s, s:i, s:s}", "v", SAGA_PROTOCOL_VERSION,
+                  "saga_id", cmd->saga_id, "step", cmd->step, "phase",
+                  saga_phase_name(cmd->phase), "command_id", cmd->command_id, "attempt",
+                  cmd->attempt, "status", saga_reply_status_name(r->status));
     if (o == NULL)
         return NULL;
     if (r->status == SAGA_REPLY_OK)
         json_object_set(o, "output", r->output ? r->output : json_object());
     else
-        json_object_set_new(o, "error",
-                            json_pack("{s:s, s:s}", "code", r->code, "message", r->message));
+        json_object_set_new(
+            o, "error", json_pack("{s:s, s:s}", "code", r->code, "message", r->message));
     if (r->status == SAGA_REPLY_RETRY && r->retry_after > 0)
         json_object_set_new(o, "retry_after", json_integer(r->retry_after));
     return o;
@@ -294,11 +297,11 @@ static void send_reply(saga_participant *p, const saga_command *cmd, json_t *rep
         hdrs = rd_kafka_headers_new(1);
         rd_kafka_header_add(hdrs, "traceparent", -1, tp, (ssize_t)tplen);
     }
-    e = rd_kafka_producev(p->producer, RD_KAFKA_V_TOPIC(cmd->reply_to),
-                          RD_KAFKA_V_KEY(cmd->saga_id, strlen(cmd->saga_id)),
-                          RD_KAFKA_V_VALUE(text, strlen(text)),
-                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-                          hdrs ? RD_KAFKA_V_HEADERS(hdrs) : RD_KAFKA_V_END, RD_KAFKA_V_END);
+    e = rd_kafka_producev(
+        p->producer, RD_KAFKA_V_TOPIC(cmd->reply_to),
+        RD_KAFKA_V_KEY(cmd->saga_id, strlen(cmd->saga_id)),
+        RD_KAFKA_V_VALUE(text, strlen(text)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+        hdrs ? RD_KAFKA_V_HEADERS(hdrs) : RD_KAFKA_V_END, RD_KAFKA_V_END);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         free(text);
         if (hdrs)
@@ -317,8 +320,8 @@ static void run_plain(saga_participant *p, const handler *h, const saga_command 
 
 /* The handler inside BEGIN / barrier / SAVEPOINT / COMMIT. On a database
  * error the result becomes `retry` and nothing is committed. */
-static void run_with_barrier(saga_participant *p, const handler *h, const saga_command *cmd,
-                             saga_result *res, json_t **cached)
+static void run_with_barrier(saga_participant *p, const handler *h,
+                             const saga_command *cmd, saga_result *res, json_t **cached)
 {
     saga_error e = {0};
     saga__barrier_verdict v;
@@ -358,9 +361,11 @@ static void run_with_barrier(saga_participant *p, const handler *h, const saga_c
             saga__pg_exec(p->db, "ROLLBACK", NULL);
             return;
         }
-        if (PQtransactionStatus(p->db) == PQTRANS_INERROR && res->status == SAGA_REPLY_OK) {
+        if (PQtransactionStatus(p->db) == PQTRANS_INERROR &&
+            res->status == SAGA_REPLY_OK) {
             saga__pg_exec(p->db, "ROLLBACK", NULL);
-            saga_result_retry(res, 0, "handler for %s reported ok but its transaction failed: %s",
+            saga_result_retry(res, 0,
+                              "handler for %s reported ok but its transaction failed: %s",
                               cmd->action, PQerrorMessage(p->db));
             return;
         }
@@ -383,7 +388,8 @@ dberr:
     json_decref(*cached);
     *cached = NULL;
     warn(p, "command %s: %s", cmd->command_id, e.message);
-    saga_result_retry(res, 1000, "participant %s database error: %s", p->service, e.message);
+    saga_result_retry(res, 1000, "participant %s database error: %s", p->service,
+                      e.message);
 }
 
 static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
@@ -396,16 +402,17 @@ static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
 
     if (saga_command_decode(m->payload, m->len, &cmd, &e) != SAGA_OK) {
         p->stats.malformed++;
-        warn(p, "skipped malformed command at %s[%d]@%lld: %s", rd_kafka_topic_name(m->rkt),
-             (int)m->partition, (long long)m->offset, e.message);
+        warn(p, "skipped malformed command at %s[%d]@%lld: %s",
+             rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
+             e.message);
         return;
     }
     h = find_handler(p, cmd.phase, cmd.action);
     if (h == NULL) {
         p->stats.unknown_action++;
-        saga_result_fail(&res, "unknown_action", "service %s has no handler for %s %s",
-                         p->service, cmd.phase == SAGA_PHASE_INVOKE ? "action" : "compensation",
-                         cmd.action);
+        saga_result_fail(
+            &res, "unknown_action", "service %s has no handler for %s %s", p->service,
+            cmd.phase == SAGA_PHASE_INVOKE ? "action" : "compensation", cmd.action);
     } else if (p->db != NULL) {
         run_with_barrier(p, h, &cmd, &res, &cached);
     } else {
@@ -449,7 +456,8 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
     p->warning[0] = '\0';
     p->delivery_failures = 0;
     while (n < BATCH_MAX && !p->stop) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(p->consumer, n == 0 ? timeout_ms : 0);
+        rd_kafka_message_t *m =
+            rd_kafka_consumer_poll(p->consumer, n == 0 ? timeout_ms : 0);
         if (m == NULL)
             break;
         if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -473,7 +481,8 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
         rd_kafka_topic_partition_list_destroy(p->processed);
         p->processed = NULL;
         rewind_to_committed(p);
-        return saga_error_set(err, SAGA_EKAFKA, "%d replies not delivered; will redeliver: %s",
+        return saga_error_set(err, SAGA_EKAFKA,
+                              "%d replies not delivered; will redeliver: %s",
                               p->delivery_failures, p->warning);
     }
     {

@@ -96,16 +96,18 @@ int saga_command_encode(const saga_command *c, char **out, size_t *len, saga_err
         return saga_error_set(err, SAGA_EINVAL, "command and out must not be NULL");
     if (c->saga == NULL || c->action == NULL || c->command_id == NULL ||
         c->reply_to == NULL || c->step_name == NULL)
-        return saga_error_set(err, SAGA_EINVAL,
-                              "command needs saga, step_name, action, command_id, reply_to");
+        return saga_error_set(
+            err, SAGA_EINVAL,
+            "command needs saga, step_name, action, command_id, reply_to");
     payload = c->payload != NULL ? json_incref(c->payload) : json_object();
-    return dump(json_pack("{s:i, s:s, s:s, s:i, s:i, s:s, s:s, s:s, s:s, s:i, s:I, s:s, s:o}",
-                          "v", SAGA_PROTOCOL_VERSION, "saga_id", c->saga_id, "saga", c->saga,
-                          "saga_version", c->saga_version, "step", c->step, "step_name",
-                          c->step_name, "phase", saga_phase_name(c->phase), "action", c->action,
-                          "command_id", c->command_id, "attempt", c->attempt, "deadline",
-                          (json_int_t)c->deadline, "reply_to", c->reply_to, "payload", payload),
-                out, len, err);
+    return dump(
+        json_pack("{s:i, s:s, s:s, s:i, s:i, s:s, s:s, s:s, s:s, s:i, s:I, s:s, s:o}",
+                  "v", SAGA_PROTOCOL_VERSION, "saga_id", c->saga_id, "saga", c->saga,
+                  "saga_version", c->saga_version, "step", c->step, "step_name",
+                  c->step_name, "phase", saga_phase_name(c->phase), "action", c->action,
+                  "command_id", c->command_id, "attempt", c->attempt, "deadline",
+                  (json_int_t)c->deadline, "reply_to", c->reply_to, "payload", payload),
+        out, len, err);
 }
 
 int saga_reply_encode(const saga_reply *r, char **out, size_t *len, saga_error *err)
@@ -125,8 +127,9 @@ int saga_reply_encode(const saga_reply *r, char **out, size_t *len, saga_error *
         json_object_set_new(obj, "output",
                             r->output != NULL ? json_incref(r->output) : json_object());
     } else {
-        json_t *e = json_pack("{s:s, s:s}", "code", r->error_code ? r->error_code : "error",
-                              "message", r->error_message ? r->error_message : "");
+        json_t *e =
+            json_pack("{s:s, s:s}", "code", r->error_code ? r->error_code : "error",
+                      "message", r->error_message ? r->error_message : "");
         json_object_set_new(obj, "error", e);
         if (r->status == SAGA_REPLY_RETRY && r->retry_after > 0)
             json_object_set_new(obj, "retry_after", json_integer(r->retry_after));
@@ -143,12 +146,13 @@ static int get_obj_root(const char *buf, size_t len, json_t **root, saga_error *
     if (buf == NULL)
         return saga_error_set(err, SAGA_EPROTO, "empty message");
     if (len > SAGA_MESSAGE_MAX)
-        return saga_error_set(err, SAGA_EPROTO, "message of %zu bytes exceeds the %d byte limit",
-                              len, SAGA_MESSAGE_MAX);
+        return saga_error_set(err, SAGA_EPROTO,
+                              "message of %zu bytes exceeds the %d byte limit", len,
+                              SAGA_MESSAGE_MAX);
     *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (*root == NULL)
-        return saga_error_set(err, SAGA_EPROTO, "not JSON: %s at line %d column %d", jerr.text,
-                              jerr.line, jerr.column);
+        return saga_error_set(err, SAGA_EPROTO, "not JSON: %s at line %d column %d",
+                              jerr.text, jerr.line, jerr.column);
     if (!json_is_object(*root)) {
         json_decref(*root);
         *root = NULL;
@@ -157,8 +161,8 @@ static int get_obj_root(const char *buf, size_t len, json_t **root, saga_error *
     return SAGA_OK;
 }
 
-static int get_int(json_t *root, const char *key, int min, json_int_t max, json_int_t *out,
-                   int required, saga_error *err)
+static int get_int(json_t *root, const char *key, int min, json_int_t max,
+                   json_int_t *out, int required, saga_error *err)
 {
     json_t *v = json_object_get(root, key);
     if (v == NULL || json_is_null(v)) {
@@ -171,12 +175,14 @@ static int get_int(json_t *root, const char *key, int min, json_int_t max, json_
         return saga_error_set(err, SAGA_EPROTO, "field \"%s\" must be an integer", key);
     *out = json_integer_value(v);
     if (*out < min || *out > max)
-        return saga_error_set(err, SAGA_EPROTO, "field \"%s\" is %lld, out of range [%d, %lld]",
-                              key, (long long)*out, min, (long long)max);
+        return saga_error_set(err, SAGA_EPROTO,
+                              "field \"%s\" is %lld, out of range [%d, %lld]", key,
+                              (long long)*out, min, (long long)max);
     return SAGA_OK;
 }
 
-static int get_str(json_t *root, const char *key, char **out, int required, saga_error *err)
+static int get_str(json_t *root, const char *key, char **out, int required,
+                   saga_error *err)
 {
     json_t *v = json_object_get(root, key);
     if (v == NULL || json_is_null(v)) {
@@ -195,8 +201,8 @@ static int get_str(json_t *root, const char *key, char **out, int required, saga
     return SAGA_OK;
 }
 
-static int get_common(json_t *root, char saga_id[SAGA_ID_LEN + 1], int *step, saga_phase *phase,
-                      char **command_id, int *attempt, saga_error *err)
+static int get_common(json_t *root, char saga_id[SAGA_ID_LEN + 1], int *step,
+                      saga_phase *phase, char **command_id, int *attempt, saga_error *err)
 {
     json_int_t n;
     json_t *v;
@@ -206,14 +212,16 @@ static int get_common(json_t *root, char saga_id[SAGA_ID_LEN + 1], int *step, sa
     if ((rc = get_int(root, "v", 0, 1000000, &n, 1, err)) != SAGA_OK)
         return rc;
     if (n != SAGA_PROTOCOL_VERSION)
-        return saga_error_set(err, SAGA_EPROTO, "field \"v\" is %lld; this side speaks %d",
-                              (long long)n, SAGA_PROTOCOL_VERSION);
+        return saga_error_set(err, SAGA_EPROTO,
+                              "field \"v\" is %lld; this side speaks %d", (long long)n,
+                              SAGA_PROTOCOL_VERSION);
     v = json_object_get(root, "saga_id");
     if (!json_is_string(v))
         return saga_error_set(err, SAGA_EPROTO, "field \"saga_id\" must be a string");
     s = json_string_value(v);
     if (!is_uuid(s))
-        return saga_error_set(err, SAGA_EPROTO, "field \"saga_id\" is not a UUID: \"%.40s\"", s);
+        return saga_error_set(err, SAGA_EPROTO,
+                              "field \"saga_id\" is not a UUID: \"%.40s\"", s);
     memcpy(saga_id, s, SAGA_ID_LEN + 1);
     if ((rc = get_int(root, "step", 0, 9999, &n, 1, err)) != SAGA_OK)
         return rc;
@@ -289,7 +297,8 @@ int saga_reply_decode(const char *buf, size_t len, saga_reply *out, saga_error *
                          &out->attempt, err)) != SAGA_OK)
         goto fail;
     v = json_object_get(root, "status");
-    if (!json_is_string(v) || saga_reply_status_parse(json_string_value(v), &out->status) != 0) {
+    if (!json_is_string(v) ||
+        saga_reply_status_parse(json_string_value(v), &out->status) != 0) {
         rc = saga_error_set(err, SAGA_EPROTO,
                             "field \"status\" must be \"ok\", \"failed\" or \"retry\"");
         goto fail;

@@ -25,7 +25,8 @@ const char *it_env(const char *name)
 {
     const char *v = getenv(name);
     if (v == NULL || *v == '\0')
-        fatal("%s is not set: run through `make check` (scripts/with-services)%s", name, "");
+        fatal("%s is not set: run through `make check` (scripts/with-services)%s", name,
+              "");
     return v;
 }
 
@@ -108,7 +109,8 @@ int it_wait_log(const it_proc *p, const char *needle, int timeout_ms)
         }
         sleep_ms(100);
     }
-    fprintf(stderr, "%s did not print \"%s\" within %d ms\n", p->name, needle, timeout_ms);
+    fprintf(stderr, "%s did not print \"%s\" within %d ms\n", p->name, needle,
+            timeout_ms);
     print_tail(p->log);
     return -1;
 }

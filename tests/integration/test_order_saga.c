@@ -73,8 +73,8 @@ static char *start_order(const char *customer, const char *sku, int qty, long am
     char input[256], out[128];
     const char *args[] = {"start", "order", "--input", input, NULL};
     snprintf(input, sizeof input,
-             "{\"customer_id\":\"%s\",\"sku\":\"%s\",\"quantity\":%d,\"amount\":%ld}", customer,
-             sku, qty, amount);
+             "{\"customer_id\":\"%s\",\"sku\":\"%s\",\"quantity\":%d,\"amount\":%ld}",
+             customer, sku, qty, amount);
     assert_int_equal(it_sagactl(out, sizeof out, args), 0);
     assert_int_equal(strlen(out), 36);
     return strdup(out);
@@ -84,16 +84,17 @@ static char *start_order(const char *customer, const char *sku, int qty, long am
 static char *handled_order(const char *id)
 {
     const char *p[1] = {id};
-    return it_value(db,
-                    "SELECT string_agg(svc || ':' || phase || ':' || step, ',' ORDER BY at) FROM ("
-                    " SELECT 'order' AS svc, phase, step, created_at AS at, outcome"
-                    "  FROM orders.saga_barrier WHERE saga_id = $1"
-                    " UNION ALL SELECT 'payment', phase, step, created_at, outcome"
-                    "  FROM payment.saga_barrier WHERE saga_id = $1"
-                    " UNION ALL SELECT 'inventory', phase, step, created_at, outcome"
-                    "  FROM inventory.saga_barrier WHERE saga_id = $1) x"
-                    " WHERE outcome <> 'blocked'",
-                    1, p);
+    return it_value(
+        db,
+        "SELECT string_agg(svc || ':' || phase || ':' || step, ',' ORDER BY at) FROM ("
+        " SELECT 'order' AS svc, phase, step, created_at AS at, outcome"
+        "  FROM orders.saga_barrier WHERE saga_id = $1"
+        " UNION ALL SELECT 'payment', phase, step, created_at, outcome"
+        "  FROM payment.saga_barrier WHERE saga_id = $1"
+        " UNION ALL SELECT 'inventory', phase, step, created_at, outcome"
+        "  FROM inventory.saga_barrier WHERE saga_id = $1) x"
+        " WHERE outcome <> 'blocked'",
+        1, p);
 }
 
 static long long reserved_credit(const char *customer)
@@ -123,7 +124,8 @@ static void test_order_completes(void **state)
     id = start_order("alice", "widget", 2, 1500);
     assert_string_equal(it_wait_final(db, id, 60000), "completed");
     order = handled_order(id);
-    assert_string_equal(order, "order:invoke:0,payment:invoke:1,inventory:invoke:2,order:invoke:3");
+    assert_string_equal(
+        order, "order:invoke:0,payment:invoke:1,inventory:invoke:2,order:invoke:3");
     st = order_status(id);
     assert_string_equal(st, "approved");
     assert_int_equal(reserved_credit("alice"), credit0 + 1500);
@@ -173,10 +175,11 @@ static void test_failure_at_third_step(void **state)
     {
         /* The saga's own record agrees: steps compensated in reverse. */
         const char *p[1] = {id};
-        char *steps = it_value(db,
-                               "SELECT string_agg(name || '=' || status, ',' ORDER BY idx)"
-                               " FROM saga.saga_step WHERE saga_id = $1",
-                               1, p);
+        char *steps =
+            it_value(db,
+                     "SELECT string_agg(name || '=' || status, ',' ORDER BY idx)"
+                     " FROM saga.saga_step WHERE saga_id = $1",
+                     1, p);
         assert_string_equal(steps, "create_order=compensated,reserve_credit=compensated,"
                                    "reserve_stock=failed,approve_order=pending");
         free(steps);
@@ -193,6 +196,6 @@ int main(void)
         cmocka_unit_test(test_failure_at_second_step),
         cmocka_unit_test(test_failure_at_third_step),
     };
-    return cmocka_run_group_tests_name("order saga (PostgreSQL + Kafka)", tests, group_setup,
-                                       group_teardown);
+    return cmocka_run_group_tests_name("order saga (PostgreSQL + Kafka)", tests,
+                                       group_setup, group_teardown);
 }

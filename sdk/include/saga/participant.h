@@ -38,7 +38,8 @@ typedef struct saga_participant_options {
     const char *topic_prefix; /* default "saga." */
     const char *group_id;     /* default "saga-svc-<service>" */
     const char *db_url;       /* optional: PostgreSQL for the barrier */
-    const char *db_schema;    /* optional: search_path on db_url (barrier table lives there) */
+    const char
+        *db_schema; /* optional: search_path on db_url (barrier table lives there) */
 } saga_participant_options;
 
 /* A handler. cmd and result are valid only during the call. db is the
@@ -75,12 +76,12 @@ void saga_participant_stop(saga_participant *p);
 
 /* Counters since creation. */
 typedef struct saga_participant_stats {
-    uint64_t handled;           /* handler calls that produced a reply */
-    uint64_t duplicates;        /* commands answered from the barrier's cache */
+    uint64_t handled;    /* handler calls that produced a reply */
+    uint64_t duplicates; /* commands answered from the barrier's cache */
     uint64_t null_compensations;
     uint64_t hanging_refused;
-    uint64_t malformed;         /* messages that were not valid commands */
-    uint64_t unknown_action;    /* commands with no registered handler */
+    uint64_t malformed;      /* messages that were not valid commands */
+    uint64_t unknown_action; /* commands with no registered handler */
 } saga_participant_stats;
 
 void saga_participant_get_stats(const saga_participant *p, saga_participant_stats *out);

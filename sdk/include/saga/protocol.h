@@ -40,17 +40,17 @@ typedef enum saga_reply_status {
 typedef struct saga_command {
     int v;
     char saga_id[SAGA_ID_LEN + 1];
-    char *saga;         /* definition name */
-    int saga_version;   /* definition version the saga runs */
-    int step;           /* 0-based step index */
-    char *step_name;    /* the step's name in the definition */
-    saga_phase phase;   /* invoke or compensate */
-    char *action;       /* the action (or compensation) name */
-    char *command_id;   /* stable across retries of one step and phase */
-    int attempt;        /* 1-based attempt within this step and phase */
-    int64_t deadline;   /* ms since the Unix epoch; 0 = none */
-    char *reply_to;     /* topic to send the reply to */
-    json_t *payload;    /* the step's resolved input (a JSON object) */
+    char *saga;       /* definition name */
+    int saga_version; /* definition version the saga runs */
+    int step;         /* 0-based step index */
+    char *step_name;  /* the step's name in the definition */
+    saga_phase phase; /* invoke or compensate */
+    char *action;     /* the action (or compensation) name */
+    char *command_id; /* stable across retries of one step and phase */
+    int attempt;      /* 1-based attempt within this step and phase */
+    int64_t deadline; /* ms since the Unix epoch; 0 = none */
+    char *reply_to;   /* topic to send the reply to */
+    json_t *payload;  /* the step's resolved input (a JSON object) */
 } saga_command;
 
 /* A reply from a participant to sagad. Ownership as for saga_command. */
@@ -62,10 +62,10 @@ typedef struct saga_reply {
     char *command_id;
     int attempt;
     saga_reply_status status;
-    json_t *output;        /* status ok: the step's output (object), may be NULL */
-    char *error_code;      /* status failed/retry: short machine code, may be NULL */
-    char *error_message;   /* status failed/retry: human text, may be NULL */
-    int64_t retry_after;   /* status retry: hint in ms, 0 = use policy */
+    json_t *output;      /* status ok: the step's output (object), may be NULL */
+    char *error_code;    /* status failed/retry: short machine code, may be NULL */
+    char *error_message; /* status failed/retry: human text, may be NULL */
+    int64_t retry_after; /* status retry: hint in ms, 0 = use policy */
 } saga_reply;
 
 const char *saga_phase_name(saga_phase phase);
@@ -75,7 +75,8 @@ int saga_reply_status_parse(const char *text, saga_reply_status *out);
 
 /* Encode to a JSON text. On success *out is a NUL-terminated malloc()ed
  * string the caller frees with free(), *len its length. */
-int saga_command_encode(const saga_command *cmd, char **out, size_t *len, saga_error *err);
+int saga_command_encode(const saga_command *cmd, char **out, size_t *len,
+                        saga_error *err);
 int saga_reply_encode(const saga_reply *reply, char **out, size_t *len, saga_error *err);
 
 /* Decode len bytes (not necessarily NUL-terminated). On success *out owns
