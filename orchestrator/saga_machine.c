@@ -353,6 +353,20 @@ static int on_start(ctx *c, const char **reason)
     return SAGA_APPLIED;
 }
 
+/* Going forward the cursor step is dispatched; compensating, it is being
+ * compensated. Any other combination cannot come from this machine (a
+ * hand-edited row, say): refuse to act on it rather than guess. */
+static int cursor_consistent(const saga_state *s)
+{
+    saga_step_status st;
+    if (s->cursor < 0 || s->cursor >= s->nsteps)
+        return 0;
+    st = s->steps[s->cursor].status;
+    if (s->status == SAGA_ST_RUNNING)
+        return st == SAGA_STEP_DISPATCHED;
+    return st == SAGA_STEP_COMPENSATING;
+}
+
 static int on_reply(ctx *c, const char **reason)
 {
     saga_state *s = c->s;
@@ -377,12 +391,12 @@ static int on_reply(ctx *c, const char **reason)
         *reason = "reply for a step that is not outstanding";
         return SAGA_IGNORED;
     }
-    st = &s->steps[r->step];
-    compensate = st->status == SAGA_STEP_COMPENSATING;
-    if (!compensate && st->status != SAGA_STEP_DISPATCHED) {
-        *reason = "reply for a step that is not outstanding";
-        return SAGA_IGNORED;
+    if (!cursor_consistent(s)) {
+        *reason = "the saga's current step is in a state that awaits no reply";
+        return SAGA_REJECTED;
     }
+    st = &s->steps[r->step];
+    compensate = s->status == SAGA_ST_COMPENSATING;
     if ((r->phase == SAGA_PHASE_COMPENSATE) != compensate) {
         *reason = "reply for the other phase of the step";
         return SAGA_IGNORED;
@@ -466,6 +480,10 @@ static int on_wake(ctx *c, const char **reason)
     if (s->status != SAGA_ST_RUNNING && s->status != SAGA_ST_COMPENSATING) {
         *reason = "saga has no timers";
         return SAGA_IGNORED;
+    }
+    if (!cursor_consistent(s)) {
+        *reason = "the saga's current step is in a state that has no timer";
+        return SAGA_REJECTED;
     }
     st = &s->steps[s->cursor];
     if (s->status == SAGA_ST_RUNNING && s->deadline_at > 0 && now >= s->deadline_at &&

@@ -1,0 +1,656 @@
+/* The pure state machine: scenarios and an exhaustive table of
+ * (saga status x step status x event). No server, no clock. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "saga_definition.h"
+#include "saga_machine.h"
+
+#define T0 1700000000000LL
+#define ID "6f1c2f7e-8a1b-4c3d-9e2f-0123456789ab"
+
+/* Three compensatable steps; policy without jitter so delays are exact. */
+static const char *const three_steps =
+    "{\"name\":\"t\",\"defaults\":{\"timeout\":\"1s\",\"retry\":{\"max_attempts\":3,"
+    "\"backoff\":\"100ms\",\"max_backoff\":\"1s\",\"multiplier\":2,\"jitter\":0},"
+    "\"compensation_retry\":{\"max_attempts\":2,\"backoff\":\"100ms\",\"max_backoff\":\"1s\","
+    "\"jitter\":0}},"
+    "\"steps\":["
+    "{\"name\":\"a\",\"service\":\"s1\",\"action\":\"do_a\",\"compensation\":\"undo_a\","
+    " \"input\":{\"x\":\"${input.x}\"}},"
+    "{\"name\":\"b\",\"service\":\"s2\",\"action\":\"do_b\",\"compensation\":\"undo_b\","
+    " \"input\":{\"from_a\":\"${steps.a.output.id}\"}},"
+    "{\"name\":\"c\",\"service\":\"s3\",\"action\":\"do_c\",\"compensation\":\"undo_c\"}]}";
+
+static saga_definition *parse(const char *json)
+{
+    saga_definition *def = NULL;
+    saga_def_problems probs = {0};
+    int rc = saga_definition_parse(json, strlen(json), &def, &probs);
+    if (rc != SAGA_OK)
+        fail_msg("definition invalid: %s: %s", probs.items[0].where, probs.items[0].message);
+    def->version = 1;
+    return def;
+}
+
+typedef struct fixture {
+    saga_definition *def;
+    saga_state *s;
+    saga_actions acts;
+    const char *reason;
+} fixture;
+
+static fixture *fx_new(const char *json)
+{
+    fixture *f = calloc(1, sizeof *f);
+    json_t *input = json_pack("{s:i}", "x", 7);
+    f->def = parse(json);
+    f->s = saga_state_new(f->def, ID, input);
+    json_decref(input);
+    return f;
+}
+
+static void fx_free(fixture *f)
+{
+    saga_actions_clear(&f->acts);
+    saga_state_free(f->s);
+    saga_definition_free(f->def);
+    free(f);
+}
+
+static int apply(fixture *f, saga_event_kind kind, int64_t now, const saga_reply *r)
+{
+    saga_event ev = {kind, now, 0.5, r};
+    saga_actions_clear(&f->acts);
+    return saga_machine_apply(f->s, &ev, &f->acts, &f->reason);
+}
+
+static int reply(fixture *f, int step, saga_phase phase, saga_reply_status st, int attempt,
+                 int64_t now)
+{
+    char cid[128];
+    saga_reply r = {0};
+    int rc;
+    saga_command_id_format(cid, sizeof cid, ID, step, phase);
+    memcpy(r.saga_id, ID, sizeof r.saga_id);
+    r.step = step;
+    r.phase = phase;
+    r.command_id = cid;
+    r.attempt = attempt;
+    r.status = st;
+    if (st == SAGA_REPLY_OK)
+        r.output = json_pack("{s:s}", "id", "out-1");
+    else {
+        r.error_code = st == SAGA_REPLY_FAILED ? "nope" : "busy";
+        r.error_message = "because";
+    }
+    rc = apply(f, SAGA_EV_REPLY, now, &r);
+    json_decref(r.output);
+    return rc;
+}
+
+/* The n-th SEND action of the last apply, or NULL. */
+static const saga_action *send_n(const fixture *f, int n)
+{
+    for (int i = 0; i < f->acts.n; i++)
+        if (f->acts.items[i].kind == SAGA_ACT_SEND && n-- == 0)
+            return &f->acts.items[i];
+    return NULL;
+}
+
+static int count_sends(const fixture *f)
+{
+    int n = 0;
+    for (int i = 0; i < f->acts.n; i++)
+        n += f->acts.items[i].kind == SAGA_ACT_SEND;
+    return n;
+}
+
+static int has_history(const fixture *f, const char *what)
+{
+    for (int i = 0; i < f->acts.n; i++)
+        if (f->acts.items[i].kind == SAGA_ACT_HISTORY && strcmp(f->acts.items[i].what, what) == 0)
+            return 1;
+    return 0;
+}
+
+static const saga_action *history(const fixture *f, const char *what)
+{
+    for (int i = 0; i < f->acts.n; i++)
+        if (f->acts.items[i].kind == SAGA_ACT_HISTORY && strcmp(f->acts.items[i].what, what) == 0)
+            return &f->acts.items[i];
+    return NULL;
+}
+
+static void expect_send(const fixture *f, int step, saga_phase phase, int attempt)
+{
+    const saga_action *a = send_n(f, 0);
+    assert_non_null(a);
+    assert_int_equal(count_sends(f), 1);
+    assert_int_equal(a->step, step);
+    assert_int_equal(a->phase, phase);
+    assert_int_equal(a->attempt, attempt);
+}
+
+/* ---- scenarios ---- */
+
+static void test_start_dispatches_first_step(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    const saga_action *a;
+    (void)state;
+    assert_int_equal(apply(f, SAGA_EV_START, T0, NULL), SAGA_APPLIED);
+    assert_int_equal(f->s->status, SAGA_ST_RUNNING);
+    expect_send(f, 0, SAGA_PHASE_INVOKE, 1);
+    a = send_n(f, 0);
+    assert_int_equal(a->deadline, T0 + 1000);
+    assert_int_equal(json_integer_value(json_object_get(a->payload, "x")), 7);
+    assert_true(has_history(f, "saga_started"));
+    assert_true(has_history(f, "step_dispatched"));
+    assert_int_equal(f->s->steps[0].status, SAGA_STEP_DISPATCHED);
+    assert_int_equal(f->s->wake_at, T0 + 1000);
+    /* A second start is refused and changes nothing. */
+    assert_int_equal(apply(f, SAGA_EV_START, T0 + 5, NULL), SAGA_REJECTED);
+    assert_non_null(f->reason);
+    assert_int_equal(f->acts.n, 0);
+    fx_free(f);
+}
+
+static void test_happy_path_completes(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    const saga_action *a;
+    (void)state;
+    apply(f, SAGA_EV_START, T0, NULL);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 10), SAGA_APPLIED);
+    expect_send(f, 1, SAGA_PHASE_INVOKE, 1);
+    /* b's input is resolved from a's output, keeping its type. */
+    a = send_n(f, 0);
+    assert_string_equal(json_string_value(json_object_get(a->payload, "from_a")), "out-1");
+    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 20), SAGA_APPLIED);
+    expect_send(f, 2, SAGA_PHASE_INVOKE, 1);
+    assert_int_equal(reply(f, 2, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 30), SAGA_APPLIED);
+    assert_int_equal(count_sends(f), 0);
+    assert_int_equal(f->s->status, SAGA_ST_COMPLETED);
+    assert_true(has_history(f, "saga_completed"));
+    assert_int_equal(f->s->wake_at, 0);
+    /* Anything after the end is ignored. */
+    assert_int_equal(reply(f, 2, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 40), SAGA_IGNORED);
+    assert_int_equal(apply(f, SAGA_EV_WAKE, T0 + 100000, NULL), SAGA_IGNORED);
+    fx_free(f);
+}
+
+static void test_failure_at_second_step_compensates_first(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    (void)state;
+    apply(f, SAGA_EV_START, T0, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 10);
+    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, T0 + 20), SAGA_APPLIED);
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATING);
+    assert_int_equal(f->s->steps[1].status, SAGA_STEP_FAILED);
+    expect_send(f, 0, SAGA_PHASE_COMPENSATE, 1);
+    /* The compensation sees the step's input and output. */
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(send_n(f, 0)->payload, "output"), "id")),
+        "out-1");
+    assert_int_equal(reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 30), SAGA_APPLIED);
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATED);
+    assert_int_equal(f->s->steps[0].status, SAGA_STEP_COMPENSATED);
+    assert_int_equal(f->s->steps[1].status, SAGA_STEP_FAILED); /* definite: not compensated */
+    assert_int_equal(f->s->steps[2].status, SAGA_STEP_PENDING);
+    assert_int_equal(f->s->wake_at, 0);
+    fx_free(f);
+}
+
+static void test_failure_at_third_step_compensates_in_reverse(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    (void)state;
+    apply(f, SAGA_EV_START, T0, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 10);
+    reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 20);
+    reply(f, 2, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, T0 + 30);
+    expect_send(f, 1, SAGA_PHASE_COMPENSATE, 1);
+    /* A reply to the first compensation that is not outstanding yet is stale. */
+    assert_int_equal(reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 35), SAGA_IGNORED);
+    reply(f, 1, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 40);
+    expect_send(f, 0, SAGA_PHASE_COMPENSATE, 1);
+    reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 50);
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATED);
+    fx_free(f);
+}
+
+static void test_backoff(void **state)
+{
+    saga_retry_policy p = {5, 100, 1000, 2.0, 0.0};
+    saga_retry_policy j = {5, 100, 1000, 2.0, 0.5};
+    (void)state;
+    assert_int_equal(saga_backoff_ms(&p, 1, 0.3), 100);
+    assert_int_equal(saga_backoff_ms(&p, 2, 0.3), 200);
+    assert_int_equal(saga_backoff_ms(&p, 3, 0.3), 400);
+    assert_int_equal(saga_backoff_ms(&p, 5, 0.3), 1000); /* capped */
+    assert_int_equal(saga_backoff_ms(&p, 50, 0.3), 1000);
+    /* random 0.5 is the middle: no change; 0 and ~1 are -/+ jitter. */
+    assert_int_equal(saga_backoff_ms(&j, 1, 0.5), 100);
+    assert_int_equal(saga_backoff_ms(&j, 1, 0.0), 50);
+    assert_true(saga_backoff_ms(&j, 1, 0.999) >= 149);
+}
+
+static void test_retry_reply_backs_off_then_resends_same_command(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    (void)state;
+    apply(f, SAGA_EV_START, T0, NULL);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_RETRY, 1, T0 + 10), SAGA_APPLIED);
+    assert_int_equal(count_sends(f), 0);
+    assert_true(has_history(f, "attempt_failed"));
+    assert_true(has_history(f, "retry_scheduled"));
+    assert_int_equal(f->s->wake_at, T0 + 10 + 100);
+    assert_int_equal(apply(f, SAGA_EV_WAKE, T0 + 50, NULL), SAGA_IGNORED); /* not due */
+    assert_int_equal(apply(f, SAGA_EV_WAKE, T0 + 110, NULL), SAGA_APPLIED);
+    expect_send(f, 0, SAGA_PHASE_INVOKE, 2);
+    /* Second retry waits twice as long. */
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_RETRY, 2, T0 + 120);
+    assert_int_equal(f->s->wake_at, T0 + 120 + 200);
+    /* A retry reply for an older attempt is stale. */
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_RETRY, 1, T0 + 130), SAGA_IGNORED);
+    /* A late ok for an older attempt of the same command is the answer. */
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 140), SAGA_APPLIED);
+    assert_int_equal(f->s->steps[0].status, SAGA_STEP_SUCCEEDED);
+    expect_send(f, 1, SAGA_PHASE_INVOKE, 1);
+    fx_free(f);
+}
+
+static void test_retry_after_hint_is_respected(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    char cid[128];
+    saga_reply r = {0};
+    (void)state;
+    apply(f, SAGA_EV_START, T0, NULL);
+    saga_command_id_format(cid, sizeof cid, ID, 0, SAGA_PHASE_INVOKE);
+    memcpy(r.saga_id, ID, sizeof r.saga_id);
+    r.command_id = cid;
+    r.attempt = 1;
+    r.status = SAGA_REPLY_RETRY;
+    r.retry_after = 5000;
+    assert_int_equal(apply(f, SAGA_EV_REPLY, T0 + 10, &r), SAGA_APPLIED);
+    assert_int_equal(f->s->wake_at, T0 + 10 + 5000);
+    fx_free(f);
+}
+
+static void test_timeouts_exhausted_make_outcome_unknown_and_compensate_it(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    int64_t now = T0;
+    (void)state;
+    apply(f, SAGA_EV_START, now, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, now += 10);
+    /* Step b never answers: 3 attempts, each timing out. */
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        now = f->s->wake_at;
+        assert_int_equal(apply(f, SAGA_EV_WAKE, now, NULL), SAGA_APPLIED);
+        assert_true(has_history(f, "attempt_timed_out"));
+        if (attempt < 3) {
+            now = f->s->wake_at;
+            assert_int_equal(apply(f, SAGA_EV_WAKE, now, NULL), SAGA_APPLIED);
+            expect_send(f, 1, SAGA_PHASE_INVOKE, attempt + 1);
+        }
+    }
+    assert_int_equal(f->s->steps[1].status, SAGA_STEP_COMPENSATING);
+    assert_true(has_history(f, "step_outcome_unknown"));
+    /* The unknown step is compensated first, then the one before it. */
+    expect_send(f, 1, SAGA_PHASE_COMPENSATE, 1);
+    reply(f, 1, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, now += 10);
+    expect_send(f, 0, SAGA_PHASE_COMPENSATE, 1);
+    reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, now += 10);
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATED);
+    fx_free(f);
+}
+
+static void test_compensation_exhausted_gets_stuck(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    int64_t now = T0;
+    const saga_action *h;
+    (void)state;
+    apply(f, SAGA_EV_START, now, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, now += 10);
+    reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, now += 10);
+    expect_send(f, 0, SAGA_PHASE_COMPENSATE, 1);
+    /* compensation_retry.max_attempts is 2. */
+    reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_RETRY, 1, now += 10);
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATING);
+    apply(f, SAGA_EV_WAKE, now = f->s->wake_at, NULL);
+    expect_send(f, 0, SAGA_PHASE_COMPENSATE, 2);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_RETRY, 2, now += 10),
+                     SAGA_APPLIED);
+    assert_int_equal(f->s->status, SAGA_ST_FAILED);
+    assert_int_equal(f->s->steps[0].status, SAGA_STEP_COMPENSATION_FAILED);
+    assert_int_equal(f->s->wake_at, 0);
+    h = history(f, "saga_failed");
+    assert_non_null(h);
+    assert_int_equal(json_integer_value(json_object_get(h->detail, "attempts")), 2);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(h->detail, "last_error"), "code")),
+                        "busy");
+    /* Stuck means stuck: timers and replies change nothing. */
+    assert_int_equal(apply(f, SAGA_EV_WAKE, now + 100000, NULL), SAGA_IGNORED);
+    fx_free(f);
+}
+
+static void test_compensation_failed_reply_gets_stuck(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    (void)state;
+    apply(f, SAGA_EV_START, T0, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 10);
+    reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, T0 + 20);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_FAILED, 1, T0 + 30),
+                     SAGA_APPLIED);
+    assert_int_equal(f->s->status, SAGA_ST_FAILED);
+    assert_true(has_history(f, "compensation_failed"));
+    fx_free(f);
+}
+
+static const char *const with_pivot =
+    "{\"name\":\"p\",\"defaults\":{\"timeout\":\"1s\",\"retry\":{\"max_attempts\":2,"
+    "\"backoff\":\"100ms\",\"max_backoff\":\"1s\",\"jitter\":0}},\"deadline\":\"10s\","
+    "\"steps\":["
+    "{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\",\"compensation\":\"ua\"},"
+    "{\"name\":\"b\",\"service\":\"s\",\"action\":\"b\",\"pivot\":true},"
+    "{\"name\":\"c\",\"service\":\"s\",\"action\":\"c\"}]}";
+
+static void test_pivot_and_later_steps_retry_without_limit(void **state)
+{
+    fixture *f = fx_new(with_pivot);
+    int64_t now = T0;
+    (void)state;
+    assert_false(f->def->steps[0].forward_only);
+    assert_true(f->def->steps[1].forward_only);
+    assert_true(f->def->steps[2].forward_only);
+    apply(f, SAGA_EV_START, now, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, now += 10);
+    /* 50 timeouts on the pivot: still retrying, and the deadline (10 s)
+     * does not start a compensation past the point of no return. */
+    for (int i = 0; i < 50; i++) {
+        now = f->s->wake_at;
+        assert_int_equal(apply(f, SAGA_EV_WAKE, now, NULL), SAGA_APPLIED);
+        assert_int_equal(f->s->status, SAGA_ST_RUNNING);
+        assert_false(has_history(f, "deadline_exceeded"));
+    }
+    assert_true(now > T0 + 10000);
+    assert_true(f->s->steps[1].attempts >= 25);
+    /* Success moves on; a definite failure after the pivot is stuck. */
+    reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, f->s->steps[1].attempts, now += 10);
+    assert_int_equal(reply(f, 2, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, now += 10),
+                     SAGA_APPLIED);
+    assert_int_equal(f->s->status, SAGA_ST_FAILED);
+    assert_int_equal(count_sends(f), 0);
+    fx_free(f);
+}
+
+static void test_deadline_compensates_in_flight_step(void **state)
+{
+    fixture *f = fx_new(
+        "{\"name\":\"d\",\"deadline\":\"2s\",\"defaults\":{\"timeout\":\"10s\"},\"steps\":["
+        "{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\",\"compensation\":\"ua\"},"
+        "{\"name\":\"b\",\"service\":\"s\",\"action\":\"b\",\"compensation\":\"ub\"},"
+        "{\"name\":\"c\",\"service\":\"s\",\"action\":\"c\"}]}");
+    (void)state;
+    apply(f, SAGA_EV_START, T0, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 10);
+    /* b is in flight with a 10 s timeout; the 2 s deadline comes first. */
+    assert_int_equal(f->s->wake_at, T0 + 2000);
+    assert_int_equal(apply(f, SAGA_EV_WAKE, T0 + 2000, NULL), SAGA_APPLIED);
+    assert_true(has_history(f, "deadline_exceeded"));
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATING);
+    expect_send(f, 1, SAGA_PHASE_COMPENSATE, 1);
+    fx_free(f);
+}
+
+static void test_unresolvable_input_fails_step(void **state)
+{
+    fixture *f = fx_new(
+        "{\"name\":\"u\",\"steps\":["
+        "{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\",\"compensation\":\"ua\"},"
+        "{\"name\":\"b\",\"service\":\"s\",\"action\":\"b\",\"compensation\":\"ub\","
+        " \"input\":{\"v\":\"${input.missing}\"}},"
+        "{\"name\":\"c\",\"service\":\"s\",\"action\":\"c\"}]}");
+    const saga_action *h;
+    (void)state;
+    apply(f, SAGA_EV_START, T0, NULL);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 10), SAGA_APPLIED);
+    assert_int_equal(f->s->steps[1].status, SAGA_STEP_FAILED);
+    h = history(f, "step_failed");
+    assert_non_null(h);
+    assert_string_equal(json_string_value(json_object_get(h->detail, "code")), "input");
+    assert_non_null(strstr(json_string_value(json_object_get(h->detail, "message")),
+                           "${input.missing}"));
+    expect_send(f, 0, SAGA_PHASE_COMPENSATE, 1);
+    fx_free(f);
+}
+
+static void test_null_compensation_is_skipped(void **state)
+{
+    fixture *f = fx_new(
+        "{\"name\":\"n\",\"steps\":["
+        "{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\",\"compensation\":\"ua\"},"
+        "{\"name\":\"b\",\"service\":\"s\",\"action\":\"b\",\"compensation\":null},"
+        "{\"name\":\"c\",\"service\":\"s\",\"action\":\"c\"}]}");
+    (void)state;
+    apply(f, SAGA_EV_START, T0, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 10);
+    reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 20);
+    reply(f, 2, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, T0 + 30);
+    assert_true(has_history(f, "compensation_not_needed"));
+    expect_send(f, 0, SAGA_PHASE_COMPENSATE, 1);
+    fx_free(f);
+}
+
+static void test_reply_matching(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    char cid[128];
+    saga_reply r = {0};
+    (void)state;
+    apply(f, SAGA_EV_START, T0, NULL);
+    /* Wrong command id. */
+    memcpy(r.saga_id, ID, sizeof r.saga_id);
+    r.command_id = "something-else";
+    r.attempt = 1;
+    r.status = SAGA_REPLY_OK;
+    assert_int_equal(apply(f, SAGA_EV_REPLY, T0 + 1, &r), SAGA_IGNORED);
+    assert_non_null(strstr(f->reason, "command_id"));
+    /* Another step, the other phase. */
+    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 1), SAGA_IGNORED);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 1), SAGA_IGNORED);
+    /* A step the saga does not have; an attempt never sent. */
+    assert_int_equal(reply(f, 9, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 1), SAGA_REJECTED);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 2, T0 + 1), SAGA_REJECTED);
+    saga_command_id_format(cid, sizeof cid, ID, 0, SAGA_PHASE_INVOKE);
+    /* A duplicate of an applied reply is ignored. */
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 2), SAGA_APPLIED);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 3), SAGA_IGNORED);
+    assert_int_equal(f->acts.n, 0);
+    /* An event of no known kind. */
+    assert_int_equal(apply(f, SAGA_EV_KIND_COUNT, T0 + 4, NULL), SAGA_REJECTED);
+    fx_free(f);
+}
+
+/* ---- the exhaustive table ---- */
+
+typedef struct snapshot {
+    saga_status status;
+    int cursor;
+    int64_t wake_at, updated_at;
+    saga_step_status st[3];
+    int attempts[3], awaiting[3];
+    int64_t due[3];
+} snapshot;
+
+static void take(const saga_state *s, snapshot *sn)
+{
+    memset(sn, 0, sizeof *sn);
+    sn->status = s->status;
+    sn->cursor = s->cursor;
+    sn->wake_at = s->wake_at;
+    sn->updated_at = s->updated_at;
+    for (int i = 0; i < 3; i++) {
+        sn->st[i] = s->steps[i].status;
+        sn->attempts[i] = s->steps[i].attempts;
+        sn->awaiting[i] = s->steps[i].awaiting;
+        sn->due[i] = s->steps[i].due_at;
+    }
+}
+
+enum { EV_START, EV_OK_I, EV_FAILED_I, EV_RETRY_I, EV_OK_C, EV_FAILED_C, EV_RETRY_C,
+       EV_WAKE_DUE, EV_WAKE_EARLY, EV_COUNT };
+static const char *const ev_names[] = {"start",   "ok/invoke",       "failed/invoke",
+                                       "retry/invoke", "ok/compensate", "failed/compensate",
+                                       "retry/compensate", "wake(due)", "wake(early)"};
+
+static void test_every_status_step_status_and_event(void **state)
+{
+    int applied = 0, ignored = 0, rejected = 0;
+    (void)state;
+    for (int ss = 0; ss < SAGA_STATUS_COUNT; ss++)
+        for (int ps = 0; ps < SAGA_STEP_STATUS_COUNT; ps++)
+            for (int e = 0; e < EV_COUNT; e++) {
+                fixture *f = fx_new(three_steps);
+                snapshot before, after;
+                int rc;
+                /* Saga at step b (index 1) with a succeeded before it. */
+                f->s->status = (saga_status)ss;
+                f->s->cursor = 1;
+                f->s->steps[0].status = SAGA_STEP_SUCCEEDED;
+                f->s->steps[0].output = json_pack("{s:s}", "id", "x");
+                f->s->steps[1].status = (saga_step_status)ps;
+                f->s->steps[1].attempts = 1;
+                f->s->steps[1].awaiting = 1;
+                f->s->steps[1].due_at = T0 + 1000;
+                f->s->wake_at = T0 + 1000;
+                take(f->s, &before);
+                switch (e) {
+                case EV_START:
+                    rc = apply(f, SAGA_EV_START, T0 + 10, NULL);
+                    break;
+                case EV_OK_I:
+                case EV_FAILED_I:
+                case EV_RETRY_I:
+                    rc = reply(f, 1, SAGA_PHASE_INVOKE, (saga_reply_status)(e - EV_OK_I), 1,
+                               T0 + 10);
+                    break;
+                case EV_OK_C:
+                case EV_FAILED_C:
+                case EV_RETRY_C:
+                    rc = reply(f, 1, SAGA_PHASE_COMPENSATE, (saga_reply_status)(e - EV_OK_C), 1,
+                               T0 + 10);
+                    break;
+                case EV_WAKE_DUE:
+                    rc = apply(f, SAGA_EV_WAKE, T0 + 1000, NULL);
+                    break;
+                default:
+                    rc = apply(f, SAGA_EV_WAKE, T0 + 10, NULL);
+                    break;
+                }
+                take(f->s, &after);
+                if (rc != SAGA_APPLIED && rc != SAGA_IGNORED && rc != SAGA_REJECTED)
+                    fail_msg("%s/%s/%s: result %d", saga_status_name(ss),
+                             saga_step_status_name(ps), ev_names[e], rc);
+                if (rc != SAGA_APPLIED) {
+                    if (f->reason == NULL || memcmp(&before, &after, sizeof before) != 0 ||
+                        f->acts.n != 0)
+                        fail_msg("%s/%s/%s: not applied but changed state or gave no reason",
+                                 saga_status_name(ss), saga_step_status_name(ps), ev_names[e]);
+                    rc == SAGA_IGNORED ? ignored++ : rejected++;
+                } else {
+                    int final = saga_status_is_final(after.status) ||
+                                after.status == SAGA_ST_FAILED;
+                    int awaiting = after.awaiting[0] || after.awaiting[1] || after.awaiting[2];
+                    applied++;
+                    /* A saga that ended has no timer and nothing in flight;
+                     * one that goes on always has a timer. */
+                    if (final && (after.wake_at != 0 || (awaiting && after.status != SAGA_ST_FAILED)))
+                        fail_msg("%s/%s/%s: ended with a timer or a command out",
+                                 saga_status_name(ss), saga_step_status_name(ps), ev_names[e]);
+                    if (!final && after.wake_at == 0)
+                        fail_msg("%s/%s/%s: still %s but no timer", saga_status_name(ss),
+                                 saga_step_status_name(ps), ev_names[e],
+                                 saga_status_name(after.status));
+                    if (after.updated_at != T0 + 10 && after.updated_at != T0 + 1000)
+                        fail_msg("%s/%s/%s: updated_at not the event's time",
+                                 saga_status_name(ss), saga_step_status_name(ps), ev_names[e]);
+                }
+                /* Events that only make sense in one place. */
+                if (e == EV_START && ss != SAGA_ST_NEW)
+                    assert_int_equal(rc, SAGA_REJECTED);
+                if ((ss == SAGA_ST_COMPLETED || ss == SAGA_ST_COMPENSATED || ss == SAGA_ST_FAILED) &&
+                    e != EV_START)
+                    assert_int_equal(rc, SAGA_IGNORED);
+                if (ss == SAGA_ST_RUNNING && ps == SAGA_STEP_DISPATCHED &&
+                    (e == EV_OK_I || e == EV_FAILED_I || e == EV_RETRY_I || e == EV_WAKE_DUE))
+                    assert_int_equal(rc, SAGA_APPLIED);
+                if (ss == SAGA_ST_COMPENSATING && ps == SAGA_STEP_COMPENSATING &&
+                    (e == EV_OK_C || e == EV_FAILED_C || e == EV_RETRY_C || e == EV_WAKE_DUE))
+                    assert_int_equal(rc, SAGA_APPLIED);
+                if (ss == SAGA_ST_RUNNING && (e == EV_OK_C || e == EV_FAILED_C || e == EV_RETRY_C))
+                    assert_int_not_equal(rc, SAGA_APPLIED);
+                if (e == EV_WAKE_EARLY)
+                    assert_int_not_equal(rc, SAGA_APPLIED);
+                fx_free(f);
+            }
+    /* Every combination was classified; print the tally for the record. */
+    print_message("table: %d combinations: %d applied, %d ignored, %d rejected\n",
+                  applied + ignored + rejected, applied, ignored, rejected);
+    assert_int_equal(applied + ignored + rejected,
+                     SAGA_STATUS_COUNT * SAGA_STEP_STATUS_COUNT * EV_COUNT);
+}
+
+static void test_status_names_round_trip(void **state)
+{
+    (void)state;
+    for (int i = 0; i < SAGA_STATUS_COUNT; i++) {
+        saga_status s;
+        assert_int_equal(saga_status_parse(saga_status_name((saga_status)i), &s), 0);
+        assert_int_equal(s, i);
+    }
+    for (int i = 0; i < SAGA_STEP_STATUS_COUNT; i++) {
+        saga_step_status s;
+        assert_int_equal(saga_step_status_parse(saga_step_status_name((saga_step_status)i), &s), 0);
+        assert_int_equal(s, i);
+    }
+    assert_int_not_equal(saga_status_parse("bogus", &(saga_status){0}), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_start_dispatches_first_step),
+        cmocka_unit_test(test_happy_path_completes),
+        cmocka_unit_test(test_failure_at_second_step_compensates_first),
+        cmocka_unit_test(test_failure_at_third_step_compensates_in_reverse),
+        cmocka_unit_test(test_backoff),
+        cmocka_unit_test(test_retry_reply_backs_off_then_resends_same_command),
+        cmocka_unit_test(test_retry_after_hint_is_respected),
+        cmocka_unit_test(test_timeouts_exhausted_make_outcome_unknown_and_compensate_it),
+        cmocka_unit_test(test_compensation_exhausted_gets_stuck),
+        cmocka_unit_test(test_compensation_failed_reply_gets_stuck),
+        cmocka_unit_test(test_pivot_and_later_steps_retry_without_limit),
+        cmocka_unit_test(test_deadline_compensates_in_flight_step),
+        cmocka_unit_test(test_unresolvable_input_fails_step),
+        cmocka_unit_test(test_null_compensation_is_skipped),
+        cmocka_unit_test(test_reply_matching),
+        cmocka_unit_test(test_every_status_step_status_and_event),
+        cmocka_unit_test(test_status_names_round_trip),
+    };
+    return cmocka_run_group_tests_name("saga machine", tests, NULL, NULL);
+}

@@ -1,0 +1,265 @@
+/* Wire protocol: round trips and every way a message can be malformed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "saga/protocol.h"
+
+#define ID "6f1c2f7e-8a1b-4c3d-9e2f-0123456789ab"
+
+static void test_command_round_trip(void **state)
+{
+    saga_command c = {0}, d;
+    saga_error err = {0};
+    char *text;
+    size_t len;
+    (void)state;
+    memcpy(c.saga_id, ID, sizeof c.saga_id);
+    c.saga = "order";
+    c.saga_version = 3;
+    c.step = 2;
+    c.step_name = "reserve_stock";
+    c.phase = SAGA_PHASE_COMPENSATE;
+    c.action = "release_stock";
+    c.command_id = ID "/2/compensate";
+    c.attempt = 4;
+    c.deadline = 1700000000123LL;
+    c.reply_to = "saga.reply";
+    c.payload = json_pack("{s:s, s:i}", "sku", "w\xc3\xa9", "n", 5);
+    assert_int_equal(saga_command_encode(&c, &text, &len, &err), SAGA_OK);
+    assert_int_equal(strlen(text), len);
+    assert_int_equal(saga_command_decode(text, len, &d, &err), SAGA_OK);
+    assert_string_equal(d.saga_id, ID);
+    assert_string_equal(d.saga, "order");
+    assert_int_equal(d.saga_version, 3);
+    assert_int_equal(d.step, 2);
+    assert_string_equal(d.step_name, "reserve_stock");
+    assert_int_equal(d.phase, SAGA_PHASE_COMPENSATE);
+    assert_string_equal(d.action, "release_stock");
+    assert_string_equal(d.command_id, ID "/2/compensate");
+    assert_int_equal(d.attempt, 4);
+    assert_int_equal(d.deadline, 1700000000123LL);
+    assert_string_equal(d.reply_to, "saga.reply");
+    assert_true(json_equal(d.payload, c.payload));
+    saga_command_clear(&d);
+    saga_command_clear(&d); /* twice is safe */
+    json_decref(c.payload);
+    free(text);
+}
+
+static void test_reply_round_trips(void **state)
+{
+    for (int st = 0; st < 3; st++) {
+        saga_reply r = {0}, d;
+        saga_error err = {0};
+        char *text;
+        (void)state;
+        memcpy(r.saga_id, ID, sizeof r.saga_id);
+        r.step = 1;
+        r.phase = SAGA_PHASE_INVOKE;
+        r.command_id = ID "/1/invoke";
+        r.attempt = 2;
+        r.status = (saga_reply_status)st;
+        if (st == SAGA_REPLY_OK) {
+            r.output = json_pack("{s:[i,i]}", "ids", 1, 2);
+        } else {
+            r.error_code = "insufficient_credit";
+            r.error_message = "only 5 left";
+            r.retry_after = st == SAGA_REPLY_RETRY ? 2500 : 0;
+        }
+        assert_int_equal(saga_reply_encode(&r, &text, NULL, &err), SAGA_OK);
+        assert_int_equal(saga_reply_decode(text, strlen(text), &d, &err), SAGA_OK);
+        assert_int_equal(d.status, st);
+        assert_int_equal(d.attempt, 2);
+        assert_string_equal(d.command_id, ID "/1/invoke");
+        if (st == SAGA_REPLY_OK) {
+            assert_true(json_equal(d.output, r.output));
+            assert_null(d.error_code);
+        } else {
+            assert_string_equal(d.error_code, "insufficient_credit");
+            assert_string_equal(d.error_message, "only 5 left");
+            assert_int_equal(d.retry_after, st == SAGA_REPLY_RETRY ? 2500 : 0);
+        }
+        saga_reply_clear(&d);
+        json_decref(r.output);
+        free(text);
+    }
+}
+
+static const char *const good_reply =
+    "{\"v\":1,\"saga_id\":\"" ID "\",\"step\":0,\"phase\":\"invoke\","
+    "\"command_id\":\"" ID "/0/invoke\",\"attempt\":1,\"status\":\"ok\",\"output\":{}}";
+
+/* Decode text as a reply and expect failure with fragment in the message. */
+static void bad_reply(const char *text, size_t len, const char *fragment)
+{
+    saga_reply r;
+    saga_error err = {0};
+    int rc = saga_reply_decode(text, len, &r, &err);
+    if (rc != SAGA_EPROTO)
+        fail_msg("accepted (%d): %.200s", rc, text);
+    if (strstr(err.message, fragment) == NULL)
+        fail_msg("message \"%s\" lacks \"%s\"", err.message, fragment);
+    /* A failed decode leaves nothing to free. */
+    assert_null(r.command_id);
+    assert_null(r.output);
+}
+
+/* good_reply with key replaced by a raw JSON value (or removed if NULL). */
+static char *with(const char *key, const char *raw)
+{
+    json_t *o = json_loads(good_reply, 0, NULL);
+    char *t;
+    if (raw == NULL)
+        json_object_del(o, key);
+    else
+        json_object_set_new(o, key, json_loads(raw, JSON_DECODE_ANY, NULL));
+    t = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return t;
+}
+
+static void test_malformed_replies(void **state)
+{
+    static const struct {
+        const char *key, *raw, *fragment;
+    } cases[] = {
+        {"v", NULL, "\"v\" is missing"},
+        {"v", "2", "\"v\" is 2"},
+        {"v", "\"1\"", "\"v\" must be an integer"},
+        {"saga_id", NULL, "saga_id"},
+        {"saga_id", "\"not-a-uuid\"", "not a UUID"},
+        {"saga_id", "17", "saga_id"},
+        {"step", NULL, "\"step\" is missing"},
+        {"step", "-1", "out of range"},
+        {"step", "1.5", "must be an integer"},
+        {"phase", "\"undo\"", "\"phase\" must be"},
+        {"command_id", NULL, "\"command_id\" is missing"},
+        {"command_id", "\"\"", "must not be empty"},
+        {"command_id", "[]", "must be a string"},
+        {"attempt", "0", "out of range"},
+        {"attempt", "-3", "out of range"},
+        {"status", "\"maybe\"", "\"status\" must be"},
+        {"status", NULL, "\"status\" must be"},
+        {"output", "[1]", "\"output\" must be an object"},
+        {"error", "\"boom\"", "\"error\" must be an object"},
+        {"error", "{\"code\":5}", "in \"error\": field \"code\" must be a string"},
+        {"retry_after", "-1", "out of range"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *t = with(cases[i].key, cases[i].raw);
+        bad_reply(t, strlen(t), cases[i].fragment);
+        free(t);
+    }
+    bad_reply("", 0, "not JSON");
+    bad_reply("{\"v\":1,", 7, "not JSON");
+    bad_reply("[1,2]", 5, "not a JSON object");
+    bad_reply("\x01\x02", 2, "not JSON");
+    bad_reply("{\"v\":1,\"v\":1}", 13, "not JSON"); /* duplicate keys */
+    {
+        size_t n = SAGA_MESSAGE_MAX + 1;
+        char *huge = malloc(n);
+        memset(huge, ' ', n);
+        bad_reply(huge, n, "exceeds");
+        free(huge);
+    }
+}
+
+static void test_unknown_fields_are_ignored(void **state)
+{
+    char *t = with("future_field", "{\"x\":1}");
+    saga_reply r;
+    (void)state;
+    assert_int_equal(saga_reply_decode(t, strlen(t), &r, NULL), SAGA_OK);
+    saga_reply_clear(&r);
+    free(t);
+}
+
+static void test_malformed_commands(void **state)
+{
+    const char *base = "{\"v\":1,\"saga_id\":\"" ID "\",\"saga\":\"order\",\"saga_version\":1,"
+                       "\"step\":0,\"step_name\":\"a\",\"phase\":\"invoke\",\"action\":\"x\","
+                       "\"command_id\":\"c\",\"attempt\":1,\"deadline\":0,\"reply_to\":\"r\","
+                       "\"payload\":{}}";
+    static const char *const drop[] = {"saga", "step_name", "action", "reply_to", "saga_version"};
+    saga_command c;
+    saga_error err = {0};
+    (void)state;
+    assert_int_equal(saga_command_decode(base, strlen(base), &c, &err), SAGA_OK);
+    saga_command_clear(&c);
+    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++) {
+        json_t *o = json_loads(base, 0, NULL);
+        char *t;
+        json_object_del(o, drop[i]);
+        t = json_dumps(o, 0);
+        assert_int_equal(saga_command_decode(t, strlen(t), &c, &err), SAGA_EPROTO);
+        assert_non_null(strstr(err.message, drop[i]));
+        free(t);
+        json_decref(o);
+    }
+    {
+        json_t *o = json_loads(base, 0, NULL);
+        char *t;
+        json_object_set_new(o, "payload", json_string("nope"));
+        t = json_dumps(o, 0);
+        assert_int_equal(saga_command_decode(t, strlen(t), &c, &err), SAGA_EPROTO);
+        assert_non_null(strstr(err.message, "payload"));
+        free(t);
+        json_decref(o);
+    }
+    assert_int_equal(saga_command_decode(NULL, 0, &c, &err), SAGA_EPROTO);
+    assert_int_equal(saga_command_decode(base, strlen(base), NULL, &err), SAGA_EINVAL);
+}
+
+static void test_encode_rejects_incomplete(void **state)
+{
+    saga_command c = {0};
+    saga_reply r = {0};
+    char *t = NULL;
+    (void)state;
+    assert_int_equal(saga_command_encode(&c, &t, NULL, NULL), SAGA_EINVAL);
+    assert_int_equal(saga_command_encode(NULL, &t, NULL, NULL), SAGA_EINVAL);
+    assert_int_equal(saga_reply_encode(&r, &t, NULL, NULL), SAGA_EINVAL);
+    assert_null(t);
+}
+
+static void test_names_and_command_id(void **state)
+{
+    char buf[128];
+    saga_phase p;
+    saga_reply_status s;
+    (void)state;
+    assert_int_equal(saga_command_id_format(buf, sizeof buf, ID, 3, SAGA_PHASE_INVOKE),
+                     (int)strlen(ID "/3/invoke"));
+    assert_string_equal(buf, ID "/3/invoke");
+    assert_int_equal(saga_phase_parse("compensate", &p), SAGA_OK);
+    assert_int_equal(p, SAGA_PHASE_COMPENSATE);
+    assert_int_equal(saga_phase_parse("Invoke", &p), SAGA_EINVAL);
+    assert_int_equal(saga_phase_parse(NULL, &p), SAGA_EINVAL);
+    assert_int_equal(saga_reply_status_parse("retry", &s), SAGA_OK);
+    assert_int_equal(s, SAGA_REPLY_RETRY);
+    assert_int_equal(saga_reply_status_parse("OK", &s), SAGA_EINVAL);
+    assert_string_equal(saga_strerror(SAGA_EPROTO), "protocol error (malformed message)");
+    assert_string_equal(saga_strerror(12345), "unknown error");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_command_round_trip),
+        cmocka_unit_test(test_reply_round_trips),
+        cmocka_unit_test(test_malformed_replies),
+        cmocka_unit_test(test_unknown_fields_are_ignored),
+        cmocka_unit_test(test_malformed_commands),
+        cmocka_unit_test(test_encode_rejects_incomplete),
+        cmocka_unit_test(test_names_and_command_id),
+    };
+    return cmocka_run_group_tests_name("protocol", tests, NULL, NULL);
+}
