@@ -21,10 +21,10 @@ static void test_durations(void **state)
     static const struct {
         const char *text;
         int64_t ms;
-    } good[] = {{"250ms", 250}, {"10s", 10000}, {"5m", 300000}, {"1h", 3600000},
+    } good[] = {{"250ms", 250},   {"10s", 10000},         {"5m", 300000}, {"1h", 3600000},
                 {"1m30s", 90000}, {"1h2m3s4ms", 3723004}, {"0s", 0}};
-    static const char *const bad[] = {"", "10", "s", "-1s", "1d", "10 s", "1.5s", "ms",
-                                      "99999999999999999999s", "5m!"};
+    static const char *const bad[] = {
+        "", "10", "s", "-1s", "1d", "10 s", "1.5s", "ms", "99999999999999999999s", "5m!"};
     char buf[32];
     (void)state;
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
@@ -132,13 +132,15 @@ static int collect(const char *path, const char *where, void *arg)
 
 static void test_template_refs(void **state)
 {
-    json_t *t = json_loads("{\"a\":\"${input.x}\",\"b\":[\"${steps.s.output.y} ${saga.id}\"],"
-                           "\"c\":\"$${not}\"}",
-                           0, NULL);
+    json_t *t =
+        json_loads("{\"a\":\"${input.x}\",\"b\":[\"${steps.s.output.y} ${saga.id}\"],"
+                   "\"c\":\"$${not}\"}",
+                   0, NULL);
     char buf[512] = "";
     (void)state;
     assert_int_equal(saga_template_refs(t, "input", collect, buf), 0);
-    assert_string_equal(buf, "input.a=input.x;input.b[0]=steps.s.output.y;input.b[0]=saga.id;");
+    assert_string_equal(
+        buf, "input.a=input.x;input.b[0]=steps.s.output.y;input.b[0]=saga.id;");
     json_decref(t);
 }
 
@@ -166,7 +168,8 @@ static void expect_problems(const char *json, int count, const char *const *want
         int found = 0;
         snprintf(where, sizeof where, "%.*s", (int)(bar - want[i]), want[i]);
         for (int k = 0; k < p.count; k++)
-            if (strcmp(p.items[k].where, where) == 0 && strstr(p.items[k].message, bar + 1))
+            if (strcmp(p.items[k].where, where) == 0 &&
+                strstr(p.items[k].message, bar + 1))
                 found = 1;
         if (!found) {
             for (int k = 0; k < p.count; k++)
@@ -202,12 +205,14 @@ static void test_order_json_and_defaults(void **state)
     assert_int_equal(saga_definition_step_index(d, "nope"), -1);
     saga_definition_free(d);
 
-    d = parse_ok("{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\","
-                 "\"timeout\":\"2s\",\"retry\":{\"max_attempts\":7}}]}");
+    d = parse_ok(
+        "{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\","
+        "\"timeout\":\"2s\",\"retry\":{\"max_attempts\":7}}]}");
     assert_int_equal(d->steps[0].timeout_ms, 2000);
     assert_int_equal(d->steps[0].retry.max_attempts, 7);
     assert_int_equal(d->steps[0].retry.backoff_ms, SAGA_DEFAULT_BACKOFF_MS); /* kept */
-    assert_int_equal(d->steps[0].compensation_retry.max_attempts, SAGA_DEFAULT_COMP_MAX_ATTEMPTS);
+    assert_int_equal(d->steps[0].compensation_retry.max_attempts,
+                     SAGA_DEFAULT_COMP_MAX_ATTEMPTS);
     saga_definition_free(d);
     assert_int_equal(saga_definition_load_file("no/such.json", &d, &p), SAGA_EIO);
 }
@@ -254,14 +259,18 @@ static void test_structural_problems(void **state)
     expect_problems("{}", 2, missing);
     expect_problems("[1]", 1, notobj);
     expect_problems("{\"name\":\"x\"", 1, syntax);
-    expect_problems("{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\","
-                    "\"input\":{\"a\":\"${env.HOME}\"}}]}",
-                    1, badref);
-    expect_problems("{\"name\":\"x y\",\"steps\":[{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\"}]}",
-                    1, badname);
-    expect_problems("{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\","
-                    "\"input\":{\"a\":\"${input.x\"}}]}",
-                    1, unterminated);
+    expect_problems(
+        "{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\","
+        "\"input\":{\"a\":\"${env.HOME}\"}}]}",
+        1, badref);
+    expect_problems(
+        "{\"name\":\"x "
+        "y\",\"steps\":[{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\"}]}",
+        1, badname);
+    expect_problems(
+        "{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\","
+        "\"input\":{\"a\":\"${input.x\"}}]}",
+        1, unterminated);
 }
 
 static void test_compensation_required_where_needed(void **state)
@@ -270,17 +279,20 @@ static void test_compensation_required_where_needed(void **state)
     saga_definition *d;
     (void)state;
     /* The first of two steps needs one (or an explicit null). */
-    expect_problems("{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\"},"
-                    "{\"name\":\"b\",\"service\":\"s\",\"action\":\"b\"}]}",
-                    1, want);
-    d = parse_ok("{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\","
-                 "\"compensation\":null},{\"name\":\"b\",\"service\":\"s\",\"action\":\"b\"}]}");
+    expect_problems(
+        "{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\"},"
+        "{\"name\":\"b\",\"service\":\"s\",\"action\":\"b\"}]}",
+        1, want);
+    d = parse_ok(
+        "{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\","
+        "\"compensation\":null},{\"name\":\"b\",\"service\":\"s\",\"action\":\"b\"}]}");
     assert_null(d->steps[0].compensation);
     saga_definition_free(d);
     /* Before a pivot nothing can undo it: no compensation needed there. */
-    d = parse_ok("{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\"},"
-                 "{\"name\":\"b\",\"service\":\"s\",\"action\":\"b\",\"pivot\":true},"
-                 "{\"name\":\"c\",\"service\":\"s\",\"action\":\"c\"}]}");
+    d = parse_ok(
+        "{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\"},"
+        "{\"name\":\"b\",\"service\":\"s\",\"action\":\"b\",\"pivot\":true},"
+        "{\"name\":\"c\",\"service\":\"s\",\"action\":\"c\"}]}");
     assert_false(d->steps[0].forward_only);
     assert_true(d->steps[1].forward_only);
     assert_true(d->steps[2].forward_only);

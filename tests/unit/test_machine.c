@@ -20,14 +20,16 @@
 static const char *const three_steps =
     "{\"name\":\"t\",\"defaults\":{\"timeout\":\"1s\",\"retry\":{\"max_attempts\":3,"
     "\"backoff\":\"100ms\",\"max_backoff\":\"1s\",\"multiplier\":2,\"jitter\":0},"
-    "\"compensation_retry\":{\"max_attempts\":2,\"backoff\":\"100ms\",\"max_backoff\":\"1s\","
+    "\"compensation_retry\":{\"max_attempts\":2,\"backoff\":\"100ms\",\"max_backoff\":"
+    "\"1s\","
     "\"jitter\":0}},"
     "\"steps\":["
     "{\"name\":\"a\",\"service\":\"s1\",\"action\":\"do_a\",\"compensation\":\"undo_a\","
     " \"input\":{\"x\":\"${input.x}\"}},"
     "{\"name\":\"b\",\"service\":\"s2\",\"action\":\"do_b\",\"compensation\":\"undo_b\","
     " \"input\":{\"from_a\":\"${steps.a.output.id}\"}},"
-    "{\"name\":\"c\",\"service\":\"s3\",\"action\":\"do_c\",\"compensation\":\"undo_c\"}]}";
+    "{\"name\":\"c\",\"service\":\"s3\",\"action\":\"do_c\",\"compensation\":\"undo_c\"}]"
+    "}";
 
 static saga_definition *parse(const char *json)
 {
@@ -35,7 +37,8 @@ static saga_definition *parse(const char *json)
     saga_def_problems probs = {0};
     int rc = saga_definition_parse(json, strlen(json), &def, &probs);
     if (rc != SAGA_OK)
-        fail_msg("definition invalid: %s: %s", probs.items[0].where, probs.items[0].message);
+        fail_msg("definition invalid: %s: %s", probs.items[0].where,
+                 probs.items[0].message);
     def->version = 1;
     return def;
 }
@@ -72,8 +75,8 @@ static int apply(fixture *f, saga_event_kind kind, int64_t now, const saga_reply
     return saga_machine_apply(f->s, &ev, &f->acts, &f->reason);
 }
 
-static int reply(fixture *f, int step, saga_phase phase, saga_reply_status st, int attempt,
-                 int64_t now)
+static int reply(fixture *f, int step, saga_phase phase, saga_reply_status st,
+                 int attempt, int64_t now)
 {
     char cid[128];
     saga_reply r = {0};
@@ -116,7 +119,8 @@ static int count_sends(const fixture *f)
 static int has_history(const fixture *f, const char *what)
 {
     for (int i = 0; i < f->acts.n; i++)
-        if (f->acts.items[i].kind == SAGA_ACT_HISTORY && strcmp(f->acts.items[i].what, what) == 0)
+        if (f->acts.items[i].kind == SAGA_ACT_HISTORY &&
+            strcmp(f->acts.items[i].what, what) == 0)
             return 1;
     return 0;
 }
@@ -124,7 +128,8 @@ static int has_history(const fixture *f, const char *what)
 static const saga_action *history(const fixture *f, const char *what)
 {
     for (int i = 0; i < f->acts.n; i++)
-        if (f->acts.items[i].kind == SAGA_ACT_HISTORY && strcmp(f->acts.items[i].what, what) == 0)
+        if (f->acts.items[i].kind == SAGA_ACT_HISTORY &&
+            strcmp(f->acts.items[i].what, what) == 0)
             return &f->acts.items[i];
     return NULL;
 }
@@ -169,20 +174,25 @@ static void test_happy_path_completes(void **state)
     const saga_action *a;
     (void)state;
     apply(f, SAGA_EV_START, T0, NULL);
-    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 10), SAGA_APPLIED);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 10),
+                     SAGA_APPLIED);
     expect_send(f, 1, SAGA_PHASE_INVOKE, 1);
     /* b's input is resolved from a's output, keeping its type. */
     a = send_n(f, 0);
-    assert_string_equal(json_string_value(json_object_get(a->payload, "from_a")), "out-1");
-    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 20), SAGA_APPLIED);
+    assert_string_equal(json_string_value(json_object_get(a->payload, "from_a")),
+                        "out-1");
+    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 20),
+                     SAGA_APPLIED);
     expect_send(f, 2, SAGA_PHASE_INVOKE, 1);
-    assert_int_equal(reply(f, 2, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 30), SAGA_APPLIED);
+    assert_int_equal(reply(f, 2, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 30),
+                     SAGA_APPLIED);
     assert_int_equal(count_sends(f), 0);
     assert_int_equal(f->s->status, SAGA_ST_COMPLETED);
     assert_true(has_history(f, "saga_completed"));
     assert_int_equal(f->s->wake_at, 0);
     /* Anything after the end is ignored. */
-    assert_int_equal(reply(f, 2, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 40), SAGA_IGNORED);
+    assert_int_equal(reply(f, 2, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 40),
+                     SAGA_IGNORED);
     assert_int_equal(apply(f, SAGA_EV_WAKE, T0 + 100000, NULL), SAGA_IGNORED);
     fx_free(f);
 }
@@ -193,18 +203,21 @@ static void test_failure_at_second_step_compensates_first(void **state)
     (void)state;
     apply(f, SAGA_EV_START, T0, NULL);
     reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 10);
-    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, T0 + 20), SAGA_APPLIED);
+    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, T0 + 20),
+                     SAGA_APPLIED);
     assert_int_equal(f->s->status, SAGA_ST_COMPENSATING);
     assert_int_equal(f->s->steps[1].status, SAGA_STEP_FAILED);
     expect_send(f, 0, SAGA_PHASE_COMPENSATE, 1);
     /* The compensation sees the step's input and output. */
-    assert_string_equal(
-        json_string_value(json_object_get(json_object_get(send_n(f, 0)->payload, "output"), "id")),
-        "out-1");
-    assert_int_equal(reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 30), SAGA_APPLIED);
+    assert_string_equal(json_string_value(json_object_get(
+                            json_object_get(send_n(f, 0)->payload, "output"), "id")),
+                        "out-1");
+    assert_int_equal(reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 30),
+                     SAGA_APPLIED);
     assert_int_equal(f->s->status, SAGA_ST_COMPENSATED);
     assert_int_equal(f->s->steps[0].status, SAGA_STEP_COMPENSATED);
-    assert_int_equal(f->s->steps[1].status, SAGA_STEP_FAILED); /* definite: not compensated */
+    assert_int_equal(f->s->steps[1].status,
+                     SAGA_STEP_FAILED); /* definite: not compensated */
     assert_int_equal(f->s->steps[2].status, SAGA_STEP_PENDING);
     assert_int_equal(f->s->wake_at, 0);
     fx_free(f);
@@ -220,7 +233,8 @@ static void test_failure_at_third_step_compensates_in_reverse(void **state)
     reply(f, 2, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, T0 + 30);
     expect_send(f, 1, SAGA_PHASE_COMPENSATE, 1);
     /* A reply to the first compensation that is not outstanding yet is stale. */
-    assert_int_equal(reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 35), SAGA_IGNORED);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 35),
+                     SAGA_IGNORED);
     reply(f, 1, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 40);
     expect_send(f, 0, SAGA_PHASE_COMPENSATE, 1);
     reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 50);
@@ -249,7 +263,8 @@ static void test_retry_reply_backs_off_then_resends_same_command(void **state)
     fixture *f = fx_new(three_steps);
     (void)state;
     apply(f, SAGA_EV_START, T0, NULL);
-    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_RETRY, 1, T0 + 10), SAGA_APPLIED);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_RETRY, 1, T0 + 10),
+                     SAGA_APPLIED);
     assert_int_equal(count_sends(f), 0);
     assert_true(has_history(f, "attempt_failed"));
     assert_true(has_history(f, "retry_scheduled"));
@@ -261,9 +276,11 @@ static void test_retry_reply_backs_off_then_resends_same_command(void **state)
     reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_RETRY, 2, T0 + 120);
     assert_int_equal(f->s->wake_at, T0 + 120 + 200);
     /* A retry reply for an older attempt is stale. */
-    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_RETRY, 1, T0 + 130), SAGA_IGNORED);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_RETRY, 1, T0 + 130),
+                     SAGA_IGNORED);
     /* A late ok for an older attempt of the same command is the answer. */
-    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 140), SAGA_APPLIED);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 140),
+                     SAGA_APPLIED);
     assert_int_equal(f->s->steps[0].status, SAGA_STEP_SUCCEEDED);
     expect_send(f, 1, SAGA_PHASE_INVOKE, 1);
     fx_free(f);
@@ -401,7 +418,8 @@ static void test_pivot_and_later_steps_retry_without_limit(void **state)
 static void test_deadline_compensates_in_flight_step(void **state)
 {
     fixture *f = fx_new(
-        "{\"name\":\"d\",\"deadline\":\"2s\",\"defaults\":{\"timeout\":\"10s\"},\"steps\":["
+        "{\"name\":\"d\",\"deadline\":\"2s\",\"defaults\":{\"timeout\":\"10s\"},"
+        "\"steps\":["
         "{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\",\"compensation\":\"ua\"},"
         "{\"name\":\"b\",\"service\":\"s\",\"action\":\"b\",\"compensation\":\"ub\"},"
         "{\"name\":\"c\",\"service\":\"s\",\"action\":\"c\"}]}");
@@ -428,7 +446,8 @@ static void test_unresolvable_input_fails_step(void **state)
     const saga_action *h;
     (void)state;
     apply(f, SAGA_EV_START, T0, NULL);
-    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 10), SAGA_APPLIED);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 10),
+                     SAGA_APPLIED);
     assert_int_equal(f->s->steps[1].status, SAGA_STEP_FAILED);
     h = history(f, "step_failed");
     assert_non_null(h);
@@ -471,15 +490,21 @@ static void test_reply_matching(void **state)
     assert_int_equal(apply(f, SAGA_EV_REPLY, T0 + 1, &r), SAGA_IGNORED);
     assert_non_null(strstr(f->reason, "command_id"));
     /* Another step, the other phase. */
-    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 1), SAGA_IGNORED);
-    assert_int_equal(reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 1), SAGA_IGNORED);
+    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 1),
+                     SAGA_IGNORED);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 1),
+                     SAGA_IGNORED);
     /* A step the saga does not have; an attempt never sent. */
-    assert_int_equal(reply(f, 9, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 1), SAGA_REJECTED);
-    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 2, T0 + 1), SAGA_REJECTED);
+    assert_int_equal(reply(f, 9, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 1),
+                     SAGA_REJECTED);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 2, T0 + 1),
+                     SAGA_REJECTED);
     saga_command_id_format(cid, sizeof cid, ID, 0, SAGA_PHASE_INVOKE);
     /* A duplicate of an applied reply is ignored. */
-    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 2), SAGA_APPLIED);
-    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 3), SAGA_IGNORED);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 2),
+                     SAGA_APPLIED);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 3),
+                     SAGA_IGNORED);
     assert_int_equal(f->acts.n, 0);
     /* An event of no known kind. */
     assert_int_equal(apply(f, SAGA_EV_KIND_COUNT, T0 + 4, NULL), SAGA_REJECTED);
@@ -512,11 +537,22 @@ static void take(const saga_state *s, snapshot *sn)
     }
 }
 
-enum { EV_START, EV_OK_I, EV_FAILED_I, EV_RETRY_I, EV_OK_C, EV_FAILED_C, EV_RETRY_C,
-       EV_WAKE_DUE, EV_WAKE_EARLY, EV_COUNT };
-static const char *const ev_names[] = {"start",   "ok/invoke",       "failed/invoke",
-                                       "retry/invoke", "ok/compensate", "failed/compensate",
-                                       "retry/compensate", "wake(due)", "wake(early)"};
+enum {
+    EV_START,
+    EV_OK_I,
+    EV_FAILED_I,
+    EV_RETRY_I,
+    EV_OK_C,
+    EV_FAILED_C,
+    EV_RETRY_C,
+    EV_WAKE_DUE,
+    EV_WAKE_EARLY,
+    EV_COUNT
+};
+static const char *const ev_names[] = {
+    "start",         "ok/invoke",         "failed/invoke",    "retry/invoke",
+    "ok/compensate", "failed/compensate", "retry/compensate", "wake(due)",
+    "wake(early)"};
 
 static void test_every_status_step_status_and_event(void **state)
 {
@@ -546,14 +582,14 @@ static void test_every_status_step_status_and_event(void **state)
                 case EV_OK_I:
                 case EV_FAILED_I:
                 case EV_RETRY_I:
-                    rc = reply(f, 1, SAGA_PHASE_INVOKE, (saga_reply_status)(e - EV_OK_I), 1,
-                               T0 + 10);
+                    rc = reply(f, 1, SAGA_PHASE_INVOKE, (saga_reply_status)(e - EV_OK_I),
+                               1, T0 + 10);
                     break;
                 case EV_OK_C:
                 case EV_FAILED_C:
                 case EV_RETRY_C:
-                    rc = reply(f, 1, SAGA_PHASE_COMPENSATE, (saga_reply_status)(e - EV_OK_C), 1,
-                               T0 + 10);
+                    rc = reply(f, 1, SAGA_PHASE_COMPENSATE,
+                               (saga_reply_status)(e - EV_OK_C), 1, T0 + 10);
                     break;
                 case EV_WAKE_DUE:
                     rc = apply(f, SAGA_EV_WAKE, T0 + 1000, NULL);
@@ -567,42 +603,51 @@ static void test_every_status_step_status_and_event(void **state)
                     fail_msg("%s/%s/%s: result %d", saga_status_name(ss),
                              saga_step_status_name(ps), ev_names[e], rc);
                 if (rc != SAGA_APPLIED) {
-                    if (f->reason == NULL || memcmp(&before, &after, sizeof before) != 0 ||
-                        f->acts.n != 0)
-                        fail_msg("%s/%s/%s: not applied but changed state or gave no reason",
-                                 saga_status_name(ss), saga_step_status_name(ps), ev_names[e]);
+                    if (f->reason == NULL ||
+                        memcmp(&before, &after, sizeof before) != 0 || f->acts.n != 0)
+                        fail_msg(
+                            "%s/%s/%s: not applied but changed state or gave no reason",
+                            saga_status_name(ss), saga_step_status_name(ps), ev_names[e]);
                     rc == SAGA_IGNORED ? ignored++ : rejected++;
                 } else {
                     int final = saga_status_is_final(after.status) ||
                                 after.status == SAGA_ST_FAILED;
-                    int awaiting = after.awaiting[0] || after.awaiting[1] || after.awaiting[2];
+                    int awaiting =
+                        after.awaiting[0] || after.awaiting[1] || after.awaiting[2];
                     applied++;
                     /* A saga that ended has no timer and nothing in flight;
                      * one that goes on always has a timer. */
-                    if (final && (after.wake_at != 0 || (awaiting && after.status != SAGA_ST_FAILED)))
+                    if (final && (after.wake_at != 0 ||
+                                  (awaiting && after.status != SAGA_ST_FAILED)))
                         fail_msg("%s/%s/%s: ended with a timer or a command out",
-                                 saga_status_name(ss), saga_step_status_name(ps), ev_names[e]);
+                                 saga_status_name(ss), saga_step_status_name(ps),
+                                 ev_names[e]);
                     if (!final && after.wake_at == 0)
                         fail_msg("%s/%s/%s: still %s but no timer", saga_status_name(ss),
                                  saga_step_status_name(ps), ev_names[e],
                                  saga_status_name(after.status));
                     if (after.updated_at != T0 + 10 && after.updated_at != T0 + 1000)
                         fail_msg("%s/%s/%s: updated_at not the event's time",
-                                 saga_status_name(ss), saga_step_status_name(ps), ev_names[e]);
+                                 saga_status_name(ss), saga_step_status_name(ps),
+                                 ev_names[e]);
                 }
                 /* Events that only make sense in one place. */
                 if (e == EV_START && ss != SAGA_ST_NEW)
                     assert_int_equal(rc, SAGA_REJECTED);
-                if ((ss == SAGA_ST_COMPLETED || ss == SAGA_ST_COMPENSATED || ss == SAGA_ST_FAILED) &&
+                if ((ss == SAGA_ST_COMPLETED || ss == SAGA_ST_COMPENSATED ||
+                     ss == SAGA_ST_FAILED) &&
                     e != EV_START)
                     assert_int_equal(rc, SAGA_IGNORED);
                 if (ss == SAGA_ST_RUNNING && ps == SAGA_STEP_DISPATCHED &&
-                    (e == EV_OK_I || e == EV_FAILED_I || e == EV_RETRY_I || e == EV_WAKE_DUE))
+                    (e == EV_OK_I || e == EV_FAILED_I || e == EV_RETRY_I ||
+                     e == EV_WAKE_DUE))
                     assert_int_equal(rc, SAGA_APPLIED);
                 if (ss == SAGA_ST_COMPENSATING && ps == SAGA_STEP_COMPENSATING &&
-                    (e == EV_OK_C || e == EV_FAILED_C || e == EV_RETRY_C || e == EV_WAKE_DUE))
+                    (e == EV_OK_C || e == EV_FAILED_C || e == EV_RETRY_C ||
+                     e == EV_WAKE_DUE))
                     assert_int_equal(rc, SAGA_APPLIED);
-                if (ss == SAGA_ST_RUNNING && (e == EV_OK_C || e == EV_FAILED_C || e == EV_RETRY_C))
+                if (ss == SAGA_ST_RUNNING &&
+                    (e == EV_OK_C || e == EV_FAILED_C || e == EV_RETRY_C))
                     assert_int_not_equal(rc, SAGA_APPLIED);
                 if (e == EV_WAKE_EARLY)
                     assert_int_not_equal(rc, SAGA_APPLIED);
@@ -625,7 +670,8 @@ static void test_status_names_round_trip(void **state)
     }
     for (int i = 0; i < SAGA_STEP_STATUS_COUNT; i++) {
         saga_step_status s;
-        assert_int_equal(saga_step_status_parse(saga_step_status_name((saga_step_status)i), &s), 0);
+        assert_int_equal(
+            saga_step_status_parse(saga_step_status_name((saga_step_status)i), &s), 0);
         assert_int_equal(s, i);
     }
     assert_int_not_equal(saga_status_parse("bogus", &(saga_status){0}), 0);

@@ -184,11 +184,13 @@ static void test_unknown_fields_are_ignored(void **state)
 
 static void test_malformed_commands(void **state)
 {
-    const char *base = "{\"v\":1,\"saga_id\":\"" ID "\",\"saga\":\"order\",\"saga_version\":1,"
-                       "\"step\":0,\"step_name\":\"a\",\"phase\":\"invoke\",\"action\":\"x\","
-                       "\"command_id\":\"c\",\"attempt\":1,\"deadline\":0,\"reply_to\":\"r\","
-                       "\"payload\":{}}";
-    static const char *const drop[] = {"saga", "step_name", "action", "reply_to", "saga_version"};
+    const char *base =
+        "{\"v\":1,\"saga_id\":\"" ID "\",\"saga\":\"order\",\"saga_version\":1,"
+        "\"step\":0,\"step_name\":\"a\",\"phase\":\"invoke\",\"action\":\"x\","
+        "\"command_id\":\"c\",\"attempt\":1,\"deadline\":0,\"reply_to\":\"r\","
+        "\"payload\":{}}";
+    static const char *const drop[] = {"saga", "step_name", "action", "reply_to",
+                                       "saga_version"};
     saga_command c;
     saga_error err = {0};
     (void)state;
