@@ -59,6 +59,8 @@ int it_spawn(it_proc *p, const char *name, const char *prog, const char *const *
     for (int i = 0; args != NULL && args[i] != NULL && n < 31; i++)
         argv[n++] = args[i];
     argv[n] = NULL;
+    /* A fresh log per start: waiting for "ready" must not find an old one. */
+    unlink(p->log);
     p->pid = fork();
     if (p->pid < 0)
         return -1;
