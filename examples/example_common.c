@@ -27,6 +27,13 @@ static void usage(const example_service *svc, FILE *out)
             svc->service, svc->service, svc->schema);
 }
 
+/* Server NOTICEs ("already exists, skipping") are not for the user. */
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 static int create_schema(const example_service *svc, const char *url)
 {
     PGconn *db = PQconnectdb(url);
@@ -40,7 +47,7 @@ static int create_schema(const example_service *svc, const char *url)
         PQfinish(db);
         return -1;
     }
-    PQsetNoticeProcessor(db, NULL, NULL);
+    PQsetNoticeProcessor(db, ignore_notice, NULL);
     snprintf(sql, sizeof sql, "CREATE SCHEMA IF NOT EXISTS %s; SET search_path TO %s;",
              svc->schema, svc->schema);
     r = PQexec(db, sql);

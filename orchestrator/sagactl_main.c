@@ -32,6 +32,13 @@ static void die_usage(const char *fmt, const char *arg)
     exit(EXIT_USAGE);
 }
 
+/* Server NOTICEs ("already exists, skipping") are not for the user. */
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 static PGconn *connect_db(int need_schema)
 {
     PGconn *db;
@@ -45,7 +52,7 @@ static PGconn *connect_db(int need_schema)
         PQfinish(db);
         exit(EXIT_DB);
     }
-    PQsetNoticeProcessor(db, NULL, NULL);
+    PQsetNoticeProcessor(db, ignore_notice, NULL);
     if (need_schema) {
         int v = 0;
         saga_error err = {0};

@@ -147,12 +147,19 @@ void it_kill9(it_proc *p)
     p->pid = 0;
 }
 
+/* Server NOTICEs ("already exists, skipping") are not for the user. */
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 PGconn *it_db(void)
 {
     PGconn *db = PQconnectdb(it_env("SAGA_PG_URL"));
     if (PQstatus(db) != CONNECTION_OK)
         fatal("cannot connect to %s: %s", it_env("SAGA_PG_URL"), PQerrorMessage(db));
-    PQsetNoticeProcessor(db, NULL, NULL);
+    PQsetNoticeProcessor(db, ignore_notice, NULL);
     return db;
 }
 

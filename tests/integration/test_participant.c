@@ -1,0 +1,383 @@
+/* libsaga's participant against a real Kafka broker and PostgreSQL: the
+ * barrier's three hazards (duplicate, null compensation, hanging action),
+ * failed and retry results, malformed commands and unknown actions. The
+ * test plays sagad: it produces commands and reads the replies. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+#include <uuid.h>
+
+#include "harness.h"
+#include "saga/saga.h"
+
+static PGconn *db;
+static saga_participant *part;
+static rd_kafka_t *producer, *consumer;
+static char prefix[128], cmd_topic[256], reply_topic[256];
+static int invoked, compensated;
+
+/* The business effect: a row per action, removed by the compensation. */
+static void do_thing(const saga_command *cmd, PGconn *conn, saga_result *res, void *arg)
+{
+    const char *p[1] = {cmd->saga_id};
+    json_t *mode = json_object_get(cmd->payload, "mode");
+    (void)arg;
+    invoked++;
+    PQclear(PQexecParams(conn, "INSERT INTO things (saga_id) VALUES ($1)", 1, NULL, p, NULL, NULL,
+                         0));
+    if (json_is_string(mode) && strcmp(json_string_value(mode), "fail") == 0)
+        saga_result_fail(res, "no_way", "refused on purpose");
+    else if (json_is_string(mode) && strcmp(json_string_value(mode), "retry") == 0)
+        saga_result_retry(res, 1500, "busy");
+    else
+        saga_result_ok(res, json_pack("{s:i}", "n", invoked));
+}
+
+static void undo_thing(const saga_command *cmd, PGconn *conn, saga_result *res, void *arg)
+{
+    const char *p[1] = {cmd->saga_id};
+    (void)arg;
+    compensated++;
+    PQclear(PQexecParams(conn, "DELETE FROM things WHERE saga_id = $1", 1, NULL, p, NULL, NULL,
+                         0));
+    saga_result_ok(res, NULL);
+}
+
+static int setup(void **state)
+{
+    saga_participant_options o = {0};
+    saga_error err = {0};
+    rd_kafka_conf_t *conf;
+    char errstr[256];
+    rd_kafka_topic_partition_list_t *sub;
+    (void)state;
+
+    snprintf(prefix, sizeof prefix, "%s", it_prefix("participant"));
+    snprintf(cmd_topic, sizeof cmd_topic, "%scmd.things", prefix);
+    snprintf(reply_topic, sizeof reply_topic, "%sreply", prefix);
+    db = it_db();
+    it_exec(db, "DROP SCHEMA IF EXISTS it_things CASCADE; CREATE SCHEMA it_things;"
+                "CREATE TABLE it_things.things (saga_id uuid NOT NULL)");
+    o.brokers = it_env("SAGA_KAFKA_BROKERS");
+    o.service = "things";
+    o.topic_prefix = prefix;
+    o.db_url = it_env("SAGA_PG_URL");
+    o.db_schema = "it_things";
+    if (saga_participant_new(&o, &part, &err) != SAGA_OK) {
+        fprintf(stderr, "participant: %s\n", err.message);
+        return -1;
+    }
+    assert_int_equal(saga_participant_on(part, SAGA_PHASE_INVOKE, "do", do_thing, NULL), 0);
+    assert_int_equal(saga_participant_on(part, SAGA_PHASE_COMPENSATE, "undo", undo_thing, NULL),
+                     0);
+    /* Registering twice is refused; bad arguments too. */
+    assert_int_equal(saga_participant_on(part, SAGA_PHASE_INVOKE, "do", do_thing, NULL),
+                     SAGA_EEXIST);
+    assert_int_equal(saga_participant_on(part, SAGA_PHASE_INVOKE, NULL, do_thing, NULL),
+                     SAGA_EINVAL);
+    assert_int_equal(saga_participant_on(part, SAGA_PHASE_INVOKE, "x", NULL, NULL), SAGA_EINVAL);
+
+    conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", it_env("SAGA_KAFKA_BROKERS"), errstr,
+                      sizeof errstr);
+    producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", it_env("SAGA_KAFKA_BROKERS"), errstr,
+                      sizeof errstr);
+    rd_kafka_conf_set(conf, "group.id", prefix, errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof errstr);
+    rd_kafka_conf_set(conf, "allow.auto.create.topics", "true", errstr, sizeof errstr);
+    consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    rd_kafka_poll_set_consumer(consumer);
+    sub = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(sub, reply_topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(consumer, sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    saga_participant_free(part);
+    rd_kafka_consumer_close(consumer);
+    rd_kafka_destroy(consumer);
+    rd_kafka_flush(producer, 5000);
+    rd_kafka_destroy(producer);
+    it_exec(db, "DROP SCHEMA IF EXISTS it_things CASCADE");
+    PQfinish(db);
+    return 0;
+}
+
+static void send_raw(const char *key, const char *text)
+{
+    rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(cmd_topic), RD_KAFKA_V_KEY(key, strlen(key)),
+                      RD_KAFKA_V_VALUE((void *)text, strlen(text)),
+                      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+    assert_int_equal(rd_kafka_flush(producer, 10000), 0);
+}
+
+static void send_cmd(const char *saga_id, saga_phase phase, int attempt, const char *mode)
+{
+    saga_command c = {0};
+    char cid[128], *text;
+    memcpy(c.saga_id, saga_id, sizeof c.saga_id);
+    c.saga = "it";
+    c.saga_version = 1;
+    c.step = 0;
+    c.step_name = "thing";
+    c.phase = phase;
+    c.action = phase == SAGA_PHASE_INVOKE ? "do" : "undo";
+    saga_command_id_format(cid, sizeof cid, saga_id, 0, phase);
+    c.command_id = cid;
+    c.attempt = attempt;
+    c.reply_to = reply_topic;
+    c.payload = mode ? json_pack("{s:s}", "mode", mode) : json_object();
+    assert_int_equal(saga_command_encode(&c, &text, NULL, NULL), SAGA_OK);
+    send_raw(saga_id, text);
+    json_decref(c.payload);
+    free(text);
+}
+
+/* Poll the participant until it handled one more message, then read one
+ * reply (NULL-terminated wait: 30 s). */
+static void handle(int expect_reply, saga_reply *out)
+{
+    saga_error err = {0};
+    int n = 0;
+    for (int i = 0; i < 300 && n == 0; i++)
+        n = saga_participant_poll(part, 100, &err);
+    assert_int_equal(n, 1);
+    if (!expect_reply)
+        return;
+    for (int i = 0; i < 300; i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(consumer, 100);
+        if (m == NULL)
+            continue;
+        if (m->err) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        assert_int_equal(saga_reply_decode(m->payload, m->len, out, &err), SAGA_OK);
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    fail_msg("no reply within 30 s");
+}
+
+static void new_id(char id[37])
+{
+    uuid_t u;
+    uuid_generate_random(u);
+    uuid_unparse_lower(u, id);
+}
+
+static long long things(const char *id)
+{
+    const char *p[1] = {id};
+    return it_int(db, "SELECT count(*) FROM it_things.things WHERE saga_id = $1", 1, p);
+}
+
+static void test_duplicate_gets_cached_reply_without_second_effect(void **state)
+{
+    char id[37];
+    saga_reply r1, r2;
+    saga_participant_stats st;
+    int before;
+    (void)state;
+    new_id(id);
+    before = invoked;
+    send_cmd(id, SAGA_PHASE_INVOKE, 1, NULL);
+    handle(1, &r1);
+    send_cmd(id, SAGA_PHASE_INVOKE, 2, NULL); /* redelivery / re-send */
+    handle(1, &r2);
+    assert_int_equal(invoked, before + 1);
+    assert_int_equal(things(id), 1);
+    assert_int_equal(r1.status, SAGA_REPLY_OK);
+    assert_int_equal(r2.status, SAGA_REPLY_OK);
+    assert_true(json_equal(r1.output, r2.output)); /* the same answer */
+    assert_int_equal(r2.attempt, 2);                /* to the attempt asked */
+    saga_participant_get_stats(part, &st);
+    assert_true(st.duplicates >= 1);
+    saga_reply_clear(&r1);
+    saga_reply_clear(&r2);
+}
+
+static void test_null_compensation(void **state)
+{
+    char id[37];
+    saga_reply r;
+    int before = compensated;
+    const char *p[1];
+    (void)state;
+    new_id(id);
+    p[0] = id;
+    send_cmd(id, SAGA_PHASE_COMPENSATE, 1, NULL);
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_OK);
+    assert_true(json_is_true(json_object_get(r.output, "null_compensation")));
+    assert_int_equal(compensated, before); /* the handler never ran */
+    assert_int_equal(it_int(db,
+                            "SELECT count(*) FROM it_things.saga_barrier WHERE saga_id = $1"
+                            " AND phase = 'compensate' AND outcome = 'null_compensation'",
+                            1, p),
+                     1);
+    saga_reply_clear(&r);
+}
+
+static void test_hanging_action_is_refused(void **state)
+{
+    char id[37];
+    saga_reply r;
+    int before = invoked;
+    (void)state;
+    new_id(id);
+    /* The compensation overtook the action (the action's command was
+     * delayed): then the action arrives. */
+    send_cmd(id, SAGA_PHASE_COMPENSATE, 1, NULL);
+    handle(1, &r);
+    saga_reply_clear(&r);
+    send_cmd(id, SAGA_PHASE_INVOKE, 1, NULL);
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_FAILED);
+    assert_string_equal(r.error_code, "hanging_action");
+    assert_int_equal(invoked, before);
+    assert_int_equal(things(id), 0);
+    saga_reply_clear(&r);
+}
+
+static void test_compensation_after_action_undoes_it_once(void **state)
+{
+    char id[37];
+    saga_reply r;
+    int before = compensated;
+    (void)state;
+    new_id(id);
+    send_cmd(id, SAGA_PHASE_INVOKE, 1, NULL);
+    handle(1, &r);
+    saga_reply_clear(&r);
+    assert_int_equal(things(id), 1);
+    send_cmd(id, SAGA_PHASE_COMPENSATE, 1, NULL);
+    handle(1, &r);
+    saga_reply_clear(&r);
+    send_cmd(id, SAGA_PHASE_COMPENSATE, 2, NULL);
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_OK);
+    assert_int_equal(compensated, before + 1);
+    assert_int_equal(things(id), 0);
+    saga_reply_clear(&r);
+}
+
+static void test_failed_result_rolls_back_but_is_remembered(void **state)
+{
+    char id[37];
+    saga_reply r;
+    int before;
+    (void)state;
+    new_id(id);
+    send_cmd(id, SAGA_PHASE_INVOKE, 1, "fail");
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_FAILED);
+    assert_string_equal(r.error_code, "no_way");
+    assert_int_equal(things(id), 0); /* the handler's write was rolled back */
+    saga_reply_clear(&r);
+    before = invoked;
+    send_cmd(id, SAGA_PHASE_INVOKE, 2, NULL); /* same command again */
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_FAILED); /* same answer, no rerun */
+    assert_int_equal(invoked, before);
+    saga_reply_clear(&r);
+    /* Its compensation has nothing to undo. */
+    send_cmd(id, SAGA_PHASE_COMPENSATE, 1, NULL);
+    handle(1, &r);
+    assert_true(json_is_true(json_object_get(r.output, "null_compensation")));
+    saga_reply_clear(&r);
+}
+
+static void test_retry_result_leaves_no_trace(void **state)
+{
+    char id[37];
+    saga_reply r;
+    int before;
+    (void)state;
+    new_id(id);
+    send_cmd(id, SAGA_PHASE_INVOKE, 1, "retry");
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_RETRY);
+    assert_int_equal(r.retry_after, 1500);
+    assert_int_equal(things(id), 0);
+    saga_reply_clear(&r);
+    before = invoked;
+    send_cmd(id, SAGA_PHASE_INVOKE, 2, NULL); /* the next attempt runs */
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_OK);
+    assert_int_equal(invoked, before + 1);
+    assert_int_equal(things(id), 1);
+    saga_reply_clear(&r);
+}
+
+static void test_malformed_and_unknown_do_not_block(void **state)
+{
+    char id[37];
+    saga_reply r;
+    saga_participant_stats before, after;
+    saga_command c = {0};
+    char cid[128], *text;
+    (void)state;
+    saga_participant_get_stats(part, &before);
+    send_raw("k", "this is not json");
+    handle(0, NULL);
+    assert_non_null(strstr(saga_participant_last_warning(part), "malformed"));
+    send_raw("k", "{\"v\":1,\"saga_id\":\"nope\"}");
+    handle(0, NULL);
+    /* An action nobody registered: a definite failure naming it. */
+    new_id(id);
+    memcpy(c.saga_id, id, sizeof c.saga_id);
+    c.saga = "it";
+    c.saga_version = 1;
+    c.step_name = "x";
+    c.action = "teleport";
+    saga_command_id_format(cid, sizeof cid, id, 0, SAGA_PHASE_INVOKE);
+    c.command_id = cid;
+    c.attempt = 1;
+    c.reply_to = reply_topic;
+    saga_command_encode(&c, &text, NULL, NULL);
+    send_raw(id, text);
+    free(text);
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_FAILED);
+    assert_string_equal(r.error_code, "unknown_action");
+    assert_non_null(strstr(r.error_message, "teleport"));
+    saga_reply_clear(&r);
+    /* And the next good command still goes through. */
+    new_id(id);
+    send_cmd(id, SAGA_PHASE_INVOKE, 1, NULL);
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_OK);
+    saga_reply_clear(&r);
+    saga_participant_get_stats(part, &after);
+    assert_int_equal(after.malformed, before.malformed + 2);
+    assert_int_equal(after.unknown_action, before.unknown_action + 1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_duplicate_gets_cached_reply_without_second_effect),
+        cmocka_unit_test(test_null_compensation),
+        cmocka_unit_test(test_hanging_action_is_refused),
+        cmocka_unit_test(test_compensation_after_action_undoes_it_once),
+        cmocka_unit_test(test_failed_result_rolls_back_but_is_remembered),
+        cmocka_unit_test(test_retry_result_leaves_no_trace),
+        cmocka_unit_test(test_malformed_and_unknown_do_not_block),
+    };
+    return cmocka_run_group_tests_name("participant and barrier (PostgreSQL + Kafka)", tests,
+                                       setup, teardown);
+}
