@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "example_common.h"
 
@@ -80,6 +81,7 @@ int example_main(const example_service *svc, int argc, char **argv)
     o.brokers = getenv("SAGA_KAFKA_BROKERS");
     o.db_url = getenv("SAGA_PG_URL");
     o.topic_prefix = getenv("SAGA_TOPIC_PREFIX");
+    o.instance_id = getenv("SAGA_INSTANCE_ID");
     o.service = svc->service;
     o.db_schema = svc->schema;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -112,6 +114,7 @@ int example_main(const example_service *svc, int argc, char **argv)
                     svc->service);
         return 2;
     }
+    srand((unsigned)getpid());
     if (create_schema(svc, o.db_url) != 0)
         return 1;
     if ((rc = saga_participant_new(&o, &running, &err)) != SAGA_OK) {
@@ -141,14 +144,24 @@ int example_main(const example_service *svc, int argc, char **argv)
     return 0;
 }
 
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
 int example_fault(saga_result *result)
 {
     const char *delay = getenv("SAGA_EXAMPLE_DELAY_MS");
     const char *rate = getenv("SAGA_EXAMPLE_FAIL_RATE");
-    if (delay != NULL && atoi(delay) > 0) {
-        struct timespec ts = {atoi(delay) / 1000, (long)(atoi(delay) % 1000) * 1000000L};
-        nanosleep(&ts, NULL);
-    }
+    const char *slow_rate = getenv("SAGA_EXAMPLE_SLOW_RATE");
+    const char *slow_ms = getenv("SAGA_EXAMPLE_SLOW_MS");
+    if (delay != NULL && atoi(delay) > 0)
+        sleep_ms(atoi(delay));
+    /* Now and then take longer than the step's timeout: sagad re-sends. */
+    if (slow_rate != NULL && slow_ms != NULL &&
+        (double)rand() / RAND_MAX < atof(slow_rate))
+        sleep_ms(atoi(slow_ms));
     if (rate != NULL && (double)rand() / RAND_MAX < atof(rate)) {
         saga_result_retry(result, 0,
                           "injected transient failure (SAGA_EXAMPLE_FAIL_RATE)");

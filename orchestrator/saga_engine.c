@@ -488,6 +488,12 @@ void saga_engine_get_stats(const saga_engine *e, saga_engine_stats *out)
         *out = e->stats;
 }
 
+static void kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    saga_log(level <= 3 ? SAGA_LOG_WARN : SAGA_LOG_DEBUG, "kafka %s: %s", fac, buf);
+}
+
 static int setup_kafka(saga_engine *e, saga_error *err)
 {
     rd_kafka_conf_t *conf;
@@ -496,6 +502,7 @@ static int setup_kafka(saga_engine *e, saga_error *err)
 
     if ((conf = saga__kafka_conf(e->cfg.brokers, "sagad", err)) == NULL)
         return SAGA_EKAFKA;
+    rd_kafka_conf_set_log_cb(conf, kafka_log);
     /* Idempotent: a retried produce is written once; per-key order kept. */
     if ((rc = saga__kafka_set(conf, "enable.idempotence", "true", err)) != SAGA_OK ||
         (rc = saga__kafka_set(conf, "linger.ms", "2", err)) != SAGA_OK) {
@@ -512,11 +519,21 @@ static int setup_kafka(saga_engine *e, saga_error *err)
     }
     if ((conf = saga__kafka_conf(e->cfg.brokers, "sagad", err)) == NULL)
         return SAGA_EKAFKA;
+    rd_kafka_conf_set_log_cb(conf, kafka_log);
     if ((rc = saga__kafka_set(conf, "group.id", e->cfg.group_id, err)) != SAGA_OK ||
         (rc = saga__kafka_set(conf, "enable.auto.commit", "false", err)) != SAGA_OK ||
         (rc = saga__kafka_set(conf, "enable.auto.offset.store", "false", err)) !=
             SAGA_OK ||
-        (rc = saga__kafka_set(conf, "auto.offset.reset", "earliest", err)) != SAGA_OK) {
+        (rc = saga__kafka_set(conf, "auto.offset.reset", "earliest", err)) != SAGA_OK ||
+        /* A crashed member's partitions move on after 10 s, not 45. */
+        (rc = saga__kafka_set(conf, "session.timeout.ms", "10000", err)) != SAGA_OK ||
+        (rc = saga__kafka_set(conf, "heartbeat.interval.ms", "2000", err)) != SAGA_OK) {
+        rd_kafka_conf_destroy(conf);
+        return rc;
+    }
+    if (e->cfg.instance_id != NULL && *e->cfg.instance_id != '\0' &&
+        (rc = saga__kafka_set(conf, "group.instance.id", e->cfg.instance_id, err)) !=
+            SAGA_OK) {
         rd_kafka_conf_destroy(conf);
         return rc;
     }

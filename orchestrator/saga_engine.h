@@ -17,8 +17,10 @@ typedef struct saga_engine_config {
     const char *brokers;      /* required */
     const char *topic_prefix; /* default "saga." */
     const char *group_id;     /* default "sagad" */
-    int batch_max;            /* replies per transaction; default 500 */
-    int timer_interval_ms;    /* how often due timers are claimed; default 100 */
+    const char
+        *instance_id;      /* Kafka static membership (sagad --instance-id); NULL: none */
+    int batch_max;         /* replies per transaction; default 500 */
+    int timer_interval_ms; /* how often due timers are claimed; default 100 */
 } saga_engine_config;
 
 typedef struct saga_engine_stats {

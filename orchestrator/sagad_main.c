@@ -31,6 +31,9 @@ static void usage(FILE *out)
         "  --definitions DIR   folder of saga definitions, *.json (default ./sagas)\n"
         "  --prefix P          topic prefix (default $SAGA_TOPIC_PREFIX, else saga.)\n"
         "  --log-level L       debug, info, warn, error (default info)\n"
+        "  --instance-id ID    stable id of this sagad (default $SAGA_INSTANCE_ID): a\n"
+        "                      restart with the same id resumes consuming at once\n"
+        "                      (Kafka static membership); unique per running sagad\n"
         "  --help              this text\n");
 }
 
@@ -102,6 +105,7 @@ int main(int argc, char **argv)
                                          {"definitions", required_argument, 0, 'D'},
                                          {"prefix", required_argument, 0, 'p'},
                                          {"log-level", required_argument, 0, 'l'},
+                                         {"instance-id", required_argument, 0, 'i'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     saga_engine_config cfg = {0};
@@ -114,6 +118,7 @@ int main(int argc, char **argv)
     cfg.db_url = getenv("SAGA_PG_URL");
     cfg.brokers = getenv("SAGA_KAFKA_BROKERS");
     cfg.topic_prefix = getenv("SAGA_TOPIC_PREFIX");
+    cfg.instance_id = getenv("SAGA_INSTANCE_ID");
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'd':
@@ -134,6 +139,9 @@ int main(int argc, char **argv)
                 return 2;
             }
             saga_log_set_level((saga_log_level)saga_log_parse_level(optarg));
+            break;
+        case 'i':
+            cfg.instance_id = optarg;
             break;
         case 'h':
             usage(stdout);

@@ -24,10 +24,21 @@ int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value,
     return SAGA_OK;
 }
 
+/* librdkafka logs to stderr by default; a library must not print. */
+static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    (void)level;
+    (void)fac;
+    (void)buf;
+}
+
 rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id,
                                   saga_error *err)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (conf != NULL)
+        rd_kafka_conf_set_log_cb(conf, quiet_log);
     if (conf == NULL) {
         saga_error_set(err, SAGA_ENOMEM, "out of memory");
         return NULL;

@@ -192,7 +192,16 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
         (rc = saga__kafka_set(conf, "enable.auto.commit", "false", err)) != SAGA_OK ||
         (rc = saga__kafka_set(conf, "enable.auto.offset.store", "false", err)) !=
             SAGA_OK ||
-        (rc = saga__kafka_set(conf, "auto.offset.reset", "earliest", err)) != SAGA_OK) {
+        (rc = saga__kafka_set(conf, "auto.offset.reset", "earliest", err)) != SAGA_OK ||
+        /* A crashed member's partitions move on after 10 s, not 45. */
+        (rc = saga__kafka_set(conf, "session.timeout.ms", "10000", err)) != SAGA_OK ||
+        (rc = saga__kafka_set(conf, "heartbeat.interval.ms", "2000", err)) != SAGA_OK) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
+    if (o->instance_id != NULL && *o->instance_id != '\0' &&
+        (rc = saga__kafka_set(conf, "group.instance.id", o->instance_id, err)) !=
+            SAGA_OK) {
         rd_kafka_conf_destroy(conf);
         goto fail;
     }

@@ -30,8 +30,8 @@ static void do_thing(const saga_command *cmd, PGconn *conn, saga_result *res, vo
     json_t *mode = json_object_get(cmd->payload, "mode");
     (void)arg;
     invoked++;
-    PQclear(PQexecParams(conn, "INSERT INTO things (saga_id) VALUES ($1)", 1, NULL, p, NULL, NULL,
-                         0));
+    PQclear(PQexecParams(conn, "INSERT INTO things (saga_id) VALUES ($1)", 1, NULL, p,
+                         NULL, NULL, 0));
     if (json_is_string(mode) && strcmp(json_string_value(mode), "fail") == 0)
         saga_result_fail(res, "no_way", "refused on purpose");
     else if (json_is_string(mode) && strcmp(json_string_value(mode), "retry") == 0)
@@ -45,8 +45,8 @@ static void undo_thing(const saga_command *cmd, PGconn *conn, saga_result *res, 
     const char *p[1] = {cmd->saga_id};
     (void)arg;
     compensated++;
-    PQclear(PQexecParams(conn, "DELETE FROM things WHERE saga_id = $1", 1, NULL, p, NULL, NULL,
-                         0));
+    PQclear(PQexecParams(conn, "DELETE FROM things WHERE saga_id = $1", 1, NULL, p, NULL,
+                         NULL, 0));
     saga_result_ok(res, NULL);
 }
 
@@ -74,15 +74,17 @@ static int setup(void **state)
         fprintf(stderr, "participant: %s\n", err.message);
         return -1;
     }
-    assert_int_equal(saga_participant_on(part, SAGA_PHASE_INVOKE, "do", do_thing, NULL), 0);
-    assert_int_equal(saga_participant_on(part, SAGA_PHASE_COMPENSATE, "undo", undo_thing, NULL),
+    assert_int_equal(saga_participant_on(part, SAGA_PHASE_INVOKE, "do", do_thing, NULL),
                      0);
+    assert_int_equal(
+        saga_participant_on(part, SAGA_PHASE_COMPENSATE, "undo", undo_thing, NULL), 0);
     /* Registering twice is refused; bad arguments too. */
     assert_int_equal(saga_participant_on(part, SAGA_PHASE_INVOKE, "do", do_thing, NULL),
                      SAGA_EEXIST);
     assert_int_equal(saga_participant_on(part, SAGA_PHASE_INVOKE, NULL, do_thing, NULL),
                      SAGA_EINVAL);
-    assert_int_equal(saga_participant_on(part, SAGA_PHASE_INVOKE, "x", NULL, NULL), SAGA_EINVAL);
+    assert_int_equal(saga_participant_on(part, SAGA_PHASE_INVOKE, "x", NULL, NULL),
+                     SAGA_EINVAL);
 
     conf = rd_kafka_conf_new();
     rd_kafka_conf_set(conf, "bootstrap.servers", it_env("SAGA_KAFKA_BROKERS"), errstr,
@@ -118,7 +120,8 @@ static int teardown(void **state)
 
 static void send_raw(const char *key, const char *text)
 {
-    rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(cmd_topic), RD_KAFKA_V_KEY(key, strlen(key)),
+    rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(cmd_topic),
+                      RD_KAFKA_V_KEY(key, strlen(key)),
                       RD_KAFKA_V_VALUE((void *)text, strlen(text)),
                       RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
     assert_int_equal(rd_kafka_flush(producer, 10000), 0);
@@ -203,7 +206,7 @@ static void test_duplicate_gets_cached_reply_without_second_effect(void **state)
     assert_int_equal(r1.status, SAGA_REPLY_OK);
     assert_int_equal(r2.status, SAGA_REPLY_OK);
     assert_true(json_equal(r1.output, r2.output)); /* the same answer */
-    assert_int_equal(r2.attempt, 2);                /* to the attempt asked */
+    assert_int_equal(r2.attempt, 2);               /* to the attempt asked */
     saga_participant_get_stats(part, &st);
     assert_true(st.duplicates >= 1);
     saga_reply_clear(&r1);
@@ -224,11 +227,12 @@ static void test_null_compensation(void **state)
     assert_int_equal(r.status, SAGA_REPLY_OK);
     assert_true(json_is_true(json_object_get(r.output, "null_compensation")));
     assert_int_equal(compensated, before); /* the handler never ran */
-    assert_int_equal(it_int(db,
-                            "SELECT count(*) FROM it_things.saga_barrier WHERE saga_id = $1"
-                            " AND phase = 'compensate' AND outcome = 'null_compensation'",
-                            1, p),
-                     1);
+    assert_int_equal(
+        it_int(db,
+               "SELECT count(*) FROM it_things.saga_barrier WHERE saga_id = $1"
+               " AND phase = 'compensate' AND outcome = 'null_compensation'",
+               1, p),
+        1);
     saga_reply_clear(&r);
 }
 
@@ -378,6 +382,6 @@ int main(void)
         cmocka_unit_test(test_retry_result_leaves_no_trace),
         cmocka_unit_test(test_malformed_and_unknown_do_not_block),
     };
-    return cmocka_run_group_tests_name("participant and barrier (PostgreSQL + Kafka)", tests,
-                                       setup, teardown);
+    return cmocka_run_group_tests_name("participant and barrier (PostgreSQL + Kafka)",
+                                       tests, setup, teardown);
 }

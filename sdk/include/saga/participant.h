@@ -38,8 +38,12 @@ typedef struct saga_participant_options {
     const char *topic_prefix; /* default "saga." */
     const char *group_id;     /* default "saga-svc-<service>" */
     const char *db_url;       /* optional: PostgreSQL for the barrier */
-    const char
-        *db_schema; /* optional: search_path on db_url (barrier table lives there) */
+    /* optional: search_path on db_url (the barrier table lives there) */
+    const char *db_schema;
+    /* optional: Kafka static group membership. A restarted process with the
+     * same id gets its partitions back at once instead of after the session
+     * timeout (10 s). Unique per running process of one service. */
+    const char *instance_id;
 } saga_participant_options;
 
 /* A handler. cmd and result are valid only during the call. db is the
