@@ -124,7 +124,7 @@ install: all
 	install -m 755 $(BUILD)/bin/sagad $(BUILD)/bin/sagactl $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' sdk/libsaga.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/libsaga.pc
 
-FORMAT_SRC = $(shell git ls-files '*.c' '*.h' 2>/dev/null)
+FORMAT_SRC = $(shell git ls-files --cached --others --exclude-standard '*.c' '*.h' 2>/dev/null)
 format:
 	clang-format -i $(FORMAT_SRC)
 format-check:

@@ -117,7 +117,8 @@ static void start_wave(saga_defs *defs, int n, int wave, char (*ids)[SAGA_ID_LEN
     saga_store_opts so = {prefix, "crash-test"};
     saga_error err = {0};
 
-    assert_int_equal(saga_store_get_definition(db, defs, "crash_order", 0, &def, &err), 0);
+    assert_int_equal(saga_store_get_definition(db, defs, "crash_order", 0, &def, &err),
+                     0);
     it_exec(db, "BEGIN");
     for (int i = 0; i < n; i++) {
         uuid_t u;
@@ -132,7 +133,8 @@ static void start_wave(saga_defs *defs, int n, int wave, char (*ids)[SAGA_ID_LEN
          * wants the scarce gadget, which runs out. */
         char customer[32];
         snprintf(customer, sizeof customer, "crash-c%d", k % 10 == 9 ? 9 : k % 9);
-        input = json_pack("{s:s, s:s, s:i, s:i}", "customer_id", customer, "sku", k % 4 == 3 ? "crash-g" : "crash-w", "quantity", 1 + k % 3,
+        input = json_pack("{s:s, s:s, s:i, s:i}", "customer_id", customer, "sku",
+                          k % 4 == 3 ? "crash-g" : "crash-w", "quantity", 1 + k % 3,
                           "amount", 100 + (k * 37) % 400);
         uuid_generate_random(u);
         uuid_unparse_lower(u, ids[i]);
@@ -141,7 +143,8 @@ static void start_wave(saga_defs *defs, int n, int wave, char (*ids)[SAGA_ID_LEN
         assert_int_equal(saga_machine_apply(s, &ev, &acts, NULL), SAGA_APPLIED);
         snprintf(key, sizeof key, "%s%d", prefix, k);
         assert_int_equal(
-            saga_store_create(db, s, &acts, key, &so, &existed, existing, &sent, &err), 0);
+            saga_store_create(db, s, &acts, key, &so, &existed, existing, &sent, &err),
+            0);
         saga_actions_clear(&acts);
         saga_outbox_clear(&sent);
         saga_state_free(s);
@@ -226,20 +229,21 @@ static void test_nothing_lost_nothing_doubled(void **state)
     start_sagad();
     for (int waited = 0; waited < 300; waited++) {
         const char *p[1] = {prefix};
-        long long open = it_int(db,
-                                "SELECT count(*) FROM saga.saga WHERE status IN"
-                                " ('running', 'compensating') AND idempotency_key LIKE $1 || '%'",
-                                1, p);
+        long long open =
+            it_int(db,
+                   "SELECT count(*) FROM saga.saga WHERE status IN"
+                   " ('running', 'compensating') AND idempotency_key LIKE $1 || '%'",
+                   1, p);
         if (open == 0)
             break;
         sleep_ms(1000);
     }
     {
         const char *p[1] = {prefix};
-#define COUNT(st)                                                                                  \
-    it_int(db,                                                                                     \
-           "SELECT count(*) FROM saga.saga WHERE status = '" st "'"                                \
-           " AND idempotency_key LIKE $1 || '%'",                                                  \
+#define COUNT(st)                                                                        \
+    it_int(db,                                                                           \
+           "SELECT count(*) FROM saga.saga WHERE status = '" st "'"                      \
+           " AND idempotency_key LIKE $1 || '%'",                                        \
            1, p)
         completed = COUNT("completed");
         compensated = COUNT("compensated");
@@ -250,9 +254,10 @@ static void test_nothing_lost_nothing_doubled(void **state)
                          1, p);
         n = completed + compensated + failed + running;
     }
-    print_message("sagas %lld: %lld completed, %lld compensated, %lld failed, %lld unfinished "
-                  "(%lld s)\n",
-                  n, completed, compensated, failed, running, (long long)(time(NULL) - t0));
+    print_message(
+        "sagas %lld: %lld completed, %lld compensated, %lld failed, %lld unfinished "
+        "(%lld s)\n",
+        n, completed, compensated, failed, running, (long long)(time(NULL) - t0));
     assert_int_equal(n, per * waves);
     assert_int_equal(running, 0);
     assert_int_equal(failed, 0);
@@ -269,72 +274,79 @@ static void test_nothing_lost_nothing_doubled(void **state)
         it_exec(db, sql);
     }
     /* Every completed saga: order approved, credit and stock reserved. */
-    assert_int_equal(it_int(db,
-                            "SELECT count(*) FROM crash_run c WHERE c.status = 'completed' AND"
-                            " (NOT EXISTS (SELECT 1 FROM orders.orders o WHERE o.saga_id = c.id"
-                            "   AND o.status = 'approved')"
-                            " OR NOT EXISTS (SELECT 1 FROM payment.reservations r"
-                            "   WHERE r.saga_id = c.id AND r.status = 'reserved')"
-                            " OR NOT EXISTS (SELECT 1 FROM inventory.reservations r"
-                            "   WHERE r.saga_id = c.id AND r.status = 'reserved'))",
-                            0, NULL),
-                     0);
+    assert_int_equal(
+        it_int(db,
+               "SELECT count(*) FROM crash_run c WHERE c.status = 'completed' AND"
+               " (NOT EXISTS (SELECT 1 FROM orders.orders o WHERE o.saga_id = c.id"
+               "   AND o.status = 'approved')"
+               " OR NOT EXISTS (SELECT 1 FROM payment.reservations r"
+               "   WHERE r.saga_id = c.id AND r.status = 'reserved')"
+               " OR NOT EXISTS (SELECT 1 FROM inventory.reservations r"
+               "   WHERE r.saga_id = c.id AND r.status = 'reserved'))",
+               0, NULL),
+        0);
     /* Every compensated saga: nothing left reserved, no live order. */
-    assert_int_equal(it_int(db,
-                            "SELECT count(*) FROM crash_run c WHERE c.status = 'compensated' AND"
-                            " (EXISTS (SELECT 1 FROM orders.orders o WHERE o.saga_id = c.id"
-                            "   AND o.status <> 'cancelled')"
-                            " OR EXISTS (SELECT 1 FROM payment.reservations r"
-                            "   WHERE r.saga_id = c.id AND r.status = 'reserved')"
-                            " OR EXISTS (SELECT 1 FROM inventory.reservations r"
-                            "   WHERE r.saga_id = c.id AND r.status = 'reserved'))",
-                            0, NULL),
-                     0);
+    assert_int_equal(
+        it_int(db,
+               "SELECT count(*) FROM crash_run c WHERE c.status = 'compensated' AND"
+               " (EXISTS (SELECT 1 FROM orders.orders o WHERE o.saga_id = c.id"
+               "   AND o.status <> 'cancelled')"
+               " OR EXISTS (SELECT 1 FROM payment.reservations r"
+               "   WHERE r.saga_id = c.id AND r.status = 'reserved')"
+               " OR EXISTS (SELECT 1 FROM inventory.reservations r"
+               "   WHERE r.saga_id = c.id AND r.status = 'reserved'))",
+               0, NULL),
+        0);
     /* Balances agree with the reservations: nothing reserved twice or leaked. */
-    assert_int_equal(it_int(db,
-                            "SELECT count(*) FROM payment.customers c WHERE c.id LIKE 'crash-%'"
-                            " AND c.reserved <> (SELECT coalesce(sum(amount), 0) FROM"
-                            " payment.reservations r WHERE r.customer_id = c.id"
-                            " AND r.status = 'reserved')",
-                            0, NULL),
-                     0);
-    assert_int_equal(it_int(db,
-                            "SELECT count(*) FROM inventory.stock s WHERE s.sku LIKE 'crash-%'"
-                            " AND s.available + (SELECT coalesce(sum(quantity), 0) FROM"
-                            " inventory.reservations r WHERE r.sku = s.sku"
-                            " AND r.status = 'reserved')"
-                            " <> CASE s.sku WHEN 'crash-g' THEN 30 ELSE 100000 END",
-                            0, NULL),
-                     0);
+    assert_int_equal(
+        it_int(db,
+               "SELECT count(*) FROM payment.customers c WHERE c.id LIKE 'crash-%'"
+               " AND c.reserved <> (SELECT coalesce(sum(amount), 0) FROM"
+               " payment.reservations r WHERE r.customer_id = c.id"
+               " AND r.status = 'reserved')",
+               0, NULL),
+        0);
+    assert_int_equal(
+        it_int(db,
+               "SELECT count(*) FROM inventory.stock s WHERE s.sku LIKE 'crash-%'"
+               " AND s.available + (SELECT coalesce(sum(quantity), 0) FROM"
+               " inventory.reservations r WHERE r.sku = s.sku"
+               " AND r.status = 'reserved')"
+               " <> CASE s.sku WHEN 'crash-g' THEN 30 ELSE 100000 END",
+               0, NULL),
+        0);
     /* Each action took effect at most once per saga (a handler's log row
      * commits with its effect, so a double effect would show here). */
-    assert_int_equal(it_int(db,
-                            "SELECT count(*) FROM (SELECT saga_id, action FROM ("
-                            " SELECT saga_id, action FROM orders.command_log"
-                            " UNION ALL SELECT saga_id, action FROM payment.command_log"
-                            " UNION ALL SELECT saga_id, action FROM inventory.command_log) x"
-                            " WHERE saga_id IN (SELECT id FROM crash_run)"
-                            " GROUP BY saga_id, action HAVING count(*) > 1) d",
-                            0, NULL),
-                     0);
+    assert_int_equal(
+        it_int(db,
+               "SELECT count(*) FROM (SELECT saga_id, action FROM ("
+               " SELECT saga_id, action FROM orders.command_log"
+               " UNION ALL SELECT saga_id, action FROM payment.command_log"
+               " UNION ALL SELECT saga_id, action FROM inventory.command_log) x"
+               " WHERE saga_id IN (SELECT id FROM crash_run)"
+               " GROUP BY saga_id, action HAVING count(*) > 1) d",
+               0, NULL),
+        0);
     /* Stop everything gracefully to collect the figures. */
     assert_int_equal(it_stop(&sagad), 0);
     for (int i = 0; i < NSVC; i++)
         assert_int_equal(it_stop(&svc[i]), 0);
     {
-        long long retries = it_int(db,
-                                   "SELECT count(*) FROM saga.saga_event WHERE kind IN"
-                                   " ('attempt_failed', 'attempt_timed_out') AND saga_id IN"
-                                   " (SELECT id FROM crash_run)",
-                                   0, NULL);
-        print_message("kills of sagad %d, of a participant %d, broker restarts %d, "
-                      "transient failures retried %lld, duplicate commands absorbed by "
-                      "participants %lld, duplicate replies ignored by sagad %lld (figures "
-                      "from processes that exited cleanly)\n",
-                      kills, participant_kills, broker_restarts, retries,
-                      sum_stat("crash-order-*.log crash-payment-*.log crash-inventory-*.log",
-                               "duplicates"),
-                      sum_stat("crash-sagad-*.log", "duplicates ignored"));
+        long long retries =
+            it_int(db,
+                   "SELECT count(*) FROM saga.saga_event WHERE kind IN"
+                   " ('attempt_failed', 'attempt_timed_out') AND saga_id IN"
+                   " (SELECT id FROM crash_run)",
+                   0, NULL);
+        print_message(
+            "kills of sagad %d, of a participant %d, broker restarts %d, "
+            "transient failures retried %lld, duplicate commands absorbed by "
+            "participants %lld, duplicate replies ignored by sagad %lld (figures "
+            "from processes that exited cleanly)\n",
+            kills, participant_kills, broker_restarts, retries,
+            sum_stat("crash-order-*.log crash-payment-*.log crash-inventory-*.log",
+                     "duplicates"),
+            sum_stat("crash-sagad-*.log", "duplicates ignored"));
     }
     saga_defs_free(defs);
     free(ids);
@@ -345,6 +357,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nothing_lost_nothing_doubled),
     };
-    return cmocka_run_group_tests_name("crash test (PostgreSQL + Kafka, kill -9)", tests, setup,
-                                       teardown);
+    return cmocka_run_group_tests_name("crash test (PostgreSQL + Kafka, kill -9)", tests,
+                                       setup, teardown);
 }
