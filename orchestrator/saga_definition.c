@@ -341,6 +341,8 @@ int saga_definition_from_json(json_t *body, saga_definition **out,
             if (st->pivot)
                 seen_pivot = 1;
             st->forward_only = seen_pivot;
+            st->irreversible =
+                json_object_get(json_array_get(steps, (size_t)i), "compensation") == NULL;
         }
         for (int i = 0; i < def->nsteps; i++) {
             saga_step_def *st = &def->steps[i];
@@ -354,7 +356,7 @@ int saga_definition_from_json(json_t *body, saga_definition **out,
              * unless the author says there is nothing to undo (null). */
             snprintf(where, sizeof where, "steps[%d]", i);
             if (json_is_object(s) && json_object_get(s, "compensation") == NULL &&
-                !st->forward_only && i < def->nsteps - 1 && !def->steps[i + 1].pivot)
+                !st->forward_only && i < def->nsteps - 1)
                 problem(p, where,
                         "step \"%s\" has no compensation, but later steps can fail and "
                         "undo it "

@@ -173,6 +173,14 @@ static void finish(ctx *c, saga_status status, const char *what)
     history(c, what, -1, 0, NULL);
 }
 
+/* Has the saga passed the point where a deadline may still undo it? Past a
+ * pivot, or while an irreversible step may have taken effect. */
+static int past_return(const saga_state *s)
+{
+    const saga_step_def *sd = &s->def->steps[s->cursor];
+    return sd->forward_only || (sd->irreversible && s->steps[s->cursor].attempts > 0);
+}
+
 /* Recompute the saga's earliest timer. */
 static void update_wake(saga_state *s)
 {
@@ -181,7 +189,7 @@ static void update_wake(saga_state *s)
         if (s->cursor >= 0 && s->cursor < s->nsteps)
             w = s->steps[s->cursor].due_at;
         if (s->status == SAGA_ST_RUNNING && s->deadline_at > 0 &&
-            (w == 0 || s->deadline_at < w) && !s->def->steps[s->cursor].forward_only)
+            (w == 0 || s->deadline_at < w) && !past_return(s))
             w = s->deadline_at;
     }
     s->wake_at = w;
@@ -303,7 +311,9 @@ static void transient(ctx *c, int i, json_t *err, int64_t retry_after, const cha
     const saga_step_def *sd = &s->def->steps[i];
     int compensate = st->status == SAGA_STEP_COMPENSATING;
     const saga_retry_policy *pol = compensate ? &sd->compensation_retry : &sd->retry;
-    int unlimited = !compensate && sd->forward_only;
+    /* An action whose effect could not be undone is never given up on:
+     * compensating the steps before it would leave that effect alone. */
+    int unlimited = !compensate && (sd->forward_only || sd->irreversible);
 
     set_error(st, json_incref(err));
     st->dirty = 1;
@@ -487,7 +497,7 @@ static int on_wake(ctx *c, const char **reason)
     }
     st = &s->steps[s->cursor];
     if (s->status == SAGA_ST_RUNNING && s->deadline_at > 0 && now >= s->deadline_at &&
-        !s->def->steps[s->cursor].forward_only) {
+        !past_return(s)) {
         /* The current step may have had an effect if anything was sent. */
         int from = s->cursor - 1;
         if (st->attempts > 0) {

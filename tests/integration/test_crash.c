@@ -79,7 +79,7 @@ static int setup(void **state)
     /* Transient trouble in every participant. */
     setenv("SAGA_EXAMPLE_FAIL_RATE", "0.08", 1);
     setenv("SAGA_EXAMPLE_SLOW_RATE", "0.02", 1);
-    setenv("SAGA_EXAMPLE_SLOW_MS", "1300", 1);
+    setenv("SAGA_EXAMPLE_SLOW_MS", "3500", 1);
     for (int i = 0; i < NSVC; i++)
         start_service(i);
     it_exec(db, "INSERT INTO payment.customers (id, credit_limit, reserved)"

@@ -288,14 +288,25 @@ static void test_compensation_required_where_needed(void **state)
         "\"compensation\":null},{\"name\":\"b\",\"service\":\"s\",\"action\":\"b\"}]}");
     assert_null(d->steps[0].compensation);
     saga_definition_free(d);
-    /* Before a pivot nothing can undo it: no compensation needed there. */
-    d = parse_ok(
+    /* The step before a pivot is undone when the pivot fails: it needs one.
+     * The pivot and the steps after it never are. */
+    expect_problems(
         "{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\"},"
         "{\"name\":\"b\",\"service\":\"s\",\"action\":\"b\",\"pivot\":true},"
-        "{\"name\":\"c\",\"service\":\"s\",\"action\":\"c\"}]}");
+        "{\"name\":\"c\",\"service\":\"s\",\"action\":\"c\"}]}",
+        1, want);
+    d = parse_ok(
+        "{\"name\":\"x\",\"steps\":[{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\","
+        "\"compensation\":\"ua\"},"
+        "{\"name\":\"b\",\"service\":\"s\",\"action\":\"b\",\"pivot\":true},"
+        "{\"name\":\"c\",\"service\":\"s\",\"action\":\"c\",\"compensation\":null}]}");
     assert_false(d->steps[0].forward_only);
     assert_true(d->steps[1].forward_only);
     assert_true(d->steps[2].forward_only);
+    /* No "compensation" key: irreversible; an explicit null: nothing to undo. */
+    assert_false(d->steps[0].irreversible);
+    assert_true(d->steps[1].irreversible);
+    assert_false(d->steps[2].irreversible);
     saga_definition_free(d);
 }
 

@@ -415,6 +415,52 @@ static void test_pivot_and_later_steps_retry_without_limit(void **state)
     fx_free(f);
 }
 
+/* The last step has no compensation: if it may have taken effect, undoing
+ * the steps before it would leave that effect alone. */
+static const char *const irreversible_last =
+    "{\"name\":\"i\",\"deadline\":\"5s\",\"defaults\":{\"timeout\":\"1s\",\"retry\":{"
+    "\"max_attempts\":2,\"backoff\":\"100ms\",\"max_backoff\":\"1s\",\"jitter\":0}},"
+    "\"steps\":["
+    "{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\",\"compensation\":\"ua\"},"
+    "{\"name\":\"b\",\"service\":\"s\",\"action\":\"approve\"}]}";
+
+static void test_irreversible_step_is_never_given_up(void **state)
+{
+    fixture *f = fx_new(irreversible_last);
+    int64_t now = T0;
+    (void)state;
+    assert_true(f->def->steps[1].irreversible);
+    apply(f, SAGA_EV_START, now, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, now += 10);
+    /* Far more timeouts than max_attempts, past the deadline too. */
+    for (int i = 0; i < 30; i++) {
+        now = f->s->wake_at;
+        assert_int_equal(apply(f, SAGA_EV_WAKE, now, NULL), SAGA_APPLIED);
+        assert_int_equal(f->s->status, SAGA_ST_RUNNING);
+        assert_false(has_history(f, "step_outcome_unknown"));
+        assert_false(has_history(f, "deadline_exceeded"));
+    }
+    assert_true(now > T0 + 5000);
+    assert_int_equal(
+        reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, f->s->steps[1].attempts, now),
+        SAGA_APPLIED);
+    assert_int_equal(f->s->status, SAGA_ST_COMPLETED);
+    fx_free(f);
+}
+
+static void test_irreversible_step_definite_failure_compensates(void **state)
+{
+    fixture *f = fx_new(irreversible_last);
+    (void)state;
+    apply(f, SAGA_EV_START, T0, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 10);
+    /* A definite failure means no effect: the steps before are undone. */
+    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, T0 + 20),
+                     SAGA_APPLIED);
+    expect_send(f, 0, SAGA_PHASE_COMPENSATE, 1);
+    fx_free(f);
+}
+
 static void test_deadline_compensates_in_flight_step(void **state)
 {
     fixture *f = fx_new(
@@ -691,6 +737,8 @@ int main(void)
         cmocka_unit_test(test_compensation_exhausted_gets_stuck),
         cmocka_unit_test(test_compensation_failed_reply_gets_stuck),
         cmocka_unit_test(test_pivot_and_later_steps_retry_without_limit),
+        cmocka_unit_test(test_irreversible_step_is_never_given_up),
+        cmocka_unit_test(test_irreversible_step_definite_failure_compensates),
         cmocka_unit_test(test_deadline_compensates_in_flight_step),
         cmocka_unit_test(test_unresolvable_input_fails_step),
         cmocka_unit_test(test_null_compensation_is_skipped),
