@@ -141,19 +141,27 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
     saga__topic_cmd(p->cmd_topic, sizeof p->cmd_topic, p->prefix, p->service);
 
     if (o->db_url != NULL) {
-        p->db = PQconnectdb(o->db_url);
+        /* search_path goes into the connection options, not a SET, so that
+         * it survives PQreset() after the server restarts. */
+        char options[300] = "";
+        const char *keys[] = {"dbname", "options", NULL};
+        const char *vals[] = {o->db_url, options, NULL};
+        if (o->db_schema != NULL) {
+            for (const char *c = o->db_schema; *c; c++)
+                if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                      (*c >= '0' && *c <= '9') || *c == '_')) {
+                    rc = saga_error_set(err, SAGA_EINVAL,
+                                        "db_schema \"%s\": use letters, digits and '_'",
+                                        o->db_schema);
+                    goto fail;
+                }
+            snprintf(options, sizeof options, "-c search_path=%.200s", o->db_schema);
+        }
+        p->db = PQconnectdbParams(keys, vals, 1);
         if (PQstatus(p->db) != CONNECTION_OK) {
             rc = saga_error_set(err, SAGA_EDB, "cannot connect to PostgreSQL: %s",
                                 PQerrorMessage(p->db));
             goto fail;
-        }
-        if (o->db_schema != NULL) {
-            char *ident = PQescapeIdentifier(p->db, o->db_schema, strlen(o->db_schema));
-            char sql[512];
-            snprintf(sql, sizeof sql, "SET search_path TO %s", ident ? ident : "public");
-            PQfreemem(ident);
-            if ((rc = saga__pg_exec(p->db, sql, err)) != SAGA_OK)
-                goto fail;
         }
         if ((rc = saga__barrier_init(p->db, err)) != SAGA_OK)
             goto fail;

@@ -31,7 +31,7 @@ static PGconn *db;
 static const char *prefix;
 static it_proc svc[NSVC], sagad;
 static int sagad_starts, svc_starts[NSVC];
-static int kills, participant_kills, broker_restarts;
+static int kills, participant_kills, broker_restarts, pg_restarts;
 
 static void sleep_ms(int ms)
 {
@@ -153,10 +153,10 @@ static void start_wave(saga_defs *defs, int n, int wave, char (*ids)[SAGA_ID_LEN
     it_exec(db, "COMMIT");
 }
 
-static int own_broker(void)
+static int own(const char *what)
 {
-    const char *own = getenv("SAGA_SERVICES_OWN_KAFKA");
-    return own != NULL && strcmp(own, "1") == 0;
+    const char *v = getenv(what);
+    return v != NULL && strcmp(v, "1") == 0;
 }
 
 /* Sum "N <word>" figures from the "stopped:" lines of the logs named
@@ -213,7 +213,7 @@ static void test_nothing_lost_nothing_doubled(void **state)
         start_sagad();
         if (w == 2) {
             char cmd[256];
-            if (own_broker()) {
+            if (own("SAGA_SERVICES_OWN_KAFKA")) {
                 snprintf(cmd, sizeof cmd, "scripts/services restart-kafka");
                 assert_int_equal(system(cmd), 0);
                 broker_restarts++;
@@ -221,6 +221,15 @@ static void test_nothing_lost_nothing_doubled(void **state)
                 print_message("broker restart not done: the broker is external\n");
             }
         }
+    }
+    /* PostgreSQL restarts under everyone's feet (connections cut). */
+    if (own("SAGA_SERVICES_OWN_PG")) {
+        assert_int_equal(system("scripts/services restart-pg"), 0);
+        pg_restarts++;
+        PQreset(db);
+        assert_int_equal(PQstatus(db), CONNECTION_OK);
+    } else {
+        print_message("database restart not done: the database is external\n");
     }
     /* A last kill while everything is in flight, then let it finish. */
     sleep_ms(500);
@@ -340,10 +349,11 @@ static void test_nothing_lost_nothing_doubled(void **state)
                    0, NULL);
         print_message(
             "kills of sagad %d, of a participant %d, broker restarts %d, "
+            "database restarts %d, "
             "transient failures retried %lld, duplicate commands absorbed by "
             "participants %lld, duplicate replies ignored by sagad %lld (figures "
             "from processes that exited cleanly)\n",
-            kills, participant_kills, broker_restarts, retries,
+            kills, participant_kills, broker_restarts, pg_restarts, retries,
             sum_stat("crash-order-*.log crash-payment-*.log crash-inventory-*.log",
                      "duplicates"),
             sum_stat("crash-sagad-*.log", "duplicates ignored"));
