@@ -427,13 +427,23 @@ int saga_engine_run(saga_engine *e, saga_error *err)
     while (!e->stop) {
         int n = 0;
         int64_t now;
-        /* Wait on the consumer queue for up to 50 ms when idle. */
+        /* Take what is there; when idle, wait up to 50 ms for the first
+         * reply only (a batch call would wait for a full batch). */
         {
             rd_kafka_queue_t *cq = rd_kafka_queue_get_consumer(e->consumer);
-            ssize_t k =
-                rd_kafka_consume_batch_queue(cq, 50, msgs, (size_t)e->cfg.batch_max);
+            ssize_t k = rd_kafka_consume_batch_queue(cq, 0, msgs, (size_t)e->cfg.batch_max);
+            if (k <= 0) {
+                rd_kafka_message_t *first = rd_kafka_consumer_poll(e->consumer, 50);
+                k = 0;
+                if (first != NULL) {
+                    msgs[0] = first;
+                    k = rd_kafka_consume_batch_queue(cq, 0, msgs + 1,
+                                                     (size_t)e->cfg.batch_max - 1);
+                    k = k < 0 ? 1 : k + 1;
+                }
+            }
             rd_kafka_queue_destroy(cq);
-            n = k < 0 ? 0 : (int)k;
+            n = (int)k;
         }
         if (n > 0) {
             int valid = 0;
