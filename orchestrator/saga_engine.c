@@ -431,7 +431,8 @@ int saga_engine_run(saga_engine *e, saga_error *err)
          * reply only (a batch call would wait for a full batch). */
         {
             rd_kafka_queue_t *cq = rd_kafka_queue_get_consumer(e->consumer);
-            ssize_t k = rd_kafka_consume_batch_queue(cq, 0, msgs, (size_t)e->cfg.batch_max);
+            ssize_t k =
+                rd_kafka_consume_batch_queue(cq, 0, msgs, (size_t)e->cfg.batch_max);
             if (k <= 0) {
                 rd_kafka_message_t *first = rd_kafka_consumer_poll(e->consumer, 50);
                 k = 0;
