@@ -328,7 +328,10 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
         if ((rc = saga_store_exec(e->db, "BEGIN", &err)) != SAGA_OK)
             goto fail;
         for (int i = 0; i < nvalid && rc == SAGA_OK; i++) {
-            saga_event ev = {SAGA_EV_REPLY, saga_now_ms(), next_random(e), &replies[i]};
+            saga_event ev = {.kind = SAGA_EV_REPLY,
+                             .now = saga_now_ms(),
+                             .random = next_random(e),
+                             .reply = &replies[i]};
             rc = apply_one(e, replies[i].saga_id, &ev, &sent, &err);
         }
         if (rc != SAGA_OK || (rc = saga_store_exec(e->db, "COMMIT", &err)) != SAGA_OK)
@@ -376,7 +379,10 @@ static int process_timers(saga_engine *e)
     if ((rc = saga_store_claim_due(e->db, TIMER_CLAIM_LIMIT, ids, &n, &err)) != SAGA_OK)
         goto fail;
     for (int i = 0; i < n && rc == SAGA_OK; i++) {
-        saga_event ev = {SAGA_EV_WAKE, saga_now_ms(), next_random(e), NULL};
+        saga_event ev = {.kind = SAGA_EV_WAKE,
+                         .now = saga_now_ms(),
+                         .random = next_random(e),
+                         .reply = NULL};
         rc = apply_one(e, ids[i], &ev, &sent, &err);
     }
     if (rc != SAGA_OK || (rc = saga_store_exec(e->db, "COMMIT", &err)) != SAGA_OK)

@@ -7,8 +7,8 @@
 #include "saga_machine.h"
 #include "saga_template.h"
 
-static const char *const status_names[] = {"new",       "running",     "compensating",
-                                           "completed", "compensated", "failed"};
+static const char *const status_names[] = {
+    "new", "running", "compensating", "completed", "compensated", "failed", "resolved"};
 static const char *const step_status_names[] = {
     "pending",      "dispatched",  "succeeded",           "failed", "unknown",
     "compensating", "compensated", "compensation_failed", "skipped"};
@@ -45,7 +45,7 @@ int saga_step_status_parse(const char *text, saga_step_status *out)
 
 int saga_status_is_final(saga_status s)
 {
-    return s == SAGA_ST_COMPLETED || s == SAGA_ST_COMPENSATED;
+    return s == SAGA_ST_COMPLETED || s == SAGA_ST_COMPENSATED || s == SAGA_ST_RESOLVED;
 }
 
 saga_state *saga_state_new(const saga_definition *def, const char *id, json_t *input)
@@ -284,7 +284,9 @@ static void next_compensation(ctx *c, int from)
     for (int i = from; i >= 0; i--) {
         saga_step_state *st = &s->steps[i];
         const saga_step_def *sd = &s->def->steps[i];
-        if (st->status != SAGA_STEP_SUCCEEDED && st->status != SAGA_STEP_UNKNOWN)
+        /* A step an operator skipped counts as done: its effect exists. */
+        if (st->status != SAGA_STEP_SUCCEEDED && st->status != SAGA_STEP_UNKNOWN &&
+            st->status != SAGA_STEP_SKIPPED)
             continue;
         if (sd->forward_only)
             continue; /* never happens before a pivot, kept for safety */
@@ -295,6 +297,7 @@ static void next_compensation(ctx *c, int from)
         s->cursor = i;
         st->status = SAGA_STEP_COMPENSATING;
         st->attempts = 0;
+        st->attempt_base = 0;
         st->dirty = 1;
         dispatch(c, i);
         return;
@@ -319,7 +322,7 @@ static void transient(ctx *c, int i, json_t *err, int64_t retry_after, const cha
     st->dirty = 1;
     st->awaiting = 0;
     history(c, what, i, st->attempts, err);
-    if (unlimited || st->attempts < pol->max_attempts) {
+    if (unlimited || st->attempts - st->attempt_base < pol->max_attempts) {
         int64_t delay = saga_backoff_ms(pol, st->attempts, c->ev->random);
         if (retry_after > delay)
             delay = retry_after;
@@ -481,6 +484,172 @@ static int on_reply(ctx *c, const char **reason)
     return SAGA_APPLIED;
 }
 
+/* ---- operator commands ---- */
+
+static json_t *op_detail(const saga_event *ev)
+{
+    return json_pack("{s:s, s:s}", "operator", ev->actor ? ev->actor : "?", "reason",
+                     ev->reason ? ev->reason : "");
+}
+
+static int on_op_retry(ctx *c, const char **reason)
+{
+    saga_state *s = c->s;
+    saga_step_state *st = &s->steps[s->cursor];
+    const saga_step_def *sd = &s->def->steps[s->cursor];
+
+    if (s->status == SAGA_ST_FAILED && st->status == SAGA_STEP_COMPENSATION_FAILED) {
+        s->status = SAGA_ST_COMPENSATING;
+        st->status = SAGA_STEP_COMPENSATING;
+    } else if (s->status == SAGA_ST_FAILED && st->status == SAGA_STEP_FAILED &&
+               sd->forward_only) {
+        s->status = SAGA_ST_RUNNING;
+        st->status = SAGA_STEP_DISPATCHED;
+    } else if (s->status == SAGA_ST_RUNNING || s->status == SAGA_ST_COMPENSATING) {
+        if (!cursor_consistent(s)) {
+            *reason = "the saga's current step is in a state that cannot be retried";
+            return SAGA_REJECTED;
+        }
+    } else {
+        *reason = s->status == SAGA_ST_FAILED ? "nothing to retry in this failed saga"
+                                              : "the saga has ended";
+        return SAGA_REJECTED;
+    }
+    history(c, "operator_retry", s->cursor, st->attempts, op_detail(c->ev));
+    /* A fresh budget; attempt numbers go on so late replies stay unambiguous. */
+    st->attempt_base = st->attempts;
+    st->awaiting = 0;
+    st->dirty = 1;
+    dispatch(c, s->cursor);
+    return SAGA_APPLIED;
+}
+
+static int on_op_compensate(ctx *c, const char **reason)
+{
+    saga_state *s = c->s;
+    saga_step_state *st;
+    int from;
+
+    if (s->status != SAGA_ST_RUNNING) {
+        *reason = s->status == SAGA_ST_COMPENSATING
+                      ? "the saga is already compensating"
+                      : "only a running saga can be compensated";
+        return SAGA_REJECTED;
+    }
+    if (!cursor_consistent(s)) {
+        *reason = "the saga's current step is in an unexpected state";
+        return SAGA_REJECTED;
+    }
+    if (past_return(s)) {
+        *reason =
+            "the saga is past its point of no return (a pivot, or an irreversible step "
+            "in flight); it can only go forward: retry or skip";
+        return SAGA_REJECTED;
+    }
+    st = &s->steps[s->cursor];
+    from = s->cursor - 1;
+    if (st->attempts > 0) {
+        st->status = SAGA_STEP_UNKNOWN; /* it may have acted: undo it too */
+        from = s->cursor;
+    } else {
+        st->status = SAGA_STEP_PENDING;
+    }
+    st->awaiting = 0;
+    st->due_at = 0;
+    st->dirty = 1;
+    history(c, "operator_compensate", s->cursor, st->attempts, op_detail(c->ev));
+    start_compensation(c, from, "operator", NULL);
+    return SAGA_APPLIED;
+}
+
+static int on_op_skip(ctx *c, const char **reason)
+{
+    saga_state *s = c->s;
+    saga_step_state *st = &s->steps[s->cursor];
+    int forward;
+
+    if (c->ev->step != s->cursor) {
+        *reason = "only the saga's current step can be skipped";
+        return SAGA_REJECTED;
+    }
+    if (s->status == SAGA_ST_RUNNING && st->status == SAGA_STEP_DISPATCHED)
+        forward = 1;
+    else if (s->status == SAGA_ST_FAILED && st->status == SAGA_STEP_FAILED)
+        forward = 1;
+    else if (s->status == SAGA_ST_COMPENSATING && st->status == SAGA_STEP_COMPENSATING)
+        forward = 0;
+    else if (s->status == SAGA_ST_FAILED && st->status == SAGA_STEP_COMPENSATION_FAILED)
+        forward = 0;
+    else {
+        *reason = saga_status_is_final(s->status)
+                      ? "the saga has ended"
+                      : "the current step cannot be skipped now";
+        return SAGA_REJECTED;
+    }
+    st->awaiting = 0;
+    st->due_at = 0;
+    st->finished_at = c->ev->now;
+    st->dirty = 1;
+    if (forward) {
+        json_t *d = op_detail(c->ev);
+        s->status = SAGA_ST_RUNNING;
+        st->status = SAGA_STEP_SKIPPED;
+        json_decref(st->output);
+        st->output = c->ev->output ? json_deep_copy(c->ev->output) : json_object();
+        json_object_set(d, "output", st->output);
+        history(c, "step_skipped", s->cursor, st->attempts, d);
+        advance(c, s->cursor + 1);
+    } else {
+        s->status = SAGA_ST_COMPENSATING;
+        st->status = SAGA_STEP_COMPENSATED;
+        history(c, "compensation_skipped", s->cursor, st->attempts, op_detail(c->ev));
+        next_compensation(c, s->cursor - 1);
+    }
+    return SAGA_APPLIED;
+}
+
+static int on_op_resolve(ctx *c, const char **reason)
+{
+    if (c->s->status != SAGA_ST_FAILED) {
+        *reason = "only a failed saga can be resolved";
+        return SAGA_REJECTED;
+    }
+    c->s->status = SAGA_ST_RESOLVED;
+    /* Nothing stays scheduled on a closed saga. */
+    c->s->steps[c->s->cursor].awaiting = 0;
+    c->s->steps[c->s->cursor].due_at = 0;
+    c->s->steps[c->s->cursor].dirty = 1;
+    history(c, "saga_resolved", -1, 0, op_detail(c->ev));
+    return SAGA_APPLIED;
+}
+
+static int on_operator(ctx *c, const char **reason)
+{
+    if (c->ev->reason == NULL || c->ev->reason[0] == '\0' || c->ev->actor == NULL ||
+        c->ev->actor[0] == '\0') {
+        *reason = "an operator command needs an operator and a reason";
+        return SAGA_REJECTED;
+    }
+    if (c->s->status == SAGA_ST_NEW) {
+        *reason = "the saga has not started";
+        return SAGA_REJECTED;
+    }
+    if (c->s->cursor < 0 || c->s->cursor >= c->s->nsteps) {
+        *reason = "the saga's current step is out of range";
+        return SAGA_REJECTED;
+    }
+    switch (c->ev->kind) {
+    case SAGA_EV_OP_RETRY:
+        return on_op_retry(c, reason);
+    case SAGA_EV_OP_COMPENSATE:
+        return on_op_compensate(c, reason);
+    case SAGA_EV_OP_SKIP:
+        return on_op_skip(c, reason);
+    default:
+        return on_op_resolve(c, reason);
+    }
+}
+
 static int on_wake(ctx *c, const char **reason)
 {
     saga_state *s = c->s;
@@ -549,6 +718,12 @@ int saga_machine_apply(saga_state *s, const saga_event *ev, saga_actions *out,
         break;
     case SAGA_EV_WAKE:
         rc = on_wake(&c, reason);
+        break;
+    case SAGA_EV_OP_RETRY:
+    case SAGA_EV_OP_COMPENSATE:
+    case SAGA_EV_OP_SKIP:
+    case SAGA_EV_OP_RESOLVE:
+        rc = on_operator(&c, reason);
         break;
     default:
         *reason = "unknown event kind";

@@ -23,6 +23,7 @@ typedef enum saga_status {
     SAGA_ST_COMPLETED,    /* every step succeeded */
     SAGA_ST_COMPENSATED,  /* every step that may have had an effect was undone */
     SAGA_ST_FAILED,       /* stuck: an operator must act */
+    SAGA_ST_RESOLVED,     /* was failed; an operator closed it by hand */
 } saga_status;
 
 typedef enum saga_step_status {
@@ -37,7 +38,7 @@ typedef enum saga_step_status {
     SAGA_STEP_SKIPPED,
 } saga_step_status;
 
-#define SAGA_STATUS_COUNT      6
+#define SAGA_STATUS_COUNT      7
 #define SAGA_STEP_STATUS_COUNT 9
 
 const char *saga_status_name(saga_status s);
@@ -49,6 +50,8 @@ int saga_status_is_final(saga_status s);
 typedef struct saga_step_state {
     saga_step_status status;
     int attempts;       /* attempts made in the current phase */
+    int attempt_base;   /* attempts before the current retry budget (an operator's
+                           retry starts a fresh budget; attempt numbers go on) */
     int awaiting;       /* 1: a command is out, due_at is its timeout;
                            0: due_at is when to send (next attempt) */
     int64_t due_at;     /* ms since epoch; 0 = nothing scheduled */
@@ -81,6 +84,12 @@ typedef enum saga_event_kind {
     SAGA_EV_START = 0, /* begin the saga */
     SAGA_EV_REPLY,     /* a participant replied */
     SAGA_EV_WAKE,      /* a timer is due: a timeout, a retry, the deadline */
+    /* Operator commands (sagactl); each needs actor and reason. */
+    SAGA_EV_OP_RETRY,      /* re-send the outstanding step or compensation now,
+                              with a fresh attempt budget; un-sticks a failed saga */
+    SAGA_EV_OP_COMPENSATE, /* abort a running saga and compensate it */
+    SAGA_EV_OP_SKIP,       /* mark the outstanding step (or compensation) done by hand */
+    SAGA_EV_OP_RESOLVE,    /* close a failed saga as resolved by hand */
     SAGA_EV_KIND_COUNT
 } saga_event_kind;
 
@@ -89,6 +98,10 @@ typedef struct saga_event {
     int64_t now;             /* ms since epoch */
     double random;           /* in [0,1): jitter */
     const saga_reply *reply; /* SAGA_EV_REPLY: borrowed */
+    const char *actor;       /* operator events: who (recorded in the history) */
+    const char *reason;      /* operator events: why (required) */
+    int step;       /* SAGA_EV_OP_SKIP: the step, which must be the current one */
+    json_t *output; /* SAGA_EV_OP_SKIP: the step's output (borrowed; NULL = {}) */
 } saga_event;
 
 typedef enum saga_action_kind {

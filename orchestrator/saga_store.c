@@ -381,6 +381,18 @@ static int write_actions(PGconn *db, const saga_state *s, const saga_actions *a,
     return SAGA_OK;
 }
 
+/* One statement for insert and update; timestamps travel as ms. */
+static const char upsert_step_sql[] =
+    "INSERT INTO saga.saga_step (saga_id, idx, name, status, attempts, attempt_base,"
+    " awaiting, due_at, output, error, started_at, finished_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::bigint / 1000.0), $9::jsonb,"
+    " $10::jsonb, to_timestamp($11::bigint / 1000.0), to_timestamp($12::bigint / 1000.0))"
+    " ON CONFLICT (saga_id, idx) DO UPDATE SET status = EXCLUDED.status,"
+    " attempts = EXCLUDED.attempts, attempt_base = EXCLUDED.attempt_base,"
+    " awaiting = EXCLUDED.awaiting, due_at = EXCLUDED.due_at, output = EXCLUDED.output,"
+    " error = EXCLUDED.error, started_at = EXCLUDED.started_at,"
+    " finished_at = EXCLUDED.finished_at";
+
 static int write_steps(PGconn *db, const saga_state *s, int all, saga_error *err)
 {
     for (int i = 0; i < s->nsteps; i++) {
@@ -393,32 +405,19 @@ static int write_steps(PGconn *db, const saga_state *s, int all, saga_error *err
         out = st->output ? json_dumps(st->output, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
         er = st->error ? json_dumps(st->error, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
         {
-            const char *p[11] = {s->id,
+            const char *p[12] = {s->id,
                                  i64(&nb[0], i),
                                  s->def->steps[i].name,
                                  saga_step_status_name(st->status),
                                  i64(&nb[1], st->attempts),
+                                 i64(&nb[5], st->attempt_base),
                                  st->awaiting ? "true" : "false",
                                  ms_or_null(&nb[2], st->due_at),
                                  out,
                                  er,
                                  ms_or_null(&nb[3], st->started_at),
                                  ms_or_null(&nb[4], st->finished_at)};
-            r = q(db,
-                  "INSERT INTO saga.saga_step (saga_id, idx, name, status, attempts, "
-                  "awaiting,"
-                  " due_at, output, error, started_at, finished_at) VALUES ($1, $2, $3, "
-                  "$4, $5,"
-                  " $6, " TS(7) ", $8::jsonb, $9::jsonb, " TS(10) ", " TS(
-                      11) ")"
-                          " ON CONFLICT (saga_id, idx) DO UPDATE SET status = "
-                          "EXCLUDED.status,"
-                          " attempts = EXCLUDED.attempts, awaiting = EXCLUDED.awaiting,"
-                          " due_at = EXCLUDED.due_at, output = EXCLUDED.output, error = "
-                          "EXCLUDED.error,"
-                          " started_at = EXCLUDED.started_at, finished_at = "
-                          "EXCLUDED.finished_at",
-                  11, p, PGRES_COMMAND_OK, "writing a step", err);
+            r = q(db, upsert_step_sql, 12, p, PGRES_COMMAND_OK, "writing a step", err);
         }
         free(out);
         free(er);
@@ -607,7 +606,8 @@ int saga_store_load(PGconn *db, saga_defs *defs, const char *id, int lock,
 
     r = q(db,
           "SELECT idx, status, attempts, awaiting, " MS("due_at") ", " MS(
-              "started_at") ", " MS("finished_at") ", output::text, error::text"
+              "started_at") ", " MS("finished_at") ", output::text, error::text, "
+                                                   "attempt_base"
                                                    " FROM saga.saga_step WHERE saga_id = "
                                                    "$1 ORDER BY idx",
           1, p, PGRES_TUPLES_OK, "loading saga steps", err);
@@ -629,6 +629,7 @@ int saga_store_load(PGconn *db, saga_defs *defs, const char *id, int lock,
         st->finished_at = get_i64(r, i, 6);
         st->output = get_json(r, i, 7);
         st->error = get_json(r, i, 8);
+        st->attempt_base = atoi(PQgetvalue(r, i, 9));
     }
     PQclear(r);
     *out = s;

@@ -158,7 +158,8 @@ static int cmd_start(int argc, char **argv)
     saga_actions acts = {0};
     saga_outbox sent = {0};
     saga_store_opts so = {getenv("SAGA_TOPIC_PREFIX"), "sagactl"};
-    saga_event ev = {SAGA_EV_START, saga_now_ms(), 0.5, NULL};
+    saga_event ev = {
+        .kind = SAGA_EV_START, .now = saga_now_ms(), .random = 0.5, .reply = NULL};
     saga_error err = {0};
     json_error_t jerr;
     json_t *input;

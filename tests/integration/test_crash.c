@@ -125,7 +125,8 @@ static void start_wave(saga_defs *defs, int n, int wave, char (*ids)[SAGA_ID_LEN
         char key[64], existing[SAGA_ID_LEN + 1];
         int existed = 0, k = wave * 1000 + i;
         saga_actions acts = {0};
-        saga_event ev = {SAGA_EV_START, saga_now_ms(), 0.5, NULL};
+        saga_event ev = {
+            .kind = SAGA_EV_START, .now = saga_now_ms(), .random = 0.5, .reply = NULL};
         saga_outbox sent = {0};
         saga_state *s;
         json_t *input;

@@ -70,7 +70,7 @@ static void fx_free(fixture *f)
 
 static int apply(fixture *f, saga_event_kind kind, int64_t now, const saga_reply *r)
 {
-    saga_event ev = {kind, now, 0.5, r};
+    saga_event ev = {.kind = kind, .now = now, .random = 0.5, .reply = r};
     saga_actions_clear(&f->acts);
     return saga_machine_apply(f->s, &ev, &f->acts, &f->reason);
 }
@@ -557,6 +557,158 @@ static void test_reply_matching(void **state)
     fx_free(f);
 }
 
+/* ---- operator commands ---- */
+
+static int op(fixture *f, saga_event_kind kind, int64_t now, const char *reason, int step,
+              json_t *output)
+{
+    saga_event ev = {.kind = kind,
+                     .now = now,
+                     .random = 0.5,
+                     .actor = "alice",
+                     .reason = reason,
+                     .step = step,
+                     .output = output};
+    saga_actions_clear(&f->acts);
+    return saga_machine_apply(f->s, &ev, &f->acts, &f->reason);
+}
+
+/* Run three_steps into a stuck compensation of step a. */
+static fixture *stuck_saga(int64_t *now)
+{
+    fixture *f = fx_new(three_steps);
+    apply(f, SAGA_EV_START, *now, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, *now += 10);
+    reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, *now += 10);
+    reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_RETRY, 1, *now += 10);
+    apply(f, SAGA_EV_WAKE, *now = f->s->wake_at, NULL);
+    reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_RETRY, 2, *now += 10);
+    assert_int_equal(f->s->status, SAGA_ST_FAILED);
+    return f;
+}
+
+static void test_operator_retry_unsticks_with_fresh_budget(void **state)
+{
+    int64_t now = T0;
+    fixture *f = stuck_saga(&now);
+    const saga_action *h;
+    (void)state;
+    assert_int_equal(op(f, SAGA_EV_OP_RETRY, now += 1000, "payment is back", 0, NULL),
+                     SAGA_APPLIED);
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATING);
+    /* Attempt numbers go on (3), the budget (2 attempts) starts afresh. */
+    expect_send(f, 0, SAGA_PHASE_COMPENSATE, 3);
+    h = history(f, "operator_retry");
+    assert_non_null(h);
+    assert_string_equal(json_string_value(json_object_get(h->detail, "operator")),
+                        "alice");
+    assert_string_equal(json_string_value(json_object_get(h->detail, "reason")),
+                        "payment is back");
+    reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_RETRY, 3, now += 10);
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATING); /* 1 of the new 2 used */
+    assert_int_equal(reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 3, now += 10),
+                     SAGA_APPLIED);
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATED);
+    fx_free(f);
+}
+
+static void test_operator_retry_resends_waiting_step_now(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    (void)state;
+    apply(f, SAGA_EV_START, T0, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_RETRY, 1, T0 + 10); /* backing off */
+    assert_int_equal(op(f, SAGA_EV_OP_RETRY, T0 + 20, "now", 0, NULL), SAGA_APPLIED);
+    expect_send(f, 0, SAGA_PHASE_INVOKE, 2);
+    assert_int_equal(f->s->steps[0].attempt_base, 1);
+    fx_free(f);
+}
+
+static void test_operator_compensate(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    (void)state;
+    apply(f, SAGA_EV_START, T0, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 10);
+    /* b is in flight: it may act, so it is compensated first. */
+    assert_int_equal(op(f, SAGA_EV_OP_COMPENSATE, T0 + 20, "customer cancelled", 0, NULL),
+                     SAGA_APPLIED);
+    assert_true(has_history(f, "operator_compensate"));
+    assert_int_equal(f->s->steps[1].status, SAGA_STEP_COMPENSATING);
+    expect_send(f, 1, SAGA_PHASE_COMPENSATE, 1);
+    /* Twice is refused. */
+    assert_int_equal(op(f, SAGA_EV_OP_COMPENSATE, T0 + 30, "again", 0, NULL),
+                     SAGA_REJECTED);
+    fx_free(f);
+}
+
+static void test_operator_compensate_refused_past_pivot(void **state)
+{
+    fixture *f = fx_new(with_pivot);
+    (void)state;
+    apply(f, SAGA_EV_START, T0, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 10);
+    assert_int_equal(op(f, SAGA_EV_OP_COMPENSATE, T0 + 20, "please", 0, NULL),
+                     SAGA_REJECTED);
+    assert_non_null(strstr(f->reason, "point of no return"));
+    fx_free(f);
+}
+
+static void test_operator_skip(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    json_t *out = json_pack("{s:s}", "id", "by-hand");
+    int64_t now = T0;
+    (void)state;
+    apply(f, SAGA_EV_START, now, NULL);
+    /* Only the current step. */
+    assert_int_equal(op(f, SAGA_EV_OP_SKIP, now += 10, "done by hand", 2, out),
+                     SAGA_REJECTED);
+    assert_int_equal(op(f, SAGA_EV_OP_SKIP, now += 10, "done by hand", 0, out),
+                     SAGA_APPLIED);
+    assert_int_equal(f->s->steps[0].status, SAGA_STEP_SKIPPED);
+    /* The next step's input sees the output given by hand. */
+    expect_send(f, 1, SAGA_PHASE_INVOKE, 1);
+    assert_string_equal(
+        json_string_value(json_object_get(send_n(f, 0)->payload, "from_a")), "by-hand");
+    /* A skipped step is compensated like a succeeded one. */
+    reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, now += 10);
+    expect_send(f, 0, SAGA_PHASE_COMPENSATE, 1);
+    json_decref(out);
+    fx_free(f);
+}
+
+static void test_operator_skip_stuck_compensation(void **state)
+{
+    int64_t now = T0;
+    fixture *f = stuck_saga(&now);
+    (void)state;
+    assert_int_equal(op(f, SAGA_EV_OP_SKIP, now += 10, "released by hand", 0, NULL),
+                     SAGA_APPLIED);
+    assert_true(has_history(f, "compensation_skipped"));
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATED);
+    assert_int_equal(op(f, SAGA_EV_OP_SKIP, now += 10, "again", 0, NULL), SAGA_REJECTED);
+    fx_free(f);
+}
+
+static void test_operator_resolve(void **state)
+{
+    int64_t now = T0;
+    fixture *f = stuck_saga(&now);
+    (void)state;
+    assert_int_equal(op(f, SAGA_EV_OP_RESOLVE, now += 10, "", 0, NULL), SAGA_REJECTED);
+    assert_non_null(strstr(f->reason, "reason"));
+    assert_int_equal(op(f, SAGA_EV_OP_RESOLVE, now += 10, "refunded by hand", 0, NULL),
+                     SAGA_APPLIED);
+    assert_int_equal(f->s->status, SAGA_ST_RESOLVED);
+    assert_true(saga_status_is_final(f->s->status));
+    assert_int_equal(f->s->wake_at, 0);
+    assert_int_equal(op(f, SAGA_EV_OP_RESOLVE, now += 10, "again", 0, NULL),
+                     SAGA_REJECTED);
+    assert_int_equal(op(f, SAGA_EV_OP_RETRY, now += 10, "again", 0, NULL), SAGA_REJECTED);
+    fx_free(f);
+}
+
 /* ---- the exhaustive table ---- */
 
 typedef struct snapshot {
@@ -593,12 +745,17 @@ enum {
     EV_RETRY_C,
     EV_WAKE_DUE,
     EV_WAKE_EARLY,
+    EV_OP_RETRY,
+    EV_OP_COMPENSATE,
+    EV_OP_SKIP,
+    EV_OP_RESOLVE,
     EV_COUNT
 };
 static const char *const ev_names[] = {
     "start",         "ok/invoke",         "failed/invoke",    "retry/invoke",
     "ok/compensate", "failed/compensate", "retry/compensate", "wake(due)",
-    "wake(early)"};
+    "wake(early)",   "op:retry",          "op:compensate",    "op:skip",
+    "op:resolve"};
 
 static void test_every_status_step_status_and_event(void **state)
 {
@@ -640,8 +797,12 @@ static void test_every_status_step_status_and_event(void **state)
                 case EV_WAKE_DUE:
                     rc = apply(f, SAGA_EV_WAKE, T0 + 1000, NULL);
                     break;
-                default:
+                case EV_WAKE_EARLY:
                     rc = apply(f, SAGA_EV_WAKE, T0 + 10, NULL);
+                    break;
+                default:
+                    rc = op(f, (saga_event_kind)(SAGA_EV_OP_RETRY + (e - EV_OP_RETRY)),
+                            T0 + 10, "table", 1, NULL);
                     break;
                 }
                 take(f->s, &after);
@@ -680,10 +841,18 @@ static void test_every_status_step_status_and_event(void **state)
                 /* Events that only make sense in one place. */
                 if (e == EV_START && ss != SAGA_ST_NEW)
                     assert_int_equal(rc, SAGA_REJECTED);
+                /* Ended sagas ignore events and refuse operator commands;
+                 * a failed one can be retried, skipped or resolved. */
                 if ((ss == SAGA_ST_COMPLETED || ss == SAGA_ST_COMPENSATED ||
-                     ss == SAGA_ST_FAILED) &&
-                    e != EV_START)
+                     ss == SAGA_ST_FAILED || ss == SAGA_ST_RESOLVED) &&
+                    e != EV_START && e < EV_OP_RETRY)
                     assert_int_equal(rc, SAGA_IGNORED);
+                if (saga_status_is_final((saga_status)ss) && e >= EV_OP_RETRY)
+                    assert_int_equal(rc, SAGA_REJECTED);
+                if (ss == SAGA_ST_FAILED && e == EV_OP_RESOLVE)
+                    assert_int_equal(rc, SAGA_APPLIED);
+                if (ss != SAGA_ST_FAILED && e == EV_OP_RESOLVE)
+                    assert_int_equal(rc, SAGA_REJECTED);
                 if (ss == SAGA_ST_RUNNING && ps == SAGA_STEP_DISPATCHED &&
                     (e == EV_OK_I || e == EV_FAILED_I || e == EV_RETRY_I ||
                      e == EV_WAKE_DUE))
@@ -743,6 +912,13 @@ int main(void)
         cmocka_unit_test(test_unresolvable_input_fails_step),
         cmocka_unit_test(test_null_compensation_is_skipped),
         cmocka_unit_test(test_reply_matching),
+        cmocka_unit_test(test_operator_retry_unsticks_with_fresh_budget),
+        cmocka_unit_test(test_operator_retry_resends_waiting_step_now),
+        cmocka_unit_test(test_operator_compensate),
+        cmocka_unit_test(test_operator_compensate_refused_past_pivot),
+        cmocka_unit_test(test_operator_skip),
+        cmocka_unit_test(test_operator_skip_stuck_compensation),
+        cmocka_unit_test(test_operator_resolve),
         cmocka_unit_test(test_every_status_step_status_and_event),
         cmocka_unit_test(test_status_names_round_trip),
     };
