@@ -28,8 +28,8 @@ LDFLAGS    += -fsanitize=address,undefined
 endif
 
 SDK_SRC  := $(wildcard sdk/src/*.c)
-CORE_SRC := $(filter-out orchestrator/sagad_main.c orchestrator/sagactl_main.c, \
-              $(wildcard orchestrator/*.c))
+SAGACTL_SRC := $(wildcard orchestrator/sagactl_*.c)
+CORE_SRC := $(filter-out orchestrator/sagad_main.c $(SAGACTL_SRC), $(wildcard orchestrator/*.c))
 SDK_OBJ  := $(SDK_SRC:%.c=$(BUILD)/%.o)
 SDK_PIC  := $(SDK_SRC:%.c=$(BUILD)/pic/%.o)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
@@ -79,7 +79,7 @@ $(BUILD)/bin/sagad: $(BUILD)/orchestrator/sagad_main.o $(LIBCORE_A) $(LIBSAGA_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/bin/sagactl: $(BUILD)/orchestrator/sagactl_main.o $(LIBCORE_A) $(LIBSAGA_A)
+$(BUILD)/bin/sagactl: $(SAGACTL_SRC:%.c=$(BUILD)/%.o) $(LIBCORE_A) $(LIBSAGA_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

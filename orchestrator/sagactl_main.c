@@ -15,16 +15,15 @@
 #include "saga_machine.h"
 #include "saga_migrate.h"
 #include "saga_store.h"
+#include "sagactl.h"
 
-enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_DB = 3 };
-
-static const char *db_url;
-static int want_json;
+const char *db_url;
+int want_json;
 
 #define ISO(col)                                                                         \
     "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
-static void die_usage(const char *fmt, const char *arg)
+void die_usage(const char *fmt, const char *arg)
 {
     fprintf(stderr, "sagactl: ");
     fprintf(stderr, fmt, arg);
@@ -39,7 +38,7 @@ static void ignore_notice(void *arg, const char *message)
     (void)message;
 }
 
-static PGconn *connect_db(int need_schema)
+PGconn *connect_db(int need_schema)
 {
     PGconn *db;
     if (db_url == NULL) {
@@ -70,7 +69,7 @@ static PGconn *connect_db(int need_schema)
 }
 
 /* Run a query that returns one JSON text (or no row); NULL if no row. */
-static json_t *query_json(PGconn *db, const char *sql, int n, const char *const *params)
+json_t *query_json(PGconn *db, const char *sql, int n, const char *const *params)
 {
     PGresult *r = PQexecParams(db, sql, n, NULL, params, NULL, NULL, 0);
     json_t *j = NULL;
@@ -86,25 +85,65 @@ static json_t *query_json(PGconn *db, const char *sql, int n, const char *const 
     return j;
 }
 
-static void print_json(json_t *j)
+void print_json(json_t *j)
 {
     char *t = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     puts(t ? t : "null");
     free(t);
 }
 
-static const char *str(json_t *o, const char *k)
+const char *str(json_t *o, const char *k)
 {
     const char *s = json_string_value(json_object_get(o, k));
     return s ? s : "-";
 }
 
-static int check_uuid(const char *id)
+int check_uuid(const char *id)
 {
     uuid_t u;
     if (uuid_parse(id, u) != 0)
         die_usage("\"%s\" is not a saga id (expected a UUID)", id);
     return 0;
+}
+
+static int use_color(void)
+{
+    static int cached = -1;
+    if (cached < 0)
+        cached = isatty(STDOUT_FILENO) && getenv("NO_COLOR") == NULL;
+    return cached;
+}
+
+const char *color_for_status(const char *status)
+{
+    if (!use_color())
+        return "";
+    if (strcmp(status, "completed") == 0)
+        return "\033[32m";
+    if (strcmp(status, "compensated") == 0 || strcmp(status, "resolved") == 0)
+        return "\033[33m";
+    if (strcmp(status, "failed") == 0)
+        return "\033[1;31m";
+    return "\033[36m";
+}
+
+const char *color_reset(void)
+{
+    return use_color() ? "\033[0m" : "";
+}
+
+void format_age(double s, char *buf, size_t size)
+{
+    if (s < 0)
+        s = 0;
+    if (s < 60)
+        snprintf(buf, size, "%.0fs ago", s);
+    else if (s < 3600)
+        snprintf(buf, size, "%.0fm ago", s / 60);
+    else if (s < 86400)
+        snprintf(buf, size, "%.1fh ago", s / 3600);
+    else
+        snprintf(buf, size, "%.1fd ago", s / 86400);
 }
 
 /* ---- migrate ---- */
@@ -245,20 +284,22 @@ static int cmd_start(int argc, char **argv)
 
 static int cmd_list(int argc, char **argv)
 {
-    const char *status = NULL, *name = NULL, *limit = "50";
-    const char *p[3];
+    const char *status = NULL, *name = NULL, *limit = "50", *since = NULL, *older = NULL;
+    char since_ms[32], older_ms[32];
+    const char *p[5];
     json_t *rows, *row;
     size_t i;
     PGconn *db;
 
     for (int k = 1; k < argc; k++) {
+        int64_t ms;
         if (strcmp(argv[k], "--status") == 0 && k + 1 < argc) {
             saga_status st;
             status = argv[++k];
             if (saga_status_parse(status, &st) != 0 || st == SAGA_ST_NEW)
                 die_usage(
                     "list: unknown status \"%s\" (running, compensating, completed, "
-                    "compensated, failed)",
+                    "compensated, failed, resolved)",
                     status);
         } else if (strcmp(argv[k], "--saga") == 0 && k + 1 < argc) {
             name = argv[++k];
@@ -266,11 +307,26 @@ static int cmd_list(int argc, char **argv)
             limit = argv[++k];
             if (atoi(limit) <= 0)
                 die_usage("list: --limit needs a positive number, not \"%s\"", limit);
+        } else if (strcmp(argv[k], "--since") == 0 && k + 1 < argc) {
+            if (saga_duration_parse(argv[++k], &ms) != 0)
+                die_usage("list: --since needs a duration such as 10m or 2h, not \"%s\"",
+                          argv[k]);
+            snprintf(since_ms, sizeof since_ms, "%lld", (long long)ms);
+            since = since_ms;
+        } else if (strcmp(argv[k], "--older-than") == 0 && k + 1 < argc) {
+            if (saga_duration_parse(argv[++k], &ms) != 0)
+                die_usage(
+                    "list: --older-than needs a duration such as 10m or 2h, not \"%s\"",
+                    argv[k]);
+            snprintf(older_ms, sizeof older_ms, "%lld", (long long)ms);
+            older = older_ms;
         } else if (strcmp(argv[k], "--json") == 0) {
             want_json = 1;
         } else if (strcmp(argv[k], "--help") == 0) {
-            printf("usage: sagactl list [--status S] [--saga NAME] [--limit N] [--json]\n"
-                   "Lists sagas, newest first.\n");
+            printf("usage: sagactl list [--status S] [--saga NAME] [--since DUR] "
+                   "[--older-than DUR] [--limit N] [--json]\n"
+                   "Lists sagas, newest first: --since 1h started in the last hour,\n"
+                   "--older-than 10m started more than ten minutes ago.\n");
             return EXIT_OK;
         } else {
             die_usage("list: unexpected argument \"%s\"", argv[k]);
@@ -279,33 +335,49 @@ static int cmd_list(int argc, char **argv)
     p[0] = status;
     p[1] = name;
     p[2] = limit;
+    p[3] = since;
+    p[4] = older;
     db = connect_db(1);
-    rows =
-        query_json(db,
-                   "SELECT coalesce(json_agg(x ORDER BY x.created_at DESC), '[]') FROM ("
-                   " SELECT s.id, s.name, s.version, s.status, s.cursor_step AS step,"
-                   " st.name AS step_name, " ISO("s.created_at") " AS created_at, " ISO(
-                       "s.updated_at") " AS updated_at"
-                                       " FROM saga.saga s LEFT JOIN saga.saga_step st"
-                                       " ON st.saga_id = s.id AND st.idx = s.cursor_step"
-                                       " WHERE ($1::text IS NULL OR s.status = $1)"
-                                       " AND ($2::text IS NULL OR s.name = $2)"
-                                       " ORDER BY s.created_at DESC LIMIT $3::int) x",
-                   3, p);
+    rows = query_json(
+        db,
+        "SELECT coalesce(json_agg(x ORDER BY x.created_at DESC), '[]') FROM ("
+        " SELECT s.id, s.name, s.version, s.status, s.cursor_step AS step,"
+        " st.name AS step_name, " ISO("s.created_at") " AS created_at, " ISO(
+            "s.updated_at") " AS updated_at,"
+                            " round(extract(epoch from now() - s.updated_at)::numeric, 3)"
+                            " AS idle_seconds"
+                            " FROM saga.saga s LEFT JOIN saga.saga_step st"
+                            " ON st.saga_id = s.id AND st.idx = s.cursor_step"
+                            " WHERE ($1::text IS NULL OR s.status = $1)"
+                            " AND ($2::text IS NULL OR s.name = $2)"
+                            " AND ($4::bigint IS NULL OR s.created_at >= now() - "
+                            "$4::bigint"
+                            "      * interval '1 millisecond')"
+                            " AND ($5::bigint IS NULL OR s.created_at < now() - "
+                            "$5::bigint"
+                            "      * interval '1 millisecond')"
+                            " ORDER BY s.created_at DESC LIMIT $3::int) x",
+        5, p);
     PQfinish(db);
     if (want_json) {
         print_json(rows);
     } else {
-        printf("%-36s  %-12s  %-12s  %-16s  %s\n", "ID", "SAGA", "STATUS", "STEP",
-               "UPDATED");
+        printf("%-36s  %-14s  %-12s  %-16s  %-10s  %s\n", "ID", "SAGA", "STATUS", "STEP",
+               "UPDATED", "");
         json_array_foreach(rows, i, row)
         {
-            char saga[64];
+            char saga[64], age[32];
+            const char *st = str(row, "status");
             snprintf(saga, sizeof saga, "%s@%lld", str(row, "name"),
                      (long long)json_integer_value(json_object_get(row, "version")));
-            printf("%-36s  %-12s  %-12s  %-16s  %s\n", str(row, "id"), saga,
-                   str(row, "status"), str(row, "step_name"), str(row, "updated_at"));
+            format_age(json_number_value(json_object_get(row, "idle_seconds")), age,
+                       sizeof age);
+            printf("%-36s  %-14s  %s%-12s%s  %-16s  %-10s  %s\n", str(row, "id"), saga,
+                   color_for_status(st), st, color_reset(), str(row, "step_name"), age,
+                   str(row, "updated_at"));
         }
+        if (json_array_size(rows) == 0)
+            printf("(no sagas)\n");
     }
     json_decref(rows);
     return EXIT_OK;
@@ -438,6 +510,19 @@ static int cmd_show(int argc, char **argv)
 
 /* ---- history ---- */
 
+/* Events oldest first, with the time since the previous one. */
+static const char history_sql[] =
+    "SELECT CASE WHEN EXISTS (SELECT 1 FROM saga.saga WHERE id = $1) THEN"
+    " (SELECT coalesce(json_agg(x ORDER BY x.seq), '[]') FROM ("
+    "  SELECT e.id AS seq,"
+    "   to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS at,"
+    "   e.kind, e.step, st.name AS step_name, e.phase, e.attempt, e.detail, e.actor,"
+    "   round(extract(epoch from e.at - lag(e.at) OVER (ORDER BY e.id)) * 1000)"
+    "    AS since_previous_ms"
+    "  FROM saga.saga_event e LEFT JOIN saga.saga_step st"
+    "   ON st.saga_id = e.saga_id AND st.idx = e.step"
+    "  WHERE e.saga_id = $1) x) END";
+
 static int cmd_history(int argc, char **argv)
 {
     const char *id = NULL;
@@ -464,21 +549,7 @@ static int cmd_history(int argc, char **argv)
     db = connect_db(1);
     {
         const char *p[1] = {id};
-        events = query_json(
-            db,
-            "SELECT CASE WHEN EXISTS (SELECT 1 FROM saga.saga WHERE id = $1) THEN"
-            " (SELECT coalesce(json_agg(json_build_object('seq', e.id, 'at', " ISO(
-                "e.at") ","
-                        " 'kind', e.kind, 'step', e.step, 'step_name', st.name, 'phase', "
-                        "e.phase,"
-                        " 'attempt', e.attempt, 'detail', e.detail, 'actor', e.actor) "
-                        "ORDER BY "
-                        "e.id), '[]')"
-                        " FROM saga.saga_event e LEFT JOIN saga.saga_step st"
-                        " ON st.saga_id = e.saga_id AND st.idx = e.step WHERE e.saga_id "
-                        "= $1)"
-                        " END",
-            1, p);
+        events = query_json(db, history_sql, 1, p);
     }
     PQfinish(db);
     if (events == NULL) {
@@ -498,8 +569,14 @@ static int cmd_history(int argc, char **argv)
                          (long long)json_integer_value(json_object_get(ev, "attempt")));
             else if (json_is_integer(json_object_get(ev, "step")))
                 snprintf(step, sizeof step, "%s", str(ev, "step_name"));
-            printf("%s  %-24s  %-20s  %-8s  %s\n", str(ev, "at"), str(ev, "kind"), step,
-                   str(ev, "actor"), t ? t : "");
+            {
+                json_t *prev = json_object_get(ev, "since_previous_ms");
+                char delta[32] = "";
+                if (json_is_number(prev))
+                    snprintf(delta, sizeof delta, "+%.0fms", json_number_value(prev));
+                printf("%s  %9s  %-24s  %-20s  %-16s  %s\n", str(ev, "at"), delta,
+                       str(ev, "kind"), step, str(ev, "actor"), t ? t : "");
+            }
             free(t);
         }
     }
@@ -612,20 +689,30 @@ static void usage(FILE *out)
     fprintf(
         out,
         "usage: sagactl [--db URL] [--json] COMMAND [ARGS]\n\n"
-        "Commands:\n"
-        "  migrate [--dir DIR]                 apply pending schema migrations\n"
-        "  start NAME [--input JSON] [--key K] start a saga, print its id\n"
-        "  list [--status S] [--saga NAME] [--limit N]  sagas, newest first\n"
+        "Finding:\n"
+        "  list [--status S] [--saga NAME] [--since DUR] [--older-than DUR] [--limit N]\n"
+        "  stuck [--older-than DUR]            sagas that need an operator, with why\n"
+        "  stats                               counts by status and definition, rates\n"
+        "Understanding:\n"
         "  show ID                             a saga and its steps\n"
-        "  history ID                          a saga's timeline\n"
-        "  wait ID [--timeout DUR]             wait for a saga to end, print its status\n"
+        "  history ID                          its timeline, operator actions included\n"
+        "  wait ID [--timeout DUR]             wait for it to end, print its status\n"
+        "Repairing (--reason TEXT required; --as NAME, else $USER):\n"
+        "  retry ID                            re-send the outstanding "
+        "step/compensation\n"
+        "  compensate ID                       abort a running saga and compensate it\n"
+        "  skip ID --step NAME [--output JSON] mark the current step done by hand\n"
+        "  resolve ID                          close a failed saga by hand\n"
+        "Running:\n"
+        "  start NAME [--input JSON] [--key K] start a saga, print its id\n"
+        "  migrate [--dir DIR]                 apply pending schema migrations\n"
         "  validate FILE...                    check definition files\n\n"
         "Options:\n"
         "  --db URL    PostgreSQL (default $SAGA_PG_URL)\n"
-        "  --json      machine-readable output\n"
+        "  --json      machine-readable output (every command that reads)\n"
         "  --help      this text; `sagactl COMMAND --help` for a command\n\n"
-        "Exit codes: 0 ok, 1 not found or refused, 2 usage, 3 database unreachable "
-        "or not migrated.\n");
+        "Exit codes: 0 ok, 1 not found or refused (stuck: some found), 2 usage,\n"
+        "3 database unreachable or not migrated.\n");
 }
 
 int main(int argc, char **argv)
@@ -659,6 +746,18 @@ int main(int argc, char **argv)
         return cmd_show(argc, argv);
     if (strcmp(argv[0], "history") == 0)
         return cmd_history(argc, argv);
+    if (strcmp(argv[0], "stuck") == 0)
+        return cmd_stuck(argc, argv);
+    if (strcmp(argv[0], "stats") == 0)
+        return cmd_stats(argc, argv);
+    if (strcmp(argv[0], "retry") == 0)
+        return cmd_retry(argc, argv);
+    if (strcmp(argv[0], "compensate") == 0)
+        return cmd_compensate(argc, argv);
+    if (strcmp(argv[0], "skip") == 0)
+        return cmd_skip(argc, argv);
+    if (strcmp(argv[0], "resolve") == 0)
+        return cmd_resolve(argc, argv);
     if (strcmp(argv[0], "wait") == 0)
         return cmd_wait(argc, argv);
     if (strcmp(argv[0], "validate") == 0)

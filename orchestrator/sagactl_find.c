@@ -1,0 +1,204 @@
+/* sagactl stuck / stats: finding what needs an operator. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "saga_duration.h"
+#include "sagactl.h"
+
+#define ISO(col)                                                                         \
+    "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+/* Failed sagas, and active ones whose last change is older than $1 ms;
+ * the oldest first, each with what it waits on. */
+static const char stuck_sql[] =
+    "SELECT coalesce(json_agg(x ORDER BY x.idle_seconds DESC), '[]') FROM ("
+    " SELECT s.id, s.name, s.version, s.status, st.idx AS step_index, st.name AS step,"
+    "  st.status AS step_status, st.attempts, st.error,"
+    "  " ISO(
+        "s.updated_at") " AS since,"
+                        "  round(extract(epoch from now() - s.updated_at)::numeric, 0) "
+                        "AS idle_seconds,"
+                        "  (SELECT e.kind FROM saga.saga_event e WHERE e.saga_id = s.id"
+                        "   ORDER BY e.id DESC LIMIT 1) AS last_event"
+                        " FROM saga.saga s JOIN saga.saga_step st ON st.saga_id = s.id "
+                        "AND st.idx = s.cursor_step"
+                        " WHERE s.status = 'failed' OR (s.status IN ('running', "
+                        "'compensating')"
+                        "  AND s.updated_at < now() - $1::bigint * interval '1 "
+                        "millisecond')) x";
+
+/* The one-line reason a saga needs attention. */
+static void describe(json_t *row, char *buf, size_t size)
+{
+    const char *status = str(row, "status"), *step = str(row, "step");
+    const char *step_status = str(row, "step_status");
+    long long attempts = (long long)json_integer_value(json_object_get(row, "attempts"));
+    json_t *err = json_object_get(row, "error");
+    const char *msg = json_string_value(json_object_get(err, "message"));
+    const char *code = json_string_value(json_object_get(err, "code"));
+    char last[300] = "";
+
+    if (msg != NULL || code != NULL)
+        snprintf(last, sizeof last, "; last error %s: %s", code ? code : "?",
+                 msg ? msg : "");
+    if (strcmp(status, "failed") == 0 && strcmp(step_status, "compensation_failed") == 0)
+        snprintf(buf, size, "compensation of %s gave up after %lld attempt(s)%s", step,
+                 attempts, last);
+    else if (strcmp(status, "failed") == 0)
+        snprintf(buf, size,
+                 "%s failed and cannot be compensated (at or after the pivot)%s", step,
+                 last);
+    else if (strcmp(status, "compensating") == 0)
+        snprintf(buf, size, "waiting on the compensation of %s (attempt %lld) since %s%s",
+                 step, attempts, str(row, "since"), last);
+    else
+        snprintf(buf, size, "waiting on %s (attempt %lld) since %s%s", step, attempts,
+                 str(row, "since"), last);
+}
+
+int cmd_stuck(int argc, char **argv)
+{
+    const char *older = getenv("SAGA_STUCK_AFTER") ? getenv("SAGA_STUCK_AFTER") : "5m";
+    int64_t ms;
+    char msbuf[32];
+    const char *p[1] = {msbuf};
+    json_t *rows, *row;
+    size_t i;
+    PGconn *db;
+
+    for (int k = 1; k < argc; k++) {
+        if (strcmp(argv[k], "--older-than") == 0 && k + 1 < argc)
+            older = argv[++k];
+        else if (strcmp(argv[k], "--json") == 0)
+            want_json = 1;
+        else if (strcmp(argv[k], "--help") == 0) {
+            printf(
+                "usage: sagactl stuck [--older-than DUR] [--json]\n"
+                "Sagas that need an operator: every failed saga, and running or\n"
+                "compensating sagas that made no progress for longer than DUR (default\n"
+                "$SAGA_STUCK_AFTER, else 5m), the longest waiting first, with the "
+                "reason.\n"
+                "Exit 0 when there are none, 1 when there are some.\n");
+            return EXIT_OK;
+        } else
+            die_usage("stuck: unexpected argument \"%s\"", argv[k]);
+    }
+    if (saga_duration_parse(older, &ms) != 0)
+        die_usage("stuck: --older-than needs a duration such as 30s or 5m, not \"%s\"",
+                  older);
+    snprintf(msbuf, sizeof msbuf, "%lld", (long long)ms);
+    db = connect_db(1);
+    rows = query_json(db, stuck_sql, 1, p);
+    PQfinish(db);
+    json_array_foreach(rows, i, row)
+    {
+        char reason[700];
+        describe(row, reason, sizeof reason);
+        json_object_set_new(row, "reason", json_string(reason));
+    }
+    if (want_json) {
+        print_json(rows);
+    } else if (json_array_size(rows) == 0) {
+        printf("no stuck sagas (none failed, none idle for more than %s)\n", older);
+    } else {
+        printf("%-36s  %-10s  %-12s  %-10s  %s\n", "ID", "SAGA", "STATUS", "IDLE",
+               "REASON");
+        json_array_foreach(rows, i, row)
+        {
+            char saga[64], age[32];
+            const char *st = str(row, "status");
+            snprintf(saga, sizeof saga, "%s@%lld", str(row, "name"),
+                     (long long)json_integer_value(json_object_get(row, "version")));
+            format_age(json_number_value(json_object_get(row, "idle_seconds")), age,
+                       sizeof age);
+            printf("%-36s  %-10s  %s%-12s%s  %-10s  %s\n", str(row, "id"), saga,
+                   color_for_status(st), st, color_reset(), age, str(row, "reason"));
+        }
+    }
+    {
+        int any = json_array_size(rows) > 0;
+        json_decref(rows);
+        return any ? EXIT_REFUSED : EXIT_OK;
+    }
+}
+
+static const char stats_sql[] =
+    "SELECT json_build_object("
+    " 'by_status', coalesce((SELECT json_object_agg(status, n) FROM"
+    "  (SELECT status, count(*) AS n FROM saga.saga GROUP BY status) a), '{}'),"
+    " 'by_definition', coalesce((SELECT json_object_agg(name, st) FROM"
+    "  (SELECT name, json_object_agg(status, n) AS st FROM"
+    "   (SELECT name, status, count(*) AS n FROM saga.saga GROUP BY name, status) b"
+    "   GROUP BY name) c), '{}'),"
+    " 'started', json_build_object("
+    "  'last_minute', (SELECT count(*) FROM saga.saga"
+    "   WHERE created_at > now() - interval '1 minute'),"
+    "  'last_hour', (SELECT count(*) FROM saga.saga"
+    "   WHERE created_at > now() - interval '1 hour')),"
+    " 'finished', json_build_object("
+    "  'last_minute', (SELECT count(*) FROM saga.saga WHERE status IN"
+    "   ('completed', 'compensated', 'resolved') AND updated_at > now() - interval '1 "
+    "minute'),"
+    "  'last_hour', (SELECT count(*) FROM saga.saga WHERE status IN"
+    "   ('completed', 'compensated', 'resolved') AND updated_at > now() - interval '1 "
+    "hour')),"
+    " 'failed', (SELECT count(*) FROM saga.saga WHERE status = 'failed'))";
+
+int cmd_stats(int argc, char **argv)
+{
+    static const char *const statuses[] = {"running",     "compensating", "completed",
+                                           "compensated", "failed",       "resolved"};
+    json_t *st, *by_def, *counts;
+    const char *name;
+    PGconn *db;
+
+    for (int k = 1; k < argc; k++) {
+        if (strcmp(argv[k], "--json") == 0)
+            want_json = 1;
+        else if (strcmp(argv[k], "--help") == 0) {
+            printf("usage: sagactl stats [--json]\nCounts of sagas by status and by "
+                   "definition, and sagas started and finished\nin the last minute and "
+                   "hour.\n");
+            return EXIT_OK;
+        } else
+            die_usage("stats: unexpected argument \"%s\"", argv[k]);
+    }
+    db = connect_db(1);
+    st = query_json(db, stats_sql, 0, NULL);
+    PQfinish(db);
+    if (want_json) {
+        print_json(st);
+        json_decref(st);
+        return EXIT_OK;
+    }
+    printf("%-16s", "");
+    for (size_t i = 0; i < 6; i++)
+        printf("  %12s", statuses[i]);
+    printf("\n%-16s", "all");
+    for (size_t i = 0; i < 6; i++)
+        printf("  %12lld", (long long)json_integer_value(json_object_get(
+                               json_object_get(st, "by_status"), statuses[i])));
+    printf("\n");
+    by_def = json_object_get(st, "by_definition");
+    json_object_foreach(by_def, name, counts)
+    {
+        printf("%-16s", name);
+        for (size_t i = 0; i < 6; i++)
+            printf("  %12lld",
+                   (long long)json_integer_value(json_object_get(counts, statuses[i])));
+        printf("\n");
+    }
+    printf("\nstarted   last minute %lld, last hour %lld\n",
+           (long long)json_integer_value(
+               json_object_get(json_object_get(st, "started"), "last_minute")),
+           (long long)json_integer_value(
+               json_object_get(json_object_get(st, "started"), "last_hour")));
+    printf("finished  last minute %lld, last hour %lld\n",
+           (long long)json_integer_value(
+               json_object_get(json_object_get(st, "finished"), "last_minute")),
+           (long long)json_integer_value(
+               json_object_get(json_object_get(st, "finished"), "last_hour")));
+    json_decref(st);
+    return EXIT_OK;
+}
