@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
+#include <unistd.h>
 
 #include "saga/saga.h"
 #include "saga_machine.h"
@@ -79,6 +81,11 @@ static int run_repair(const repair *rp, int argc, char **argv)
     check_uuid(id);
     if (reason == NULL || *reason == '\0')
         die_usage("--reason is required: say why, for the history (%s)", rp->name);
+    if (as == NULL || *as == '\0') {
+        /* No $USER (cron, containers): the login name of this uid. */
+        struct passwd *pw = getpwuid(geteuid());
+        as = pw != NULL ? pw->pw_name : NULL;
+    }
     if (as == NULL || *as == '\0')
         die_usage("say who you are with --as NAME (%s is not set)", "$USER");
     if (rp->kind == SAGA_EV_OP_SKIP && step_name == NULL)

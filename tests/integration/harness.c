@@ -154,6 +154,29 @@ static void ignore_notice(void *arg, const char *message)
     (void)message;
 }
 
+void it_isolate_db(const char *name)
+{
+    static char url[1024];
+    char sql[256], dbname[128];
+    const char *base = it_env("SAGA_PG_URL");
+    const char *slash = strrchr(base, '/');
+    const char *query = strchr(slash ? slash : base, '?');
+    PGconn *db;
+
+    if (slash == NULL || strncmp(base, "postgres", 8) != 0)
+        fatal("SAGA_PG_URL must be a postgresql:// URL, not \"%s\"%s", base, "");
+    snprintf(dbname, sizeof dbname, "it_%s_%ld", name, (long)getpid());
+    db = it_db();
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s", dbname);
+    it_exec(db, sql);
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", dbname);
+    it_exec(db, sql);
+    PQfinish(db);
+    snprintf(url, sizeof url, "%.*s/%s%s", (int)(slash - base), base, dbname,
+             query ? query : "");
+    setenv("SAGA_PG_URL", url, 1);
+}
+
 PGconn *it_db(void)
 {
     PGconn *db = PQconnectdb(it_env("SAGA_PG_URL"));
@@ -230,6 +253,37 @@ int it_sagactl(char *out, size_t size, const char *const *args)
     {
         char sink[4096];
         while (fgets(sink, sizeof sink, f) != NULL)
+            ;
+    }
+    status = pclose(f);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int it_sagactl_all(char *out, size_t size, int with_err, const char *const *args)
+{
+    char cmd[4096];
+    size_t len, got = 0;
+    FILE *f;
+    int status;
+
+    len = (size_t)snprintf(cmd, sizeof cmd, "'%s/bin/sagactl'", it_env("SAGA_BUILD_DIR"));
+    for (int i = 0; args[i] != NULL && len < sizeof cmd; i++)
+        len += (size_t)snprintf(cmd + len, sizeof cmd - len, " '%s'", args[i]);
+    if (with_err && len < sizeof cmd)
+        snprintf(cmd + len, sizeof cmd - len, " 2>&1");
+    f = popen(cmd, "r");
+    if (f == NULL)
+        return -1;
+    while (got + 1 < size) {
+        size_t n = fread(out + got, 1, size - 1 - got, f);
+        if (n == 0)
+            break;
+        got += n;
+    }
+    out[got] = '\0';
+    {
+        char sink[4096];
+        while (fread(sink, 1, sizeof sink, f) > 0)
             ;
     }
     status = pclose(f);

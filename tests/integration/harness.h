@@ -34,6 +34,11 @@ int it_wait_log(const it_proc *p, const char *needle, int timeout_ms);
 int it_stop(it_proc *p);
 void it_kill9(it_proc *p);
 
+/* Give this test program a database of its own (created on the server
+ * SAGA_PG_URL names) and point SAGA_PG_URL at it, so test programs never
+ * see each other's sagas. Call first. */
+void it_isolate_db(const char *name);
+
 PGconn *it_db(void);
 /* Run sql (no params) and fail the test on error. */
 void it_exec(PGconn *db, const char *sql);
@@ -46,6 +51,9 @@ long long it_int(PGconn *db, const char *sql, int n, const char *const *params);
 /* Run `sagactl ARGS` with the test's database; returns the exit code and
  * the first line of stdout in out (if not NULL). */
 int it_sagactl(char *out, size_t size, const char *const *args);
+
+/* Like it_sagactl, but out gets all of stdout (and stderr when with_err). */
+int it_sagactl_all(char *out, size_t size, int with_err, const char *const *args);
 
 /* Poll until saga id is completed, compensated or failed; returns its
  * status (static buffer) or "timeout". */

@@ -68,6 +68,7 @@ static int setup(void **state)
 {
     const char *migrate[] = {"migrate", "--dir", "migrations", NULL};
     (void)state;
+    it_isolate_db("crash");
     it_env("SAGA_KAFKA_BROKERS");
     prefix = strdup(it_prefix("crash"));
     setenv("SAGA_TOPIC_PREFIX", prefix, 1);

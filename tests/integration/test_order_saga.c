@@ -24,6 +24,7 @@ static int group_setup(void **state)
     const char *migrate[] = {"migrate", "--dir", "migrations", NULL};
     char out[256];
     (void)state;
+    it_isolate_db("order");
 
     it_env("SAGA_KAFKA_BROKERS");
     prefix = strdup(it_prefix("order"));

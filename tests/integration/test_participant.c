@@ -58,6 +58,7 @@ static int setup(void **state)
     char errstr[256];
     rd_kafka_topic_partition_list_t *sub;
     (void)state;
+    it_isolate_db("participant");
 
     snprintf(prefix, sizeof prefix, "%s", it_prefix("participant"));
     snprintf(cmd_topic, sizeof cmd_topic, "%scmd.things", prefix);

@@ -37,6 +37,7 @@ static int setup(void **state)
     static const char *const services[] = {"order", "payment", "inventory"};
     const char *migrate[] = {"migrate", "--dir", "migrations", NULL};
     (void)state;
+    it_isolate_db("sagad");
     prefix = strdup(it_prefix("sagad"));
     setenv("SAGA_TOPIC_PREFIX", prefix, 1);
     if (it_sagactl(NULL, 0, migrate) != 0)
