@@ -55,6 +55,17 @@ static int create_schema(const example_service *svc, const char *url)
     ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     if (ok) {
+        /* Every service logs the commands it applied, in the same
+         * transaction as their effect (see example_log_command). */
+        r = PQexec(db,
+                   "CREATE TABLE IF NOT EXISTS command_log ("
+                   " id bigserial PRIMARY KEY, saga_id uuid NOT NULL, step int NOT NULL,"
+                   " phase text NOT NULL, action text NOT NULL, attempt int NOT NULL,"
+                   " received_at timestamptz NOT NULL DEFAULT clock_timestamp())");
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+    }
+    if (ok) {
         r = PQexec(db, svc->schema_sql);
         ok = PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);

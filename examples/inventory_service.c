@@ -11,12 +11,7 @@ static const char schema_sql[] =
     " saga_id uuid PRIMARY KEY, order_id text NOT NULL, sku text NOT NULL,"
     " quantity int NOT NULL, status text NOT NULL CHECK (status IN ('reserved', "
     "'released')),"
-    " created_at timestamptz NOT NULL DEFAULT now(), released_at timestamptz);"
-    "CREATE TABLE IF NOT EXISTS command_log ("
-    " id bigserial PRIMARY KEY, saga_id uuid NOT NULL, step int NOT NULL, phase text NOT "
-    "NULL,"
-    " action text NOT NULL, attempt int NOT NULL,"
-    " received_at timestamptz NOT NULL DEFAULT clock_timestamp());";
+    " created_at timestamptz NOT NULL DEFAULT now(), released_at timestamptz);";
 
 static void reserve_stock(const saga_command *cmd, PGconn *db, saga_result *res,
                           void *arg)

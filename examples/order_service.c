@@ -12,12 +12,7 @@ static const char schema_sql[] =
     " quantity int NOT NULL, amount bigint NOT NULL,"
     " status text NOT NULL CHECK (status IN ('pending', 'approved', 'cancelled')),"
     " created_at timestamptz NOT NULL DEFAULT now(),"
-    " updated_at timestamptz NOT NULL DEFAULT now());"
-    "CREATE TABLE IF NOT EXISTS command_log ("
-    " id bigserial PRIMARY KEY, saga_id uuid NOT NULL, step int NOT NULL, phase text NOT "
-    "NULL,"
-    " action text NOT NULL, attempt int NOT NULL,"
-    " received_at timestamptz NOT NULL DEFAULT clock_timestamp());";
+    " updated_at timestamptz NOT NULL DEFAULT now());";
 
 static void create_order(const saga_command *cmd, PGconn *db, saga_result *res, void *arg)
 {

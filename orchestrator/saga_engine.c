@@ -483,6 +483,18 @@ int saga_engine_run(saga_engine *e, saga_error *err)
         }
         rd_kafka_poll(e->producer, 0);
         forget_delivered(e);
+        {
+            char why[256];
+            if (rd_kafka_fatal_error(e->consumer, why, sizeof why) ||
+                rd_kafka_fatal_error(e->producer, why, sizeof why)) {
+                /* Nothing more can be consumed or sent safely: stop, and
+                 * let the supervisor start a fresh process. */
+                free(msgs);
+                rd_kafka_flush(e->producer, 10000);
+                forget_delivered(e);
+                return saga_error_set(err, SAGA_EKAFKA, "fatal Kafka error: %s", why);
+            }
+        }
     }
     free(msgs);
     saga_log(SAGA_LOG_INFO, "stopping: waiting for %zu command(s) in flight",
@@ -534,33 +546,6 @@ static int setup_kafka(saga_engine *e, saga_error *err)
         return saga_error_set(err, SAGA_EKAFKA, "creating the Kafka producer: %s",
                               errstr);
     }
-    if ((conf = saga__kafka_conf(e->cfg.brokers, "sagad", err)) == NULL)
-        return SAGA_EKAFKA;
-    rd_kafka_conf_set_log_cb(conf, kafka_log);
-    if ((rc = saga__kafka_set(conf, "group.id", e->cfg.group_id, err)) != SAGA_OK ||
-        (rc = saga__kafka_set(conf, "enable.auto.commit", "false", err)) != SAGA_OK ||
-        (rc = saga__kafka_set(conf, "enable.auto.offset.store", "false", err)) !=
-            SAGA_OK ||
-        (rc = saga__kafka_set(conf, "auto.offset.reset", "earliest", err)) != SAGA_OK ||
-        /* A crashed member's partitions move on after 10 s, not 45. */
-        (rc = saga__kafka_set(conf, "session.timeout.ms", "10000", err)) != SAGA_OK ||
-        (rc = saga__kafka_set(conf, "heartbeat.interval.ms", "2000", err)) != SAGA_OK) {
-        rd_kafka_conf_destroy(conf);
-        return rc;
-    }
-    if (e->cfg.instance_id != NULL && *e->cfg.instance_id != '\0' &&
-        (rc = saga__kafka_set(conf, "group.instance.id", e->cfg.instance_id, err)) !=
-            SAGA_OK) {
-        rd_kafka_conf_destroy(conf);
-        return rc;
-    }
-    e->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (e->consumer == NULL) {
-        rd_kafka_conf_destroy(conf);
-        return saga_error_set(err, SAGA_EKAFKA, "creating the Kafka consumer: %s",
-                              errstr);
-    }
-    rd_kafka_poll_set_consumer(e->consumer);
     return SAGA_OK;
 }
 
@@ -647,18 +632,11 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
     if ((rc = saga__kafka_ensure_topics(e->producer, topics, ntopics, 4, 10000, err)) !=
         SAGA_OK)
         goto fail;
-    {
-        rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_resp_err_t ke;
-        rd_kafka_topic_partition_list_add(sub, e->reply_topic, RD_KAFKA_PARTITION_UA);
-        ke = rd_kafka_subscribe(e->consumer, sub);
-        rd_kafka_topic_partition_list_destroy(sub);
-        if (ke != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            rc = saga_error_set(err, SAGA_EKAFKA, "subscribing to %s: %s", e->reply_topic,
-                                rd_kafka_err2str(ke));
-            goto fail;
-        }
-    }
+    /* Subscribe once the reply topic surely exists. */
+    if ((rc = saga__kafka_consumer_new(e->cfg.brokers, "sagad", e->cfg.group_id,
+                                       e->cfg.instance_id, e->reply_topic, kafka_log,
+                                       &e->consumer, err)) != SAGA_OK)
+        goto fail;
     *out = e;
     return SAGA_OK;
 fail_defs:

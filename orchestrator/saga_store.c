@@ -8,8 +8,11 @@
 #include "saga_kafka.h"
 #include "saga_store.h"
 
-#define MS(col) "(extract(epoch from " col ") * 1000)::bigint"
-#define TS(n)   "to_timestamp($" #n "::bigint / 1000.0)"
+/* A saga row, times in ms (saga.ms/saga.ts are in migrations/0003). */
+#define load_saga_sql                                                                    \
+    "SELECT name, version, status, cursor_step, input::text, saga.ms(created_at),"       \
+    " saga.ms(updated_at), saga.ms(deadline_at), saga.ms(wake_at)"                       \
+    " FROM saga.saga WHERE id = $1"
 
 int64_t saga_now_ms(void)
 {
@@ -332,7 +335,7 @@ static int write_actions(PGconn *db, const saga_state *s, const saga_actions *a,
             r = q(db,
                   "INSERT INTO saga.saga_event (saga_id, at, kind, step, phase, attempt, "
                   "detail,"
-                  " actor) VALUES ($1, " TS(2) ", $3, $4, $5, $6, $7::jsonb, $8)",
+                  " actor) VALUES ($1, saga.ts($2), $3, $4, $5, $6, $7::jsonb, $8)",
                   8, p, PGRES_COMMAND_OK, "writing history", err);
             free(detail);
         } else {
@@ -385,8 +388,9 @@ static int write_actions(PGconn *db, const saga_state *s, const saga_actions *a,
 static const char upsert_step_sql[] =
     "INSERT INTO saga.saga_step (saga_id, idx, name, status, attempts, attempt_base,"
     " awaiting, due_at, output, error, started_at, finished_at)"
-    " VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::bigint / 1000.0), $9::jsonb,"
-    " $10::jsonb, to_timestamp($11::bigint / 1000.0), to_timestamp($12::bigint / 1000.0))"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, saga.ts($8), $9::jsonb, $10::jsonb, "
+    "saga.ts($11),"
+    " saga.ts($12))"
     " ON CONFLICT (saga_id, idx) DO UPDATE SET status = EXCLUDED.status,"
     " attempts = EXCLUDED.attempts, attempt_base = EXCLUDED.attempt_base,"
     " awaiting = EXCLUDED.awaiting, due_at = EXCLUDED.due_at, output = EXCLUDED.output,"
@@ -456,9 +460,8 @@ int saga_store_create(PGconn *db, const saga_state *s, const saga_actions *actio
           "idempotency_key,"
           " deadline_at, wake_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, "
           "$6::jsonb,"
-          " $7, " TS(8) ", " TS(9) ", " TS(10) ", " TS(
-              10) ")"
-                  " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+          " $7, saga.ts($8), saga.ts($9), saga.ts($10), saga.ts($10))"
+          " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
           10, p, PGRES_TUPLES_OK, "creating the saga", err);
     free(input);
     if (r == NULL)
@@ -495,84 +498,8 @@ int saga_store_load(PGconn *db, saga_defs *defs, const char *id, int lock,
     int rc;
 
     *out = NULL;
-    r = q(db,
-          lock
-              ? "SELECT name, version, status, cursor_step, input::text, " MS(
-                    "created"
-                    "_at") ", " MS("updated_at") ", " MS("deadline_at") ", " MS("wake_"
-                                                                                "at") " "
-                                                                                      "F"
-                                                                                      "R"
-                                                                                      "O"
-                                                                                      "M"
-                                                                                      " "
-                                                                                      "s"
-                                                                                      "a"
-                                                                                      "g"
-                                                                                      "a"
-                                                                                      "."
-                                                                                      "s"
-                                                                                      "a"
-                                                                                      "g"
-                                                                                      "a"
-                                                                                      " "
-                                                                                      "W"
-                                                                                      "H"
-                                                                                      "E"
-                                                                                      "R"
-                                                                                      "E"
-                                                                                      " "
-                                                                                      "i"
-                                                                                      "d"
-                                                                                      " "
-                                                                                      "="
-                                                                                      " "
-                                                                                      "$"
-                                                                                      "1"
-                                                                                      " "
-                                                                                      "F"
-                                                                                      "O"
-                                                                                      "R"
-                                                                                      " "
-                                                                                      "U"
-                                                                                      "P"
-                                                                                      "D"
-                                                                                      "A"
-                                                                                      "T"
-                                                                                      "E"
-              : "SELECT name, version, status, cursor_step, input::text, " MS(
-                    "created"
-                    "_at") ", " MS("updated_at") ", " MS("deadline_at") ", " MS("wake_"
-                                                                                "at") " "
-                                                                                      "F"
-                                                                                      "R"
-                                                                                      "O"
-                                                                                      "M"
-                                                                                      " "
-                                                                                      "s"
-                                                                                      "a"
-                                                                                      "g"
-                                                                                      "a"
-                                                                                      "."
-                                                                                      "s"
-                                                                                      "a"
-                                                                                      "g"
-                                                                                      "a"
-                                                                                      " "
-                                                                                      "W"
-                                                                                      "H"
-                                                                                      "E"
-                                                                                      "R"
-                                                                                      "E"
-                                                                                      " "
-                                                                                      "i"
-                                                                                      "d"
-                                                                                      " "
-                                                                                      "="
-                                                                                      " "
-                                                                                      "$"
-                                                                                      "1",
-          1, p, PGRES_TUPLES_OK, "loading a saga", err);
+    r = q(db, lock ? load_saga_sql " FOR UPDATE" : load_saga_sql, 1, p, PGRES_TUPLES_OK,
+          "loading a saga", err);
     if (r == NULL)
         return SAGA_EDB;
     if (PQntuples(r) == 0) {
@@ -605,11 +532,9 @@ int saga_store_load(PGconn *db, saga_defs *defs, const char *id, int lock,
     PQclear(r);
 
     r = q(db,
-          "SELECT idx, status, attempts, awaiting, " MS("due_at") ", " MS(
-              "started_at") ", " MS("finished_at") ", output::text, error::text, "
-                                                   "attempt_base"
-                                                   " FROM saga.saga_step WHERE saga_id = "
-                                                   "$1 ORDER BY idx",
+          "SELECT idx, status, attempts, awaiting, saga.ms(due_at), saga.ms(started_at),"
+          " saga.ms(finished_at), output::text, error::text, attempt_base"
+          " FROM saga.saga_step WHERE saga_id = $1 ORDER BY idx",
           1, p, PGRES_TUPLES_OK, "loading saga steps", err);
     if (r == NULL) {
         saga_state_free(s);
@@ -650,9 +575,8 @@ int saga_store_save(PGconn *db, const saga_state *s, const saga_actions *actions
     int rc;
 
     r = q(db,
-          "UPDATE saga.saga SET status = $2, cursor_step = $3, wake_at = " TS(
-              4) ","
-                 " updated_at = " TS(5) ", deadline_at = " TS(6) " WHERE id = $1",
+          "UPDATE saga.saga SET status = $2, cursor_step = $3, wake_at = saga.ts($4),"
+          " updated_at = saga.ts($5), deadline_at = saga.ts($6) WHERE id = $1",
           6, p, PGRES_COMMAND_OK, "saving the saga", err);
     if (r == NULL)
         return SAGA_EDB;

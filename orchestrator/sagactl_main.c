@@ -20,9 +20,6 @@
 const char *db_url;
 int want_json;
 
-#define ISO(col)                                                                         \
-    "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-
 void die_usage(const char *fmt, const char *arg)
 {
     fprintf(stderr, "sagactl: ");
@@ -282,6 +279,20 @@ static int cmd_start(int argc, char **argv)
 
 /* ---- list ---- */
 
+/* $1 status, $2 name, $3 limit, $4 started within ms, $5 started before ms. */
+static const char list_sql[] =
+    "SELECT coalesce(json_agg(x ORDER BY x.created_at DESC), '[]') FROM ("
+    " SELECT s.id, s.name, s.version, s.status, s.cursor_step AS step,"
+    "  st.name AS step_name, saga.iso(s.created_at) AS created_at,"
+    "  saga.iso(s.updated_at) AS updated_at,"
+    "  round(extract(epoch FROM now() - s.updated_at)::numeric, 3) AS idle_seconds"
+    " FROM saga.saga s LEFT JOIN saga.saga_step st"
+    "  ON st.saga_id = s.id AND st.idx = s.cursor_step"
+    " WHERE ($1::text IS NULL OR s.status = $1) AND ($2::text IS NULL OR s.name = $2)"
+    "  AND ($4::bigint IS NULL OR s.created_at >= now() - $4::bigint * interval '1 ms')"
+    "  AND ($5::bigint IS NULL OR s.created_at < now() - $5::bigint * interval '1 ms')"
+    " ORDER BY s.created_at DESC LIMIT $3::int) x";
+
 static int cmd_list(int argc, char **argv)
 {
     const char *status = NULL, *name = NULL, *limit = "50", *since = NULL, *older = NULL;
@@ -338,26 +349,7 @@ static int cmd_list(int argc, char **argv)
     p[3] = since;
     p[4] = older;
     db = connect_db(1);
-    rows = query_json(
-        db,
-        "SELECT coalesce(json_agg(x ORDER BY x.created_at DESC), '[]') FROM ("
-        " SELECT s.id, s.name, s.version, s.status, s.cursor_step AS step,"
-        " st.name AS step_name, " ISO("s.created_at") " AS created_at, " ISO(
-            "s.updated_at") " AS updated_at,"
-                            " round(extract(epoch from now() - s.updated_at)::numeric, 3)"
-                            " AS idle_seconds"
-                            " FROM saga.saga s LEFT JOIN saga.saga_step st"
-                            " ON st.saga_id = s.id AND st.idx = s.cursor_step"
-                            " WHERE ($1::text IS NULL OR s.status = $1)"
-                            " AND ($2::text IS NULL OR s.name = $2)"
-                            " AND ($4::bigint IS NULL OR s.created_at >= now() - "
-                            "$4::bigint"
-                            "      * interval '1 millisecond')"
-                            " AND ($5::bigint IS NULL OR s.created_at < now() - "
-                            "$5::bigint"
-                            "      * interval '1 millisecond')"
-                            " ORDER BY s.created_at DESC LIMIT $3::int) x",
-        5, p);
+    rows = query_json(db, list_sql, 5, p);
     PQfinish(db);
     if (want_json) {
         print_json(rows);
@@ -384,6 +376,20 @@ static int cmd_list(int argc, char **argv)
 }
 
 /* ---- show ---- */
+
+/* A saga with its steps, as one JSON object (NULL row: no such saga). */
+static const char show_sql[] =
+    "SELECT json_build_object('id', s.id, 'name', s.name, 'version', s.version,"
+    " 'status', s.status, 'step', s.cursor_step, 'input', s.input,"
+    " 'idempotency_key', s.idempotency_key, 'created_at', saga.iso(s.created_at),"
+    " 'updated_at', saga.iso(s.updated_at), 'deadline_at', saga.iso(s.deadline_at),"
+    " 'wake_at', saga.iso(s.wake_at),"
+    " 'steps', (SELECT coalesce(json_agg(json_build_object("
+    "   'index', st.idx, 'name', st.name, 'status', st.status, 'attempts', st.attempts,"
+    "   'started_at', saga.iso(st.started_at), 'finished_at', saga.iso(st.finished_at),"
+    "   'output', st.output, 'error', st.error) ORDER BY st.idx), '[]')"
+    "  FROM saga.saga_step st WHERE st.saga_id = s.id))"
+    " FROM saga.saga s WHERE s.id = $1";
 
 static int cmd_show(int argc, char **argv)
 {
@@ -412,59 +418,7 @@ static int cmd_show(int argc, char **argv)
     db = connect_db(1);
     {
         const char *p[1] = {id};
-        saga = query_json(
-            db,
-            "SELECT json_build_object('id', s.id, 'name', s.name, 'version', s.version,"
-            " 'status', s.status, 'step', s.cursor_step, 'input', s.input,"
-            " 'idempotency_key', s.idempotency_key,"
-            " 'created_at', " ISO("s.created_at") ", 'updated_at', " ISO("s.updated_at") ", 'deadline_at', " ISO(
-                "s.deadline_at") ","
-                                 " 'wake_at', " ISO(
-                                     "s.wake_at") ","
-                                                  " 'steps', (SELECT "
-                                                  "coalesce(json_agg(json_build_object("
-                                                  "  'index', st.idx, 'name', st.name, "
-                                                  "'status', st.status,"
-                                                  "  'attempts', st.attempts, "
-                                                  "'started_at', " ISO(
-                                                      "st.started_at") ","
-                                                                       "  "
-                                                                       "'finished_at',"
-                                                                       " " ISO(
-                                                                           "st.finished_"
-                                                                           "at") ","
-                                                                                 "  "
-                                                                                 "'output"
-                                                                                 "', "
-                                                                                 "st."
-                                                                                 "output,"
-                                                                                 " '"
-                                                                                 "error',"
-                                                                                 " "
-                                                                                 "st."
-                                                                                 "error) "
-                                                                                 "ORDER "
-                                                                                 "BY "
-                                                                                 "st.idx)"
-                                                                                 ", '[]')"
-                                                                                 "  FROM "
-                                                                                 "saga."
-                                                                                 "saga_"
-                                                                                 "step "
-                                                                                 "st "
-                                                                                 "WHERE "
-                                                                                 "st."
-                                                                                 "saga_"
-                                                                                 "id "
-                                                                                 "= "
-                                                                                 "s.id))"
-                                                                                 " FROM "
-                                                                                 "saga."
-                                                                                 "saga s "
-                                                                                 "WHERE "
-                                                                                 "s.id = "
-                                                                                 "$1",
-            1, p);
+        saga = query_json(db, show_sql, 1, p);
     }
     PQfinish(db);
     if (saga == NULL) {
@@ -515,7 +469,7 @@ static const char history_sql[] =
     "SELECT CASE WHEN EXISTS (SELECT 1 FROM saga.saga WHERE id = $1) THEN"
     " (SELECT coalesce(json_agg(x ORDER BY x.seq), '[]') FROM ("
     "  SELECT e.id AS seq,"
-    "   to_char(e.at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS at,"
+    "   saga.iso(e.at) AS at,"
     "   e.kind, e.step, st.name AS step_name, e.phase, e.attempt, e.detail, e.actor,"
     "   round(extract(epoch from e.at - lag(e.at) OVER (ORDER BY e.id)) * 1000)"
     "    AS since_previous_ms"

@@ -53,6 +53,58 @@ rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id,
     return conf;
 }
 
+int saga__kafka_consumer_new(const char *brokers, const char *client_id,
+                             const char *group_id, const char *instance_id,
+                             const char *topic,
+                             void (*log_cb)(const rd_kafka_t *, int, const char *,
+                                            const char *),
+                             rd_kafka_t **out, saga_error *err)
+{
+    rd_kafka_conf_t *conf = saga__kafka_conf(brokers, client_id, err);
+    rd_kafka_topic_partition_list_t *sub;
+    rd_kafka_resp_err_t e;
+    char errstr[512];
+    int rc;
+
+    *out = NULL;
+    if (conf == NULL)
+        return err ? err->code : SAGA_EKAFKA;
+    if (log_cb != NULL)
+        rd_kafka_conf_set_log_cb(conf, log_cb);
+    /* Offsets are stored by hand once the batch's effects are durable. */
+    if ((rc = saga__kafka_set(conf, "group.id", group_id, err)) != SAGA_OK ||
+        (rc = saga__kafka_set(conf, "enable.auto.commit", "false", err)) != SAGA_OK ||
+        (rc = saga__kafka_set(conf, "enable.auto.offset.store", "false", err)) !=
+            SAGA_OK ||
+        (rc = saga__kafka_set(conf, "auto.offset.reset", "earliest", err)) != SAGA_OK ||
+        /* A crashed member's partitions move on after 10 s, not 45. */
+        (rc = saga__kafka_set(conf, "session.timeout.ms", "10000", err)) != SAGA_OK ||
+        (rc = saga__kafka_set(conf, "heartbeat.interval.ms", "2000", err)) != SAGA_OK ||
+        (instance_id != NULL && *instance_id != '\0' &&
+         (rc = saga__kafka_set(conf, "group.instance.id", instance_id, err)) !=
+             SAGA_OK)) {
+        rd_kafka_conf_destroy(conf);
+        return rc;
+    }
+    *out = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (*out == NULL) {
+        rd_kafka_conf_destroy(conf);
+        return saga_error_set(err, SAGA_EKAFKA, "creating a Kafka consumer: %s", errstr);
+    }
+    rd_kafka_poll_set_consumer(*out);
+    sub = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(sub, topic, RD_KAFKA_PARTITION_UA);
+    e = rd_kafka_subscribe(*out, sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_destroy(*out);
+        *out = NULL;
+        return saga_error_set(err, SAGA_EKAFKA, "subscribing to %s: %s", topic,
+                              rd_kafka_err2str(e));
+    }
+    return SAGA_OK;
+}
+
 int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n,
                               int partitions, int timeout_ms, saga_error *err)
 {

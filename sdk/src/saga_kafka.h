@@ -19,6 +19,17 @@ rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id,
 int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value,
                     saga_error *err);
 
+/* A consumer in group_id (static member instance_id when not NULL/empty)
+ * that commits nothing by itself, starts new groups at the earliest offset,
+ * and is subscribed to topic. log_cb (NULL: silent) gets librdkafka's logs.
+ * *out is the caller's (rd_kafka_consumer_close + rd_kafka_destroy). */
+int saga__kafka_consumer_new(const char *brokers, const char *client_id,
+                             const char *group_id, const char *instance_id,
+                             const char *topic,
+                             void (*log_cb)(const rd_kafka_t *, int, const char *,
+                                            const char *),
+                             rd_kafka_t **out, saga_error *err);
+
 /* Create the topics that do not exist yet (an existing topic is fine).
  * Uses rk's connection; waits at most timeout_ms. */
 int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n,

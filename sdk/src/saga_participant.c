@@ -191,47 +191,10 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
         goto fail;
 
     snprintf(group, sizeof group, "saga-svc-%s", p->service);
-    if ((conf = saga__kafka_conf(o->brokers, client, err)) == NULL) {
-        rc = err ? err->code : SAGA_EKAFKA;
+    if ((rc = saga__kafka_consumer_new(o->brokers, client,
+                                       o->group_id ? o->group_id : group, o->instance_id,
+                                       p->cmd_topic, NULL, &p->consumer, err)) != SAGA_OK)
         goto fail;
-    }
-    if ((rc = saga__kafka_set(conf, "group.id", o->group_id ? o->group_id : group,
-                              err)) != 0 ||
-        (rc = saga__kafka_set(conf, "enable.auto.commit", "false", err)) != SAGA_OK ||
-        (rc = saga__kafka_set(conf, "enable.auto.offset.store", "false", err)) !=
-            SAGA_OK ||
-        (rc = saga__kafka_set(conf, "auto.offset.reset", "earliest", err)) != SAGA_OK ||
-        /* A crashed member's partitions move on after 10 s, not 45. */
-        (rc = saga__kafka_set(conf, "session.timeout.ms", "10000", err)) != SAGA_OK ||
-        (rc = saga__kafka_set(conf, "heartbeat.interval.ms", "2000", err)) != SAGA_OK) {
-        rd_kafka_conf_destroy(conf);
-        goto fail;
-    }
-    if (o->instance_id != NULL && *o->instance_id != '\0' &&
-        (rc = saga__kafka_set(conf, "group.instance.id", o->instance_id, err)) !=
-            SAGA_OK) {
-        rd_kafka_conf_destroy(conf);
-        goto fail;
-    }
-    p->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-    if (p->consumer == NULL) {
-        rd_kafka_conf_destroy(conf);
-        rc = saga_error_set(err, SAGA_EKAFKA, "creating Kafka consumer: %s", errstr);
-        goto fail;
-    }
-    rd_kafka_poll_set_consumer(p->consumer);
-    {
-        rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_resp_err_t e;
-        rd_kafka_topic_partition_list_add(sub, p->cmd_topic, RD_KAFKA_PARTITION_UA);
-        e = rd_kafka_subscribe(p->consumer, sub);
-        rd_kafka_topic_partition_list_destroy(sub);
-        if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            rc = saga_error_set(err, SAGA_EKAFKA, "subscribing to %s: %s", p->cmd_topic,
-                                rd_kafka_err2str(e));
-            goto fail;
-        }
-    }
     *out = p;
     return SAGA_OK;
 fail:
@@ -478,6 +441,15 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
         if (m == NULL)
             break;
         if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            if (m->err == RD_KAFKA_RESP_ERR__FATAL) {
+                /* E.g. a static member fenced: this consumer will never get
+                 * another message. Say so; the process should restart. */
+                char why[256];
+                rd_kafka_fatal_error(p->consumer, why, sizeof why);
+                rd_kafka_message_destroy(m);
+                return saga_error_set(err, SAGA_EKAFKA, "fatal Kafka consumer error: %s",
+                                      why);
+            }
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 warn(p, "consumer: %s", rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
@@ -517,8 +489,9 @@ int saga_participant_run(saga_participant *p, saga_error *err)
         return saga_error_set(err, SAGA_EINVAL, "participant is NULL");
     while (!p->stop) {
         int n = saga_participant_poll(p, 200, err);
-        /* Delivery problems are transient: the batch is redelivered. */
-        if (n < 0 && n != SAGA_EKAFKA)
+        /* Delivery problems are transient (the batch is redelivered); a
+         * fatal consumer error is not. */
+        if (n < 0 && (n != SAGA_EKAFKA || rd_kafka_fatal_error(p->consumer, NULL, 0)))
             return n;
     }
     return SAGA_OK;

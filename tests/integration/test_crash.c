@@ -72,8 +72,9 @@ static int setup(void **state)
     it_env("SAGA_KAFKA_BROKERS");
     prefix = strdup(it_prefix("crash"));
     setenv("SAGA_TOPIC_PREFIX", prefix, 1);
-    /* Restarted processes take their partitions back at once. */
-    setenv("SAGA_INSTANCE_ID", prefix, 1);
+    /* No static membership here (SAGA_INSTANCE_ID): after a broker restart
+     * librdkafka 2.0 can be fenced for good (confluent-kafka-go#494); a
+     * crashed sagad's partitions then move on after the session timeout. */
     if (it_sagactl(NULL, 0, migrate) != 0)
         return -1;
     db = it_db();
