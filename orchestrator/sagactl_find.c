@@ -94,7 +94,7 @@ int cmd_stuck(int argc, char **argv)
     } else if (json_array_size(rows) == 0) {
         printf("no stuck sagas (none failed, none idle for more than %s)\n", older);
     } else {
-        printf("%-36s  %-10s  %-12s  %-10s  %s\n", "ID", "SAGA", "STATUS", "IDLE",
+        printf("%-36s  %-16s  %-12s  %-10s  %s\n", "ID", "SAGA", "STATUS", "IDLE",
                "REASON");
         json_array_foreach(rows, i, row)
         {
@@ -104,7 +104,7 @@ int cmd_stuck(int argc, char **argv)
                      (long long)json_integer_value(json_object_get(row, "version")));
             format_age(json_number_value(json_object_get(row, "idle_seconds")), age,
                        sizeof age);
-            printf("%-36s  %-10s  %s%-12s%s  %-10s  %s\n", str(row, "id"), saga,
+            printf("%-36s  %-16s  %s%-12s%s  %-10s  %s\n", str(row, "id"), saga,
                    color_for_status(st), st, color_reset(), age, str(row, "reason"));
         }
     }

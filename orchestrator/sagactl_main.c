@@ -354,7 +354,7 @@ static int cmd_list(int argc, char **argv)
     if (want_json) {
         print_json(rows);
     } else {
-        printf("%-36s  %-14s  %-12s  %-16s  %-10s  %s\n", "ID", "SAGA", "STATUS", "STEP",
+        printf("%-36s  %-16s  %-12s  %-16s  %-10s  %s\n", "ID", "SAGA", "STATUS", "STEP",
                "UPDATED", "");
         json_array_foreach(rows, i, row)
         {
@@ -364,7 +364,7 @@ static int cmd_list(int argc, char **argv)
                      (long long)json_integer_value(json_object_get(row, "version")));
             format_age(json_number_value(json_object_get(row, "idle_seconds")), age,
                        sizeof age);
-            printf("%-36s  %-14s  %s%-12s%s  %-16s  %-10s  %s\n", str(row, "id"), saga,
+            printf("%-36s  %-16s  %s%-12s%s  %-16s  %-10s  %s\n", str(row, "id"), saga,
                    color_for_status(st), st, color_reset(), str(row, "step_name"), age,
                    str(row, "updated_at"));
         }
