@@ -552,8 +552,11 @@ static int cmd_wait(int argc, char **argv)
                 die_usage(
                     "wait: --timeout needs a duration such as 30s or 2m, not \"%s\"",
                     argv[k]);
+        } else if (strcmp(argv[k], "--json") == 0) {
+            want_json = 1;
         } else if (strcmp(argv[k], "--help") == 0) {
-            printf("usage: sagactl wait ID [--timeout DUR]\nWaits until the saga is "
+            printf("usage: sagactl wait ID [--timeout DUR] [--json]\nWaits until the "
+                   "saga is "
                    "completed, "
                    "compensated or failed and prints that status.\nExit 0 when it ended "
                    "completed or compensated, 1 when failed, not found or timed out.\n");
@@ -589,10 +592,15 @@ static int cmd_wait(int argc, char **argv)
         snprintf(status, sizeof status, "%s", PQgetvalue(r, 0, 0));
         PQclear(r);
         if (strcmp(status, "completed") == 0 || strcmp(status, "compensated") == 0 ||
-            strcmp(status, "failed") == 0) {
+            strcmp(status, "failed") == 0 || strcmp(status, "resolved") == 0) {
             PQfinish(db);
-            printf("%s\n", status);
-            return strcmp(status, "failed") == 0 ? EXIT_REFUSED : EXIT_OK;
+            if (want_json)
+                printf("{\"id\": \"%s\", \"status\": \"%s\"}\n", id, status);
+            else
+                printf("%s\n", status);
+            return strcmp(status, "failed") == 0 || strcmp(status, "resolved") == 0
+                       ? EXIT_REFUSED
+                       : EXIT_OK;
         }
         if (saga_now_ms() >= until) {
             PQfinish(db);

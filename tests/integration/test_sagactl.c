@@ -307,6 +307,43 @@ static void test_skip_forward(void **state)
     free(id);
 }
 
+static void test_show_and_wait(void **state)
+{
+    char *id = start("widget", 1);
+    const char *wait[] = {"wait", NULL, "--timeout", "60s", NULL};
+    const char *wait_json[] = {"wait", NULL, "--json", NULL};
+    const char *show[] = {"show", NULL, NULL};
+    const char *show_json[] = {"show", NULL, "--json", NULL};
+    const char *unknown[] = {"show", "00000000-0000-4000-8000-000000000000", NULL};
+    json_t *j, *steps;
+    (void)state;
+    wait[1] = wait_json[1] = show[1] = show_json[1] = id;
+    assert_int_equal(it_sagactl_all(out, sizeof out, 0, wait), 0);
+    assert_string_equal(out, "completed\n");
+    assert_int_equal(it_sagactl_all(out, sizeof out, 0, wait_json), 0);
+    j = json_loads(out, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "completed");
+    json_decref(j);
+    assert_int_equal(it_sagactl_all(out, sizeof out, 0, show), 0);
+    assert_non_null(strstr(out, "oncall_order (version 1)"));
+    assert_non_null(strstr(out, "approve_order"));
+    assert_int_equal(it_sagactl_all(out, sizeof out, 0, show_json), 0);
+    j = json_loads(out, 0, NULL);
+    assert_string_equal(json_string_value(json_object_get(j, "status")), "completed");
+    steps = json_object_get(j, "steps");
+    assert_int_equal(json_array_size(steps), 4);
+    assert_string_equal(
+        json_string_value(json_object_get(json_array_get(steps, 1), "name")),
+        "reserve_credit");
+    assert_int_equal(
+        json_integer_value(json_object_get(json_array_get(steps, 1), "attempts")), 1);
+    assert_true(json_is_object(json_object_get(json_array_get(steps, 1), "output")));
+    json_decref(j);
+    assert_int_equal(it_sagactl_all(out, sizeof out, 1, unknown), 1);
+    assert_non_null(strstr(out, "no saga"));
+    free(id);
+}
+
 static void test_finding_and_errors(void **state)
 {
     const char *list[] = {"list",   "--saga", "oncall_order", "--since", "1h",
@@ -365,6 +402,7 @@ int main(void)
         cmocka_unit_test(test_resolve),
         cmocka_unit_test(test_compensate_running_saga),
         cmocka_unit_test(test_skip_forward),
+        cmocka_unit_test(test_show_and_wait),
         cmocka_unit_test(test_finding_and_errors),
     };
     return cmocka_run_group_tests_name("sagactl with sagad running (PostgreSQL + Kafka)",
