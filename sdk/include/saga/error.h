@@ -6,6 +6,13 @@
 extern "C" {
 #endif
 
+/* Marks the public API: the shared library exports these and nothing else. */
+#if defined(__GNUC__)
+#define SAGA_API __attribute__((visibility("default")))
+#else
+#define SAGA_API
+#endif
+
 /* Every fallible libsaga function returns one of these (0 on success). */
 typedef enum saga_err {
     SAGA_OK = 0,
@@ -31,11 +38,11 @@ typedef struct saga_error {
 } saga_error;
 
 /* A static, never-NULL description of an error code. Thread-safe. */
-const char *saga_strerror(int code);
+SAGA_API const char *saga_strerror(int code);
 
 /* Fill err (if not NULL) with code and a printf-style message; returns code
  * so that `return saga_error_set(err, SAGA_EINVAL, "...")` reads well. */
-int saga_error_set(saga_error *err, int code, const char *fmt, ...)
+SAGA_API int saga_error_set(saga_error *err, int code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif

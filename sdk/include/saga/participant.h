@@ -56,27 +56,27 @@ typedef void (*saga_handler_fn)(const saga_command *cmd, struct pg_conn *db,
 /* Create a participant; connects to PostgreSQL (if db_url) and creates the
  * barrier table there if missing, creates the Kafka clients and the command
  * topic if missing. *out is owned by the caller: saga_participant_free(). */
-int saga_participant_new(const saga_participant_options *opts, saga_participant **out,
-                         saga_error *err);
+SAGA_API int saga_participant_new(const saga_participant_options *opts,
+                                  saga_participant **out, saga_error *err);
 
 /* Register fn for an action (phase invoke) or a compensation (phase
  * compensate) named name. SAGA_EEXIST if already registered. Call before
  * the first poll; not thread-safe. */
-int saga_participant_on(saga_participant *p, saga_phase phase, const char *name,
-                        saga_handler_fn fn, void *arg);
+SAGA_API int saga_participant_on(saga_participant *p, saga_phase phase, const char *name,
+                                 saga_handler_fn fn, void *arg);
 
 /* Handle the commands that arrive within timeout_ms (at most a batch),
  * reply to each, wait for the replies to be acknowledged by Kafka and only
  * then commit the consumed offsets. Returns the number of commands handled
  * (>= 0) or a negative saga_err. Call from one thread. */
-int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err);
+SAGA_API int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err);
 
 /* Poll until saga_participant_stop(). Returns SAGA_OK after a stop, or the
  * first fatal error. */
-int saga_participant_run(saga_participant *p, saga_error *err);
+SAGA_API int saga_participant_run(saga_participant *p, saga_error *err);
 
 /* Ask run() to return after the current batch. Async-signal-safe. */
-void saga_participant_stop(saga_participant *p);
+SAGA_API void saga_participant_stop(saga_participant *p);
 
 /* Counters since creation. */
 typedef struct saga_participant_stats {
@@ -88,24 +88,25 @@ typedef struct saga_participant_stats {
     uint64_t unknown_action; /* commands with no registered handler */
 } saga_participant_stats;
 
-void saga_participant_get_stats(const saga_participant *p, saga_participant_stats *out);
+SAGA_API void saga_participant_get_stats(const saga_participant *p,
+                                         saga_participant_stats *out);
 
 /* The text of the last non-fatal problem (a malformed message skipped, a
  * failed handler transaction); "" if none. Valid until the next poll. */
-const char *saga_participant_last_warning(const saga_participant *p);
+SAGA_API const char *saga_participant_last_warning(const saga_participant *p);
 
 /* Close consumers (leaving the group), flush pending replies, close the
  * database. Safe on NULL. */
-void saga_participant_free(saga_participant *p);
+SAGA_API void saga_participant_free(saga_participant *p);
 
 /* Handler outcomes. saga_result_ok steals output (may be NULL = {}). */
-void saga_result_ok(saga_result *r, json_t *output);
-void saga_result_fail(saga_result *r, const char *code, const char *fmt, ...)
+SAGA_API void saga_result_ok(saga_result *r, json_t *output);
+SAGA_API void saga_result_fail(saga_result *r, const char *code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
-void saga_result_retry(saga_result *r, int64_t after_ms, const char *fmt, ...)
+SAGA_API void saga_result_retry(saga_result *r, int64_t after_ms, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif

@@ -68,31 +68,34 @@ typedef struct saga_reply {
     int64_t retry_after; /* status retry: hint in ms, 0 = use policy */
 } saga_reply;
 
-const char *saga_phase_name(saga_phase phase);
-int saga_phase_parse(const char *text, saga_phase *out);
-const char *saga_reply_status_name(saga_reply_status status);
-int saga_reply_status_parse(const char *text, saga_reply_status *out);
+SAGA_API const char *saga_phase_name(saga_phase phase);
+SAGA_API int saga_phase_parse(const char *text, saga_phase *out);
+SAGA_API const char *saga_reply_status_name(saga_reply_status status);
+SAGA_API int saga_reply_status_parse(const char *text, saga_reply_status *out);
 
 /* Encode to a JSON text. On success *out is a NUL-terminated malloc()ed
  * string the caller frees with free(), *len its length. */
-int saga_command_encode(const saga_command *cmd, char **out, size_t *len,
-                        saga_error *err);
-int saga_reply_encode(const saga_reply *reply, char **out, size_t *len, saga_error *err);
+SAGA_API int saga_command_encode(const saga_command *cmd, char **out, size_t *len,
+                                 saga_error *err);
+SAGA_API int saga_reply_encode(const saga_reply *reply, char **out, size_t *len,
+                               saga_error *err);
 
 /* Decode len bytes (not necessarily NUL-terminated). On success *out owns
  * its strings; on failure *out is left cleared and err says which field is
  * wrong and why (SAGA_EPROTO). */
-int saga_command_decode(const char *buf, size_t len, saga_command *out, saga_error *err);
-int saga_reply_decode(const char *buf, size_t len, saga_reply *out, saga_error *err);
+SAGA_API int saga_command_decode(const char *buf, size_t len, saga_command *out,
+                                 saga_error *err);
+SAGA_API int saga_reply_decode(const char *buf, size_t len, saga_reply *out,
+                               saga_error *err);
 
 /* Free what a decoded struct owns and zero it. Safe on a zeroed struct. */
-void saga_command_clear(saga_command *cmd);
-void saga_reply_clear(saga_reply *reply);
+SAGA_API void saga_command_clear(saga_command *cmd);
+SAGA_API void saga_reply_clear(saga_reply *reply);
 
 /* The command id for a step and phase of a saga: "<saga_id>/<step>/<phase>".
  * Writes at most size bytes including the NUL; returns the length it needed. */
-int saga_command_id_format(char *buf, size_t size, const char *saga_id, int step,
-                           saga_phase phase);
+SAGA_API int saga_command_id_format(char *buf, size_t size, const char *saga_id, int step,
+                                    saga_phase phase);
 
 #ifdef __cplusplus
 }
