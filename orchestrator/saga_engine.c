@@ -401,6 +401,97 @@ fail:
     return 0;
 }
 
+/* Mark a start request done, with the reason when it could not start. */
+static int finish_request(saga_engine *e, const char *id, const char *error,
+                          saga_error *err)
+{
+    const char *p[2] = {id, error};
+    PGresult *r =
+        PQexecParams(e->db,
+                     "UPDATE saga.start_request SET processed_at = now(), error = $2"
+                     " WHERE id = $1",
+                     2, NULL, p, NULL, NULL, 0);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK
+                 ? SAGA_OK
+                 : saga_error_set(err, SAGA_EDB, "start request %s: %s", id,
+                                  PQerrorMessage(e->db));
+    PQclear(r);
+    return rc;
+}
+
+/* Turn pending start requests (libsaga's client) into sagas, each with its
+ * first command, in one transaction. Returns how many were taken. */
+static int process_start_requests(saga_engine *e)
+{
+    saga_outbox sent = {0};
+    saga_error err = {0};
+    saga_store_opts so = {e->prefix, "client"};
+    PGresult *r = NULL;
+    int n = 0, rc;
+
+    if (ensure_db(e) != 0)
+        return 0;
+    if ((rc = saga_store_exec(e->db, "BEGIN", &err)) != SAGA_OK)
+        goto fail;
+    r = PQexec(e->db,
+               "SELECT id, name, input::text, idempotency_key FROM saga.start_request"
+               " WHERE processed_at IS NULL ORDER BY requested_at LIMIT 200"
+               " FOR UPDATE SKIP LOCKED");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = saga_error_set(&err, SAGA_EDB, "reading start requests: %s",
+                            PQerrorMessage(e->db));
+        goto fail;
+    }
+    n = PQntuples(r);
+    for (int i = 0; i < n && rc == SAGA_OK; i++) {
+        const char *id = PQgetvalue(r, i, 0), *name = PQgetvalue(r, i, 1);
+        const char *key = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
+        const saga_definition *def;
+        saga_error derr = {0};
+        char problem[600] = "", existing[SAGA_ID_LEN + 1];
+        int existed = 0;
+
+        if (saga_store_get_definition(e->db, e->defs, name, 0, &def, &derr) != SAGA_OK) {
+            snprintf(problem, sizeof problem, "%s", derr.message);
+        } else {
+            json_t *input = json_loads(PQgetvalue(r, i, 2), 0, NULL);
+            saga_state *s = saga_state_new(def, id, input);
+            saga_actions acts = {0};
+            saga_event ev = {
+                .kind = SAGA_EV_START, .now = saga_now_ms(), .random = next_random(e)};
+            json_decref(input);
+            if (s == NULL || saga_machine_apply(s, &ev, &acts, NULL) != SAGA_APPLIED)
+                rc = saga_error_set(&err, SAGA_ENOMEM, "out of memory starting saga %s",
+                                    id);
+            else
+                rc = saga_store_create(e->db, s, &acts, key, &so, &existed, existing,
+                                       &sent, &err);
+            if (rc == SAGA_OK && existed)
+                snprintf(problem, sizeof problem,
+                         "idempotency key already used by saga %s", existing);
+            saga_actions_clear(&acts);
+            saga_state_free(s);
+        }
+        if (rc == SAGA_OK)
+            rc = finish_request(e, id, problem[0] ? problem : NULL, &err);
+        if (rc == SAGA_OK && problem[0])
+            saga_log(SAGA_LOG_WARN, "start request %s (%s) rejected: %s", id, name,
+                     problem);
+    }
+    if (rc != SAGA_OK || (rc = saga_store_exec(e->db, "COMMIT", &err)) != SAGA_OK)
+        goto fail;
+    PQclear(r);
+    produce(e, &sent);
+    saga_outbox_clear(&sent);
+    return n;
+fail:
+    saga_log(SAGA_LOG_ERROR, "start requests rolled back: %s", err.message);
+    saga_store_exec(e->db, "ROLLBACK", NULL);
+    PQclear(r);
+    saga_outbox_clear(&sent);
+    return 0;
+}
+
 /* Did anyone NOTIFY saga_outbox (a saga started, an operator action)? */
 static int notified(saga_engine *e)
 {
@@ -478,6 +569,8 @@ int saga_engine_run(saga_engine *e, saga_error *err)
             next_timer = now + e->cfg.timer_interval_ms;
         }
         if (now >= next_scan) {
+            while (process_start_requests(e) == 200 && !e->stop)
+                ;
             scan_outbox(e);
             next_scan = now + OUTBOX_SCAN_MS;
         }

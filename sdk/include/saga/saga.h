@@ -13,5 +13,6 @@
 #include "saga/error.h"
 #include "saga/protocol.h"
 #include "saga/participant.h"
+#include "saga/client.h"
 
 #endif

@@ -1,0 +1,183 @@
+/* The client API: start requests in the orchestrator's database. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+
+#include "saga/client.h"
+
+struct saga_client {
+    PGconn *db;
+};
+
+static void quiet(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+int saga_client_new(const char *db_url, saga_client **out, saga_error *err)
+{
+    saga_client *c;
+    if (db_url == NULL || out == NULL)
+        return saga_error_set(err, SAGA_EINVAL, "db_url and out must not be NULL");
+    *out = NULL;
+    c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+    c->db = PQconnectdb(db_url);
+    if (PQstatus(c->db) != CONNECTION_OK) {
+        int rc = saga_error_set(err, SAGA_EDB, "cannot connect to PostgreSQL: %s",
+                                PQerrorMessage(c->db));
+        saga_client_free(c);
+        return rc;
+    }
+    PQsetNoticeProcessor(c->db, quiet, NULL);
+    *out = c;
+    return SAGA_OK;
+}
+
+/* Reconnect after a lost connection (a database restart); run the
+ * statement again only when it is safe to (retry set: it only reads). */
+static PGresult *query(saga_client *c, int retry, const char *sql, int n,
+                       const char *const *params)
+{
+    PGresult *r;
+    if (PQstatus(c->db) != CONNECTION_OK)
+        PQreset(c->db);
+    r = PQexecParams(c->db, sql, n, NULL, params, NULL, NULL, 0);
+    if (retry && PQstatus(c->db) != CONNECTION_OK) {
+        PQclear(r);
+        PQreset(c->db);
+        r = PQexecParams(c->db, sql, n, NULL, params, NULL, NULL, 0);
+    }
+    return r;
+}
+
+int saga_client_start(saga_client *c, const char *name, json_t *input,
+                      const char *idempotency_key, char id[SAGA_ID_LEN + 1], int *existed,
+                      saga_error *err)
+{
+    char *text;
+    PGresult *r;
+    int rc = SAGA_OK;
+
+    if (existed != NULL)
+        *existed = 0;
+    if (c == NULL || name == NULL || *name == '\0' || id == NULL)
+        return saga_error_set(err, SAGA_EINVAL, "client, name and id must be given");
+    if (input != NULL && !json_is_object(input))
+        return saga_error_set(err, SAGA_EINVAL, "input must be a JSON object");
+    text = input != NULL ? json_dumps(input, JSON_COMPACT) : strdup("{}");
+    if (text == NULL)
+        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+    {
+        /* One round trip: insert (or find) the request and wake sagad. */
+        const char *p[3] = {name, text, idempotency_key};
+        /* Not re-run after a lost connection: it may have committed. Retry
+         * with the same idempotency key instead. */
+        r = query(c, 0,
+                  "WITH ins AS (INSERT INTO saga.start_request (id, name, input, "
+                  "idempotency_key)"
+                  " VALUES (gen_random_uuid(), $1, $2::jsonb, $3)"
+                  " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id)"
+                  " SELECT id, false, pg_notify('saga_outbox', 'start') FROM ins"
+                  " UNION ALL SELECT id, true, NULL FROM saga.start_request"
+                  " WHERE idempotency_key = $3 AND NOT EXISTS (SELECT 1 FROM ins)",
+                  3, p);
+    }
+    free(text);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        rc = saga_error_set(err, SAGA_EDB, "starting saga %s: %s", name,
+                            PQerrorMessage(c->db));
+    else if (PQntuples(r) != 1)
+        rc = saga_error_set(err, SAGA_EDB, "starting saga %s: no id returned", name);
+    else {
+        snprintf(id, SAGA_ID_LEN + 1, "%s", PQgetvalue(r, 0, 0));
+        if (existed != NULL)
+            *existed = PQgetvalue(r, 0, 1)[0] == 't';
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int is_uuid(const char *s)
+{
+    if (s == NULL || strlen(s) != SAGA_ID_LEN)
+        return 0;
+    for (int i = 0; i < SAGA_ID_LEN; i++) {
+        int dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? s[i] != '-' : !isxdigit((unsigned char)s[i]))
+            return 0;
+    }
+    return 1;
+}
+
+int saga_client_status(saga_client *c, const char *id, char status[32], saga_error *err)
+{
+    const char *p[1] = {id};
+    PGresult *r;
+    int rc = SAGA_OK;
+
+    if (c == NULL || status == NULL)
+        return saga_error_set(err, SAGA_EINVAL, "client and status must be given");
+    status[0] = '\0';
+    if (!is_uuid(id))
+        return saga_error_set(err, SAGA_EINVAL, "\"%.40s\" is not a saga id (a UUID)",
+                              id ? id : "(null)");
+    r = query(c, 1,
+              "SELECT coalesce(s.status, CASE WHEN r.error IS NOT NULL THEN 'rejected'"
+              " WHEN r.id IS NOT NULL THEN 'pending' END), r.error"
+              " FROM (SELECT $1::uuid AS id) q"
+              " LEFT JOIN saga.saga s ON s.id = q.id"
+              " LEFT JOIN saga.start_request r ON r.id = q.id",
+              1, p);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        rc = saga_error_set(err, SAGA_EDB, "reading saga %s: %s", id,
+                            PQerrorMessage(c->db));
+    else if (PQgetisnull(r, 0, 0))
+        rc = saga_error_set(err, SAGA_ENOTFOUND, "no saga %s", id);
+    else {
+        snprintf(status, 32, "%s", PQgetvalue(r, 0, 0));
+        if (!PQgetisnull(r, 0, 1))
+            saga_error_set(err, SAGA_OK, "%s", PQgetvalue(r, 0, 1));
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int ended(const char *status)
+{
+    static const char *const names[] = {"completed", "compensated", "failed", "resolved",
+                                        "rejected"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(status, names[i]) == 0)
+            return 1;
+    return 0;
+}
+
+int saga_client_wait(saga_client *c, const char *id, int timeout_ms, char status[32],
+                     saga_error *err)
+{
+    for (int waited = 0;; waited += 50) {
+        struct timespec ts = {0, 50 * 1000000L};
+        int rc = saga_client_status(c, id, status, err);
+        if (rc != SAGA_OK || ended(status))
+            return rc;
+        if (waited >= timeout_ms)
+            return saga_error_set(err, SAGA_ESTATE, "saga %s still %s after %d ms", id,
+                                  status, timeout_ms);
+        nanosleep(&ts, NULL);
+    }
+}
+
+void saga_client_free(saga_client *c)
+{
+    if (c == NULL)
+        return;
+    PQfinish(c->db);
+    free(c);
+}
