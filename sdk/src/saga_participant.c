@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 
@@ -17,7 +19,10 @@
 #define FLUSH_TIMEOUT_MS 30000
 
 struct saga_result {
+    const saga_command *cmd; /* the command being handled */
     int set;
+    int ignored;                    /* outcomes set after the first */
+    struct saga_deferred *deferred; /* the handler will reply later */
     saga_reply_status status;
     json_t *output;
     char code[64];
@@ -44,13 +49,28 @@ struct saga_participant {
     volatile sig_atomic_t stop;
     int delivery_failures;                      /* within the current batch */
     rd_kafka_topic_partition_list_t *processed; /* offsets of the current batch */
+    int wake[2];                                /* saga_participant_fd's pipe, or -1 */
     saga_participant_stats stats;
     char warning[512];
 };
 
+struct saga_deferred {
+    saga_command cmd; /* owned copy: ids, routing and the payload */
+};
+
+/* Internal: forget the handler's outcome so that ours replaces it. */
+static void result_reset(saga_result *r)
+{
+    json_decref(r->output);
+    r->output = NULL;
+    r->set = 0;
+}
+
 void saga_result_ok(saga_result *r, json_t *output)
 {
-    if (r == NULL) {
+    if (r == NULL || r->set) {
+        if (r != NULL)
+            r->ignored++;
         json_decref(output);
         return;
     }
@@ -75,8 +95,11 @@ static void result_error(saga_result *r, saga_reply_status st, const char *code,
 void saga_result_fail(saga_result *r, const char *code, const char *fmt, ...)
 {
     va_list ap;
-    if (r == NULL)
+    if (r == NULL || r->set) {
+        if (r != NULL)
+            r->ignored++;
         return;
+    }
     va_start(ap, fmt);
     result_error(r, SAGA_REPLY_FAILED, code, 0, fmt, ap);
     va_end(ap);
@@ -85,8 +108,11 @@ void saga_result_fail(saga_result *r, const char *code, const char *fmt, ...)
 void saga_result_retry(saga_result *r, int64_t after_ms, const char *fmt, ...)
 {
     va_list ap;
-    if (r == NULL)
+    if (r == NULL || r->set) {
+        if (r != NULL)
+            r->ignored++;
         return;
+    }
     va_start(ap, fmt);
     result_error(r, SAGA_REPLY_RETRY, "retry", after_ms < 0 ? 0 : after_ms, fmt, ap);
     va_end(ap);
@@ -132,6 +158,7 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
     p = calloc(1, sizeof *p);
     if (p == NULL)
         return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+    p->wake[0] = p->wake[1] = -1;
     p->service = strdup(o->service);
     p->prefix = dup_or(o->topic_prefix, "saga.");
     if (p->service == NULL || p->prefix == NULL) {
@@ -271,7 +298,7 @@ static void send_reply(saga_participant *p, const saga_command *cmd, json_t *rep
         p->delivery_failures++;
         return;
     }
-    if (rd_kafka_message_headers(in, &inh) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+    if (in != NULL && rd_kafka_message_headers(in, &inh) == RD_KAFKA_RESP_ERR_NO_ERROR &&
         rd_kafka_header_get_last(inh, "traceparent", &tp, &tplen) ==
             RD_KAFKA_RESP_ERR_NO_ERROR) {
         hdrs = rd_kafka_headers_new(1);
@@ -335,6 +362,11 @@ static void run_with_barrier(saga_participant *p, const handler *h,
         if (saga__pg_exec(p->db, "SAVEPOINT saga_handler", &e) != SAGA_OK)
             goto dberr;
         h->fn(cmd, p->db, res, h->arg);
+        if (res->deferred != NULL) {
+            /* Nothing is recorded now: completing runs the barrier. */
+            saga__pg_exec(p->db, "ROLLBACK", NULL);
+            return;
+        }
         if (!res->set)
             saga_result_retry(res, 0, "handler for %s set no result", cmd->action);
         if (res->status == SAGA_REPLY_RETRY) {
@@ -344,6 +376,7 @@ static void run_with_barrier(saga_participant *p, const handler *h,
         if (PQtransactionStatus(p->db) == PQTRANS_INERROR &&
             res->status == SAGA_REPLY_OK) {
             saga__pg_exec(p->db, "ROLLBACK", NULL);
+            result_reset(res);
             saga_result_retry(res, 0,
                               "handler for %s reported ok but its transaction failed: %s",
                               cmd->action, PQerrorMessage(p->db));
@@ -368,6 +401,7 @@ dberr:
     json_decref(*cached);
     *cached = NULL;
     warn(p, "command %s: %s", cmd->command_id, e.message);
+    result_reset(res);
     saga_result_retry(res, 1000, "participant %s database error: %s", p->service,
                       e.message);
 }
@@ -387,6 +421,7 @@ static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
              e.message);
         return;
     }
+    res.cmd = &cmd;
     h = find_handler(p, cmd.phase, cmd.action);
     if (h == NULL) {
         p->stats.unknown_action++;
@@ -399,6 +434,13 @@ static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
         run_plain(p, h, &cmd, &res);
         if (!res.set)
             saga_result_retry(&res, 0, "handler for %s set no result", cmd.action);
+    }
+    p->stats.results_ignored += (uint64_t)res.ignored;
+    if (res.deferred != NULL) {
+        p->stats.deferred++;
+        json_decref(res.output);
+        saga_command_clear(&cmd);
+        return;
     }
     reply = cached != NULL ? cached : reply_object(&cmd, &res);
     if (reply != NULL) {
@@ -428,11 +470,36 @@ static void rewind_to_committed(saga_participant *p)
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
+int saga_participant_fd(saga_participant *p)
+{
+    rd_kafka_queue_t *q;
+    if (p == NULL)
+        return -1;
+    if (p->wake[0] >= 0)
+        return p->wake[0];
+    if (pipe(p->wake) != 0)
+        return p->wake[0] = p->wake[1] = -1;
+    for (int i = 0; i < 2; i++) {
+        fcntl(p->wake[i], F_SETFL, fcntl(p->wake[i], F_GETFL) | O_NONBLOCK);
+        fcntl(p->wake[i], F_SETFD, FD_CLOEXEC);
+    }
+    /* librdkafka writes a byte when the consumer queue becomes non-empty. */
+    q = rd_kafka_queue_get_consumer(p->consumer);
+    rd_kafka_queue_io_event_enable(q, p->wake[1], "1", 1);
+    rd_kafka_queue_destroy(q);
+    return p->wake[0];
+}
+
 int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
 {
     int n = 0;
     if (p == NULL)
         return saga_error_set(err, SAGA_EINVAL, "participant is NULL");
+    if (p->wake[0] >= 0) {
+        char buf[64];
+        while (read(p->wake[0], buf, sizeof buf) > 0)
+            ;
+    }
     p->warning[0] = '\0';
     p->delivery_failures = 0;
     while (n < BATCH_MAX && !p->stop) {
@@ -514,12 +581,158 @@ const char *saga_participant_last_warning(const saga_participant *p)
     return p != NULL ? p->warning : "";
 }
 
+static char *dup_str(const char *s)
+{
+    return s != NULL ? strdup(s) : NULL;
+}
+
+saga_deferred *saga_result_defer(saga_result *r)
+{
+    saga_deferred *d;
+    const saga_command *c;
+    if (r == NULL || r->set || r->cmd == NULL) {
+        if (r != NULL)
+            r->ignored++;
+        return NULL;
+    }
+    c = r->cmd;
+    d = calloc(1, sizeof *d);
+    if (d == NULL)
+        return NULL;
+    d->cmd = *c;
+    d->cmd.saga = dup_str(c->saga);
+    d->cmd.step_name = dup_str(c->step_name);
+    d->cmd.action = dup_str(c->action);
+    d->cmd.command_id = dup_str(c->command_id);
+    d->cmd.reply_to = dup_str(c->reply_to);
+    d->cmd.payload = c->payload != NULL ? json_deep_copy(c->payload) : NULL;
+    if (d->cmd.saga == NULL || d->cmd.step_name == NULL || d->cmd.action == NULL ||
+        d->cmd.command_id == NULL || d->cmd.reply_to == NULL) {
+        saga_command_clear(&d->cmd);
+        free(d);
+        return NULL;
+    }
+    r->set = 1;
+    r->deferred = d;
+    return d;
+}
+
+/* Send the outcome res for d (through the barrier when there is a
+ * database), free d. */
+static int complete(saga_participant *p, saga_deferred *d, saga_result *res)
+{
+    saga_error e = {0};
+    json_t *reply = NULL, *cached = NULL;
+    saga__barrier_verdict v = SAGA__BARRIER_PROCEED;
+    int rc = SAGA_OK, recorded = 0;
+
+    if (p->db != NULL) {
+        if (PQstatus(p->db) != CONNECTION_OK)
+            PQreset(p->db);
+        rc = saga__pg_exec(p->db, "BEGIN", &e);
+        if (rc == SAGA_OK)
+            rc = saga__barrier_enter(p->db, &d->cmd, &v, &cached, &e);
+        if (rc == SAGA_OK && v == SAGA__BARRIER_HANGING) {
+            result_reset(res);
+            saga_result_fail(res, "hanging_action",
+                             "step %d of saga %s was already compensated; action refused",
+                             d->cmd.step, d->cmd.saga_id);
+        } else if (rc == SAGA_OK && v == SAGA__BARRIER_NULL_COMP) {
+            result_reset(res);
+            saga_result_ok(res, json_pack("{s:b}", "null_compensation", 1));
+        }
+        if (rc == SAGA_OK && v != SAGA__BARRIER_DUPLICATE && v != SAGA__BARRIER_HANGING &&
+            res->status != SAGA_REPLY_RETRY) {
+            reply = reply_object(&d->cmd, res);
+            rc = reply
+                     ? saga__barrier_record(
+                           p->db, &d->cmd, reply,
+                           v == SAGA__BARRIER_NULL_COMP ? "null_compensation" : "handled",
+                           &e)
+                     : SAGA_ENOMEM;
+            recorded = rc == SAGA_OK;
+        }
+        /* Keep the barrier row only with its reply: a retry leaves no trace. */
+        if (rc == SAGA_OK)
+            rc = saga__pg_exec(p->db, recorded ? "COMMIT" : "ROLLBACK", &e);
+        else
+            saga__pg_exec(p->db, "ROLLBACK", NULL);
+    }
+    if (rc == SAGA_OK) {
+        if (cached != NULL) {
+            json_decref(reply);
+            reply = cached; /* an earlier completion's answer stands */
+            cached = NULL;
+        } else if (reply == NULL) {
+            reply = reply_object(&d->cmd, res);
+        }
+        if (reply != NULL)
+            send_reply(p, &d->cmd, reply, NULL);
+        else
+            rc = SAGA_ENOMEM;
+        rd_kafka_poll(p->producer, 0);
+    } else {
+        warn(p, "completing deferred %s: %s", d->cmd.command_id, e.message);
+    }
+    json_decref(reply);
+    json_decref(cached);
+    json_decref(res->output);
+    saga_command_clear(&d->cmd);
+    free(d);
+    return rc;
+}
+
+int saga_deferred_ok(saga_participant *p, saga_deferred *d, json_t *output)
+{
+    saga_result res = {0};
+    if (p == NULL || d == NULL) {
+        json_decref(output);
+        return SAGA_EINVAL;
+    }
+    saga_result_ok(&res, output);
+    return complete(p, d, &res);
+}
+
+int saga_deferred_fail(saga_participant *p, saga_deferred *d, const char *code,
+                       const char *fmt, ...)
+{
+    saga_result res = {0};
+    va_list ap;
+    if (p == NULL || d == NULL)
+        return SAGA_EINVAL;
+    va_start(ap, fmt);
+    result_error(&res, SAGA_REPLY_FAILED, code, 0, fmt, ap);
+    va_end(ap);
+    return complete(p, d, &res);
+}
+
+int saga_deferred_retry(saga_participant *p, saga_deferred *d, int64_t after_ms,
+                        const char *fmt, ...)
+{
+    saga_result res = {0};
+    va_list ap;
+    if (p == NULL || d == NULL)
+        return SAGA_EINVAL;
+    va_start(ap, fmt);
+    result_error(&res, SAGA_REPLY_RETRY, "retry", after_ms < 0 ? 0 : after_ms, fmt, ap);
+    va_end(ap);
+    return complete(p, d, &res);
+}
+
 void saga_participant_free(saga_participant *p)
 {
     if (p == NULL)
         return;
     if (p->processed != NULL)
         rd_kafka_topic_partition_list_destroy(p->processed);
+    if (p->wake[0] >= 0 && p->consumer != NULL) {
+        rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(p->consumer);
+        rd_kafka_queue_io_event_enable(q, -1, NULL, 0);
+        rd_kafka_queue_destroy(q);
+    }
+    for (int i = 0; i < 2; i++)
+        if (p->wake[i] >= 0)
+            close(p->wake[i]);
     if (p->consumer != NULL) {
         rd_kafka_commit(p->consumer, NULL, 0);
         rd_kafka_consumer_close(p->consumer);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 
 #include <cmocka.h>
 #include <librdkafka/rdkafka.h>
@@ -50,6 +51,31 @@ static void undo_thing(const saga_command *cmd, PGconn *conn, saga_result *res, 
     saga_result_ok(res, NULL);
 }
 
+/* Replies later: the test completes it by hand. */
+static saga_deferred *pending[4];
+static int npending;
+
+static void do_later(const saga_command *cmd, PGconn *conn, saga_result *res, void *arg)
+{
+    (void)cmd;
+    (void)conn;
+    (void)arg;
+    pending[npending++] = saga_result_defer(res);
+    /* A second outcome after deferring is ignored. */
+    saga_result_fail(res, "ignored", "too late");
+}
+
+/* Sets two outcomes: the first one counts. */
+static void do_twice(const saga_command *cmd, PGconn *conn, saga_result *res, void *arg)
+{
+    (void)cmd;
+    (void)conn;
+    (void)arg;
+    saga_result_ok(res, json_pack("{s:i}", "first", 1));
+    saga_result_fail(res, "second", "ignored");
+    saga_result_retry(res, 5, "ignored too");
+}
+
 static int setup(void **state)
 {
     saga_participant_options o = {0};
@@ -79,6 +105,10 @@ static int setup(void **state)
                      0);
     assert_int_equal(
         saga_participant_on(part, SAGA_PHASE_COMPENSATE, "undo", undo_thing, NULL), 0);
+    assert_int_equal(
+        saga_participant_on(part, SAGA_PHASE_INVOKE, "later", do_later, NULL), 0);
+    assert_int_equal(
+        saga_participant_on(part, SAGA_PHASE_INVOKE, "twice", do_twice, NULL), 0);
     /* Registering twice is refused; bad arguments too. */
     assert_int_equal(saga_participant_on(part, SAGA_PHASE_INVOKE, "do", do_thing, NULL),
                      SAGA_EEXIST);
@@ -128,6 +158,24 @@ static void send_raw(const char *key, const char *text)
     assert_int_equal(rd_kafka_flush(producer, 10000), 0);
 }
 
+static void send_action(const char *saga_id, const char *action, int attempt)
+{
+    saga_command c = {0};
+    char cid[128], *text;
+    memcpy(c.saga_id, saga_id, sizeof c.saga_id);
+    c.saga = "it";
+    c.saga_version = 1;
+    c.step_name = "thing";
+    c.action = (char *)action;
+    saga_command_id_format(cid, sizeof cid, saga_id, 0, SAGA_PHASE_INVOKE);
+    c.command_id = cid;
+    c.attempt = attempt;
+    c.reply_to = reply_topic;
+    assert_int_equal(saga_command_encode(&c, &text, NULL, NULL), SAGA_OK);
+    send_raw(saga_id, text);
+    free(text);
+}
+
 static void send_cmd(const char *saga_id, saga_phase phase, int attempt, const char *mode)
 {
     saga_command c = {0};
@@ -161,6 +209,37 @@ static void handle(int expect_reply, saga_reply *out)
     assert_int_equal(n, 1);
     if (!expect_reply)
         return;
+    for (int i = 0; i < 300; i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(consumer, 100);
+        if (m == NULL)
+            continue;
+        if (m->err) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        assert_int_equal(saga_reply_decode(m->payload, m->len, out, &err), SAGA_OK);
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    fail_msg("no reply within 30 s");
+}
+
+/* No reply arrives within ms. */
+static void expect_no_reply(int ms)
+{
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(consumer, ms);
+    if (m != NULL && m->err == 0) {
+        rd_kafka_message_destroy(m);
+        fail_msg("an unexpected reply arrived");
+    }
+    if (m != NULL)
+        rd_kafka_message_destroy(m);
+}
+
+/* The next reply (30 s at most). */
+static void next_reply(saga_reply *out)
+{
+    saga_error err = {0};
     for (int i = 0; i < 300; i++) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(consumer, 100);
         if (m == NULL)
@@ -372,6 +451,90 @@ static void test_malformed_and_unknown_do_not_block(void **state)
     assert_int_equal(after.unknown_action, before.unknown_action + 1);
 }
 
+static void test_first_outcome_wins(void **state)
+{
+    char id[37];
+    saga_reply r;
+    saga_participant_stats st;
+    (void)state;
+    new_id(id);
+    send_action(id, "twice", 1);
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_OK);
+    assert_int_equal(json_integer_value(json_object_get(r.output, "first")), 1);
+    saga_participant_get_stats(part, &st);
+    assert_true(st.results_ignored >= 2);
+    saga_reply_clear(&r);
+}
+
+static void test_deferred_reply(void **state)
+{
+    char id[37];
+    saga_reply r;
+    saga_participant_stats st;
+    (void)state;
+    new_id(id);
+    npending = 0;
+    send_action(id, "later", 1);
+    handle(0, NULL);
+    assert_int_equal(npending, 1);
+    assert_non_null(pending[0]);
+    expect_no_reply(1500); /* nothing until the service completes it */
+    /* A redelivery meanwhile runs the handler again (it defers again). */
+    send_action(id, "later", 2);
+    handle(0, NULL);
+    assert_int_equal(npending, 2);
+    assert_int_equal(
+        saga_deferred_ok(part, pending[0], json_pack("{s:s}", "done", "later")), SAGA_OK);
+    next_reply(&r);
+    assert_int_equal(r.status, SAGA_REPLY_OK);
+    assert_string_equal(json_string_value(json_object_get(r.output, "done")), "later");
+    assert_int_equal(r.attempt, 1);
+    saga_reply_clear(&r);
+    /* The second completion gets the recorded answer, not its own. */
+    assert_int_equal(saga_deferred_fail(part, pending[1], "nope", "too late"), SAGA_OK);
+    next_reply(&r);
+    assert_int_equal(r.status, SAGA_REPLY_OK);
+    assert_string_equal(json_string_value(json_object_get(r.output, "done")), "later");
+    saga_reply_clear(&r);
+    /* And a later duplicate too, without calling the handler. */
+    send_action(id, "later", 3);
+    handle(1, &r);
+    assert_int_equal(npending, 2);
+    assert_int_equal(r.status, SAGA_REPLY_OK);
+    assert_int_equal(r.attempt, 3);
+    saga_reply_clear(&r);
+    saga_participant_get_stats(part, &st);
+    assert_true(st.deferred >= 2);
+    assert_int_equal(saga_deferred_ok(NULL, NULL, NULL), SAGA_EINVAL);
+}
+
+static void test_event_loop_fd(void **state)
+{
+    char id[37];
+    saga_reply r;
+    struct pollfd pfd;
+    saga_error err = {0};
+    int fd = saga_participant_fd(part), n = 0;
+    (void)state;
+    assert_true(fd >= 0);
+    assert_int_equal(saga_participant_fd(part), fd); /* the same one each time */
+    new_id(id);
+    send_cmd(id, SAGA_PHASE_INVOKE, 1, NULL);
+    /* The way an event loop would: wait on the fd, then poll without blocking. */
+    for (int i = 0; i < 20 && n == 0; i++) {
+        pfd.fd = fd;
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+        if (poll(&pfd, 1, 1000) == 1)
+            n = saga_participant_poll(part, 0, &err);
+    }
+    assert_int_equal(n, 1);
+    next_reply(&r);
+    assert_int_equal(r.status, SAGA_REPLY_OK);
+    saga_reply_clear(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -382,6 +545,9 @@ int main(void)
         cmocka_unit_test(test_failed_result_rolls_back_but_is_remembered),
         cmocka_unit_test(test_retry_result_leaves_no_trace),
         cmocka_unit_test(test_malformed_and_unknown_do_not_block),
+        cmocka_unit_test(test_first_outcome_wins),
+        cmocka_unit_test(test_deferred_reply),
+        cmocka_unit_test(test_event_loop_fd),
     };
     return cmocka_run_group_tests_name("participant and barrier (PostgreSQL + Kafka)",
                                        tests, setup, teardown);

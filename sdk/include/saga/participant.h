@@ -84,8 +84,10 @@ typedef struct saga_participant_stats {
     uint64_t duplicates; /* commands answered from the barrier's cache */
     uint64_t null_compensations;
     uint64_t hanging_refused;
-    uint64_t malformed;      /* messages that were not valid commands */
-    uint64_t unknown_action; /* commands with no registered handler */
+    uint64_t malformed;       /* messages that were not valid commands */
+    uint64_t unknown_action;  /* commands with no registered handler */
+    uint64_t deferred;        /* replies deferred by handlers */
+    uint64_t results_ignored; /* outcomes set after the first, ignored */
 } saga_participant_stats;
 
 SAGA_API void saga_participant_get_stats(const saga_participant *p,
@@ -99,7 +101,16 @@ SAGA_API const char *saga_participant_last_warning(const saga_participant *p);
  * database. Safe on NULL. */
 SAGA_API void saga_participant_free(saga_participant *p);
 
-/* Handler outcomes. saga_result_ok steals output (may be NULL = {}). */
+/* A file descriptor that becomes readable when commands wait to be
+ * handled: add it to your event loop (poll, epoll, libuv) and call
+ * saga_participant_poll(p, 0, ...) when it is readable. poll() drains it.
+ * Returns -1 (and leaves the participant as it was) if a pipe cannot be
+ * made. Owned by the participant. */
+SAGA_API int saga_participant_fd(saga_participant *p);
+
+/* Handler outcomes. The first outcome a handler sets is the one sent;
+ * later calls are ignored (counted in stats.results_ignored).
+ * saga_result_ok steals output (may be NULL = {}). */
 SAGA_API void saga_result_ok(saga_result *r, json_t *output);
 SAGA_API void saga_result_fail(saga_result *r, const char *code, const char *fmt, ...)
 #if defined(__GNUC__)
@@ -109,6 +120,38 @@ SAGA_API void saga_result_fail(saga_result *r, const char *code, const char *fmt
 SAGA_API void saga_result_retry(saga_result *r, int64_t after_ms, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Replying later. A handler that cannot answer at once calls
+ * saga_result_defer() and returns; the reply is sent when the service calls
+ * one of saga_deferred_ok/fail/retry, from the thread that polls, at any
+ * later time. Each frees d; the participant must still exist.
+ *
+ * With a database (db_url), the handler's transaction is rolled back when
+ * it defers (do the work elsewhere); completing runs the barrier then: the
+ * reply is recorded and a redelivered command gets it. A duplicate that
+ * arrives while the reply is deferred runs the handler again (which may
+ * defer again); only the first completion's reply is recorded, and sent for
+ * both. If the process dies before completing, sagad re-sends the command
+ * after the step's timeout.
+ *
+ * saga_result_defer returns NULL when an outcome was already set or on
+ * allocation failure (the command is then answered `retry`). */
+typedef struct saga_deferred saga_deferred;
+
+SAGA_API saga_deferred *saga_result_defer(saga_result *r);
+SAGA_API int saga_deferred_ok(saga_participant *p, saga_deferred *d, json_t *output);
+SAGA_API int saga_deferred_fail(saga_participant *p, saga_deferred *d, const char *code,
+                                const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+SAGA_API int saga_deferred_retry(saga_participant *p, saga_deferred *d, int64_t after_ms,
+                                 const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
 #endif
     ;
 

@@ -1,4 +1,10 @@
-/* libsaga: everything. Include this one header. */
+/* libsaga: everything. Include this one header.
+ *
+ * Thread safety: the protocol functions, saga_strerror and saga_error_set
+ * are thread-safe. A saga_participant or saga_client is used by one thread
+ * at a time (the one that polls); saga_participant_stop() may be called
+ * from a signal handler. No function prints, logs or exits: errors are
+ * returned as saga_err codes, with a message in saga_error when asked. */
 #ifndef SAGA_SAGA_H
 #define SAGA_SAGA_H
 
