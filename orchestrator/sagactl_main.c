@@ -668,7 +668,8 @@ static void usage(FILE *out)
         "Running:\n"
         "  start NAME [--input JSON] [--key K] start a saga, print its id\n"
         "  migrate [--dir DIR]                 apply pending schema migrations\n"
-        "  validate FILE...                    check definition files\n\n"
+        "  validate FILE...                    check definition files\n"
+        "  defs deploy FILE... | list | show NAME [--version N]   stored definitions\n\n"
         "Options:\n"
         "  --db URL    PostgreSQL (default $SAGA_PG_URL)\n"
         "  --json      machine-readable output (every command that reads)\n"
@@ -708,6 +709,8 @@ int main(int argc, char **argv)
         return cmd_show(argc, argv);
     if (strcmp(argv[0], "history") == 0)
         return cmd_history(argc, argv);
+    if (strcmp(argv[0], "defs") == 0)
+        return cmd_defs(argc, argv);
     if (strcmp(argv[0], "stuck") == 0)
         return cmd_stuck(argc, argv);
     if (strcmp(argv[0], "stats") == 0)
