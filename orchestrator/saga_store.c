@@ -77,7 +77,13 @@ static json_t *get_json(PGresult *r, int row, int col)
 struct saga_defs {
     int n, cap;
     saga_definition **items;
+    int last_version;
 };
+
+int saga_defs_last_version(const saga_defs *d)
+{
+    return d != NULL ? d->last_version : 0;
+}
 
 saga_defs *saga_defs_new(void)
 {
@@ -167,6 +173,7 @@ int saga_store_register_definition(PGconn *db, saga_defs *defs, saga_definition 
                               "storing the definition: no version returned");
     }
     def->version = atoi(PQgetvalue(r, 0, 0));
+    defs->last_version = def->version;
     *created = PQgetvalue(r, 0, 1)[0] == 't';
     PQclear(r);
     return defs_put(defs, def, &kept);

@@ -20,6 +20,10 @@ typedef struct saga_defs saga_defs;
 saga_defs *saga_defs_new(void);
 void saga_defs_free(saga_defs *defs);
 
+/* The version of the definition most recently registered or found by
+ * saga_store_register_definition() (0 if none). */
+int saga_defs_last_version(const saga_defs *defs);
+
 /* Store def (its content digest decides the version: the same content is
  * the same version, changed content the next one); sets def->version and
  * takes ownership of def into defs. *created tells whether the version is new. */

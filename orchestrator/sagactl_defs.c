@@ -53,13 +53,13 @@ static int deploy(int argc, char **argv)
         rc = saga_store_register_definition(db, cache, defs[i], &created, &err);
         defs[i] = NULL; /* the cache owns it now, also on failure */
         if (rc == SAGA_OK) {
-            const saga_definition *d;
-            saga_store_get_definition(db, cache, name, 0, &d, NULL);
+            /* The version of this content (the cache's newest entry). */
+            int version = saga_defs_last_version(cache);
             if (want_json)
                 printf("{\"name\": \"%s\", \"version\": %d, \"created\": %s}\n", name,
-                       d ? d->version : 0, created ? "true" : "false");
+                       version, created ? "true" : "false");
             else
-                printf("%s: version %d (%s)\n", name, d ? d->version : 0,
+                printf("%s: version %d (%s)\n", name, version,
                        created ? "new" : "unchanged");
         }
     }
