@@ -1,5 +1,6 @@
 # saga orchestrator — build, test, demo.
 #   make            build sagad, sagactl, libsaga and the example services
+#   make fuzz       run the fuzz targets (FUZZ_SECONDS each, default 300)
 #   make check      install what is missing, build with ASan+UBSan, run the unit
 #                   tests and the integration tests against a real PostgreSQL
 #                   and a real Kafka broker (started and stopped by scripts/)
@@ -46,7 +47,9 @@ UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 INTEG_SRC  := $(wildcard tests/integration/test_*.c)
 INTEG_BINS := $(INTEG_SRC:tests/integration/%.c=$(BUILD)/tests/%)
 
-.PHONY: all check unit integration demo install clean format format-check deps tests bench
+.PHONY: all check unit integration demo install clean format format-check deps tests bench fuzz
+
+FUZZ_SECONDS ?= 300
 
 all: $(BINS) $(LIBSAGA_A) $(LIBSAGA_SO)
 
@@ -105,7 +108,12 @@ deps:
 check: deps
 	$(MAKE) --no-print-directory BUILD=build/san SAN=1 all tests
 	$(MAKE) --no-print-directory format-check
+	scripts/fuzz 10
 	scripts/run-tests build/san
+
+# The libFuzzer targets (definitions, protocol) for FUZZ_SECONDS each.
+fuzz: deps
+	scripts/fuzz $(FUZZ_SECONDS)
 
 unit:
 	$(MAKE) --no-print-directory BUILD=build/san SAN=1 tests
