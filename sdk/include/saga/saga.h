@@ -20,5 +20,6 @@
 #include "saga/protocol.h"
 #include "saga/participant.h"
 #include "saga/client.h"
+#include "saga/builder.h"
 
 #endif
