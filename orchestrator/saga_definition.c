@@ -201,6 +201,12 @@ static int check_ref(const char *path, const char *where, void *arg)
         idx = saga_definition_step_index(rc->def, name);
         if (idx < 0)
             problem(rc->p, where, "\"${%s}\" names unknown step \"%s\"", path, name);
+        else if (idx >= rc->def->steps[rc->step].stage_first && idx < rc->step)
+            problem(
+                rc->p, where,
+                "\"${%s}\" names step \"%s\", which runs at the same time as this one "
+                "(same group)",
+                path, name);
         else if (idx >= rc->step)
             problem(rc->p, where,
                     "\"${%s}\" names step \"%s\", which does not run before this one",
@@ -224,7 +230,7 @@ static void parse_step(json_t *s, int i, saga_definition *def,
     static const char *const keys[] = {
         "name",  "service",     "action", "compensation",
         "input", "timeout",     "retry",  "compensation_retry",
-        "pivot", "description", NULL};
+        "pivot", "description", "group",  NULL};
     saga_step_def *st = &def->steps[i];
     char where[64];
     json_t *v;
@@ -263,6 +269,7 @@ static void parse_step(json_t *s, int i, saga_definition *def,
     v = json_object_get(s, "description");
     if (v != NULL && !json_is_string(v))
         problem(p, where, "description: found %s, expected a string", type_name(v));
+    st->group = get_string(s, "group", where, 0, 1, p);
 }
 
 int saga_definition_from_json(json_t *body, saga_definition **out,
@@ -343,6 +350,28 @@ int saga_definition_from_json(json_t *body, saga_definition **out,
             st->forward_only = seen_pivot;
             st->irreversible =
                 json_object_get(json_array_get(steps, (size_t)i), "compensation") == NULL;
+            /* Adjacent steps of one group run together: a stage. */
+            st->stage_first = st->stage_last = i;
+            if (st->group != NULL && i > 0 && def->steps[i - 1].group != NULL &&
+                strcmp(def->steps[i - 1].group, st->group) == 0) {
+                st->stage_first = def->steps[i - 1].stage_first;
+                for (int j = st->stage_first; j <= i; j++)
+                    def->steps[j].stage_last = i;
+            } else if (st->group != NULL) {
+                for (int j = 0; j < i; j++)
+                    if (def->steps[j].group != NULL &&
+                        strcmp(def->steps[j].group, st->group) == 0)
+                        problem(
+                            p, where,
+                            "group \"%s\" is split: its steps must be next to each other "
+                            "(also steps[%d])",
+                            st->group, j);
+            }
+            if (st->group != NULL && (st->pivot || st->forward_only))
+                problem(p, where,
+                        "step \"%s\" is at or after the pivot and in group \"%s\": steps "
+                        "that can only go forward run one at a time",
+                        st->name ? st->name : "?", st->group);
         }
         for (int i = 0; i < def->nsteps; i++) {
             saga_step_def *st = &def->steps[i];
@@ -356,7 +385,7 @@ int saga_definition_from_json(json_t *body, saga_definition **out,
              * unless the author says there is nothing to undo (null). */
             snprintf(where, sizeof where, "steps[%d]", i);
             if (json_is_object(s) && json_object_get(s, "compensation") == NULL &&
-                !st->forward_only && i < def->nsteps - 1)
+                !st->forward_only && st->stage_last < def->nsteps - 1)
                 problem(p, where,
                         "step \"%s\" has no compensation, but later steps can fail and "
                         "undo it "
@@ -439,6 +468,7 @@ void saga_definition_free(saga_definition *def)
         free(def->steps[i].service);
         free(def->steps[i].action);
         free(def->steps[i].compensation);
+        free(def->steps[i].group);
         json_decref(def->steps[i].input);
     }
     free(def->steps);

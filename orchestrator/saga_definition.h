@@ -28,6 +28,9 @@ typedef struct saga_step_def {
     saga_retry_policy compensation_retry;
     int pivot;        /* this step is the saga's point of no return */
     int forward_only; /* pivot or after a pivot: retried until success */
+    char *group;      /* parallel group name, NULL if none */
+    int stage_first;  /* the steps that run together with this one: */
+    int stage_last;   /* [stage_first, stage_last] (itself when not in a group) */
     int irreversible; /* no "compensation" key: an effect it may have had cannot be
                          undone, so an unknown outcome is retried, never given up */
 } saga_step_def;

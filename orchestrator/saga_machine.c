@@ -177,8 +177,20 @@ static void finish(ctx *c, saga_status status, const char *what)
  * pivot, or while an irreversible step may have taken effect. */
 static int past_return(const saga_state *s)
 {
-    const saga_step_def *sd = &s->def->steps[s->cursor];
-    return sd->forward_only || (sd->irreversible && s->steps[s->cursor].attempts > 0);
+    const saga_step_def *first = &s->def->steps[s->cursor];
+    for (int i = first->stage_first; i <= first->stage_last; i++) {
+        const saga_step_def *sd = &s->def->steps[i];
+        if (sd->forward_only || (sd->irreversible && s->steps[i].attempts > 0))
+            return 1;
+    }
+    return 0;
+}
+
+/* The stage (steps that run together) the cursor is in: [*first, *last]. */
+static void stage_of(const saga_state *s, int *first, int *last)
+{
+    *first = s->def->steps[s->cursor].stage_first;
+    *last = s->def->steps[s->cursor].stage_last;
 }
 
 /* Recompute the saga's earliest timer. */
@@ -186,8 +198,14 @@ static void update_wake(saga_state *s)
 {
     int64_t w = 0;
     if (s->status == SAGA_ST_RUNNING || s->status == SAGA_ST_COMPENSATING) {
-        if (s->cursor >= 0 && s->cursor < s->nsteps)
-            w = s->steps[s->cursor].due_at;
+        if (s->cursor >= 0 && s->cursor < s->nsteps) {
+            int first = s->cursor, last = s->cursor;
+            if (s->status == SAGA_ST_RUNNING)
+                stage_of(s, &first, &last);
+            for (int i = first; i <= last; i++)
+                if (s->steps[i].due_at > 0 && (w == 0 || s->steps[i].due_at < w))
+                    w = s->steps[i].due_at;
+        }
         if (s->status == SAGA_ST_RUNNING && s->deadline_at > 0 &&
             (w == 0 || s->deadline_at < w) && !past_return(s))
             w = s->deadline_at;
@@ -195,8 +213,8 @@ static void update_wake(saga_state *s)
     s->wake_at = w;
 }
 
-static void start_compensation(ctx *c, int from, const char *why, json_t *detail);
 static void next_compensation(ctx *c, int from);
+static void fail_stage(ctx *c, int step, const char *why);
 
 /* Send the command for step i in its current phase, as attempt attempts+1. */
 static void dispatch(ctx *c, int i)
@@ -221,7 +239,7 @@ static void dispatch(ctx *c, int i)
         set_error(st, error_obj("input", err.message));
         st->dirty = 1;
         history(c, "step_failed", i, st->attempts, error_obj("input", err.message));
-        start_compensation(c, i - 1, "step_failed", NULL);
+        fail_stage(c, i, "step_failed");
         return;
     }
     if (compensate) {
@@ -264,18 +282,50 @@ static void advance(ctx *c, int i)
         return;
     }
     s->cursor = i;
-    s->steps[i].status = SAGA_STEP_DISPATCHED;
-    s->steps[i].attempts = 0;
-    dispatch(c, i);
+    /* Every step of the stage goes out at once; they run in parallel. */
+    for (int j = i; j <= s->def->steps[i].stage_last && s->status == SAGA_ST_RUNNING;
+         j++) {
+        s->steps[j].status = SAGA_STEP_DISPATCHED;
+        s->steps[j].attempts = 0;
+        dispatch(c, j);
+    }
 }
 
-/* Compensate, in reverse order, from step `from` down. */
-static void start_compensation(ctx *c, int from, const char *why, json_t *detail)
+/* Step `step` of the running stage failed or its outcome is unknown: the
+ * other steps of the stage that were sent may have acted (their outcome is
+ * unknown now; late replies are ignored), and everything done is undone in
+ * reverse order, from the end of the stage. */
+static void fail_stage(ctx *c, int step, const char *why)
 {
+    saga_state *s = c->s;
+    /* step -1: no step failed (a deadline, an operator): abort the stage. */
+    const saga_step_def *sd = &s->def->steps[step >= 0 ? step : s->cursor];
+    for (int j = sd->stage_first; j <= sd->stage_last; j++) {
+        saga_step_state *st = &s->steps[j];
+        if (j == step || st->status != SAGA_STEP_DISPATCHED)
+            continue;
+        st->status = st->attempts > 0 ? SAGA_STEP_UNKNOWN : SAGA_STEP_PENDING;
+        st->awaiting = 0;
+        st->due_at = 0;
+        st->dirty = 1;
+    }
     c->s->status = SAGA_ST_COMPENSATING;
-    history(c, "compensation_started", from + 1 < c->s->nsteps ? from + 1 : -1, 0,
-            json_pack("{s:s, s:o*}", "reason", why, "detail", detail));
-    next_compensation(c, from);
+    history(c, "compensation_started", step >= 0 ? step : s->cursor, 0,
+            json_pack("{s:s}", "reason", why));
+    next_compensation(c, sd->stage_last);
+}
+
+/* All steps of the cursor's stage are done: move on. */
+static void stage_done_or_wait(ctx *c)
+{
+    saga_state *s = c->s;
+    int first, last;
+    stage_of(s, &first, &last);
+    for (int j = first; j <= last; j++)
+        if (s->steps[j].status != SAGA_STEP_SUCCEEDED &&
+            s->steps[j].status != SAGA_STEP_SKIPPED)
+            return;
+    advance(c, last + 1);
 }
 
 static void next_compensation(ctx *c, int from)
@@ -345,7 +395,7 @@ static void transient(ctx *c, int i, json_t *err, int64_t retry_after, const cha
     st->status = SAGA_STEP_UNKNOWN;
     history(c, "step_outcome_unknown", i, st->attempts,
             json_pack("{s:i}", "attempts", st->attempts));
-    start_compensation(c, i, "retries_exhausted", NULL);
+    fail_stage(c, i, "retries_exhausted");
 }
 
 static int on_start(ctx *c, const char **reason)
@@ -375,8 +425,20 @@ static int cursor_consistent(const saga_state *s)
     if (s->cursor < 0 || s->cursor >= s->nsteps)
         return 0;
     st = s->steps[s->cursor].status;
-    if (s->status == SAGA_ST_RUNNING)
-        return st == SAGA_STEP_DISPATCHED;
+    if (s->status == SAGA_ST_RUNNING) {
+        int first, last, waiting = 0;
+        stage_of(s, &first, &last);
+        if (s->cursor != first)
+            return 0;
+        for (int j = first; j <= last; j++) {
+            saga_step_status sj = s->steps[j].status;
+            if (sj == SAGA_STEP_DISPATCHED)
+                waiting = 1;
+            else if (sj != SAGA_STEP_SUCCEEDED && sj != SAGA_STEP_SKIPPED)
+                return 0;
+        }
+        return waiting;
+    }
     return st == SAGA_STEP_COMPENSATING;
 }
 
@@ -400,7 +462,9 @@ static int on_reply(ctx *c, const char **reason)
         *reason = "reply names a step the saga does not have";
         return SAGA_REJECTED;
     }
-    if (r->step != s->cursor) {
+    if (s->status == SAGA_ST_RUNNING ? (r->step < s->def->steps[s->cursor].stage_first ||
+                                        r->step > s->def->steps[s->cursor].stage_last)
+                                     : r->step != s->cursor) {
         *reason = "reply for a step that is not outstanding";
         return SAGA_IGNORED;
     }
@@ -410,6 +474,10 @@ static int on_reply(ctx *c, const char **reason)
     }
     st = &s->steps[r->step];
     compensate = s->status == SAGA_ST_COMPENSATING;
+    if (!compensate && st->status != SAGA_STEP_DISPATCHED) {
+        *reason = "reply for a step of the stage that is no longer outstanding";
+        return SAGA_IGNORED;
+    }
     if ((r->phase == SAGA_PHASE_COMPENSATE) != compensate) {
         *reason = "reply for the other phase of the step";
         return SAGA_IGNORED;
@@ -444,7 +512,7 @@ static int on_reply(ctx *c, const char **reason)
             json_decref(st->output);
             st->output = r->output ? json_incref(r->output) : json_object();
             history(c, "step_succeeded", r->step, r->attempt, json_incref(st->output));
-            advance(c, r->step + 1);
+            stage_done_or_wait(c);
         }
         break;
     case SAGA_REPLY_FAILED: {
@@ -472,7 +540,7 @@ static int on_reply(ctx *c, const char **reason)
         } else {
             st->status = SAGA_STEP_FAILED;
             history(c, "step_failed", r->step, r->attempt, err);
-            start_compensation(c, r->step - 1, "step_failed", NULL);
+            fail_stage(c, r->step, "step_failed");
         }
         break;
     }
@@ -516,19 +584,30 @@ static int on_op_retry(ctx *c, const char **reason)
         return SAGA_REJECTED;
     }
     history(c, "operator_retry", s->cursor, st->attempts, op_detail(c->ev));
-    /* A fresh budget; attempt numbers go on so late replies stay unambiguous. */
-    st->attempt_base = st->attempts;
-    st->awaiting = 0;
-    st->dirty = 1;
-    dispatch(c, s->cursor);
+    /* A fresh budget; attempt numbers go on so late replies stay unambiguous.
+     * Going forward, every step of the stage still waiting is re-sent. */
+    {
+        int first = s->cursor, last = s->cursor;
+        const saga_status now = s->status;
+        if (s->status == SAGA_ST_RUNNING)
+            stage_of(s, &first, &last);
+        for (int j = first; j <= last && s->status == now; j++) {
+            saga_step_state *sj = &s->steps[j];
+            if (sj->status != SAGA_STEP_DISPATCHED &&
+                sj->status != SAGA_STEP_COMPENSATING)
+                continue;
+            sj->attempt_base = sj->attempts;
+            sj->awaiting = 0;
+            sj->dirty = 1;
+            dispatch(c, j);
+        }
+    }
     return SAGA_APPLIED;
 }
 
 static int on_op_compensate(ctx *c, const char **reason)
 {
     saga_state *s = c->s;
-    saga_step_state *st;
-    int from;
 
     if (s->status != SAGA_ST_RUNNING) {
         *reason = s->status == SAGA_ST_COMPENSATING
@@ -546,32 +625,26 @@ static int on_op_compensate(ctx *c, const char **reason)
             "in flight); it can only go forward: retry or skip";
         return SAGA_REJECTED;
     }
-    st = &s->steps[s->cursor];
-    from = s->cursor - 1;
-    if (st->attempts > 0) {
-        st->status = SAGA_STEP_UNKNOWN; /* it may have acted: undo it too */
-        from = s->cursor;
-    } else {
-        st->status = SAGA_STEP_PENDING;
-    }
-    st->awaiting = 0;
-    st->due_at = 0;
-    st->dirty = 1;
-    history(c, "operator_compensate", s->cursor, st->attempts, op_detail(c->ev));
-    start_compensation(c, from, "operator", NULL);
+    history(c, "operator_compensate", s->cursor, s->steps[s->cursor].attempts,
+            op_detail(c->ev));
+    fail_stage(c, -1, "operator");
     return SAGA_APPLIED;
 }
 
 static int on_op_skip(ctx *c, const char **reason)
 {
     saga_state *s = c->s;
-    saga_step_state *st = &s->steps[s->cursor];
-    int forward;
+    saga_step_state *st;
+    int forward, first = s->cursor, last = s->cursor;
 
-    if (c->ev->step != s->cursor) {
+    /* Going forward, any step of the running stage; else the current one. */
+    if (s->status == SAGA_ST_RUNNING)
+        stage_of(s, &first, &last);
+    if (c->ev->step < first || c->ev->step > last) {
         *reason = "only the saga's current step can be skipped";
         return SAGA_REJECTED;
     }
+    st = &s->steps[c->ev->step];
     if (s->status == SAGA_ST_RUNNING && st->status == SAGA_STEP_DISPATCHED)
         forward = 1;
     else if (s->status == SAGA_ST_FAILED && st->status == SAGA_STEP_FAILED)
@@ -597,8 +670,8 @@ static int on_op_skip(ctx *c, const char **reason)
         json_decref(st->output);
         st->output = c->ev->output ? json_deep_copy(c->ev->output) : json_object();
         json_object_set(d, "output", st->output);
-        history(c, "step_skipped", s->cursor, st->attempts, d);
-        advance(c, s->cursor + 1);
+        history(c, "step_skipped", c->ev->step, st->attempts, d);
+        stage_done_or_wait(c);
     } else {
         s->status = SAGA_ST_COMPENSATING;
         st->status = SAGA_STEP_COMPENSATED;
@@ -616,9 +689,12 @@ static int on_op_resolve(ctx *c, const char **reason)
     }
     c->s->status = SAGA_ST_RESOLVED;
     /* Nothing stays scheduled on a closed saga. */
-    c->s->steps[c->s->cursor].awaiting = 0;
-    c->s->steps[c->s->cursor].due_at = 0;
-    c->s->steps[c->s->cursor].dirty = 1;
+    for (int i = 0; i < c->s->nsteps; i++)
+        if (c->s->steps[i].awaiting || c->s->steps[i].due_at) {
+            c->s->steps[i].awaiting = 0;
+            c->s->steps[i].due_at = 0;
+            c->s->steps[i].dirty = 1;
+        }
     history(c, "saga_resolved", -1, 0, op_detail(c->ev));
     return SAGA_APPLIED;
 }
@@ -653,8 +729,9 @@ static int on_operator(ctx *c, const char **reason)
 static int on_wake(ctx *c, const char **reason)
 {
     saga_state *s = c->s;
-    saga_step_state *st;
     const int64_t now = c->ev->now;
+    const saga_status before = s->status;
+    int first, last, fired = 0;
 
     if (s->status != SAGA_ST_RUNNING && s->status != SAGA_ST_COMPENSATING) {
         *reason = "saga has no timers";
@@ -664,35 +741,35 @@ static int on_wake(ctx *c, const char **reason)
         *reason = "the saga's current step is in a state that has no timer";
         return SAGA_REJECTED;
     }
-    st = &s->steps[s->cursor];
     if (s->status == SAGA_ST_RUNNING && s->deadline_at > 0 && now >= s->deadline_at &&
         !past_return(s)) {
-        /* The current step may have had an effect if anything was sent. */
-        int from = s->cursor - 1;
-        if (st->attempts > 0) {
-            st->status = SAGA_STEP_UNKNOWN;
-            from = s->cursor;
-        } else {
-            st->status = SAGA_STEP_PENDING;
-        }
-        st->awaiting = 0;
-        st->due_at = 0;
-        st->dirty = 1;
-        history(c, "deadline_exceeded", s->cursor, st->attempts, NULL);
-        start_compensation(c, from, "deadline_exceeded", NULL);
+        /* What was sent may have had an effect: it is undone too. */
+        history(c, "deadline_exceeded", s->cursor, s->steps[s->cursor].attempts, NULL);
+        fail_stage(c, -1, "deadline_exceeded");
         return SAGA_APPLIED;
     }
-    if (st->due_at == 0 || now < st->due_at) {
+    first = last = s->cursor;
+    if (s->status == SAGA_ST_RUNNING)
+        stage_of(s, &first, &last);
+    for (int i = first; i <= last && s->status == before; i++) {
+        saga_step_state *st = &s->steps[i];
+        if (st->due_at == 0 || now < st->due_at)
+            continue;
+        if (before == SAGA_ST_RUNNING && st->status != SAGA_STEP_DISPATCHED)
+            continue;
+        fired = 1;
+        if (st->awaiting) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "no reply within %lld ms",
+                     (long long)s->def->steps[i].timeout_ms);
+            transient(c, i, error_obj("timeout", msg), 0, "attempt_timed_out");
+        } else {
+            dispatch(c, i);
+        }
+    }
+    if (!fired) {
         *reason = "no timer is due";
         return SAGA_IGNORED;
-    }
-    if (st->awaiting) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "no reply within %lld ms",
-                 (long long)s->def->steps[s->cursor].timeout_ms);
-        transient(c, s->cursor, error_obj("timeout", msg), 0, "attempt_timed_out");
-    } else {
-        dispatch(c, s->cursor);
     }
     return SAGA_APPLIED;
 }

@@ -69,16 +69,22 @@ static int group_teardown(void **state)
     return rc;
 }
 
-static char *start_order(const char *customer, const char *sku, int qty, long amount)
+static char *start_saga(const char *saga, const char *customer, const char *sku, int qty,
+                        long amount)
 {
     char input[256], out[128];
-    const char *args[] = {"start", "order", "--input", input, NULL};
+    const char *args[] = {"start", saga, "--input", input, NULL};
     snprintf(input, sizeof input,
              "{\"customer_id\":\"%s\",\"sku\":\"%s\",\"quantity\":%d,\"amount\":%ld}",
              customer, sku, qty, amount);
     assert_int_equal(it_sagactl(out, sizeof out, args), 0);
     assert_int_equal(strlen(out), 36);
     return strdup(out);
+}
+
+static char *start_order(const char *customer, const char *sku, int qty, long amount)
+{
+    return start_saga("order", customer, sku, qty, amount);
 }
 
 /* "svc:phase:step,..." in the order the participants handled them. */
@@ -190,12 +196,61 @@ static void test_failure_at_third_step(void **state)
     free(id);
 }
 
+/* Credit and stock reserved at the same time (sagas/order_parallel.json). */
+static void test_parallel_group(void **state)
+{
+    long long credit0 = reserved_credit("alice"), gadget0 = available_stock("gadget");
+    long long widget0 = available_stock("widget");
+    char *ok, *no, *st;
+    const char *p[1];
+    (void)state;
+    ok = start_saga("order_parallel", "alice", "widget", 1, 300);
+    assert_string_equal(it_wait_final(db, ok, 60000), "completed");
+    assert_int_equal(reserved_credit("alice"), credit0 + 300);
+    assert_int_equal(available_stock("widget"), widget0 - 1);
+    /* Both members were sent before either answered. */
+    p[0] = ok;
+    assert_int_equal(
+        it_int(db,
+               "SELECT count(*) FROM saga.saga_event a JOIN saga.saga_event b"
+               " ON a.saga_id = b.saga_id WHERE a.saga_id = $1"
+               " AND a.kind = 'step_dispatched' AND a.step = 1"
+               " AND b.kind = 'step_dispatched' AND b.step = 2 AND a.at = b.at",
+               1, p),
+        1);
+    /* Stock runs out: the credit reserved in parallel is released, the order
+     * cancelled. */
+    no = start_saga("order_parallel", "alice", "gadget", 5, 400);
+    assert_string_equal(it_wait_final(db, no, 60000), "compensated");
+    assert_int_equal(reserved_credit("alice"), credit0 + 300);
+    assert_int_equal(available_stock("gadget"), gadget0);
+    st = order_status(no);
+    assert_string_equal(st, "cancelled");
+    p[0] = no;
+    {
+        char *steps =
+            it_value(db,
+                     "SELECT string_agg(name || '=' || status, ',' ORDER BY idx)"
+                     " FROM saga.saga_step WHERE saga_id = $1",
+                     1, p);
+        /* reserve_credit ran (compensated) or never acted (unknown, compensated
+         * as a no-op): either way it ends compensated. */
+        assert_string_equal(steps, "create_order=compensated,reserve_credit=compensated,"
+                                   "reserve_stock=failed,approve_order=pending");
+        free(steps);
+    }
+    free(st);
+    free(ok);
+    free(no);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_order_completes),
         cmocka_unit_test(test_failure_at_second_step),
         cmocka_unit_test(test_failure_at_third_step),
+        cmocka_unit_test(test_parallel_group),
     };
     return cmocka_run_group_tests_name("order saga (PostgreSQL + Kafka)", tests,
                                        group_setup, group_teardown);

@@ -310,6 +310,55 @@ static void test_compensation_required_where_needed(void **state)
     saga_definition_free(d);
 }
 
+static void test_groups(void **state)
+{
+    static const char *const split[] = {"steps[2]|group \"g\" is split", NULL};
+    static const char *const same[] = {"steps[1].input.x|runs at the same time", NULL};
+    static const char *const pivot[] = {"steps[1]|in group", NULL};
+    static const char *const comp[] = {"steps[0]|has no compensation", NULL};
+    saga_definition *d;
+    (void)state;
+    d = parse_ok("{\"name\":\"x\",\"steps\":["
+                 "{\"name\":\"a\",\"group\":\"g\",\"service\":\"s\",\"action\":\"a\","
+                 "\"compensation\":\"ua\"},"
+                 "{\"name\":\"b\",\"group\":\"g\",\"service\":\"s\",\"action\":\"b\","
+                 "\"compensation\":null},"
+                 "{\"name\":\"c\",\"service\":\"s\",\"action\":\"c\","
+                 "\"input\":{\"v\":\"${steps.a.output.x}\"}}]}");
+    assert_int_equal(d->steps[0].stage_first, 0);
+    assert_int_equal(d->steps[0].stage_last, 1);
+    assert_int_equal(d->steps[1].stage_first, 0);
+    assert_int_equal(d->steps[2].stage_first, 2);
+    assert_int_equal(d->steps[2].stage_last, 2);
+    assert_string_equal(d->steps[1].group, "g");
+    saga_definition_free(d);
+    expect_problems(
+        "{\"name\":\"x\",\"steps\":["
+        "{\"name\":\"a\",\"group\":\"g\",\"service\":\"s\",\"action\":\"a\","
+        "\"compensation\":null},"
+        "{\"name\":\"b\",\"service\":\"s\",\"action\":\"b\",\"compensation\":null},"
+        "{\"name\":\"c\",\"group\":\"g\",\"service\":\"s\",\"action\":\"c\"}]}",
+        1, split);
+    expect_problems("{\"name\":\"x\",\"steps\":["
+                    "{\"name\":\"a\",\"group\":\"g\",\"service\":\"s\",\"action\":\"a\"},"
+                    "{\"name\":\"b\",\"group\":\"g\",\"service\":\"s\",\"action\":\"b\","
+                    "\"input\":{\"x\":\"${steps.a.output.id}\"}}]}",
+                    1, same);
+    expect_problems("{\"name\":\"x\",\"steps\":["
+                    "{\"name\":\"a\",\"group\":\"g\",\"service\":\"s\",\"action\":\"a\","
+                    "\"compensation\":\"u\"},"
+                    "{\"name\":\"b\",\"group\":\"g\",\"pivot\":true,\"service\":\"s\","
+                    "\"action\":\"b\"}]}",
+                    1, pivot);
+    /* Members of a group that is not last need a compensation key. */
+    expect_problems("{\"name\":\"x\",\"steps\":["
+                    "{\"name\":\"a\",\"group\":\"g\",\"service\":\"s\",\"action\":\"a\"},"
+                    "{\"name\":\"b\",\"group\":\"g\",\"service\":\"s\",\"action\":\"b\","
+                    "\"compensation\":\"u\"},"
+                    "{\"name\":\"c\",\"service\":\"s\",\"action\":\"c\"}]}",
+                    1, comp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -321,6 +370,7 @@ int main(void)
         cmocka_unit_test(test_every_problem_at_once),
         cmocka_unit_test(test_structural_problems),
         cmocka_unit_test(test_compensation_required_where_needed),
+        cmocka_unit_test(test_groups),
     };
     return cmocka_run_group_tests_name("definitions", tests, NULL, NULL);
 }

@@ -709,6 +709,131 @@ static void test_operator_resolve(void **state)
     fx_free(f);
 }
 
+/* ---- parallel groups ---- */
+
+static const char *const grouped =
+    "{\"name\":\"g\",\"deadline\":\"30s\",\"defaults\":{\"timeout\":\"1s\",\"retry\":{"
+    "\"max_attempts\":2,\"backoff\":\"100ms\",\"max_backoff\":\"1s\",\"jitter\":0}},"
+    "\"steps\":["
+    "{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\",\"compensation\":\"ua\"},"
+    "{\"name\":\"b1\",\"group\":\"res\",\"service\":\"s1\",\"action\":\"b1\","
+    "\"compensation\":\"ub1\","
+    " \"input\":{\"from_a\":\"${steps.a.output.id}\"}},"
+    "{\"name\":\"b2\",\"group\":\"res\",\"service\":\"s2\",\"action\":\"b2\","
+    "\"compensation\":\"ub2\"},"
+    "{\"name\":\"c\",\"service\":\"s\",\"action\":\"c\","
+    " \"input\":{\"x\":\"${steps.b1.output.id}\",\"y\":\"${steps.b2.output.id}\"}}]}";
+
+/* Start and get a done: both members of the group are out. */
+static fixture *group_running(void)
+{
+    fixture *f = fx_new(grouped);
+    apply(f, SAGA_EV_START, T0, NULL);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 10),
+                     SAGA_APPLIED);
+    return f;
+}
+
+static void test_group_runs_in_parallel(void **state)
+{
+    fixture *f = group_running();
+    (void)state;
+    assert_int_equal(f->def->steps[1].stage_first, 1);
+    assert_int_equal(f->def->steps[2].stage_last, 2);
+    assert_int_equal(count_sends(f), 2);
+    assert_int_equal(send_n(f, 0)->step, 1);
+    assert_int_equal(send_n(f, 1)->step, 2);
+    /* One done: wait for the other; both done: move on. */
+    assert_int_equal(reply(f, 2, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 20),
+                     SAGA_APPLIED);
+    assert_int_equal(count_sends(f), 0);
+    assert_int_equal(f->s->status, SAGA_ST_RUNNING);
+    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 30),
+                     SAGA_APPLIED);
+    expect_send(f, 3, SAGA_PHASE_INVOKE, 1);
+    assert_string_equal(json_string_value(json_object_get(send_n(f, 0)->payload, "y")),
+                        "out-1");
+    reply(f, 3, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 40);
+    assert_int_equal(f->s->status, SAGA_ST_COMPLETED);
+    fx_free(f);
+}
+
+static void test_group_member_fails_while_other_in_flight(void **state)
+{
+    fixture *f = group_running();
+    (void)state;
+    /* b1 fails while b2 is still out: b2 may have acted, so it is undone,
+     * then a; b1 (a definite failure) is not. */
+    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, T0 + 20),
+                     SAGA_APPLIED);
+    assert_int_equal(f->s->steps[2].status, SAGA_STEP_COMPENSATING);
+    expect_send(f, 2, SAGA_PHASE_COMPENSATE, 1);
+    /* b2's late answer changes nothing. */
+    assert_int_equal(reply(f, 2, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 25),
+                     SAGA_IGNORED);
+    reply(f, 2, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 30);
+    expect_send(f, 0, SAGA_PHASE_COMPENSATE, 1);
+    reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 40);
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATED);
+    assert_int_equal(f->s->steps[1].status, SAGA_STEP_FAILED);
+    fx_free(f);
+}
+
+static void test_group_compensates_succeeded_members_in_reverse(void **state)
+{
+    fixture *f = group_running();
+    (void)state;
+    reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 20);
+    reply(f, 2, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 30);
+    /* c fails: b2, then b1, then a. */
+    reply(f, 3, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, T0 + 40);
+    expect_send(f, 2, SAGA_PHASE_COMPENSATE, 1);
+    reply(f, 2, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 50);
+    expect_send(f, 1, SAGA_PHASE_COMPENSATE, 1);
+    reply(f, 1, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 60);
+    expect_send(f, 0, SAGA_PHASE_COMPENSATE, 1);
+    fx_free(f);
+}
+
+static void test_group_timers_are_per_member(void **state)
+{
+    fixture *f = group_running();
+    int64_t now;
+    (void)state;
+    /* b2 answers; b1 times out, alone, and is retried alone. */
+    reply(f, 2, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 20);
+    now = f->s->wake_at;
+    assert_int_equal(now, T0 + 10 + 1000);
+    assert_int_equal(apply(f, SAGA_EV_WAKE, now, NULL), SAGA_APPLIED);
+    assert_true(has_history(f, "attempt_timed_out"));
+    assert_int_equal(apply(f, SAGA_EV_WAKE, f->s->wake_at, NULL), SAGA_APPLIED);
+    expect_send(f, 1, SAGA_PHASE_INVOKE, 2);
+    /* Its retries run out: unknown, and everything is undone (b1, b2, a). */
+    apply(f, SAGA_EV_WAKE, f->s->wake_at, NULL);
+    assert_true(has_history(f, "step_outcome_unknown"));
+    expect_send(f, 2, SAGA_PHASE_COMPENSATE, 1);
+    fx_free(f);
+}
+
+static void test_group_deadline_and_skip(void **state)
+{
+    fixture *f = group_running();
+    json_t *out = json_pack("{s:s}", "id", "manual");
+    (void)state;
+    /* Skip one member by hand: the stage waits for the other. */
+    assert_int_equal(op(f, SAGA_EV_OP_SKIP, T0 + 20, "by hand", 2, out), SAGA_APPLIED);
+    assert_int_equal(f->s->steps[2].status, SAGA_STEP_SKIPPED);
+    assert_int_equal(count_sends(f), 0);
+    /* The deadline: b1 (in flight) is undone, then b2 (skipped: done), then a. */
+    assert_int_equal(apply(f, SAGA_EV_WAKE, T0 + 30000, NULL), SAGA_APPLIED);
+    assert_true(has_history(f, "deadline_exceeded"));
+    expect_send(f, 2, SAGA_PHASE_COMPENSATE, 1);
+    reply(f, 2, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 30010);
+    expect_send(f, 1, SAGA_PHASE_COMPENSATE, 1);
+    json_decref(out);
+    fx_free(f);
+}
+
 /* ---- the exhaustive table ---- */
 
 typedef struct snapshot {
@@ -919,6 +1044,11 @@ int main(void)
         cmocka_unit_test(test_operator_skip),
         cmocka_unit_test(test_operator_skip_stuck_compensation),
         cmocka_unit_test(test_operator_resolve),
+        cmocka_unit_test(test_group_runs_in_parallel),
+        cmocka_unit_test(test_group_member_fails_while_other_in_flight),
+        cmocka_unit_test(test_group_compensates_succeeded_members_in_reverse),
+        cmocka_unit_test(test_group_timers_are_per_member),
+        cmocka_unit_test(test_group_deadline_and_skip),
         cmocka_unit_test(test_every_status_step_status_and_event),
         cmocka_unit_test(test_status_names_round_trip),
     };
