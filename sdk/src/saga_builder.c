@@ -172,6 +172,11 @@ int saga_def_step_description(saga_def_step *s, const char *text)
     return s ? set_str(step_obj(s), "description", text) : SAGA_EINVAL;
 }
 
+int saga_def_step_group(saga_def_step *s, const char *group)
+{
+    return s ? set_str(step_obj(s), "group", group) : SAGA_EINVAL;
+}
+
 int saga_def_step_pivot(saga_def_step *s, int pivot)
 {
     if (s == NULL)

@@ -133,6 +133,8 @@ static saga_def *rebuild(json_t *j)
             saga_def_step_description(s, json_string_value(v));
         if ((v = json_object_get(step, "pivot")) != NULL)
             saga_def_step_pivot(s, json_is_true(v));
+        if ((v = json_object_get(step, "group")) != NULL)
+            saga_def_step_group(s, json_string_value(v));
     }
     return d;
 }

@@ -61,6 +61,8 @@ SAGA_API int saga_def_step_compensation_retry(saga_def_step *s,
                                               const saga_retry_spec *spec);
 SAGA_API int saga_def_step_description(saga_def_step *s, const char *text);
 SAGA_API int saga_def_step_pivot(saga_def_step *s, int pivot);
+/* Run with the adjacent steps of the same group, in parallel. */
+SAGA_API int saga_def_step_group(saga_def_step *s, const char *group);
 
 /* The definition as JSON: a new reference the caller decrefs (NULL on
  * allocation failure). */
