@@ -40,7 +40,8 @@ LIBSAGA_SO := $(BUILD)/lib/libsaga.so.0
 LIBCORE_A  := $(BUILD)/lib/libsagacore.a
 
 BINS := $(BUILD)/bin/sagad $(BUILD)/bin/sagactl \
-        $(BUILD)/bin/order-service $(BUILD)/bin/payment-service $(BUILD)/bin/inventory-service
+        $(BUILD)/bin/order-service $(BUILD)/bin/payment-service $(BUILD)/bin/inventory-service \
+        $(BUILD)/bin/bench-service $(BUILD)/bin/saga-bench
 
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -86,6 +87,10 @@ $(BUILD)/bin/sagactl: $(SAGACTL_SRC:%.c=$(BUILD)/%.o) $(LIBCORE_A) $(LIBSAGA_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/bin/saga-bench: $(BUILD)/tests/bench/saga_bench.o $(LIBCORE_A) $(LIBSAGA_A)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(BUILD)/bin/%-service: $(BUILD)/examples/%_service.o $(BUILD)/examples/example_common.o $(LIBSAGA_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -110,6 +115,11 @@ check: deps
 	$(MAKE) --no-print-directory format-check
 	scripts/fuzz 10
 	scripts/run-tests build/san
+
+# Throughput and latency figures (scripts/bench; BENCH_* settings there).
+bench: deps
+	$(MAKE) --no-print-directory all
+	scripts/with-services scripts/bench $(BUILD)
 
 # The libFuzzer targets (definitions, protocol) for FUZZ_SECONDS each.
 fuzz: deps
