@@ -67,7 +67,8 @@ static int create_schema(const example_service *svc, const char *url)
     }
     if (ok) {
         r = PQexec(db, svc->schema_sql);
-        ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+        ok =
+            PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
         PQclear(r);
     }
     if (!ok)
