@@ -100,6 +100,7 @@ $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBCORE_A) $(LIBSAGA_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 $(BUILD)/tests/%: $(BUILD)/tests/integration/%.o $(BUILD)/tests/integration/harness.o \
+                  $(BUILD)/tests/integration/order_workload.o \
                   $(LIBCORE_A) $(LIBSAGA_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka

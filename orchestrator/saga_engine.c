@@ -3,6 +3,8 @@
  * offsets of the replies consumed. A crash between any two of these loses
  * nothing: unsent commands are still in the outbox and are re-sent at
  * start; unconfirmed replies are consumed again and ignored as duplicates. */
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -13,6 +15,7 @@
 
 #include <libpq-fe.h>
 
+#include "saga_batch.h"
 #include "saga_engine.h"
 #include "saga_kafka.h"
 #include "saga_log.h"
@@ -111,6 +114,10 @@ struct saga_engine {
     rd_kafka_t *producer;
     rd_kafka_t *consumer;
     saga_defs *defs;
+    saga_batch *batch;
+    char owner[128];
+    int reclaimed; /* outbox rows held under our name before a restart re-taken */
+    int wake[2];   /* librdkafka writes here when a queue gets something */
     idset inflight;
     int64_t *delivered; /* confirmed ids waiting to be deleted from the outbox */
     int ndelivered, capdelivered;
@@ -199,7 +206,21 @@ static int ensure_db(saga_engine *e)
     }
     saga_log(SAGA_LOG_INFO, "reconnected to PostgreSQL");
     saga_store_exec(e->db, "LISTEN saga_outbox", NULL);
+    {
+        saga_error err = {0};
+        if (saga_batch_prepare(e->db, &err) != SAGA_OK) {
+            saga_log(SAGA_LOG_ERROR, "%s", err.message);
+            return -1;
+        }
+    }
     return 0;
+}
+
+/* Undo the open transaction and forget what the batch recorded. */
+static void rollback(saga_engine *e)
+{
+    saga_batch_reset(e->batch);
+    saga_store_exec(e->db, "ROLLBACK", NULL);
 }
 
 /* Delete the outbox rows whose delivery Kafka confirmed. */
@@ -217,63 +238,69 @@ static void forget_delivered(saga_engine *e)
     e->ndelivered = 0;
 }
 
-static void scan_outbox(saga_engine *e)
+/* Send what the outbox holds that nobody else is sending. Returns how many
+ * rows were claimed. */
+static int scan_outbox(saga_engine *e)
 {
     saga_outbox o = {0};
     saga_error err = {0};
+    int n;
     if (ensure_db(e) != 0)
-        return;
-    if (saga_store_outbox_read(e->db, OUTBOX_SCAN_LIMIT, &o, &err) != SAGA_OK)
+        return 0;
+    if (saga_store_outbox_claim(e->db, e->owner, e->cfg.outbox_lease_s, !e->reclaimed,
+                                OUTBOX_SCAN_LIMIT, &o, &err) != SAGA_OK) {
         saga_log(SAGA_LOG_WARN, "%s", err.message);
-    else
+    } else {
+        if (!e->reclaimed && o.n > 0)
+            saga_log(SAGA_LOG_INFO,
+                     "%d command(s) committed but not confirmed sent: sending", o.n);
+        /* Our own rows may fill more than one page. */
+        e->reclaimed = o.n < OUTBOX_SCAN_LIMIT;
         produce(e, &o);
+    }
+    n = o.n;
     saga_outbox_clear(&o);
+    return n;
 }
 
-/* Apply one event to saga id inside the open transaction. */
-static int apply_one(saga_engine *e, const char *id, saga_event *ev, saga_outbox *sent,
-                     saga_error *err)
+/* Count and log an event the machine did not apply. */
+static void not_applied(saga_engine *e, const char *id, const saga_event *ev, int rc,
+                        const char *reason)
 {
-    saga_state *s = NULL;
+    if (ev->kind != SAGA_EV_REPLY)
+        return;
+    if (rc == SAGA_IGNORED)
+        e->stats.replies_ignored++;
+    else
+        e->stats.replies_rejected++;
+    saga_log(SAGA_LOG_INFO, "saga %s: reply for step %d %s attempt %d %s: %s", id,
+             ev->reply->step, saga_phase_name(ev->reply->phase), ev->reply->attempt,
+             rc == SAGA_IGNORED ? "ignored (duplicate or stale)" : "rejected", reason);
+}
+
+/* Apply ev to s (loaded in the open transaction) and record the change in
+ * the batch. */
+static int apply_one(saga_engine *e, saga_state *s, saga_event *ev, saga_error *err)
+{
     saga_actions acts = {0};
     const char *reason = NULL;
-    saga_store_opts so = {e->prefix, "sagad"};
-    int rc;
+    int rc = saga_machine_apply(s, ev, &acts, &reason);
 
-    rc = saga_store_load(e->db, e->defs, id, 1, &s, err);
-    if (rc == SAGA_ENOTFOUND) {
-        e->stats.replies_rejected++;
-        saga_log(SAGA_LOG_WARN, "reply for unknown saga %s ignored", id);
-        return SAGA_OK;
-    }
-    if (rc != SAGA_OK)
-        return rc;
-    rc = saga_machine_apply(s, ev, &acts, &reason);
     if (rc == SAGA_APPLIED) {
-        rc = saga_store_save(e->db, s, &acts, &so, sent, err);
+        rc = saga_batch_add(e->batch, s, &acts, 0, err);
         if (ev->kind == SAGA_EV_REPLY)
             e->stats.replies_applied++;
         else
             e->stats.timers_fired++;
-        saga_log(SAGA_LOG_DEBUG, "saga %s: %s (step %d)", id, saga_status_name(s->status),
-                 s->cursor);
+        saga_log(SAGA_LOG_DEBUG, "saga %s: %s (step %d)", s->id,
+                 saga_status_name(s->status), s->cursor);
     } else if (rc == SAGA_ENOMEM) {
         rc = saga_error_set(err, SAGA_ENOMEM, "out of memory applying an event");
     } else {
-        if (ev->kind == SAGA_EV_REPLY) {
-            if (rc == SAGA_IGNORED)
-                e->stats.replies_ignored++;
-            else
-                e->stats.replies_rejected++;
-            saga_log(
-                SAGA_LOG_INFO, "saga %s: reply for step %d %s attempt %d %s: %s", id,
-                ev->reply->step, saga_phase_name(ev->reply->phase), ev->reply->attempt,
-                rc == SAGA_IGNORED ? "ignored (duplicate or stale)" : "rejected", reason);
-        }
+        not_applied(e, s->id, ev, rc, reason);
         rc = SAGA_OK;
     }
     saga_actions_clear(&acts);
-    saga_state_free(s);
     return rc;
 }
 
@@ -295,16 +322,46 @@ static void rewind_consumer(saga_engine *e)
     rd_kafka_topic_partition_list_destroy(parts);
 }
 
-/* One transaction for a batch of replies. */
+static int cmp_id(const void *a, const void *b)
+{
+    return strcmp((const char *)a, (const char *)b);
+}
+
+/* Sort ids and drop repeats; returns the new count. */
+static int sort_unique(char (*ids)[SAGA_ID_LEN + 1], int n)
+{
+    int k = 0;
+    qsort(ids, (size_t)n, sizeof *ids, cmp_id);
+    for (int i = 0; i < n; i++)
+        if (k == 0 || strcmp(ids[k - 1], ids[i]) != 0)
+            memmove(ids[k++], ids[i], sizeof *ids);
+    return k;
+}
+
+static int find_id(char (*ids)[SAGA_ID_LEN + 1], int n, const char *id)
+{
+    char(*hit)[SAGA_ID_LEN + 1] = bsearch(id, ids, (size_t)n, sizeof *ids, cmp_id);
+    return hit ? (int)(hit - ids) : -1;
+}
+
+/* One transaction for a batch of replies: load every saga they touch with
+ * two statements, apply the replies in the order they came, write it all
+ * with one pipeline that ends in COMMIT. */
 static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
 {
     saga_reply *replies = calloc((size_t)n, sizeof *replies);
+    char(*ids)[SAGA_ID_LEN + 1] = malloc(sizeof *ids * (size_t)n);
+    saga_state **states = calloc((size_t)n, sizeof *states);
     saga_outbox sent = {0};
     saga_error err = {0};
-    int nvalid = 0, rc = SAGA_OK;
+    int nvalid = 0, nids = 0, rc = SAGA_OK;
 
-    if (replies == NULL)
+    if (replies == NULL || ids == NULL || states == NULL) {
+        free(replies);
+        free(ids);
+        free(states);
         return SAGA_ENOMEM;
+    }
     for (int i = 0; i < n; i++) {
         saga_error derr = {0};
         if (saga_reply_decode(msgs[i]->payload, msgs[i]->len, &replies[nvalid], &derr) !=
@@ -315,9 +372,15 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
                      (long long)msgs[i]->offset, derr.message);
             continue;
         }
+        /* PostgreSQL prints UUIDs in lower case; match them that way. */
+        for (char *c = replies[nvalid].saga_id; *c; c++)
+            if (*c >= 'A' && *c <= 'F')
+                *c = (char)(*c - 'A' + 'a');
+        memcpy(ids[nids++], replies[nvalid].saga_id, SAGA_ID_LEN + 1);
         nvalid++;
     }
     if (nvalid > 0) {
+        nids = sort_unique(ids, nids);
         if (ensure_db(e) != 0) {
             /* Consumed again once the database is back. */
             rc = SAGA_EDB;
@@ -325,16 +388,24 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
             usleep(500 * 1000);
             goto out;
         }
-        if ((rc = saga_store_exec(e->db, "BEGIN", &err)) != SAGA_OK)
+        if ((rc = saga_batch_load(e->db, e->defs, ids, nids, 1, states, &err)) != SAGA_OK)
             goto fail;
         for (int i = 0; i < nvalid && rc == SAGA_OK; i++) {
             saga_event ev = {.kind = SAGA_EV_REPLY,
                              .now = saga_now_ms(),
                              .random = next_random(e),
                              .reply = &replies[i]};
-            rc = apply_one(e, replies[i].saga_id, &ev, &sent, &err);
+            int k = find_id(ids, nids, replies[i].saga_id);
+            if (k < 0 || states[k] == NULL) {
+                e->stats.replies_rejected++;
+                saga_log(SAGA_LOG_WARN, "reply for unknown saga %s ignored",
+                         replies[i].saga_id);
+                continue;
+            }
+            rc = apply_one(e, states[k], &ev, &err);
         }
-        if (rc != SAGA_OK || (rc = saga_store_exec(e->db, "COMMIT", &err)) != SAGA_OK)
+        if (rc != SAGA_OK ||
+            (rc = saga_batch_commit(e->db, e->batch, &sent, &err)) != SAGA_OK)
             goto fail;
         e->stats.transactions++;
         produce(e, &sent);
@@ -352,12 +423,16 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
 fail:
     saga_log(SAGA_LOG_ERROR, "reply batch rolled back, will be consumed again: %s",
              err.message);
-    saga_store_exec(e->db, "ROLLBACK", NULL);
+    rollback(e);
     rewind_consumer(e);
 out:
+    for (int i = 0; i < nids; i++)
+        saga_state_free(states[i]);
     for (int i = 0; i < nvalid; i++)
         saga_reply_clear(&replies[i]);
     free(replies);
+    free(ids);
+    free(states);
     saga_outbox_clear(&sent);
     return rc;
 }
@@ -366,58 +441,54 @@ out:
 static int process_timers(saga_engine *e)
 {
     char(*ids)[SAGA_ID_LEN + 1] = malloc(sizeof *ids * TIMER_CLAIM_LIMIT);
+    saga_state **states = calloc(TIMER_CLAIM_LIMIT, sizeof *states);
     saga_outbox sent = {0};
     saga_error err = {0};
     int n = 0, rc;
 
-    if (ids == NULL || ensure_db(e) != 0) {
+    if (ids == NULL || states == NULL || ensure_db(e) != 0) {
         free(ids);
+        free(states);
         return 0;
     }
     if ((rc = saga_store_exec(e->db, "BEGIN", &err)) != SAGA_OK)
         goto fail;
-    if ((rc = saga_store_claim_due(e->db, TIMER_CLAIM_LIMIT, ids, &n, &err)) != SAGA_OK)
+    if ((rc = saga_batch_claim_due(e->db, TIMER_CLAIM_LIMIT, ids, &n, &err)) != SAGA_OK)
+        goto fail;
+    if (n == 0) {
+        saga_store_exec(e->db, "COMMIT", NULL);
+        goto out;
+    }
+    if ((rc = saga_batch_load(e->db, e->defs, ids, n, 0, states, &err)) != SAGA_OK)
         goto fail;
     for (int i = 0; i < n && rc == SAGA_OK; i++) {
         saga_event ev = {.kind = SAGA_EV_WAKE,
                          .now = saga_now_ms(),
                          .random = next_random(e),
                          .reply = NULL};
-        rc = apply_one(e, ids[i], &ev, &sent, &err);
+        if (states[i] != NULL)
+            rc = apply_one(e, states[i], &ev, &err);
     }
-    if (rc != SAGA_OK || (rc = saga_store_exec(e->db, "COMMIT", &err)) != SAGA_OK)
+    if (rc != SAGA_OK ||
+        (rc = saga_batch_commit(e->db, e->batch, &sent, &err)) != SAGA_OK)
         goto fail;
-    if (n > 0)
-        e->stats.transactions++;
+    e->stats.transactions++;
     produce(e, &sent);
-    saga_outbox_clear(&sent);
-    free(ids);
-    return n;
+    goto out;
 fail:
     saga_log(SAGA_LOG_ERROR, "timer batch rolled back: %s", err.message);
-    saga_store_exec(e->db, "ROLLBACK", NULL);
+    rollback(e);
+    n = 0;
+out:
+    for (int i = 0; i < TIMER_CLAIM_LIMIT; i++)
+        saga_state_free(states[i]);
     saga_outbox_clear(&sent);
     free(ids);
-    return 0;
+    free(states);
+    return n;
 }
 
-/* Mark a start request done, with the reason when it could not start. */
-static int finish_request(saga_engine *e, const char *id, const char *error,
-                          saga_error *err)
-{
-    const char *p[2] = {id, error};
-    PGresult *r =
-        PQexecParams(e->db,
-                     "UPDATE saga.start_request SET processed_at = now(), error = $2"
-                     " WHERE id = $1",
-                     2, NULL, p, NULL, NULL, 0);
-    int rc = PQresultStatus(r) == PGRES_COMMAND_OK
-                 ? SAGA_OK
-                 : saga_error_set(err, SAGA_EDB, "start request %s: %s", id,
-                                  PQerrorMessage(e->db));
-    PQclear(r);
-    return rc;
-}
+#define START_BATCH 200
 
 /* Turn pending start requests (libsaga's client) into sagas, each with its
  * first command, in one transaction. Returns how many were taken. */
@@ -425,12 +496,19 @@ static int process_start_requests(saga_engine *e)
 {
     saga_outbox sent = {0};
     saga_error err = {0};
-    saga_store_opts so = {e->prefix, "client"};
     PGresult *r = NULL;
-    int n = 0, rc;
+    saga_state *states[START_BATCH] = {0};
+    const char *keys[START_BATCH] = {0};
+    char problems[START_BATCH][600];
+    char(*existing)[SAGA_ID_LEN + 1] = malloc(sizeof *existing * START_BATCH);
+    int n = 0, nstates = 0, rc;
+    int which[START_BATCH]; /* request row of states[i] */
+    saga_actions acts_of[START_BATCH];
 
-    if (ensure_db(e) != 0)
+    if (existing == NULL || ensure_db(e) != 0) {
+        free(existing);
         return 0;
+    }
     if ((rc = saga_store_exec(e->db, "BEGIN", &err)) != SAGA_OK)
         goto fail;
     r = PQexec(e->db,
@@ -443,16 +521,17 @@ static int process_start_requests(saga_engine *e)
         goto fail;
     }
     n = PQntuples(r);
+    if (n == 0) {
+        saga_store_exec(e->db, "COMMIT", NULL);
+        goto out;
+    }
     for (int i = 0; i < n && rc == SAGA_OK; i++) {
         const char *id = PQgetvalue(r, i, 0), *name = PQgetvalue(r, i, 1);
-        const char *key = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
         const saga_definition *def;
         saga_error derr = {0};
-        char problem[600] = "", existing[SAGA_ID_LEN + 1];
-        int existed = 0;
-
+        problems[i][0] = '\0';
         if (saga_store_get_definition(e->db, e->defs, name, 0, &def, &derr) != SAGA_OK) {
-            snprintf(problem, sizeof problem, "%s", derr.message);
+            snprintf(problems[i], sizeof problems[i], "%s", derr.message);
         } else {
             json_t *input = json_loads(PQgetvalue(r, i, 2), 0, NULL);
             saga_state *s = saga_state_new(def, id, input);
@@ -460,36 +539,57 @@ static int process_start_requests(saga_engine *e)
             saga_event ev = {
                 .kind = SAGA_EV_START, .now = saga_now_ms(), .random = next_random(e)};
             json_decref(input);
-            if (s == NULL || saga_machine_apply(s, &ev, &acts, NULL) != SAGA_APPLIED)
+            if (s == NULL || saga_machine_apply(s, &ev, &acts, NULL) != SAGA_APPLIED) {
+                saga_state_free(s);
+                saga_actions_clear(&acts);
                 rc = saga_error_set(&err, SAGA_ENOMEM, "out of memory starting saga %s",
                                     id);
-            else
-                rc = saga_store_create(e->db, s, &acts, key, &so, &existed, existing,
-                                       &sent, &err);
-            if (rc == SAGA_OK && existed)
-                snprintf(problem, sizeof problem,
-                         "idempotency key already used by saga %s", existing);
-            saga_actions_clear(&acts);
-            saga_state_free(s);
+            } else {
+                /* The actions are recorded once we know the saga is new. */
+                acts_of[nstates] = acts;
+                keys[nstates] = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
+                which[nstates] = i;
+                states[nstates++] = s;
+            }
         }
-        if (rc == SAGA_OK)
-            rc = finish_request(e, id, problem[0] ? problem : NULL, &err);
-        if (rc == SAGA_OK && problem[0])
-            saga_log(SAGA_LOG_WARN, "start request %s (%s) rejected: %s", id, name,
-                     problem);
     }
-    if (rc != SAGA_OK || (rc = saga_store_exec(e->db, "COMMIT", &err)) != SAGA_OK)
+    if (rc == SAGA_OK && nstates > 0)
+        rc = saga_batch_insert_new(e->db, states, keys, nstates, existing, &err);
+    for (int k = 0; k < nstates && rc == SAGA_OK; k++) {
+        if (existing[k][0] != '\0') {
+            snprintf(problems[which[k]], sizeof problems[which[k]],
+                     "idempotency key already used by saga %s", existing[k]);
+            continue;
+        }
+        rc = saga_batch_add(e->batch, states[k], &acts_of[k], 1, &err);
+    }
+    for (int i = 0; i < n && rc == SAGA_OK; i++) {
+        const char *id = PQgetvalue(r, i, 0);
+        rc = saga_batch_add_request_done(e->batch, id,
+                                         problems[i][0] ? problems[i] : NULL, &err);
+        if (problems[i][0])
+            saga_log(SAGA_LOG_WARN, "start request %s (%s) rejected: %s", id,
+                     PQgetvalue(r, i, 1), problems[i]);
+    }
+    if (rc != SAGA_OK ||
+        (rc = saga_batch_commit(e->db, e->batch, &sent, &err)) != SAGA_OK)
         goto fail;
-    PQclear(r);
+    e->stats.transactions++;
     produce(e, &sent);
-    saga_outbox_clear(&sent);
-    return n;
+    goto out;
 fail:
     saga_log(SAGA_LOG_ERROR, "start requests rolled back: %s", err.message);
-    saga_store_exec(e->db, "ROLLBACK", NULL);
+    rollback(e);
+    n = 0;
+out:
+    for (int k = 0; k < nstates; k++) {
+        saga_state_free(states[k]);
+        saga_actions_clear(&acts_of[k]);
+    }
     PQclear(r);
+    free(existing);
     saga_outbox_clear(&sent);
-    return 0;
+    return n;
 }
 
 /* Did anyone NOTIFY saga_outbox (a saga started, an operator action)? */
@@ -513,36 +613,42 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Sleep until a reply or a delivery report arrives (librdkafka writes to
+ * the wake pipe), PostgreSQL sends a notification, or timeout_ms pass. */
+static void wait_for_work(saga_engine *e, int timeout_ms)
+{
+    struct pollfd fds[2] = {{.fd = e->wake[0], .events = POLLIN},
+                            {.fd = PQsocket(e->db), .events = POLLIN}};
+    char buf[64];
+    if (timeout_ms <= 0)
+        return;
+    if (poll(fds, fds[1].fd >= 0 ? 2 : 1, timeout_ms) > 0 && (fds[0].revents & POLLIN))
+        while (read(e->wake[0], buf, sizeof buf) > 0)
+            ;
+}
+
 int saga_engine_run(saga_engine *e, saga_error *err)
 {
     rd_kafka_message_t **msgs = calloc((size_t)e->cfg.batch_max, sizeof *msgs);
+    rd_kafka_queue_t *cq = rd_kafka_queue_get_consumer(e->consumer);
     int64_t next_timer = 0, next_scan = 0;
 
-    if (msgs == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
-    saga_log(SAGA_LOG_INFO, "sagad running: replies from %s", e->reply_topic);
-    while (!e->stop) {
-        int n = 0;
-        int64_t now;
-        /* Take what is there; when idle, wait up to 50 ms for the first
-         * reply only (a batch call would wait for a full batch). */
-        {
-            rd_kafka_queue_t *cq = rd_kafka_queue_get_consumer(e->consumer);
-            ssize_t k =
-                rd_kafka_consume_batch_queue(cq, 0, msgs, (size_t)e->cfg.batch_max);
-            if (k <= 0) {
-                rd_kafka_message_t *first = rd_kafka_consumer_poll(e->consumer, 50);
-                k = 0;
-                if (first != NULL) {
-                    msgs[0] = first;
-                    k = rd_kafka_consume_batch_queue(cq, 0, msgs + 1,
-                                                     (size_t)e->cfg.batch_max - 1);
-                    k = k < 0 ? 1 : k + 1;
-                }
-            }
+    if (msgs == NULL || cq == NULL) {
+        free(msgs);
+        if (cq != NULL)
             rd_kafka_queue_destroy(cq);
-            n = (int)k;
-        }
+        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+    }
+    saga_log(SAGA_LOG_INFO, "sagad running as %s: replies from %s", e->owner,
+             e->reply_topic);
+    while (!e->stop) {
+        int n, full;
+        int64_t now, wait;
+        /* Take what has arrived, up to a batch, without waiting: replies
+         * that come in while a batch is being committed make the next one. */
+        ssize_t k = rd_kafka_consume_batch_queue(cq, 0, msgs, (size_t)e->cfg.batch_max);
+        n = k > 0 ? (int)k : 0;
+        full = n == e->cfg.batch_max;
         if (n > 0) {
             int valid = 0;
             for (int i = 0; i < n; i++) {
@@ -569,9 +675,10 @@ int saga_engine_run(saga_engine *e, saga_error *err)
             next_timer = now + e->cfg.timer_interval_ms;
         }
         if (now >= next_scan) {
-            while (process_start_requests(e) == 200 && !e->stop)
+            while (process_start_requests(e) == START_BATCH && !e->stop)
                 ;
-            scan_outbox(e);
+            while (scan_outbox(e) == OUTBOX_SCAN_LIMIT && !e->stop)
+                rd_kafka_poll(e->producer, 0);
             next_scan = now + OUTBOX_SCAN_MS;
         }
         rd_kafka_poll(e->producer, 0);
@@ -583,13 +690,21 @@ int saga_engine_run(saga_engine *e, saga_error *err)
                 /* Nothing more can be consumed or sent safely: stop, and
                  * let the supervisor start a fresh process. */
                 free(msgs);
+                rd_kafka_queue_destroy(cq);
                 rd_kafka_flush(e->producer, 10000);
                 forget_delivered(e);
                 return saga_error_set(err, SAGA_EKAFKA, "fatal Kafka error: %s", why);
             }
         }
+        if (full)
+            continue;
+        now = mono_ms();
+        wait = (next_timer < next_scan ? next_timer : next_scan) - now;
+        wait_for_work(e, PQstatus(e->db) == CONNECTION_OK ? (int)(wait > 0 ? wait : 0)
+                                                          : 500);
     }
     free(msgs);
+    rd_kafka_queue_destroy(cq);
     saga_log(SAGA_LOG_INFO, "stopping: waiting for %zu command(s) in flight",
              e->inflight.n);
     rd_kafka_flush(e->producer, 10000);
@@ -627,7 +742,8 @@ static int setup_kafka(saga_engine *e, saga_error *err)
     rd_kafka_conf_set_log_cb(conf, kafka_log);
     /* Idempotent: a retried produce is written once; per-key order kept. */
     if ((rc = saga__kafka_set(conf, "enable.idempotence", "true", err)) != SAGA_OK ||
-        (rc = saga__kafka_set(conf, "linger.ms", "2", err)) != SAGA_OK) {
+        (rc = saga__kafka_set(conf, "linger.ms", "1", err)) != SAGA_OK ||
+        (rc = saga__kafka_apply_options(conf, e->cfg.kafka_options, err)) != SAGA_OK) {
         rd_kafka_conf_destroy(conf);
         return rc;
     }
@@ -664,12 +780,23 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
         e->cfg.timer_interval_ms = 100;
     if (e->cfg.group_id == NULL)
         e->cfg.group_id = "sagad";
+    if (e->cfg.outbox_lease_s <= 0)
+        e->cfg.outbox_lease_s = 10;
+    if (cfg->name != NULL && *cfg->name != '\0')
+        snprintf(e->owner, sizeof e->owner, "%s", cfg->name);
+    else if (gethostname(e->owner, sizeof e->owner - 1) != 0 || e->owner[0] == '\0')
+        snprintf(e->owner, sizeof e->owner, "sagad");
+    e->wake[0] = e->wake[1] = -1;
     snprintf(e->prefix, sizeof e->prefix, "%s",
              cfg->topic_prefix ? cfg->topic_prefix : "saga.");
     saga__topic_reply(e->reply_topic, sizeof e->reply_topic, e->prefix);
     e->rng = (uint64_t)saga_now_ms() * 2654435761u + (uint64_t)getpid();
     e->defs = saga_defs_new();
-    if (e->defs == NULL) {
+    {
+        saga_store_opts so = {e->prefix, "sagad"};
+        e->batch = saga_batch_new(&so, e->owner, e->cfg.outbox_lease_s);
+    }
+    if (e->defs == NULL || e->batch == NULL) {
         rc = saga_error_set(err, SAGA_ENOMEM, "out of memory");
         goto fail_defs;
     }
@@ -718,18 +845,33 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
                      created ? "new version stored" : "unchanged");
         }
     }
-    if ((rc = saga_store_exec(e->db, "LISTEN saga_outbox", err)) != SAGA_OK)
+    if ((rc = saga_store_exec(e->db, "LISTEN saga_outbox", err)) != SAGA_OK ||
+        (rc = saga_batch_prepare(e->db, err)) != SAGA_OK)
         goto fail;
+    if (pipe(e->wake) != 0 || fcntl(e->wake[0], F_SETFL, O_NONBLOCK) != 0 ||
+        fcntl(e->wake[1], F_SETFL, O_NONBLOCK) != 0) {
+        rc = saga_error_set(err, SAGA_EIO, "creating the wake-up pipe failed");
+        goto fail;
+    }
     if ((rc = setup_kafka(e, err)) != SAGA_OK)
         goto fail;
     if ((rc = saga__kafka_ensure_topics(e->producer, topics, ntopics, 4, 10000, err)) !=
         SAGA_OK)
         goto fail;
     /* Subscribe once the reply topic surely exists. */
-    if ((rc = saga__kafka_consumer_new(e->cfg.brokers, "sagad", e->cfg.group_id,
-                                       e->cfg.instance_id, e->reply_topic, kafka_log,
-                                       &e->consumer, err)) != SAGA_OK)
+    if ((rc = saga__kafka_consumer_new(
+             e->cfg.brokers, "sagad", e->cfg.group_id, e->cfg.instance_id, e->reply_topic,
+             e->cfg.kafka_options, kafka_log, &e->consumer, err)) != SAGA_OK)
         goto fail;
+    {
+        /* Wake the loop's poll() when a reply or a delivery report comes. */
+        rd_kafka_queue_t *cq = rd_kafka_queue_get_consumer(e->consumer);
+        rd_kafka_queue_t *pq = rd_kafka_queue_get_main(e->producer);
+        rd_kafka_queue_io_event_enable(cq, e->wake[1], "1", 1);
+        rd_kafka_queue_io_event_enable(pq, e->wake[1], "1", 1);
+        rd_kafka_queue_destroy(cq);
+        rd_kafka_queue_destroy(pq);
+    }
     *out = e;
     return SAGA_OK;
 fail_defs:
@@ -757,6 +899,11 @@ void saga_engine_free(saga_engine *e)
     if (e->db != NULL)
         PQfinish(e->db);
     saga_defs_free(e->defs);
+    saga_batch_free(e->batch);
+    if (e->wake[0] >= 0)
+        close(e->wake[0]);
+    if (e->wake[1] >= 0)
+        close(e->wake[1]);
     free(e->inflight.slots);
     free(e->delivered);
     free(e);

@@ -21,6 +21,16 @@ typedef struct saga_engine_config {
         *instance_id;      /* Kafka static membership (sagad --instance-id); NULL: none */
     int batch_max;         /* replies per transaction; default 500 */
     int timer_interval_ms; /* how often due timers are claimed; default 100 */
+    /* This instance's name on the outbox rows it sends (default: the host
+     * name). Several sagad share one database: each sends the commands it
+     * committed; rows of an instance that died are taken over when their
+     * lease (outbox_lease_s, default 10) runs out, and at once by an
+     * instance restarted under the same name. */
+    const char *name;
+    int outbox_lease_s;
+    /* librdkafka settings "key=value,..." applied last to sagad's producer
+     * and consumer (e.g. "linger.ms=0,fetch.wait.max.ms=10"); NULL: none. */
+    const char *kafka_options;
 } saga_engine_config;
 
 typedef struct saga_engine_stats {

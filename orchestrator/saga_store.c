@@ -239,8 +239,8 @@ void saga_outbox_clear(saga_outbox *o)
 }
 
 /* Append a message; takes ownership of payload. */
-static int outbox_push(saga_outbox *o, int64_t id, const char *topic, const char *key,
-                       char *payload)
+int saga_outbox_push(saga_outbox *o, int64_t id, const char *topic, const char *key,
+                     char *payload)
 {
     saga_outbox_msg *m;
     if (o->n == o->cap) {
@@ -266,20 +266,30 @@ static int outbox_push(saga_outbox *o, int64_t id, const char *topic, const char
     return SAGA_OK;
 }
 
-int saga_store_outbox_read(PGconn *db, int limit, saga_outbox *out, saga_error *err)
+int saga_store_outbox_claim(PGconn *db, const char *owner, int lease_s, int mine,
+                            int limit, saga_outbox *out, saga_error *err)
 {
-    char lbuf[16];
-    const char *p[1] = {lbuf};
+    char lbuf[16], sbuf[16];
+    const char *p[4] = {owner, sbuf, lbuf, mine ? "t" : "f"};
     PGresult *r;
     snprintf(lbuf, sizeof lbuf, "%d", limit);
-    r = q(db, "SELECT id, topic, msg_key, payload FROM saga.outbox ORDER BY id LIMIT $1",
-          1, p, PGRES_TUPLES_OK, "reading the outbox", err);
+    snprintf(sbuf, sizeof sbuf, "%d", lease_s);
+    r = q(db,
+          "WITH c AS (SELECT id FROM saga.outbox"
+          "   WHERE claimed_until IS NULL OR claimed_until < now()"
+          "      OR ($4::bool AND claimed_by = $1)"
+          "   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)"
+          " UPDATE saga.outbox o SET claimed_by = $1,"
+          "   claimed_until = now() + make_interval(secs => $2::int)"
+          " FROM c WHERE o.id = c.id RETURNING o.id, o.topic, o.msg_key, o.payload",
+          4, p, PGRES_TUPLES_OK, "claiming outbox rows", err);
     if (r == NULL)
         return SAGA_EDB;
     for (int i = 0; i < PQntuples(r); i++) {
         char *payload = strdup(PQgetvalue(r, i, 3));
-        if (payload == NULL || outbox_push(out, get_i64(r, i, 0), PQgetvalue(r, i, 1),
-                                           PQgetvalue(r, i, 2), payload) != SAGA_OK) {
+        if (payload == NULL ||
+            saga_outbox_push(out, get_i64(r, i, 0), PQgetvalue(r, i, 1),
+                             PQgetvalue(r, i, 2), payload) != SAGA_OK) {
             PQclear(r);
             return saga_error_set(err, SAGA_ENOMEM, "out of memory");
         }
@@ -315,15 +325,40 @@ int saga_store_outbox_delete(PGconn *db, const int64_t *ids, int n, saga_error *
 
 /* ---- sagas ---- */
 
+int saga_store_encode_command(const saga_state *s, const saga_action *ac,
+                              const char *prefix, char **text, char topic[256],
+                              saga_error *err)
+{
+    const saga_step_def *sd = &s->def->steps[ac->step];
+    saga_command cmd = {0};
+    char cmd_id[128], reply_to[256];
+
+    saga__topic_reply(reply_to, sizeof reply_to, prefix);
+    cmd.v = SAGA_PROTOCOL_VERSION;
+    memcpy(cmd.saga_id, s->id, sizeof cmd.saga_id);
+    cmd.saga = s->def->name;
+    cmd.saga_version = s->def->version;
+    cmd.step = ac->step;
+    cmd.step_name = sd->name;
+    cmd.phase = ac->phase;
+    cmd.action = ac->phase == SAGA_PHASE_COMPENSATE ? sd->compensation : sd->action;
+    saga_command_id_format(cmd_id, sizeof cmd_id, s->id, ac->step, ac->phase);
+    cmd.command_id = cmd_id;
+    cmd.attempt = ac->attempt;
+    cmd.deadline = ac->deadline;
+    cmd.reply_to = reply_to;
+    cmd.payload = ac->payload;
+    saga__topic_cmd(topic, 256, prefix, sd->service);
+    return saga_command_encode(&cmd, text, NULL, err);
+}
+
 static int write_actions(PGconn *db, const saga_state *s, const saga_actions *a,
                          const saga_store_opts *o, saga_outbox *sent, saga_error *err)
 {
     const char *prefix = o && o->topic_prefix ? o->topic_prefix : "saga.";
     const char *actor = o && o->actor ? o->actor : "sagad";
-    char reply_to[256];
     numbuf nb[4];
 
-    saga__topic_reply(reply_to, sizeof reply_to, prefix);
     for (int i = 0; i < a->n; i++) {
         const saga_action *ac = &a->items[i];
         PGresult *r;
@@ -346,28 +381,10 @@ static int write_actions(PGconn *db, const saga_state *s, const saga_actions *a,
                   8, p, PGRES_COMMAND_OK, "writing history", err);
             free(detail);
         } else {
-            const saga_step_def *sd = &s->def->steps[ac->step];
-            saga_command cmd = {0};
-            char cmd_id[128], topic[256], *text = NULL;
-            int rc;
-            cmd.v = SAGA_PROTOCOL_VERSION;
-            memcpy(cmd.saga_id, s->id, sizeof cmd.saga_id);
-            cmd.saga = s->def->name;
-            cmd.saga_version = s->def->version;
-            cmd.step = ac->step;
-            cmd.step_name = sd->name;
-            cmd.phase = ac->phase;
-            cmd.action =
-                ac->phase == SAGA_PHASE_COMPENSATE ? sd->compensation : sd->action;
-            saga_command_id_format(cmd_id, sizeof cmd_id, s->id, ac->step, ac->phase);
-            cmd.command_id = cmd_id;
-            cmd.attempt = ac->attempt;
-            cmd.deadline = ac->deadline;
-            cmd.reply_to = reply_to;
-            cmd.payload = ac->payload;
-            if ((rc = saga_command_encode(&cmd, &text, NULL, err)) != SAGA_OK)
+            char topic[256], *text = NULL;
+            int rc = saga_store_encode_command(s, ac, prefix, &text, topic, err);
+            if (rc != SAGA_OK)
                 return rc;
-            saga__topic_cmd(topic, sizeof topic, prefix, sd->service);
             {
                 const char *p[4] = {s->id, topic, s->id, text};
                 r = q(db,
@@ -376,7 +393,8 @@ static int write_actions(PGconn *db, const saga_state *s, const saga_actions *a,
                       4, p, PGRES_TUPLES_OK, "writing the outbox", err);
             }
             if (r != NULL && sent != NULL) {
-                if (outbox_push(sent, get_i64(r, 0, 0), topic, s->id, text) != SAGA_OK) {
+                if (saga_outbox_push(sent, get_i64(r, 0, 0), topic, s->id, text) !=
+                    SAGA_OK) {
                     PQclear(r);
                     return saga_error_set(err, SAGA_ENOMEM, "out of memory");
                 }

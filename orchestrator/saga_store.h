@@ -51,8 +51,17 @@ typedef struct saga_outbox {
 
 void saga_outbox_clear(saga_outbox *o);
 
-/* Read up to limit outbox rows, oldest first, appending to out. */
-int saga_store_outbox_read(PGconn *db, int limit, saga_outbox *out, saga_error *err);
+/* Append a message; takes ownership of payload (freed on failure too). */
+int saga_outbox_push(saga_outbox *o, int64_t id, const char *topic, const char *key,
+                     char *payload);
+
+/* Claim up to limit outbox rows, oldest first, appending them to out: rows
+ * nobody holds, rows whose holder's lease ran out (an instance that died
+ * before Kafka confirmed them) and, when mine is set, rows held by owner
+ * (this instance before a restart). Claimed rows are held by owner for
+ * lease_s seconds, so that several sagad do not send the same rows. */
+int saga_store_outbox_claim(PGconn *db, const char *owner, int lease_s, int mine,
+                            int limit, saga_outbox *out, saga_error *err);
 
 /* Delete the rows with these ids (their delivery was confirmed). */
 int saga_store_outbox_delete(PGconn *db, const int64_t *ids, int n, saga_error *err);
@@ -88,6 +97,12 @@ int saga_store_save(PGconn *db, const saga_state *s, const saga_actions *actions
  * LOCKED so that several sagad share the work. ids has room for limit. */
 int saga_store_claim_due(PGconn *db, int limit, char (*ids)[SAGA_ID_LEN + 1], int *n,
                          saga_error *err);
+
+/* Encode the command of action ac (a SAGA_ACT_SEND of s) into *text (the
+ * caller's, free()) and its topic. */
+int saga_store_encode_command(const saga_state *s, const saga_action *ac,
+                              const char *prefix, char **text, char topic[256],
+                              saga_error *err);
 
 /* Run a statement without results (BEGIN, COMMIT, ...). */
 int saga_store_exec(PGconn *db, const char *sql, saga_error *err);

@@ -34,6 +34,14 @@ static void usage(FILE *out)
         "  --instance-id ID    stable id of this sagad (default $SAGA_INSTANCE_ID): a\n"
         "                      restart with the same id resumes consuming at once\n"
         "                      (Kafka static membership); unique per running sagad\n"
+        "  --name NAME         this instance's name on the commands it sends (default\n"
+        "                      $SAGA_NAME, else the host name); give each sagad\n"
+        "                      sharing a database its own, and keep it on restart\n"
+        "  --outbox-lease S    seconds before another instance takes over the unsent\n"
+        "                      commands of one that stopped (default 10)\n"
+        "  --kafka-options L   librdkafka settings key=value,... applied last (default\n"
+        "                      $SAGA_KAFKA_OPTIONS), e.g. linger.ms=0\n"
+        "  --batch N           replies per transaction at most (default 500)\n"
         "  --help              this text\n");
 }
 
@@ -106,6 +114,10 @@ int main(int argc, char **argv)
                                          {"prefix", required_argument, 0, 'p'},
                                          {"log-level", required_argument, 0, 'l'},
                                          {"instance-id", required_argument, 0, 'i'},
+                                         {"name", required_argument, 0, 'n'},
+                                         {"outbox-lease", required_argument, 0, 'L'},
+                                         {"kafka-options", required_argument, 0, 'k'},
+                                         {"batch", required_argument, 0, 'B'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     saga_engine_config cfg = {0};
@@ -119,6 +131,8 @@ int main(int argc, char **argv)
     cfg.brokers = getenv("SAGA_KAFKA_BROKERS");
     cfg.topic_prefix = getenv("SAGA_TOPIC_PREFIX");
     cfg.instance_id = getenv("SAGA_INSTANCE_ID");
+    cfg.name = getenv("SAGA_NAME");
+    cfg.kafka_options = getenv("SAGA_KAFKA_OPTIONS");
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'd':
@@ -143,6 +157,29 @@ int main(int argc, char **argv)
         case 'i':
             cfg.instance_id = optarg;
             break;
+        case 'n':
+            cfg.name = optarg;
+            break;
+        case 'k':
+            cfg.kafka_options = optarg;
+            break;
+        case 'L':
+        case 'B': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end != '\0' || v < 1 || v > 100000) {
+                fprintf(
+                    stderr,
+                    "sagad: --%s: expected a whole number from 1 to 100000, got \"%s\"\n",
+                    c == 'L' ? "outbox-lease" : "batch", optarg);
+                return 2;
+            }
+            if (c == 'L')
+                cfg.outbox_lease_s = (int)v;
+            else
+                cfg.batch_max = (int)v;
+            break;
+        }
         case 'h':
             usage(stdout);
             return 0;

@@ -24,6 +24,30 @@ int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value,
     return SAGA_OK;
 }
 
+int saga__kafka_apply_options(rd_kafka_conf_t *conf, const char *options, saga_error *err)
+{
+    const char *p = options;
+    while (p != NULL && *p != '\0') {
+        char item[512], *eq;
+        size_t len = strcspn(p, ",");
+        if (len >= sizeof item)
+            return saga_error_set(err, SAGA_EINVAL, "Kafka option too long: %.40s...", p);
+        memcpy(item, p, len);
+        item[len] = '\0';
+        p += len + (p[len] == ',');
+        if (len == 0)
+            continue;
+        if ((eq = strchr(item, '=')) == NULL || eq == item)
+            return saga_error_set(err, SAGA_EINVAL,
+                                  "Kafka option \"%s\" is not of the form key=value",
+                                  item);
+        *eq = '\0';
+        if (saga__kafka_set(conf, item, eq + 1, err) != SAGA_OK)
+            return SAGA_EINVAL;
+    }
+    return SAGA_OK;
+}
+
 /* librdkafka logs to stderr by default; a library must not print. */
 static void quiet_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
@@ -46,7 +70,9 @@ rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id,
     if (saga__kafka_set(conf, "bootstrap.servers", brokers, err) != SAGA_OK ||
         saga__kafka_set(conf, "client.id", client_id, err) != SAGA_OK ||
         /* Our own error path reports problems; keep librdkafka off stderr. */
-        saga__kafka_set(conf, "log_level", "3", err) != SAGA_OK) {
+        saga__kafka_set(conf, "log_level", "3", err) != SAGA_OK ||
+        /* Small messages: latency over packet count. */
+        saga__kafka_set(conf, "socket.nagle.disable", "true", err) != SAGA_OK) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -55,7 +81,7 @@ rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id,
 
 int saga__kafka_consumer_new(const char *brokers, const char *client_id,
                              const char *group_id, const char *instance_id,
-                             const char *topic,
+                             const char *topic, const char *options,
                              void (*log_cb)(const rd_kafka_t *, int, const char *,
                                             const char *),
                              rd_kafka_t **out, saga_error *err)
@@ -77,12 +103,17 @@ int saga__kafka_consumer_new(const char *brokers, const char *client_id,
         (rc = saga__kafka_set(conf, "enable.auto.offset.store", "false", err)) !=
             SAGA_OK ||
         (rc = saga__kafka_set(conf, "auto.offset.reset", "earliest", err)) != SAGA_OK ||
-        /* A crashed member's partitions move on after 10 s, not 45. */
-        (rc = saga__kafka_set(conf, "session.timeout.ms", "10000", err)) != SAGA_OK ||
+        /* A crashed member's partitions move on after 6 s (the broker's
+         * minimum), not 45. */
+        (rc = saga__kafka_set(conf, "session.timeout.ms", "6000", err)) != SAGA_OK ||
         (rc = saga__kafka_set(conf, "heartbeat.interval.ms", "2000", err)) != SAGA_OK ||
+        /* The broker answers a fetch as soon as a reply is there; this only
+         * bounds how long an empty fetch waits. */
+        (rc = saga__kafka_set(conf, "fetch.wait.max.ms", "100", err)) != SAGA_OK ||
         (instance_id != NULL && *instance_id != '\0' &&
          (rc = saga__kafka_set(conf, "group.instance.id", instance_id, err)) !=
-             SAGA_OK)) {
+             SAGA_OK) ||
+        (rc = saga__kafka_apply_options(conf, options, err)) != SAGA_OK) {
         rd_kafka_conf_destroy(conf);
         return rc;
     }

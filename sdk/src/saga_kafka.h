@@ -15,17 +15,23 @@ int saga__topic_reply(char *buf, size_t size, const char *prefix);
 rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id,
                                   saga_error *err);
 
+/* Apply "key=value,key=value" librdkafka settings (NULL or "": none);
+ * the error names the entry that was refused. */
+int saga__kafka_apply_options(rd_kafka_conf_t *conf, const char *options,
+                              saga_error *err);
+
 /* Set one property, reporting the key on failure. */
 int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value,
                     saga_error *err);
 
 /* A consumer in group_id (static member instance_id when not NULL/empty)
  * that commits nothing by itself, starts new groups at the earliest offset,
- * and is subscribed to topic. log_cb (NULL: silent) gets librdkafka's logs.
+ * and is subscribed to topic; options (saga__kafka_apply_options) are
+ * applied last. log_cb (NULL: silent) gets librdkafka's logs.
  * *out is the caller's (rd_kafka_consumer_close + rd_kafka_destroy). */
 int saga__kafka_consumer_new(const char *brokers, const char *client_id,
                              const char *group_id, const char *instance_id,
-                             const char *topic,
+                             const char *topic, const char *options,
                              void (*log_cb)(const rd_kafka_t *, int, const char *,
                                             const char *),
                              rd_kafka_t **out, saga_error *err);

@@ -200,7 +200,8 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
         goto fail;
     }
     if ((rc = saga__kafka_set(conf, "enable.idempotence", "true", err)) != SAGA_OK ||
-        (rc = saga__kafka_set(conf, "linger.ms", "1", err)) != SAGA_OK) {
+        (rc = saga__kafka_set(conf, "linger.ms", "1", err)) != SAGA_OK ||
+        (rc = saga__kafka_apply_options(conf, o->kafka_options, err)) != SAGA_OK) {
         rd_kafka_conf_destroy(conf);
         goto fail;
     }
@@ -218,9 +219,9 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
         goto fail;
 
     snprintf(group, sizeof group, "saga-svc-%s", p->service);
-    if ((rc = saga__kafka_consumer_new(o->brokers, client,
-                                       o->group_id ? o->group_id : group, o->instance_id,
-                                       p->cmd_topic, NULL, &p->consumer, err)) != SAGA_OK)
+    if ((rc = saga__kafka_consumer_new(
+             o->brokers, client, o->group_id ? o->group_id : group, o->instance_id,
+             p->cmd_topic, o->kafka_options, NULL, &p->consumer, err)) != SAGA_OK)
         goto fail;
     *out = p;
     return SAGA_OK;

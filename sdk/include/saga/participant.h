@@ -42,8 +42,12 @@ typedef struct saga_participant_options {
     const char *db_schema;
     /* optional: Kafka static group membership. A restarted process with the
      * same id gets its partitions back at once instead of after the session
-     * timeout (10 s). Unique per running process of one service. */
+     * timeout (6 s). Unique per running process of one service. */
     const char *instance_id;
+    /* optional: librdkafka settings "key=value,key=value" for this
+     * participant's producer and consumer, applied after the defaults
+     * (e.g. "linger.ms=0,fetch.wait.max.ms=10"). */
+    const char *kafka_options;
 } saga_participant_options;
 
 /* A handler. cmd and result are valid only during the call. db is the

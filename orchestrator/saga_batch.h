@@ -1,0 +1,75 @@
+/* Batched persistence for sagad's hot path: many sagas loaded with two
+ * statements, every change of a batch written with five, all sent in libpq
+ * pipeline mode as prepared statements, so a batch costs two or three round
+ * trips and one COMMIT however many replies or timers it holds.
+ *
+ * The single-saga functions of saga_store.h stay for sagactl, where one
+ * saga at a time is the natural unit. */
+#ifndef SAGA_BATCH_H
+#define SAGA_BATCH_H
+
+#include <libpq-fe.h>
+
+#include "saga/error.h"
+#include "saga_machine.h"
+#include "saga_store.h"
+
+/* Prepare the batch statements on db; needed once per connection (again
+ * after PQreset). */
+int saga_batch_prepare(PGconn *db, saga_error *err);
+
+/* BEGIN (when begin is set), then load the sagas ids[0..n) (distinct, lower-case, sorted
+ * ascending so that concurrent sagad lock rows in the same order) with
+ * their steps, locking them FOR UPDATE. out[i] is the state of ids[i], or
+ * NULL when there is no such saga; the states are the caller's
+ * (saga_state_free). The transaction stays open, also on error (the caller
+ * rolls back). */
+int saga_batch_load(PGconn *db, saga_defs *defs, char (*ids)[SAGA_ID_LEN + 1], int n,
+                    int begin, saga_state **out, saga_error *err);
+
+/* Claim up to limit sagas whose timer is due (FOR UPDATE SKIP LOCKED, so
+ * several sagad share them), inside an open transaction; their ids go to
+ * ids (room for limit), sorted ascending. */
+int saga_batch_claim_due(PGconn *db, int limit, char (*ids)[SAGA_ID_LEN + 1], int *n,
+                         saga_error *err);
+
+/* Insert sagas just started (START applied) inside an open transaction.
+ * keys[i] is the idempotency key of states[i] or NULL. On return
+ * existing[i] is "" when states[i] was created, else the id of the saga
+ * that already holds its key (nothing written for it). */
+int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *const *keys,
+                          int n, char (*existing)[SAGA_ID_LEN + 1], saga_error *err);
+
+/* The writes of one batch, accumulated in memory. */
+typedef struct saga_batch saga_batch;
+
+/* actor and topic_prefix are copied. owner names this sagad on the outbox
+ * rows it writes, which it then sends itself: other instances leave them
+ * alone for lease_s seconds. */
+saga_batch *saga_batch_new(const saga_store_opts *o, const char *owner, int lease_s);
+void saga_batch_free(saga_batch *b);
+
+/* Record what one apply changed: the saga row (unless created, for a saga
+ * inserted by saga_batch_insert_new: then every step is written), its dirty
+ * steps, and its actions (history, commands). When one saga is applied
+ * several times in a batch, its last row wins. */
+int saga_batch_add(saga_batch *b, const saga_state *s, const saga_actions *actions,
+                   int created, saga_error *err);
+
+/* Mark a start request processed, with error (NULL when it started). */
+int saga_batch_add_request_done(saga_batch *b, const char *request_id, const char *error,
+                                saga_error *err);
+
+/* Forget everything recorded (after a rollback). */
+void saga_batch_reset(saga_batch *b);
+
+/* Number of sagas recorded since the last reset. */
+int saga_batch_count(const saga_batch *b);
+
+/* Write everything recorded and COMMIT, in one round trip. The commands
+ * written are appended to sent with their outbox ids. The batch is reset
+ * whatever the outcome; on error the transaction is left for the caller
+ * to roll back. */
+int saga_batch_commit(PGconn *db, saga_batch *b, saga_outbox *sent, saga_error *err);
+
+#endif

@@ -1,0 +1,166 @@
+/* Several sagad share one database and one reply consumer group. Three
+ * instances run order sagas; one is killed with SIGKILL and stays dead,
+ * another is killed and restarted under its name. Every saga must end,
+ * with no effect doubled or lost (order_workload.h checks), the survivors
+ * must have carried the dead one's sagas, and the time they took is
+ * printed.
+ *
+ * Size: SAGA_INSTANCES_SAGAS (default 150) sagas in three waves. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+#include "order_workload.h"
+#include "saga_store.h"
+
+enum { NSVC = 3, NSAGAD = 3 };
+static const char *const svc_names[NSVC] = {"order", "payment", "inventory"};
+static const char *const sagad_names[NSAGAD] = {"a", "b", "c"};
+
+static PGconn *db;
+static const char *prefix;
+static it_proc svc[NSVC], sagad[NSAGAD];
+static int starts[NSAGAD];
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void start_sagad(int i)
+{
+    char log[64];
+    /* A short lease so that the dead instance's unsent commands are taken
+     * over quickly. */
+    const char *args[] = {"--definitions",
+                          "tests/integration/crash_sagas",
+                          "--name",
+                          sagad_names[i],
+                          "--outbox-lease",
+                          "3",
+                          NULL};
+    snprintf(log, sizeof log, "inst-sagad-%s-%d", sagad_names[i], ++starts[i]);
+    assert_int_equal(it_spawn(&sagad[i], log, "sagad", args), 0);
+    assert_int_equal(it_wait_log(&sagad[i], "sagad running", 60000), 0);
+}
+
+static int setup(void **state)
+{
+    const char *migrate[] = {"migrate", "--dir", "migrations", NULL};
+    (void)state;
+    it_isolate_db("instances");
+    it_env("SAGA_KAFKA_BROKERS");
+    prefix = strdup(it_prefix("inst"));
+    setenv("SAGA_TOPIC_PREFIX", prefix, 1);
+    if (it_sagactl(NULL, 0, migrate) != 0)
+        return -1;
+    db = it_db();
+    for (int i = 0; i < NSVC; i++) {
+        char name[64], prog[64];
+        const char *args[] = {NULL};
+        snprintf(name, sizeof name, "inst-%s", svc_names[i]);
+        snprintf(prog, sizeof prog, "%s-service", svc_names[i]);
+        if (it_spawn(&svc[i], name, prog, args) != 0 ||
+            it_wait_log(&svc[i], "ready", 60000) != 0)
+            return -1;
+    }
+    ow_seed(db); /* the services created their schemas */
+    for (int i = 0; i < NSAGAD; i++)
+        start_sagad(i);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < NSAGAD; i++)
+        if (sagad[i].pid > 0)
+            it_stop(&sagad[i]);
+    for (int i = 0; i < NSVC; i++)
+        if (svc[i].pid > 0)
+            it_stop(&svc[i]);
+    PQfinish(db);
+    free((void *)prefix);
+    return 0;
+}
+
+static long long unfinished(void)
+{
+    const char *p[1] = {prefix};
+    return it_int(db,
+                  "SELECT count(*) FROM saga.saga WHERE status IN ('running',"
+                  " 'compensating') AND idempotency_key LIKE $1 || '%'",
+                  1, p);
+}
+
+static void test_instances_share_and_take_over(void **state)
+{
+    const char *v = getenv("SAGA_INSTANCES_SAGAS");
+    int total = v && atoi(v) >= 3 ? atoi(v) : 150, per = total / 3;
+    saga_defs *defs = saga_defs_new();
+    int64_t killed_at, done_at;
+    long long in_flight, applied_a, applied_c;
+    ow_counts counts;
+    (void)state;
+
+    /* Wave 0: all three share the load. */
+    ow_start_wave(db, defs, prefix, per, 0);
+    sleep_ms(1500);
+    /* Wave 1, then b dies for good in the middle of it. */
+    ow_start_wave(db, defs, prefix, per, 1);
+    sleep_ms(300);
+    it_kill9(&sagad[1]);
+    killed_at = now_ms();
+    in_flight = unfinished();
+    print_message("killed sagad b with %lld sagas unfinished\n", in_flight);
+    /* Wave 2 while c is killed and restarted under its name. */
+    ow_start_wave(db, defs, prefix, per, 2);
+    sleep_ms(200);
+    it_kill9(&sagad[2]);
+    sleep_ms(500);
+    start_sagad(2);
+    assert_int_equal(ow_wait_all(db, prefix, 120), 0);
+    done_at = now_ms();
+    print_message("all sagas ended %.1f s after sagad b was killed (session timeout 6 s,"
+                  " outbox lease 3 s)\n",
+                  (double)(done_at - killed_at) / 1000.0);
+    ow_check(db, prefix, per * 3, &counts);
+    assert_true(counts.completed > 0);
+    assert_true(counts.compensated > 0);
+    /* Stop the survivors to read their figures: both did work. */
+    assert_int_equal(it_stop(&sagad[0]), 0);
+    assert_int_equal(it_stop(&sagad[2]), 0);
+    applied_a = ow_sum_stat("inst-sagad-a-*.log", "replies applied");
+    applied_c = ow_sum_stat("inst-sagad-c-2.log", "replies applied");
+    print_message("replies applied: a %lld, c after its restart %lld\n", applied_a,
+                  applied_c);
+    assert_true(applied_a > 0);
+    assert_true(applied_c > 0);
+    saga_defs_free(defs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_instances_share_and_take_over),
+    };
+    return cmocka_run_group_tests_name("several sagad instances (PostgreSQL + Kafka)",
+                                       tests, setup, teardown);
+}
