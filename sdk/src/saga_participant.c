@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -52,7 +53,22 @@ struct saga_participant {
     int wake[2];                                /* saga_participant_fd's pipe, or -1 */
     saga_participant_stats stats;
     char warning[512];
+    /* Group commit: several commands' barrier transactions share one
+     * PostgreSQL transaction, each inside its own savepoint, and their
+     * replies wait for the shared COMMIT. */
+    int tx_commands, tx_ms;
+    int group_open, group_n, group_failed;
+    int64_t group_started;
+    int in_handler;
+    struct pending_reply *pending;
+    int npending, cappending;
 };
+
+/* A reply that waits for its group's COMMIT. */
+typedef struct pending_reply {
+    char *topic, *text, *traceparent;
+    char key[SAGA_ID_LEN + 1];
+} pending_reply;
 
 struct saga_deferred {
     saga_command cmd; /* owned copy: ids, routing and the payload */
@@ -159,6 +175,8 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
     if (p == NULL)
         return saga_error_set(err, SAGA_ENOMEM, "out of memory");
     p->wake[0] = p->wake[1] = -1;
+    p->tx_commands = o->tx_commands > 0 ? o->tx_commands : 64;
+    p->tx_ms = o->tx_ms > 0 ? o->tx_ms : 10;
     p->service = strdup(o->service);
     p->prefix = dup_or(o->topic_prefix, "saga.");
     if (p->service == NULL || p->prefix == NULL) {
@@ -283,14 +301,36 @@ static json_t *reply_object(const saga_command *cmd, const saga_result *r)
     return o;
 }
 
+static void produce_reply(saga_participant *p, const char *topic, const char *key,
+                          char *text, const char *tp, size_t tplen)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    rd_kafka_resp_err_t e;
+    if (tp != NULL) {
+        hdrs = rd_kafka_headers_new(1);
+        rd_kafka_header_add(hdrs, "traceparent", -1, tp, (ssize_t)tplen);
+    }
+    e = rd_kafka_producev(
+        p->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
+        RD_KAFKA_V_VALUE(text, strlen(text)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+        hdrs ? RD_KAFKA_V_HEADERS(hdrs) : RD_KAFKA_V_END, RD_KAFKA_V_END);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        free(text);
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
+        p->delivery_failures++;
+        warn(p, "producing reply to %s: %s", topic, rd_kafka_err2str(e));
+    }
+}
+
+/* Send reply now, or after the open group's COMMIT. */
 static void send_reply(saga_participant *p, const saga_command *cmd, json_t *reply,
                        const rd_kafka_message_t *in)
 {
     char *text;
-    rd_kafka_headers_t *hdrs = NULL, *inh = NULL;
-    const void *tp;
-    size_t tplen;
-    rd_kafka_resp_err_t e;
+    rd_kafka_headers_t *inh = NULL;
+    const void *tp = NULL;
+    size_t tplen = 0;
 
     /* Replies carry the attempt they answer, even when cached. */
     json_object_set_new(reply, "attempt", json_integer(cmd->attempt));
@@ -299,24 +339,123 @@ static void send_reply(saga_participant *p, const saga_command *cmd, json_t *rep
         p->delivery_failures++;
         return;
     }
-    if (in != NULL && rd_kafka_message_headers(in, &inh) == RD_KAFKA_RESP_ERR_NO_ERROR &&
-        rd_kafka_header_get_last(inh, "traceparent", &tp, &tplen) ==
-            RD_KAFKA_RESP_ERR_NO_ERROR) {
-        hdrs = rd_kafka_headers_new(1);
-        rd_kafka_header_add(hdrs, "traceparent", -1, tp, (ssize_t)tplen);
+    if (in == NULL || rd_kafka_message_headers(in, &inh) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(inh, "traceparent", &tp, &tplen) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR)
+        tp = NULL;
+    if (p->group_open) {
+        pending_reply *r;
+        if (p->npending == p->cappending) {
+            int cap = p->cappending ? p->cappending * 2 : 64;
+            pending_reply *n = realloc(p->pending, sizeof *n * (size_t)cap);
+            if (n == NULL) {
+                free(text);
+                p->group_failed = 1; /* redelivered: the barrier answers */
+                return;
+            }
+            p->pending = n;
+            p->cappending = cap;
+        }
+        r = &p->pending[p->npending];
+        r->topic = strdup(cmd->reply_to);
+        r->text = text;
+        r->traceparent = tp ? strndup(tp, tplen) : NULL;
+        snprintf(r->key, sizeof r->key, "%s", cmd->saga_id);
+        if (r->topic == NULL || (tp != NULL && r->traceparent == NULL)) {
+            free(r->topic);
+            free(r->text);
+            free(r->traceparent);
+            p->group_failed = 1;
+            return;
+        }
+        p->npending++;
+        return;
     }
-    e = rd_kafka_producev(
-        p->producer, RD_KAFKA_V_TOPIC(cmd->reply_to),
-        RD_KAFKA_V_KEY(cmd->saga_id, strlen(cmd->saga_id)),
-        RD_KAFKA_V_VALUE(text, strlen(text)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-        hdrs ? RD_KAFKA_V_HEADERS(hdrs) : RD_KAFKA_V_END, RD_KAFKA_V_END);
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        free(text);
-        if (hdrs)
-            rd_kafka_headers_destroy(hdrs);
-        p->delivery_failures++;
-        warn(p, "producing reply to %s: %s", cmd->reply_to, rd_kafka_err2str(e));
+    produce_reply(p, cmd->reply_to, cmd->saga_id, text, tp, tplen);
+}
+
+static void drop_pending(saga_participant *p, int send)
+{
+    for (int i = 0; i < p->npending; i++) {
+        pending_reply *r = &p->pending[i];
+        if (send)
+            produce_reply(p, r->topic, r->key, r->text, r->traceparent,
+                          r->traceparent ? strlen(r->traceparent) : 0);
+        else
+            free(r->text);
+        free(r->topic);
+        free(r->traceparent);
     }
+    p->npending = 0;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Open a group transaction (commands then run in savepoints). */
+static void group_begin(saga_participant *p)
+{
+    saga_error e = {0};
+    if (PQstatus(p->db) != CONNECTION_OK)
+        PQreset(p->db);
+    if (saga__pg_exec(p->db, "BEGIN", &e) != SAGA_OK) {
+        warn(p, "%s", e.message);
+        return; /* commands run in their own transactions */
+    }
+    p->group_open = 1;
+    p->group_n = 0;
+    p->group_failed = 0;
+    p->group_started = mono_ms();
+}
+
+/* COMMIT the group and send its replies; when the group failed, roll it
+ * back and return -1: its commands must be consumed again. */
+static int group_end(saga_participant *p)
+{
+    saga_error e = {0};
+    int ok;
+    if (!p->group_open)
+        return 0;
+    p->group_open = 0;
+    ok = !p->group_failed && saga__pg_exec(p->db, "COMMIT", &e) == SAGA_OK;
+    if (!ok) {
+        saga__pg_exec(p->db, "ROLLBACK", NULL);
+        warn(p, "a group of %d command(s) was rolled back (%s); they will be redelivered",
+             p->group_n, p->group_failed ? "a database error" : e.message);
+    }
+    drop_pending(p, ok);
+    return ok ? 0 : -1;
+}
+
+/* Per command: a transaction of its own, or a savepoint in the group. */
+static int cmd_begin(saga_participant *p, saga_error *e)
+{
+    if (!p->group_open && PQstatus(p->db) != CONNECTION_OK)
+        PQreset(p->db);
+    return saga__pg_exec(p->db, p->group_open ? "SAVEPOINT saga_cmd" : "BEGIN", e);
+}
+
+static int cmd_commit(saga_participant *p, saga_error *e)
+{
+    return saga__pg_exec(p->db, p->group_open ? "RELEASE SAVEPOINT saga_cmd" : "COMMIT",
+                         e);
+}
+
+static void cmd_rollback(saga_participant *p)
+{
+    if (!p->group_open) {
+        saga__pg_exec(p->db, "ROLLBACK", NULL);
+        return;
+    }
+    /* If even this fails, the connection or transaction is gone: the whole
+     * group is rolled back and redelivered. */
+    if (saga__pg_exec(p->db, "ROLLBACK TO SAVEPOINT saga_cmd", NULL) != SAGA_OK ||
+        saga__pg_exec(p->db, "RELEASE SAVEPOINT saga_cmd", NULL) != SAGA_OK)
+        p->group_failed = 1;
 }
 
 static void run_plain(saga_participant *p, const handler *h, const saga_command *cmd,
@@ -336,20 +475,18 @@ static void run_with_barrier(saga_participant *p, const handler *h,
     json_t *reply;
     const char *outcome = "handled";
 
-    if (PQstatus(p->db) != CONNECTION_OK)
-        PQreset(p->db);
-    if (saga__pg_exec(p->db, "BEGIN", &e) != SAGA_OK)
+    if (cmd_begin(p, &e) != SAGA_OK)
         goto dberr;
     if (saga__barrier_enter(p->db, cmd, &v, cached, &e) != SAGA_OK)
         goto dberr;
     switch (v) {
     case SAGA__BARRIER_DUPLICATE:
         p->stats.duplicates++;
-        saga__pg_exec(p->db, "ROLLBACK", NULL);
+        cmd_rollback(p);
         return;
     case SAGA__BARRIER_HANGING:
         p->stats.hanging_refused++;
-        saga__pg_exec(p->db, "ROLLBACK", NULL);
+        cmd_rollback(p);
         saga_result_fail(res, "hanging_action",
                          "step %d of saga %s was already compensated; action refused",
                          cmd->step, cmd->saga_id);
@@ -362,21 +499,23 @@ static void run_with_barrier(saga_participant *p, const handler *h,
     case SAGA__BARRIER_PROCEED:
         if (saga__pg_exec(p->db, "SAVEPOINT saga_handler", &e) != SAGA_OK)
             goto dberr;
+        p->in_handler = 1;
         h->fn(cmd, p->db, res, h->arg);
+        p->in_handler = 0;
         if (res->deferred != NULL) {
             /* Nothing is recorded now: completing runs the barrier. */
-            saga__pg_exec(p->db, "ROLLBACK", NULL);
+            cmd_rollback(p);
             return;
         }
         if (!res->set)
             saga_result_retry(res, 0, "handler for %s set no result", cmd->action);
         if (res->status == SAGA_REPLY_RETRY) {
-            saga__pg_exec(p->db, "ROLLBACK", NULL);
+            cmd_rollback(p);
             return;
         }
         if (PQtransactionStatus(p->db) == PQTRANS_INERROR &&
             res->status == SAGA_REPLY_OK) {
-            saga__pg_exec(p->db, "ROLLBACK", NULL);
+            cmd_rollback(p);
             result_reset(res);
             saga_result_retry(res, 0,
                               "handler for %s reported ok but its transaction failed: %s",
@@ -394,11 +533,11 @@ static void run_with_barrier(saga_participant *p, const handler *h,
         goto dberr;
     }
     json_decref(reply);
-    if (saga__pg_exec(p->db, "COMMIT", &e) != SAGA_OK)
+    if (cmd_commit(p, &e) != SAGA_OK)
         goto dberr;
     return;
 dberr:
-    saga__pg_exec(p->db, "ROLLBACK", NULL);
+    cmd_rollback(p);
     json_decref(*cached);
     *cached = NULL;
     warn(p, "command %s: %s", cmd->command_id, e.message);
@@ -493,7 +632,7 @@ int saga_participant_fd(saga_participant *p)
 
 int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
 {
-    int n = 0;
+    int n = 0, group_lost = 0;
     if (p == NULL)
         return saga_error_set(err, SAGA_EINVAL, "participant is NULL");
     if (p->wake[0] >= 0) {
@@ -525,14 +664,33 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
                 break;
             continue;
         }
+        if (p->db != NULL && p->tx_commands > 1 && !p->group_open)
+            group_begin(p);
         handle_message(p, m);
         saga__kafka_track(&p->processed, m);
         rd_kafka_message_destroy(m);
         n++;
+        if (p->group_open &&
+            (++p->group_n >= p->tx_commands ||
+             mono_ms() - p->group_started >= p->tx_ms) &&
+            group_end(p) != 0)
+            group_lost = 1;
     }
+    if (group_end(p) != 0)
+        group_lost = 1;
     rd_kafka_poll(p->producer, 0);
     if (n == 0)
         return 0;
+    if (group_lost) {
+        rd_kafka_topic_partition_list_destroy(p->processed);
+        p->processed = NULL;
+        rd_kafka_flush(p->producer, FLUSH_TIMEOUT_MS);
+        rewind_to_committed(p);
+        return saga_error_set(err, SAGA_EDB,
+                              "a database transaction failed; the commands will be "
+                              "redelivered: %s",
+                              p->warning);
+    }
     if (rd_kafka_flush(p->producer, FLUSH_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR ||
         p->delivery_failures > 0) {
         rd_kafka_topic_partition_list_destroy(p->processed);
@@ -627,6 +785,15 @@ static int complete(saga_participant *p, saga_deferred *d, saga_result *res)
     saga__barrier_verdict v = SAGA__BARRIER_PROCEED;
     int rc = SAGA_OK, recorded = 0;
 
+    if (p->db != NULL && (p->in_handler || p->group_open)) {
+        /* Its barrier write would land in another command's transaction. */
+        warn(p,
+             "deferred %s completed inside a handler: complete it after the handler "
+             "returned",
+             d->cmd.command_id);
+        json_decref(res->output);
+        return SAGA_ESTATE;
+    }
     if (p->db != NULL) {
         if (PQstatus(p->db) != CONNECTION_OK)
             PQreset(p->db);
@@ -726,6 +893,8 @@ void saga_participant_free(saga_participant *p)
         return;
     if (p->processed != NULL)
         rd_kafka_topic_partition_list_destroy(p->processed);
+    drop_pending(p, 0);
+    free(p->pending);
     if (p->wake[0] >= 0 && p->consumer != NULL) {
         rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(p->consumer);
         rd_kafka_queue_io_event_enable(q, -1, NULL, 0);

@@ -91,7 +91,8 @@ static int setup(void **state)
     snprintf(reply_topic, sizeof reply_topic, "%sreply", prefix);
     db = it_db();
     it_exec(db, "DROP SCHEMA IF EXISTS it_things CASCADE; CREATE SCHEMA it_things;"
-                "CREATE TABLE it_things.things (saga_id uuid NOT NULL)");
+                "CREATE TABLE it_things.things (saga_id uuid NOT NULL,"
+                " at timestamptz NOT NULL DEFAULT now())");
     o.brokers = it_env("SAGA_KAFKA_BROKERS");
     o.service = "things";
     o.topic_prefix = prefix;
@@ -535,6 +536,88 @@ static void test_event_loop_fd(void **state)
     saga_reply_clear(&r);
 }
 
+/* Commands that arrive together share one transaction (group commit), yet
+ * each command's effect and barrier row stand or fall together: a failed
+ * command's writes are undone, a retry leaves no trace, a duplicate is
+ * answered from the cache, and the others commit. */
+static void test_group_commit_keeps_each_command_atomic(void **state)
+{
+    enum { NOK = 12 };
+    char ok[NOK][37], failed[37], retried[37], nullcomp[37], arr[NOK * 40 + 4];
+    saga_error err = {0};
+    int handled = 0, replies = 0, nok = 0, nfailed = 0, nretry = 0, nnull = 0;
+    const char *p[1] = {arr};
+    size_t len = 0;
+    (void)state;
+    for (int i = 0; i < NOK; i++)
+        new_id(ok[i]);
+    new_id(failed);
+    new_id(retried);
+    new_id(nullcomp);
+    for (int i = 0; i < NOK / 2; i++)
+        send_cmd(ok[i], SAGA_PHASE_INVOKE, 1, NULL);
+    send_cmd(failed, SAGA_PHASE_INVOKE, 1, "fail");
+    send_cmd(retried, SAGA_PHASE_INVOKE, 1, "retry");
+    send_cmd(ok[0], SAGA_PHASE_INVOKE, 2, NULL); /* a duplicate */
+    send_cmd(nullcomp, SAGA_PHASE_COMPENSATE, 1, NULL);
+    for (int i = NOK / 2; i < NOK; i++)
+        send_cmd(ok[i], SAGA_PHASE_INVOKE, 1, NULL);
+    for (int i = 0; i < 300 && handled < NOK + 4; i++) {
+        int n = saga_participant_poll(part, 100, &err);
+        assert_true(n >= 0);
+        handled += n;
+    }
+    assert_int_equal(handled, NOK + 4);
+    while (replies < NOK + 4) {
+        saga_reply r;
+        next_reply(&r);
+        replies++;
+        if (strcmp(r.saga_id, failed) == 0)
+            nfailed += r.status == SAGA_REPLY_FAILED;
+        else if (strcmp(r.saga_id, retried) == 0)
+            nretry += r.status == SAGA_REPLY_RETRY;
+        else if (strcmp(r.saga_id, nullcomp) == 0)
+            nnull += r.status == SAGA_REPLY_OK;
+        else
+            nok += r.status == SAGA_REPLY_OK;
+        saga_reply_clear(&r);
+    }
+    assert_int_equal(nok, NOK + 1); /* the duplicate answered ok from the cache */
+    assert_int_equal(nfailed, 1);
+    assert_int_equal(nretry, 1);
+    assert_int_equal(nnull, 1);
+    for (int i = 0; i < NOK; i++)
+        assert_int_equal(things(ok[i]), 1);
+    assert_int_equal(things(failed), 0);
+    assert_int_equal(things(retried), 0);
+    {
+        const char *q[1] = {failed};
+        assert_int_equal(
+            it_int(db, "SELECT count(*) FROM it_things.saga_barrier WHERE saga_id = $1",
+                   1, q),
+            1);
+        q[0] = retried;
+        assert_int_equal(
+            it_int(db, "SELECT count(*) FROM it_things.saga_barrier WHERE saga_id = $1",
+                   1, q),
+            0);
+    }
+    /* Fewer transactions than commands: now() is the transaction's start. */
+    arr[len++] = '{';
+    for (int i = 0; i < NOK; i++)
+        len += (size_t)snprintf(arr + len, sizeof arr - len, "%s%s", i ? "," : "", ok[i]);
+    arr[len++] = '}';
+    arr[len] = '\0';
+    {
+        long long txs = it_int(db,
+                               "SELECT count(DISTINCT at) FROM it_things.things"
+                               " WHERE saga_id = ANY($1::uuid[])",
+                               1, p);
+        print_message("%d commands committed in %lld transaction(s)\n", NOK, txs);
+        assert_true(txs < NOK);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -548,6 +631,7 @@ int main(void)
         cmocka_unit_test(test_first_outcome_wins),
         cmocka_unit_test(test_deferred_reply),
         cmocka_unit_test(test_event_loop_fd),
+        cmocka_unit_test(test_group_commit_keeps_each_command_atomic),
     };
     return cmocka_run_group_tests_name("participant and barrier (PostgreSQL + Kafka)",
                                        tests, setup, teardown);

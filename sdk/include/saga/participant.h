@@ -48,6 +48,16 @@ typedef struct saga_participant_options {
      * participant's producer and consumer, applied after the defaults
      * (e.g. "linger.ms=0,fetch.wait.max.ms=10"). */
     const char *kafka_options;
+    /* optional, with db_url: group commit. Up to tx_commands commands
+     * (default 64; 1 turns grouping off) received together share one
+     * PostgreSQL transaction for at most tx_ms milliseconds (default 10).
+     * Each command's barrier row and handler writes still sit in a
+     * savepoint of their own, so they stand or fall together exactly as
+     * with a transaction per command; the replies leave after the shared
+     * COMMIT. What changes: one commit (one WAL flush) for many commands,
+     * and a handler's row locks are held until the group commits. */
+    int tx_commands;
+    int tx_ms;
 } saga_participant_options;
 
 /* A handler. cmd and result are valid only during the call. db is the
@@ -141,7 +151,12 @@ SAGA_API void saga_result_retry(saga_result *r, int64_t after_ms, const char *fm
  * after the step's timeout.
  *
  * saga_result_defer returns NULL when an outcome was already set or on
- * allocation failure (the command is then answered `retry`). */
+ * allocation failure (the command is then answered `retry`).
+ *
+ * With a database, complete outside handlers: called from inside a handler
+ * the completion would share that command's transaction, so it is refused
+ * with SAGA_ESTATE and d stays valid (complete it after the handler
+ * returned). */
 typedef struct saga_deferred saga_deferred;
 
 SAGA_API saga_deferred *saga_result_defer(saga_result *r);
