@@ -35,6 +35,41 @@ int saga__barrier_init(PGconn *db, saga_error *err)
                          err);
 }
 
+/* The barrier's statements, prepared once per connection: they run for
+ * every command, and parsing and planning them each time was most of
+ * their cost. */
+static const struct {
+    const char *name, *sql;
+    int nparams;
+} statements[] = {
+    {"saga_barrier_claim",
+     "INSERT INTO saga_barrier (saga_id, step, phase, command_id, outcome)"
+     " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+     5},
+    {"saga_barrier_lookup",
+     "SELECT outcome, reply::text FROM saga_barrier"
+     " WHERE saga_id = $1 AND step = $2 AND phase = $3",
+     3},
+    {"saga_barrier_record",
+     "UPDATE saga_barrier SET reply = $4::jsonb, outcome = $5"
+     " WHERE saga_id = $1 AND step = $2 AND phase = $3",
+     5},
+};
+
+int saga__barrier_prepare(PGconn *db, saga_error *err)
+{
+    for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {
+        PGresult *res = PQprepare(db, statements[i].name, statements[i].sql,
+                                  statements[i].nparams, NULL);
+        int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+        if (!ok)
+            return saga_error_set(err, SAGA_EDB, "preparing %s: %s", statements[i].name,
+                                  PQerrorMessage(db));
+    }
+    return SAGA_OK;
+}
+
 /* INSERT ... ON CONFLICT DO NOTHING; *inserted tells whether it was new. */
 static int claim(PGconn *db, const char *saga_id, int step, const char *phase,
                  const char *command_id, const char *outcome, int *inserted,
@@ -46,11 +81,7 @@ static int claim(PGconn *db, const char *saga_id, int step, const char *phase,
     int rc = SAGA_OK;
 
     snprintf(stepbuf, sizeof stepbuf, "%d", step);
-    res = PQexecParams(
-        db,
-        "INSERT INTO saga_barrier (saga_id, step, phase, command_id, outcome)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        5, NULL, params, NULL, NULL, 0);
+    res = PQexecPrepared(db, "saga_barrier_claim", 5, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
         rc = saga_error_set(err, SAGA_EDB, "barrier insert: %s", PQerrorMessage(db));
     else
@@ -71,10 +102,7 @@ static int lookup(PGconn *db, const char *saga_id, int step, const char *phase,
     *outcome = NULL;
     *reply = NULL;
     snprintf(stepbuf, sizeof stepbuf, "%d", step);
-    res = PQexecParams(db,
-                       "SELECT outcome, reply::text FROM saga_barrier"
-                       " WHERE saga_id = $1 AND step = $2 AND phase = $3",
-                       3, NULL, params, NULL, NULL, 0);
+    res = PQexecPrepared(db, "saga_barrier_lookup", 3, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = saga_error_set(err, SAGA_EDB, "barrier lookup: %s", PQerrorMessage(db));
     } else if (PQntuples(res) == 1) {
@@ -160,10 +188,7 @@ int saga__barrier_record(PGconn *db, const saga_command *cmd, json_t *reply,
     if (text == NULL)
         return saga_error_set(err, SAGA_ENOMEM, "out of memory");
     snprintf(stepbuf, sizeof stepbuf, "%d", cmd->step);
-    res = PQexecParams(db,
-                       "UPDATE saga_barrier SET reply = $4::jsonb, outcome = $5"
-                       " WHERE saga_id = $1 AND step = $2 AND phase = $3",
-                       5, NULL, params, NULL, NULL, 0);
+    res = PQexecPrepared(db, "saga_barrier_record", 5, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
         rc = saga_error_set(err, SAGA_EDB, "barrier record: %s", PQerrorMessage(db));
     PQclear(res);

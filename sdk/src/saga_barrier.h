@@ -17,6 +17,10 @@ typedef enum saga__barrier_verdict {
 /* Create the barrier table if missing (in the connection's search_path). */
 int saga__barrier_init(PGconn *db, saga_error *err);
 
+/* Prepare the barrier's statements on db: after connecting and after every
+ * PQreset(). */
+int saga__barrier_prepare(PGconn *db, saga_error *err);
+
 /* Inside an open transaction: classify cmd and claim its barrier row.
  * On DUPLICATE *cached is the stored reply object (caller decrefs). */
 int saga__barrier_enter(PGconn *db, const saga_command *cmd,

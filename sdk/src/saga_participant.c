@@ -208,7 +208,8 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
                                 PQerrorMessage(p->db));
             goto fail;
         }
-        if ((rc = saga__barrier_init(p->db, err)) != SAGA_OK)
+        if ((rc = saga__barrier_init(p->db, err)) != SAGA_OK ||
+            (rc = saga__barrier_prepare(p->db, err)) != SAGA_OK)
             goto fail;
     }
 
@@ -389,6 +390,16 @@ static void drop_pending(saga_participant *p, int send)
     p->npending = 0;
 }
 
+/* Reconnect after the server went away; prepared statements are per
+ * connection, so prepare them again. */
+static void db_reset(saga_participant *p)
+{
+    saga_error e = {0};
+    PQreset(p->db);
+    if (PQstatus(p->db) == CONNECTION_OK && saga__barrier_prepare(p->db, &e) != SAGA_OK)
+        warn(p, "%s", e.message);
+}
+
 static int64_t mono_ms(void)
 {
     struct timespec ts;
@@ -401,7 +412,7 @@ static void group_begin(saga_participant *p)
 {
     saga_error e = {0};
     if (PQstatus(p->db) != CONNECTION_OK)
-        PQreset(p->db);
+        db_reset(p);
     if (saga__pg_exec(p->db, "BEGIN", &e) != SAGA_OK) {
         warn(p, "%s", e.message);
         return; /* commands run in their own transactions */
@@ -435,7 +446,7 @@ static int group_end(saga_participant *p)
 static int cmd_begin(saga_participant *p, saga_error *e)
 {
     if (!p->group_open && PQstatus(p->db) != CONNECTION_OK)
-        PQreset(p->db);
+        db_reset(p);
     return saga__pg_exec(p->db, p->group_open ? "SAVEPOINT saga_cmd" : "BEGIN", e);
 }
 
@@ -796,7 +807,7 @@ static int complete(saga_participant *p, saga_deferred *d, saga_result *res)
     }
     if (p->db != NULL) {
         if (PQstatus(p->db) != CONNECTION_OK)
-            PQreset(p->db);
+            db_reset(p);
         rc = saga__pg_exec(p->db, "BEGIN", &e);
         if (rc == SAGA_OK)
             rc = saga__barrier_enter(p->db, &d->cmd, &v, &cached, &e);

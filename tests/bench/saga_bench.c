@@ -145,36 +145,39 @@ static const saga_definition *define(PGconn *db, saga_defs *defs, int steps, cha
     return out;
 }
 
-/* Start one saga, intended at t0 (ms since the epoch). */
+/* Start one saga, intended at t0 (ms since the epoch), the way services
+ * do through libsaga's client: a start request that sagad turns into the
+ * saga and its first command (in batches). */
 static int start(PGconn *db, const saga_definition *def, const opts *o, const char *pad,
                  int64_t t0, unsigned *seed)
 {
     uuid_t u;
-    char id[SAGA_ID_LEN + 1], existing[SAGA_ID_LEN + 1];
-    int existed = 0, rc, fail_at = -1;
-    saga_actions acts = {0};
-    saga_outbox sent = {0};
-    saga_store_opts so = {getenv("SAGA_TOPIC_PREFIX"), "bench"};
-    saga_event ev = {.kind = SAGA_EV_START, .now = saga_now_ms(), .random = 0.5};
-    saga_state *s;
+    char id[SAGA_ID_LEN + 1], *text;
+    int fail_at = -1, rc = SAGA_OK;
     json_t *input;
-    saga_error err = {0};
+    PGresult *r;
 
     if (o->fail_rate > 0 && (double)rand_r(seed) / RAND_MAX < o->fail_rate)
         fail_at = (int)(rand_r(seed) % (unsigned)o->steps);
     input = json_pack("{s:i, s:s, s:I}", "fail_at", fail_at, "pad", pad, "t0",
                       (json_int_t)t0);
+    text = json_dumps(input, JSON_COMPACT);
+    json_decref(input);
     uuid_generate_random(u);
     uuid_unparse_lower(u, id);
-    s = saga_state_new(def, id, input);
-    json_decref(input);
-    saga_machine_apply(s, &ev, &acts, NULL);
-    rc = saga_store_create(db, s, &acts, NULL, &so, &existed, existing, &sent, &err);
-    if (rc != SAGA_OK)
-        fprintf(stderr, "saga-bench: start: %s\n", err.message);
-    saga_actions_clear(&acts);
-    saga_outbox_clear(&sent);
-    saga_state_free(s);
+    {
+        const char *p[3] = {id, def->name, text};
+        r = PQexecParams(db,
+                         "INSERT INTO saga.start_request (id, name, input)"
+                         " VALUES ($1, $2, $3::jsonb)",
+                         3, NULL, p, NULL, NULL, 0);
+    }
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        fprintf(stderr, "saga-bench: start: %s", PQerrorMessage(db));
+        rc = SAGA_EDB;
+    }
+    PQclear(r);
+    free(text);
     return rc;
 }
 
