@@ -94,6 +94,7 @@ int example_main(const example_service *svc, int argc, char **argv)
     o.db_url = getenv("SAGA_PG_URL");
     o.topic_prefix = getenv("SAGA_TOPIC_PREFIX");
     o.instance_id = getenv("SAGA_INSTANCE_ID");
+    o.kafka_options = getenv("SAGA_KAFKA_OPTIONS");
     o.service = svc->service;
     o.db_schema = svc->schema;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
