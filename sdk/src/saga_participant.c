@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -282,6 +283,39 @@ static json_t *reply_object(const saga_command *cmd, const saga_result *r)
     return o;
 }
 
+/* Count a reply handed to Kafka by its status; cached replies carry the
+ * status they were recorded with. */
+static void count_reply(saga_participant *p, const json_t *reply)
+{
+    saga_reply_status st;
+    if (saga_reply_status_parse(json_string_value(json_object_get(reply, "status")),
+                                &st) != SAGA_OK)
+        return;
+    if (st == SAGA_REPLY_OK)
+        p->stats.replied_ok++;
+    else if (st == SAGA_REPLY_FAILED)
+        p->stats.replied_failed++;
+    else
+        p->stats.replied_retry++;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Run the handler, timing it for the stats. */
+static void call_handler(saga_participant *p, const handler *h, const saga_command *cmd,
+                         PGconn *db, saga_result *res)
+{
+    uint64_t start = now_ns();
+    h->fn(cmd, db, res, h->arg);
+    p->stats.handler_time_ns += now_ns() - start;
+    p->stats.handler_calls++;
+}
+
 static void send_reply(saga_participant *p, const saga_command *cmd, json_t *reply,
                        const rd_kafka_message_t *in)
 {
@@ -315,14 +349,15 @@ static void send_reply(saga_participant *p, const saga_command *cmd, json_t *rep
             rd_kafka_headers_destroy(hdrs);
         p->delivery_failures++;
         warn(p, "producing reply to %s: %s", cmd->reply_to, rd_kafka_err2str(e));
+        return;
     }
+    count_reply(p, reply);
 }
 
 static void run_plain(saga_participant *p, const handler *h, const saga_command *cmd,
                       saga_result *res)
 {
-    h->fn(cmd, NULL, res, h->arg);
-    (void)p;
+    call_handler(p, h, cmd, NULL, res);
 }
 
 /* The handler inside BEGIN / barrier / SAVEPOINT / COMMIT. On a database
@@ -361,7 +396,7 @@ static void run_with_barrier(saga_participant *p, const handler *h,
     case SAGA__BARRIER_PROCEED:
         if (saga__pg_exec(p->db, "SAVEPOINT saga_handler", &e) != SAGA_OK)
             goto dberr;
-        h->fn(cmd, p->db, res, h->arg);
+        call_handler(p, h, cmd, p->db, res);
         if (res->deferred != NULL) {
             /* Nothing is recorded now: completing runs the barrier. */
             saga__pg_exec(p->db, "ROLLBACK", NULL);
@@ -414,6 +449,7 @@ static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
     json_t *reply = NULL, *cached = NULL;
     const handler *h;
 
+    p->stats.received++;
     if (saga_command_decode(m->payload, m->len, &cmd, &e) != SAGA_OK) {
         p->stats.malformed++;
         warn(p, "skipped malformed command at %s[%d]@%lld: %s",
@@ -570,10 +606,15 @@ void saga_participant_stop(saga_participant *p)
         p->stop = 1;
 }
 
-void saga_participant_get_stats(const saga_participant *p, saga_participant_stats *out)
+int saga_participant_get_stats(const saga_participant *p, saga_participant_stats *out)
 {
-    if (p != NULL && out != NULL)
-        *out = p->stats;
+    if (p == NULL || out == NULL) {
+        if (out != NULL)
+            memset(out, 0, sizeof *out);
+        return SAGA_EINVAL;
+    }
+    *out = p->stats;
+    return SAGA_OK;
 }
 
 const char *saga_participant_last_warning(const saga_participant *p)
