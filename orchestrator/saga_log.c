@@ -180,12 +180,20 @@ size_t saga_log_format_line(char *buf, size_t size, saga_log_format format,
     line l = {buf, size, 0};
     char ts[48], attempt[16];
     struct tm tm;
+    size_t n;
+    int ms;
     int lv = level >= SAGA_LOG_DEBUG && level <= SAGA_LOG_ERROR ? (int)level : 3;
 
     gmtime_r(&when->tv_sec, &tm);
-    snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             when->tv_nsec / 1000000);
+    n = strftime(ts, sizeof ts - 6, "%Y-%m-%dT%H:%M:%S", &tm);
+    /* Milliseconds by hand: snprintf's %03ld cannot prove the width. */
+    ms = (int)(when->tv_nsec / 1000000 % 1000);
+    ts[n++] = '.';
+    ts[n++] = (char)('0' + ms / 100);
+    ts[n++] = (char)('0' + ms / 10 % 10);
+    ts[n++] = (char)('0' + ms % 10);
+    ts[n++] = 'Z';
+    ts[n] = '\0';
     if (msg == NULL)
         msg = "";
     if (ctx != NULL && ctx->attempt > 0)
