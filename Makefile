@@ -15,13 +15,18 @@ CC      ?= cc
 PKGS     := rdkafka jansson libpq uuid
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# libmicrohttpd serves sagad's /metrics, /healthz and /readyz; only what
+# links the orchestrator's core needs it, never libsaga.
+MHD_CFLAGS := $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
+MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wpointer-arith -Wformat=2 -Wno-format-nonliteral -Wvla -Wundef
 CFLAGS  ?= -O2 -g
 ALL_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(WARN) $(CFLAGS) \
-              -Isdk/include -Isdk/src -Iorchestrator $(PKG_CFLAGS) -MMD -MP
+              -Isdk/include -Isdk/src -Iorchestrator $(PKG_CFLAGS) $(MHD_CFLAGS) -MMD -MP
 LDLIBS  := $(PKG_LIBS) -lm -lpthread
+CORE_LDLIBS := $(MHD_LIBS) $(LDLIBS)
 
 ifeq ($(SAN),1)
 ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -81,15 +86,15 @@ $(LIBCORE_A): $(CORE_OBJ)
 
 $(BUILD)/bin/sagad: $(BUILD)/orchestrator/sagad_main.o $(LIBCORE_A) $(LIBSAGA_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
 
 $(BUILD)/bin/sagactl: $(SAGACTL_SRC:%.c=$(BUILD)/%.o) $(LIBCORE_A) $(LIBSAGA_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
 
 $(BUILD)/bin/saga-bench: $(BUILD)/tests/bench/saga_bench.o $(LIBCORE_A) $(LIBSAGA_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
 
 $(BUILD)/bin/%-service: $(BUILD)/examples/%_service.o $(BUILD)/examples/example_common.o $(LIBSAGA_A)
 	@mkdir -p $(dir $@)
@@ -97,13 +102,13 @@ $(BUILD)/bin/%-service: $(BUILD)/examples/%_service.o $(BUILD)/examples/example_
 
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(LIBCORE_A) $(LIBSAGA_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS) -lcmocka
 
 $(BUILD)/tests/%: $(BUILD)/tests/integration/%.o $(BUILD)/tests/integration/harness.o \
                   $(BUILD)/tests/integration/order_workload.o \
                   $(LIBCORE_A) $(LIBSAGA_A)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS) -lcmocka
 
 deps:
 	@scripts/install-deps

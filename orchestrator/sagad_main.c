@@ -31,6 +31,8 @@ static void usage(FILE *out)
         "  --definitions DIR   folder of saga definitions, *.json (default ./sagas)\n"
         "  --prefix P          topic prefix (default $SAGA_TOPIC_PREFIX, else saga.)\n"
         "  --log-level L       debug, info, warn, error (default info)\n"
+        "  --log-format F      human, json, or auto: human on a terminal, else JSON\n"
+        "                      lines (default $SAGA_LOG_FORMAT, else auto)\n"
         "  --instance-id ID    stable id of this sagad (default $SAGA_INSTANCE_ID): a\n"
         "                      restart with the same id resumes consuming at once\n"
         "                      (Kafka static membership); unique per running sagad\n"
@@ -113,6 +115,7 @@ int main(int argc, char **argv)
                                          {"definitions", required_argument, 0, 'D'},
                                          {"prefix", required_argument, 0, 'p'},
                                          {"log-level", required_argument, 0, 'l'},
+                                         {"log-format", required_argument, 0, 'F'},
                                          {"instance-id", required_argument, 0, 'i'},
                                          {"name", required_argument, 0, 'n'},
                                          {"outbox-lease", required_argument, 0, 'L'},
@@ -133,6 +136,15 @@ int main(int argc, char **argv)
     cfg.instance_id = getenv("SAGA_INSTANCE_ID");
     cfg.name = getenv("SAGA_NAME");
     cfg.kafka_options = getenv("SAGA_KAFKA_OPTIONS");
+    if (getenv("SAGA_LOG_FORMAT") != NULL && *getenv("SAGA_LOG_FORMAT") != '\0') {
+        if (saga_log_parse_format(getenv("SAGA_LOG_FORMAT")) < 0) {
+            fprintf(stderr, "sagad: SAGA_LOG_FORMAT: unknown format \"%s\"\n",
+                    getenv("SAGA_LOG_FORMAT"));
+            return 2;
+        }
+        saga_log_set_format(
+            (saga_log_format)saga_log_parse_format(getenv("SAGA_LOG_FORMAT")));
+    }
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'd':
@@ -153,6 +165,13 @@ int main(int argc, char **argv)
                 return 2;
             }
             saga_log_set_level((saga_log_level)saga_log_parse_level(optarg));
+            break;
+        case 'F':
+            if (saga_log_parse_format(optarg) < 0) {
+                fprintf(stderr, "sagad: --log-format: unknown format \"%s\"\n", optarg);
+                return 2;
+            }
+            saga_log_set_format((saga_log_format)saga_log_parse_format(optarg));
             break;
         case 'i':
             cfg.instance_id = optarg;

@@ -136,6 +136,28 @@ int saga__kafka_consumer_new(const char *brokers, const char *client_id,
     return SAGA_OK;
 }
 
+/* Do all n topics exist already? Then no CreateTopics is needed, which
+ * matters where the client has no ACL to create topics (and for
+ * librdkafka's mock cluster, which has no controller to ask). Any doubt
+ * (metadata failing) answers no, and creation is attempted as before. */
+static int topics_exist(rd_kafka_t *rk, const char *const *topics, int n, int timeout_ms)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    int found = 0;
+    if (rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms < 5000 ? timeout_ms : 5000) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 0;
+    for (int i = 0; i < n; i++)
+        for (int t = 0; t < md->topic_cnt; t++)
+            if (strcmp(md->topics[t].topic, topics[i]) == 0 &&
+                md->topics[t].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                found++;
+                break;
+            }
+    rd_kafka_metadata_destroy(md);
+    return found == n;
+}
+
 int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n,
                               int partitions, int timeout_ms, saga_error *err)
 {
@@ -154,6 +176,8 @@ int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n,
     if (n > 64)
         return saga_error_set(err, SAGA_EINVAL, "too many topics (%d) to create at once",
                               n);
+    if (topics_exist(rk, topics, n, timeout_ms))
+        return SAGA_OK;
     for (int i = 0; i < n; i++) {
         nt[i] = rd_kafka_NewTopic_new(topics[i], partitions, 1, errstr, sizeof errstr);
         if (nt[i] == NULL) {

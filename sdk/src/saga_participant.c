@@ -325,6 +325,39 @@ static void produce_reply(saga_participant *p, const char *topic, const char *ke
 }
 
 /* Send reply now, or after the open group's COMMIT. */
+/* Count a reply handed to Kafka by its status; cached replies carry the
+ * status they were recorded with. */
+static void count_reply(saga_participant *p, const json_t *reply)
+{
+    saga_reply_status st;
+    if (saga_reply_status_parse(json_string_value(json_object_get(reply, "status")),
+                                &st) != SAGA_OK)
+        return;
+    if (st == SAGA_REPLY_OK)
+        p->stats.replied_ok++;
+    else if (st == SAGA_REPLY_FAILED)
+        p->stats.replied_failed++;
+    else
+        p->stats.replied_retry++;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Run the handler, timing it for the stats. */
+static void call_handler(saga_participant *p, const handler *h, const saga_command *cmd,
+                         PGconn *db, saga_result *res)
+{
+    uint64_t start = now_ns();
+    h->fn(cmd, db, res, h->arg);
+    p->stats.handler_time_ns += now_ns() - start;
+    p->stats.handler_calls++;
+}
+
 static void send_reply(saga_participant *p, const saga_command *cmd, json_t *reply,
                        const rd_kafka_message_t *in)
 {
@@ -340,6 +373,7 @@ static void send_reply(saga_participant *p, const saga_command *cmd, json_t *rep
         p->delivery_failures++;
         return;
     }
+    count_reply(p, reply);
     if (in == NULL || rd_kafka_message_headers(in, &inh) != RD_KAFKA_RESP_ERR_NO_ERROR ||
         rd_kafka_header_get_last(inh, "traceparent", &tp, &tplen) !=
             RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -472,8 +506,7 @@ static void cmd_rollback(saga_participant *p)
 static void run_plain(saga_participant *p, const handler *h, const saga_command *cmd,
                       saga_result *res)
 {
-    h->fn(cmd, NULL, res, h->arg);
-    (void)p;
+    call_handler(p, h, cmd, NULL, res);
 }
 
 /* The handler inside BEGIN / barrier / SAVEPOINT / COMMIT. On a database
@@ -511,7 +544,7 @@ static void run_with_barrier(saga_participant *p, const handler *h,
         if (saga__pg_exec(p->db, "SAVEPOINT saga_handler", &e) != SAGA_OK)
             goto dberr;
         p->in_handler = 1;
-        h->fn(cmd, p->db, res, h->arg);
+        call_handler(p, h, cmd, p->db, res);
         p->in_handler = 0;
         if (res->deferred != NULL) {
             /* Nothing is recorded now: completing runs the barrier. */
@@ -565,6 +598,7 @@ static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
     json_t *reply = NULL, *cached = NULL;
     const handler *h;
 
+    p->stats.received++;
     if (saga_command_decode(m->payload, m->len, &cmd, &e) != SAGA_OK) {
         p->stats.malformed++;
         warn(p, "skipped malformed command at %s[%d]@%lld: %s",
@@ -740,10 +774,15 @@ void saga_participant_stop(saga_participant *p)
         p->stop = 1;
 }
 
-void saga_participant_get_stats(const saga_participant *p, saga_participant_stats *out)
+int saga_participant_get_stats(const saga_participant *p, saga_participant_stats *out)
 {
-    if (p != NULL && out != NULL)
-        *out = p->stats;
+    if (p == NULL || out == NULL) {
+        if (out != NULL)
+            memset(out, 0, sizeof *out);
+        return SAGA_EINVAL;
+    }
+    *out = p->stats;
+    return SAGA_OK;
 }
 
 const char *saga_participant_last_warning(const saga_participant *p)

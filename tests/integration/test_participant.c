@@ -288,8 +288,12 @@ static void test_duplicate_gets_cached_reply_without_second_effect(void **state)
     assert_int_equal(r2.status, SAGA_REPLY_OK);
     assert_true(json_equal(r1.output, r2.output)); /* the same answer */
     assert_int_equal(r2.attempt, 2);               /* to the attempt asked */
-    saga_participant_get_stats(part, &st);
+    assert_int_equal(saga_participant_get_stats(part, &st), SAGA_OK);
     assert_true(st.duplicates >= 1);
+    /* Both were received and answered ok; only the first ran the handler. */
+    assert_true(st.received >= 2);
+    assert_true(st.replied_ok >= 2);
+    assert_true(st.handler_calls >= 1 && st.handler_calls < st.received);
     saga_reply_clear(&r1);
     saga_reply_clear(&r2);
 }

@@ -40,7 +40,7 @@ set -e
 mkdir "$work/defs"
 cp "$work/bad.json" "$work/defs/"
 set +e
-SAGA_PG_URL=postgresql://nobody@127.0.0.1:1/x SAGA_KAFKA_BROKERS=127.0.0.1:1 \
+SAGA_PG_URL=postgresql://nobody@127.0.0.1:1/x SAGA_KAFKA_BROKERS=127.0.0.1:1 SAGA_LOG_FORMAT=human \
     "$bin/sagad" --definitions "$work/defs" 2>"$work/sagad.out"
 rc=$?
 set -e

@@ -46,7 +46,7 @@ static void test_participant_misuse(void **state)
     assert_int_equal(saga_participant_run(NULL, &err), SAGA_EINVAL);
     assert_int_equal(saga_participant_fd(NULL), -1);
     saga_participant_stop(NULL);
-    saga_participant_get_stats(NULL, &st);
+    assert_int_equal(saga_participant_get_stats(NULL, &st), SAGA_EINVAL);
     assert_string_equal(saga_participant_last_warning(NULL), "");
     saga_participant_free(NULL);
 }

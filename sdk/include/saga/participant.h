@@ -92,7 +92,9 @@ SAGA_API int saga_participant_run(saga_participant *p, saga_error *err);
 /* Ask run() to return after the current batch. Async-signal-safe. */
 SAGA_API void saga_participant_stop(saga_participant *p);
 
-/* Counters since creation. */
+/* Counters since creation, for a service's own metrics and logs.
+ * New fields are appended at the end (callers compile against the size
+ * they see; recompile after upgrading libsaga 0.x). */
 typedef struct saga_participant_stats {
     uint64_t handled;    /* handler calls that produced a reply */
     uint64_t duplicates; /* commands answered from the barrier's cache */
@@ -102,10 +104,25 @@ typedef struct saga_participant_stats {
     uint64_t unknown_action;  /* commands with no registered handler */
     uint64_t deferred;        /* replies deferred by handlers */
     uint64_t results_ignored; /* outcomes set after the first, ignored */
+    uint64_t received;        /* messages consumed from the command topic */
+    /* Replies handed to Kafka, by status: fresh, cached (duplicates) and
+     * deferred ones alike. A reply whose delivery fails is redelivered and
+     * counted again. */
+    uint64_t replied_ok;
+    uint64_t replied_failed;
+    uint64_t replied_retry;
+    /* Handler calls timed (monotonic clock) and their total duration; the
+     * mean is handler_time_ns / handler_calls. Barrier and reply time are
+     * not included. */
+    uint64_t handler_calls;
+    uint64_t handler_time_ns;
 } saga_participant_stats;
 
-SAGA_API void saga_participant_get_stats(const saga_participant *p,
-                                         saga_participant_stats *out);
+/* Copy the counters of p into *out. Call from the polling thread (the
+ * counters are not synchronised). Returns SAGA_OK, or SAGA_EINVAL when p
+ * or out is NULL (then *out, if given, is zeroed). */
+SAGA_API int saga_participant_get_stats(const saga_participant *p,
+                                        saga_participant_stats *out);
 
 /* The text of the last non-fatal problem (a malformed message skipped, a
  * failed handler transaction); "" if none. Valid until the next poll. */

@@ -21,5 +21,6 @@
 #include "saga/participant.h"
 #include "saga/client.h"
 #include "saga/builder.h"
+#include "saga/trace.h"
 
 #endif

@@ -1,0 +1,260 @@
+/* saga_http.c - /metrics, /healthz and /readyz on libmicrohttpd. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <microhttpd.h>
+
+#include "saga_http.h"
+
+#define METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"
+#define TEXT_TYPE    "text/plain; charset=utf-8"
+
+struct saga_http {
+    struct MHD_Daemon *daemon;
+    saga_http_config cfg;
+    int port;
+};
+
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned int status,
+                             const char *type, char *body, size_t len, int owned)
+{
+    struct MHD_Response *r;
+    enum MHD_Result rc;
+    r = MHD_create_response_from_buffer(
+        len, body, owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_MUST_COPY);
+    if (r == NULL) {
+        if (owned)
+            free(body);
+        return MHD_NO; /* MHD closes the connection */
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    /* Health answers change from one second to the next. */
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    rc = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
+static enum MHD_Result text(struct MHD_Connection *c, unsigned int status,
+                            const char *body)
+{
+    return reply(c, status, TEXT_TYPE, (char *)body, strlen(body), 0);
+}
+
+static enum MHD_Result check(struct MHD_Connection *c, saga_http_check_fn fn, void *arg)
+{
+    char reason[256] = "", body[300];
+    if (fn == NULL || fn(arg, reason, sizeof reason))
+        return text(c, MHD_HTTP_OK, "ok\n");
+    reason[sizeof reason - 1] = '\0';
+    snprintf(body, sizeof body, "%s\n", reason[0] ? reason : "not ok");
+    return text(c, MHD_HTTP_SERVICE_UNAVAILABLE, body);
+}
+
+static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *url,
+                             const char *method, const char *version,
+                             const char *upload_data, size_t *upload_data_size,
+                             void **con_cls)
+{
+    saga_http *h = cls;
+    (void)version;
+    (void)upload_data;
+    /* The first call for a request only announces its headers; answering
+     * then would be premature when a body follows. */
+    if (*con_cls == NULL) {
+        *con_cls = h;
+        return MHD_YES;
+    }
+    if (*upload_data_size != 0) {
+        *upload_data_size = 0; /* a body is read and ignored */
+        return MHD_YES;
+    }
+    if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
+        strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+        return text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+    if (strcmp(url, "/metrics") == 0) {
+        char *buf = NULL;
+        size_t cap = 0, len = 0;
+        if (h->cfg.metrics == NULL)
+            return reply(c, MHD_HTTP_OK, METRICS_TYPE, (char *)"", 0, 0);
+        if (saga_metrics_render(h->cfg.metrics, &buf, &cap, &len) != SAGA_OK) {
+            free(buf);
+            return text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+        }
+        return reply(c, MHD_HTTP_OK, METRICS_TYPE, buf, len, 1);
+    }
+    if (strcmp(url, "/healthz") == 0)
+        return check(c, h->cfg.healthy, h->cfg.healthy_arg);
+    if (strcmp(url, "/readyz") == 0)
+        return check(c, h->cfg.ready, h->cfg.ready_arg);
+    return text(c, MHD_HTTP_NOT_FOUND, "not found\n");
+}
+
+int saga_http_start(const saga_http_config *cfg, saga_http **out, saga_error *err)
+{
+    saga_http *h;
+    struct sockaddr_storage ss;
+    const char *addr;
+    const union MHD_DaemonInfo *info;
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO;
+
+    if (out == NULL || cfg == NULL)
+        return saga_error_set(err, SAGA_EINVAL, "http: no configuration");
+    *out = NULL;
+    if (cfg->port < 0 || cfg->port > 65535)
+        return saga_error_set(err, SAGA_EINVAL, "http: port %d is out of range",
+                              cfg->port);
+    addr = cfg->address != NULL && *cfg->address ? cfg->address : "127.0.0.1";
+    memset(&ss, 0, sizeof ss);
+    {
+        struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+        struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+        if (inet_pton(AF_INET, addr, &v4->sin_addr) == 1) {
+            v4->sin_family = AF_INET;
+            v4->sin_port = htons((uint16_t)cfg->port);
+        } else if (inet_pton(AF_INET6, addr, &v6->sin6_addr) == 1) {
+            v6->sin6_family = AF_INET6;
+            v6->sin6_port = htons((uint16_t)cfg->port);
+            flags |= MHD_USE_IPv6;
+        } else {
+            return saga_error_set(err, SAGA_EINVAL,
+                                  "http: \"%s\" is not a numeric IPv4 or IPv6 address",
+                                  addr);
+        }
+    }
+    if ((h = calloc(1, sizeof *h)) == NULL)
+        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+    h->cfg = *cfg;
+    h->cfg.address = NULL; /* not kept: the caller's string may go */
+    h->daemon = MHD_start_daemon(
+        flags, (uint16_t)cfg->port, NULL, NULL, serve, h, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)32,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10, MHD_OPTION_END);
+    if (h->daemon == NULL) {
+        free(h);
+        return saga_error_set(err, SAGA_EIO,
+                              "http: cannot listen on %s port %d (in use, or not an "
+                              "address of this host)",
+                              addr, cfg->port);
+    }
+    info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = info != NULL ? info->port : cfg->port;
+    *out = h;
+    return SAGA_OK;
+}
+
+int saga_http_port(const saga_http *h)
+{
+    return h != NULL ? h->port : -1;
+}
+
+void saga_http_stop(saga_http *h)
+{
+    if (h == NULL)
+        return;
+    MHD_stop_daemon(h->daemon);
+    free(h);
+}
+
+/* ---- health ---- */
+
+int saga_health_init(saga_health *h, int64_t max_tick_age_ms)
+{
+    memset(h, 0, sizeof *h);
+    if (pthread_mutex_init(&h->lock, NULL) != 0)
+        return SAGA_ENOMEM;
+    h->max_tick_age_ms = max_tick_age_ms > 0 ? max_tick_age_ms : 30000;
+    snprintf(h->db_reason, sizeof h->db_reason, "database not connected yet");
+    snprintf(h->broker_reason, sizeof h->broker_reason, "broker not connected yet");
+    return SAGA_OK;
+}
+
+void saga_health_cleanup(saga_health *h)
+{
+    if (h != NULL)
+        pthread_mutex_destroy(&h->lock);
+}
+
+void saga_health_tick(saga_health *h, int64_t now_ms)
+{
+    pthread_mutex_lock(&h->lock);
+    h->last_tick_ms = now_ms;
+    pthread_mutex_unlock(&h->lock);
+}
+
+static void set_dep(saga_health *h, int *flag, char *dst, size_t size, int ok,
+                    const char *reason)
+{
+    pthread_mutex_lock(&h->lock);
+    *flag = ok != 0;
+    snprintf(dst, size, "%s", ok || reason == NULL ? "" : reason);
+    pthread_mutex_unlock(&h->lock);
+}
+
+void saga_health_set_db(saga_health *h, int ok, const char *reason)
+{
+    set_dep(h, &h->db_ok, h->db_reason, sizeof h->db_reason, ok,
+            reason ? reason : "database unreachable");
+}
+
+void saga_health_set_broker(saga_health *h, int ok, const char *reason)
+{
+    set_dep(h, &h->broker_ok, h->broker_reason, sizeof h->broker_reason, ok,
+            reason ? reason : "broker unreachable");
+}
+
+int saga_health_is_live(saga_health *h, int64_t now_ms, char *reason, size_t size)
+{
+    int64_t last, max;
+    pthread_mutex_lock(&h->lock);
+    last = h->last_tick_ms;
+    max = h->max_tick_age_ms;
+    pthread_mutex_unlock(&h->lock);
+    if (last == 0) {
+        snprintf(reason, size, "engine loop has not started");
+        return 0;
+    }
+    if (now_ms - last > max) {
+        snprintf(reason, size, "engine loop last ticked %lld ms ago (limit %lld ms)",
+                 (long long)(now_ms - last), (long long)max);
+        return 0;
+    }
+    return 1;
+}
+
+int saga_health_is_ready(saga_health *h, char *reason, size_t size)
+{
+    int ok;
+    pthread_mutex_lock(&h->lock);
+    ok = h->db_ok && h->broker_ok;
+    if (!h->db_ok && !h->broker_ok)
+        snprintf(reason, size, "%s; %s", h->db_reason, h->broker_reason);
+    else if (!ok)
+        snprintf(reason, size, "%s", h->db_ok ? h->broker_reason : h->db_reason);
+    pthread_mutex_unlock(&h->lock);
+    return ok;
+}
+
+int64_t saga_health_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int saga_health_check_live(void *arg, char *reason, size_t size)
+{
+    return saga_health_is_live(arg, saga_health_now_ms(), reason, size);
+}
+
+int saga_health_check_ready(void *arg, char *reason, size_t size)
+{
+    return saga_health_is_ready(arg, reason, size);
+}
