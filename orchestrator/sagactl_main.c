@@ -669,7 +669,10 @@ static void usage(FILE *out)
         "  start NAME [--input JSON] [--key K] start a saga, print its id\n"
         "  migrate [--dir DIR]                 apply pending schema migrations\n"
         "  validate FILE...                    check definition files\n"
-        "  defs deploy FILE... | list | show NAME [--version N]   stored definitions\n\n"
+        "  defs deploy FILE... | list | show NAME [--version N]   stored definitions\n"
+        "Keeping history:\n"
+        "  purge --older-than DUR [--status S] [--batch N] [--archive FILE] [--dry-run]\n"
+        "                                      delete finished sagas by age\n\n"
         "Options:\n"
         "  --db URL    PostgreSQL (default $SAGA_PG_URL)\n"
         "  --json      machine-readable output (every command that reads)\n"
@@ -727,6 +730,8 @@ int main(int argc, char **argv)
         return cmd_wait(argc, argv);
     if (strcmp(argv[0], "validate") == 0)
         return cmd_validate(argc, argv);
+    if (strcmp(argv[0], "purge") == 0)
+        return cmd_purge(argc, argv);
     die_usage("unknown command \"%s\"", argv[0]);
     return EXIT_USAGE;
 }
