@@ -45,18 +45,20 @@ SELECT gen_random_uuid(),
        created_at, created_at + (1 + g % 30) * interval '1 second'
 FROM gen;
 
--- Sagas still going or stuck: recent running and compensating ones, failed
+-- Sagas still going or stuck: running and compensating ones that moved in
+-- the last few minutes (1 in 50 idle for up to an hour: stuck), and failed
 -- ones of every age (purge must leave all of them alone).
 INSERT INTO saga.saga (id, name, version, status, cursor_step, input, created_at,
                        updated_at, wake_at)
 SELECT gen_random_uuid(), 'flow_' || lpad((1 + g % 12)::text, 2, '0'), 1,
        CASE WHEN g % 5 = 0 THEN 'failed' WHEN g % 5 = 1 THEN 'compensating' ELSE 'running' END,
        g % 4, jsonb_build_object('customer_id', 'c' || g, 'amount', g),
-       c, c + interval '2 seconds',
+       u - interval '2 seconds', u,
        CASE WHEN g % 5 <> 0 THEN now() + interval '30 seconds' END
 FROM generate_series(1, :active) g,
      LATERAL (SELECT CASE WHEN g % 5 = 0 THEN now() - (g % 200) * interval '1 day'
-                          ELSE now() - (g % 3600) * interval '1 second' END AS c) t;
+                          WHEN g % 50 = 1 THEN now() - (600 + g % 3000) * interval '1 second'
+                          ELSE now() - (g % 240) * interval '1 second' END AS u) t;
 
 ANALYZE saga.saga;
 
