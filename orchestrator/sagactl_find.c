@@ -115,14 +115,18 @@ int cmd_stuck(int argc, char **argv)
     }
 }
 
+/* Counting a million sagas cannot be made cheap with an index: it is one
+ * pass over the table (or over saga_name_status_created_idx). So it is done
+ * once, by (name, status), and the totals by status are summed from that
+ * instead of a second pass. The rates read index ranges only: the started
+ * ones saga_created_idx, the finished ones saga_status_idx. */
 static const char stats_sql[] =
-    "SELECT json_build_object("
+    "WITH c AS (SELECT name, status, count(*) AS n FROM saga.saga GROUP BY name, status)"
+    " SELECT json_build_object("
     " 'by_status', coalesce((SELECT json_object_agg(status, n) FROM"
-    "  (SELECT status, count(*) AS n FROM saga.saga GROUP BY status) a), '{}'),"
-    " 'by_definition', coalesce((SELECT json_object_agg(name, st) FROM"
-    "  (SELECT name, json_object_agg(status, n) AS st FROM"
-    "   (SELECT name, status, count(*) AS n FROM saga.saga GROUP BY name, status) b"
-    "   GROUP BY name) c), '{}'),"
+    "  (SELECT status, sum(n)::bigint AS n FROM c GROUP BY status) a), '{}'),"
+    " 'by_definition', coalesce((SELECT json_object_agg(name, st ORDER BY name) FROM"
+    "  (SELECT name, json_object_agg(status, n) AS st FROM c GROUP BY name) b), '{}'),"
     " 'started', json_build_object("
     "  'last_minute', (SELECT count(*) FROM saga.saga"
     "   WHERE created_at > now() - interval '1 minute'),"
@@ -135,7 +139,7 @@ static const char stats_sql[] =
     "  'last_hour', (SELECT count(*) FROM saga.saga WHERE status IN"
     "   ('completed', 'compensated', 'resolved') AND updated_at > now() - interval '1 "
     "hour')),"
-    " 'failed', (SELECT count(*) FROM saga.saga WHERE status = 'failed'))";
+    " 'failed', coalesce((SELECT sum(n)::bigint FROM c WHERE status = 'failed'), 0))";
 
 int cmd_stats(int argc, char **argv)
 {

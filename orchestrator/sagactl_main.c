@@ -279,18 +279,26 @@ static int cmd_start(int argc, char **argv)
 
 /* ---- list ---- */
 
-/* $1 status, $2 name, $3 limit, $4 started within ms, $5 started before ms. */
+/* $1 status, $2 name, $3 limit, $4 started within ms, $5 started before ms.
+ * One index range per status, newest first, each stopping after $3 rows,
+ * then merged: (status, created_at) or (name, status, created_at) answers
+ * every filter without sorting all matches, however rare the combination. */
 static const char list_sql[] =
-    "SELECT coalesce(json_agg(x ORDER BY x.created_at DESC), '[]') FROM ("
-    " SELECT s.id, s.name, s.version, s.status, s.cursor_step AS step,"
-    "  st.name AS step_name, saga.iso(s.created_at) AS created_at,"
-    "  saga.iso(s.updated_at) AS updated_at,"
-    "  round(extract(epoch FROM now() - s.updated_at)::numeric, 3) AS idle_seconds"
-    " FROM saga.saga s LEFT JOIN saga.saga_step st"
-    "  ON st.saga_id = s.id AND st.idx = s.cursor_step"
-    " WHERE ($1::text IS NULL OR s.status = $1) AND ($2::text IS NULL OR s.name = $2)"
+    "SELECT coalesce(json_agg(x.j ORDER BY x.ts DESC), '[]') FROM ("
+    " SELECT json_build_object('id', s.id, 'name', s.name, 'version', s.version,"
+    "  'status', s.status, 'step', s.cursor_step, 'step_name', st.name,"
+    "  'created_at', saga.iso(s.created_at), 'updated_at', saga.iso(s.updated_at),"
+    "  'idle_seconds', round(extract(epoch FROM now() - s.updated_at)::numeric, 3)) AS j,"
+    "  s.created_at AS ts"
+    " FROM unnest(CASE WHEN $1::text IS NULL THEN ARRAY['running', 'compensating',"
+    "   'completed', 'compensated', 'failed', 'resolved'] ELSE ARRAY[$1::text] END) "
+    "f(status),"
+    " LATERAL (SELECT * FROM saga.saga s WHERE s.status = f.status"
+    "  AND ($2::text IS NULL OR s.name = $2)"
     "  AND ($4::bigint IS NULL OR s.created_at >= now() - $4::bigint * interval '1 ms')"
     "  AND ($5::bigint IS NULL OR s.created_at < now() - $5::bigint * interval '1 ms')"
+    "  ORDER BY s.created_at DESC LIMIT $3::int) s"
+    " LEFT JOIN saga.saga_step st ON st.saga_id = s.id AND st.idx = s.cursor_step"
     " ORDER BY s.created_at DESC LIMIT $3::int) x";
 
 static int cmd_list(int argc, char **argv)
@@ -669,7 +677,10 @@ static void usage(FILE *out)
         "  start NAME [--input JSON] [--key K] start a saga, print its id\n"
         "  migrate [--dir DIR]                 apply pending schema migrations\n"
         "  validate FILE...                    check definition files\n"
-        "  defs deploy FILE... | list | show NAME [--version N]   stored definitions\n\n"
+        "  defs deploy FILE... | list | show NAME [--version N]   stored definitions\n"
+        "Keeping history:\n"
+        "  purge --older-than DUR [--status S] [--batch N] [--archive FILE] [--dry-run]\n"
+        "                                      delete finished sagas by age\n\n"
         "Options:\n"
         "  --db URL    PostgreSQL (default $SAGA_PG_URL)\n"
         "  --json      machine-readable output (every command that reads)\n"
@@ -727,6 +738,8 @@ int main(int argc, char **argv)
         return cmd_wait(argc, argv);
     if (strcmp(argv[0], "validate") == 0)
         return cmd_validate(argc, argv);
+    if (strcmp(argv[0], "purge") == 0)
+        return cmd_purge(argc, argv);
     die_usage("unknown command \"%s\"", argv[0]);
     return EXIT_USAGE;
 }
