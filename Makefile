@@ -46,7 +46,7 @@ LIBCORE_A  := $(BUILD)/lib/libsagacore.a
 
 BINS := $(BUILD)/bin/sagad $(BUILD)/bin/sagactl \
         $(BUILD)/bin/order-service $(BUILD)/bin/payment-service $(BUILD)/bin/inventory-service \
-        $(BUILD)/bin/bench-service $(BUILD)/bin/saga-bench
+        $(BUILD)/bin/bench-service $(BUILD)/bin/saga-bench $(BUILD)/bin/bare-pipeline
 
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -95,6 +95,10 @@ $(BUILD)/bin/sagactl: $(SAGACTL_SRC:%.c=$(BUILD)/%.o) $(LIBCORE_A) $(LIBSAGA_A)
 $(BUILD)/bin/saga-bench: $(BUILD)/tests/bench/saga_bench.o $(LIBCORE_A) $(LIBSAGA_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
+
+$(BUILD)/bin/bare-pipeline: $(BUILD)/tests/bench/bare_pipeline.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ -lrdkafka -lpq -lpthread
 
 $(BUILD)/bin/%-service: $(BUILD)/examples/%_service.o $(BUILD)/examples/example_common.o $(LIBSAGA_A)
 	@mkdir -p $(dir $@)
