@@ -126,10 +126,20 @@ check: deps
 	scripts/fuzz 10
 	scripts/run-tests build/san
 
-# Throughput and latency figures (scripts/bench; BENCH_* settings there).
+# Throughput and latency figures (scripts/bench; BENCH_* settings there),
+# then sagactl against a million finished sagas unless BENCH_HISTORY=0.
+BENCH_HISTORY ?= 1
 bench: deps
 	$(MAKE) --no-print-directory all
 	scripts/with-services scripts/bench $(BUILD)
+	@if [ "$(BENCH_HISTORY)" != 0 ]; then scripts/with-services scripts/bench-history $(BUILD); fi
+
+# sagactl list/stuck/show/history/stats and purge with a million finished
+# sagas (scripts/bench-history; HISTORY_* settings there).
+.PHONY: bench-history
+bench-history: deps
+	$(MAKE) --no-print-directory all
+	scripts/with-services scripts/bench-history $(BUILD)
 
 # The libFuzzer targets (definitions, protocol) for FUZZ_SECONDS each.
 fuzz: deps
