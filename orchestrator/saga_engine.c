@@ -238,29 +238,40 @@ static void forget_delivered(saga_engine *e)
     e->ndelivered = 0;
 }
 
-/* Send what the outbox holds that nobody else is sending. Returns how many
- * rows were claimed. */
-static int scan_outbox(saga_engine *e)
+/* Send what the outbox holds that nobody else is sending, page by page
+ * (a cursor on the id, so rows still waiting for Kafka's confirmation are
+ * not claimed again and again). */
+static void scan_outbox(saga_engine *e)
 {
-    saga_outbox o = {0};
-    saga_error err = {0};
-    int n;
+    int64_t after = 0;
+    int total = 0;
     if (ensure_db(e) != 0)
-        return 0;
-    if (saga_store_outbox_claim(e->db, e->owner, e->cfg.outbox_lease_s, !e->reclaimed,
-                                OUTBOX_SCAN_LIMIT, &o, &err) != SAGA_OK) {
-        saga_log(SAGA_LOG_WARN, "%s", err.message);
-    } else {
-        if (!e->reclaimed && o.n > 0)
-            saga_log(SAGA_LOG_INFO,
-                     "%d command(s) committed but not confirmed sent: sending", o.n);
-        /* Our own rows may fill more than one page. */
-        e->reclaimed = o.n < OUTBOX_SCAN_LIMIT;
+        return;
+    while (!e->stop) {
+        saga_outbox o = {0};
+        saga_error err = {0};
+        int n;
+        if (saga_store_outbox_claim(e->db, e->owner, e->cfg.outbox_lease_s, !e->reclaimed,
+                                    after, OUTBOX_SCAN_LIMIT, &o, &err) != SAGA_OK) {
+            saga_log(SAGA_LOG_WARN, "%s", err.message);
+            saga_outbox_clear(&o);
+            return;
+        }
         produce(e, &o);
+        n = o.n;
+        for (int i = 0; i < o.n; i++)
+            if (o.items[i].id > after)
+                after = o.items[i].id;
+        saga_outbox_clear(&o);
+        total += n;
+        rd_kafka_poll(e->producer, 0);
+        if (n < OUTBOX_SCAN_LIMIT)
+            break;
     }
-    n = o.n;
-    saga_outbox_clear(&o);
-    return n;
+    if (!e->reclaimed && total > 0)
+        saga_log(SAGA_LOG_INFO, "%d command(s) committed but not confirmed sent: sent",
+                 total);
+    e->reclaimed = 1;
 }
 
 /* Count and log an event the machine did not apply. */
@@ -677,8 +688,7 @@ int saga_engine_run(saga_engine *e, saga_error *err)
         if (now >= next_scan) {
             while (process_start_requests(e) == START_BATCH && !e->stop)
                 ;
-            while (scan_outbox(e) == OUTBOX_SCAN_LIMIT && !e->stop)
-                rd_kafka_poll(e->producer, 0);
+            scan_outbox(e);
             next_scan = now + OUTBOX_SCAN_MS;
         }
         rd_kafka_poll(e->producer, 0);

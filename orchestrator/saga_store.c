@@ -267,22 +267,23 @@ int saga_outbox_push(saga_outbox *o, int64_t id, const char *topic, const char *
 }
 
 int saga_store_outbox_claim(PGconn *db, const char *owner, int lease_s, int mine,
-                            int limit, saga_outbox *out, saga_error *err)
+                            int64_t after, int limit, saga_outbox *out, saga_error *err)
 {
-    char lbuf[16], sbuf[16];
-    const char *p[4] = {owner, sbuf, lbuf, mine ? "t" : "f"};
+    char lbuf[16], sbuf[16], abuf[24];
+    const char *p[5] = {owner, sbuf, lbuf, mine ? "t" : "f", abuf};
     PGresult *r;
     snprintf(lbuf, sizeof lbuf, "%d", limit);
     snprintf(sbuf, sizeof sbuf, "%d", lease_s);
+    snprintf(abuf, sizeof abuf, "%lld", (long long)after);
     r = q(db,
           "WITH c AS (SELECT id FROM saga.outbox"
-          "   WHERE claimed_until IS NULL OR claimed_until < now()"
-          "      OR ($4::bool AND claimed_by = $1)"
+          "   WHERE id > $5::bigint AND (claimed_until IS NULL OR claimed_until < now()"
+          "      OR ($4::bool AND claimed_by = $1))"
           "   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)"
           " UPDATE saga.outbox o SET claimed_by = $1,"
           "   claimed_until = now() + make_interval(secs => $2::int)"
           " FROM c WHERE o.id = c.id RETURNING o.id, o.topic, o.msg_key, o.payload",
-          4, p, PGRES_TUPLES_OK, "claiming outbox rows", err);
+          5, p, PGRES_TUPLES_OK, "claiming outbox rows", err);
     if (r == NULL)
         return SAGA_EDB;
     for (int i = 0; i < PQntuples(r); i++) {

@@ -59,9 +59,10 @@ int saga_outbox_push(saga_outbox *o, int64_t id, const char *topic, const char *
  * nobody holds, rows whose holder's lease ran out (an instance that died
  * before Kafka confirmed them) and, when mine is set, rows held by owner
  * (this instance before a restart). Claimed rows are held by owner for
- * lease_s seconds, so that several sagad do not send the same rows. */
+ * lease_s seconds, so that several sagad do not send the same rows. Only
+ * rows with an id above after are considered (a cursor for paging). */
 int saga_store_outbox_claim(PGconn *db, const char *owner, int lease_s, int mine,
-                            int limit, saga_outbox *out, saga_error *err);
+                            int64_t after, int limit, saga_outbox *out, saga_error *err);
 
 /* Delete the rows with these ids (their delivery was confirmed). */
 int saga_store_outbox_delete(PGconn *db, const int64_t *ids, int n, saga_error *err);
