@@ -753,6 +753,10 @@ static int setup_kafka(saga_engine *e, saga_error *err)
     /* Idempotent: a retried produce is written once; per-key order kept. */
     if ((rc = saga__kafka_set(conf, "enable.idempotence", "true", err)) != SAGA_OK ||
         (rc = saga__kafka_set(conf, "linger.ms", "1", err)) != SAGA_OK ||
+        /* Back-pressure instead of memory: when Kafka falls behind, produce()
+         * waits for deliveries rather than queueing every command started. */
+        (rc = saga__kafka_set(conf, "queue.buffering.max.messages", "10000", err)) !=
+            SAGA_OK ||
         (rc = saga__kafka_apply_options(conf, e->cfg.kafka_options, err)) != SAGA_OK) {
         rd_kafka_conf_destroy(conf);
         return rc;
