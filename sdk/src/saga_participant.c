@@ -760,8 +760,13 @@ int saga_participant_run(saga_participant *p, saga_error *err)
         return saga_error_set(err, SAGA_EINVAL, "participant is NULL");
     while (!p->stop) {
         int n = saga_participant_poll(p, 200, err);
-        /* Delivery problems are transient (the batch is redelivered); a
-         * fatal consumer error is not. */
+        /* Delivery problems and a lost group transaction are transient
+         * (the batch is redelivered); a fatal consumer error is not. */
+        if (n == SAGA_EDB) {
+            struct timespec ts = {0, 500 * 1000000L}; /* the database may be restarting */
+            nanosleep(&ts, NULL);
+            continue;
+        }
         if (n < 0 && (n != SAGA_EKAFKA || rd_kafka_fatal_error(p->consumer, NULL, 0)))
             return n;
     }

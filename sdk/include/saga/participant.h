@@ -82,11 +82,14 @@ SAGA_API int saga_participant_on(saga_participant *p, saga_phase phase, const ch
 /* Handle the commands that arrive within timeout_ms (at most a batch),
  * reply to each, wait for the replies to be acknowledged by Kafka and only
  * then commit the consumed offsets. Returns the number of commands handled
- * (>= 0) or a negative saga_err. Call from one thread. */
+ * (>= 0) or a negative saga_err: SAGA_EKAFKA when replies could not be
+ * delivered, SAGA_EDB when a group transaction failed (e.g. the database
+ * restarted); in both cases the commands are consumed again, so calling
+ * poll again is right. Call from one thread. */
 SAGA_API int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err);
 
-/* Poll until saga_participant_stop(). Returns SAGA_OK after a stop, or the
- * first fatal error. */
+/* Poll until saga_participant_stop(), riding out transient Kafka and
+ * database errors. Returns SAGA_OK after a stop, or the first fatal error. */
 SAGA_API int saga_participant_run(saga_participant *p, saga_error *err);
 
 /* Ask run() to return after the current batch. Async-signal-safe. */
