@@ -140,6 +140,21 @@ typedef enum saga_apply_result {
 int saga_machine_apply(saga_state *s, const saga_event *ev, saga_actions *out,
                        const char **reason);
 
+/* The engine may not send a command the machine asked for (a participant
+ * service's circuit breaker is open, or its bulkhead is full): turn the
+ * SEND action acts->items[index] that the last apply on s produced back
+ * into a wait. The step keeps its status and attempt count as if the
+ * attempt had not been made, and is due again at until (the next WAKE
+ * dispatches it: a held command never times out and never uses up an
+ * attempt). The action and its "*_dispatched" history line are removed;
+ * with why (static text, e.g. "step_held") the history line is replaced
+ * by one of that kind whose detail gets detail's fields (stolen, may be
+ * NULL) and "until"; with why NULL nothing is recorded (holds that repeat
+ * often would flood the history). Pure. Returns SAGA_OK, SAGA_EINVAL
+ * (not a SEND of the step's current attempt), SAGA_ENOMEM. */
+int saga_machine_hold(saga_state *s, saga_actions *acts, int index, int64_t until,
+                      const char *why, json_t *detail);
+
 /* The backoff before attempt+1 after `attempt` failed attempts. */
 int64_t saga_backoff_ms(const saga_retry_policy *p, int attempt, double random);
 

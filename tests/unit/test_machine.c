@@ -834,6 +834,127 @@ static void test_group_deadline_and_skip(void **state)
     fx_free(f);
 }
 
+/* ---- holds: a command the engine may not send yet (breaker, bulkhead) ---- */
+
+static int send_index(const fixture *f, int n)
+{
+    for (int i = 0; i < f->acts.n; i++)
+        if (f->acts.items[i].kind == SAGA_ACT_SEND && n-- == 0)
+            return i;
+    return -1;
+}
+
+static void test_hold_never_uses_an_attempt_nor_times_out(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    const saga_action *h;
+    (void)state;
+    apply(f, SAGA_EV_START, T0, NULL);
+    assert_int_equal(saga_machine_hold(f->s, &f->acts, send_index(f, 0), T0 + 30000,
+                                       "step_held", json_pack("{s:s}", "reason", "open")),
+                     SAGA_OK);
+    assert_int_equal(count_sends(f), 0);
+    assert_false(has_history(f, "step_dispatched"));
+    h = history(f, "step_held");
+    assert_non_null(h);
+    assert_string_equal(json_string_value(json_object_get(h->detail, "reason")), "open");
+    assert_string_equal(json_string_value(json_object_get(h->detail, "service")), "s1");
+    assert_int_equal(json_integer_value(json_object_get(h->detail, "until")), T0 + 30000);
+    assert_int_equal(f->s->steps[0].attempts, 0);
+    assert_int_equal(f->s->steps[0].awaiting, 0);
+    assert_int_equal(f->s->steps[0].started_at, 0);
+    assert_int_equal(f->s->wake_at, T0 + 30000);
+    /* Held far longer than the step's 1 s timeout: still no attempt used. */
+    assert_int_equal(apply(f, SAGA_EV_WAKE, T0 + 5000, NULL), SAGA_IGNORED);
+    for (int i = 1; i <= 5; i++) {
+        int64_t at = T0 + 30000 * i;
+        assert_int_equal(apply(f, SAGA_EV_WAKE, at, NULL), SAGA_APPLIED);
+        expect_send(f, 0, SAGA_PHASE_INVOKE, 1);
+        assert_int_equal(
+            saga_machine_hold(f->s, &f->acts, send_index(f, 0), at + 30000, NULL, NULL),
+            SAGA_OK);
+        assert_int_equal(f->acts.n, 0); /* quiet hold: nothing recorded */
+    }
+    assert_int_equal(f->s->status, SAGA_ST_RUNNING);
+    /* Let through at last: attempt 1, with the full timeout from now. */
+    assert_int_equal(apply(f, SAGA_EV_WAKE, T0 + 180000, NULL), SAGA_APPLIED);
+    expect_send(f, 0, SAGA_PHASE_INVOKE, 1);
+    assert_int_equal(send_n(f, 0)->deadline, T0 + 181000);
+    assert_int_equal(f->s->steps[0].started_at, T0 + 180000);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 180010),
+                     SAGA_APPLIED);
+    expect_send(f, 1, SAGA_PHASE_INVOKE, 1);
+    fx_free(f);
+}
+
+static void test_hold_of_a_retry_and_of_a_compensation(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    (void)state;
+    apply(f, SAGA_EV_START, T0, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_RETRY, 1, T0 + 10);
+    assert_int_equal(apply(f, SAGA_EV_WAKE, T0 + 110, NULL), SAGA_APPLIED);
+    expect_send(f, 0, SAGA_PHASE_INVOKE, 2);
+    assert_int_equal(
+        saga_machine_hold(f->s, &f->acts, send_index(f, 0), T0 + 5000, NULL, NULL),
+        SAGA_OK);
+    assert_int_equal(f->s->steps[0].attempts, 1);
+    assert_int_equal(f->s->steps[0].started_at, T0); /* the first attempt's */
+    /* A late ok of attempt 1 while attempt 2 is held is the answer. */
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 200),
+                     SAGA_APPLIED);
+    expect_send(f, 1, SAGA_PHASE_INVOKE, 1);
+    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, T0 + 300),
+                     SAGA_APPLIED);
+    expect_send(f, 0, SAGA_PHASE_COMPENSATE, 1);
+    assert_int_equal(saga_machine_hold(f->s, &f->acts, send_index(f, 0), T0 + 9000,
+                                       "compensation_held", NULL),
+                     SAGA_OK);
+    assert_true(has_history(f, "compensation_held"));
+    assert_false(has_history(f, "compensation_dispatched"));
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATING);
+    assert_int_equal(f->s->steps[0].attempts, 0);
+    assert_int_equal(apply(f, SAGA_EV_WAKE, T0 + 9000, NULL), SAGA_APPLIED);
+    expect_send(f, 0, SAGA_PHASE_COMPENSATE, 1);
+    reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, T0 + 9010);
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATED);
+    fx_free(f);
+}
+
+static void test_hold_one_member_of_a_group(void **state)
+{
+    fixture *f = group_running();
+    (void)state;
+    assert_int_equal(count_sends(f), 2);
+    assert_int_equal(
+        saga_machine_hold(f->s, &f->acts, send_index(f, 1), T0 + 500, NULL, NULL),
+        SAGA_OK);
+    assert_int_equal(count_sends(f), 1);
+    assert_int_equal(send_n(f, 0)->step, 1);
+    assert_int_equal(f->s->steps[2].attempts, 0);
+    assert_int_equal(f->s->steps[1].attempts, 1);
+    assert_int_equal(f->s->wake_at, T0 + 500);
+    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, T0 + 20),
+                     SAGA_APPLIED);
+    assert_int_equal(f->s->status, SAGA_ST_RUNNING);
+    assert_int_equal(apply(f, SAGA_EV_WAKE, T0 + 500, NULL), SAGA_APPLIED);
+    expect_send(f, 2, SAGA_PHASE_INVOKE, 1);
+    /* Misuse: not a SEND, out of range, already held. */
+    assert_int_equal(saga_machine_hold(f->s, &f->acts, -1, 0, NULL, NULL), SAGA_EINVAL);
+    assert_int_equal(saga_machine_hold(f->s, &f->acts, f->acts.n, 0, NULL, NULL),
+                     SAGA_EINVAL);
+    {
+        int i = send_index(f, 0);
+        int other = i == 0 ? 1 : 0;
+        assert_int_equal(saga_machine_hold(f->s, &f->acts, other, 0, NULL, NULL),
+                         SAGA_EINVAL);
+        assert_int_equal(saga_machine_hold(f->s, &f->acts, i, T0 + 900, NULL, NULL),
+                         SAGA_OK);
+    }
+    assert_int_equal(saga_machine_hold(NULL, &f->acts, 0, 0, NULL, NULL), SAGA_EINVAL);
+    fx_free(f);
+}
+
 /* ---- the exhaustive table ---- */
 
 typedef struct snapshot {
@@ -1045,6 +1166,9 @@ int main(void)
         cmocka_unit_test(test_operator_skip_stuck_compensation),
         cmocka_unit_test(test_operator_resolve),
         cmocka_unit_test(test_group_runs_in_parallel),
+        cmocka_unit_test(test_hold_never_uses_an_attempt_nor_times_out),
+        cmocka_unit_test(test_hold_of_a_retry_and_of_a_compensation),
+        cmocka_unit_test(test_hold_one_member_of_a_group),
         cmocka_unit_test(test_group_member_fails_while_other_in_flight),
         cmocka_unit_test(test_group_compensates_succeeded_members_in_reverse),
         cmocka_unit_test(test_group_timers_are_per_member),
