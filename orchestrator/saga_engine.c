@@ -21,7 +21,9 @@
 #include "saga_log.h"
 #include "saga_machine.h"
 #include "saga_migrate.h"
+#include "saga_observe.h"
 #include "saga_store.h"
+#include "saga_tally.h"
 
 #define OUTBOX_SCAN_MS    1000
 #define OUTBOX_SCAN_LIMIT 2000
@@ -124,6 +126,13 @@ struct saga_engine {
     volatile sig_atomic_t stop;
     saga_engine_stats stats;
     uint64_t rng;
+    saga_gate *gate;
+    saga_metrics *metrics;
+    saga_std_metrics m;
+    saga_health health;
+    int health_ready; /* saga_health_init done */
+    saga_tally tally; /* metric updates of the open transaction */
+    int batch_events; /* events applied in the open transaction */
 };
 
 static double next_random(saga_engine *e)
@@ -143,6 +152,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         /* Left in the outbox: the next scan sends it again. */
         e->stats.send_failures++;
+        saga_metric_add(e->m.produce_errors, NULL, 1);
         idset_del(&e->inflight, id);
         saga_log(SAGA_LOG_WARN,
                  "command (outbox %lld) to %s not delivered: %s; will resend",
@@ -150,6 +160,14 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         return;
     }
     e->stats.commands_sent++;
+    {
+        /* The service is the topic's tail: <prefix>cmd.<service>. */
+        const char *t = rd_kafka_topic_name(m->rkt), *svc[1] = {t};
+        size_t pl = strlen(e->prefix);
+        if (strncmp(t, e->prefix, pl) == 0 && strncmp(t + pl, "cmd.", 4) == 0)
+            svc[0] = t + pl + 4;
+        saga_metric_add(e->m.commands_sent, svc, 1);
+    }
     if (e->ndelivered == e->capdelivered) {
         int cap = e->capdelivered ? e->capdelivered * 2 : 1024;
         int64_t *d = realloc(e->delivered, sizeof *d * (size_t)cap);
@@ -187,12 +205,20 @@ static void produce(saga_engine *e, saga_outbox *o)
         }
         if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
             e->stats.send_failures++;
+            saga_metric_add(e->m.produce_errors, NULL, 1);
             saga_log(SAGA_LOG_WARN, "producing to %s: %s; will resend", m->topic,
                      rd_kafka_err2str(err));
             continue;
         }
         idset_add(&e->inflight, m->id);
     }
+}
+
+static int64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 static int ensure_db(saga_engine *e)
@@ -202,8 +228,10 @@ static int ensure_db(saga_engine *e)
     PQreset(e->db);
     if (PQstatus(e->db) != CONNECTION_OK) {
         saga_log(SAGA_LOG_ERROR, "PostgreSQL unreachable: %s", PQerrorMessage(e->db));
+        saga_health_set_db(&e->health, 0, PQerrorMessage(e->db));
         return -1;
     }
+    saga_health_set_db(&e->health, 1, NULL);
     saga_log(SAGA_LOG_INFO, "reconnected to PostgreSQL");
     saga_store_exec(e->db, "LISTEN saga_outbox", NULL);
     {
@@ -216,11 +244,32 @@ static int ensure_db(saga_engine *e)
     return 0;
 }
 
-/* Undo the open transaction and forget what the batch recorded. */
+/* Undo the open transaction and forget what the batch recorded, the
+ * gate's admissions and the metric updates. */
 static void rollback(saga_engine *e)
 {
     saga_batch_reset(e->batch);
     saga_store_exec(e->db, "ROLLBACK", NULL);
+    saga_gate_abort(e->gate, saga_now_ms());
+    saga_tally_reset(&e->tally);
+    e->batch_events = 0;
+}
+
+/* Write the batch and COMMIT; on success the gate's admissions and the
+ * metric updates count. The caller rolls back on failure. */
+static int commit_batch(saga_engine *e, saga_outbox *sent, saga_error *err)
+{
+    int64_t t0 = mono_ns();
+    int rc = saga_batch_commit(e->db, e->batch, sent, err);
+    if (rc != SAGA_OK)
+        return rc;
+    saga_metric_observe(e->m.pg_commit, NULL, (double)(mono_ns() - t0) / 1e9);
+    saga_metric_observe(e->m.batch_size, NULL, e->batch_events);
+    e->batch_events = 0;
+    saga_gate_commit(e->gate, saga_now_ms());
+    saga_tally_commit(&e->tally);
+    e->stats.transactions++;
+    return SAGA_OK;
 }
 
 /* Delete the outbox rows whose delivery Kafka confirmed. */
@@ -278,15 +327,132 @@ static void scan_outbox(saga_engine *e)
 static void not_applied(saga_engine *e, const char *id, const saga_event *ev, int rc,
                         const char *reason)
 {
+    saga_log_ctx lc = {.saga_id = id};
     if (ev->kind != SAGA_EV_REPLY)
         return;
     if (rc == SAGA_IGNORED)
         e->stats.replies_ignored++;
     else
         e->stats.replies_rejected++;
-    saga_log(SAGA_LOG_INFO, "saga %s: reply for step %d %s attempt %d %s: %s", id,
-             ev->reply->step, saga_phase_name(ev->reply->phase), ev->reply->attempt,
-             rc == SAGA_IGNORED ? "ignored (duplicate or stale)" : "rejected", reason);
+    saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1,
+                    rc == SAGA_IGNORED ? "duplicate" : "rejected", NULL, NULL);
+    lc.attempt = ev->reply->attempt;
+    /* Debug, not info: duplicates are routine under redelivery, and a line
+     * per message would flood the log under load; they are counted. */
+    saga_log_fields(
+        SAGA_LOG_DEBUG, &lc, "saga %s: reply for step %d %s attempt %d %s: %s", id,
+        ev->reply->step, saga_phase_name(ev->reply->phase), ev->reply->attempt,
+        rc == SAGA_IGNORED ? "ignored (duplicate or stale)" : "rejected", reason);
+}
+
+/* The n-th SEND action of acts, or -1. */
+static int nth_send(const saga_actions *acts, int n)
+{
+    for (int i = 0; i < acts->n; i++)
+        if (acts->items[i].kind == SAGA_ACT_SEND && n-- == 0)
+            return i;
+    return -1;
+}
+
+static const char *action_of(const saga_step_def *sd, saga_phase phase)
+{
+    return phase == SAGA_PHASE_COMPENSATE ? sd->compensation : sd->action;
+}
+
+/* Pass every command the transition of s wants to send through the gate
+ * (held ones become waits: saga_machine_hold) and note what the
+ * transition did for the metrics: commands dispatched and retried,
+ * attempts timed out (also settled with the gate), sagas finished. */
+static int gate_and_count(saga_engine *e, saga_state *s, saga_actions *acts, int64_t now,
+                          saga_error *err)
+{
+    int kept = 0, i;
+    while ((i = nth_send(acts, kept)) >= 0) {
+        const saga_action *a = &acts->items[i];
+        const saga_step_def *sd = &s->def->steps[a->step];
+        const char *phase = saga_phase_name(a->phase), *action = action_of(sd, a->phase);
+        char cid[128];
+        int64_t until = 0;
+        saga_gate_verdict v;
+        saga_command_id_format(cid, sizeof cid, s->id, a->step, a->phase);
+        v = saga_gate_admit(e->gate, sd->service, cid, a->deadline, now, next_random(e),
+                            &until);
+        if (v == SAGA_GATE_SEND) {
+            saga_tally_note(&e->tally, e->m.steps_dispatched, 0, 1, sd->service, action,
+                            phase);
+            if (a->attempt > 1)
+                saga_tally_note(&e->tally, e->m.steps_retried, 0, 1, sd->service, action,
+                                phase);
+            kept++;
+            continue;
+        }
+        {
+            int breaker = v == SAGA_GATE_HOLD_BREAKER;
+            const char *why = NULL;
+            json_t *detail = NULL;
+            int rc;
+            saga_tally_note(&e->tally, e->m.commands_held, 0, 1, sd->service,
+                            breaker ? "breaker" : "bulkhead", NULL);
+            if (breaker) {
+                /* Once per cool-down per saga: worth a history line. Bulkhead
+                 * holds repeat every second and are only counted. */
+                why =
+                    a->phase == SAGA_PHASE_COMPENSATE ? "compensation_held" : "step_held";
+                detail = json_pack("{s:s}", "reason", "circuit breaker open");
+            }
+            rc = saga_machine_hold(s, acts, i, until, why, detail);
+            if (rc == SAGA_ENOMEM)
+                return saga_error_set(err, rc, "out of memory holding a command");
+            if (rc != SAGA_OK)
+                return saga_error_set(err, rc, "saga %s: cannot hold step %d", s->id,
+                                      a->step);
+        }
+    }
+    for (i = 0; i < acts->n; i++) {
+        const saga_action *a = &acts->items[i];
+        if (a->kind != SAGA_ACT_HISTORY)
+            continue;
+        if (strcmp(a->what, "attempt_timed_out") == 0 && a->step >= 0) {
+            const saga_step_def *sd = &s->def->steps[a->step];
+            char cid[128];
+            saga_command_id_format(cid, sizeof cid, s->id, a->step, a->phase);
+            saga_gate_settle(e->gate, sd->service, cid, SAGA_GATE_TIMEOUT, now);
+            saga_tally_note(&e->tally, e->m.step_timeouts, 0, 1, sd->service,
+                            action_of(sd, a->phase), saga_phase_name(a->phase));
+        } else if (strcmp(a->what, "saga_completed") == 0) {
+            saga_tally_note(&e->tally, e->m.sagas_finished, 0, 1, s->def->name,
+                            "completed", NULL);
+        } else if (strcmp(a->what, "saga_compensated") == 0) {
+            saga_tally_note(&e->tally, e->m.sagas_finished, 0, 1, s->def->name,
+                            "compensated", NULL);
+        } else if (strcmp(a->what, "saga_failed") == 0) {
+            saga_tally_note(&e->tally, e->m.sagas_finished, 0, 1, s->def->name, "failed",
+                            NULL);
+        }
+    }
+    return SAGA_OK;
+}
+
+/* A reply was applied: it settles its command with the gate (the breaker
+ * learns whether the service works; the bulkhead slot is freed) and
+ * counts. latency < 0: not known. */
+static void settle_reply(saga_engine *e, const saga_state *s, const saga_reply *r,
+                         double latency, int64_t now)
+{
+    const saga_step_def *sd;
+    static const char *const statuses[] = {"ok", "failed", "retry"};
+    if (r->step < 0 || r->step >= s->nsteps)
+        return;
+    sd = &s->def->steps[r->step];
+    saga_gate_settle(e->gate, sd->service, r->command_id,
+                     r->status == SAGA_REPLY_RETRY ? SAGA_GATE_RETRY : SAGA_GATE_ANSWERED,
+                     now);
+    if ((int)r->status >= 0 && (int)r->status < 3)
+        saga_tally_note(&e->tally, e->m.replies, 0, 1, sd->service, statuses[r->status],
+                        NULL);
+    if (latency >= 0)
+        saga_tally_note(&e->tally, e->m.step_latency, 1, latency, sd->service,
+                        action_of(sd, r->phase), saga_phase_name(r->phase));
 }
 
 /* Apply ev to s (loaded in the open transaction) and record the change in
@@ -295,16 +461,39 @@ static int apply_one(saga_engine *e, saga_state *s, saga_event *ev, saga_error *
 {
     saga_actions acts = {0};
     const char *reason = NULL;
-    int rc = saga_machine_apply(s, ev, &acts, &reason);
+    double latency = -1;
+    int rc;
 
+    if (ev->kind == SAGA_EV_REPLY && ev->reply->step >= 0 &&
+        ev->reply->step < s->nsteps) {
+        /* Before the machine moves on: when was the answered attempt sent? */
+        const saga_step_state *st = &s->steps[ev->reply->step];
+        if (st->awaiting && st->attempts == ev->reply->attempt)
+            latency = (double)(ev->now -
+                               (st->due_at - s->def->steps[ev->reply->step].timeout_ms)) /
+                      1000.0;
+    }
+    rc = saga_machine_apply(s, ev, &acts, &reason);
     if (rc == SAGA_APPLIED) {
-        rc = saga_batch_add(e->batch, s, &acts, 0, err);
+        if (ev->kind == SAGA_EV_REPLY)
+            settle_reply(e, s, ev->reply, latency, ev->now);
+        rc = gate_and_count(e, s, &acts, ev->now, err);
+        if (rc == SAGA_OK)
+            rc = saga_batch_add(e->batch, s, &acts, 0, err);
+        e->batch_events++;
         if (ev->kind == SAGA_EV_REPLY)
             e->stats.replies_applied++;
         else
             e->stats.timers_fired++;
-        saga_log(SAGA_LOG_DEBUG, "saga %s: %s (step %d)", s->id,
-                 saga_status_name(s->status), s->cursor);
+        if (saga_log_enabled(SAGA_LOG_DEBUG)) {
+            saga_log_ctx lc = {.saga_id = s->id};
+            if (s->cursor >= 0 && s->cursor < s->nsteps) {
+                lc.step = s->def->steps[s->cursor].name;
+                lc.attempt = s->steps[s->cursor].attempts;
+            }
+            saga_log_fields(SAGA_LOG_DEBUG, &lc, "saga %s: %s (step %d)", s->id,
+                            saga_status_name(s->status), s->cursor);
+        }
     } else if (rc == SAGA_ENOMEM) {
         rc = saga_error_set(err, SAGA_ENOMEM, "out of memory applying an event");
     } else {
@@ -378,6 +567,7 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
         if (saga_reply_decode(msgs[i]->payload, msgs[i]->len, &replies[nvalid], &derr) !=
             SAGA_OK) {
             e->stats.malformed++;
+            saga_metric_add(e->m.replies_dropped, (const char *[]){"malformed"}, 1);
             saga_log(SAGA_LOG_WARN, "malformed reply at %s[%d]@%lld skipped: %s",
                      rd_kafka_topic_name(msgs[i]->rkt), (int)msgs[i]->partition,
                      (long long)msgs[i]->offset, derr.message);
@@ -409,16 +599,16 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
             int k = find_id(ids, nids, replies[i].saga_id);
             if (k < 0 || states[k] == NULL) {
                 e->stats.replies_rejected++;
+                saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1, "unknown_saga",
+                                NULL, NULL);
                 saga_log(SAGA_LOG_WARN, "reply for unknown saga %s ignored",
                          replies[i].saga_id);
                 continue;
             }
             rc = apply_one(e, states[k], &ev, &err);
         }
-        if (rc != SAGA_OK ||
-            (rc = saga_batch_commit(e->db, e->batch, &sent, &err)) != SAGA_OK)
+        if (rc != SAGA_OK || (rc = commit_batch(e, &sent, &err)) != SAGA_OK)
             goto fail;
-        e->stats.transactions++;
         produce(e, &sent);
     }
     {
@@ -480,10 +670,8 @@ static int process_timers(saga_engine *e)
         if (states[i] != NULL)
             rc = apply_one(e, states[i], &ev, &err);
     }
-    if (rc != SAGA_OK ||
-        (rc = saga_batch_commit(e->db, e->batch, &sent, &err)) != SAGA_OK)
+    if (rc != SAGA_OK || (rc = commit_batch(e, &sent, &err)) != SAGA_OK)
         goto fail;
-    e->stats.transactions++;
     produce(e, &sent);
     goto out;
 fail:
@@ -572,7 +760,12 @@ static int process_start_requests(saga_engine *e)
                      "idempotency key already used by saga %s", existing[k]);
             continue;
         }
-        rc = saga_batch_add(e->batch, states[k], &acts_of[k], 1, &err);
+        saga_tally_note(&e->tally, e->m.sagas_started, 0, 1, states[k]->def->name, NULL,
+                        NULL);
+        rc = gate_and_count(e, states[k], &acts_of[k], saga_now_ms(), &err);
+        if (rc == SAGA_OK)
+            rc = saga_batch_add(e->batch, states[k], &acts_of[k], 1, &err);
+        e->batch_events++;
     }
     for (int i = 0; i < n && rc == SAGA_OK; i++) {
         const char *id = PQgetvalue(r, i, 0);
@@ -582,10 +775,8 @@ static int process_start_requests(saga_engine *e)
             saga_log(SAGA_LOG_WARN, "start request %s (%s) rejected: %s", id,
                      PQgetvalue(r, i, 1), problems[i]);
     }
-    if (rc != SAGA_OK ||
-        (rc = saga_batch_commit(e->db, e->batch, &sent, &err)) != SAGA_OK)
+    if (rc != SAGA_OK || (rc = commit_batch(e, &sent, &err)) != SAGA_OK)
         goto fail;
-    e->stats.transactions++;
     produce(e, &sent);
     goto out;
 fail:
@@ -624,6 +815,37 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Every few seconds: free bulkhead slots whose time ran out, read the
+ * gauges that come from the database, publish the services' breaker and
+ * bulkhead state, and check the broker answers (for /readyz). */
+static void observe(saga_engine *e)
+{
+    saga_error err = {0};
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t ke;
+    int64_t now = saga_now_ms();
+
+    saga_gate_expire(e->gate, now);
+    if (ensure_db(e) == 0) {
+        if (saga_observe_sagas(e->db, &e->m, &err) != SAGA_OK ||
+            saga_observe_services(e->db, e->owner, e->gate, now, &e->m, &err) !=
+                SAGA_OK) {
+            saga_log(SAGA_LOG_WARN, "%s", err.message);
+            saga_health_set_db(&e->health, 0, err.message);
+        } else {
+            saga_health_set_db(&e->health, 1, NULL);
+        }
+    }
+    /* Brokers only (no topic list): a small request, 1 s at most. */
+    ke = rd_kafka_metadata(e->producer, 0, NULL, &md, 1000);
+    if (ke == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_metadata_destroy(md);
+        saga_health_set_broker(&e->health, 1, NULL);
+    } else {
+        saga_health_set_broker(&e->health, 0, rd_kafka_err2str(ke));
+    }
+}
+
 /* Sleep until a reply or a delivery report arrives (librdkafka writes to
  * the wake pipe), PostgreSQL sends a notification, or timeout_ms pass. */
 static void wait_for_work(saga_engine *e, int timeout_ms)
@@ -642,7 +864,7 @@ int saga_engine_run(saga_engine *e, saga_error *err)
 {
     rd_kafka_message_t **msgs = calloc((size_t)e->cfg.batch_max, sizeof *msgs);
     rd_kafka_queue_t *cq = rd_kafka_queue_get_consumer(e->consumer);
-    int64_t next_timer = 0, next_scan = 0;
+    int64_t next_timer = 0, next_scan = 0, next_observe = 0;
 
     if (msgs == NULL || cq == NULL) {
         free(msgs);
@@ -657,7 +879,10 @@ int saga_engine_run(saga_engine *e, saga_error *err)
         int64_t now, wait;
         /* Take what has arrived, up to a batch, without waiting: replies
          * that come in while a batch is being committed make the next one. */
-        ssize_t k = rd_kafka_consume_batch_queue(cq, 0, msgs, (size_t)e->cfg.batch_max);
+        ssize_t k;
+        saga_health_tick(&e->health, saga_health_now_ms());
+        saga_metric_add(e->m.loop_ticks, NULL, 1);
+        k = rd_kafka_consume_batch_queue(cq, 0, msgs, (size_t)e->cfg.batch_max);
         n = k > 0 ? (int)k : 0;
         full = n == e->cfg.batch_max;
         if (n > 0) {
@@ -693,6 +918,10 @@ int saga_engine_run(saga_engine *e, saga_error *err)
         }
         rd_kafka_poll(e->producer, 0);
         forget_delivered(e);
+        if (now >= next_observe) {
+            observe(e);
+            next_observe = mono_ms() + e->cfg.observe_interval_ms;
+        }
         {
             char why[256];
             if (rd_kafka_fatal_error(e->consumer, why, sizeof why) ||
@@ -710,6 +939,8 @@ int saga_engine_run(saga_engine *e, saga_error *err)
             continue;
         now = mono_ms();
         wait = (next_timer < next_scan ? next_timer : next_scan) - now;
+        if (next_observe - now < wait)
+            wait = next_observe - now;
         wait_for_work(e, PQstatus(e->db) == CONNECTION_OK ? (int)(wait > 0 ? wait : 0)
                                                           : 500);
     }
@@ -727,6 +958,16 @@ void saga_engine_stop(saga_engine *e)
 {
     if (e != NULL)
         e->stop = 1;
+}
+
+saga_metrics *saga_engine_metrics(saga_engine *e)
+{
+    return e != NULL ? e->metrics : NULL;
+}
+
+saga_health *saga_engine_health(saga_engine *e)
+{
+    return e != NULL ? &e->health : NULL;
 }
 
 void saga_engine_get_stats(const saga_engine *e, saga_engine_stats *out)
@@ -796,6 +1037,19 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
         e->cfg.group_id = "sagad";
     if (e->cfg.outbox_lease_s <= 0)
         e->cfg.outbox_lease_s = 10;
+    e->wake[0] = e->wake[1] = -1;
+    if (e->cfg.observe_interval_ms <= 0)
+        e->cfg.observe_interval_ms = 5000;
+    e->cfg.gate.service_limits = NULL; /* parsed below, not kept */
+    if (saga_metrics_new(&e->metrics) != SAGA_OK ||
+        saga_metrics_register_std(e->metrics, &e->m) != SAGA_OK ||
+        saga_health_init(&e->health, 0) != SAGA_OK) {
+        rc = saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        goto fail_defs;
+    }
+    e->health_ready = 1;
+    if ((rc = saga_gate_new(&cfg->gate, &e->gate, err)) != SAGA_OK)
+        goto fail_defs;
     if (cfg->name != NULL && *cfg->name != '\0')
         snprintf(e->owner, sizeof e->owner, "%s", cfg->name);
     else if (gethostname(e->owner, sizeof e->owner - 1) != 0 || e->owner[0] == '\0')
@@ -820,6 +1074,7 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
                             PQerrorMessage(e->db));
         goto fail_defs;
     }
+    saga_health_set_db(&e->health, 1, NULL);
     if ((rc = saga_migrate_current(e->db, &version, err)) != SAGA_OK)
         goto fail_defs;
     if (version < SAGA_SCHEMA_VERSION) {
@@ -872,6 +1127,7 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
     if ((rc = saga__kafka_ensure_topics(e->producer, topics, ntopics, 4, 10000, err)) !=
         SAGA_OK)
         goto fail;
+    saga_health_set_broker(&e->health, 1, NULL);
     /* Subscribe once the reply topic surely exists. */
     if ((rc = saga__kafka_consumer_new(
              e->cfg.brokers, "sagad", e->cfg.group_id, e->cfg.instance_id, e->reply_topic,
@@ -920,5 +1176,10 @@ void saga_engine_free(saga_engine *e)
         close(e->wake[1]);
     free(e->inflight.slots);
     free(e->delivered);
+    saga_gate_free(e->gate);
+    saga_tally_free(&e->tally);
+    saga_metrics_free(e->metrics);
+    if (e->health_ready)
+        saga_health_cleanup(&e->health);
     free(e);
 }

@@ -9,6 +9,9 @@
 
 #include "saga/error.h"
 #include "saga_definition.h"
+#include "saga_gate.h"
+#include "saga_http.h"
+#include "saga_metrics.h"
 
 typedef struct saga_engine saga_engine;
 
@@ -31,6 +34,12 @@ typedef struct saga_engine_config {
     /* librdkafka settings "key=value,..." applied last to sagad's producer
      * and consumer (e.g. "linger.ms=0,fetch.wait.max.ms=10"); NULL: none. */
     const char *kafka_options;
+    /* Circuit breaker and bulkhead per participant service (saga_gate.h);
+     * zeros: breaker on with its defaults, no cap. */
+    saga_gate_config gate;
+    /* How often gauges are read from the database and the services'
+     * state is published (saga.service_health); default 5000 ms. */
+    int observe_interval_ms;
 } saga_engine_config;
 
 typedef struct saga_engine_stats {
@@ -58,6 +67,12 @@ int saga_engine_run(saga_engine *e, saga_error *err);
 void saga_engine_stop(saga_engine *e);
 
 void saga_engine_get_stats(const saga_engine *e, saga_engine_stats *out);
+
+/* The engine's metrics registry and health (borrowed: valid until
+ * saga_engine_free). Both are thread-safe, so an HTTP server thread may
+ * render and check them while the engine runs (saga_http.h). */
+saga_metrics *saga_engine_metrics(saga_engine *e);
+saga_health *saga_engine_health(saga_engine *e);
 
 void saga_engine_free(saga_engine *e);
 

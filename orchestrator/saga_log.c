@@ -16,6 +16,11 @@ static saga_log_level min_level = SAGA_LOG_INFO;
 static saga_log_format chosen = SAGA_LOG_FORMAT_AUTO;
 static FILE *output; /* NULL: stderr */
 
+int saga_log_enabled(saga_log_level level)
+{
+    return level >= min_level;
+}
+
 void saga_log_set_level(saga_log_level level)
 {
     min_level = level;

@@ -43,6 +43,8 @@ typedef struct saga_log_ctx {
 } saga_log_ctx;
 
 void saga_log_set_level(saga_log_level level);
+/* Would a line at level be written? (To skip building costly context.) */
+int saga_log_enabled(saga_log_level level);
 /* Parse "debug", "info", "warn", "error"; -1 if unknown. */
 int saga_log_parse_level(const char *text);
 

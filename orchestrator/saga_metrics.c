@@ -513,41 +513,63 @@ int saga_metrics_register_std(saga_metrics *m, saga_std_metrics *out)
              m, "saga_sagas_total",
              "Sagas that reached a final status (completed, compensated, failed).",
              LABELS("definition", "outcome"), &s->sagas_finished)) ||
-        (rc = saga_metrics_gauge(m, "saga_sagas_active",
-                                 "Sagas running or compensating in this process's view.",
-                                 LABELS("definition"), &s->sagas_active)) ||
-        (rc = saga_metrics_counter(m, "saga_commands_sent_total",
-                                   "Step commands acknowledged by Kafka.",
-                                   LABELS("service", "phase"), &s->commands_sent)) ||
-        (rc = saga_metrics_counter(m, "saga_replies_total", "Replies applied, by status.",
-                                   LABELS("service", "status"), &s->replies)) ||
-        (rc = saga_metrics_counter(
-             m, "saga_replies_dropped_total",
-             "Replies not applied: duplicate, stale, unknown saga or step, malformed.",
-             LABELS("reason"), &s->replies_dropped)) ||
-        (rc = saga_metrics_histogram(m, "saga_step_latency_seconds",
-                                     "From a command's send to its reply being applied.",
-                                     LABELS("service", "phase"),
-                                     saga_metrics_latency_buckets,
-                                     saga_metrics_latency_nbuckets, &s->step_latency)) ||
+        (rc = saga_metrics_gauge(m, "saga_sagas",
+                                 "Sagas running, compensating or failed (stuck), in the "
+                                 "whole database.",
+                                 LABELS("status"), &s->sagas_by_status)) ||
+        (rc = saga_metrics_gauge(m, "saga_oldest_unprogressing_seconds",
+                                 "Per status: how long the saga that has gone longest "
+                                 "without a transition has waited.",
+                                 LABELS("status"), &s->oldest_stalled)) ||
+        (rc = saga_metrics_counter(m, "saga_steps_dispatched_total",
+                                   "Step commands committed for sending (every attempt).",
+                                   LABELS("service", "action", "phase"),
+                                   &s->steps_dispatched)) ||
+        (rc = saga_metrics_counter(m, "saga_steps_retried_total",
+                                   "Step commands sent again (attempt 2 and later).",
+                                   LABELS("service", "action", "phase"),
+                                   &s->steps_retried)) ||
         (rc = saga_metrics_counter(m, "saga_step_timeouts_total",
                                    "Step attempts that timed out without a reply.",
-                                   LABELS("service", "phase"), &s->step_timeouts)) ||
+                                   LABELS("service", "action", "phase"),
+                                   &s->step_timeouts)) ||
+        (rc = saga_metrics_histogram(m, "saga_step_latency_seconds",
+                                     "From a step attempt's dispatch to its reply.",
+                                     LABELS("service", "action", "phase"),
+                                     saga_metrics_latency_buckets,
+                                     saga_metrics_latency_nbuckets, &s->step_latency)) ||
+        (rc = saga_metrics_counter(m, "saga_replies_total", "Replies applied, by status.",
+                                   LABELS("service", "status"), &s->replies)) ||
+        (rc = saga_metrics_counter(m, "saga_replies_dropped_total",
+                                   "Replies not applied: duplicate (or stale), rejected, "
+                                   "unknown saga, malformed.",
+                                   LABELS("reason"), &s->replies_dropped)) ||
+        (rc = saga_metrics_counter(m, "saga_commands_sent_total",
+                                   "Step commands acknowledged by Kafka.",
+                                   LABELS("service"), &s->commands_sent)) ||
+        (rc = saga_metrics_counter(m, "saga_kafka_produce_errors_total",
+                                   "Commands Kafka refused or did not confirm (resent).",
+                                   NULL, &s->produce_errors)) ||
         (rc = saga_metrics_histogram(
              m, "saga_engine_batch_size", "Events applied per engine transaction.", NULL,
              saga_metrics_batch_buckets, saga_metrics_batch_nbuckets, &s->batch_size)) ||
-        (rc = saga_metrics_histogram(m, "saga_pg_commit_seconds",
-                                     "PostgreSQL COMMIT round trips of the engine.", NULL,
-                                     saga_metrics_commit_buckets,
-                                     saga_metrics_commit_nbuckets, &s->pg_commit)) ||
+        (rc = saga_metrics_histogram(
+             m, "saga_pg_commit_seconds",
+             "The engine's write-and-COMMIT round trip to PostgreSQL.", NULL,
+             saga_metrics_commit_buckets, saga_metrics_commit_nbuckets, &s->pg_commit)) ||
         (rc = saga_metrics_gauge(m, "saga_outbox_pending",
                                  "Commands in the outbox not yet acknowledged by Kafka.",
                                  NULL, &s->outbox_pending)) ||
         (rc = saga_metrics_gauge(m, "saga_breaker_state",
                                  "Circuit breaker per service: 1 for its current state.",
                                  LABELS("service", "state"), &s->breaker_state)) ||
+        (rc = saga_metrics_counter(m, "saga_commands_held_total",
+                                   "Commands held back instead of sent, and why (breaker "
+                                   "open, bulkhead full): the step waits.",
+                                   LABELS("service", "reason"), &s->commands_held)) ||
         (rc = saga_metrics_gauge(m, "saga_commands_in_flight",
-                                 "Commands sent and awaiting a reply, per service.",
+                                 "Bulkhead slots taken: commands sent and not yet "
+                                 "answered, per service (services with a cap).",
                                  LABELS("service"), &s->in_flight)) ||
         (rc = saga_metrics_counter(m, "saga_engine_loop_ticks_total",
                                    "Iterations of the engine loop.", NULL,

@@ -89,20 +89,26 @@ int saga_metrics_render(saga_metrics *m, char **buf, size_t *cap, size_t *len);
 /* The families sagad exposes, registered in one go, so that the engine and
  * tests agree on names, labels and buckets. */
 typedef struct saga_std_metrics {
-    saga_metric *sagas_started;  /* counter {definition} */
-    saga_metric *sagas_finished; /* counter {definition, outcome}: saga_sagas_total */
-    saga_metric *sagas_active;   /* gauge {definition}: running or compensating */
-    saga_metric *commands_sent;  /* counter {service, phase} */
-    saga_metric *replies;        /* counter {service, status}: ok/failed/retry */
+    saga_metric *sagas_started;    /* counter {definition} */
+    saga_metric *sagas_finished;   /* counter {definition, outcome}: saga_sagas_total */
+    saga_metric *sagas_by_status;  /* gauge {status}: active and failed, whole database */
+    saga_metric *oldest_stalled;   /* gauge {status}: seconds since the oldest saga in
+                                      that status last moved */
+    saga_metric *steps_dispatched; /* counter {service, action, phase} */
+    saga_metric *steps_retried;    /* counter {service, action, phase}: attempts > 1 */
+    saga_metric *step_timeouts;    /* counter {service, action, phase} */
+    saga_metric *step_latency;     /* histogram {service, action, phase}: s */
+    saga_metric *replies;          /* counter {service, status}: ok/failed/retry */
     saga_metric
-        *replies_dropped;        /* counter {reason}: duplicate/stale/unknown/malformed */
-    saga_metric *step_latency;   /* histogram {service, phase}: command to reply, s */
-    saga_metric *step_timeouts;  /* counter {service, phase} */
+        *replies_dropped; /* counter {reason}: duplicate/rejected/unknown/malformed */
+    saga_metric *commands_sent;  /* counter {service}: acknowledged by Kafka */
+    saga_metric *produce_errors; /* counter: commands Kafka did not take or confirm */
     saga_metric *batch_size;     /* histogram: events per engine transaction */
-    saga_metric *pg_commit;      /* histogram: PostgreSQL COMMIT round trip, s */
+    saga_metric *pg_commit;      /* histogram: the write-and-COMMIT pipeline, s */
     saga_metric *outbox_pending; /* gauge: commands waiting to be sent */
     saga_metric *breaker_state;  /* gauge {service, state}: 1 for the current state */
-    saga_metric *in_flight;      /* gauge {service}: commands awaiting a reply */
+    saga_metric *commands_held;  /* counter {service, reason}: breaker/bulkhead */
+    saga_metric *in_flight;      /* gauge {service}: bulkhead slots taken */
     saga_metric *loop_ticks;     /* counter: engine loop iterations */
 } saga_std_metrics;
 

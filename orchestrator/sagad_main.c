@@ -8,7 +8,9 @@
 #include <string.h>
 
 #include "saga/saga.h"
+#include "saga_duration.h"
 #include "saga_engine.h"
+#include "saga_http.h"
 #include "saga_log.h"
 
 static saga_engine *engine;
@@ -44,6 +46,18 @@ static void usage(FILE *out)
         "  --kafka-options L   librdkafka settings key=value,... applied last (default\n"
         "                      $SAGA_KAFKA_OPTIONS), e.g. linger.ms=0\n"
         "  --batch N           replies per transaction at most (default 500)\n"
+        "  --http ADDR:PORT    serve /metrics, /healthz and /readyz there (default\n"
+        "                      $SAGA_HTTP; none when unset), e.g. 127.0.0.1:9464;\n"
+        "                      port 0 picks a free one (logged)\n"
+        "  --breaker-failures N  transient failures in a row (retry replies,\n"
+        "                      timeouts) that open a service's circuit breaker\n"
+        "                      (default 5; 0 turns the breaker off)\n"
+        "  --breaker-cooldown D  how long an open breaker holds commands before a\n"
+        "                      probe (default 30s; doubles after a failed probe, up\n"
+        "                      to 10 times)\n"
+        "  --max-in-flight N   bulkhead: commands per service sent and not answered,\n"
+        "                      at most (default 0: no cap); per instance\n"
+        "  --service-limits L  per-service caps, e.g. payment=50,inventory=0\n"
         "  --help              this text\n");
 }
 
@@ -108,6 +122,48 @@ static int load_definitions(const char *dir, saga_definition ***out, int *n)
     return bad;
 }
 
+/* Serve /metrics, /healthz, /readyz on "ADDR:PORT" ("[v6]:PORT", ":PORT"). */
+static int start_http(const char *spec, saga_engine *e, saga_http **out, saga_error *err)
+{
+    char addr[128];
+    const char *colon = strrchr(spec, ':');
+    char *end;
+    long port;
+    size_t alen;
+    saga_http_config hc = {0};
+    int rc;
+
+    if (colon == NULL)
+        return saga_error_set(err, SAGA_EINVAL,
+                              "--http \"%s\": expected ADDRESS:PORT, e.g. 127.0.0.1:9464",
+                              spec);
+    port = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || end == colon + 1 || port < 0 || port > 65535)
+        return saga_error_set(err, SAGA_EINVAL,
+                              "--http \"%s\": the port must be 0 to 65535", spec);
+    alen = (size_t)(colon - spec);
+    if (alen >= 2 && spec[0] == '[' && spec[alen - 1] == ']') {
+        spec++;
+        alen -= 2;
+    }
+    if (alen >= sizeof addr)
+        return saga_error_set(err, SAGA_EINVAL, "--http \"%s\": address too long", spec);
+    memcpy(addr, spec, alen);
+    addr[alen] = '\0';
+    hc.address = addr;
+    hc.port = (int)port;
+    hc.metrics = saga_engine_metrics(e);
+    hc.healthy = saga_health_check_live;
+    hc.healthy_arg = saga_engine_health(e);
+    hc.ready = saga_health_check_ready;
+    hc.ready_arg = saga_engine_health(e);
+    if ((rc = saga_http_start(&hc, out, err)) != SAGA_OK)
+        return rc;
+    saga_log(SAGA_LOG_INFO, "serving /metrics, /healthz, /readyz on %s:%d",
+             addr[0] ? addr : "127.0.0.1", saga_http_port(*out));
+    return SAGA_OK;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"db", required_argument, 0, 'd'},
@@ -121,10 +177,16 @@ int main(int argc, char **argv)
                                          {"outbox-lease", required_argument, 0, 'L'},
                                          {"kafka-options", required_argument, 0, 'k'},
                                          {"batch", required_argument, 0, 'B'},
+                                         {"http", required_argument, 0, 'H'},
+                                         {"breaker-failures", required_argument, 0, 'f'},
+                                         {"breaker-cooldown", required_argument, 0, 'c'},
+                                         {"max-in-flight", required_argument, 0, 'm'},
+                                         {"service-limits", required_argument, 0, 's'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     saga_engine_config cfg = {0};
-    const char *dir = "sagas";
+    const char *dir = "sagas", *http = getenv("SAGA_HTTP");
+    saga_http *server = NULL;
     saga_definition **defs;
     saga_engine_stats st;
     saga_error err = {0};
@@ -199,6 +261,43 @@ int main(int argc, char **argv)
                 cfg.batch_max = (int)v;
             break;
         }
+        case 'H':
+            http = optarg;
+            break;
+        case 'f':
+        case 'm': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end != '\0' || end == optarg || v < 0 || v > 1000000) {
+                fprintf(stderr,
+                        "sagad: --%s: expected a whole number from 0 to 1000000, got "
+                        "\"%s\"\n",
+                        c == 'f' ? "breaker-failures" : "max-in-flight", optarg);
+                return 2;
+            }
+            if (c == 'm')
+                cfg.gate.max_in_flight = (int)v;
+            else if (v == 0)
+                cfg.gate.breaker_off = 1;
+            else
+                cfg.gate.breaker.failure_threshold = (int)v;
+            break;
+        }
+        case 'c': {
+            int64_t ms;
+            if (saga_duration_parse(optarg, &ms) != 0 || ms < 1) {
+                fprintf(stderr,
+                        "sagad: --breaker-cooldown: expected a duration such as 500ms, "
+                        "30s or 2m, got \"%s\"\n",
+                        optarg);
+                return 2;
+            }
+            cfg.gate.breaker.cooldown_ms = ms;
+            break;
+        }
+        case 's':
+            cfg.gate.service_limits = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -236,10 +335,17 @@ int main(int argc, char **argv)
         saga_log(SAGA_LOG_ERROR, "cannot start: %s", err.message);
         return rc == SAGA_EDB ? 3 : 1;
     }
+    if (http != NULL && *http != '\0' &&
+        (rc = start_http(http, engine, &server, &err)) != SAGA_OK) {
+        saga_log(SAGA_LOG_ERROR, "cannot start: %s", err.message);
+        saga_engine_free(engine);
+        return rc == SAGA_EINVAL ? 2 : 1;
+    }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
     rc = saga_engine_run(engine, &err);
+    saga_http_stop(server); /* before the engine's registry goes */
     saga_engine_get_stats(engine, &st);
     saga_log(SAGA_LOG_INFO,
              "stopped: %llu replies applied, %llu duplicates ignored, %llu rejected, "

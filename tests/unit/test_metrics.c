@@ -215,8 +215,9 @@ static void test_standard_families(void **state)
     assert_int_equal(saga_metrics_register_std(m, &s), SAGA_EEXIST);
     assert_int_equal(saga_metric_add(s.sagas_finished, V("order", "completed"), 1),
                      SAGA_OK);
-    assert_int_equal(saga_metric_observe(s.step_latency, V("payment", "invoke"), 0.012),
-                     SAGA_OK);
+    assert_int_equal(
+        saga_metric_observe(s.step_latency, V("payment", "charge", "invoke"), 0.012),
+        SAGA_OK);
     assert_int_equal(saga_metric_observe(s.pg_commit, NULL, 0.0007), SAGA_OK);
     assert_int_equal(saga_metric_observe(s.batch_size, NULL, 37), SAGA_OK);
     assert_int_equal(saga_metric_set(s.breaker_state, V("payment", "open"), 1), SAGA_OK);
@@ -225,7 +226,7 @@ static void test_standard_families(void **state)
         strstr(text, "# TYPE saga_sagas_total counter\n"
                      "saga_sagas_total{definition=\"order\",outcome=\"completed\"} 1\n"));
     assert_non_null(strstr(text, "saga_step_latency_seconds_bucket{service=\"payment\","
-                                 "phase=\"invoke\",le=\"0.025\"} 1\n"));
+                                 "action=\"charge\",phase=\"invoke\",le=\"0.025\"} 1\n"));
     assert_non_null(strstr(text, "saga_pg_commit_seconds_bucket{le=\"0.001\"} 1\n"));
     assert_non_null(strstr(text, "saga_engine_batch_size_bucket{le=\"50\"} 1\n"));
     assert_non_null(strstr(text, "saga_outbox_pending 0\n"));
