@@ -139,7 +139,43 @@ static const char stats_sql[] =
     "  'last_hour', (SELECT count(*) FROM saga.saga WHERE status IN"
     "   ('completed', 'compensated', 'resolved') AND updated_at > now() - interval '1 "
     "hour')),"
-    " 'failed', coalesce((SELECT sum(n)::bigint FROM c WHERE status = 'failed'), 0))";
+    " 'failed', coalesce((SELECT sum(n)::bigint FROM c WHERE status = 'failed'), 0),"
+    " 'services', (SELECT coalesce(json_agg(json_build_object('service', service,"
+    "  'instance', instance, 'breaker', breaker,"
+    "  'consecutive_failures', consecutive_failures,"
+    "  'open_until', saga.iso(open_until), 'opened_total', opened_total,"
+    "  'in_flight', in_flight, 'max_in_flight', max_in_flight,"
+    "  'held_breaker', held_breaker, 'held_bulkhead', held_bulkhead,"
+    "  'reported_seconds_ago', round(extract(epoch FROM now() - updated_at)::numeric, 1))"
+    "  ORDER BY service, instance), '[]') FROM saga.service_health))";
+
+/* The breaker and bulkhead of each service, as each sagad last reported. */
+static void print_services(const json_t *services)
+{
+    size_t i;
+    json_t *v;
+    if (json_array_size(services) == 0)
+        return;
+    printf("\n%-16s  %-16s  %-9s  %8s  %9s  %13s  %s\n", "service", "sagad", "breaker",
+           "failures", "in flight", "held brk/bulk", "reported");
+    json_array_foreach(services, i, v)
+    {
+        char flight[32], held[48];
+        long long cap = json_integer_value(json_object_get(v, "max_in_flight"));
+        snprintf(flight, sizeof flight, cap > 0 ? "%lld/%lld" : "%lld",
+                 (long long)json_integer_value(json_object_get(v, "in_flight")), cap);
+        snprintf(held, sizeof held, "%lld/%lld",
+                 (long long)json_integer_value(json_object_get(v, "held_breaker")),
+                 (long long)json_integer_value(json_object_get(v, "held_bulkhead")));
+        printf("%-16s  %-16s  %-9s  %8lld  %9s  %13s  %.1fs ago\n",
+               json_string_value(json_object_get(v, "service")),
+               json_string_value(json_object_get(v, "instance")),
+               json_string_value(json_object_get(v, "breaker")),
+               (long long)json_integer_value(json_object_get(v, "consecutive_failures")),
+               flight, held,
+               json_number_value(json_object_get(v, "reported_seconds_ago")));
+    }
+}
 
 int cmd_stats(int argc, char **argv)
 {
@@ -195,6 +231,7 @@ int cmd_stats(int argc, char **argv)
                json_object_get(json_object_get(st, "finished"), "last_minute")),
            (long long)json_integer_value(
                json_object_get(json_object_get(st, "finished"), "last_hour")));
+    print_services(json_object_get(st, "services"));
     json_decref(st);
     return EXIT_OK;
 }

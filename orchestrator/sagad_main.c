@@ -58,6 +58,8 @@ static void usage(FILE *out)
         "  --max-in-flight N   bulkhead: commands per service sent and not answered,\n"
         "                      at most (default 0: no cap); per instance\n"
         "  --service-limits L  per-service caps, e.g. payment=50,inventory=0\n"
+        "  --observe-interval D  how often gauges are read from the database and\n"
+        "                      services' state published for sagactl (default 5s)\n"
         "  --help              this text\n");
 }
 
@@ -182,6 +184,7 @@ int main(int argc, char **argv)
                                          {"breaker-cooldown", required_argument, 0, 'c'},
                                          {"max-in-flight", required_argument, 0, 'm'},
                                          {"service-limits", required_argument, 0, 's'},
+                                         {"observe-interval", required_argument, 0, 'o'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     saga_engine_config cfg = {0};
@@ -283,16 +286,20 @@ int main(int argc, char **argv)
                 cfg.gate.breaker.failure_threshold = (int)v;
             break;
         }
-        case 'c': {
+        case 'c':
+        case 'o': {
             int64_t ms;
-            if (saga_duration_parse(optarg, &ms) != 0 || ms < 1) {
+            if (saga_duration_parse(optarg, &ms) != 0 || ms < 1 || ms > 86400000) {
                 fprintf(stderr,
-                        "sagad: --breaker-cooldown: expected a duration such as 500ms, "
-                        "30s or 2m, got \"%s\"\n",
-                        optarg);
+                        "sagad: --%s: expected a duration such as 500ms, 30s or 2m, got "
+                        "\"%s\"\n",
+                        c == 'c' ? "breaker-cooldown" : "observe-interval", optarg);
                 return 2;
             }
-            cfg.gate.breaker.cooldown_ms = ms;
+            if (c == 'c')
+                cfg.gate.breaker.cooldown_ms = ms;
+            else
+                cfg.observe_interval_ms = (int)ms;
             break;
         }
         case 's':

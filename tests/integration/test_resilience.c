@@ -1,0 +1,384 @@
+/* Resilience toward participants, against a real PostgreSQL and Kafka:
+ * the circuit breaker holds commands to a service that keeps failing
+ * (steps wait, they do not fail) and lets them go once it is back; the
+ * bulkhead caps the commands out to a slow service while a fast one runs
+ * freely. Both are watched through sagad's /metrics and `sagactl stats`. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+#include "saga/saga.h"
+
+#define SLOW_MS  300
+#define NSLOW    8
+#define NFAST    8
+#define NFLAKY   5
+#define MAXCMDS  512
+#define SLOW_CAP 2
+
+static it_proc sagad;
+static int http_port;
+static char defs_dir[] = "/tmp/saga-resilience-XXXXXX";
+
+typedef struct svc {
+    const char *name;
+    saga_participant *p;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    int down;     /* flaky: answer `retry` */
+    int received; /* commands handled */
+    /* slow: when each command was dispatched (from its deadline) and answered */
+    int64_t sent_at[MAXCMDS], done_at[MAXCMDS];
+    int64_t last_done;
+} svc;
+
+static svc flaky = {.name = "flaky"}, slow = {.name = "slow"}, fast = {.name = "fast"};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void handle(const saga_command *cmd, PGconn *db, saga_result *res, void *arg)
+{
+    svc *s = arg;
+    int down, k;
+    (void)db;
+    pthread_mutex_lock(&s->lock);
+    k = s->received++;
+    down = s->down;
+    pthread_mutex_unlock(&s->lock);
+    if (s == &slow)
+        usleep(SLOW_MS * 1000);
+    pthread_mutex_lock(&s->lock);
+    if (k < MAXCMDS) {
+        /* Every step here has a 10 s timeout: deadline - 10 s is when sagad
+         * committed the dispatch. */
+        s->sent_at[k] = cmd->deadline - 10000;
+        s->done_at[k] = now_ms();
+    }
+    s->last_done = now_ms();
+    pthread_mutex_unlock(&s->lock);
+    if (down)
+        saga_result_retry(res, 0, "%s is down", s->name);
+    else
+        saga_result_ok(res, json_pack("{s:s}", "by", s->name));
+}
+
+static void *run(void *arg)
+{
+    svc *s = arg;
+    saga_error err = {0};
+    if (saga_participant_run(s->p, &err) != SAGA_OK)
+        fprintf(stderr, "participant %s: %s\n", s->name, err.message);
+    return NULL;
+}
+
+static void start_service(svc *s)
+{
+    saga_participant_options o = {0};
+    saga_error err = {0};
+    pthread_mutex_init(&s->lock, NULL);
+    o.brokers = it_env("SAGA_KAFKA_BROKERS");
+    o.service = s->name;
+    o.topic_prefix = getenv("SAGA_TOPIC_PREFIX");
+    if (saga_participant_new(&o, &s->p, &err) != SAGA_OK)
+        fail_msg("participant %s: %s", s->name, err.message);
+    assert_int_equal(saga_participant_on(s->p, SAGA_PHASE_INVOKE, "work", handle, s), 0);
+    assert_int_equal(saga_participant_on(s->p, SAGA_PHASE_COMPENSATE, "undo", handle, s),
+                     0);
+    assert_int_equal(pthread_create(&s->thread, NULL, run, s), 0);
+}
+
+static void stop_service(svc *s)
+{
+    saga_participant_stop(s->p);
+    pthread_join(s->thread, NULL);
+    saga_participant_free(s->p);
+}
+
+static void write_def(const char *name, const char *service)
+{
+    char path[512];
+    FILE *f;
+    snprintf(path, sizeof path, "%s/%s.json", defs_dir, name);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    /* Many quick retries: without a breaker a failing service would be
+     * hammered several times a second per saga. */
+    fprintf(f,
+            "{\"name\":\"%s\",\"defaults\":{\"timeout\":\"10s\",\"retry\":"
+            "{\"max_attempts\":100,\"backoff\":\"100ms\",\"max_backoff\":\"200ms\"}},"
+            "\"steps\":[{\"name\":\"only\",\"service\":\"%s\",\"action\":\"work\","
+            "\"compensation\":\"undo\",\"input\":{\"n\":\"${input.n}\"}}]}\n",
+            name, service);
+    fclose(f);
+}
+
+/* GET path from sagad's HTTP endpoint; the body into buf. Returns the
+ * HTTP status, or -1. */
+static int http_get(const char *path, char *buf, size_t size)
+{
+    struct sockaddr_in a = {0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0), status = -1;
+    size_t len = 0;
+    ssize_t n;
+    char req[256], *body;
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)http_port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    if (write(fd, req, strlen(req)) < 0) {
+        close(fd);
+        return -1;
+    }
+    while (len + 1 < size && (n = read(fd, buf + len, size - len - 1)) > 0)
+        len += (size_t)n;
+    close(fd);
+    buf[len] = '\0';
+    sscanf(buf, "HTTP/1.%*d %d", &status);
+    if ((body = strstr(buf, "\r\n\r\n")) != NULL)
+        memmove(buf, body + 4, strlen(body + 4) + 1);
+    return status;
+}
+
+/* The value of the sample `series` (name{labels}) in a scrape; -1 if absent. */
+static double sample(const char *text, const char *series)
+{
+    const char *p = text;
+    size_t n = strlen(series);
+    while ((p = strstr(p, series)) != NULL) {
+        if ((p == text || p[-1] == '\n') && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+        p += n;
+    }
+    return -1;
+}
+
+static char *scrape(void)
+{
+    static char buf[1 << 20];
+    assert_int_equal(http_get("/metrics", buf, sizeof buf), 200);
+    return buf;
+}
+
+static void start_sagas(const char *name, int n, char ids[][SAGA_ID_LEN + 1])
+{
+    saga_client *c = NULL;
+    saga_error err = {0};
+    /* Through the client: sagad turns the requests into sagas, so the first
+     * commands pass the gate too. */
+    if (saga_client_new(it_env("SAGA_PG_URL"), &c, &err) != SAGA_OK)
+        fail_msg("client: %s", err.message);
+    for (int i = 0; i < n; i++) {
+        json_t *input = json_pack("{s:i}", "n", i);
+        if (saga_client_start(c, name, input, NULL, ids[i], NULL, &err) != SAGA_OK)
+            fail_msg("start %s: %s", name, err.message);
+        json_decref(input);
+    }
+    saga_client_free(c);
+}
+
+static int setup(void **state)
+{
+    const char *migrate[] = {"migrate", "--dir", "migrations", NULL};
+    char limits[64];
+    (void)state;
+    it_isolate_db("resilience");
+    setenv("SAGA_TOPIC_PREFIX", it_prefix("resilience"), 1);
+    if (mkdtemp(defs_dir) == NULL || it_sagactl(NULL, 0, migrate) != 0)
+        return -1;
+    write_def("flaky_saga", "flaky");
+    write_def("slow_saga", "slow");
+    write_def("fast_saga", "fast");
+    start_service(&flaky);
+    start_service(&slow);
+    start_service(&fast);
+    snprintf(limits, sizeof limits, "slow=%d", SLOW_CAP);
+    {
+        const char *args[] = {"--definitions",
+                              defs_dir,
+                              "--http",
+                              "127.0.0.1:0",
+                              "--breaker-failures",
+                              "3",
+                              "--breaker-cooldown",
+                              "1s",
+                              "--service-limits",
+                              limits,
+                              "--observe-interval",
+                              "300ms",
+                              NULL};
+        FILE *f;
+        char line[1024];
+        if (it_spawn(&sagad, "resilience-sagad", "sagad", args) != 0 ||
+            it_wait_log(&sagad, "sagad running", 60000) != 0)
+            return -1;
+        /* The port sagad picked is in its log. */
+        f = fopen(sagad.log, "r");
+        while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+            char *at = strstr(line, "/readyz on 127.0.0.1:");
+            if (at != NULL)
+                http_port = atoi(at + strlen("/readyz on 127.0.0.1:"));
+        }
+        if (f != NULL)
+            fclose(f);
+    }
+    return http_port > 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    it_stop(&sagad);
+    stop_service(&flaky);
+    stop_service(&slow);
+    stop_service(&fast);
+    return 0;
+}
+
+static void test_health_endpoints(void **state)
+{
+    char buf[4096];
+    (void)state;
+    assert_int_equal(http_get("/healthz", buf, sizeof buf), 200);
+    /* Ready once the first look at the database and the broker is done. */
+    for (int i = 0; i < 100 && http_get("/readyz", buf, sizeof buf) != 200; i++)
+        usleep(100 * 1000);
+    assert_int_equal(http_get("/readyz", buf, sizeof buf), 200);
+    assert_int_equal(http_get("/nope", buf, sizeof buf), 404);
+}
+
+static void test_breaker_holds_a_failing_service_and_lets_it_recover(void **state)
+{
+    char ids[NFLAKY][SAGA_ID_LEN + 1], out[16384];
+    PGconn *db = it_db();
+    const char *stats[] = {"stats", NULL};
+    int during, seen_open = 0;
+    char *m;
+    (void)state;
+    flaky.down = 1;
+    start_sagas("flaky_saga", NFLAKY, ids);
+    /* 6 s down: five sagas retrying every 100-200 ms would send ~200
+     * commands; the breaker lets 3 failures through, then a probe per
+     * cool-down (1 s, 2 s, 4 s). */
+    for (int i = 0; i < 60; i++) {
+        usleep(100 * 1000);
+        m = scrape();
+        if (sample(m, "saga_breaker_state{service=\"flaky\",state=\"open\"}") == 1 ||
+            sample(m, "saga_breaker_state{service=\"flaky\",state=\"half_open\"}") == 1)
+            seen_open = 1;
+    }
+    pthread_mutex_lock(&flaky.lock);
+    during = flaky.received;
+    pthread_mutex_unlock(&flaky.lock);
+    print_message("flaky service down 6 s: %d commands reached it\n", during);
+    assert_true(seen_open);
+    assert_true(during >= 3);
+    assert_true(during <= 3 + NFLAKY + 6);
+    m = scrape();
+    assert_true(
+        sample(m, "saga_commands_held_total{service=\"flaky\",reason=\"breaker\"}") > 0);
+    /* Steps wait: nothing failed, nothing compensates. */
+    assert_int_equal(
+        it_int(db, "SELECT count(*) FROM saga.saga WHERE status <> 'running'", 0, NULL),
+        0);
+    assert_int_equal(it_sagactl_all(out, sizeof out, 0, stats), 0);
+    assert_non_null(strstr(out, "flaky"));
+    assert_true(strstr(out, "open") != NULL || strstr(out, "half_open") != NULL);
+    /* Back up: the next probe succeeds, the breaker closes, all complete. */
+    flaky.down = 0;
+    for (int i = 0; i < NFLAKY; i++)
+        assert_string_equal(it_wait_final(db, ids[i], 60000), "completed");
+    usleep(800 * 1000); /* one observe interval and a bit */
+    m = scrape();
+    assert_true(sample(m, "saga_breaker_state{service=\"flaky\",state=\"closed\"}") == 1);
+    assert_true(
+        sample(m, "saga_sagas_total{definition=\"flaky_saga\",outcome=\"completed\"}") ==
+        NFLAKY);
+    assert_true(sample(m, "saga_replies_total{service=\"flaky\",status=\"retry\"}") >= 3);
+    assert_int_equal(it_sagactl_all(out, sizeof out, 0, stats), 0);
+    assert_non_null(strstr(out, "closed"));
+    PQfinish(db);
+}
+
+static void test_bulkhead_caps_a_slow_service_not_a_fast_one(void **state)
+{
+    char slow_ids[NSLOW][SAGA_ID_LEN + 1], fast_ids[NFAST][SAGA_ID_LEN + 1];
+    PGconn *db = it_db();
+    int most = 0, n;
+    int64_t fast_done = 0;
+    char *m;
+    (void)state;
+    start_sagas("slow_saga", NSLOW, slow_ids);
+    start_sagas("fast_saga", NFAST, fast_ids);
+    for (int i = 0; i < 40; i++) {
+        usleep(100 * 1000);
+        m = scrape();
+        assert_true(sample(m, "saga_commands_in_flight{service=\"slow\"}") <= SLOW_CAP);
+    }
+    for (int i = 0; i < NFAST; i++)
+        assert_string_equal(it_wait_final(db, fast_ids[i], 60000), "completed");
+    pthread_mutex_lock(&fast.lock);
+    fast_done = fast.last_done;
+    pthread_mutex_unlock(&fast.lock);
+    for (int i = 0; i < NSLOW; i++)
+        assert_string_equal(it_wait_final(db, slow_ids[i], 60000), "completed");
+    /* At each dispatch to the slow service, how many were out unanswered? */
+    pthread_mutex_lock(&slow.lock);
+    n = slow.received < MAXCMDS ? slow.received : MAXCMDS;
+    for (int j = 0; j < n; j++) {
+        int out = 0;
+        for (int i = 0; i < n; i++)
+            out +=
+                slow.sent_at[i] <= slow.sent_at[j] && slow.done_at[i] > slow.sent_at[j];
+        if (out > most)
+            most = out;
+    }
+    pthread_mutex_unlock(&slow.lock);
+    print_message("slow service: %d commands, at most %d out at once (cap %d); fast "
+                  "sagas done %lld ms before the last slow one\n",
+                  n, most, SLOW_CAP, (long long)(slow.last_done - fast_done));
+    assert_int_equal(n, NSLOW);
+    assert_true(most >= 1 && most <= SLOW_CAP);
+    /* The fast service was never held, and finished long before the slow. */
+    assert_true(fast_done < slow.last_done - SLOW_MS);
+    m = scrape();
+    assert_true(
+        sample(m, "saga_commands_held_total{service=\"slow\",reason=\"bulkhead\"}") > 0);
+    assert_true(
+        sample(m, "saga_commands_held_total{service=\"fast\",reason=\"bulkhead\"}") < 0);
+    assert_true(sample(m, "saga_steps_dispatched_total{service=\"fast\",action=\"work\","
+                          "phase=\"invoke\"}") == NFAST);
+    PQfinish(db);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_health_endpoints),
+        cmocka_unit_test(test_breaker_holds_a_failing_service_and_lets_it_recover),
+        cmocka_unit_test(test_bulkhead_caps_a_slow_service_not_a_fast_one),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
