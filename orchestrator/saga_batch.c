@@ -564,25 +564,28 @@ static int append(json_t *arr, json_t *o, saga_error *err)
     return SAGA_OK;
 }
 
+int saga_batch_add_saga_row(saga_batch *b, const saga_state *s, saga_error *err)
+{
+    json_t *o = json_object();
+    if (o != NULL) {
+        set_i64(o, "seq", b->seq++);
+        json_object_set_new(o, "id", json_string(s->id));
+        json_object_set_new(o, "status", json_string(saga_status_name(s->status)));
+        set_i64(o, "cursor_step", s->cursor);
+        set_ms(o, "wake_at", s->wake_at);
+        set_i64(o, "updated_at", s->updated_at);
+        set_ms(o, "deadline_at", s->deadline_at);
+    }
+    return append(b->sagas, o, err);
+}
+
 int saga_batch_add(saga_batch *b, const saga_state *s, const saga_actions *a, int created,
                    saga_error *err)
 {
     int rc;
     b->count++;
-    if (!created) {
-        json_t *o = json_object();
-        if (o != NULL) {
-            set_i64(o, "seq", b->seq++);
-            json_object_set_new(o, "id", json_string(s->id));
-            json_object_set_new(o, "status", json_string(saga_status_name(s->status)));
-            set_i64(o, "cursor_step", s->cursor);
-            set_ms(o, "wake_at", s->wake_at);
-            set_i64(o, "updated_at", s->updated_at);
-            set_ms(o, "deadline_at", s->deadline_at);
-        }
-        if ((rc = append(b->sagas, o, err)) != SAGA_OK)
-            return rc;
-    }
+    if (!created && (rc = saga_batch_add_saga_row(b, s, err)) != SAGA_OK)
+        return rc;
     for (int i = 0; i < s->nsteps; i++) {
         const saga_step_state *st = &s->steps[i];
         json_t *o;

@@ -393,6 +393,8 @@ static int gate_and_count(saga_engine *e, saga_state *s, saga_actions *acts, int
             int rc;
             saga_tally_note(&e->tally, e->m.commands_held, 0, 1, sd->service,
                             breaker ? "breaker" : "bulkhead", NULL);
+            if (!breaker)
+                saga_gate_note_held(e->gate, sd->service, s->id, until);
             if (breaker) {
                 /* Once per cool-down per saga: worth a history line. Bulkhead
                  * holds repeat every second and are only counted. */
@@ -638,6 +640,19 @@ out:
     return rc;
 }
 
+/* Sagas held by a bulkhead whose service has free slots again are woken
+ * now rather than at the end of their hold. */
+static void wake_early(saga_engine *e)
+{
+    char ids[64][37];
+    int64_t untils[64];
+    saga_error err = {0};
+    int n = saga_gate_take_wakeable(e->gate, ids, untils, 64);
+    if (n > 0 && ensure_db(e) == 0 &&
+        saga_store_wake_early(e->db, ids, untils, n, &err) != SAGA_OK)
+        saga_log(SAGA_LOG_WARN, "%s", err.message);
+}
+
 /* Claim due timers and fire them, in one transaction. Returns how many. */
 static int process_timers(saga_engine *e)
 {
@@ -762,9 +777,15 @@ static int process_start_requests(saga_engine *e)
         }
         saga_tally_note(&e->tally, e->m.sagas_started, 0, 1, states[k]->def->name, NULL,
                         NULL);
-        rc = gate_and_count(e, states[k], &acts_of[k], saga_now_ms(), &err);
-        if (rc == SAGA_OK)
-            rc = saga_batch_add(e->batch, states[k], &acts_of[k], 1, &err);
+        {
+            int64_t wake = states[k]->wake_at;
+            rc = gate_and_count(e, states[k], &acts_of[k], saga_now_ms(), &err);
+            if (rc == SAGA_OK)
+                rc = saga_batch_add(e->batch, states[k], &acts_of[k], 1, &err);
+            /* Held by the gate: the row inserted above has the old timer. */
+            if (rc == SAGA_OK && states[k]->wake_at != wake)
+                rc = saga_batch_add_saga_row(e->batch, states[k], &err);
+        }
         e->batch_events++;
     }
     for (int i = 0; i < n && rc == SAGA_OK; i++) {
@@ -906,6 +927,7 @@ int saga_engine_run(saga_engine *e, saga_error *err)
         if (PQstatus(e->db) == CONNECTION_OK && notified(e))
             next_scan = 0;
         if (now >= next_timer) {
+            wake_early(e);
             while (process_timers(e) == TIMER_CLAIM_LIMIT && !e->stop)
                 ;
             next_timer = now + e->cfg.timer_interval_ms;

@@ -7,10 +7,19 @@
 
 #define MAX_SERVICES   256
 #define NO_DEADLINE_MS 60000
+#define HELD_MAX       1024
+
+typedef struct held {
+    char saga_id[37];
+    int64_t until;
+    int svc;
+} held;
 
 typedef struct gate_service {
     char *name;
     uint64_t held_breaker, held_bulkhead;
+    held *ring; /* sagas held by the bulkhead, oldest first */
+    int head, count;
 } gate_service;
 
 /* A command holding a bulkhead slot. */
@@ -45,6 +54,8 @@ struct saga_gate {
     int nadm, capadm;
     settled *set;
     int nset, capset;
+    held *pheld; /* holds of the open transaction */
+    int npheld, cappheld;
 };
 
 static size_t hash(const char *s, size_t n)
@@ -177,7 +188,7 @@ static void clear_pending(saga_gate *g)
         free(g->adm[i].id);
     for (int i = 0; i < g->nset; i++)
         free(g->set[i].id);
-    g->nadm = g->nset = 0;
+    g->nadm = g->nset = g->npheld = 0;
 }
 
 void saga_gate_free(saga_gate *g)
@@ -187,6 +198,7 @@ void saga_gate_free(saga_gate *g)
     clear_pending(g);
     free(g->adm);
     free(g->set);
+    free(g->pheld);
     for (size_t i = 0; g->buckets != NULL && i < g->nbuckets; i++)
         for (slot *s = g->buckets[i], *next; s != NULL; s = next) {
             next = s->next;
@@ -194,8 +206,10 @@ void saga_gate_free(saga_gate *g)
             free(s);
         }
     free(g->buckets);
-    for (int i = 0; i < g->nservices; i++)
+    for (int i = 0; i < g->nservices; i++) {
         free(g->services[i].name);
+        free(g->services[i].ring);
+    }
     saga_breaker_free(g->breaker);
     saga_bulkhead_free(g->bulkhead);
     free(g);
@@ -315,10 +329,64 @@ int saga_gate_settle(saga_gate *g, const char *service, const char *command_id,
     return SAGA_OK;
 }
 
+int saga_gate_note_held(saga_gate *g, const char *service, const char *saga_id,
+                        int64_t until)
+{
+    held h = {{0}, until, 0};
+    if (g == NULL || service == NULL || saga_id == NULL || strlen(saga_id) > 36)
+        return SAGA_EINVAL;
+    if ((h.svc = service_index(g, service)) < 0)
+        return SAGA_ENOMEM;
+    if (g->npheld == g->cappheld) {
+        int cap = g->cappheld ? g->cappheld * 2 : 64;
+        held *n = realloc(g->pheld, sizeof *n * (size_t)cap);
+        if (n == NULL)
+            return SAGA_ENOMEM;
+        g->pheld = n;
+        g->cappheld = cap;
+    }
+    memcpy(h.saga_id, saga_id, strlen(saga_id) + 1);
+    g->pheld[g->npheld++] = h;
+    return SAGA_OK;
+}
+
+static void ring_push(gate_service *s, const held *h)
+{
+    if (s->ring == NULL && (s->ring = malloc(sizeof *s->ring * HELD_MAX)) == NULL)
+        return;
+    if (s->count == HELD_MAX) { /* forget the oldest: it wakes on its own */
+        s->head = (s->head + 1) % HELD_MAX;
+        s->count--;
+    }
+    s->ring[(s->head + s->count++) % HELD_MAX] = *h;
+}
+
+int saga_gate_take_wakeable(saga_gate *g, char (*ids)[37], int64_t *untils, int max)
+{
+    int n = 0;
+    if (g == NULL || ids == NULL || untils == NULL)
+        return 0;
+    for (int i = 0; i < g->nservices && n < max; i++) {
+        gate_service *s = &g->services[i];
+        int limit = saga_bulkhead_limit(g->bulkhead, s->name);
+        int free_slots = limit - saga_bulkhead_in_flight(g->bulkhead, s->name);
+        while (s->count > 0 && free_slots-- > 0 && n < max) {
+            held *h = &s->ring[s->head];
+            memcpy(ids[n], h->saga_id, sizeof ids[n]);
+            untils[n++] = h->until;
+            s->head = (s->head + 1) % HELD_MAX;
+            s->count--;
+        }
+    }
+    return n;
+}
+
 void saga_gate_commit(saga_gate *g, int64_t now_ms)
 {
     if (g == NULL)
         return;
+    for (int i = 0; i < g->npheld; i++)
+        ring_push(&g->services[g->pheld[i].svc], &g->pheld[i]);
     for (int i = 0; i < g->nset; i++) {
         settled *s = &g->set[i];
         slot **p = slot_find(g, s->id);

@@ -84,6 +84,20 @@ saga_gate_verdict saga_gate_admit(saga_gate *g, const char *service,
                                   const char *command_id, int64_t deadline_ms,
                                   int64_t now_ms, double random, int64_t *hold_until);
 
+/* The engine held saga_id's command to service for the bulkhead until
+ * until (takes effect on commit). When a slot of that service frees,
+ * saga_gate_take_wakeable() hands the saga back to be woken early instead
+ * of at until, first held first. Bounded: the oldest beyond 1024 per
+ * service are forgotten (they wake at their own time). */
+int saga_gate_note_held(saga_gate *g, const char *service, const char *saga_id,
+                        int64_t until);
+
+/* Sagas held by the bulkhead of services that have free slots now, at most
+ * as many per service as it has free slots, at most max in all: their ids
+ * (36 characters + NUL) and the until they were held to (so the caller can
+ * wake only sagas still waiting for that hold). Returns how many. */
+int saga_gate_take_wakeable(saga_gate *g, char (*ids)[37], int64_t *untils, int max);
+
 /* The command was answered or timed out (takes effect on commit). Returns
  * SAGA_OK, SAGA_EINVAL, SAGA_ENOMEM. */
 int saga_gate_settle(saga_gate *g, const char *service, const char *command_id,

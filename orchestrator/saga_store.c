@@ -324,6 +324,45 @@ int saga_store_outbox_delete(PGconn *db, const int64_t *ids, int n, saga_error *
     return SAGA_OK;
 }
 
+int saga_store_wake_early(PGconn *db, char (*ids)[37], const int64_t *untils, int n,
+                          saga_error *err)
+{
+    size_t cap = (size_t)n * 40 + 3, ilen = 0, ulen = 0;
+    char *iarr = malloc(cap), *uarr = malloc(cap);
+    const char *p[2];
+    PGresult *r;
+    if (iarr == NULL || uarr == NULL) {
+        free(iarr);
+        free(uarr);
+        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+    }
+    iarr[ilen++] = '{';
+    uarr[ulen++] = '{';
+    for (int i = 0; i < n; i++) {
+        ilen += (size_t)snprintf(iarr + ilen, cap - ilen, "%s%s", i ? "," : "", ids[i]);
+        ulen += (size_t)snprintf(uarr + ulen, cap - ulen, "%s%lld", i ? "," : "",
+                                 (long long)untils[i]);
+    }
+    memcpy(iarr + ilen, "}", 2);
+    memcpy(uarr + ulen, "}", 2);
+    p[0] = iarr;
+    p[1] = uarr;
+    /* Only sagas still waiting for that very hold: one that moved on has
+     * another timer (or none), and waking it for nothing would spin. */
+    r = q(db,
+          "UPDATE saga.saga s SET wake_at = now()"
+          " FROM unnest($1::uuid[], $2::bigint[]) AS x(id, until)"
+          " WHERE s.id = x.id AND s.wake_at > now()"
+          "   AND abs(extract(epoch FROM s.wake_at) * 1000 - x.until) < 2",
+          2, p, PGRES_COMMAND_OK, "waking held sagas", err);
+    free(iarr);
+    free(uarr);
+    if (r == NULL)
+        return SAGA_EDB;
+    PQclear(r);
+    return SAGA_OK;
+}
+
 /* ---- sagas ---- */
 
 int saga_store_encode_command(const saga_state *s, const saga_action *ac,

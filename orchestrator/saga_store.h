@@ -108,6 +108,12 @@ int saga_store_encode_command(const saga_state *s, const saga_action *ac,
 /* Run a statement without results (BEGIN, COMMIT, ...). */
 int saga_store_exec(PGconn *db, const char *sql, saga_error *err);
 
+/* Wake now the sagas ids[i] whose timer is still untils[i] (ms since the
+ * epoch): commands held by a bulkhead whose service has a free slot
+ * again. Sagas whose timer changed meanwhile are left alone. */
+int saga_store_wake_early(PGconn *db, char (*ids)[37], const int64_t *untils, int n,
+                          saga_error *err);
+
 /* Milliseconds since the epoch, from the wall clock (the shell's job). */
 int64_t saga_now_ms(void);
 

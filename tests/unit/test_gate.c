@@ -174,6 +174,51 @@ static void test_bulkhead_caps_each_service_on_its_own(void **state)
     saga_gate_free(g);
 }
 
+static void test_held_sagas_are_handed_back_as_slots_free(void **state)
+{
+    saga_gate *g = gate(0, 0, 0, "slow=1");
+    char ids[8][37];
+    int64_t untils[8], until = 0;
+    (void)state;
+    assert_int_equal(saga_gate_admit(g, "slow", "a/0/invoke", 0, T0, 0.0, &until),
+                     SAGA_GATE_SEND);
+    assert_int_equal(saga_gate_admit(g, "slow", "b/0/invoke", 0, T0, 0.0, &until),
+                     SAGA_GATE_HOLD_BULKHEAD);
+    assert_int_equal(saga_gate_note_held(g, "slow", "b", until), SAGA_OK);
+    assert_int_equal(saga_gate_note_held(g, "slow", "c", until + 1), SAGA_OK);
+    /* Not before the transaction commits. */
+    assert_int_equal(saga_gate_take_wakeable(g, ids, untils, 8), 0);
+    saga_gate_commit(g, T0);
+    /* No free slot yet. */
+    assert_int_equal(saga_gate_take_wakeable(g, ids, untils, 8), 0);
+    saga_gate_settle(g, "slow", "a/0/invoke", SAGA_GATE_ANSWERED, T0 + 5);
+    saga_gate_commit(g, T0 + 5);
+    /* One slot: the first held comes back, the second waits. */
+    assert_int_equal(saga_gate_take_wakeable(g, ids, untils, 8), 1);
+    assert_string_equal(ids[0], "b");
+    assert_int_equal(untils[0], until);
+    assert_int_equal(saga_gate_take_wakeable(g, ids, untils, 8), 1);
+    assert_string_equal(ids[0], "c");
+    assert_int_equal(saga_gate_take_wakeable(g, ids, untils, 8), 0);
+    /* Holds of a rolled-back transaction are forgotten. */
+    assert_int_equal(saga_gate_note_held(g, "slow", "d", until), SAGA_OK);
+    saga_gate_abort(g, T0 + 6);
+    assert_int_equal(saga_gate_take_wakeable(g, ids, untils, 8), 0);
+    /* Bounded: the oldest beyond 1024 are dropped. */
+    for (int i = 0; i < 1100; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "s%d", i);
+        saga_gate_note_held(g, "slow", id, i);
+    }
+    saga_gate_commit(g, T0 + 7);
+    assert_int_equal(saga_gate_take_wakeable(g, ids, untils, 8), 1);
+    assert_string_equal(ids[0], "s76");
+    assert_int_equal(
+        saga_gate_note_held(g, "slow", "0123456789012345678901234567890123456", 0),
+        SAGA_EINVAL);
+    saga_gate_free(g);
+}
+
 static void test_default_cap_many_slots_and_timeouts(void **state)
 {
     saga_gate *g = gate(0, 0, 500, NULL);
@@ -246,6 +291,7 @@ int main(void)
         cmocka_unit_test(test_breaker_opens_holds_probes_and_closes),
         cmocka_unit_test(test_failed_probe_reopens_and_rollback_gives_the_probe_back),
         cmocka_unit_test(test_bulkhead_caps_each_service_on_its_own),
+        cmocka_unit_test(test_held_sagas_are_handed_back_as_slots_free),
         cmocka_unit_test(test_default_cap_many_slots_and_timeouts),
         cmocka_unit_test(test_configuration_errors_and_misuse),
     };
