@@ -716,7 +716,8 @@ static int process_start_requests(saga_engine *e)
     char problems[START_BATCH][600];
     char(*existing)[SAGA_ID_LEN + 1] = malloc(sizeof *existing * START_BATCH);
     int n = 0, nstates = 0, rc;
-    int which[START_BATCH]; /* request row of states[i] */
+    int which[START_BATCH];                     /* request row of states[i] */
+    const saga_definition *latest[START_BATCH]; /* definition of request row i */
     saga_actions acts_of[START_BATCH];
 
     if (existing == NULL || ensure_db(e) != 0) {
@@ -741,12 +742,20 @@ static int process_start_requests(saga_engine *e)
     }
     for (int i = 0; i < n && rc == SAGA_OK; i++) {
         const char *id = PQgetvalue(r, i, 0), *name = PQgetvalue(r, i, 1);
-        const saga_definition *def;
+        const saga_definition *def = NULL;
         saga_error derr = {0};
         problems[i][0] = '\0';
-        if (saga_store_get_definition(e->db, e->defs, name, 0, &def, &derr) != SAGA_OK) {
+        /* The latest version of each name once per batch, not per request. */
+        for (int k = 0; k < i && def == NULL; k++)
+            if (latest[k] != NULL && strcmp(PQgetvalue(r, k, 1), name) == 0)
+                def = latest[k];
+        if (def == NULL &&
+            saga_store_get_definition(e->db, e->defs, name, 0, &def, &derr) != SAGA_OK) {
+            def = NULL;
             snprintf(problems[i], sizeof problems[i], "%s", derr.message);
-        } else {
+        }
+        latest[i] = def;
+        if (def != NULL) {
             json_t *input = json_loads(PQgetvalue(r, i, 2), 0, NULL);
             saga_state *s = saga_state_new(def, id, input);
             saga_actions acts = {0};
