@@ -207,3 +207,35 @@ long long ow_sum_stat(const char *pattern, const char *word)
         pclose(f);
     return total;
 }
+
+const char *const ow_services[OW_NSVC] = {"order", "payment", "inventory"};
+
+int ow_setup(const char *name, PGconn **db, char **prefix)
+{
+    const char *migrate[] = {"migrate", "--dir", "migrations", NULL};
+    it_isolate_db(name);
+    it_env("SAGA_KAFKA_BROKERS");
+    *prefix = strdup(it_prefix(name));
+    setenv("SAGA_TOPIC_PREFIX", *prefix, 1);
+    if (it_sagactl(NULL, 0, migrate) != 0)
+        return -1;
+    *db = it_db();
+    return 0;
+}
+
+void ow_start_service(it_proc *p, int i, const char *label, int n)
+{
+    char name[64], prog[64];
+    const char *args[] = {NULL};
+    snprintf(name, sizeof name, "%s-%s-%d", label, ow_services[i], n);
+    snprintf(prog, sizeof prog, "%s-service", ow_services[i]);
+    assert_int_equal(it_spawn(p, name, prog, args), 0);
+    assert_int_equal(it_wait_log(p, "ready", 60000), 0);
+}
+
+void ow_stop_all(it_proc *procs, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (procs[i].pid > 0)
+            it_stop(&procs[i]);
+}

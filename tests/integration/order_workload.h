@@ -7,7 +7,24 @@
 
 #include <libpq-fe.h>
 
+#include "harness.h"
 #include "saga_store.h"
+
+enum { OW_NSVC = 3, OW_ORDER = 0, OW_PAYMENT = 1, OW_INVENTORY = 2 };
+/* The example services the workload runs on. */
+extern const char *const ow_services[OW_NSVC];
+
+/* A run of its own: a database for name (it_isolate_db), a fresh topic
+ * prefix (SAGA_TOPIC_PREFIX; *prefix is malloc()ed, free it), the schema
+ * migrated, *db connected. Returns 0, or -1 when migrating failed. */
+int ow_setup(const char *name, PGconn **db, char **prefix);
+
+/* Start example service ow_services[i] as <label>-<service>-<n> and wait
+ * until it is ready (cmocka assertions). */
+void ow_start_service(it_proc *p, int i, const char *label, int n);
+
+/* Stop what is running of procs[0..n) (pid > 0). */
+void ow_stop_all(it_proc *procs, int n);
 
 /* Customers (one in ten short of credit) and stock (one scarce item). */
 void ow_seed(PGconn *db);

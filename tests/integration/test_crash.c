@@ -25,11 +25,10 @@
 #include "saga_machine.h"
 #include "saga_store.h"
 
-enum { ORDER, PAYMENT, INVENTORY, NSVC };
-static const char *const svc_names[NSVC] = {"order", "payment", "inventory"};
+enum { PAYMENT = OW_PAYMENT, NSVC = OW_NSVC };
 
 static PGconn *db;
-static const char *prefix;
+static char *prefix;
 static it_proc svc[NSVC], sagad;
 static int sagad_starts, svc_starts[NSVC];
 static int kills, participant_kills, broker_restarts, pg_restarts;
@@ -48,12 +47,7 @@ static int env_int(const char *name, int dflt)
 
 static void start_service(int i)
 {
-    char name[64], prog[64];
-    const char *args[] = {NULL};
-    snprintf(name, sizeof name, "crash-%s-%d", svc_names[i], ++svc_starts[i]);
-    snprintf(prog, sizeof prog, "%s-service", svc_names[i]);
-    assert_int_equal(it_spawn(&svc[i], name, prog, args), 0);
-    assert_int_equal(it_wait_log(&svc[i], "ready", 60000), 0);
+    ow_start_service(&svc[i], i, "crash", ++svc_starts[i]);
 }
 
 static void start_sagad(void)
@@ -67,18 +61,12 @@ static void start_sagad(void)
 
 static int setup(void **state)
 {
-    const char *migrate[] = {"migrate", "--dir", "migrations", NULL};
     (void)state;
-    it_isolate_db("crash");
-    it_env("SAGA_KAFKA_BROKERS");
-    prefix = strdup(it_prefix("crash"));
-    setenv("SAGA_TOPIC_PREFIX", prefix, 1);
     /* No static membership here (SAGA_INSTANCE_ID): after a broker restart
      * librdkafka 2.0 can be fenced for good (confluent-kafka-go#494); a
      * crashed sagad's partitions then move on after the session timeout. */
-    if (it_sagactl(NULL, 0, migrate) != 0)
+    if (ow_setup("crash", &db, &prefix) != 0)
         return -1;
-    db = it_db();
     /* Transient trouble in every participant. */
     setenv("SAGA_EXAMPLE_FAIL_RATE", "0.08", 1);
     setenv("SAGA_EXAMPLE_SLOW_RATE", "0.02", 1);
@@ -93,13 +81,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    if (sagad.pid > 0)
-        it_stop(&sagad);
-    for (int i = 0; i < NSVC; i++)
-        if (svc[i].pid > 0)
-            it_stop(&svc[i]);
+    ow_stop_all(&sagad, 1);
+    ow_stop_all(svc, NSVC);
     PQfinish(db);
-    free((void *)prefix);
+    free(prefix);
     return 0;
 }
 

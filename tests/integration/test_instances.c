@@ -22,12 +22,11 @@
 #include "order_workload.h"
 #include "saga_store.h"
 
-enum { NSVC = 3, NSAGAD = 3 };
-static const char *const svc_names[NSVC] = {"order", "payment", "inventory"};
+enum { NSVC = OW_NSVC, NSAGAD = 3 };
 static const char *const sagad_names[NSAGAD] = {"a", "b", "c"};
 
 static PGconn *db;
-static const char *prefix;
+static char *prefix;
 static it_proc svc[NSVC], sagad[NSAGAD];
 static int starts[NSAGAD];
 
@@ -63,24 +62,11 @@ static void start_sagad(int i)
 
 static int setup(void **state)
 {
-    const char *migrate[] = {"migrate", "--dir", "migrations", NULL};
     (void)state;
-    it_isolate_db("instances");
-    it_env("SAGA_KAFKA_BROKERS");
-    prefix = strdup(it_prefix("inst"));
-    setenv("SAGA_TOPIC_PREFIX", prefix, 1);
-    if (it_sagactl(NULL, 0, migrate) != 0)
+    if (ow_setup("instances", &db, &prefix) != 0)
         return -1;
-    db = it_db();
-    for (int i = 0; i < NSVC; i++) {
-        char name[64], prog[64];
-        const char *args[] = {NULL};
-        snprintf(name, sizeof name, "inst-%s", svc_names[i]);
-        snprintf(prog, sizeof prog, "%s-service", svc_names[i]);
-        if (it_spawn(&svc[i], name, prog, args) != 0 ||
-            it_wait_log(&svc[i], "ready", 60000) != 0)
-            return -1;
-    }
+    for (int i = 0; i < NSVC; i++)
+        ow_start_service(&svc[i], i, "inst", 1);
     ow_seed(db); /* the services created their schemas */
     for (int i = 0; i < NSAGAD; i++)
         start_sagad(i);
@@ -90,14 +76,10 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    for (int i = 0; i < NSAGAD; i++)
-        if (sagad[i].pid > 0)
-            it_stop(&sagad[i]);
-    for (int i = 0; i < NSVC; i++)
-        if (svc[i].pid > 0)
-            it_stop(&svc[i]);
+    ow_stop_all(sagad, NSAGAD);
+    ow_stop_all(svc, NSVC);
     PQfinish(db);
-    free((void *)prefix);
+    free(prefix);
     return 0;
 }
 
