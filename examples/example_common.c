@@ -61,7 +61,10 @@ static int create_schema(const example_service *svc, const char *url)
                    "CREATE TABLE IF NOT EXISTS command_log ("
                    " id bigserial PRIMARY KEY, saga_id uuid NOT NULL, step int NOT NULL,"
                    " phase text NOT NULL, action text NOT NULL, attempt int NOT NULL,"
-                   " received_at timestamptz NOT NULL DEFAULT clock_timestamp())");
+                   " received_at timestamptz NOT NULL DEFAULT clock_timestamp());"
+                   /* The trace the command came in (its traceparent header). */
+                   "ALTER TABLE command_log ADD COLUMN IF NOT EXISTS trace_id text;"
+                   "ALTER TABLE command_log ADD COLUMN IF NOT EXISTS span_id text");
         ok = PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);
     }
@@ -197,15 +200,29 @@ PGresult *example_sql(PGconn *db, saga_result *result, const char *sql, int n,
 
 void example_log_command(PGconn *db, const saga_command *cmd)
 {
-    char step[16], attempt[16];
-    const char *p[5] = {cmd->saga_id, step, saga_phase_name(cmd->phase), cmd->action,
-                        attempt};
+    char step[16], attempt[16], trace_id[SAGA_TRACE_ID_HEX_SIZE] = "",
+                                span_id[SAGA_SPAN_ID_HEX_SIZE] = "";
+    saga_trace_context tc;
+    const char *p[7] = {cmd->saga_id, step,    saga_phase_name(cmd->phase),
+                        cmd->action,  attempt, trace_id,
+                        span_id};
     snprintf(step, sizeof step, "%d", cmd->step);
     snprintf(attempt, sizeof attempt, "%d", cmd->attempt);
+    if (saga_command_trace(cmd, &tc) == SAGA_OK) {
+        saga_trace_id_hex(&tc, trace_id);
+        saga_span_id_hex(&tc, span_id);
+    }
+    /* One line per command, with the saga's trace id: grep every
+     * service's log for it to follow a saga across services. */
+    fprintf(stderr, "%s %s saga=%s step=%s attempt=%s trace_id=%s span_id=%s\n",
+            saga_phase_name(cmd->phase), cmd->action, cmd->saga_id, cmd->step_name,
+            attempt, trace_id[0] ? trace_id : "-", span_id[0] ? span_id : "-");
+    if (trace_id[0] == '\0')
+        p[5] = p[6] = NULL;
     PQclear(PQexecParams(db,
-                         "INSERT INTO command_log (saga_id, step, phase, action, attempt)"
-                         " VALUES ($1, $2, $3, $4, $5)",
-                         5, NULL, p, NULL, NULL, 0));
+                         "INSERT INTO command_log (saga_id, step, phase, action, attempt,"
+                         " trace_id, span_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                         7, NULL, p, NULL, NULL, 0));
 }
 
 const char *example_str(const saga_command *cmd, json_t *obj, const char *key,

@@ -18,7 +18,7 @@ static const char load_sagas_sql[] =
     "SELECT id, name, version, status, cursor_step, input::text, (extract(epoch FROM "
     "created_at) * 1000)::bigint,"
     " (extract(epoch FROM updated_at) * 1000)::bigint, (extract(epoch FROM deadline_at) "
-    "* 1000)::bigint, (extract(epoch FROM wake_at) * 1000)::bigint"
+    "* 1000)::bigint, (extract(epoch FROM wake_at) * 1000)::bigint, traceparent"
     " FROM saga.saga WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE";
 
 static const char load_steps_sql[] =
@@ -73,12 +73,13 @@ static const char insert_events_sql[] =
     " ORDER BY seq";
 
 static const char insert_outbox_sql[] =
-    "INSERT INTO saga.outbox (saga_id, topic, msg_key, payload, claimed_by, "
-    "claimed_until)"
-    " SELECT saga_id, topic, msg_key, payload, $2, now() + make_interval(secs => $3::int)"
+    "INSERT INTO saga.outbox (saga_id, topic, msg_key, payload, traceparent, claimed_by,"
+    " claimed_until)"
+    " SELECT saga_id, topic, msg_key, payload, traceparent, $2,"
+    " now() + make_interval(secs => $3::int)"
     " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, saga_id uuid, topic text,"
-    "   msg_key text, payload text) ORDER BY seq"
-    " RETURNING id, topic, msg_key, payload";
+    "   msg_key text, payload text, traceparent text) ORDER BY seq"
+    " RETURNING id, topic, msg_key, payload, traceparent";
 
 static const char finish_requests_sql[] =
     "UPDATE saga.start_request AS q SET processed_at = now(), error = x.error"
@@ -86,13 +87,14 @@ static const char finish_requests_sql[] =
 
 static const char insert_sagas_sql[] =
     "INSERT INTO saga.saga (id, name, version, status, cursor_step, input,"
-    " idempotency_key, deadline_at, wake_at, created_at, updated_at)"
+    " idempotency_key, deadline_at, wake_at, created_at, updated_at, traceparent)"
     " SELECT id, name, version, status, cursor_step, input, idempotency_key,"
     " to_timestamp(deadline_at / 1000.0), to_timestamp(wake_at / 1000.0), "
-    "to_timestamp(created_at / 1000.0), to_timestamp(created_at / 1000.0)"
+    "to_timestamp(created_at / 1000.0), to_timestamp(created_at / 1000.0), traceparent"
     " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, id uuid, name text, version int,"
     "   status text, cursor_step int, input jsonb, idempotency_key text,"
-    "   deadline_at bigint, wake_at bigint, created_at bigint) ORDER BY seq"
+    "   deadline_at bigint, wake_at bigint, created_at bigint, traceparent text)"
+    " ORDER BY seq"
     " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
 
 static const char key_holders_sql[] =
@@ -269,6 +271,7 @@ static int fill_saga(PGconn *db, saga_defs *defs, PGresult *r, int row, saga_sta
     s->updated_at = get_i64(r, row, 7);
     s->deadline_at = get_i64(r, row, 8);
     s->wake_at = get_i64(r, row, 9);
+    snprintf(s->traceparent, sizeof s->traceparent, "%s", PQgetvalue(r, row, 10));
     *out = s;
     return SAGA_OK;
 }
@@ -428,6 +431,8 @@ int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *con
         set_ms(o, "deadline_at", s->deadline_at);
         set_ms(o, "wake_at", s->wake_at);
         set_i64(o, "created_at", s->created_at);
+        if (s->traceparent[0])
+            json_object_set_new(o, "traceparent", json_string(s->traceparent));
         json_array_append_new(rows, o);
     }
     if ((text = dump(rows)) == NULL) {
@@ -634,15 +639,17 @@ int saga_batch_add(saga_batch *b, const saga_state *s, const saga_actions *a, in
             if ((rc = append(b->events, o, err)) != SAGA_OK)
                 return rc;
         } else {
-            char topic[256], *text = NULL;
-            if ((rc = saga_store_encode_command(s, ac, b->prefix, &text, topic, err)) !=
-                SAGA_OK) {
+            char topic[256], *text = NULL, tp[SAGA_TRACEPARENT_LEN + 1];
+            if ((rc = saga_store_encode_command(s, ac, b->prefix, &text, topic, tp,
+                                                err)) != SAGA_OK) {
                 json_decref(o);
                 return rc;
             }
             json_object_set_new(o, "topic", json_string(topic));
             json_object_set_new(o, "msg_key", json_string(s->id));
             json_object_set_new(o, "payload", json_string(text));
+            if (tp[0])
+                json_object_set_new(o, "traceparent", json_string(tp));
             free(text);
             if ((rc = append(b->outbox, o, err)) != SAGA_OK)
                 return rc;
@@ -722,7 +729,8 @@ int saga_batch_commit(PGconn *db, saga_batch *b, saga_outbox *sent, saga_error *
                 char *payload = strdup(PQgetvalue(r, k, 3));
                 if (payload == NULL ||
                     saga_outbox_push(sent, get_i64(r, k, 0), PQgetvalue(r, k, 1),
-                                     PQgetvalue(r, k, 2), payload) != SAGA_OK)
+                                     PQgetvalue(r, k, 2), payload,
+                                     PQgetvalue(r, k, 4)) != SAGA_OK)
                     rc = oom(err);
             }
             PQclear(r);

@@ -24,6 +24,7 @@
 #include "saga_observe.h"
 #include "saga_store.h"
 #include "saga_tally.h"
+#include "saga_tracing.h"
 
 #define OUTBOX_SCAN_MS    1000
 #define OUTBOX_SCAN_LIMIT 2000
@@ -192,12 +193,23 @@ static void produce(saga_engine *e, saga_outbox *o)
                      "outbox %lld goes to %s, outside this sagad's prefix %s: does the "
                      "program that started saga %s use another SAGA_TOPIC_PREFIX?",
                      (long long)m->id, m->topic, e->prefix, m->key);
-        err =
-            rd_kafka_producev(e->producer, RD_KAFKA_V_TOPIC(m->topic),
-                              RD_KAFKA_V_KEY(m->key, strlen(m->key)),
-                              RD_KAFKA_V_VALUE(m->payload, strlen(m->payload)),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                              RD_KAFKA_V_OPAQUE((void *)(intptr_t)m->id), RD_KAFKA_V_END);
+        if (m->traceparent[0] != '\0') {
+            /* The attempt's span in the saga's trace (saga_tracing.h). */
+            err = rd_kafka_producev(e->producer, RD_KAFKA_V_TOPIC(m->topic),
+                                    RD_KAFKA_V_KEY(m->key, strlen(m->key)),
+                                    RD_KAFKA_V_VALUE(m->payload, strlen(m->payload)),
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                    RD_KAFKA_V_HEADER("traceparent", m->traceparent, -1),
+                                    RD_KAFKA_V_OPAQUE((void *)(intptr_t)m->id),
+                                    RD_KAFKA_V_END);
+        } else {
+            err = rd_kafka_producev(e->producer, RD_KAFKA_V_TOPIC(m->topic),
+                                    RD_KAFKA_V_KEY(m->key, strlen(m->key)),
+                                    RD_KAFKA_V_VALUE(m->payload, strlen(m->payload)),
+                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                    RD_KAFKA_V_OPAQUE((void *)(intptr_t)m->id),
+                                    RD_KAFKA_V_END);
+        }
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             rd_kafka_poll(e->producer, 100);
             i--;
@@ -324,10 +336,35 @@ static void scan_outbox(saga_engine *e)
 }
 
 /* Count and log an event the machine did not apply. */
-static void not_applied(saga_engine *e, const char *id, const saga_event *ev, int rc,
+/* Log fields for a line about s (and a step attempt of it, step >= 0):
+ * the saga, the step's name, the attempt, the trace and the span. */
+typedef struct log_fields {
+    saga_log_ctx ctx;
+    char trace_id[SAGA_TRACE_ID_HEX_SIZE], span_id[SAGA_SPAN_ID_HEX_SIZE];
+} log_fields;
+
+static const saga_log_ctx *fields_of(log_fields *f, const saga_state *s, int step,
+                                     saga_phase phase, int attempt)
+{
+    char tp[SAGA_TRACEPARENT_LEN + 1] = "";
+    memset(f, 0, sizeof *f);
+    f->ctx.saga_id = s->id;
+    if (step >= 0 && step < s->nsteps) {
+        f->ctx.step = s->def->steps[step].name;
+        f->ctx.attempt = attempt;
+        if (attempt > 0)
+            saga_tracing_step(s->traceparent, step, phase, attempt, tp, sizeof tp);
+    }
+    saga_tracing_ids(tp[0] ? tp : s->traceparent, f->trace_id, f->span_id);
+    f->ctx.trace_id = f->trace_id[0] ? f->trace_id : NULL;
+    f->ctx.span_id = f->span_id[0] ? f->span_id : NULL;
+    return &f->ctx;
+}
+
+static void not_applied(saga_engine *e, const saga_state *s, const saga_event *ev, int rc,
                         const char *reason)
 {
-    saga_log_ctx lc = {.saga_id = id};
+    log_fields lf;
     if (ev->kind != SAGA_EV_REPLY)
         return;
     if (rc == SAGA_IGNORED)
@@ -336,12 +373,15 @@ static void not_applied(saga_engine *e, const char *id, const saga_event *ev, in
         e->stats.replies_rejected++;
     saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1,
                     rc == SAGA_IGNORED ? "duplicate" : "rejected", NULL, NULL);
-    lc.attempt = ev->reply->attempt;
+    if (!saga_log_enabled(SAGA_LOG_DEBUG))
+        return;
     /* Debug, not info: duplicates are routine under redelivery, and a line
      * per message would flood the log under load; they are counted. */
     saga_log_fields(
-        SAGA_LOG_DEBUG, &lc, "saga %s: reply for step %d %s attempt %d %s: %s", id,
-        ev->reply->step, saga_phase_name(ev->reply->phase), ev->reply->attempt,
+        SAGA_LOG_DEBUG,
+        fields_of(&lf, s, ev->reply->step, ev->reply->phase, ev->reply->attempt),
+        "saga %s: reply for step %d %s attempt %d %s: %s", s->id, ev->reply->step,
+        saga_phase_name(ev->reply->phase), ev->reply->attempt,
         rc == SAGA_IGNORED ? "ignored (duplicate or stale)" : "rejected", reason);
 }
 
@@ -488,18 +528,20 @@ static int apply_one(saga_engine *e, saga_state *s, saga_event *ev, saga_error *
         else
             e->stats.timers_fired++;
         if (saga_log_enabled(SAGA_LOG_DEBUG)) {
-            saga_log_ctx lc = {.saga_id = s->id};
-            if (s->cursor >= 0 && s->cursor < s->nsteps) {
-                lc.step = s->def->steps[s->cursor].name;
-                lc.attempt = s->steps[s->cursor].attempts;
-            }
-            saga_log_fields(SAGA_LOG_DEBUG, &lc, "saga %s: %s (step %d)", s->id,
-                            saga_status_name(s->status), s->cursor);
+            log_fields lf;
+            int c = s->cursor >= 0 && s->cursor < s->nsteps ? s->cursor : -1;
+            saga_log_fields(
+                SAGA_LOG_DEBUG,
+                fields_of(&lf, s, c,
+                          s->status == SAGA_ST_COMPENSATING ? SAGA_PHASE_COMPENSATE
+                                                            : SAGA_PHASE_INVOKE,
+                          c >= 0 ? s->steps[c].attempts : 0),
+                "saga %s: %s (step %d)", s->id, saga_status_name(s->status), s->cursor);
         }
     } else if (rc == SAGA_ENOMEM) {
         rc = saga_error_set(err, SAGA_ENOMEM, "out of memory applying an event");
     } else {
-        not_applied(e, s->id, ev, rc, reason);
+        not_applied(e, s, ev, rc, reason);
         rc = SAGA_OK;
     }
     saga_actions_clear(&acts);
@@ -726,10 +768,10 @@ static int process_start_requests(saga_engine *e)
     }
     if ((rc = saga_store_exec(e->db, "BEGIN", &err)) != SAGA_OK)
         goto fail;
-    r = PQexec(e->db,
-               "SELECT id, name, input::text, idempotency_key FROM saga.start_request"
-               " WHERE processed_at IS NULL ORDER BY requested_at LIMIT 200"
-               " FOR UPDATE SKIP LOCKED");
+    r = PQexec(e->db, "SELECT id, name, input::text, idempotency_key, traceparent"
+                      " FROM saga.start_request"
+                      " WHERE processed_at IS NULL ORDER BY requested_at LIMIT 200"
+                      " FOR UPDATE SKIP LOCKED");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         rc = saga_error_set(&err, SAGA_EDB, "reading start requests: %s",
                             PQerrorMessage(e->db));
@@ -762,6 +804,10 @@ static int process_start_requests(saga_engine *e)
             saga_event ev = {
                 .kind = SAGA_EV_START, .now = saga_now_ms(), .random = next_random(e)};
             json_decref(input);
+            /* The caller's trace goes on; without one, a new trace. */
+            if (s != NULL)
+                saga_tracing_start(PQgetisnull(r, i, 4) ? NULL : PQgetvalue(r, i, 4),
+                                   s->traceparent, sizeof s->traceparent);
             if (s == NULL || saga_machine_apply(s, &ev, &acts, NULL) != SAGA_APPLIED) {
                 saga_state_free(s);
                 saga_actions_clear(&acts);

@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "saga/protocol.h"
+#include "saga/trace.h"
 #include "saga_definition.h"
 
 typedef enum saga_status {
@@ -73,6 +74,9 @@ typedef struct saga_state {
     int64_t wake_at;     /* earliest timer; 0 = none (computed) */
     int nsteps;
     saga_step_state *steps; /* owned */
+    /* The saga's own span (saga_tracing.h); "" when it has none (sagas
+     * from before tracing). Not used by the machine. */
+    char traceparent[SAGA_TRACEPARENT_LEN + 1];
 } saga_state;
 
 /* Allocate a NEW state for def (borrowed, must outlive it) with input

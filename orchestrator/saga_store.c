@@ -7,11 +7,12 @@
 #include "saga/protocol.h"
 #include "saga_kafka.h"
 #include "saga_store.h"
+#include "saga_tracing.h"
 
 /* A saga row, times in ms (saga.ms/saga.ts are in migrations/0003). */
 #define load_saga_sql                                                                    \
     "SELECT name, version, status, cursor_step, input::text, saga.ms(created_at),"       \
-    " saga.ms(updated_at), saga.ms(deadline_at), saga.ms(wake_at)"                       \
+    " saga.ms(updated_at), saga.ms(deadline_at), saga.ms(wake_at), traceparent"          \
     " FROM saga.saga WHERE id = $1"
 
 int64_t saga_now_ms(void)
@@ -240,7 +241,7 @@ void saga_outbox_clear(saga_outbox *o)
 
 /* Append a message; takes ownership of payload. */
 int saga_outbox_push(saga_outbox *o, int64_t id, const char *topic, const char *key,
-                     char *payload)
+                     char *payload, const char *traceparent)
 {
     saga_outbox_msg *m;
     if (o->n == o->cap) {
@@ -258,6 +259,7 @@ int saga_outbox_push(saga_outbox *o, int64_t id, const char *topic, const char *
     m->topic = strdup(topic);
     snprintf(m->key, sizeof m->key, "%s", key);
     m->payload = payload;
+    snprintf(m->traceparent, sizeof m->traceparent, "%s", traceparent ? traceparent : "");
     if (m->topic == NULL) {
         free(payload);
         return SAGA_ENOMEM;
@@ -282,7 +284,8 @@ int saga_store_outbox_claim(PGconn *db, const char *owner, int lease_s, int mine
           "   ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)"
           " UPDATE saga.outbox o SET claimed_by = $1,"
           "   claimed_until = now() + make_interval(secs => $2::int)"
-          " FROM c WHERE o.id = c.id RETURNING o.id, o.topic, o.msg_key, o.payload",
+          " FROM c WHERE o.id = c.id"
+          " RETURNING o.id, o.topic, o.msg_key, o.payload, o.traceparent",
           5, p, PGRES_TUPLES_OK, "claiming outbox rows", err);
     if (r == NULL)
         return SAGA_EDB;
@@ -290,7 +293,8 @@ int saga_store_outbox_claim(PGconn *db, const char *owner, int lease_s, int mine
         char *payload = strdup(PQgetvalue(r, i, 3));
         if (payload == NULL ||
             saga_outbox_push(out, get_i64(r, i, 0), PQgetvalue(r, i, 1),
-                             PQgetvalue(r, i, 2), payload) != SAGA_OK) {
+                             PQgetvalue(r, i, 2), payload,
+                             PQgetvalue(r, i, 4)) != SAGA_OK) {
             PQclear(r);
             return saga_error_set(err, SAGA_ENOMEM, "out of memory");
         }
@@ -367,7 +371,7 @@ int saga_store_wake_early(PGconn *db, char (*ids)[37], const int64_t *untils, in
 
 int saga_store_encode_command(const saga_state *s, const saga_action *ac,
                               const char *prefix, char **text, char topic[256],
-                              saga_error *err)
+                              char traceparent[SAGA_TRACEPARENT_LEN + 1], saga_error *err)
 {
     const saga_step_def *sd = &s->def->steps[ac->step];
     saga_command cmd = {0};
@@ -389,6 +393,8 @@ int saga_store_encode_command(const saga_state *s, const saga_action *ac,
     cmd.reply_to = reply_to;
     cmd.payload = ac->payload;
     saga__topic_cmd(topic, 256, prefix, sd->service);
+    saga_tracing_step(s->traceparent, ac->step, ac->phase, ac->attempt, traceparent,
+                      SAGA_TRACEPARENT_LEN + 1);
     return saga_command_encode(&cmd, text, NULL, err);
 }
 
@@ -421,19 +427,19 @@ static int write_actions(PGconn *db, const saga_state *s, const saga_actions *a,
                   8, p, PGRES_COMMAND_OK, "writing history", err);
             free(detail);
         } else {
-            char topic[256], *text = NULL;
-            int rc = saga_store_encode_command(s, ac, prefix, &text, topic, err);
+            char topic[256], *text = NULL, tp[SAGA_TRACEPARENT_LEN + 1];
+            int rc = saga_store_encode_command(s, ac, prefix, &text, topic, tp, err);
             if (rc != SAGA_OK)
                 return rc;
             {
-                const char *p[4] = {s->id, topic, s->id, text};
+                const char *p[5] = {s->id, topic, s->id, text, tp[0] ? tp : NULL};
                 r = q(db,
-                      "INSERT INTO saga.outbox (saga_id, topic, msg_key, payload)"
-                      " VALUES ($1, $2, $3, $4) RETURNING id",
-                      4, p, PGRES_TUPLES_OK, "writing the outbox", err);
+                      "INSERT INTO saga.outbox (saga_id, topic, msg_key, payload,"
+                      " traceparent) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+                      5, p, PGRES_TUPLES_OK, "writing the outbox", err);
             }
             if (r != NULL && sent != NULL) {
-                if (saga_outbox_push(sent, get_i64(r, 0, 0), topic, s->id, text) !=
+                if (saga_outbox_push(sent, get_i64(r, 0, 0), topic, s->id, text, tp) !=
                     SAGA_OK) {
                     PQclear(r);
                     return saga_error_set(err, SAGA_ENOMEM, "out of memory");
@@ -504,7 +510,7 @@ int saga_store_create(PGconn *db, const saga_state *s, const saga_actions *actio
 {
     char *input = json_dumps(s->input, JSON_COMPACT);
     numbuf nb[6];
-    const char *p[10] = {s->id,
+    const char *p[11] = {s->id,
                          s->def->name,
                          i64(&nb[0], s->def->version),
                          saga_status_name(s->status),
@@ -513,7 +519,8 @@ int saga_store_create(PGconn *db, const saga_state *s, const saga_actions *actio
                          idempotency_key,
                          ms_or_null(&nb[2], s->deadline_at),
                          ms_or_null(&nb[3], s->wake_at),
-                         i64(&nb[4], s->created_at)};
+                         i64(&nb[4], s->created_at),
+                         s->traceparent[0] ? s->traceparent : NULL};
     PGresult *r;
     int rc;
 
@@ -521,13 +528,12 @@ int saga_store_create(PGconn *db, const saga_state *s, const saga_actions *actio
     if (input == NULL)
         return saga_error_set(err, SAGA_ENOMEM, "out of memory");
     r = q(db,
-          "INSERT INTO saga.saga (id, name, version, status, cursor_step, input, "
-          "idempotency_key,"
-          " deadline_at, wake_at, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, "
-          "$6::jsonb,"
-          " $7, saga.ts($8), saga.ts($9), saga.ts($10), saga.ts($10))"
+          "INSERT INTO saga.saga (id, name, version, status, cursor_step, input,"
+          " idempotency_key, deadline_at, wake_at, created_at, updated_at, traceparent)"
+          " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, saga.ts($8), saga.ts($9),"
+          " saga.ts($10), saga.ts($10), $11)"
           " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-          10, p, PGRES_TUPLES_OK, "creating the saga", err);
+          11, p, PGRES_TUPLES_OK, "creating the saga", err);
     free(input);
     if (r == NULL)
         return SAGA_EDB;
@@ -594,6 +600,7 @@ int saga_store_load(PGconn *db, saga_defs *defs, const char *id, int lock,
     s->updated_at = get_i64(r, 0, 6);
     s->deadline_at = get_i64(r, 0, 7);
     s->wake_at = get_i64(r, 0, 8);
+    snprintf(s->traceparent, sizeof s->traceparent, "%s", PQgetvalue(r, 0, 9));
     PQclear(r);
 
     r = q(db,

@@ -42,6 +42,7 @@ typedef struct saga_outbox_msg {
     char *topic;
     char key[SAGA_ID_LEN + 1];
     char *payload;
+    char traceparent[SAGA_TRACEPARENT_LEN + 1]; /* "" when none */
 } saga_outbox_msg;
 
 typedef struct saga_outbox {
@@ -51,9 +52,10 @@ typedef struct saga_outbox {
 
 void saga_outbox_clear(saga_outbox *o);
 
-/* Append a message; takes ownership of payload (freed on failure too). */
+/* Append a message; takes ownership of payload (freed on failure too).
+ * traceparent is copied (NULL or "": none). */
 int saga_outbox_push(saga_outbox *o, int64_t id, const char *topic, const char *key,
-                     char *payload);
+                     char *payload, const char *traceparent);
 
 /* Claim up to limit outbox rows, oldest first, appending them to out: rows
  * nobody holds, rows whose holder's lease ran out (an instance that died
@@ -100,9 +102,11 @@ int saga_store_claim_due(PGconn *db, int limit, char (*ids)[SAGA_ID_LEN + 1], in
                          saga_error *err);
 
 /* Encode the command of action ac (a SAGA_ACT_SEND of s) into *text (the
- * caller's, free()) and its topic. */
+ * caller's, free()), its topic, and its traceparent (the attempt's span
+ * in the saga's trace; "" when the saga has no trace context). */
 int saga_store_encode_command(const saga_state *s, const saga_action *ac,
                               const char *prefix, char **text, char topic[256],
+                              char traceparent[SAGA_TRACEPARENT_LEN + 1],
                               saga_error *err);
 
 /* Run a statement without results (BEGIN, COMMIT, ...). */

@@ -15,6 +15,7 @@
 #include "saga_machine.h"
 #include "saga_migrate.h"
 #include "saga_store.h"
+#include "saga_tracing.h"
 #include "sagactl.h"
 
 const char *db_url;
@@ -187,36 +188,31 @@ static int cmd_migrate(int argc, char **argv)
 
 static int cmd_start(int argc, char **argv)
 {
-    const char *name = NULL, *input_text = "{}", *key = NULL;
-    const saga_definition *def;
-    saga_defs *defs;
-    saga_state *s;
-    saga_actions acts = {0};
-    saga_outbox sent = {0};
-    saga_store_opts so = {getenv("SAGA_TOPIC_PREFIX"), "sagactl"};
-    saga_event ev = {
-        .kind = SAGA_EV_START, .now = saga_now_ms(), .random = 0.5, .reply = NULL};
+    const char *name = NULL, *input_text = "{}", *key = NULL, *traceparent = NULL;
+    saga_client *client = NULL;
     saga_error err = {0};
     json_error_t jerr;
     json_t *input;
-    char id[SAGA_ID_LEN + 1], existing[SAGA_ID_LEN + 1] = "";
-    uuid_t u;
-    int existed = 0, rc;
-    PGconn *db;
+    char id[SAGA_ID_LEN + 1], status[32] = "pending";
+    int existed = 0, rc, wait_ms = 10000;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--input") == 0 && i + 1 < argc)
             input_text = argv[++i];
         else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
             key = argv[++i];
+        else if (strcmp(argv[i], "--traceparent") == 0 && i + 1 < argc)
+            traceparent = argv[++i];
+        else if (strcmp(argv[i], "--no-wait") == 0)
+            wait_ms = 0;
         else if (strcmp(argv[i], "--help") == 0) {
             printf("usage: sagactl start NAME [--input JSON] [--key IDEMPOTENCY_KEY]\n"
-                   "Starts a saga of the latest version of definition NAME and prints "
-                   "its id.\n"
-                   "Its first command uses the topic prefix $SAGA_TOPIC_PREFIX (default "
-                   "saga.),\n"
-                   "which must be sagad's.\n"
-                   "With --key, starting twice with the same key gives the same saga.\n");
+                   "                    [--traceparent TP] [--no-wait]\n"
+                   "Asks sagad to start a saga of the latest version of definition NAME "
+                   "and prints\nits id once sagad has created it (up to 10 s; "
+                   "--no-wait: at once).\n"
+                   "With --key, starting twice with the same key gives the same saga.\n"
+                   "With --traceparent (W3C), the saga continues that trace.\n");
             return EXIT_OK;
         } else if (argv[i][0] == '-')
             die_usage("start: unknown option \"%s\"", argv[i]);
@@ -231,49 +227,46 @@ static int cmd_start(int argc, char **argv)
     if (!json_is_object(input))
         die_usage("start: --input must be a JSON object: %s",
                   input ? "found another JSON value" : jerr.text);
-    db = connect_db(1);
-    defs = saga_defs_new();
-    if ((rc = saga_store_get_definition(db, defs, name, 0, &def, &err)) != SAGA_OK) {
-        fprintf(stderr, "sagactl start: %s\n", err.message);
-        saga_defs_free(defs);
+    if (db_url == NULL) {
         json_decref(input);
-        PQfinish(db);
-        return rc == SAGA_ENOTFOUND ? EXIT_REFUSED : EXIT_DB;
+        connect_db(0); /* says what is missing and exits */
     }
-    uuid_generate_random(u);
-    uuid_unparse_lower(u, id);
-    s = saga_state_new(def, id, input);
+    /* Through a start request, as libsaga's client does: sagad creates the
+     * saga and sends its first command through its circuit breakers. */
+    if ((rc = saga_client_new(db_url, &client, &err)) == SAGA_OK)
+        rc = saga_client_start_traced(client, name, input, key, traceparent, id, &existed,
+                                      &err);
     json_decref(input);
-    rc = s ? saga_machine_apply(s, &ev, &acts, NULL) : SAGA_ENOMEM;
-    if (rc == SAGA_APPLIED)
-        rc = saga_store_exec(db, "BEGIN", &err);
-    if (rc == SAGA_OK)
-        rc = saga_store_create(db, s, &acts, key, &so, &existed, existing, &sent, &err);
-    /* Wake sagad's outbox relay at once instead of at its next scan. */
-    if (rc == SAGA_OK)
-        rc = saga_store_exec(db, "NOTIFY saga_outbox", &err);
-    if (rc == SAGA_OK)
-        rc = saga_store_exec(db, "COMMIT", &err);
-    else
-        saga_store_exec(db, "ROLLBACK", NULL);
-    saga_actions_clear(&acts);
-    saga_outbox_clear(&sent);
-    saga_state_free(s);
-    saga_defs_free(defs);
-    PQfinish(db);
+    if (rc == SAGA_OK && wait_ms > 0) {
+        for (int waited = 0; waited < wait_ms; waited += 20) {
+            if ((rc = saga_client_status(client, id, status, &err)) != SAGA_OK ||
+                strcmp(status, "pending") != 0)
+                break;
+            usleep(20 * 1000);
+        }
+        if (rc == SAGA_OK && strcmp(status, "pending") == 0)
+            fprintf(stderr,
+                    "sagactl start: saga %s requested, not yet created: is sagad "
+                    "running?\n",
+                    id);
+    }
+    saga_client_free(client);
+    if (rc == SAGA_EINVAL)
+        die_usage("start: %s", err.message);
     if (rc != SAGA_OK) {
-        fprintf(stderr, "sagactl start: %s\n",
-                err.message[0] ? err.message : saga_strerror(rc));
+        fprintf(stderr, "sagactl start: %s\n", err.message);
         return EXIT_DB;
     }
+    if (strcmp(status, "rejected") == 0) {
+        fprintf(stderr, "sagactl start: %s\n", err.message);
+        return EXIT_REFUSED;
+    }
     if (existed && !want_json)
-        fprintf(stderr, "sagactl start: key \"%s\" already started saga %s\n", key,
-                existing);
+        fprintf(stderr, "sagactl start: key \"%s\" already started saga %s\n", key, id);
     if (want_json)
-        printf("{\"id\": \"%s\", \"existed\": %s}\n", existed ? existing : id,
-               existed ? "true" : "false");
+        printf("{\"id\": \"%s\", \"existed\": %s}\n", id, existed ? "true" : "false");
     else
-        printf("%s\n", existed ? existing : id);
+        printf("%s\n", id);
     return EXIT_OK;
 }
 
@@ -391,7 +384,8 @@ static const char show_sql[] =
     " 'status', s.status, 'step', s.cursor_step, 'input', s.input,"
     " 'idempotency_key', s.idempotency_key, 'created_at', saga.iso(s.created_at),"
     " 'updated_at', saga.iso(s.updated_at), 'deadline_at', saga.iso(s.deadline_at),"
-    " 'wake_at', saga.iso(s.wake_at),"
+    " 'wake_at', saga.iso(s.wake_at), 'traceparent', s.traceparent,"
+    " 'trace_id', split_part(s.traceparent, '-', 2),"
     " 'steps', (SELECT coalesce(json_agg(json_build_object("
     "   'index', st.idx, 'name', st.name, 'status', st.status, 'attempts', st.attempts,"
     "   'started_at', saga.iso(st.started_at), 'finished_at', saga.iso(st.finished_at),"
@@ -444,6 +438,8 @@ static int cmd_show(int argc, char **argv)
     printf("status    %s\n", str(saga, "status"));
     printf("created   %s\n", str(saga, "created_at"));
     printf("updated   %s\n", str(saga, "updated_at"));
+    if (json_string_length(json_object_get(saga, "trace_id")) > 0)
+        printf("trace     %s\n", str(saga, "trace_id"));
     {
         char *in = json_dumps(json_object_get(saga, "input"), JSON_COMPACT);
         printf("input     %s\n", in ? in : "{}");
@@ -485,9 +481,38 @@ static const char history_sql[] =
     "   ON st.saga_id = e.saga_id AND st.idx = e.step"
     "  WHERE e.saga_id = $1) x) END";
 
+/* Each event gets the saga's trace id and, when it concerns a step
+ * attempt, the attempt's span id (the one its command carried). */
+static void add_spans(json_t *events, const char *saga_tp)
+{
+    char trace_id[SAGA_TRACE_ID_HEX_SIZE], span_id[SAGA_SPAN_ID_HEX_SIZE];
+    size_t i;
+    json_t *ev;
+    saga_tracing_ids(saga_tp, trace_id, span_id);
+    json_array_foreach(events, i, ev)
+    {
+        json_t *step = json_object_get(ev, "step"),
+               *attempt = json_object_get(ev, "attempt");
+        char tp[SAGA_TRACEPARENT_LEN + 1] = "", t2[SAGA_TRACE_ID_HEX_SIZE];
+        json_object_set_new(ev, "trace_id",
+                            trace_id[0] ? json_string(trace_id) : json_null());
+        if (json_is_integer(step) && json_is_integer(attempt) &&
+            json_integer_value(attempt) > 0)
+            saga_tracing_step(saga_tp, (int)json_integer_value(step),
+                              strcmp(str(ev, "phase"), "compensate") == 0
+                                  ? SAGA_PHASE_COMPENSATE
+                                  : SAGA_PHASE_INVOKE,
+                              (int)json_integer_value(attempt), tp, sizeof tp);
+        saga_tracing_ids(tp, t2, span_id);
+        json_object_set_new(ev, "span_id",
+                            span_id[0] ? json_string(span_id) : json_null());
+    }
+}
+
 static int cmd_history(int argc, char **argv)
 {
     const char *id = NULL;
+    char traceparent[SAGA_TRACEPARENT_LEN + 1] = "";
     json_t *events, *ev;
     size_t i;
     PGconn *db;
@@ -511,16 +536,29 @@ static int cmd_history(int argc, char **argv)
     db = connect_db(1);
     {
         const char *p[1] = {id};
+        PGresult *r;
         events = query_json(db, history_sql, 1, p);
+        r = PQexecParams(db, "SELECT traceparent FROM saga.saga WHERE id = $1", 1, NULL,
+                         p, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            snprintf(traceparent, sizeof traceparent, "%s", PQgetvalue(r, 0, 0));
+        PQclear(r);
     }
     PQfinish(db);
     if (events == NULL) {
         fprintf(stderr, "sagactl history: no saga %s\n", id);
         return EXIT_REFUSED;
     }
+    add_spans(events, traceparent);
     if (want_json) {
         print_json(events);
     } else {
+        char trace_id[SAGA_TRACE_ID_HEX_SIZE], span_id[SAGA_SPAN_ID_HEX_SIZE];
+        saga_tracing_ids(traceparent, trace_id, span_id);
+        if (trace_id[0])
+            printf("trace %s (saga span %s); SPAN is each attempt's, as its command "
+                   "carried it\n",
+                   trace_id, span_id);
         json_array_foreach(events, i, ev)
         {
             json_t *d = json_object_get(ev, "detail");
@@ -536,8 +574,11 @@ static int cmd_history(int argc, char **argv)
                 char delta[32] = "";
                 if (json_is_number(prev))
                     snprintf(delta, sizeof delta, "+%.0fms", json_number_value(prev));
-                printf("%s  %9s  %-24s  %-20s  %-16s  %s\n", str(ev, "at"), delta,
-                       str(ev, "kind"), step, str(ev, "actor"), t ? t : "");
+                printf("%s  %9s  %-24s  %-20s  %-16s  %-16s  %s\n", str(ev, "at"), delta,
+                       str(ev, "kind"), step,
+                       json_is_string(json_object_get(ev, "span_id")) ? str(ev, "span_id")
+                                                                      : "",
+                       str(ev, "actor"), t ? t : "");
             }
             free(t);
         }

@@ -8,6 +8,7 @@
 #include <libpq-fe.h>
 
 #include "saga/client.h"
+#include "saga/trace.h"
 
 struct saga_client {
     PGconn *db;
@@ -61,9 +62,18 @@ int saga_client_start(saga_client *c, const char *name, json_t *input,
                       const char *idempotency_key, char id[SAGA_ID_LEN + 1], int *existed,
                       saga_error *err)
 {
+    return saga_client_start_traced(c, name, input, idempotency_key, NULL, id, existed,
+                                    err);
+}
+
+int saga_client_start_traced(saga_client *c, const char *name, json_t *input,
+                             const char *idempotency_key, const char *traceparent,
+                             char id[SAGA_ID_LEN + 1], int *existed, saga_error *err)
+{
     char *text;
     PGresult *r;
     int rc = SAGA_OK;
+    saga_trace_context ctx;
 
     if (existed != NULL)
         *existed = 0;
@@ -71,23 +81,31 @@ int saga_client_start(saga_client *c, const char *name, json_t *input,
         return saga_error_set(err, SAGA_EINVAL, "client, name and id must be given");
     if (input != NULL && !json_is_object(input))
         return saga_error_set(err, SAGA_EINVAL, "input must be a JSON object");
+    if (traceparent != NULL && *traceparent == '\0')
+        traceparent = NULL;
+    if (traceparent != NULL &&
+        saga_traceparent_parse(traceparent, strlen(traceparent), &ctx) != SAGA_OK)
+        return saga_error_set(err, SAGA_EINVAL,
+                              "traceparent \"%.80s\" is not a W3C traceparent "
+                              "(00-<32 hex digits>-<16 hex digits>-<2 hex digits>)",
+                              traceparent);
     text = input != NULL ? json_dumps(input, JSON_COMPACT) : strdup("{}");
     if (text == NULL)
         return saga_error_set(err, SAGA_ENOMEM, "out of memory");
     {
         /* One round trip: insert (or find) the request and wake sagad. */
-        const char *p[3] = {name, text, idempotency_key};
+        const char *p[4] = {name, text, idempotency_key, traceparent};
         /* Not re-run after a lost connection: it may have committed. Retry
          * with the same idempotency key instead. */
         r = query(c, 0,
                   "WITH ins AS (INSERT INTO saga.start_request (id, name, input, "
-                  "idempotency_key)"
-                  " VALUES (gen_random_uuid(), $1, $2::jsonb, $3)"
+                  "idempotency_key, traceparent)"
+                  " VALUES (gen_random_uuid(), $1, $2::jsonb, $3, $4)"
                   " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id)"
                   " SELECT id, false, pg_notify('saga_outbox', 'start') FROM ins"
                   " UNION ALL SELECT id, true, NULL FROM saga.start_request"
                   " WHERE idempotency_key = $3 AND NOT EXISTS (SELECT 1 FROM ins)",
-                  3, p);
+                  4, p);
     }
     free(text);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)

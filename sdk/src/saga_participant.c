@@ -311,10 +311,19 @@ static void produce_reply(saga_participant *p, const char *topic, const char *ke
         hdrs = rd_kafka_headers_new(1);
         rd_kafka_header_add(hdrs, "traceparent", -1, tp, (ssize_t)tplen);
     }
-    e = rd_kafka_producev(
-        p->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
-        RD_KAFKA_V_VALUE(text, strlen(text)), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-        hdrs ? RD_KAFKA_V_HEADERS(hdrs) : RD_KAFKA_V_END, RD_KAFKA_V_END);
+    /* Two calls: RD_KAFKA_V_HEADERS() is two arguments (a type tag and the
+     * list), which cannot be chosen between with ?: in one call. */
+    if (hdrs != NULL)
+        e = rd_kafka_producev(p->producer, RD_KAFKA_V_TOPIC(topic),
+                              RD_KAFKA_V_KEY(key, strlen(key)),
+                              RD_KAFKA_V_VALUE(text, strlen(text)),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                              RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+    else
+        e = rd_kafka_producev(p->producer, RD_KAFKA_V_TOPIC(topic),
+                              RD_KAFKA_V_KEY(key, strlen(key)),
+                              RD_KAFKA_V_VALUE(text, strlen(text)),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_END);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         free(text);
         if (hdrs)
@@ -374,10 +383,16 @@ static void send_reply(saga_participant *p, const saga_command *cmd, json_t *rep
         return;
     }
     count_reply(p, reply);
-    if (in == NULL || rd_kafka_message_headers(in, &inh) != RD_KAFKA_RESP_ERR_NO_ERROR ||
-        rd_kafka_header_get_last(inh, "traceparent", &tp, &tplen) !=
-            RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (cmd->traceparent != NULL) {
+        /* Kept with the command, so a deferred reply carries it too. */
+        tp = cmd->traceparent;
+        tplen = strlen(cmd->traceparent);
+    } else if (in == NULL ||
+               rd_kafka_message_headers(in, &inh) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+               rd_kafka_header_get_last(inh, "traceparent", &tp, &tplen) !=
+                   RD_KAFKA_RESP_ERR_NO_ERROR) {
         tp = NULL;
+    }
     if (p->group_open) {
         pending_reply *r;
         if (p->npending == p->cappending) {
@@ -606,6 +621,17 @@ static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
              e.message);
         return;
     }
+    {
+        /* The trace context travels beside the payload, in a header. */
+        rd_kafka_headers_t *hdrs = NULL;
+        const void *tp = NULL;
+        size_t tplen = 0;
+        if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            rd_kafka_header_get_last(hdrs, "traceparent", &tp, &tplen) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR &&
+            tp != NULL)
+            cmd.traceparent = strndup(tp, tplen);
+    }
     res.cmd = &cmd;
     h = find_handler(p, cmd.phase, cmd.action);
     if (h == NULL) {
@@ -820,8 +846,10 @@ saga_deferred *saga_result_defer(saga_result *r)
     d->cmd.command_id = dup_str(c->command_id);
     d->cmd.reply_to = dup_str(c->reply_to);
     d->cmd.payload = c->payload != NULL ? json_deep_copy(c->payload) : NULL;
+    d->cmd.traceparent = c->traceparent != NULL ? dup_str(c->traceparent) : NULL;
     if (d->cmd.saga == NULL || d->cmd.step_name == NULL || d->cmd.action == NULL ||
-        d->cmd.command_id == NULL || d->cmd.reply_to == NULL) {
+        d->cmd.command_id == NULL || d->cmd.reply_to == NULL ||
+        (c->traceparent != NULL && d->cmd.traceparent == NULL)) {
         saga_command_clear(&d->cmd);
         free(d);
         return NULL;

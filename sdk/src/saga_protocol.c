@@ -348,6 +348,7 @@ void saga_command_clear(saga_command *c)
     free(c->action);
     free(c->command_id);
     free(c->reply_to);
+    free(c->traceparent);
     json_decref(c->payload);
     memset(c, 0, sizeof *c);
 }

@@ -176,3 +176,14 @@ char *saga_span_id_hex(const saga_trace_context *ctx, char buf[SAGA_SPAN_ID_HEX_
     tohex(ctx->span_id, 8, buf);
     return buf;
 }
+
+int saga_command_trace(const saga_command *cmd, saga_trace_context *out)
+{
+    if (out != NULL)
+        memset(out, 0, sizeof *out);
+    if (cmd == NULL || out == NULL)
+        return SAGA_EINVAL;
+    if (cmd->traceparent == NULL)
+        return SAGA_ENOTFOUND;
+    return saga_traceparent_parse(cmd->traceparent, strlen(cmd->traceparent), out);
+}

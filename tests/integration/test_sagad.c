@@ -229,9 +229,30 @@ static void test_history_tells_the_story(void **state)
     assert_string_equal(
         json_string_value(json_object_get(json_array_get(events, 1), "step_name")),
         "create_order");
+    /* Started through a start request: sagad created it. */
     assert_string_equal(
-        json_string_value(json_object_get(json_array_get(events, 0), "actor")),
-        "sagactl");
+        json_string_value(json_object_get(json_array_get(events, 0), "actor")), "sagad");
+    /* One trace for all; an attempt's events share its span; steps differ. */
+    {
+        const char *trace =
+            json_string_value(json_object_get(json_array_get(events, 0), "trace_id"));
+        const char *span1 =
+            json_string_value(json_object_get(json_array_get(events, 1), "span_id"));
+        const char *span1b =
+            json_string_value(json_object_get(json_array_get(events, 2), "span_id"));
+        const char *span2 =
+            json_string_value(json_object_get(json_array_get(events, 3), "span_id"));
+        assert_non_null(trace);
+        assert_int_equal(strlen(trace), 32);
+        json_array_foreach(events, i, ev) assert_string_equal(
+            json_string_value(json_object_get(ev, "trace_id")), trace);
+        assert_true(json_is_null(json_object_get(json_array_get(events, 0), "span_id")));
+        assert_non_null(span1);
+        assert_non_null(span2);
+        assert_int_equal(strlen(span1), 16);
+        assert_string_equal(span1, span1b);
+        assert_string_not_equal(span1, span2);
+    }
     json_decref(events);
     /* Unknown ids and bad ids: exit 1 and 2. */
     snprintf(cmd, sizeof cmd,

@@ -32,6 +32,17 @@ SAGA_API int saga_client_start(saga_client *c, const char *name, json_t *input,
                                const char *idempotency_key, char id[SAGA_ID_LEN + 1],
                                int *existed, saga_error *err);
 
+/* As saga_client_start, and the saga continues the caller's trace:
+ * traceparent is a W3C traceparent (saga/trace.h), e.g. the one of the
+ * request being served. The saga keeps its trace id (sagad gives the
+ * saga a span of its own under that parent), and every command it sends
+ * carries it in the `traceparent` header. NULL or "": a new trace.
+ * SAGA_EINVAL, with err saying so, for a traceparent that does not parse. */
+SAGA_API int saga_client_start_traced(saga_client *c, const char *name, json_t *input,
+                                      const char *idempotency_key,
+                                      const char *traceparent, char id[SAGA_ID_LEN + 1],
+                                      int *existed, saga_error *err);
+
 /* The saga's status: "pending" (requested, not yet created), "running",
  * "compensating", "completed", "compensated", "failed", "resolved" or
  * "rejected" (the request could not become a saga: err says why).

@@ -51,6 +51,12 @@ typedef struct saga_command {
     int64_t deadline; /* ms since the Unix epoch; 0 = none */
     char *reply_to;   /* topic to send the reply to */
     json_t *payload;  /* the step's resolved input (a JSON object) */
+    /* The command's W3C `traceparent` Kafka header (not part of the JSON):
+     * the saga's trace id and this attempt's span id. NULL when the
+     * message had none. Filled by libsaga's participant before a handler
+     * runs; owned like the strings above (saga_command_clear frees it);
+     * saga_command_decode leaves it NULL. See saga_command_trace(). */
+    char *traceparent;
 } saga_command;
 
 /* A reply from a participant to sagad. Ownership as for saga_command. */

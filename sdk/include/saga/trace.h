@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "saga/error.h"
+#include "saga/protocol.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -69,6 +70,13 @@ SAGA_API char *saga_trace_id_hex(const saga_trace_context *ctx,
                                  char buf[SAGA_TRACE_ID_HEX_SIZE]);
 SAGA_API char *saga_span_id_hex(const saga_trace_context *ctx,
                                 char buf[SAGA_SPAN_ID_HEX_SIZE]);
+
+/* The trace context a command arrived with (its `traceparent` header,
+ * cmd->traceparent), e.g. to log the trace id or to parent the handler's
+ * own spans. SAGA_OK; SAGA_ENOTFOUND when the command carried none;
+ * SAGA_EPROTO when it does not parse; SAGA_EINVAL for NULL. *out is
+ * zeroed on failure. */
+SAGA_API int saga_command_trace(const saga_command *cmd, saga_trace_context *out);
 
 #ifdef __cplusplus
 }
