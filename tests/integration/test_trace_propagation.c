@@ -1,0 +1,224 @@
+/* W3C trace context end to end, against a real PostgreSQL and Kafka with
+ * sagad and the example services: a saga started with a traceparent keeps
+ * its trace id on every command (forward and compensation), each step
+ * attempt has its own span, the participants receive and log them, sagad
+ * logs them, and `sagactl history` names the same spans. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+#include "order_workload.h"
+#include "saga/saga.h"
+
+#define TRACE_OK  "4bf92f3577b34da6a3ce929d0e0e4736"
+#define TRACE_BAD "0af7651916cd43dd8448eb211c80319c"
+
+static it_proc svc[OW_NSVC], sagad;
+static PGconn *db;
+static char *prefix;
+static saga_client *client;
+
+static int setup(void **state)
+{
+    /* Debug and JSON: sagad's lines about steps, with their fields. */
+    const char *args[] = {"--definitions", "sagas", "--log-level", "debug",
+                          "--log-format",  "json",  NULL};
+    saga_error err = {0};
+    (void)state;
+    if (ow_setup("trace", &db, &prefix) != 0)
+        return -1;
+    for (int i = 0; i < OW_NSVC; i++)
+        ow_start_service(&svc[i], i, "trace", 1);
+    it_exec_file(db, "examples/seed.sql");
+    if (it_spawn(&sagad, "trace-sagad", "sagad", args) != 0 ||
+        it_wait_log(&sagad, "sagad running", 60000) != 0)
+        return -1;
+    if (saga_client_new(it_env("SAGA_PG_URL"), &client, &err) != SAGA_OK)
+        return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    saga_client_free(client);
+    ow_stop_all(&sagad, 1);
+    ow_stop_all(svc, OW_NSVC);
+    PQfinish(db);
+    free(prefix);
+    return 0;
+}
+
+static void start(const char *traceparent, const char *sku, int qty, char id[37])
+{
+    saga_error err = {0};
+    char status[32];
+    json_t *input = json_pack("{s:s, s:s, s:i, s:i}", "customer_id", "alice", "sku", sku,
+                              "quantity", qty, "amount", 300);
+    assert_int_equal(saga_client_start_traced(client, "order", input, NULL, traceparent,
+                                              id, NULL, &err),
+                     SAGA_OK);
+    json_decref(input);
+    assert_int_equal(saga_client_wait(client, id, 60000, status, &err), SAGA_OK);
+}
+
+/* The commands the example services handled for saga id, as
+ * "schema:phase:step:trace_id:span_id" rows, in the order received. */
+static long long commands(const char *id, const char *where)
+{
+    char sql[1024];
+    const char *p[1] = {id};
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM (SELECT * FROM orders.command_log UNION ALL"
+             " SELECT * FROM payment.command_log UNION ALL"
+             " SELECT * FROM inventory.command_log) c WHERE saga_id = $1 AND %s",
+             where);
+    return it_int(db, sql, 1, p);
+}
+
+static int file_has(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[8192];
+    int found = 0;
+    while (f != NULL && !found && fgets(line, sizeof line, f) != NULL)
+        found = strstr(line, needle) != NULL;
+    if (f != NULL)
+        fclose(f);
+    return found;
+}
+
+static void test_a_traced_saga_keeps_its_trace_everywhere(void **state)
+{
+    char id[37], out[65536], needle[128];
+    const char *hist[] = {"history", id, "--json", NULL};
+    long long total;
+    json_t *events, *ev;
+    size_t i;
+    int checked = 0;
+    (void)state;
+    start("00-" TRACE_OK "-00f067aa0ba902b7-01", "widget", 1, id);
+    assert_string_equal(it_wait_final(db, id, 60000), "completed");
+    /* The saga keeps the trace, with a span of its own. */
+    {
+        const char *p[1] = {id};
+        char *tp = it_value(db, "SELECT traceparent FROM saga.saga WHERE id = $1", 1, p);
+        assert_non_null(tp);
+        assert_memory_equal(tp, "00-" TRACE_OK "-", 36);
+        assert_string_not_equal(tp + 36, "00f067aa0ba902b7-01");
+        free(tp);
+    }
+    /* Every command the participants received carried it; four steps,
+     * four distinct spans. */
+    total = commands(id, "true");
+    assert_int_equal(total, 4);
+    assert_int_equal(commands(id, "trace_id = '" TRACE_OK "'"), total);
+    assert_int_equal(commands(id, "span_id IS NOT NULL"), total);
+    {
+        const char *p[1] = {id};
+        assert_int_equal(it_int(db,
+                                "SELECT count(DISTINCT span_id) FROM (SELECT * FROM "
+                                "orders.command_log UNION ALL SELECT * FROM "
+                                "payment.command_log UNION ALL SELECT * FROM "
+                                "inventory.command_log) c WHERE saga_id = $1",
+                                1, p),
+                         4);
+    }
+    /* sagactl history names the spans the participants received. */
+    assert_int_equal(it_sagactl_all(out, sizeof out, 0, hist), 0);
+    events = json_loads(out, 0, NULL);
+    assert_non_null(events);
+    json_array_foreach(events, i, ev)
+    {
+        const char *span = json_string_value(json_object_get(ev, "span_id"));
+        assert_string_equal(json_string_value(json_object_get(ev, "trace_id")), TRACE_OK);
+        if (strcmp(json_string_value(json_object_get(ev, "kind")), "step_dispatched") ==
+            0) {
+            char where[128];
+            assert_non_null(span);
+            snprintf(where, sizeof where, "span_id = '%s' AND step = %lld", span,
+                     (long long)json_integer_value(json_object_get(ev, "step")));
+            assert_int_equal(commands(id, where), 1);
+            checked++;
+        }
+    }
+    assert_int_equal(checked, 4);
+    json_decref(events);
+    /* The participants' log lines and sagad's carry the trace id. */
+    snprintf(needle, sizeof needle, "saga=%s step=create_order attempt=1 trace_id=%s", id,
+             TRACE_OK);
+    assert_true(file_has(svc[OW_ORDER].log, needle));
+    snprintf(needle, sizeof needle, "trace_id=%s", TRACE_OK);
+    assert_true(file_has(svc[OW_PAYMENT].log, needle));
+    assert_true(file_has(svc[OW_INVENTORY].log, needle));
+    assert_true(file_has(sagad.log, "\"trace_id\":\"" TRACE_OK "\""));
+}
+
+static void test_compensations_stay_in_the_trace(void **state)
+{
+    char id[37];
+    (void)state;
+    /* Five gadgets, one in stock: reserve_stock fails, credit and order
+     * are undone. */
+    start("00-" TRACE_BAD "-b7ad6b7169203331-00", "gadget", 5, id);
+    assert_string_equal(it_wait_final(db, id, 60000), "compensated");
+    assert_int_equal(commands(id, "phase = 'compensate'"), 2);
+    assert_int_equal(commands(id, "trace_id = '" TRACE_BAD "'"), commands(id, "true"));
+    /* A compensation is a span of its own, not the action's. */
+    {
+        const char *p[1] = {id};
+        assert_int_equal(it_int(db,
+                                "SELECT count(DISTINCT span_id) FROM (SELECT * FROM "
+                                "orders.command_log UNION ALL SELECT * FROM "
+                                "payment.command_log UNION ALL SELECT * FROM "
+                                "inventory.command_log) c WHERE saga_id = $1",
+                                1, p),
+                         commands(id, "true"));
+    }
+}
+
+static void test_untraced_and_bad_contexts(void **state)
+{
+    char id[37], line[256], want[64];
+    const char *show[] = {"show", id, "--json", NULL};
+    const char *bad[] = {"start", "order", "--traceparent", "00-nope", NULL};
+    saga_error err = {0};
+    json_t *shown;
+    char out[16384];
+    (void)state;
+    /* Without a context: a fresh trace, the same for all its commands, and
+     * the one sagactl show reports. */
+    start(NULL, "widget", 1, id);
+    assert_string_equal(it_wait_final(db, id, 60000), "completed");
+    assert_int_equal(it_sagactl_all(out, sizeof out, 0, show), 0);
+    shown = json_loads(out, 0, NULL);
+    assert_non_null(shown);
+    assert_int_equal(json_string_length(json_object_get(shown, "trace_id")), 32);
+    snprintf(want, sizeof want, "trace_id = '%s'",
+             json_string_value(json_object_get(shown, "trace_id")));
+    assert_int_equal(commands(id, want), 4);
+    json_decref(shown);
+    /* A malformed traceparent is refused, saying what is expected. */
+    assert_int_equal(
+        saga_client_start_traced(client, "order", NULL, NULL, "00-nope", id, NULL, &err),
+        SAGA_EINVAL);
+    assert_non_null(strstr(err.message, "W3C traceparent"));
+    assert_int_equal(it_sagactl(line, sizeof line, bad), 2);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_traced_saga_keeps_its_trace_everywhere),
+        cmocka_unit_test(test_compensations_stay_in_the_trace),
+        cmocka_unit_test(test_untraced_and_bad_contexts),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
