@@ -6,14 +6,9 @@
 
 #include "saga/protocol.h"
 #include "saga_kafka.h"
+#include "saga_batch.h"
 #include "saga_store.h"
 #include "saga_tracing.h"
-
-/* A saga row, times in ms (saga.ms/saga.ts are in migrations/0003). */
-#define load_saga_sql                                                                    \
-    "SELECT name, version, status, cursor_step, input::text, saga.ms(created_at),"       \
-    " saga.ms(updated_at), saga.ms(deadline_at), saga.ms(wake_at), traceparent"          \
-    " FROM saga.saga WHERE id = $1"
 
 int64_t saga_now_ms(void)
 {
@@ -64,13 +59,6 @@ static const char *ms_or_null(numbuf *nb, int64_t v)
 static int64_t get_i64(PGresult *r, int row, int col)
 {
     return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
-}
-
-static json_t *get_json(PGresult *r, int row, int col)
-{
-    return PQgetisnull(r, row, col)
-               ? NULL
-               : json_loads(PQgetvalue(r, row, col), JSON_DECODE_ANY, NULL);
 }
 
 /* ---- definitions ---- */
@@ -561,76 +549,31 @@ int saga_store_create(PGconn *db, const saga_state *s, const saga_actions *actio
 int saga_store_load(PGconn *db, saga_defs *defs, const char *id, int lock,
                     saga_state **out, saga_error *err)
 {
-    const char *p[1] = {id};
-    const saga_definition *def;
-    saga_state *s;
-    json_t *input;
+    char ids[1][SAGA_ID_LEN + 1];
     PGresult *r;
     int rc;
 
     *out = NULL;
-    r = q(db, lock ? load_saga_sql " FOR UPDATE" : load_saga_sql, 1, p, PGRES_TUPLES_OK,
-          "loading a saga", err);
-    if (r == NULL)
-        return SAGA_EDB;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
+    (void)lock; /* the batch loader always locks: every caller wanted that */
+    if (strlen(id) != SAGA_ID_LEN)
         return saga_error_set(err, SAGA_ENOTFOUND, "no saga %s", id);
-    }
-    rc = saga_store_get_definition(db, defs, PQgetvalue(r, 0, 0),
-                                   atoi(PQgetvalue(r, 0, 1)), &def, err);
-    if (rc != SAGA_OK) {
-        PQclear(r);
-        return rc;
-    }
-    input = get_json(r, 0, 4);
-    s = saga_state_new(def, id, input);
-    json_decref(input);
-    if (s == NULL) {
-        PQclear(r);
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
-    }
-    if (saga_status_parse(PQgetvalue(r, 0, 2), &s->status) != 0) {
-        PQclear(r);
-        saga_state_free(s);
-        return saga_error_set(err, SAGA_EDB, "saga %s has unknown status", id);
-    }
-    s->cursor = atoi(PQgetvalue(r, 0, 3));
-    s->created_at = get_i64(r, 0, 5);
-    s->updated_at = get_i64(r, 0, 6);
-    s->deadline_at = get_i64(r, 0, 7);
-    s->wake_at = get_i64(r, 0, 8);
-    snprintf(s->traceparent, sizeof s->traceparent, "%s", PQgetvalue(r, 0, 9));
+    for (int i = 0; i <= SAGA_ID_LEN; i++) /* PostgreSQL prints UUIDs in lower case */
+        ids[0][i] = (char)(id[i] >= 'A' && id[i] <= 'F' ? id[i] - 'A' + 'a' : id[i]);
+    /* One way to read a saga: sagad's batch loader, prepared on first use
+     * on this connection. */
+    /* (Asked of the catalog: describing a missing statement would be an
+     * error that aborts the caller's transaction.) */
+    r = PQexec(db, "SELECT 1 FROM pg_prepared_statements WHERE name = 'saga_load_sagas'");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        rc = saga_error_set(err, SAGA_EDB, "loading saga %s: %s", id, PQerrorMessage(db));
+    else
+        rc = PQntuples(r) == 1 ? SAGA_OK : saga_batch_prepare(db, err);
     PQclear(r);
-
-    r = q(db,
-          "SELECT idx, status, attempts, awaiting, saga.ms(due_at), saga.ms(started_at),"
-          " saga.ms(finished_at), output::text, error::text, attempt_base"
-          " FROM saga.saga_step WHERE saga_id = $1 ORDER BY idx",
-          1, p, PGRES_TUPLES_OK, "loading saga steps", err);
-    if (r == NULL) {
-        saga_state_free(s);
-        return SAGA_EDB;
-    }
-    for (int i = 0; i < PQntuples(r); i++) {
-        int idx = atoi(PQgetvalue(r, i, 0));
-        saga_step_state *st;
-        if (idx < 0 || idx >= s->nsteps)
-            continue;
-        st = &s->steps[idx];
-        saga_step_status_parse(PQgetvalue(r, i, 1), &st->status);
-        st->attempts = atoi(PQgetvalue(r, i, 2));
-        st->awaiting = PQgetvalue(r, i, 3)[0] == 't';
-        st->due_at = get_i64(r, i, 4);
-        st->started_at = get_i64(r, i, 5);
-        st->finished_at = get_i64(r, i, 6);
-        st->output = get_json(r, i, 7);
-        st->error = get_json(r, i, 8);
-        st->attempt_base = atoi(PQgetvalue(r, i, 9));
-    }
-    PQclear(r);
-    *out = s;
-    return SAGA_OK;
+    if (rc == SAGA_OK)
+        rc = saga_batch_load(db, defs, ids, 1, 0, out, err);
+    if (rc == SAGA_OK && *out == NULL)
+        rc = saga_error_set(err, SAGA_ENOTFOUND, "no saga %s", id);
+    return rc;
 }
 
 int saga_store_save(PGconn *db, const saga_state *s, const saga_actions *actions,
