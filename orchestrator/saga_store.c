@@ -600,23 +600,3 @@ int saga_store_save(PGconn *db, const saga_state *s, const saga_actions *actions
         return rc;
     return write_actions(db, s, actions, o, sent, err);
 }
-
-int saga_store_claim_due(PGconn *db, int limit, char (*ids)[SAGA_ID_LEN + 1], int *n,
-                         saga_error *err)
-{
-    char lbuf[16];
-    const char *p[1] = {lbuf};
-    PGresult *r;
-    snprintf(lbuf, sizeof lbuf, "%d", limit);
-    r = q(db,
-          "SELECT id FROM saga.saga WHERE wake_at <= now() ORDER BY wake_at LIMIT $1"
-          " FOR UPDATE SKIP LOCKED",
-          1, p, PGRES_TUPLES_OK, "claiming due timers", err);
-    if (r == NULL)
-        return SAGA_EDB;
-    *n = PQntuples(r);
-    for (int i = 0; i < *n; i++)
-        snprintf(ids[i], SAGA_ID_LEN + 1, "%s", PQgetvalue(r, i, 0));
-    PQclear(r);
-    return SAGA_OK;
-}

@@ -96,11 +96,6 @@ int saga_store_load(PGconn *db, saga_defs *defs, const char *id, int lock,
 int saga_store_save(PGconn *db, const saga_state *s, const saga_actions *actions,
                     const saga_store_opts *o, saga_outbox *sent, saga_error *err);
 
-/* Claim up to limit sagas whose timer is due, locking them with SKIP
- * LOCKED so that several sagad share the work. ids has room for limit. */
-int saga_store_claim_due(PGconn *db, int limit, char (*ids)[SAGA_ID_LEN + 1], int *n,
-                         saga_error *err);
-
 /* Encode the command of action ac (a SAGA_ACT_SEND of s) into *text (the
  * caller's, free()), its topic, and its traceparent (the attempt's span
  * in the saga's trace; "" when the saga has no trace context). */

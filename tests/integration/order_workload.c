@@ -30,7 +30,7 @@ void ow_seed(PGconn *db)
                 "DELETE FROM inventory.reservations WHERE sku LIKE 'crash-%'");
 }
 
-/* Start n sagas in one transaction, the way sagactl start does. */
+/* Create n sagas directly in the database, in one transaction. */
 void ow_start_wave(PGconn *db, saga_defs *defs, const char *prefix, int n, int wave)
 {
     const saga_definition *def;

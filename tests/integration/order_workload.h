@@ -29,7 +29,8 @@ void ow_stop_all(it_proc *procs, int n);
 /* Customers (one in ten short of credit) and stock (one scarce item). */
 void ow_seed(PGconn *db);
 
-/* Start n sagas in one transaction, the way sagactl start does, with
+/* Create n sagas and their first commands in one transaction, directly in
+ * the database (sagad relays them from the outbox), with
  * idempotency keys <prefix><wave*1000+i>. */
 void ow_start_wave(PGconn *db, saga_defs *defs, const char *prefix, int n, int wave);
 
