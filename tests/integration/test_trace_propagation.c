@@ -69,18 +69,28 @@ static void start(const char *traceparent, const char *sku, int qty, char id[37]
     assert_int_equal(saga_client_wait(client, id, 60000, status, &err), SAGA_OK);
 }
 
-/* The commands the example services handled for saga id, as
- * "schema:phase:step:trace_id:span_id" rows, in the order received. */
-static long long commands(const char *id, const char *where)
+/* Counts over the commands the example services handled for saga id
+ * (their command_log tables). */
+static long long count_of(const char *id, const char *what, const char *where)
 {
     char sql[1024];
     const char *p[1] = {id};
     snprintf(sql, sizeof sql,
-             "SELECT count(*) FROM (SELECT * FROM orders.command_log UNION ALL"
+             "SELECT %s FROM (SELECT * FROM orders.command_log UNION ALL"
              " SELECT * FROM payment.command_log UNION ALL"
              " SELECT * FROM inventory.command_log) c WHERE saga_id = $1 AND %s",
-             where);
+             what, where);
     return it_int(db, sql, 1, p);
+}
+
+static long long commands(const char *id, const char *where)
+{
+    return count_of(id, "count(*)", where);
+}
+
+static long long distinct_spans(const char *id)
+{
+    return count_of(id, "count(DISTINCT span_id)", "true");
 }
 
 static int file_has(const char *path, const char *needle)
@@ -121,16 +131,7 @@ static void test_a_traced_saga_keeps_its_trace_everywhere(void **state)
     assert_int_equal(total, 4);
     assert_int_equal(commands(id, "trace_id = '" TRACE_OK "'"), total);
     assert_int_equal(commands(id, "span_id IS NOT NULL"), total);
-    {
-        const char *p[1] = {id};
-        assert_int_equal(it_int(db,
-                                "SELECT count(DISTINCT span_id) FROM (SELECT * FROM "
-                                "orders.command_log UNION ALL SELECT * FROM "
-                                "payment.command_log UNION ALL SELECT * FROM "
-                                "inventory.command_log) c WHERE saga_id = $1",
-                                1, p),
-                         4);
-    }
+    assert_int_equal(distinct_spans(id), 4);
     /* sagactl history names the spans the participants received. */
     assert_int_equal(it_sagactl_all(out, sizeof out, 0, hist), 0);
     events = json_loads(out, 0, NULL);
@@ -172,16 +173,7 @@ static void test_compensations_stay_in_the_trace(void **state)
     assert_int_equal(commands(id, "phase = 'compensate'"), 2);
     assert_int_equal(commands(id, "trace_id = '" TRACE_BAD "'"), commands(id, "true"));
     /* A compensation is a span of its own, not the action's. */
-    {
-        const char *p[1] = {id};
-        assert_int_equal(it_int(db,
-                                "SELECT count(DISTINCT span_id) FROM (SELECT * FROM "
-                                "orders.command_log UNION ALL SELECT * FROM "
-                                "payment.command_log UNION ALL SELECT * FROM "
-                                "inventory.command_log) c WHERE saga_id = $1",
-                                1, p),
-                         commands(id, "true"));
-    }
+    assert_int_equal(distinct_spans(id), commands(id, "true"));
 }
 
 static void test_untraced_and_bad_contexts(void **state)
