@@ -124,16 +124,14 @@ static int load_definitions(const char *dir, saga_definition ***out, int *n)
     return bad;
 }
 
-/* Serve /metrics, /healthz, /readyz on "ADDR:PORT" ("[v6]:PORT", ":PORT"). */
-static int start_http(const char *spec, saga_engine *e, saga_http **out, saga_error *err)
+/* Split "ADDR:PORT" ("[v6]:PORT", ":PORT") into addr (128 bytes) and
+ * *port; either may be NULL to only check. */
+static int parse_http(const char *spec, char *addr, int *port_out, saga_error *err)
 {
-    char addr[128];
     const char *colon = strrchr(spec, ':');
     char *end;
     long port;
     size_t alen;
-    saga_http_config hc = {0};
-    int rc;
 
     if (colon == NULL)
         return saga_error_set(err, SAGA_EINVAL,
@@ -148,12 +146,27 @@ static int start_http(const char *spec, saga_engine *e, saga_http **out, saga_er
         spec++;
         alen -= 2;
     }
-    if (alen >= sizeof addr)
+    if (alen >= 128)
         return saga_error_set(err, SAGA_EINVAL, "--http \"%s\": address too long", spec);
-    memcpy(addr, spec, alen);
-    addr[alen] = '\0';
+    if (addr != NULL) {
+        memcpy(addr, spec, alen);
+        addr[alen] = '\0';
+    }
+    if (port_out != NULL)
+        *port_out = (int)port;
+    return SAGA_OK;
+}
+
+/* Serve /metrics, /healthz, /readyz on spec (see parse_http). */
+static int start_http(const char *spec, saga_engine *e, saga_http **out, saga_error *err)
+{
+    char addr[128];
+    saga_http_config hc = {0};
+    int rc;
+
+    if ((rc = parse_http(spec, addr, &hc.port, err)) != SAGA_OK)
+        return rc;
     hc.address = addr;
-    hc.port = (int)port;
     hc.metrics = saga_engine_metrics(e);
     hc.healthy = saga_health_check_live;
     hc.healthy_arg = saga_engine_health(e);
@@ -323,6 +336,20 @@ int main(int argc, char **argv)
                 "SAGA_KAFKA_BROKERS)\n",
                 cfg.db_url == NULL ? "the database URL" : "the Kafka brokers");
         return 2;
+    }
+    {
+        /* Settings errors are usage errors: said before connecting. */
+        saga_gate *probe = NULL;
+        if (saga_gate_new(&cfg.gate, &probe, &err) != SAGA_OK) {
+            fprintf(stderr, "sagad: %s\n", err.message);
+            return 2;
+        }
+        saga_gate_free(probe);
+        if (http != NULL && *http != '\0' &&
+            parse_http(http, NULL, NULL, &err) != SAGA_OK) {
+            fprintf(stderr, "sagad: %s\n", err.message);
+            return 2;
+        }
     }
     bad = load_definitions(dir, &defs, &ndefs);
     if (bad != 0) {

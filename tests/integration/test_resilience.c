@@ -299,6 +299,13 @@ static void test_breaker_holds_a_failing_service_and_lets_it_recover(void **stat
     m = scrape();
     assert_true(
         sample(m, "saga_commands_held_total{service=\"flaky\",reason=\"breaker\"}") > 0);
+    /* The history says why the saga waits. */
+    {
+        const char *hist[] = {"history", ids[0], NULL};
+        assert_int_equal(it_sagactl_all(out, sizeof out, 0, hist), 0);
+        assert_non_null(strstr(out, "step_held"));
+        assert_non_null(strstr(out, "circuit breaker open"));
+    }
     /* Steps wait: nothing failed, nothing compensates. */
     assert_int_equal(
         it_int(db, "SELECT count(*) FROM saga.saga WHERE status <> 'running'", 0, NULL),
