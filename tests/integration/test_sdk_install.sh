@@ -54,8 +54,10 @@ status=$("$ctl" wait "$id" --timeout 60s) || fail "the saga did not complete ($s
 greeting=$("$ctl" show --json "$id" |
            python3 -c 'import json,sys; print(json.load(sys.stdin)["steps"][0]["output"]["greeting"])')
 [[ $greeting == "Hello, Ada" ]] || fail "unexpected output: $greeting"
-# The shared library the program used is the installed one.
-ldd "$work/hello" | grep -q "$work/prefix/lib/libsaga.so.0" ||
-    LD_LIBRARY_PATH="$work/prefix/lib" ldd "$work/hello" | grep -q "$work/prefix/lib/libsaga.so.0" ||
-    fail "hello is not linked to the installed libsaga"
+# The shared library the program used is the installed one. (ldd's output
+# is read whole: with pipefail, `ldd | grep -q` fails whenever grep's early
+# exit makes ldd die of SIGPIPE.)
+libs=$(LD_LIBRARY_PATH="$work/prefix/lib" ldd "$work/hello") || fail "ldd $work/hello failed"
+[[ $libs == *"$work/prefix/lib/libsaga.so.0"* ]] ||
+    fail "hello is not linked to the installed libsaga: $libs"
 echo "test_sdk_install: installed, built out of tree with pkg-config, saga $id completed: $greeting"
