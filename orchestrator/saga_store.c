@@ -546,15 +546,14 @@ int saga_store_create(PGconn *db, const saga_state *s, const saga_actions *actio
     return write_actions(db, s, actions, o, sent, err);
 }
 
-int saga_store_load(PGconn *db, saga_defs *defs, const char *id, int lock,
-                    saga_state **out, saga_error *err)
+int saga_store_load(PGconn *db, saga_defs *defs, const char *id, saga_state **out,
+                    saga_error *err)
 {
     char ids[1][SAGA_ID_LEN + 1];
     PGresult *r;
     int rc;
 
     *out = NULL;
-    (void)lock; /* the batch loader always locks: every caller wanted that */
     if (strlen(id) != SAGA_ID_LEN)
         return saga_error_set(err, SAGA_ENOTFOUND, "no saga %s", id);
     for (int i = 0; i <= SAGA_ID_LEN; i++) /* PostgreSQL prints UUIDs in lower case */

@@ -85,11 +85,12 @@ int saga_store_create(PGconn *db, const saga_state *s, const saga_actions *actio
                       char existing_id[SAGA_ID_LEN + 1], saga_outbox *sent,
                       saga_error *err);
 
-/* Load saga id (locking its row FOR UPDATE when lock is set). Its
- * definition comes from defs. *out is the caller's (saga_state_free).
- * SAGA_ENOTFOUND if there is no such saga. */
-int saga_store_load(PGconn *db, saga_defs *defs, const char *id, int lock,
-                    saga_state **out, saga_error *err);
+/* Load saga id inside the caller's open transaction, locking its row FOR
+ * UPDATE (as sagad's batch loader does). Its definition comes from defs.
+ * *out is the caller's (saga_state_free). SAGA_ENOTFOUND if there is no
+ * such saga. */
+int saga_store_load(PGconn *db, saga_defs *defs, const char *id, saga_state **out,
+                    saga_error *err);
 
 /* Write the state changed by an apply (saga row, dirty steps) and its
  * actions (history rows, outbox rows appended to sent). */

@@ -104,7 +104,7 @@ static int run_repair(const repair *rp, int argc, char **argv)
     defs = saga_defs_new();
     rc = saga_store_exec(db, "BEGIN", &err);
     if (rc == SAGA_OK)
-        rc = saga_store_load(db, defs, id, 1, &s, &err);
+        rc = saga_store_load(db, defs, id, &s, &err);
     if (rc == SAGA_OK && step_name != NULL) {
         step = saga_definition_step_index(s->def, step_name);
         if (step < 0) {
