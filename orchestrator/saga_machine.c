@@ -529,7 +529,10 @@ static int on_reply(ctx *c, const char **reason)
             s->status = SAGA_ST_FAILED;
             history(c, "saga_failed", r->step, r->attempt,
                     json_pack("{s:s}", "reason", "compensation failed definitively"));
-        } else if (s->def->steps[r->step].forward_only) {
+        } else if (s->def->steps[r->step].forward_only && !s->def->steps[r->step].pivot) {
+            /* The pivot's own definite failure means the point of no return
+             * was not passed: that falls through to compensating the steps
+             * before it. A step after it has nothing left to undo with. */
             st->status = SAGA_STEP_FAILED;
             history(c, "step_failed", r->step, r->attempt, err);
             s->status = SAGA_ST_FAILED;

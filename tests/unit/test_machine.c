@@ -415,6 +415,30 @@ static void test_pivot_and_later_steps_retry_without_limit(void **state)
     fx_free(f);
 }
 
+/* The pivot is the go/no-go point: its definite failure means it took no
+ * effect, so the saga has not passed the point of no return and the steps
+ * before it are compensated (a declined payment releases the bookings). */
+static void test_pivot_definite_failure_compensates_steps_before(void **state)
+{
+    fixture *f = fx_new(with_pivot);
+    int64_t now = T0;
+    (void)state;
+    apply(f, SAGA_EV_START, now, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, now += 10);
+    expect_send(f, 1, SAGA_PHASE_INVOKE, 1);
+    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, now += 10),
+                     SAGA_APPLIED);
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATING);
+    assert_int_equal(f->s->steps[1].status, SAGA_STEP_FAILED);
+    assert_true(has_history(f, "compensation_started"));
+    expect_send(f, 0, SAGA_PHASE_COMPENSATE, 1);
+    reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, now += 10);
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATED);
+    assert_int_equal(f->s->steps[0].status, SAGA_STEP_COMPENSATED);
+    assert_int_equal(f->s->steps[2].status, SAGA_STEP_PENDING);
+    fx_free(f);
+}
+
 /* The last step has no compensation: if it may have taken effect, undoing
  * the steps before it would leave that effect alone. */
 static const char *const irreversible_last =
@@ -1152,6 +1176,7 @@ int main(void)
         cmocka_unit_test(test_compensation_exhausted_gets_stuck),
         cmocka_unit_test(test_compensation_failed_reply_gets_stuck),
         cmocka_unit_test(test_pivot_and_later_steps_retry_without_limit),
+        cmocka_unit_test(test_pivot_definite_failure_compensates_steps_before),
         cmocka_unit_test(test_irreversible_step_is_never_given_up),
         cmocka_unit_test(test_irreversible_step_definite_failure_compensates),
         cmocka_unit_test(test_deadline_compensates_in_flight_step),
