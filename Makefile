@@ -46,6 +46,7 @@ LIBCORE_A  := $(BUILD)/lib/libsagacore.a
 
 BINS := $(BUILD)/bin/sagad $(BUILD)/bin/sagactl \
         $(BUILD)/bin/order-service $(BUILD)/bin/payment-service $(BUILD)/bin/inventory-service \
+        $(BUILD)/bin/travel-service \
         $(BUILD)/bin/bench-service $(BUILD)/bin/saga-bench $(BUILD)/bin/bare-pipeline
 
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)

@@ -31,9 +31,9 @@ static void undo(const saga_command *cmd, PGconn *db, saga_result *res, void *ar
 int main(int argc, char **argv)
 {
     static const example_handler handlers[] = {
-        {SAGA_PHASE_INVOKE, "work", work},
-        {SAGA_PHASE_COMPENSATE, "undo", undo},
+        {SAGA_PHASE_INVOKE, "work", work, NULL},
+        {SAGA_PHASE_COMPENSATE, "undo", undo, NULL},
     };
-    static const example_service svc = {"bench", "bench", schema_sql, handlers, 2};
+    static const example_service svc = {"bench", "bench", schema_sql, handlers, 2, NULL};
     return example_main(&svc, argc, argv);
 }

@@ -19,13 +19,18 @@ static void on_signal(int sig)
 
 static void usage(const example_service *svc, FILE *out)
 {
+    char program[64];
+    if (svc->program != NULL)
+        snprintf(program, sizeof program, "%s", svc->program);
+    else
+        snprintf(program, sizeof program, "%s-service", svc->service);
     fprintf(out,
-            "usage: %s-service [--brokers B] [--db URL] [--prefix P]\n"
-            "The example '%s' participant of the order saga.\n\n"
+            "usage: %s [--brokers B] [--db URL] [--prefix P]\n"
+            "The example '%s' participant (docs/EXAMPLES.md).\n\n"
             "  --brokers B   Kafka bootstrap servers (default $SAGA_KAFKA_BROKERS)\n"
             "  --db URL      PostgreSQL (default $SAGA_PG_URL); tables in schema \"%s\"\n"
             "  --prefix P    topic prefix (default $SAGA_TOPIC_PREFIX, else saga.)\n",
-            svc->service, svc->service, svc->schema);
+            program, svc->service, svc->schema);
 }
 
 /* Server NOTICEs ("already exists, skipping") are not for the user. */
@@ -139,7 +144,7 @@ int example_main(const example_service *svc, int argc, char **argv)
     }
     for (int i = 0; i < svc->nhandlers; i++)
         saga_participant_on(running, svc->handlers[i].phase, svc->handlers[i].name,
-                            svc->handlers[i].fn, NULL);
+                            svc->handlers[i].fn, svc->handlers[i].arg);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     fprintf(stderr, "%s-service: ready\n", svc->service);

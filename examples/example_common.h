@@ -13,6 +13,7 @@ typedef struct example_handler {
     saga_phase phase;
     const char *name;
     saga_handler_fn fn;
+    void *arg; /* handed to fn */
 } example_handler;
 
 typedef struct example_service {
@@ -21,6 +22,7 @@ typedef struct example_service {
     const char *schema_sql; /* CREATE ... IF NOT EXISTS statements, run in schema */
     const example_handler *handlers;
     int nhandlers;
+    const char *program; /* how usage names it; default "<service>-service" */
 } example_service;
 
 /* Parse argv, create the schema, run the participant until SIGINT/SIGTERM.

@@ -103,10 +103,10 @@ static void release_stock(const saga_command *cmd, PGconn *db, saga_result *res,
 int main(int argc, char **argv)
 {
     static const example_handler handlers[] = {
-        {SAGA_PHASE_INVOKE, "reserve_stock", reserve_stock},
-        {SAGA_PHASE_COMPENSATE, "release_stock", release_stock},
+        {SAGA_PHASE_INVOKE, "reserve_stock", reserve_stock, NULL},
+        {SAGA_PHASE_COMPENSATE, "release_stock", release_stock, NULL},
     };
-    static const example_service svc = {"inventory", "inventory", schema_sql, handlers,
-                                        2};
+    static const example_service svc = {"inventory", "inventory", schema_sql,
+                                        handlers,    2,           NULL};
     return example_main(&svc, argc, argv);
 }

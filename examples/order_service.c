@@ -102,10 +102,10 @@ static void approve_order(const saga_command *cmd, PGconn *db, saga_result *res,
 int main(int argc, char **argv)
 {
     static const example_handler handlers[] = {
-        {SAGA_PHASE_INVOKE, "create_order", create_order},
-        {SAGA_PHASE_COMPENSATE, "cancel_order", cancel_order},
-        {SAGA_PHASE_INVOKE, "approve_order", approve_order},
+        {SAGA_PHASE_INVOKE, "create_order", create_order, NULL},
+        {SAGA_PHASE_COMPENSATE, "cancel_order", cancel_order, NULL},
+        {SAGA_PHASE_INVOKE, "approve_order", approve_order, NULL},
     };
-    static const example_service svc = {"order", "orders", schema_sql, handlers, 3};
+    static const example_service svc = {"order", "orders", schema_sql, handlers, 3, NULL};
     return example_main(&svc, argc, argv);
 }

@@ -1,4 +1,5 @@
-/* The payment service: reserves and releases customers' credit. */
+/* The payment service: reserves and releases customers' credit (the order
+ * saga), and charges it (the trip saga's pivot). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -13,7 +14,10 @@ static const char schema_sql[] =
     " saga_id uuid PRIMARY KEY, order_id text NOT NULL, customer_id text NOT NULL,"
     " amount bigint NOT NULL, status text NOT NULL CHECK (status IN ('reserved', "
     "'released')),"
-    " created_at timestamptz NOT NULL DEFAULT now(), released_at timestamptz);";
+    " created_at timestamptz NOT NULL DEFAULT now(), released_at timestamptz);"
+    "CREATE TABLE IF NOT EXISTS charges ("
+    " saga_id uuid PRIMARY KEY, customer_id text NOT NULL, amount bigint NOT NULL,"
+    " reference text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());";
 
 static void reserve_credit(const saga_command *cmd, PGconn *db, saga_result *res,
                            void *arg)
@@ -108,12 +112,77 @@ static void release_credit(const saga_command *cmd, PGconn *db, saga_result *res
     PQclear(r);
 }
 
+/* Spend credit for good: the trip saga's pivot, which has no compensation
+ * (a refund would be a business process of its own). A charge lowers the
+ * customer's credit limit by the amount, if that much is not reserved. */
+static void charge(const saga_command *cmd, PGconn *db, saga_result *res, void *arg)
+{
+    const char *customer, *reference;
+    long long amount;
+    char abuf[24];
+    int ok = 1;
+    PGresult *r;
+    (void)arg;
+
+    if (example_fault(res))
+        return;
+    example_log_command(db, cmd);
+    if ((customer = example_str(cmd, cmd->payload, "customer_id", res)) == NULL ||
+        (reference = example_str(cmd, cmd->payload, "reference", res)) == NULL)
+        return;
+    amount = example_int(cmd, cmd->payload, "amount", res, &ok);
+    if (!ok)
+        return;
+    snprintf(abuf, sizeof abuf, "%lld", amount);
+    {
+        const char *p[2] = {customer, abuf};
+        r = example_sql(db, res,
+                        "UPDATE customers SET credit_limit = credit_limit - $2"
+                        " WHERE id = $1 AND credit_limit - reserved >= $2"
+                        " RETURNING credit_limit",
+                        2, p);
+    }
+    if (r == NULL)
+        return;
+    if (PQntuples(r) == 0) {
+        const char *p[1] = {customer};
+        PQclear(r);
+        r = example_sql(
+            db, res, "SELECT credit_limit - reserved FROM customers WHERE id = $1", 1, p);
+        if (r == NULL)
+            return;
+        if (PQntuples(r) == 0)
+            saga_result_fail(res, "unknown_customer", "no customer \"%s\"", customer);
+        else
+            saga_result_fail(res, "insufficient_credit",
+                             "customer %s has %s of credit available, %lld needed",
+                             customer, PQgetvalue(r, 0, 0), amount);
+        PQclear(r);
+        return;
+    }
+    PQclear(r);
+    {
+        const char *p[4] = {cmd->saga_id, customer, abuf, reference};
+        r = example_sql(db, res,
+                        "INSERT INTO charges (saga_id, customer_id, amount, reference)"
+                        " VALUES ($1, $2, $3, $4)",
+                        4, p);
+    }
+    if (r == NULL)
+        return;
+    PQclear(r);
+    saga_result_ok(res, json_pack("{s:s, s:I}", "charge_id", cmd->saga_id, "amount",
+                                  (json_int_t)amount));
+}
+
 int main(int argc, char **argv)
 {
     static const example_handler handlers[] = {
-        {SAGA_PHASE_INVOKE, "reserve_credit", reserve_credit},
-        {SAGA_PHASE_COMPENSATE, "release_credit", release_credit},
+        {SAGA_PHASE_INVOKE, "reserve_credit", reserve_credit, NULL},
+        {SAGA_PHASE_COMPENSATE, "release_credit", release_credit, NULL},
+        {SAGA_PHASE_INVOKE, "charge", charge, NULL},
     };
-    static const example_service svc = {"payment", "payment", schema_sql, handlers, 2};
+    static const example_service svc = {"payment", "payment", schema_sql,
+                                        handlers,  3,         NULL};
     return example_main(&svc, argc, argv);
 }
