@@ -239,6 +239,16 @@ static void dispatch(ctx *c, int i)
         set_error(st, error_obj("input", err.message));
         st->dirty = 1;
         history(c, "step_failed", i, st->attempts, error_obj("input", err.message));
+        if (sd->forward_only && !sd->pivot) {
+            /* Past the point of no return nothing may be undone: as for a
+             * definite failure there, an operator decides. */
+            s->status = SAGA_ST_FAILED;
+            history(c, "saga_failed", i, st->attempts,
+                    json_pack("{s:s}", "reason",
+                              "a step after the pivot cannot be run (its input does not "
+                              "resolve); it cannot be compensated"));
+            return;
+        }
         fail_stage(c, i, "step_failed");
         return;
     }

@@ -439,6 +439,31 @@ static void test_pivot_definite_failure_compensates_steps_before(void **state)
     fx_free(f);
 }
 
+/* A step after the pivot whose input does not resolve cannot run, and the
+ * steps before the pivot must not be undone: the saga waits for an operator. */
+static void test_unresolvable_input_after_pivot_is_stuck(void **state)
+{
+    fixture *f = fx_new(
+        "{\"name\":\"p\",\"steps\":["
+        "{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\",\"compensation\":\"ua\"},"
+        "{\"name\":\"b\",\"service\":\"s\",\"action\":\"b\",\"pivot\":true},"
+        "{\"name\":\"c\",\"service\":\"s\",\"action\":\"c\","
+        "\"input\":{\"v\":\"${steps.b.output.missing}\"}}]}");
+    int64_t now = T0;
+    (void)state;
+    apply(f, SAGA_EV_START, now, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, now += 10);
+    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 1, now += 10),
+                     SAGA_APPLIED);
+    assert_int_equal(f->s->status, SAGA_ST_FAILED);
+    assert_int_equal(f->s->steps[2].status, SAGA_STEP_FAILED);
+    assert_int_equal(f->s->steps[0].status, SAGA_STEP_SUCCEEDED);
+    assert_int_equal(count_sends(f), 0);
+    assert_true(has_history(f, "saga_failed"));
+    assert_false(has_history(f, "compensation_started"));
+    fx_free(f);
+}
+
 /* The last step has no compensation: if it may have taken effect, undoing
  * the steps before it would leave that effect alone. */
 static const char *const irreversible_last =
@@ -1177,6 +1202,7 @@ int main(void)
         cmocka_unit_test(test_compensation_failed_reply_gets_stuck),
         cmocka_unit_test(test_pivot_and_later_steps_retry_without_limit),
         cmocka_unit_test(test_pivot_definite_failure_compensates_steps_before),
+        cmocka_unit_test(test_unresolvable_input_after_pivot_is_stuck),
         cmocka_unit_test(test_irreversible_step_is_never_given_up),
         cmocka_unit_test(test_irreversible_step_definite_failure_compensates),
         cmocka_unit_test(test_deadline_compensates_in_flight_step),
