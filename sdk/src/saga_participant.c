@@ -3,6 +3,7 @@
  * consumed offsets only after the replies are acknowledged by Kafka. */
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,6 +39,30 @@ typedef struct handler {
     void *arg;
 } handler;
 
+/* The counters of saga_participant_stats, each atomic so that
+ * saga_participant_get_stats() may read them from any thread while the
+ * polling thread counts. Relaxed order is enough: every counter is exact on
+ * its own, and nothing else is published through them. */
+typedef struct stats_counters {
+    _Atomic uint64_t handled;
+    _Atomic uint64_t duplicates;
+    _Atomic uint64_t null_compensations;
+    _Atomic uint64_t hanging_refused;
+    _Atomic uint64_t malformed;
+    _Atomic uint64_t unknown_action;
+    _Atomic uint64_t deferred;
+    _Atomic uint64_t results_ignored;
+    _Atomic uint64_t received;
+    _Atomic uint64_t replied_ok;
+    _Atomic uint64_t replied_failed;
+    _Atomic uint64_t replied_retry;
+    _Atomic uint64_t handler_calls;
+    _Atomic uint64_t handler_time_ns;
+} stats_counters;
+
+#define STAT_ADD(p, field, n)                                                            \
+    atomic_fetch_add_explicit(&(p)->stats.field, (uint64_t)(n), memory_order_relaxed)
+
 struct saga_participant {
     char *service;
     char *prefix;
@@ -51,7 +76,7 @@ struct saga_participant {
     int delivery_failures;                      /* within the current batch */
     rd_kafka_topic_partition_list_t *processed; /* offsets of the current batch */
     int wake[2];                                /* saga_participant_fd's pipe, or -1 */
-    saga_participant_stats stats;
+    stats_counters stats;
     char warning[512];
     /* Group commit: several commands' barrier transactions share one
      * PostgreSQL transaction, each inside its own savepoint, and their
@@ -343,11 +368,11 @@ static void count_reply(saga_participant *p, const json_t *reply)
                                 &st) != SAGA_OK)
         return;
     if (st == SAGA_REPLY_OK)
-        p->stats.replied_ok++;
+        STAT_ADD(p, replied_ok, 1);
     else if (st == SAGA_REPLY_FAILED)
-        p->stats.replied_failed++;
+        STAT_ADD(p, replied_failed, 1);
     else
-        p->stats.replied_retry++;
+        STAT_ADD(p, replied_retry, 1);
 }
 
 static uint64_t now_ns(void)
@@ -363,8 +388,8 @@ static void call_handler(saga_participant *p, const handler *h, const saga_comma
 {
     uint64_t start = now_ns();
     h->fn(cmd, db, res, h->arg);
-    p->stats.handler_time_ns += now_ns() - start;
-    p->stats.handler_calls++;
+    STAT_ADD(p, handler_time_ns, now_ns() - start);
+    STAT_ADD(p, handler_calls, 1);
 }
 
 static void send_reply(saga_participant *p, const saga_command *cmd, json_t *reply,
@@ -540,18 +565,18 @@ static void run_with_barrier(saga_participant *p, const handler *h,
         goto dberr;
     switch (v) {
     case SAGA__BARRIER_DUPLICATE:
-        p->stats.duplicates++;
+        STAT_ADD(p, duplicates, 1);
         cmd_rollback(p);
         return;
     case SAGA__BARRIER_HANGING:
-        p->stats.hanging_refused++;
+        STAT_ADD(p, hanging_refused, 1);
         cmd_rollback(p);
         saga_result_fail(res, "hanging_action",
                          "step %d of saga %s was already compensated; action refused",
                          cmd->step, cmd->saga_id);
         return;
     case SAGA__BARRIER_NULL_COMP:
-        p->stats.null_compensations++;
+        STAT_ADD(p, null_compensations, 1);
         saga_result_ok(res, json_pack("{s:b}", "null_compensation", 1));
         outcome = "null_compensation";
         break;
@@ -613,9 +638,9 @@ static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
     json_t *reply = NULL, *cached = NULL;
     const handler *h;
 
-    p->stats.received++;
+    STAT_ADD(p, received, 1);
     if (saga_command_decode(m->payload, m->len, &cmd, &e) != SAGA_OK) {
-        p->stats.malformed++;
+        STAT_ADD(p, malformed, 1);
         warn(p, "skipped malformed command at %s[%d]@%lld: %s",
              rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
              e.message);
@@ -635,7 +660,7 @@ static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
     res.cmd = &cmd;
     h = find_handler(p, cmd.phase, cmd.action);
     if (h == NULL) {
-        p->stats.unknown_action++;
+        STAT_ADD(p, unknown_action, 1);
         saga_result_fail(
             &res, "unknown_action", "service %s has no handler for %s %s", p->service,
             cmd.phase == SAGA_PHASE_INVOKE ? "action" : "compensation", cmd.action);
@@ -646,9 +671,9 @@ static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
         if (!res.set)
             saga_result_retry(&res, 0, "handler for %s set no result", cmd.action);
     }
-    p->stats.results_ignored += (uint64_t)res.ignored;
+    STAT_ADD(p, results_ignored, res.ignored);
     if (res.deferred != NULL) {
-        p->stats.deferred++;
+        STAT_ADD(p, deferred, 1);
         json_decref(res.output);
         saga_command_clear(&cmd);
         return;
@@ -656,7 +681,7 @@ static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
     reply = cached != NULL ? cached : reply_object(&cmd, &res);
     if (reply != NULL) {
         send_reply(p, &cmd, reply, m);
-        p->stats.handled++;
+        STAT_ADD(p, handled, 1);
     }
     json_decref(reply);
     json_decref(res.output);
@@ -805,6 +830,9 @@ void saga_participant_stop(saga_participant *p)
         p->stop = 1;
 }
 
+#define STAT_GET(field)                                                                  \
+    out->field = atomic_load_explicit(&p->stats.field, memory_order_relaxed)
+
 int saga_participant_get_stats(const saga_participant *p, saga_participant_stats *out)
 {
     if (p == NULL || out == NULL) {
@@ -812,7 +840,21 @@ int saga_participant_get_stats(const saga_participant *p, saga_participant_stats
             memset(out, 0, sizeof *out);
         return SAGA_EINVAL;
     }
-    *out = p->stats;
+    memset(out, 0, sizeof *out);
+    STAT_GET(handled);
+    STAT_GET(duplicates);
+    STAT_GET(null_compensations);
+    STAT_GET(hanging_refused);
+    STAT_GET(malformed);
+    STAT_GET(unknown_action);
+    STAT_GET(deferred);
+    STAT_GET(results_ignored);
+    STAT_GET(received);
+    STAT_GET(replied_ok);
+    STAT_GET(replied_failed);
+    STAT_GET(replied_retry);
+    STAT_GET(handler_calls);
+    STAT_GET(handler_time_ns);
     return SAGA_OK;
 }
 

@@ -1,8 +1,11 @@
 /* The participant's counters, against librdkafka's in-process mock
  * cluster (no server, no database): commands received, replies by
- * status, malformed messages, unknown actions, handler time. */
+ * status, malformed messages, unknown actions, handler time; and that
+ * another thread may read them while the polling thread counts. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -79,6 +82,35 @@ static void send_command(rd_kafka_t *rk, int step, const char *action)
     json_decref(c.payload);
 }
 
+/* A thread that reads the counters while the test polls: every read must
+ * succeed and no counter may go back (a torn or unsynchronised read of a
+ * counter being written could). */
+typedef struct reader {
+    const saga_participant *p;
+    atomic_int done;
+    int reads, went_back, failed;
+    saga_participant_stats last;
+} reader;
+
+static void *read_stats(void *arg)
+{
+    reader *r = arg;
+    while (!atomic_load(&r->done)) {
+        saga_participant_stats st;
+        if (saga_participant_get_stats(r->p, &st) != SAGA_OK) {
+            r->failed++;
+            continue;
+        }
+        if (st.received < r->last.received || st.handled < r->last.handled ||
+            st.handler_calls < r->last.handler_calls ||
+            st.handler_time_ns < r->last.handler_time_ns)
+            r->went_back++;
+        r->last = st;
+        r->reads++;
+    }
+    return NULL;
+}
+
 static void test_counters(void **state)
 {
     char errstr[256];
@@ -130,12 +162,26 @@ static void test_counters(void **state)
         rd_kafka_destroy(prod);
     }
 
-    /* Joining the group and fetching take a few polls. */
-    for (int i = 0; i < 300 && total < 6; i++) {
-        int n = saga_participant_poll(p, 100, &err);
-        if (n < 0)
-            fail_msg("poll: %s", err.message);
-        total += n;
+    /* Joining the group and fetching take a few polls; another thread
+     * reads the counters all the while. */
+    {
+        reader rd = {.p = p};
+        pthread_t t;
+        atomic_init(&rd.done, 0);
+        assert_int_equal(pthread_create(&t, NULL, read_stats, &rd), 0);
+        for (int i = 0; i < 300 && total < 6; i++) {
+            int n = saga_participant_poll(p, 100, &err);
+            if (n < 0)
+                fail_msg("poll: %s", err.message);
+            total += n;
+        }
+        atomic_store(&rd.done, 1);
+        assert_int_equal(pthread_join(t, NULL), 0);
+        assert_int_equal(rd.failed, 0);
+        assert_int_equal(rd.went_back, 0);
+        assert_true(rd.reads > 0);
+        /* Its last read may be a message behind, never ahead. */
+        assert_true(rd.last.received <= 6);
     }
     assert_int_equal(total, 6);
     assert_int_equal(saga_participant_get_stats(p, &st), SAGA_OK);

@@ -99,7 +99,12 @@ SAGA_API void saga_participant_stop(saga_participant *p);
  * New fields are appended at the end (callers compile against the size
  * they see; recompile after upgrading libsaga 0.x). */
 typedef struct saga_participant_stats {
-    uint64_t handled;    /* handler calls that produced a reply */
+    /* Replies sent for consumed commands as they were handled, whatever
+     * produced them: a handler, the barrier's cache (duplicates), an
+     * unknown action, a refused hanging action, a database error (retry).
+     * Not included: commands whose reply was deferred (counted in deferred;
+     * their replies later count in replied_*). */
+    uint64_t handled;
     uint64_t duplicates; /* commands answered from the barrier's cache */
     uint64_t null_compensations;
     uint64_t hanging_refused;
@@ -121,9 +126,11 @@ typedef struct saga_participant_stats {
     uint64_t handler_time_ns;
 } saga_participant_stats;
 
-/* Copy the counters of p into *out. Call from the polling thread (the
- * counters are not synchronised). Returns SAGA_OK, or SAGA_EINVAL when p
- * or out is NULL (then *out, if given, is zeroed). */
+/* Copy the counters of p into *out. Safe from any thread, also while
+ * another thread polls (each counter is read atomically; counters that
+ * move together, such as received and handled, may be read a message
+ * apart). Returns SAGA_OK, or SAGA_EINVAL when p or out is NULL (then
+ * *out, if given, is zeroed). */
 SAGA_API int saga_participant_get_stats(const saga_participant *p,
                                         saga_participant_stats *out);
 
