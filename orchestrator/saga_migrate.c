@@ -204,6 +204,25 @@ int saga_migrate(PGconn *db, const char *dir, int *applied, saga_migrate_progres
             goto unlock;
         }
     }
+    /* A pending file older than the newest applied one was written on a
+     * branch that missed the later ones: applied now it would run against
+     * a schema it was not written for, so it is refused, not slipped in. */
+    if (PQntuples(r) > 0) {
+        int newest = atoi(PQgetvalue(r, PQntuples(r) - 1, 0));
+        for (int j = 0; j < n; j++) {
+            int done = 0;
+            for (int i = 0; i < PQntuples(r); i++)
+                done |= atoi(PQgetvalue(r, i, 0)) == files[j].version;
+            if (!done && files[j].version < newest) {
+                rc = saga_error_set(
+                    err, SAGA_ESTATE,
+                    "%s/%s is not applied but is older than the newest applied "
+                    "migration (%04d); nothing applied. Renumber it after %04d.",
+                    dir, files[j].name, newest, newest);
+                goto unlock;
+            }
+        }
+    }
     for (int j = 0; j < n; j++) {
         int done = 0;
         char sum[65], vbuf[16];
@@ -225,8 +244,11 @@ int saga_migrate(PGconn *db, const char *dir, int *applied, saga_migrate_progres
             char msg[sizeof err->message];
             snprintf(msg, sizeof msg, "%s", err ? err->message : "");
             exec(db, "ROLLBACK", NULL);
-            rc = saga_error_set(err, SAGA_EDB, "%s/%s failed, rolled back: %.400s", dir,
-                                files[j].name, msg);
+            /* The file is at fault, not the connection: a refusal. */
+            rc = saga_error_set(err, SAGA_ESTATE,
+                                "%s/%s failed, rolled back (this file and the ones "
+                                "after it not applied): %.400s",
+                                dir, files[j].name, msg);
             goto unlock;
         }
         snprintf(vbuf, sizeof vbuf, "%d", files[j].version);

@@ -11,8 +11,11 @@
 typedef void (*saga_migrate_progress_fn)(const char *file, int applied, void *arg);
 
 /* Apply the pending migrations in dir. Refuses (SAGA_ESTATE, nothing
- * applied) when an applied file's checksum changed or an applied file is
- * missing. *applied counts the files applied now. */
+ * applied) when an applied file's checksum changed, an applied file is
+ * missing, or a pending file is older than the newest applied one. A file
+ * whose SQL fails is rolled back and the run stops there (SAGA_ESTATE; the
+ * files before it stay applied). SAGA_EDB: the database could not be used.
+ * *applied counts the files applied now. */
 int saga_migrate(PGconn *db, const char *dir, int *applied, saga_migrate_progress_fn fn,
                  void *arg, saga_error *err);
 
