@@ -2,6 +2,8 @@
 #ifndef SAGACTL_H
 #define SAGACTL_H
 
+#include <stdint.h>
+
 #include <jansson.h>
 #include <libpq-fe.h>
 
@@ -10,8 +12,30 @@ enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_DB = 3 };
 extern const char *db_url; /* --db or SAGA_PG_URL */
 extern int want_json;      /* --json */
 
-/* Print "sagactl: <fmt with arg>" and a hint, exit 2. */
-void die_usage(const char *fmt, const char *arg);
+/* Print "sagactl: <fmt, args>" and a hint, exit 2. */
+__attribute__((format(printf, 1, 2), noreturn)) void die_usage(const char *fmt, ...);
+
+/* The value of option argv[*k] (advancing *k past it); exit 2 saying
+ * "CMD: OPTION needs a value" when it is the last argument. cmd may be "". */
+const char *opt_value(const char *cmd, int argc, char **argv, int *k);
+
+/* text as a whole decimal integer from min to max, else exit 2 naming the
+ * command and option and what is expected. */
+long parse_number(const char *cmd, const char *opt, const char *text, long min, long max);
+
+/* The longest duration any option takes: ten years, far below what
+ * PostgreSQL's interval and sagactl's millisecond clock can hold. */
+#define SAGACTL_MAX_DURATION_MS (3650LL * 86400000LL)
+
+/* text as a duration ("250ms", "30s", "5m", "1h30m") of at most
+ * SAGACTL_MAX_DURATION_MS, else exit 2 naming the command and option;
+ * example is shown as a valid value. */
+int64_t parse_duration_opt(const char *cmd, const char *opt, const char *text,
+                           const char *example);
+/* Exit 2 with the same messages when ms (parsed by the caller) is out of
+ * range or parse_rc is not 0. */
+int64_t check_duration_opt(const char *cmd, const char *opt, const char *text,
+                           const char *example, int parse_rc, int64_t ms);
 
 /* Connect (exit 3 when unreachable; with need_schema, also when the
  * schema is not migrated). The caller PQfinish()es. */
@@ -23,17 +47,32 @@ json_t *query_json(PGconn *db, const char *sql, int n, const char *const *params
 void print_json(json_t *j);
 
 /* o[k] as a string, "-" when absent. Borrowed. */
-const char *str(json_t *o, const char *k);
+const char *str(const json_t *o, const char *k);
 
-/* Exit 2 unless id is a UUID. */
-int check_uuid(const char *id);
+/* Exit 2 unless id is a UUID, naming the command cmd. */
+int check_uuid(const char *cmd, const char *id);
 
 /* Colour codes when stdout is a terminal and NO_COLOR is unset, else "". */
 const char *color_for_status(const char *status);
 const char *color_reset(void);
 
-/* "12s ago", "5m ago", "3h ago", "2d ago" for an age in seconds. */
+/* "12s ago", "5m ago", "3.0h ago", "2.0d ago" for an age in seconds (negative:
+ * "in 12s", a time still to come). */
 void format_age(double seconds, char *buf, size_t size);
+
+/* The database's clock (seconds since the epoch), which ages are measured
+ * against: saga times are the database's, not this machine's. Falls back to
+ * this machine's clock when the query fails. */
+double db_now(PGconn *db);
+
+/* An ISO 8601 UTC time from saga.iso() as people read it, absolute and
+ * relative to now: "2026-12-01 07:50:01 (3m ago)"; with_ms keeps the
+ * milliseconds (for timelines). "-" for NULL or "-". */
+void format_when(const char *iso, double now, int with_ms, char *buf, size_t size);
+
+/* The widest of w and strlen(s): human tables size their columns on the
+ * data so that long names do not push the next columns out of line. */
+int widen(int w, const char *s);
 
 /* Commands in other files. */
 int cmd_retry(int argc, char **argv);

@@ -29,6 +29,10 @@ static int deploy(int argc, char **argv)
             for (int i = 0; i < probs.count && i < 64; i++)
                 fprintf(stderr, "%s: %s: %s\n", argv[k], probs.items[i].where,
                         probs.items[i].message);
+            /* Only the first 64 are kept; say how many more there are. */
+            if (probs.count > 64)
+                fprintf(stderr, "%s: ... and %d more problems\n", argv[k],
+                        probs.count - 64);
         } else {
             nfiles++;
         }
@@ -113,17 +117,18 @@ static int list(void)
 
 static int show(int argc, char **argv)
 {
-    const char *name = NULL, *version = "0";
+    const char *name = NULL;
+    char version[32] = "0";
     const char *p[2];
     json_t *def;
     PGconn *db;
 
     for (int k = 0; k < argc; k++) {
-        if (strcmp(argv[k], "--version") == 0 && k + 1 < argc) {
-            version = argv[++k];
-            if (atoi(version) <= 0)
-                die_usage("defs show: --version needs a positive number, not \"%s\"",
-                          version);
+        if (strcmp(argv[k], "--version") == 0) {
+            /* Checked here: "2x" would otherwise reach SQL as '2x'::int. */
+            long v = parse_number("defs show", "--version",
+                                  opt_value("defs show", argc, argv, &k), 1, 2147483647L);
+            snprintf(version, sizeof version, "%ld", v);
         } else if (strcmp(argv[k], "--json") == 0) {
             want_json = 1;
         } else if (name == NULL && argv[k][0] != '-') {

@@ -1,9 +1,12 @@
 /* sagactl: the operator's command line. Exit codes: 0 ok, 1 not found or
  * refused, 2 usage, 3 cannot reach the database (or schema not migrated). */
+#include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
@@ -21,12 +24,55 @@
 const char *db_url;
 int want_json;
 
-void die_usage(const char *fmt, const char *arg)
+void die_usage(const char *fmt, ...)
 {
+    va_list ap;
     fprintf(stderr, "sagactl: ");
-    fprintf(stderr, fmt, arg);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
     fprintf(stderr, "\nTry 'sagactl --help'.\n");
     exit(EXIT_USAGE);
+}
+
+const char *opt_value(const char *cmd, int argc, char **argv, int *k)
+{
+    if (*k + 1 >= argc)
+        die_usage("%s%s%s needs a value", cmd, *cmd ? ": " : "", argv[*k]);
+    return argv[++*k];
+}
+
+long parse_number(const char *cmd, const char *opt, const char *text, long min, long max)
+{
+    char *end;
+    long v;
+    errno = 0;
+    v = strtol(text, &end, 10);
+    /* strtol skips leading blanks and takes a sign: neither is a count. */
+    if (text[0] < '0' || text[0] > '9' || *end != '\0' || errno == ERANGE || v < min ||
+        v > max)
+        die_usage("%s: %s needs a whole number from %ld to %ld, not \"%s\"", cmd, opt,
+                  min, max, text);
+    return v;
+}
+
+int64_t check_duration_opt(const char *cmd, const char *opt, const char *text,
+                           const char *example, int parse_rc, int64_t ms)
+{
+    if (parse_rc != 0)
+        die_usage("%s: %s needs a duration such as %s, not \"%s\"", cmd, opt, example,
+                  text);
+    if (ms > SAGACTL_MAX_DURATION_MS)
+        die_usage("%s: %s \"%s\" is too long (at most 3650 days)", cmd, opt, text);
+    return ms;
+}
+
+int64_t parse_duration_opt(const char *cmd, const char *opt, const char *text,
+                           const char *example)
+{
+    int64_t ms = 0;
+    int rc = saga_duration_parse(text, &ms);
+    return check_duration_opt(cmd, opt, text, example, rc, ms);
 }
 
 /* Server NOTICEs ("already exists, skipping") are not for the user. */
@@ -90,17 +136,17 @@ void print_json(json_t *j)
     free(t);
 }
 
-const char *str(json_t *o, const char *k)
+const char *str(const json_t *o, const char *k)
 {
     const char *s = json_string_value(json_object_get(o, k));
     return s ? s : "-";
 }
 
-int check_uuid(const char *id)
+int check_uuid(const char *cmd, const char *id)
 {
     uuid_t u;
     if (uuid_parse(id, u) != 0)
-        die_usage("\"%s\" is not a saga id (expected a UUID)", id);
+        die_usage("%s: \"%s\" is not a saga id (expected a UUID)", cmd, id);
     return 0;
 }
 
@@ -132,16 +178,60 @@ const char *color_reset(void)
 
 void format_age(double s, char *buf, size_t size)
 {
+    const char *pre = s <= -0.5 ? "in " : "", *post = s <= -0.5 ? "" : " ago";
     if (s < 0)
-        s = 0;
+        s = -s;
     if (s < 60)
-        snprintf(buf, size, "%.0fs ago", s);
+        snprintf(buf, size, "%s%.0fs%s", pre, s, post);
     else if (s < 3600)
-        snprintf(buf, size, "%.0fm ago", s / 60);
+        snprintf(buf, size, "%s%.0fm%s", pre, s / 60, post);
     else if (s < 86400)
-        snprintf(buf, size, "%.1fh ago", s / 3600);
+        snprintf(buf, size, "%s%.1fh%s", pre, s / 3600, post);
     else
-        snprintf(buf, size, "%.1fd ago", s / 86400);
+        snprintf(buf, size, "%s%.1fd%s", pre, s / 86400, post);
+}
+
+double db_now(PGconn *db)
+{
+    PGresult *r = PQexec(db, "SELECT extract(epoch FROM now())::float8");
+    double now = (double)time(NULL);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        now = strtod(PQgetvalue(r, 0, 0), NULL);
+    PQclear(r);
+    return now;
+}
+
+void format_when(const char *iso, double now, int with_ms, char *buf, size_t size)
+{
+    struct tm tm = {0};
+    int ms = 0, n;
+    char age[32];
+    if (iso == NULL || strcmp(iso, "-") == 0) {
+        snprintf(buf, size, "-");
+        return;
+    }
+    /* saga.iso() writes YYYY-MM-DDTHH:MI:SS.MSZ, always UTC. */
+    n = sscanf(iso, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+               &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms);
+    if (n != 7) {
+        snprintf(buf, size, "%s", iso); /* not ours: show it as it is */
+        return;
+    }
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    format_age(now - ((double)timegm(&tm) + ms / 1000.0), age, sizeof age);
+    if (with_ms)
+        snprintf(buf, size, "%04d-%02d-%02d %02d:%02d:%02d.%03d (%s)", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms, age);
+    else
+        snprintf(buf, size, "%04d-%02d-%02d %02d:%02d:%02d (%s)", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, age);
+}
+
+int widen(int w, const char *s)
+{
+    int n = (int)strlen(s);
+    return n > w ? n : w;
 }
 
 /* ---- migrate ---- */
@@ -161,8 +251,8 @@ static int cmd_migrate(int argc, char **argv)
     PGconn *db;
 
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--dir") == 0 && i + 1 < argc)
-            dir = argv[++i];
+        if (strcmp(argv[i], "--dir") == 0)
+            dir = opt_value("migrate", argc, argv, &i);
         else if (strcmp(argv[i], "--help") == 0) {
             printf(
                 "usage: sagactl migrate [--dir DIR]\nApplies the pending migrations in "
@@ -197,12 +287,12 @@ static int cmd_start(int argc, char **argv)
     int existed = 0, rc, wait_ms = 10000;
 
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--input") == 0 && i + 1 < argc)
-            input_text = argv[++i];
-        else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
-            key = argv[++i];
-        else if (strcmp(argv[i], "--traceparent") == 0 && i + 1 < argc)
-            traceparent = argv[++i];
+        if (strcmp(argv[i], "--input") == 0)
+            input_text = opt_value("start", argc, argv, &i);
+        else if (strcmp(argv[i], "--key") == 0)
+            key = opt_value("start", argc, argv, &i);
+        else if (strcmp(argv[i], "--traceparent") == 0)
+            traceparent = opt_value("start", argc, argv, &i);
         else if (strcmp(argv[i], "--no-wait") == 0)
             wait_ms = 0;
         else if (strcmp(argv[i], "--help") == 0) {
@@ -296,40 +386,37 @@ static const char list_sql[] =
 
 static int cmd_list(int argc, char **argv)
 {
-    const char *status = NULL, *name = NULL, *limit = "50", *since = NULL, *older = NULL;
-    char since_ms[32], older_ms[32];
+    const char *status = NULL, *name = NULL, *since = NULL, *older = NULL;
+    char since_ms[32], older_ms[32], limit[32] = "50";
     const char *p[5];
     json_t *rows, *row;
     size_t i;
+    double now;
     PGconn *db;
 
     for (int k = 1; k < argc; k++) {
-        int64_t ms;
-        if (strcmp(argv[k], "--status") == 0 && k + 1 < argc) {
+        if (strcmp(argv[k], "--status") == 0) {
             saga_status st;
-            status = argv[++k];
+            status = opt_value("list", argc, argv, &k);
             if (saga_status_parse(status, &st) != 0 || st == SAGA_ST_NEW)
                 die_usage(
                     "list: unknown status \"%s\" (running, compensating, completed, "
                     "compensated, failed, resolved)",
                     status);
-        } else if (strcmp(argv[k], "--saga") == 0 && k + 1 < argc) {
-            name = argv[++k];
-        } else if (strcmp(argv[k], "--limit") == 0 && k + 1 < argc) {
-            limit = argv[++k];
-            if (atoi(limit) <= 0)
-                die_usage("list: --limit needs a positive number, not \"%s\"", limit);
-        } else if (strcmp(argv[k], "--since") == 0 && k + 1 < argc) {
-            if (saga_duration_parse(argv[++k], &ms) != 0)
-                die_usage("list: --since needs a duration such as 10m or 2h, not \"%s\"",
-                          argv[k]);
+        } else if (strcmp(argv[k], "--saga") == 0) {
+            name = opt_value("list", argc, argv, &k);
+        } else if (strcmp(argv[k], "--limit") == 0) {
+            long n = parse_number("list", "--limit", opt_value("list", argc, argv, &k), 1,
+                                  100000);
+            snprintf(limit, sizeof limit, "%ld", n);
+        } else if (strcmp(argv[k], "--since") == 0) {
+            int64_t ms = parse_duration_opt(
+                "list", "--since", opt_value("list", argc, argv, &k), "10m or 2h");
             snprintf(since_ms, sizeof since_ms, "%lld", (long long)ms);
             since = since_ms;
-        } else if (strcmp(argv[k], "--older-than") == 0 && k + 1 < argc) {
-            if (saga_duration_parse(argv[++k], &ms) != 0)
-                die_usage(
-                    "list: --older-than needs a duration such as 10m or 2h, not \"%s\"",
-                    argv[k]);
+        } else if (strcmp(argv[k], "--older-than") == 0) {
+            int64_t ms = parse_duration_opt(
+                "list", "--older-than", opt_value("list", argc, argv, &k), "10m or 2h");
             snprintf(older_ms, sizeof older_ms, "%lld", (long long)ms);
             older = older_ms;
         } else if (strcmp(argv[k], "--json") == 0) {
@@ -351,26 +438,36 @@ static int cmd_list(int argc, char **argv)
     p[4] = older;
     db = connect_db(1);
     rows = query_json(db, list_sql, 5, p);
+    now = db_now(db);
     PQfinish(db);
     if (want_json) {
         print_json(rows);
+    } else if (json_array_size(rows) == 0) {
+        printf("(no sagas)\n");
     } else {
-        printf("%-36s  %-16s  %-12s  %-16s  %-10s  %s\n", "ID", "SAGA", "STATUS", "STEP",
-               "UPDATED", "");
+        int wsaga = 4, wstatus = 6, wstep = 4;
         json_array_foreach(rows, i, row)
         {
-            char saga[64], age[32];
+            char saga[300];
+            snprintf(saga, sizeof saga, "%s@%lld", str(row, "name"),
+                     (long long)json_integer_value(json_object_get(row, "version")));
+            wsaga = widen(wsaga, saga);
+            wstatus = widen(wstatus, str(row, "status"));
+            wstep = widen(wstep, str(row, "step_name"));
+        }
+        printf("%-36s  %-*s  %-*s  %-*s  %s\n", "ID", wsaga, "SAGA", wstatus, "STATUS",
+               wstep, "STEP", "UPDATED");
+        json_array_foreach(rows, i, row)
+        {
+            char saga[300], when[96];
             const char *st = str(row, "status");
             snprintf(saga, sizeof saga, "%s@%lld", str(row, "name"),
                      (long long)json_integer_value(json_object_get(row, "version")));
-            format_age(json_number_value(json_object_get(row, "idle_seconds")), age,
-                       sizeof age);
-            printf("%-36s  %-16s  %s%-12s%s  %-16s  %-10s  %s\n", str(row, "id"), saga,
-                   color_for_status(st), st, color_reset(), str(row, "step_name"), age,
-                   str(row, "updated_at"));
+            format_when(str(row, "updated_at"), now, 0, when, sizeof when);
+            printf("%-36s  %-*s  %s%-*s%s  %-*s  %s\n", str(row, "id"), wsaga, saga,
+                   color_for_status(st), wstatus, st, color_reset(), wstep,
+                   str(row, "step_name"), when);
         }
-        if (json_array_size(rows) == 0)
-            printf("(no sagas)\n");
     }
     json_decref(rows);
     return EXIT_OK;
@@ -398,6 +495,9 @@ static int cmd_show(int argc, char **argv)
     const char *id = NULL;
     json_t *saga, *steps, *st;
     size_t i;
+    double now;
+    int wname = 4, wstatus = 6, wstart = 7, wfinish = 8;
+    char when[96];
     PGconn *db;
 
     for (int k = 1; k < argc; k++) {
@@ -416,12 +516,13 @@ static int cmd_show(int argc, char **argv)
     }
     if (id == NULL)
         die_usage("show: missing the saga %s", "ID");
-    check_uuid(id);
+    check_uuid("show", id);
     db = connect_db(1);
     {
         const char *p[1] = {id};
         saga = query_json(db, show_sql, 1, p);
     }
+    now = db_now(db);
     PQfinish(db);
     if (saga == NULL) {
         fprintf(stderr, "sagactl show: no saga %s\n", id);
@@ -436,8 +537,14 @@ static int cmd_show(int argc, char **argv)
     printf("name      %s (version %lld)\n", str(saga, "name"),
            (long long)json_integer_value(json_object_get(saga, "version")));
     printf("status    %s\n", str(saga, "status"));
-    printf("created   %s\n", str(saga, "created_at"));
-    printf("updated   %s\n", str(saga, "updated_at"));
+    format_when(str(saga, "created_at"), now, 0, when, sizeof when);
+    printf("created   %s\n", when);
+    format_when(str(saga, "updated_at"), now, 0, when, sizeof when);
+    printf("updated   %s\n", when);
+    if (json_is_string(json_object_get(saga, "wake_at"))) {
+        format_when(str(saga, "wake_at"), now, 0, when, sizeof when);
+        printf("next      %s (a timeout or retry)\n", when);
+    }
     if (json_string_length(json_object_get(saga, "trace_id")) > 0)
         printf("trace     %s\n", str(saga, "trace_id"));
     {
@@ -445,21 +552,32 @@ static int cmd_show(int argc, char **argv)
         printf("input     %s\n", in ? in : "{}");
         free(in);
     }
-    printf("\n  #  %-16s  %-20s  %3s  %-24s  %-24s  %s\n", "STEP", "STATUS", "TRY",
-           "STARTED", "FINISHED", "OUTPUT / ERROR");
     steps = json_object_get(saga, "steps");
     json_array_foreach(steps, i, st)
     {
+        wname = widen(wname, str(st, "name"));
+        wstatus = widen(wstatus, str(st, "status"));
+        format_when(str(st, "started_at"), now, 0, when, sizeof when);
+        wstart = widen(wstart, when);
+        format_when(str(st, "finished_at"), now, 0, when, sizeof when);
+        wfinish = widen(wfinish, when);
+    }
+    printf("\n  #  %-*s  %-*s  %3s  %-*s  %-*s  %s\n", wname, "STEP", wstatus, "STATUS",
+           "TRY", wstart, "STARTED", wfinish, "FINISHED", "OUTPUT / ERROR");
+    json_array_foreach(steps, i, st)
+    {
         json_t *res = json_object_get(st, "error");
-        char *t;
+        char *t, started[96];
         if (json_is_null(res) || res == NULL || !strcmp(str(st, "status"), "succeeded"))
             res = json_object_get(st, "output");
         t = (res && !json_is_null(res)) ? json_dumps(res, JSON_COMPACT) : NULL;
-        printf("%3lld  %-16s  %-20s  %3lld  %-24s  %-24s  %s\n",
-               (long long)json_integer_value(json_object_get(st, "index")),
-               str(st, "name"), str(st, "status"),
-               (long long)json_integer_value(json_object_get(st, "attempts")),
-               str(st, "started_at"), str(st, "finished_at"), t ? t : "");
+        format_when(str(st, "started_at"), now, 0, started, sizeof started);
+        format_when(str(st, "finished_at"), now, 0, when, sizeof when);
+        printf("%3lld  %-*s  %-*s  %3lld  %-*s  %-*s  %s\n",
+               (long long)json_integer_value(json_object_get(st, "index")), wname,
+               str(st, "name"), wstatus, str(st, "status"),
+               (long long)json_integer_value(json_object_get(st, "attempts")), wstart,
+               started, wfinish, when, t ? t : "");
         free(t);
     }
     json_decref(saga);
@@ -509,12 +627,24 @@ static void add_spans(json_t *events, const char *saga_tp)
     }
 }
 
+/* An event's STEP column: "name#attempt", the step's name, or "". */
+static void history_step(const json_t *ev, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    if (json_is_integer(json_object_get(ev, "attempt")))
+        snprintf(buf, size, "%s#%lld", str(ev, "step_name"),
+                 (long long)json_integer_value(json_object_get(ev, "attempt")));
+    else if (json_is_integer(json_object_get(ev, "step")))
+        snprintf(buf, size, "%s", str(ev, "step_name"));
+}
+
 static int cmd_history(int argc, char **argv)
 {
     const char *id = NULL;
     char traceparent[SAGA_TRACEPARENT_LEN + 1] = "";
     json_t *events, *ev;
     size_t i;
+    double now;
     PGconn *db;
 
     for (int k = 1; k < argc; k++) {
@@ -532,7 +662,7 @@ static int cmd_history(int argc, char **argv)
     }
     if (id == NULL)
         die_usage("history: missing the saga %s", "ID");
-    check_uuid(id);
+    check_uuid("history", id);
     db = connect_db(1);
     {
         const char *p[1] = {id};
@@ -544,6 +674,7 @@ static int cmd_history(int argc, char **argv)
             snprintf(traceparent, sizeof traceparent, "%s", PQgetvalue(r, 0, 0));
         PQclear(r);
     }
+    now = db_now(db);
     PQfinish(db);
     if (events == NULL) {
         fprintf(stderr, "sagactl history: no saga %s\n", id);
@@ -554,6 +685,8 @@ static int cmd_history(int argc, char **argv)
         print_json(events);
     } else {
         char trace_id[SAGA_TRACE_ID_HEX_SIZE], span_id[SAGA_SPAN_ID_HEX_SIZE];
+        int wat = 2, wkind = 5, wstep = 4, wactor = 5, wspan = 4;
+        char when[96], step[300];
         saga_tracing_ids(traceparent, trace_id, span_id);
         if (trace_id[0])
             printf("trace %s (saga span %s); SPAN is each attempt's, as its command "
@@ -561,25 +694,32 @@ static int cmd_history(int argc, char **argv)
                    trace_id, span_id);
         json_array_foreach(events, i, ev)
         {
+            format_when(str(ev, "at"), now, 1, when, sizeof when);
+            wat = widen(wat, when);
+            wkind = widen(wkind, str(ev, "kind"));
+            history_step(ev, step, sizeof step);
+            wstep = widen(wstep, step);
+            wactor = widen(wactor, str(ev, "actor"));
+            if (json_is_string(json_object_get(ev, "span_id")))
+                wspan = widen(wspan, str(ev, "span_id"));
+        }
+        printf("%-*s  %9s  %-*s  %-*s  %-*s  %-*s  %s\n", wat, "AT", "+PREVIOUS", wkind,
+               "EVENT", wstep, "STEP", wspan, "SPAN", wactor, "ACTOR", "DETAIL");
+        json_array_foreach(events, i, ev)
+        {
             json_t *d = json_object_get(ev, "detail");
+            json_t *prev = json_object_get(ev, "since_previous_ms");
             char *t = (d && !json_is_null(d)) ? json_dumps(d, JSON_COMPACT) : NULL;
-            char step[64] = "";
-            if (json_is_integer(json_object_get(ev, "attempt")))
-                snprintf(step, sizeof step, "%s#%lld", str(ev, "step_name"),
-                         (long long)json_integer_value(json_object_get(ev, "attempt")));
-            else if (json_is_integer(json_object_get(ev, "step")))
-                snprintf(step, sizeof step, "%s", str(ev, "step_name"));
-            {
-                json_t *prev = json_object_get(ev, "since_previous_ms");
-                char delta[32] = "";
-                if (json_is_number(prev))
-                    snprintf(delta, sizeof delta, "+%.0fms", json_number_value(prev));
-                printf("%s  %9s  %-24s  %-20s  %-16s  %-16s  %s\n", str(ev, "at"), delta,
-                       str(ev, "kind"), step,
-                       json_is_string(json_object_get(ev, "span_id")) ? str(ev, "span_id")
-                                                                      : "",
-                       str(ev, "actor"), t ? t : "");
-            }
+            char delta[32] = "";
+            if (json_is_number(prev))
+                snprintf(delta, sizeof delta, "+%.0fms", json_number_value(prev));
+            format_when(str(ev, "at"), now, 1, when, sizeof when);
+            history_step(ev, step, sizeof step);
+            printf("%-*s  %9s  %-*s  %-*s  %-*s  %-*s  %s\n", wat, when, delta, wkind,
+                   str(ev, "kind"), wstep, step, wspan,
+                   json_is_string(json_object_get(ev, "span_id")) ? str(ev, "span_id")
+                                                                  : "",
+                   wactor, str(ev, "actor"), t ? t : "");
             free(t);
         }
     }
@@ -596,19 +736,18 @@ static int cmd_wait(int argc, char **argv)
     PGconn *db;
 
     for (int k = 1; k < argc; k++) {
-        if (strcmp(argv[k], "--timeout") == 0 && k + 1 < argc) {
-            if (saga_duration_parse(argv[++k], &timeout) != 0)
-                die_usage(
-                    "wait: --timeout needs a duration such as 30s or 2m, not \"%s\"",
-                    argv[k]);
+        if (strcmp(argv[k], "--timeout") == 0) {
+            timeout = parse_duration_opt("wait", "--timeout",
+                                         opt_value("wait", argc, argv, &k), "30s or 2m");
         } else if (strcmp(argv[k], "--json") == 0) {
             want_json = 1;
         } else if (strcmp(argv[k], "--help") == 0) {
-            printf("usage: sagactl wait ID [--timeout DUR] [--json]\nWaits until the "
-                   "saga is "
-                   "completed, "
-                   "compensated or failed and prints that status.\nExit 0 when it ended "
-                   "completed or compensated, 1 when failed, not found or timed out.\n");
+            printf(
+                "usage: sagactl wait ID [--timeout DUR] [--json]\n"
+                "Waits (default 60s) until the saga is completed, compensated, failed "
+                "or\nresolved and prints that status.\n"
+                "Exit 0 when it ended completed or compensated; 1 when it ended failed "
+                "or\nresolved, is not found, or is still going at the timeout.\n");
             return EXIT_OK;
         } else if (id == NULL && argv[k][0] != '-') {
             id = argv[k];
@@ -618,7 +757,7 @@ static int cmd_wait(int argc, char **argv)
     }
     if (id == NULL)
         die_usage("wait: missing the saga %s", "ID");
-    check_uuid(id);
+    check_uuid("wait", id);
     db = connect_db(1);
     until = saga_now_ms() + timeout;
     for (;;) {
@@ -663,35 +802,73 @@ static int cmd_wait(int argc, char **argv)
 
 /* ---- validate ---- */
 
+/* The --json element for one file: file, ok, saga, steps, problems
+ * (every one found: where and message), more_problems (those past the 64
+ * kept). */
+static json_t *validate_json(const char *file, const saga_definition *def,
+                             const saga_def_problems *probs)
+{
+    json_t *problems = json_array();
+    int kept = probs->count < 64 ? probs->count : 64;
+    for (int i = 0; i < kept; i++)
+        json_array_append_new(problems,
+                              json_pack("{s:s, s:s}", "where", probs->items[i].where,
+                                        "message", probs->items[i].message));
+    return json_pack("{s:s, s:b, s:o, s:o, s:o, s:i}", "file", file, "ok", def != NULL,
+                     "saga", def ? json_string(def->name) : json_null(), "steps",
+                     def ? json_integer(def->nsteps) : json_null(), "problems", problems,
+                     "more_problems", probs->count - kept);
+}
+
 static int cmd_validate(int argc, char **argv)
 {
     int bad = 0, files = 0;
+    json_t *results;
+    for (int k = 1; k < argc; k++) {
+        if (strcmp(argv[k], "--json") == 0)
+            want_json = 1;
+        else if (strcmp(argv[k], "--help") == 0) {
+            printf("usage: sagactl validate FILE... [--json]\nChecks saga definitions; "
+                   "prints every problem with file, place and what is expected.\n"
+                   "--json: an array with one object per file (file, ok, saga, steps,\n"
+                   "problems [{where, message}], more_problems).\nExit 0 when all are "
+                   "valid, 1 otherwise.\n");
+            return EXIT_OK;
+        } else if (argv[k][0] == '-' && argv[k][1] != '\0')
+            die_usage("validate: unknown option \"%s\"", argv[k]);
+    }
+    results = json_array();
     for (int k = 1; k < argc; k++) {
         saga_def_problems probs = {0};
         saga_definition *def = NULL;
-        if (strcmp(argv[k], "--help") == 0) {
-            printf(
-                "usage: sagactl validate FILE...\nChecks saga definitions; prints every "
-                "problem with file, place and what is expected.\nExit 0 when all are "
-                "valid, 1 otherwise.\n");
-            return EXIT_OK;
-        }
+        if (strcmp(argv[k], "--json") == 0)
+            continue;
         files++;
         if (saga_definition_load_file(argv[k], &def, &probs) != SAGA_OK) {
+            def = NULL;
             bad++;
-            for (int i = 0; i < probs.count && i < 64; i++)
-                fprintf(stderr, "%s: %s: %s\n", argv[k], probs.items[i].where,
-                        probs.items[i].message);
-            if (probs.count > 64)
-                fprintf(stderr, "%s: ... and %d more problems\n", argv[k],
-                        probs.count - 64);
-        } else {
+            if (!want_json) {
+                for (int i = 0; i < probs.count && i < 64; i++)
+                    fprintf(stderr, "%s: %s: %s\n", argv[k], probs.items[i].where,
+                            probs.items[i].message);
+                if (probs.count > 64)
+                    fprintf(stderr, "%s: ... and %d more problems\n", argv[k],
+                            probs.count - 64);
+            }
+        } else if (!want_json) {
             printf("%s: ok (saga \"%s\", %d steps)\n", argv[k], def->name, def->nsteps);
-            saga_definition_free(def);
         }
+        if (want_json)
+            json_array_append_new(results, validate_json(argv[k], def, &probs));
+        saga_definition_free(def);
     }
-    if (files == 0)
+    if (files == 0) {
+        json_decref(results);
         die_usage("validate: no %s given", "FILE");
+    }
+    if (want_json)
+        print_json(results);
+    json_decref(results);
     return bad ? EXIT_REFUSED : EXIT_OK;
 }
 
@@ -717,7 +894,7 @@ static void usage(FILE *out)
         "Running:\n"
         "  start NAME [--input JSON] [--key K] start a saga, print its id\n"
         "  migrate [--dir DIR]                 apply pending schema migrations\n"
-        "  validate FILE...                    check definition files\n"
+        "  validate FILE... [--json]           check definition files\n"
         "  defs deploy FILE... | list | show NAME [--version N]   stored definitions\n"
         "Keeping history:\n"
         "  purge --older-than DUR [--status S] [--batch N] [--archive FILE] [--dry-run]\n"
@@ -726,17 +903,21 @@ static void usage(FILE *out)
         "  --db URL    PostgreSQL (default $SAGA_PG_URL)\n"
         "  --json      machine-readable output (every command that reads)\n"
         "  --help      this text; `sagactl COMMAND --help` for a command\n\n"
-        "Exit codes: 0 ok, 1 not found or refused (stuck: some found), 2 usage,\n"
-        "3 database unreachable or not migrated.\n");
+        "Exit codes: 0 ok, 1 not found or refused (stuck: some found; wait: ended\n"
+        "failed or resolved, or timed out), 2 usage, 3 database unreachable or not\n"
+        "migrated.\n");
 }
 
 int main(int argc, char **argv)
 {
     int i = 1;
     db_url = getenv("SAGA_PG_URL");
+    /* Repairs draw their retry jitter from rand(): unseeded, every sagactl
+     * run would draw the same one. */
+    srand((unsigned)time(NULL) ^ ((unsigned)getpid() << 16));
     for (; i < argc && argv[i][0] == '-'; i++) {
-        if (strcmp(argv[i], "--db") == 0 && i + 1 < argc)
-            db_url = argv[++i];
+        if (strcmp(argv[i], "--db") == 0)
+            db_url = opt_value("", argc, argv, &i);
         else if (strcmp(argv[i], "--json") == 0)
             want_json = 1;
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {

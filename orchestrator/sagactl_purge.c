@@ -465,14 +465,14 @@ int cmd_purge(int argc, char **argv)
     PGconn *db;
 
     for (int k = 1; k < argc; k++) {
-        if (strcmp(argv[k], "--older-than") == 0 && k + 1 < argc) {
-            if (parse_age(argv[++k], &o.older_ms) != 0)
-                die_usage(
-                    "purge: --older-than needs a duration such as 30d or 12h, not \"%s\"",
-                    argv[k]);
-        } else if (strcmp(argv[k], "--status") == 0 && k + 1 < argc) {
+        if (strcmp(argv[k], "--older-than") == 0) {
+            const char *text = opt_value("purge", argc, argv, &k);
+            int prc = parse_age(text, &o.older_ms);
+            check_duration_opt("purge", "--older-than", text, "30d or 12h", prc,
+                               o.older_ms);
+        } else if (strcmp(argv[k], "--status") == 0) {
             int s;
-            k++;
+            opt_value("purge", argc, argv, &k);
             for (s = 0; s < NFINISHED; s++)
                 if (strcmp(argv[k], finished[s]) == 0)
                     break;
@@ -482,15 +482,11 @@ int cmd_purge(int argc, char **argv)
                           argv[k]);
             o.statuses[s] = 1;
             any_status = 1;
-        } else if (strcmp(argv[k], "--batch") == 0 && k + 1 < argc) {
-            char *end;
-            long b = strtol(argv[++k], &end, 10);
-            if (*end != '\0' || b <= 0 || b > 100000)
-                die_usage("purge: --batch needs a number from 1 to 100000, not \"%s\"",
-                          argv[k]);
-            o.batch = (int)b;
-        } else if (strcmp(argv[k], "--archive") == 0 && k + 1 < argc) {
-            o.archive = argv[++k];
+        } else if (strcmp(argv[k], "--batch") == 0) {
+            o.batch = (int)parse_number("purge", "--batch",
+                                        opt_value("purge", argc, argv, &k), 1, 100000);
+        } else if (strcmp(argv[k], "--archive") == 0) {
+            o.archive = opt_value("purge", argc, argv, &k);
         } else if (strcmp(argv[k], "--dry-run") == 0) {
             o.dry_run = 1;
         } else if (strcmp(argv[k], "--json") == 0) {

@@ -51,16 +51,17 @@ static int run_repair(const repair *rp, int argc, char **argv)
     PGconn *db;
 
     for (int k = 1; k < argc; k++) {
-        if (strcmp(argv[k], "--reason") == 0 && k + 1 < argc)
-            reason = argv[++k];
-        else if (strcmp(argv[k], "--as") == 0 && k + 1 < argc)
-            as = argv[++k];
-        else if (strcmp(argv[k], "--step") == 0 && k + 1 < argc &&
-                 rp->kind == SAGA_EV_OP_SKIP)
-            step_name = argv[++k];
-        else if (strcmp(argv[k], "--output") == 0 && k + 1 < argc &&
-                 rp->kind == SAGA_EV_OP_SKIP)
-            output_text = argv[++k];
+        if (strcmp(argv[k], "--reason") == 0)
+            reason = opt_value(rp->name, argc, argv, &k);
+        else if (strcmp(argv[k], "--as") == 0)
+            as = opt_value(rp->name, argc, argv, &k);
+        else if ((strcmp(argv[k], "--step") == 0 || strcmp(argv[k], "--output") == 0) &&
+                 rp->kind != SAGA_EV_OP_SKIP)
+            die_usage("%s: %s is for skip only", rp->name, argv[k]);
+        else if (strcmp(argv[k], "--step") == 0)
+            step_name = opt_value(rp->name, argc, argv, &k);
+        else if (strcmp(argv[k], "--output") == 0)
+            output_text = opt_value(rp->name, argc, argv, &k);
         else if (strcmp(argv[k], "--json") == 0)
             want_json = 1;
         else if (strcmp(argv[k], "--help") == 0) {
@@ -71,31 +72,34 @@ static int run_repair(const repair *rp, int argc, char **argv)
                    rp->kind == SAGA_EV_OP_SKIP ? "--step NAME [--output JSON] " : "",
                    rp->help);
             return EXIT_OK;
-        } else if (id == NULL && argv[k][0] != '-')
+        } else if (argv[k][0] == '-')
+            die_usage("%s: unknown option \"%s\"", rp->name, argv[k]);
+        else if (id == NULL)
             id = argv[k];
         else
-            die_usage("unexpected argument \"%s\"", argv[k]);
+            die_usage("%s: unexpected argument \"%s\" (one saga ID at a time)", rp->name,
+                      argv[k]);
     }
     if (id == NULL)
-        die_usage("missing the saga %s", "ID");
-    check_uuid(id);
+        die_usage("%s: missing the saga ID", rp->name);
+    check_uuid(rp->name, id);
     if (reason == NULL || *reason == '\0')
-        die_usage("--reason is required: say why, for the history (%s)", rp->name);
+        die_usage("%s: --reason is required: say why, for the history", rp->name);
     if (as == NULL || *as == '\0') {
         /* No $USER (cron, containers): the login name of this uid. */
         struct passwd *pw = getpwuid(geteuid());
         as = pw != NULL ? pw->pw_name : NULL;
     }
     if (as == NULL || *as == '\0')
-        die_usage("say who you are with --as NAME (%s is not set)", "$USER");
+        die_usage("%s: say who you are with --as NAME ($USER is not set)", rp->name);
     if (rp->kind == SAGA_EV_OP_SKIP && step_name == NULL)
-        die_usage("skip needs --step NAME: the step to mark done (%s)",
-                  "see `sagactl show`");
+        die_usage("skip: --step NAME is required: the step to mark done (see `sagactl "
+                  "show`)");
     if (output_text != NULL) {
         json_error_t jerr;
         output = json_loads(output_text, 0, &jerr);
         if (!json_is_object(output))
-            die_usage("--output must be a JSON object: %s",
+            die_usage("skip: --output must be a JSON object: %s",
                       output ? "found another JSON value" : jerr.text);
     }
     snprintf(actor, sizeof actor, "operator:%.140s", as);
