@@ -1,5 +1,6 @@
 /* The client API: start requests in the orchestrator's database. */
 #include <ctype.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +109,18 @@ int saga_client_start_traced(saga_client *c, const char *name, json_t *input,
                   4, p);
     }
     free(text);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 0 &&
+        idempotency_key != NULL) {
+        /* Another client inserted the same key concurrently: ON CONFLICT
+         * waited for it to commit, but the SELECT above reads with the
+         * statement's snapshot, taken before, so it sees no row. A new
+         * statement has a new snapshot that does. */
+        const char *k[1] = {idempotency_key};
+        PQclear(r);
+        r = query(c, 1,
+                  "SELECT id, true FROM saga.start_request WHERE idempotency_key = $1", 1,
+                  k);
+    }
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         rc = saga_error_set(err, SAGA_EDB, "starting saga %s: %s", name,
                             PQerrorMessage(c->db));
@@ -177,17 +190,34 @@ static int ended(const char *status)
     return 0;
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int saga_client_wait(saga_client *c, const char *id, int timeout_ms, char status[32],
                      saga_error *err)
 {
-    for (int waited = 0;; waited += 50) {
-        struct timespec ts = {0, 50 * 1000000L};
+    /* The clock, not a count of sleeps: each status query takes time too,
+     * and the wall clock may jump. */
+    int64_t deadline = mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    for (;;) {
+        int64_t left;
+        struct timespec ts;
         int rc = saga_client_status(c, id, status, err);
         if (rc != SAGA_OK || ended(status))
             return rc;
-        if (waited >= timeout_ms)
+        left = deadline - mono_ms();
+        if (left <= 0)
             return saga_error_set(err, SAGA_ESTATE, "saga %s still %s after %d ms", id,
                                   status, timeout_ms);
+        /* Every 50 ms, the last sleep no longer than what is left. */
+        if (left > 50)
+            left = 50;
+        ts.tv_sec = 0;
+        ts.tv_nsec = (long)left * 1000000L;
         nanosleep(&ts, NULL);
     }
 }

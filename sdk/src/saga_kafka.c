@@ -42,8 +42,12 @@ int saga__kafka_apply_options(rd_kafka_conf_t *conf, const char *options, saga_e
                                   "Kafka option \"%s\" is not of the form key=value",
                                   item);
         *eq = '\0';
-        if (saga__kafka_set(conf, item, eq + 1, err) != SAGA_OK)
+        if (saga__kafka_set(conf, item, eq + 1, err) != SAGA_OK) {
+            /* The caller's option is at fault, not Kafka: say so in err too. */
+            if (err != NULL)
+                err->code = SAGA_EINVAL;
             return SAGA_EINVAL;
+        }
     }
     return SAGA_OK;
 }

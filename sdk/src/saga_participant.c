@@ -177,6 +177,12 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     }
 }
 
+static void quiet_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 static char *dup_or(const char *s, const char *dflt)
 {
     return strdup(s != NULL && *s != '\0' ? s : dflt);
@@ -191,10 +197,17 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
     const char *topics[1];
     int rc;
 
-    if (o == NULL || out == NULL || o->brokers == NULL || o->service == NULL ||
-        *o->service == '\0')
+    if (o == NULL || out == NULL || o->brokers == NULL || *o->brokers == '\0' ||
+        o->service == NULL || *o->service == '\0')
         return saga_error_set(err, SAGA_EINVAL,
-                              "participant options need brokers and service (non-empty)");
+                              "participant options need brokers and service (non-empty): "
+                              "brokers is %s, service is %s",
+                              o == NULL || o->brokers == NULL ? "NULL"
+                              : *o->brokers == '\0'           ? "\"\""
+                                                              : "set",
+                              o == NULL || o->service == NULL ? "NULL"
+                              : *o->service == '\0'           ? "\"\""
+                                                              : "set");
     *out = NULL;
     p = calloc(1, sizeof *p);
     if (p == NULL)
@@ -233,6 +246,10 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
                                 PQerrorMessage(p->db));
             goto fail;
         }
+        /* libpq prints NOTICEs (CREATE TABLE IF NOT EXISTS, a handler's
+         * RAISE NOTICE) to stderr by default; a library must not print. The
+         * processor stays with the connection across PQreset(). */
+        PQsetNoticeProcessor(p->db, quiet_notice, NULL);
         if ((rc = saga__barrier_init(p->db, err)) != SAGA_OK ||
             (rc = saga__barrier_prepare(p->db, err)) != SAGA_OK)
             goto fail;
@@ -279,6 +296,9 @@ int saga_participant_on(saga_participant *p, saga_phase phase, const char *name,
 {
     handler *h;
     if (p == NULL || name == NULL || *name == '\0' || fn == NULL)
+        return SAGA_EINVAL;
+    /* A handler for no phase would never be called: refuse it loudly. */
+    if (phase != SAGA_PHASE_INVOKE && phase != SAGA_PHASE_COMPENSATE)
         return SAGA_EINVAL;
     for (int i = 0; i < p->nhandlers; i++)
         if (p->handlers[i].phase == phase && strcmp(p->handlers[i].name, name) == 0)
@@ -775,6 +795,19 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
     if (group_end(p) != 0)
         group_lost = 1;
     rd_kafka_poll(p->producer, 0);
+    if (p->wake[1] >= 0 && !p->stop) {
+        /* librdkafka writes to the pipe only when a message lands on an
+         * empty queue, and we drained the pipe above: commands left waiting
+         * (a full batch taken, more queued) would never make the fd
+         * readable again. Wake the event loop ourselves. */
+        rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(p->consumer);
+        if (n >= BATCH_MAX || (q != NULL && rd_kafka_queue_length(q) > 0)) {
+            ssize_t w = write(p->wake[1], "1", 1);
+            (void)w; /* a full pipe is readable already */
+        }
+        if (q != NULL)
+            rd_kafka_queue_destroy(q);
+    }
     if (n == 0)
         return 0;
     if (group_lost) {

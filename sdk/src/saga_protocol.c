@@ -13,6 +13,8 @@ const char *saga_phase_name(saga_phase phase)
 
 int saga_phase_parse(const char *text, saga_phase *out)
 {
+    if (out == NULL)
+        return SAGA_EINVAL;
     if (text != NULL && strcmp(text, "invoke") == 0) {
         *out = SAGA_PHASE_INVOKE;
         return SAGA_OK;
@@ -40,6 +42,8 @@ const char *saga_reply_status_name(saga_reply_status status)
 int saga_reply_status_parse(const char *text, saga_reply_status *out)
 {
     static const char *names[] = {"ok", "failed", "retry"};
+    if (out == NULL)
+        return SAGA_EINVAL;
     for (int i = 0; i < 3 && text != NULL; i++) {
         if (strcmp(text, names[i]) == 0) {
             *out = (saga_reply_status)i;
@@ -52,6 +56,9 @@ int saga_reply_status_parse(const char *text, saga_reply_status *out)
 int saga_command_id_format(char *buf, size_t size, const char *saga_id, int step,
                            saga_phase phase)
 {
+    /* snprintf would print "(null)" or crash on NULL, depending on libc. */
+    if (saga_id == NULL || (buf == NULL && size > 0))
+        return SAGA_EINVAL;
     return snprintf(buf, size, "%s/%d/%s", saga_id, step, saga_phase_name(phase));
 }
 

@@ -20,14 +20,26 @@ extern "C" {
 typedef struct saga_client saga_client;
 
 /* Connect to the orchestrator's database (migrated by `sagactl migrate`).
+ * db_url is a libpq connection string or URL, used during the call only.
  * *out is the caller's: saga_client_free(). Not thread-safe: one client
- * per thread. */
+ * per thread (creating clients in several threads at once is fine).
+ * Errors (*out is then NULL): SAGA_EINVAL for NULL db_url or out, SAGA_EDB
+ * when the connection fails (err has libpq's reason), SAGA_ENOMEM.
+ * Every call on the client reconnects first when the connection was lost
+ * (a database restart); if that fails too, the call returns SAGA_EDB. */
 SAGA_API int saga_client_new(const char *db_url, saga_client **out, saga_error *err);
 
 /* Ask for a saga of the latest version of definition name, with input (a
- * JSON object, borrowed). With an idempotency key, asking twice gives the
- * same saga (and *existed = 1). id receives the saga's id at once; sagad
- * creates the saga moments later. existed may be NULL. */
+ * JSON object, borrowed; NULL for {}). With an idempotency key, asking
+ * twice gives the same saga (and *existed = 1), also when several clients
+ * ask at the same moment (exactly one of them gets *existed = 0). id
+ * receives the saga's id at once; sagad creates the saga moments later
+ * (an unknown definition shows as status `rejected`). existed may be NULL.
+ * Errors: SAGA_EINVAL for NULL c or id, a NULL or empty name, an input
+ * that is not an object; SAGA_EDB when the statement fails or the
+ * connection is lost during it — the request may or may not have been
+ * recorded: call again with the same idempotency key to find out (without
+ * a key, asking again may start a second saga); SAGA_ENOMEM. */
 SAGA_API int saga_client_start(saga_client *c, const char *name, json_t *input,
                                const char *idempotency_key, char id[SAGA_ID_LEN + 1],
                                int *existed, saga_error *err);
@@ -37,7 +49,8 @@ SAGA_API int saga_client_start(saga_client *c, const char *name, json_t *input,
  * request being served. The saga keeps its trace id (sagad gives the
  * saga a span of its own under that parent), and every command it sends
  * carries it in the `traceparent` header. NULL or "": a new trace.
- * SAGA_EINVAL, with err saying so, for a traceparent that does not parse. */
+ * SAGA_EINVAL, with err saying so, for a traceparent that does not parse
+ * (nothing is recorded then); other errors as for saga_client_start. */
 SAGA_API int saga_client_start_traced(saga_client *c, const char *name, json_t *input,
                                       const char *idempotency_key,
                                       const char *traceparent, char id[SAGA_ID_LEN + 1],
@@ -45,18 +58,25 @@ SAGA_API int saga_client_start_traced(saga_client *c, const char *name, json_t *
 
 /* The saga's status: "pending" (requested, not yet created), "running",
  * "compensating", "completed", "compensated", "failed", "resolved" or
- * "rejected" (the request could not become a saga: err says why).
- * SAGA_ENOTFOUND for an unknown id. */
+ * "rejected" (the request could not become a saga). For "rejected" the
+ * call returns SAGA_OK and, unlike other successful calls, fills err (if
+ * not NULL) with code SAGA_OK and the reason, e.g. the unknown definition.
+ * Errors (status is then ""): SAGA_EINVAL for NULL c or status or an id
+ * that is not a UUID, SAGA_ENOTFOUND for an unknown id, SAGA_EDB when the
+ * query fails (after one reconnection attempt). */
 SAGA_API int saga_client_status(saga_client *c, const char *id, char status[32],
                                 saga_error *err);
 
-/* Wait up to timeout_ms for the saga to end (completed, compensated,
- * failed, resolved or rejected); status as above. SAGA_ESTATE on timeout
- * (status then holds the last one seen). */
+/* Wait up to timeout_ms (measured on the monotonic clock; 0 or negative:
+ * look once) for the saga to end (completed, compensated, failed, resolved
+ * or rejected), checking every 50 ms; status and err as for
+ * saga_client_status (SAGA_OK for any of the end states — check status).
+ * SAGA_ESTATE on timeout, status then holding the last one seen; other
+ * errors as for saga_client_status. Blocks the calling thread. */
 SAGA_API int saga_client_wait(saga_client *c, const char *id, int timeout_ms,
                               char status[32], saga_error *err);
 
-/* Close the connection. Safe on NULL. */
+/* Close the connection and free c. Safe on NULL. */
 SAGA_API void saga_client_free(saga_client *c);
 
 #ifdef __cplusplus

@@ -1,6 +1,18 @@
-/* libsaga: error codes and the error value every fallible call fills in. */
+/* libsaga: the version, error codes and the error value every fallible
+ * call fills in. Every other public header includes this one, so each of
+ * them gives the SAGA_VERSION_* macros too. */
 #ifndef SAGA_ERROR_H
 #define SAGA_ERROR_H
+
+/* The version of these headers. sdk/libsaga.pc.in's Version must say the
+ * same (tests/unit/test_exports.sh checks it). */
+#define SAGA_VERSION_MAJOR  0
+#define SAGA_VERSION_MINOR  1
+#define SAGA_VERSION_PATCH  0
+#define SAGA_VERSION_STRING "0.1.0"
+/* For #if comparisons: 0xMMmmpp. */
+#define SAGA_VERSION_NUM                                                                 \
+    ((SAGA_VERSION_MAJOR << 16) | (SAGA_VERSION_MINOR << 8) | SAGA_VERSION_PATCH)
 
 #ifdef __cplusplus
 extern "C" {
@@ -31,7 +43,9 @@ typedef enum saga_err {
 /* Detail for a failed call: the code plus a human-readable message that
  * names what was wrong and where. Callers own it (usually on the stack);
  * functions fill it only on failure, and accept NULL when the caller does
- * not want the detail. */
+ * not want the detail. One exception, said where it applies:
+ * saga_client_status and saga_client_wait return SAGA_OK for a `rejected`
+ * request and fill err with code SAGA_OK and the reason. */
 typedef struct saga_error {
     int code;
     char message[512];
@@ -40,8 +54,10 @@ typedef struct saga_error {
 /* A static, never-NULL description of an error code. Thread-safe. */
 SAGA_API const char *saga_strerror(int code);
 
-/* Fill err (if not NULL) with code and a printf-style message; returns code
- * so that `return saga_error_set(err, SAGA_EINVAL, "...")` reads well. */
+/* Fill err (if not NULL) with code and a printf-style message (truncated
+ * to fit err->message); returns code so that
+ * `return saga_error_set(err, SAGA_EINVAL, "...")` reads well. Thread-safe
+ * as long as no other thread uses the same err. */
 SAGA_API int saga_error_set(saga_error *err, int code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))

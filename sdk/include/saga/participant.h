@@ -33,7 +33,7 @@ typedef struct saga_participant saga_participant;
 typedef struct saga_result saga_result;
 
 typedef struct saga_participant_options {
-    const char *brokers;      /* required: Kafka bootstrap servers */
+    const char *brokers;      /* required, non-empty: Kafka bootstrap servers */
     const char *service;      /* required: consumes <topic_prefix>cmd.<service> */
     const char *topic_prefix; /* default "saga." */
     const char *group_id;     /* default "saga-svc-<service>" */
@@ -69,30 +69,52 @@ typedef void (*saga_handler_fn)(const saga_command *cmd, struct pg_conn *db,
 
 /* Create a participant; connects to PostgreSQL (if db_url) and creates the
  * barrier table there if missing, creates the Kafka clients and the command
- * topic if missing. *out is owned by the caller: saga_participant_free(). */
+ * topic if missing (waiting up to 10 s for the broker). *out is owned by
+ * the caller: saga_participant_free(). opts and its strings are copied or
+ * used only during the call. Thread-safe (no shared state).
+ * Errors, each with err saying what and where (*out is then NULL):
+ *   SAGA_EINVAL  opts or out NULL; brokers or service NULL or empty;
+ *                db_schema not letters, digits and '_'; a kafka_options
+ *                entry that is not key=value or that librdkafka refuses
+ *   SAGA_EDB     db_url: cannot connect, or the barrier table cannot be
+ *                created or its statements prepared
+ *   SAGA_EKAFKA  the Kafka clients cannot be created, or the command topic
+ *                cannot be created (e.g. no broker answers in 10 s)
+ *   SAGA_ENOMEM  allocation failed */
 SAGA_API int saga_participant_new(const saga_participant_options *opts,
                                   saga_participant **out, saga_error *err);
 
 /* Register fn for an action (phase invoke) or a compensation (phase
- * compensate) named name. SAGA_EEXIST if already registered. Call before
- * the first poll; not thread-safe. */
+ * compensate) named name; fn is called with arg. name is copied. Returns
+ * SAGA_OK; SAGA_EEXIST if name is already registered for that phase;
+ * SAGA_EINVAL for NULL p or fn, a NULL or empty name, or a phase that is
+ * neither SAGA_PHASE_INVOKE nor SAGA_PHASE_COMPENSATE; SAGA_ENOMEM. Call
+ * before the first poll; not thread-safe. */
 SAGA_API int saga_participant_on(saga_participant *p, saga_phase phase, const char *name,
                                  saga_handler_fn fn, void *arg);
 
-/* Handle the commands that arrive within timeout_ms (at most a batch),
- * reply to each, wait for the replies to be acknowledged by Kafka and only
- * then commit the consumed offsets. Returns the number of commands handled
- * (>= 0) or a negative saga_err: SAGA_EKAFKA when replies could not be
- * delivered, SAGA_EDB when a group transaction failed (e.g. the database
- * restarted); in both cases the commands are consumed again, so calling
- * poll again is right. Call from one thread. */
+/* Handle the commands that arrive within timeout_ms (at most a batch of
+ * 200), reply to each, wait for the replies to be acknowledged by Kafka
+ * and only then commit the consumed offsets. Returns the number of
+ * commands handled (>= 0) or a negative saga_err: SAGA_EINVAL for NULL p;
+ * SAGA_EKAFKA when replies could not be delivered, SAGA_EDB when a group
+ * transaction failed (e.g. the database restarted) — in both cases the
+ * commands are consumed again, so calling poll again is right — and
+ * SAGA_EKAFKA for a fatal consumer error (e.g. a fenced static member:
+ * restart the process). After saga_participant_stop() it returns 0 at
+ * once, every time, without waiting or consuming anything: a stopped
+ * participant cannot be restarted, only freed. Call from one thread. */
 SAGA_API int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err);
 
 /* Poll until saga_participant_stop(), riding out transient Kafka and
- * database errors. Returns SAGA_OK after a stop, or the first fatal error. */
+ * database errors. Returns SAGA_OK after a stop, the first fatal error
+ * (a fatal Kafka consumer error), or SAGA_EINVAL for NULL p. Call from one
+ * thread. */
 SAGA_API int saga_participant_run(saga_participant *p, saga_error *err);
 
-/* Ask run() to return after the current batch. Async-signal-safe. */
+/* Ask run() to return after the current batch; from then on poll()
+ * returns 0 at once. Cannot be undone. Safe on NULL; async-signal-safe
+ * and callable from any thread. */
 SAGA_API void saga_participant_stop(saga_participant *p);
 
 /* Counters since creation, for a service's own metrics and logs.
@@ -135,29 +157,45 @@ SAGA_API int saga_participant_get_stats(const saga_participant *p,
                                         saga_participant_stats *out);
 
 /* The text of the last non-fatal problem (a malformed message skipped, a
- * failed handler transaction); "" if none. Valid until the next poll. */
+ * failed handler transaction); "" if none or for NULL p. Owned by p;
+ * valid until the next poll. From the polling thread. */
 SAGA_API const char *saga_participant_last_warning(const saga_participant *p);
 
-/* Close consumers (leaving the group), flush pending replies, close the
- * database. Safe on NULL. */
+/* Close consumers (leaving the group), flush pending replies (up to 5 s),
+ * close the database and the fd, free p. Complete every outstanding
+ * saga_deferred first: completing is the only way to free one, and it
+ * needs p. Safe on NULL; not while another thread uses p. */
 SAGA_API void saga_participant_free(saga_participant *p);
 
 /* A file descriptor that becomes readable when commands wait to be
  * handled: add it to your event loop (poll, epoll, libuv) and call
- * saga_participant_poll(p, 0, ...) when it is readable. poll() drains it.
- * Returns -1 (and leaves the participant as it was) if a pipe cannot be
- * made. Owned by the participant. */
+ * saga_participant_poll(p, 0, ...) when it is readable. poll() drains it,
+ * and makes it readable again when it leaves commands waiting (more than
+ * one batch had arrived), so the fd alone is enough to drive p. The same
+ * fd on every call. Returns -1 for NULL p, or (leaving the participant as
+ * it was) if a pipe cannot be made. Owned by the participant: do not close
+ * it. From the polling thread. */
 SAGA_API int saga_participant_fd(saga_participant *p);
 
-/* Handler outcomes. The first outcome a handler sets is the one sent;
- * later calls are ignored (counted in stats.results_ignored).
- * saga_result_ok steals output (may be NULL = {}). */
+/* Handler outcomes, called from the handler on the result it was given.
+ * The first outcome a handler sets is the one sent; later calls are
+ * ignored (counted in stats.results_ignored). None can fail; on NULL r
+ * they do nothing.
+ *
+ * Done: output (a JSON object, may be NULL for {}) is the step's output.
+ * output is stolen, also when the call is ignored. */
 SAGA_API void saga_result_ok(saga_result *r, json_t *output);
+
+/* A definite business failure (sagad does not retry): code (NULL: "error";
+ * up to 63 bytes kept) and a printf-style message (up to 511 bytes). */
 SAGA_API void saga_result_fail(saga_result *r, const char *code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif
     ;
+
+/* A transient problem: sagad tries again, not before after_ms (0 or
+ * negative: the step's backoff). The message as for saga_result_fail. */
 SAGA_API void saga_result_retry(saga_result *r, int64_t after_ms, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
@@ -177,23 +215,53 @@ SAGA_API void saga_result_retry(saga_result *r, int64_t after_ms, const char *fm
  * both. If the process dies before completing, sagad re-sends the command
  * after the step's timeout.
  *
- * saga_result_defer returns NULL when an outcome was already set or on
- * allocation failure (the command is then answered `retry`).
- *
- * With a database, complete outside handlers: called from inside a handler
- * the completion would share that command's transaction, so it is refused
- * with SAGA_ESTATE and d stays valid (complete it after the handler
- * returned). */
+ * Without a database nothing is recorded: completing just sends the reply,
+ * and a duplicate runs the handler again. */
 typedef struct saga_deferred saga_deferred;
 
+/* Called by a handler instead of an outcome: returns the handle to
+ * complete later (owned by the caller until a saga_deferred_* call frees
+ * it), or NULL when r is NULL, an outcome was already set (counted in
+ * results_ignored), or on allocation failure (the command is then
+ * answered `retry`). Later outcomes set on r are ignored. */
 SAGA_API saga_deferred *saga_result_defer(saga_result *r);
+
+/* Complete d with ok and output (a JSON object, may be NULL for {}),
+ * from the thread that polls p. output is stolen whatever happens, even
+ * when the call fails.
+ *
+ * SAGA_OK means the reply was handed to the Kafka producer (queued), not
+ * that it was delivered: delivery happens in the background and during
+ * later polls. If it is lost, sagad re-sends the command after the step's
+ * timeout, and with a database the barrier answers it with the recorded
+ * reply.
+ *
+ * Errors (d is freed unless said otherwise; nothing is sent):
+ *   SAGA_EINVAL  p or d is NULL (d, if given, stays valid)
+ *   SAGA_ESTATE  with a database, called from inside a handler (the
+ *                completion would share that command's transaction): d
+ *                stays valid, complete it after the handler returned
+ *   SAGA_EDB     the barrier's transaction failed (the database went away,
+ *                say); saga_participant_last_warning says why. sagad
+ *                re-sends the command after the step's timeout.
+ *   SAGA_ENOMEM  allocation failed */
 SAGA_API int saga_deferred_ok(saga_participant *p, saga_deferred *d, json_t *output);
+
+/* Complete d with a definite failure: code and message as for
+ * saga_result_fail. Errors, ownership of d and the meaning of SAGA_OK as
+ * for saga_deferred_ok. If an earlier completion (of a duplicate) was
+ * recorded, its reply is sent instead. */
 SAGA_API int saga_deferred_fail(saga_participant *p, saga_deferred *d, const char *code,
                                 const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 4, 5)))
 #endif
     ;
+
+/* Complete d with retry after after_ms, as saga_result_retry. Nothing is
+ * recorded in the barrier: the next attempt runs the handler again.
+ * Errors, ownership of d and the meaning of SAGA_OK as for
+ * saga_deferred_ok. */
 SAGA_API int saga_deferred_retry(saga_participant *p, saga_deferred *d, int64_t after_ms,
                                  const char *fmt, ...)
 #if defined(__GNUC__)

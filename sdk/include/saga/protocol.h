@@ -74,32 +74,65 @@ typedef struct saga_reply {
     int64_t retry_after; /* status retry: hint in ms, 0 = use policy */
 } saga_reply;
 
+/* The wire name of a phase: "invoke" or "compensate". A value outside
+ * the enum gives "invoke" (the name of phase 0), so check a phase you did
+ * not decode yourself. Static, never NULL; thread-safe. */
 SAGA_API const char *saga_phase_name(saga_phase phase);
+
+/* Parse a wire name ("invoke", "compensate"; exact, case-sensitive) into
+ * *out. SAGA_OK, or SAGA_EINVAL for any other text, NULL text or NULL out
+ * (*out is then unchanged). Thread-safe. */
 SAGA_API int saga_phase_parse(const char *text, saga_phase *out);
+
+/* The wire name of a reply status: "ok", "failed" or "retry"; "?" for a
+ * value outside the enum. Static, never NULL; thread-safe. */
 SAGA_API const char *saga_reply_status_name(saga_reply_status status);
+
+/* Parse a wire name ("ok", "failed", "retry"; exact, case-sensitive) into
+ * *out. SAGA_OK, or SAGA_EINVAL for any other text, NULL text or NULL out
+ * (*out is then unchanged). Thread-safe. */
 SAGA_API int saga_reply_status_parse(const char *text, saga_reply_status *out);
 
-/* Encode to a JSON text. On success *out is a NUL-terminated malloc()ed
- * string the caller frees with free(), *len its length. */
+/* Encode cmd as the JSON text of docs/PROTOCOL.md (without the
+ * traceparent, which travels as a Kafka header). The caller keeps cmd;
+ * on success *out is a NUL-terminated malloc()ed string the caller frees
+ * with free(), and *len (len may be NULL) its length. SAGA_EINVAL for NULL
+ * cmd or out or a missing string field (err names them), SAGA_ENOMEM.
+ * Thread-safe. */
 SAGA_API int saga_command_encode(const saga_command *cmd, char **out, size_t *len,
                                  saga_error *err);
+
+/* Encode reply as for saga_command_encode: the output for status ok, the
+ * error object otherwise. SAGA_EINVAL for NULL reply or out or no
+ * command_id, SAGA_ENOMEM. Thread-safe. */
 SAGA_API int saga_reply_encode(const saga_reply *reply, char **out, size_t *len,
                                saga_error *err);
 
-/* Decode len bytes (not necessarily NUL-terminated). On success *out owns
- * its strings; on failure *out is left cleared and err says which field is
- * wrong and why (SAGA_EPROTO). */
+/* Decode a command from len bytes (not necessarily NUL-terminated; at most
+ * SAGA_MESSAGE_MAX). On success *out owns its strings and payload (free
+ * them with saga_command_clear); on failure *out is left cleared and err
+ * says which field is wrong and why (SAGA_EPROTO; SAGA_EINVAL for NULL
+ * out). Thread-safe. */
 SAGA_API int saga_command_decode(const char *buf, size_t len, saga_command *out,
                                  saga_error *err);
+
+/* Decode a reply; as saga_command_decode (free with saga_reply_clear). */
 SAGA_API int saga_reply_decode(const char *buf, size_t len, saga_reply *out,
                                saga_error *err);
 
-/* Free what a decoded struct owns and zero it. Safe on a zeroed struct. */
+/* Free what a decoded command owns (strings, payload, traceparent) and
+ * zero it. Safe on NULL and on a zeroed struct; do not use on a command
+ * whose fields the caller owns (one filled for saga_command_encode). */
 SAGA_API void saga_command_clear(saga_command *cmd);
+
+/* Free what a decoded reply owns and zero it; as saga_command_clear. */
 SAGA_API void saga_reply_clear(saga_reply *reply);
 
 /* The command id for a step and phase of a saga: "<saga_id>/<step>/<phase>".
- * Writes at most size bytes including the NUL; returns the length it needed. */
+ * Writes at most size bytes including the NUL into buf (buf may be NULL
+ * when size is 0, to measure); returns the length it needed, as snprintf
+ * does, or SAGA_EINVAL for a NULL saga_id or a NULL buf with size > 0.
+ * Thread-safe. */
 SAGA_API int saga_command_id_format(char *buf, size_t size, const char *saga_id, int step,
                                     saga_phase phase);
 
