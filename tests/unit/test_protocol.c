@@ -248,6 +248,24 @@ static void test_names_and_command_id(void **state)
     assert_int_equal(saga_reply_status_parse("retry", &s), SAGA_OK);
     assert_int_equal(s, SAGA_REPLY_RETRY);
     assert_int_equal(saga_reply_status_parse("OK", &s), SAGA_EINVAL);
+    /* A failed parse leaves *out as it was; NULL out is refused, not a crash. */
+    assert_int_equal(s, SAGA_REPLY_RETRY);
+    assert_int_equal(p, SAGA_PHASE_COMPENSATE);
+    assert_int_equal(saga_phase_parse("invoke", NULL), SAGA_EINVAL);
+    assert_int_equal(saga_reply_status_parse("ok", NULL), SAGA_EINVAL);
+    /* Names of values outside the enums are what the header says. */
+    assert_string_equal(saga_phase_name(SAGA_PHASE_INVOKE), "invoke");
+    assert_string_equal(saga_phase_name((saga_phase)7), "invoke");
+    assert_string_equal(saga_reply_status_name(SAGA_REPLY_FAILED), "failed");
+    assert_string_equal(saga_reply_status_name((saga_reply_status)7), "?");
+    /* Measuring with a NULL buffer of size 0, and refusing what cannot be
+     * formatted. */
+    assert_int_equal(saga_command_id_format(NULL, 0, ID, 12, SAGA_PHASE_COMPENSATE),
+                     (int)strlen(ID "/12/compensate"));
+    assert_int_equal(saga_command_id_format(buf, sizeof buf, NULL, 0, SAGA_PHASE_INVOKE),
+                     SAGA_EINVAL);
+    assert_int_equal(saga_command_id_format(NULL, 8, ID, 0, SAGA_PHASE_INVOKE),
+                     SAGA_EINVAL);
     assert_string_equal(saga_strerror(SAGA_EPROTO), "protocol error (malformed message)");
     assert_string_equal(saga_strerror(12345), "unknown error");
 }
