@@ -18,7 +18,8 @@ static const char load_sagas_sql[] =
     "SELECT id, name, version, status, cursor_step, input::text, (extract(epoch FROM "
     "created_at) * 1000)::bigint,"
     " (extract(epoch FROM updated_at) * 1000)::bigint, (extract(epoch FROM deadline_at) "
-    "* 1000)::bigint, (extract(epoch FROM wake_at) * 1000)::bigint, traceparent"
+    "* 1000)::bigint, (extract(epoch FROM wake_at) * 1000)::bigint, traceparent,"
+    " (extract(epoch FROM progressed_at) * 1000)::bigint"
     " FROM saga.saga WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE";
 
 static const char load_steps_sql[] =
@@ -39,10 +40,11 @@ static const char update_sagas_sql[] =
     "UPDATE saga.saga AS s SET status = x.status, cursor_step = x.cursor_step,"
     " wake_at = to_timestamp(x.wake_at / 1000.0), updated_at = to_timestamp(x.updated_at "
     "/ 1000.0),"
+    " progressed_at = coalesce(to_timestamp(x.progressed_at / 1000.0), s.progressed_at),"
     " deadline_at = to_timestamp(x.deadline_at / 1000.0)"
     " FROM (SELECT DISTINCT ON (id) * FROM jsonb_to_recordset($1::jsonb)"
     "   AS r(seq int, id uuid, status text, cursor_step int, wake_at bigint,"
-    "        updated_at bigint, deadline_at bigint)"
+    "        updated_at bigint, progressed_at bigint, deadline_at bigint)"
     "   ORDER BY id, seq DESC) AS x"
     " WHERE s.id = x.id";
 
@@ -87,10 +89,12 @@ static const char finish_requests_sql[] =
 
 static const char insert_sagas_sql[] =
     "INSERT INTO saga.saga (id, name, version, status, cursor_step, input,"
-    " idempotency_key, deadline_at, wake_at, created_at, updated_at, traceparent)"
+    " idempotency_key, deadline_at, wake_at, created_at, updated_at, progressed_at,"
+    " traceparent)"
     " SELECT id, name, version, status, cursor_step, input, idempotency_key,"
     " to_timestamp(deadline_at / 1000.0), to_timestamp(wake_at / 1000.0), "
-    "to_timestamp(created_at / 1000.0), to_timestamp(created_at / 1000.0), traceparent"
+    "to_timestamp(created_at / 1000.0), to_timestamp(created_at / 1000.0),"
+    " to_timestamp(created_at / 1000.0), traceparent"
     " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, id uuid, name text, version int,"
     "   status text, cursor_step int, input jsonb, idempotency_key text,"
     "   deadline_at bigint, wake_at bigint, created_at bigint, traceparent text)"
@@ -272,6 +276,7 @@ static int fill_saga(PGconn *db, saga_defs *defs, PGresult *r, int row, saga_sta
     s->deadline_at = get_i64(r, row, 8);
     s->wake_at = get_i64(r, row, 9);
     snprintf(s->traceparent, sizeof s->traceparent, "%s", PQgetvalue(r, row, 10));
+    s->progressed_at = get_i64(r, row, 11);
     *out = s;
     return SAGA_OK;
 }
@@ -579,6 +584,7 @@ int saga_batch_add_saga_row(saga_batch *b, const saga_state *s, saga_error *err)
         set_i64(o, "cursor_step", s->cursor);
         set_ms(o, "wake_at", s->wake_at);
         set_i64(o, "updated_at", s->updated_at);
+        set_ms(o, "progressed_at", s->progressed_at);
         set_ms(o, "deadline_at", s->deadline_at);
     }
     return append(b->sagas, o, err);

@@ -5,6 +5,7 @@
  * start; unconfirmed replies are consumed again and ignored as duplicates. */
 #include <fcntl.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -108,6 +109,24 @@ static void idset_del(idset *s, int64_t id)
     }
 }
 
+/* A saga that became failed, to be logged once its transaction commits. */
+typedef struct failed_note {
+    char id[SAGA_ID_LEN + 1];
+    char traceparent[SAGA_TRACEPARENT_LEN + 1];
+    char step[128];
+    int attempt;
+    char reason[160];
+} failed_note;
+
+typedef struct rate_limit {
+    int64_t last_ms;     /* when the last line was written (mono ms); 0: never */
+    uint64_t suppressed; /* not written since */
+} rate_limit;
+
+#define BREAKERS_SEEN     256   /* the gate tracks at most this many services */
+#define WARN_EVERY_MS     10000 /* a repeating warning: one line per 10 s */
+#define FINISHED_EVERY_MS 60000 /* finished sagas are counted once a minute */
+
 struct saga_engine {
     saga_engine_config cfg;
     char prefix[128];
@@ -134,7 +153,68 @@ struct saga_engine {
     int health_ready; /* saga_health_init done */
     saga_tally tally; /* metric updates of the open transaction */
     int batch_events; /* events applied in the open transaction */
+    /* Sagas that became failed in the open transaction: one warn line each
+     * once it commits (a rollback forgets them; they fail again). */
+    failed_note *failed;
+    int nfailed, capfailed;
+    /* What the breakers were at the last look, by the gate's service order
+     * (saga_gate_foreach), to log when one opens or closes. */
+    struct {
+        int open;
+        uint64_t opened;
+    } breakers[BREAKERS_SEEN];
+    /* Warnings that could come once per message: at most one line per
+     * WARN_EVERY_MS each, saying how many were not written. */
+    rate_limit unknown_saga, malformed;
+    int64_t next_finished_ms; /* when to count finished sagas again (mono ms) */
 };
+
+static int64_t mono_ms(void);
+
+/* Write a warning that could repeat once per message at most once per
+ * WARN_EVERY_MS, with how many like it were not written since the last
+ * one (they are counted in the metrics all the same). */
+static void warn_limited(rate_limit *rl, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+static void warn_limited(rate_limit *rl, const char *fmt, ...)
+{
+    int64_t now = mono_ms();
+    char msg[512];
+    va_list ap;
+    if (rl->last_ms != 0 && now - rl->last_ms < WARN_EVERY_MS) {
+        rl->suppressed++;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (rl->suppressed > 0)
+        saga_log(SAGA_LOG_WARN, "%s (and %llu more like it in the last %lld s)", msg,
+                 (unsigned long long)rl->suppressed,
+                 (long long)((now - rl->last_ms) / 1000));
+    else
+        saga_log(SAGA_LOG_WARN, "%s", msg);
+    rl->last_ms = now;
+    rl->suppressed = 0;
+}
+
+/* The count of warnings not written, once the interval is over, so that a
+ * burst's tail is not left unsaid until the next one. */
+static void warn_flush(rate_limit *rl, const char *what)
+{
+    int64_t now = mono_ms();
+    if (rl->suppressed == 0 || now - rl->last_ms < WARN_EVERY_MS)
+        return;
+    saga_log(SAGA_LOG_WARN, "%llu more %s in the last %lld s",
+             (unsigned long long)rl->suppressed, what,
+             (long long)((now - rl->last_ms) / 1000));
+    rl->last_ms = now;
+    rl->suppressed = 0;
+}
 
 static double next_random(saga_engine *e)
 {
@@ -256,6 +336,95 @@ static int ensure_db(saga_engine *e)
     return 0;
 }
 
+/* The log fields of a saga's line: its id and, when it has one, its
+ * trace id (the saga's own span). */
+typedef struct saga_fields {
+    saga_log_ctx ctx;
+    char trace_id[SAGA_TRACE_ID_HEX_SIZE], span_id[SAGA_SPAN_ID_HEX_SIZE];
+} saga_fields;
+
+/* One warn line per saga that became failed in the transaction just
+ * committed: it is stuck until an operator acts. */
+static void log_failed(saga_engine *e)
+{
+    for (int i = 0; i < e->nfailed; i++) {
+        const failed_note *f = &e->failed[i];
+        saga_fields sf;
+        memset(&sf, 0, sizeof sf);
+        sf.ctx.saga_id = f->id;
+        sf.ctx.step = f->step[0] ? f->step : NULL;
+        sf.ctx.attempt = f->attempt;
+        saga_tracing_ids(f->traceparent, sf.trace_id, sf.span_id);
+        sf.ctx.trace_id = sf.trace_id[0] ? sf.trace_id : NULL;
+        saga_log_fields(SAGA_LOG_WARN, &sf.ctx,
+                        "saga %s failed at step %s: %s; an operator must act (sagactl "
+                        "stuck)",
+                        f->id, f->step[0] ? f->step : "?", f->reason);
+    }
+    e->nfailed = 0;
+}
+
+typedef struct breaker_look {
+    saga_engine *e;
+    int index;
+} breaker_look;
+
+static void look_at_breaker(const char *service, const saga_gate_info *info, void *arg)
+{
+    breaker_look *b = arg;
+    int i = b->index++;
+    int open = info->breaker.state != SAGA_BREAKER_CLOSED;
+    if (i >= BREAKERS_SEEN)
+        return;
+    if (info->breaker.opened_total > b->e->breakers[i].opened)
+        saga_log(SAGA_LOG_WARN,
+                 "circuit breaker of service %s opened (%s): its commands wait %lld ms, "
+                 "then one probe goes",
+                 service,
+                 b->e->breakers[i].open ? "its probe failed"
+                                        : "transient failures in a row",
+                 (long long)info->breaker.cooldown_ms);
+    else if (!open && b->e->breakers[i].open)
+        saga_log(SAGA_LOG_INFO,
+                 "circuit breaker of service %s closed: its probe was answered, its "
+                 "commands go out again",
+                 service);
+    b->e->breakers[i].open = open;
+    b->e->breakers[i].opened = info->breaker.opened_total;
+}
+
+/* A line when a breaker opens (or re-opens after a failed probe) and when
+ * it closes: once per cool-down at most, never per command. */
+static void log_breakers(saga_engine *e, int64_t now)
+{
+    breaker_look b = {e, 0};
+    saga_gate_foreach(e->gate, now, look_at_breaker, &b);
+}
+
+/* Note that s became failed (a saga_failed history action a), for
+ * log_failed() after the commit. Out of memory drops the line. */
+static void note_failed(saga_engine *e, const saga_state *s, const saga_action *a)
+{
+    failed_note *f;
+    const char *reason = json_string_value(json_object_get(a->detail, "reason"));
+    if (e->nfailed == e->capfailed) {
+        int cap = e->capfailed ? e->capfailed * 2 : 16;
+        failed_note *n = realloc(e->failed, sizeof *n * (size_t)cap);
+        if (n == NULL)
+            return;
+        e->failed = n;
+        e->capfailed = cap;
+    }
+    f = &e->failed[e->nfailed++];
+    memset(f, 0, sizeof *f);
+    snprintf(f->id, sizeof f->id, "%s", s->id);
+    snprintf(f->traceparent, sizeof f->traceparent, "%s", s->traceparent);
+    if (a->step >= 0 && a->step < s->nsteps && s->def->steps[a->step].name != NULL)
+        snprintf(f->step, sizeof f->step, "%s", s->def->steps[a->step].name);
+    f->attempt = a->attempt;
+    snprintf(f->reason, sizeof f->reason, "%s", reason ? reason : "stuck");
+}
+
 /* Undo the open transaction and forget what the batch recorded, the
  * gate's admissions and the metric updates. */
 static void rollback(saga_engine *e)
@@ -265,6 +434,7 @@ static void rollback(saga_engine *e)
     saga_gate_abort(e->gate, saga_now_ms());
     saga_tally_reset(&e->tally);
     e->batch_events = 0;
+    e->nfailed = 0;
 }
 
 /* Write the batch and COMMIT; on success the gate's admissions and the
@@ -281,6 +451,8 @@ static int commit_batch(saga_engine *e, saga_outbox *sent, saga_error *err)
     saga_gate_commit(e->gate, saga_now_ms());
     saga_tally_commit(&e->tally);
     e->stats.transactions++;
+    log_failed(e);
+    log_breakers(e, saga_now_ms());
     return SAGA_OK;
 }
 
@@ -470,6 +642,7 @@ static int gate_and_count(saga_engine *e, saga_state *s, saga_actions *acts, int
         } else if (strcmp(a->what, "saga_failed") == 0) {
             saga_tally_note(&e->tally, e->m.sagas_finished, 0, 1, s->def->name, "failed",
                             NULL);
+            note_failed(e, s, a);
         }
     }
     return SAGA_OK;
@@ -611,10 +784,12 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
         if (saga_reply_decode(msgs[i]->payload, msgs[i]->len, &replies[nvalid], &derr) !=
             SAGA_OK) {
             e->stats.malformed++;
-            saga_metric_add(e->m.replies_dropped, (const char *[]){"malformed"}, 1);
-            saga_log(SAGA_LOG_WARN, "malformed reply at %s[%d]@%lld skipped: %s",
-                     rd_kafka_topic_name(msgs[i]->rkt), (int)msgs[i]->partition,
-                     (long long)msgs[i]->offset, derr.message);
+            /* Counted with the batch: a batch rolled back is consumed again. */
+            saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1, "malformed", NULL,
+                            NULL);
+            warn_limited(&e->malformed, "malformed reply at %s[%d]@%lld skipped: %s",
+                         rd_kafka_topic_name(msgs[i]->rkt), (int)msgs[i]->partition,
+                         (long long)msgs[i]->offset, derr.message);
             continue;
         }
         /* PostgreSQL prints UUIDs in lower case; match them that way. */
@@ -645,8 +820,8 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
                 e->stats.replies_rejected++;
                 saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1, "unknown_saga",
                                 NULL, NULL);
-                saga_log(SAGA_LOG_WARN, "reply for unknown saga %s ignored",
-                         replies[i].saga_id);
+                warn_limited(&e->unknown_saga, "reply for unknown saga %s ignored",
+                             replies[i].saga_id);
                 continue;
             }
             rc = apply_one(e, states[k], &ev, &err);
@@ -663,6 +838,14 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
         ke = saga__kafka_commit_tracked(e->consumer, &done, 1);
         if (ke != RD_KAFKA_RESP_ERR_NO_ERROR)
             saga_log(SAGA_LOG_WARN, "committing reply offsets: %s", rd_kafka_err2str(ke));
+        /* Only malformed replies: no transaction, so they count once their
+         * offsets are committed (else they are consumed again). */
+        if (nvalid == 0) {
+            if (ke == RD_KAFKA_RESP_ERR_NO_ERROR)
+                saga_tally_commit(&e->tally);
+            else
+                saga_tally_reset(&e->tally);
+        }
     }
     goto out;
 fail:
@@ -901,9 +1084,18 @@ static void observe(saga_engine *e)
     rd_kafka_resp_err_t ke;
     int64_t now = saga_now_ms();
 
+    int with_finished = mono_ms() >= e->next_finished_ms;
+
     saga_gate_expire(e->gate, now);
+    /* An open breaker turns half-open by the clock alone, a probe may
+     * have been lost: look at them here too, not only after commits. */
+    log_breakers(e, now);
+    warn_flush(&e->unknown_saga, "replies for unknown sagas ignored");
+    warn_flush(&e->malformed, "malformed replies skipped");
     if (ensure_db(e) == 0) {
-        if (saga_observe_sagas(e->db, &e->m, &err) != SAGA_OK ||
+        if (with_finished)
+            e->next_finished_ms = mono_ms() + FINISHED_EVERY_MS;
+        if (saga_observe_sagas(e->db, with_finished, &e->m, &err) != SAGA_OK ||
             saga_observe_services(e->db, e->owner, e->gate, now, &e->m, &err) !=
                 SAGA_OK) {
             saga_log(SAGA_LOG_WARN, "%s", err.message);
@@ -1189,6 +1381,17 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
             }
             saga_log(SAGA_LOG_INFO, "definition %s: %s", name,
                      created ? "new version stored" : "unchanged");
+            /* Every outcome series exists from the start, at 0, so that
+             * increase() sees the first failure (a series that appears at 1
+             * has no earlier sample to increase from). */
+            {
+                static const char *const outcomes[] = {"completed", "compensated",
+                                                       "failed"};
+                for (size_t k = 0; k < sizeof outcomes / sizeof outcomes[0]; k++)
+                    saga_metric_add(e->m.sagas_finished,
+                                    (const char *[]){name, outcomes[k]}, 0);
+                saga_metric_add(e->m.sagas_started, (const char *[]){name}, 0);
+            }
         }
     }
     if ((rc = saga_store_exec(e->db, "LISTEN saga_outbox", err)) != SAGA_OK ||
@@ -1255,6 +1458,7 @@ void saga_engine_free(saga_engine *e)
     free(e->delivered);
     saga_gate_free(e->gate);
     saga_tally_free(&e->tally);
+    free(e->failed);
     saga_metrics_free(e->metrics);
     if (e->health_ready)
         saga_health_cleanup(&e->health);

@@ -792,13 +792,22 @@ int saga_machine_apply(saga_state *s, const saga_event *ev, saga_actions *out,
 {
     ctx c = {s, ev, out, 0};
     const char *dummy;
-    int rc, first = out->n;
+    int rc, first = out->n, moved;
+    /* The statuses before the event, to tell progress from a transition
+     * that only rescheduled (progressed_at). Most sagas fit on the stack. */
+    unsigned char before_small[32], *before = before_small;
+    const saga_status status_before = s->status;
 
     if (reason == NULL)
         reason = &dummy;
     *reason = NULL;
-    for (int i = 0; i < s->nsteps; i++)
+    if (s->nsteps > (int)sizeof before_small &&
+        (before = malloc((size_t)s->nsteps)) == NULL)
+        return SAGA_ENOMEM;
+    for (int i = 0; i < s->nsteps; i++) {
         s->steps[i].dirty = 0;
+        before[i] = (unsigned char)s->steps[i].status;
+    }
     switch (ev->kind) {
     case SAGA_EV_START:
         rc = on_start(&c, reason);
@@ -820,6 +829,11 @@ int saga_machine_apply(saga_state *s, const saga_event *ev, saga_actions *out,
         rc = SAGA_REJECTED;
         break;
     }
+    moved = s->status != status_before;
+    for (int i = 0; i < s->nsteps && !moved; i++)
+        moved = before[i] != (unsigned char)s->steps[i].status;
+    if (before != before_small)
+        free(before);
     if (c.oom) {
         while (out->n > first) {
             out->n--;
@@ -830,6 +844,8 @@ int saga_machine_apply(saga_state *s, const saga_event *ev, saga_actions *out,
     }
     if (rc == SAGA_APPLIED) {
         s->updated_at = ev->now;
+        if (moved)
+            s->progressed_at = ev->now;
         update_wake(s);
     }
     return rc;

@@ -70,6 +70,11 @@ typedef struct saga_state {
     int cursor;    /* the step being run or compensated */
     json_t *input; /* owned */
     int64_t created_at, updated_at;
+    /* When the saga last made progress: its status or a step's status
+     * changed. A retry, a timeout with attempts left, a wake that re-sends
+     * or a hold (saga_machine_hold) move updated_at only, so a saga that
+     * retries or waits for ever shows how long it has not moved. */
+    int64_t progressed_at;
     int64_t deadline_at; /* 0 = none */
     int64_t wake_at;     /* earliest timer; 0 = none (computed) */
     int nsteps;
@@ -137,7 +142,8 @@ typedef enum saga_apply_result {
     SAGA_REJECTED,    /* the event makes no sense in this state */
 } saga_apply_result;
 
-/* Apply ev to s. On SAGA_APPLIED s is updated and actions appended to out
+/* Apply ev to s. On SAGA_APPLIED s is updated (updated_at = ev->now, and
+ * progressed_at = ev->now when a status changed) and actions appended to out
  * (which the caller clears). On IGNORED or REJECTED s is unchanged and
  * *reason (static text) says why. Returns -1 (SAGA_ENOMEM) on allocation
  * failure, leaving s in an unspecified state (discard it). */

@@ -6,17 +6,29 @@
 
 #include "saga_observe.h"
 
-/* saga_status_idx (status, updated_at) answers both per status. */
-static const char sagas_sql[] =
-    "SELECT s.status, count(x.*),"
-    " coalesce(extract(epoch FROM now() - min(x.updated_at)), 0)::float8,"
+/* Active sagas: how many per status and how long the oldest has gone
+ * without progress. The status filter in the subquery lets PostgreSQL
+ * answer from saga_active_progressed_idx (status, progressed_at) alone. */
+static const char active_sql[] =
+    "SELECT s.status, count(x.status),"
+    " coalesce(extract(epoch FROM now() - min(x.progressed_at)), 0)::float8,"
     " (SELECT count(*) FROM saga.outbox)"
     " FROM unnest(ARRAY['running', 'compensating', 'failed']) AS s(status)"
+    " LEFT JOIN (SELECT status, progressed_at FROM saga.saga"
+    "  WHERE status IN ('running', 'compensating', 'failed')) x ON x.status = s.status"
+    " GROUP BY s.status";
+
+/* Finished sagas per status: an index-only count over saga_status_idx, a
+ * pass over the whole history, hence read less often (saga_observe.h). */
+static const char finished_sql[] =
+    "SELECT s.status, count(x.status)"
+    " FROM unnest(ARRAY['completed', 'compensated', 'resolved']) AS s(status)"
     " LEFT JOIN saga.saga x ON x.status = s.status GROUP BY s.status";
 
-int saga_observe_sagas(PGconn *db, const saga_std_metrics *m, saga_error *err)
+int saga_observe_sagas(PGconn *db, int with_finished, const saga_std_metrics *m,
+                       saga_error *err)
 {
-    PGresult *r = PQexec(db, sagas_sql);
+    PGresult *r = PQexec(db, active_sql);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         saga_error_set(err, SAGA_EDB, "counting sagas per status: %s",
                        PQerrorMessage(db));
@@ -29,6 +41,20 @@ int saga_observe_sagas(PGconn *db, const saga_std_metrics *m, saga_error *err)
         saga_metric_set(m->oldest_stalled, status, strtod(PQgetvalue(r, i, 2), NULL));
         if (i == 0)
             saga_metric_set(m->outbox_pending, NULL, strtod(PQgetvalue(r, i, 3), NULL));
+    }
+    PQclear(r);
+    if (!with_finished)
+        return SAGA_OK;
+    r = PQexec(db, finished_sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        saga_error_set(err, SAGA_EDB, "counting finished sagas per status: %s",
+                       PQerrorMessage(db));
+        PQclear(r);
+        return SAGA_EDB;
+    }
+    for (int i = 0; i < PQntuples(r); i++) {
+        const char *status[] = {PQgetvalue(r, i, 0)};
+        saga_metric_set(m->sagas_by_status, status, strtod(PQgetvalue(r, i, 1), NULL));
     }
     PQclear(r);
     return SAGA_OK;

@@ -17,11 +17,15 @@
 #include "saga_metrics.h"
 
 /* Set m->sagas_by_status and m->oldest_stalled for running, compensating
- * and failed (0 when there are none) and m->outbox_pending. The statuses
- * of finished sagas are left out on purpose: counting them means a pass
- * over the whole history (sagas_total counts them as they end). Returns
- * SAGA_OK or SAGA_EDB (err says why; the gauges keep their values). */
-int saga_observe_sagas(PGconn *db, const saga_std_metrics *m, saga_error *err);
+ * and failed (0 when there are none; "oldest" counts from progressed_at,
+ * the saga's last status change or step status change, so retries and
+ * holds do not reset it) and m->outbox_pending. With with_finished, also
+ * m->sagas_by_status for completed, compensated and resolved: a count over
+ * the whole history (an index-only scan, but one that grows with it), so
+ * the caller asks for it less often. Returns SAGA_OK or SAGA_EDB (err says
+ * why; the gauges keep their values). */
+int saga_observe_sagas(PGconn *db, int with_finished, const saga_std_metrics *m,
+                       saga_error *err);
 
 /* Set the breaker-state and in-flight gauges from g (now_ms: ms since the
  * epoch, the gate's clock) and upsert one saga.service_health row per

@@ -517,9 +517,10 @@ int saga_store_create(PGconn *db, const saga_state *s, const saga_actions *actio
         return saga_error_set(err, SAGA_ENOMEM, "out of memory");
     r = q(db,
           "INSERT INTO saga.saga (id, name, version, status, cursor_step, input,"
-          " idempotency_key, deadline_at, wake_at, created_at, updated_at, traceparent)"
+          " idempotency_key, deadline_at, wake_at, created_at, updated_at, progressed_at,"
+          " traceparent)"
           " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, saga.ts($8), saga.ts($9),"
-          " saga.ts($10), saga.ts($10), $11)"
+          " saga.ts($10), saga.ts($10), saga.ts($10), $11)"
           " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
           11, p, PGRES_TUPLES_OK, "creating the saga", err);
     free(input);
@@ -578,20 +579,22 @@ int saga_store_load(PGconn *db, saga_defs *defs, const char *id, saga_state **ou
 int saga_store_save(PGconn *db, const saga_state *s, const saga_actions *actions,
                     const saga_store_opts *o, saga_outbox *sent, saga_error *err)
 {
-    numbuf nb[4];
-    const char *p[6] = {s->id,
+    numbuf nb[5];
+    const char *p[7] = {s->id,
                         saga_status_name(s->status),
                         i64(&nb[0], s->cursor),
                         ms_or_null(&nb[1], s->wake_at),
                         i64(&nb[2], s->updated_at),
-                        ms_or_null(&nb[3], s->deadline_at)};
+                        ms_or_null(&nb[3], s->deadline_at),
+                        ms_or_null(&nb[4], s->progressed_at)};
     PGresult *r;
     int rc;
 
     r = q(db,
           "UPDATE saga.saga SET status = $2, cursor_step = $3, wake_at = saga.ts($4),"
-          " updated_at = saga.ts($5), deadline_at = saga.ts($6) WHERE id = $1",
-          6, p, PGRES_COMMAND_OK, "saving the saga", err);
+          " updated_at = saga.ts($5), deadline_at = saga.ts($6),"
+          " progressed_at = coalesce(saga.ts($7), progressed_at) WHERE id = $1",
+          7, p, PGRES_COMMAND_OK, "saving the saga", err);
     if (r == NULL)
         return SAGA_EDB;
     PQclear(r);

@@ -6,19 +6,21 @@
 #include "saga_duration.h"
 #include "sagactl.h"
 
-/* Failed sagas, and active ones whose last change is older than $1 ms;
- * the oldest first, each with what it waits on. */
+/* Failed sagas, and active ones whose last progress (a status change of
+ * the saga or a step; retries and holds are not progress) is older than
+ * $1 ms; the oldest first, each with what it waits on. */
 static const char stuck_sql[] =
     "SELECT coalesce(json_agg(x ORDER BY x.idle_seconds DESC), '[]') FROM ("
     " SELECT s.id, s.name, s.version, s.status, st.idx AS step_index, st.name AS step,"
-    "  st.status AS step_status, st.attempts, st.error, saga.iso(s.updated_at) AS since,"
-    "  round(extract(epoch FROM now() - s.updated_at)::numeric, 0) AS idle_seconds,"
+    "  st.status AS step_status, st.attempts, st.error,"
+    "  saga.iso(s.progressed_at) AS since,"
+    "  round(extract(epoch FROM now() - s.progressed_at)::numeric, 0) AS idle_seconds,"
     "  (SELECT e.kind FROM saga.saga_event e WHERE e.saga_id = s.id"
     "   ORDER BY e.id DESC LIMIT 1) AS last_event"
     " FROM saga.saga s JOIN saga.saga_step st ON st.saga_id = s.id AND st.idx = "
     "s.cursor_step"
     " WHERE s.status = 'failed' OR (s.status IN ('running', 'compensating')"
-    "  AND s.updated_at < now() - $1::bigint * interval '1 millisecond')) x";
+    "  AND s.progressed_at < now() - $1::bigint * interval '1 millisecond')) x";
 
 /* The one-line reason a saga needs attention. */
 static void describe(json_t *row, char *buf, size_t size)

@@ -936,6 +936,63 @@ static void test_hold_never_uses_an_attempt_nor_times_out(void **state)
     fx_free(f);
 }
 
+/* progressed_at moves only when a status changes: a retry reply, a wake
+ * that re-sends, a timeout with attempts left and a hold move updated_at
+ * alone, so a saga that retries or waits for ever shows its age. */
+static void test_progressed_at_moves_only_on_progress(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    (void)state;
+    assert_int_equal(apply(f, SAGA_EV_START, T0, NULL), SAGA_APPLIED);
+    assert_int_equal(f->s->progressed_at, T0);
+    /* A retry reply, then the wake that re-sends the same step. */
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_RETRY, 1, T0 + 10),
+                     SAGA_APPLIED);
+    assert_int_equal(f->s->updated_at, T0 + 10);
+    assert_int_equal(f->s->progressed_at, T0);
+    assert_int_equal(apply(f, SAGA_EV_WAKE, f->s->wake_at, NULL), SAGA_APPLIED);
+    expect_send(f, 0, SAGA_PHASE_INVOKE, 2);
+    assert_int_equal(f->s->progressed_at, T0);
+    /* Attempt 2 times out (one attempt left): rescheduled, not progress. */
+    assert_int_equal(apply(f, SAGA_EV_WAKE, f->s->wake_at, NULL), SAGA_APPLIED);
+    assert_true(has_history(f, "attempt_timed_out"));
+    assert_int_equal(f->s->status, SAGA_ST_RUNNING);
+    assert_int_equal(f->s->progressed_at, T0);
+    /* The wake for attempt 3 is held (a breaker), and held again. */
+    {
+        int64_t at = f->s->wake_at;
+        assert_int_equal(apply(f, SAGA_EV_WAKE, at, NULL), SAGA_APPLIED);
+        assert_int_equal(saga_machine_hold(f->s, &f->acts, send_index(f, 0), at + 30000,
+                                           "step_held", NULL),
+                         SAGA_OK);
+        assert_int_equal(apply(f, SAGA_EV_WAKE, at + 30000, NULL), SAGA_APPLIED);
+        assert_int_equal(
+            saga_machine_hold(f->s, &f->acts, send_index(f, 0), at + 60000, NULL, NULL),
+            SAGA_OK);
+        assert_int_equal(f->s->updated_at, at + 30000);
+        assert_int_equal(f->s->progressed_at, T0);
+        /* Let through: still the same step's attempt 3, still no progress. */
+        assert_int_equal(apply(f, SAGA_EV_WAKE, at + 60000, NULL), SAGA_APPLIED);
+        expect_send(f, 0, SAGA_PHASE_INVOKE, 3);
+        assert_int_equal(f->s->progressed_at, T0);
+        /* A duplicate reply is not applied at all. */
+        assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_RETRY, 2, at + 60005),
+                         SAGA_IGNORED);
+        assert_int_equal(f->s->progressed_at, T0);
+        /* The step succeeds: progress. */
+        assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 3, at + 60010),
+                         SAGA_APPLIED);
+        assert_int_equal(f->s->progressed_at, at + 60010);
+        assert_int_equal(f->s->updated_at, at + 60010);
+    }
+    /* A failure that starts compensating is progress too. */
+    assert_int_equal(reply(f, 1, SAGA_PHASE_INVOKE, SAGA_REPLY_FAILED, 1, T0 + 900000),
+                     SAGA_APPLIED);
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATING);
+    assert_int_equal(f->s->progressed_at, T0 + 900000);
+    fx_free(f);
+}
+
 static void test_hold_of_a_retry_and_of_a_compensation(void **state)
 {
     fixture *f = fx_new(three_steps);
@@ -1219,6 +1276,7 @@ int main(void)
         cmocka_unit_test(test_group_runs_in_parallel),
         cmocka_unit_test(test_hold_never_uses_an_attempt_nor_times_out),
         cmocka_unit_test(test_hold_of_a_retry_and_of_a_compensation),
+        cmocka_unit_test(test_progressed_at_moves_only_on_progress),
         cmocka_unit_test(test_hold_one_member_of_a_group),
         cmocka_unit_test(test_group_member_fails_while_other_in_flight),
         cmocka_unit_test(test_group_compensates_succeeded_members_in_reverse),
