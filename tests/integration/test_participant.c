@@ -1,7 +1,10 @@
 /* libsaga's participant against a real Kafka broker and PostgreSQL: the
  * barrier's three hazards (duplicate, null compensation, hanging action),
- * failed and retry results, malformed commands and unknown actions. The
- * test plays sagad: it produces commands and reads the replies. */
+ * failed and retry results, malformed commands and unknown actions,
+ * deferred replies (also completed from inside a handler, which is
+ * refused), and an event loop driven by the fd alone through more than a
+ * batch of commands. The test plays sagad: it produces commands and reads
+ * the replies. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <librdkafka/rdkafka.h>
@@ -65,6 +69,21 @@ static void do_later(const saga_command *cmd, PGconn *conn, saga_result *res, vo
     saga_result_fail(res, "ignored", "too late");
 }
 
+/* Defers, then tries to complete from inside the handler: with a database
+ * that is refused (it would share this command's transaction). */
+static saga_deferred *inside;
+static int inside_rc;
+
+static void do_inside(const saga_command *cmd, PGconn *conn, saga_result *res, void *arg)
+{
+    (void)cmd;
+    (void)conn;
+    (void)arg;
+    inside = saga_result_defer(res);
+    /* The output is stolen even though the call fails (ASan checks). */
+    inside_rc = saga_deferred_ok(part, inside, json_pack("{s:s}", "from", "handler"));
+}
+
 /* Sets two outcomes: the first one counts. */
 static void do_twice(const saga_command *cmd, PGconn *conn, saga_result *res, void *arg)
 {
@@ -110,6 +129,8 @@ static int setup(void **state)
         saga_participant_on(part, SAGA_PHASE_INVOKE, "later", do_later, NULL), 0);
     assert_int_equal(
         saga_participant_on(part, SAGA_PHASE_INVOKE, "twice", do_twice, NULL), 0);
+    assert_int_equal(
+        saga_participant_on(part, SAGA_PHASE_INVOKE, "inside", do_inside, NULL), 0);
     /* Registering twice is refused; bad arguments too. */
     assert_int_equal(saga_participant_on(part, SAGA_PHASE_INVOKE, "do", do_thing, NULL),
                      SAGA_EEXIST);
@@ -460,15 +481,17 @@ static void test_first_outcome_wins(void **state)
 {
     char id[37];
     saga_reply r;
-    saga_participant_stats st;
+    saga_participant_stats before, after;
     (void)state;
     new_id(id);
+    assert_int_equal(saga_participant_get_stats(part, &before), SAGA_OK);
     send_action(id, "twice", 1);
     handle(1, &r);
     assert_int_equal(r.status, SAGA_REPLY_OK);
     assert_int_equal(json_integer_value(json_object_get(r.output, "first")), 1);
-    saga_participant_get_stats(part, &st);
-    assert_true(st.results_ignored >= 2);
+    assert_int_equal(saga_participant_get_stats(part, &after), SAGA_OK);
+    /* The handler set three outcomes: exactly two were ignored. */
+    assert_int_equal(after.results_ignored - before.results_ignored, 2);
     saga_reply_clear(&r);
 }
 
@@ -538,6 +561,102 @@ static void test_event_loop_fd(void **state)
     next_reply(&r);
     assert_int_equal(r.status, SAGA_REPLY_OK);
     saga_reply_clear(&r);
+}
+
+/* With a database, completing a deferred reply from inside a handler is
+ * refused (SAGA_ESTATE) and the handle stays valid: completed after the
+ * handler returned, the reply goes out and is recorded by the barrier. */
+static void test_deferred_completed_inside_handler_is_refused(void **state)
+{
+    char id[37];
+    saga_reply r;
+    (void)state;
+    new_id(id);
+    inside = NULL;
+    inside_rc = SAGA_OK;
+    send_action(id, "inside", 1);
+    handle(0, NULL);
+    assert_non_null(inside);
+    assert_int_equal(inside_rc, SAGA_ESTATE);
+    assert_non_null(strstr(saga_participant_last_warning(part), "inside a handler"));
+    expect_no_reply(1000); /* the refused completion sent nothing */
+    assert_int_equal(saga_deferred_ok(part, inside, json_pack("{s:s}", "from", "later")),
+                     SAGA_OK);
+    next_reply(&r);
+    assert_int_equal(r.status, SAGA_REPLY_OK);
+    assert_string_equal(json_string_value(json_object_get(r.output, "from")), "later");
+    saga_reply_clear(&r);
+    /* Recorded: a duplicate gets it without the handler. */
+    inside = NULL;
+    send_action(id, "inside", 2);
+    handle(1, &r);
+    assert_null(inside);
+    assert_string_equal(json_string_value(json_object_get(r.output, "from")), "later");
+    saga_reply_clear(&r);
+}
+
+/* An event loop that only watches the fd: more commands than one poll
+ * handles (a batch is 200) all wait in the consumer's queue before the
+ * first poll. librdkafka signals the fd only when a message arrives, so
+ * after the first batch nothing but the participant itself can make the
+ * fd readable again: no new traffic comes to help. */
+static void test_event_loop_fd_more_than_a_batch(void **state)
+{
+    enum { N = 450 };
+    static char ids[N][37];
+    saga_error err = {0};
+    struct pollfd pfd;
+    int fd = saga_participant_fd(part), handled = 0, polls = 0, ok = 0;
+    (void)state;
+    assert_true(fd >= 0);
+    for (int i = 0; i < N; i++) {
+        saga_command c = {0};
+        char cid[128], *text;
+        new_id(ids[i]);
+        memcpy(c.saga_id, ids[i], sizeof c.saga_id);
+        c.saga = "it";
+        c.saga_version = 1;
+        c.step_name = "thing";
+        c.action = "do";
+        saga_command_id_format(cid, sizeof cid, ids[i], 0, SAGA_PHASE_INVOKE);
+        c.command_id = cid;
+        c.attempt = 1;
+        c.reply_to = reply_topic;
+        assert_int_equal(saga_command_encode(&c, &text, NULL, NULL), SAGA_OK);
+        assert_int_equal(rd_kafka_producev(producer, RD_KAFKA_V_TOPIC(cmd_topic),
+                                           RD_KAFKA_V_KEY(ids[i], strlen(ids[i])),
+                                           RD_KAFKA_V_VALUE(text, strlen(text)),
+                                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                                           RD_KAFKA_V_END),
+                         0);
+    }
+    assert_int_equal(rd_kafka_flush(producer, 30000), 0);
+    /* Let the participant's consumer fetch them all into its queue. */
+    sleep(3);
+    while (handled < N) {
+        int n;
+        pfd.fd = fd;
+        pfd.events = POLLIN;
+        pfd.revents = 0;
+        if (poll(&pfd, 1, 10000) != 1)
+            fail_msg("the fd stayed unreadable for 10 s with %d of %d commands handled "
+                     "(%d polls)",
+                     handled, N, polls);
+        n = saga_participant_poll(part, 0, &err);
+        if (n < 0)
+            fail_msg("poll: %s", err.message);
+        handled += n;
+        polls++;
+    }
+    assert_int_equal(handled, N);
+    print_message("%d commands handled in %d fd-driven polls\n", N, polls);
+    for (int i = 0; i < N; i++) {
+        saga_reply r;
+        next_reply(&r);
+        ok += r.status == SAGA_REPLY_OK;
+        saga_reply_clear(&r);
+    }
+    assert_int_equal(ok, N);
 }
 
 /* Commands that arrive together share one transaction (group commit), yet
@@ -634,7 +753,9 @@ int main(void)
         cmocka_unit_test(test_malformed_and_unknown_do_not_block),
         cmocka_unit_test(test_first_outcome_wins),
         cmocka_unit_test(test_deferred_reply),
+        cmocka_unit_test(test_deferred_completed_inside_handler_is_refused),
         cmocka_unit_test(test_event_loop_fd),
+        cmocka_unit_test(test_event_loop_fd_more_than_a_batch),
         cmocka_unit_test(test_group_commit_keeps_each_command_atomic),
     };
     return cmocka_run_group_tests_name("participant and barrier (PostgreSQL + Kafka)",
