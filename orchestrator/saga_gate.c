@@ -18,6 +18,8 @@ typedef struct held {
 typedef struct gate_service {
     char *name;
     uint64_t held_breaker, held_bulkhead;
+    /* Holds of the open transaction: added to the totals on commit. */
+    uint64_t pend_breaker, pend_bulkhead;
     held *ring; /* sagas held by the bulkhead, oldest first */
     int head, count;
 } gate_service;
@@ -189,6 +191,8 @@ static void clear_pending(saga_gate *g)
     for (int i = 0; i < g->nset; i++)
         free(g->set[i].id);
     g->nadm = g->nset = g->npheld = 0;
+    for (int i = 0; i < g->nservices; i++)
+        g->services[i].pend_breaker = g->services[i].pend_bulkhead = 0;
 }
 
 void saga_gate_free(saga_gate *g)
@@ -246,7 +250,7 @@ saga_gate_verdict saga_gate_admit(saga_gate *g, const char *service,
     if (limit > 0) {
         p = slot_find(g, command_id);
         if (*p == NULL && saga_bulkhead_in_flight(g->bulkhead, service) >= limit) {
-            g->services[svc].held_bulkhead++;
+            g->services[svc].pend_bulkhead++;
             if (hold_until != NULL)
                 *hold_until =
                     spread(now_ms + g->cfg.recheck_ms, g->cfg.recheck_ms, random);
@@ -262,7 +266,7 @@ saga_gate_verdict saga_gate_admit(saga_gate *g, const char *service,
             SAGA_BREAKER_REJECT) {
             int open = saga_breaker_get(g->breaker, service, now_ms, &info) == SAGA_OK &&
                        info.state == SAGA_BREAKER_OPEN;
-            g->services[svc].held_breaker++;
+            g->services[svc].pend_breaker++;
             if (hold_until != NULL)
                 /* Open: until the cool-down ends; probing: ask again soon,
                  * the probe's answer may come any moment. */
@@ -387,6 +391,10 @@ void saga_gate_commit(saga_gate *g, int64_t now_ms)
         return;
     for (int i = 0; i < g->npheld; i++)
         ring_push(&g->services[g->pheld[i].svc], &g->pheld[i]);
+    for (int i = 0; i < g->nservices; i++) {
+        g->services[i].held_breaker += g->services[i].pend_breaker;
+        g->services[i].held_bulkhead += g->services[i].pend_bulkhead;
+    }
     for (int i = 0; i < g->nset; i++) {
         settled *s = &g->set[i];
         slot **p = slot_find(g, s->id);
@@ -451,8 +459,9 @@ void saga_gate_foreach(const saga_gate *g, int64_t now_ms, saga_gate_visit_fn fn
             info.breaker.state = SAGA_BREAKER_CLOSED;
         info.in_flight = saga_bulkhead_in_flight(g->bulkhead, s->name);
         info.limit = saga_bulkhead_limit(g->bulkhead, s->name);
-        info.held_breaker = s->held_breaker;
-        info.held_bulkhead = s->held_bulkhead;
+        /* Like in_flight, these include the open transaction's holds. */
+        info.held_breaker = s->held_breaker + s->pend_breaker;
+        info.held_bulkhead = s->held_bulkhead + s->pend_bulkhead;
         fn(s->name, &info, arg);
     }
 }

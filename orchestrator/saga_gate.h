@@ -62,6 +62,9 @@ typedef struct saga_gate_info {
     int limit;                 /* 0 = unlimited */
     uint64_t held_breaker;     /* commands held by the breaker, in total */
     uint64_t held_bulkhead;    /* commands held by the bulkhead, in total */
+    /* Holds of an open transaction are included while it is open; abort
+     * takes them back, so a batch rolled back and applied again is not
+     * counted twice (sagad publishes these between transactions). */
 } saga_gate_info;
 
 typedef struct saga_gate saga_gate;
