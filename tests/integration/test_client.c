@@ -1,6 +1,7 @@
 /* libsaga's client API against a real PostgreSQL and Kafka, with sagad and
- * the example participants running: start (idempotent with a key), status,
- * wait, a request for an unknown saga, and misuse. */
+ * the example participants running: start (idempotent with a key, also
+ * when many clients race with one key), status, wait (and its timeout), a
+ * request for an unknown saga, and misuse. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,8 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
+#include <pthread.h>
 
 #include "harness.h"
 #include "saga/saga.h"
@@ -102,7 +105,108 @@ static void test_unknown_saga_is_rejected(void **state)
         saga_client_start(client, "no_such_saga", NULL, NULL, id, NULL, &err), SAGA_OK);
     assert_int_equal(saga_client_wait(client, id, 30000, status, &err), SAGA_OK);
     assert_string_equal(status, "rejected");
+    /* SAGA_OK, yet err says why (client.h documents this one exception). */
+    assert_int_equal(err.code, SAGA_OK);
     assert_non_null(strstr(err.message, "no_such_saga"));
+    memset(&err, 0, sizeof err);
+    assert_int_equal(saga_client_status(client, id, status, &err), SAGA_OK);
+    assert_string_equal(status, "rejected");
+    assert_int_equal(err.code, SAGA_OK);
+    assert_non_null(strstr(err.message, "no_such_saga"));
+}
+
+/* Several clients start a saga with one idempotency key at the same
+ * moment: all get the same id and exactly one of them created it. (The
+ * losers of the insert race used to see no row in their statement's
+ * snapshot and fail with "no id returned".) */
+enum { RACERS = 8, ROUNDS = 15 };
+
+typedef struct racer {
+    saga_client *c;
+    pthread_barrier_t *go;
+    const char *key;
+    char id[SAGA_ID_LEN + 1];
+    int existed, rc;
+    saga_error err;
+} racer;
+
+static void *race(void *arg)
+{
+    racer *r = arg;
+    json_t *input = json_pack("{s:s, s:s, s:i, s:i}", "customer_id", "alice", "sku",
+                              "widget", "quantity", 1, "amount", 1);
+    pthread_barrier_wait(r->go);
+    r->rc = saga_client_start(r->c, "order", input, r->key, r->id, &r->existed, &r->err);
+    json_decref(input);
+    return NULL;
+}
+
+static void test_concurrent_starts_with_one_key(void **state)
+{
+    racer rs[RACERS];
+    pthread_t th[RACERS];
+    pthread_barrier_t go;
+    saga_error err = {0};
+    (void)state;
+    memset(rs, 0, sizeof rs);
+    for (int i = 0; i < RACERS; i++)
+        if (saga_client_new(it_env("SAGA_PG_URL"), &rs[i].c, &err) != SAGA_OK)
+            fail_msg("client %d: %s", i, err.message);
+    for (int round = 0; round < ROUNDS; round++) {
+        char key[64];
+        int created = 0;
+        snprintf(key, sizeof key, "client-race-%d-%ld", round, (long)time(NULL));
+        pthread_barrier_init(&go, NULL, RACERS);
+        for (int i = 0; i < RACERS; i++) {
+            rs[i].go = &go;
+            rs[i].key = key;
+            rs[i].existed = -1;
+            assert_int_equal(pthread_create(&th[i], NULL, race, &rs[i]), 0);
+        }
+        for (int i = 0; i < RACERS; i++)
+            pthread_join(th[i], NULL);
+        pthread_barrier_destroy(&go);
+        for (int i = 0; i < RACERS; i++) {
+            if (rs[i].rc != SAGA_OK)
+                fail_msg("round %d, client %d: %s", round, i, rs[i].err.message);
+            assert_string_equal(rs[i].id, rs[0].id);
+            created += rs[i].existed == 0;
+        }
+        assert_int_equal(created, 1);
+    }
+    for (int i = 0; i < RACERS; i++)
+        saga_client_free(rs[i].c);
+}
+
+/* A saga that cannot end soon (the trip saga: no travel service runs
+ * here, and its steps time out after 10 s): wait gives up after the
+ * timeout, measured by the clock, saying what it last saw. */
+static void test_wait_times_out(void **state)
+{
+    json_t *input = json_pack("{s:s, s:s, s:s, s:s, s:i, s:i, s:i}", "customer_id",
+                              "alice", "flight", "LH100", "hotel", "ritz", "car", "mini",
+                              "rooms", 1, "travellers", 1, "amount", 100);
+    char id[SAGA_ID_LEN + 1], status[32] = "x";
+    saga_error err = {0};
+    struct timespec t0, t1;
+    long ms;
+    (void)state;
+    assert_int_equal(saga_client_start(client, "trip", input, NULL, id, NULL, &err),
+                     SAGA_OK);
+    json_decref(input);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(saga_client_wait(client, id, 700, status, &err), SAGA_ESTATE);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    print_message("wait(700 ms) returned after %ld ms, status %s\n", ms, status);
+    assert_true(ms >= 700);
+    assert_true(ms < 700 + 300); /* one status query and the rounding, no more */
+    assert_true(strcmp(status, "pending") == 0 || strcmp(status, "running") == 0);
+    assert_int_equal(err.code, SAGA_ESTATE);
+    assert_non_null(strstr(err.message, id));
+    assert_non_null(strstr(err.message, "after 700 ms"));
+    /* A zero timeout looks once. */
+    assert_int_equal(saga_client_wait(client, id, 0, status, &err), SAGA_ESTATE);
 }
 
 static void test_status_and_misuse(void **state)
@@ -136,6 +240,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_start_wait_idempotent),
         cmocka_unit_test(test_unknown_saga_is_rejected),
+        cmocka_unit_test(test_concurrent_starts_with_one_key),
+        cmocka_unit_test(test_wait_times_out),
         cmocka_unit_test(test_status_and_misuse),
     };
     return cmocka_run_group_tests_name("libsaga client (PostgreSQL + Kafka)", tests,
