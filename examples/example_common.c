@@ -86,6 +86,24 @@ static int create_schema(const example_service *svc, const char *url)
     return ok ? 0 : -1;
 }
 
+/* Every handler runs between a "handler begin" and a "handler end" line,
+ * so a process killed in the middle of one leaves a begin without its end
+ * (the crash test checks it did kill a handler). Not the "<phase> <action>
+ * saga=... trace_id=..." line of example_log_command: scripts count that
+ * one per command. */
+static void traced_handler(const saga_command *cmd, PGconn *db, saga_result *result,
+                           void *arg)
+{
+    const example_handler *h = arg;
+    fprintf(stderr, "handler begin %s %s saga=%s step=%d attempt=%d\n",
+            saga_phase_name(cmd->phase), cmd->action, cmd->saga_id, cmd->step,
+            cmd->attempt);
+    h->fn(cmd, db, result, h->arg);
+    fprintf(stderr, "handler end %s %s saga=%s step=%d attempt=%d\n",
+            saga_phase_name(cmd->phase), cmd->action, cmd->saga_id, cmd->step,
+            cmd->attempt);
+}
+
 int example_main(const example_service *svc, int argc, char **argv)
 {
     static const struct option opts[] = {{"brokers", required_argument, 0, 'b'},
@@ -144,7 +162,7 @@ int example_main(const example_service *svc, int argc, char **argv)
     }
     for (int i = 0; i < svc->nhandlers; i++)
         saga_participant_on(running, svc->handlers[i].phase, svc->handlers[i].name,
-                            svc->handlers[i].fn, svc->handlers[i].arg);
+                            traced_handler, (void *)&svc->handlers[i]);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     fprintf(stderr, "%s-service: ready\n", svc->service);
@@ -203,7 +221,7 @@ PGresult *example_sql(PGconn *db, saga_result *result, const char *sql, int n,
     return r;
 }
 
-void example_log_command(PGconn *db, const saga_command *cmd)
+int example_log_command(PGconn *db, const saga_command *cmd, saga_result *result)
 {
     char step[16], attempt[16], trace_id[SAGA_TRACE_ID_HEX_SIZE] = "",
                                 span_id[SAGA_SPAN_ID_HEX_SIZE] = "";
@@ -211,6 +229,7 @@ void example_log_command(PGconn *db, const saga_command *cmd)
     const char *p[7] = {cmd->saga_id, step,    saga_phase_name(cmd->phase),
                         cmd->action,  attempt, trace_id,
                         span_id};
+    PGresult *r;
     snprintf(step, sizeof step, "%d", cmd->step);
     snprintf(attempt, sizeof attempt, "%d", cmd->attempt);
     if (saga_command_trace(cmd, &tc) == SAGA_OK) {
@@ -224,10 +243,17 @@ void example_log_command(PGconn *db, const saga_command *cmd)
             attempt, trace_id[0] ? trace_id : "-", span_id[0] ? span_id : "-");
     if (trace_id[0] == '\0')
         p[5] = p[6] = NULL;
-    PQclear(PQexecParams(db,
-                         "INSERT INTO command_log (saga_id, step, phase, action, attempt,"
-                         " trace_id, span_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                         7, NULL, p, NULL, NULL, 0));
+    /* A failed INSERT aborts the transaction: report it here, with its own
+     * message, rather than let the handler's next statement fail with a
+     * misleading "current transaction is aborted". */
+    r = example_sql(db, result,
+                    "INSERT INTO command_log (saga_id, step, phase, action, attempt,"
+                    " trace_id, span_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    7, p);
+    if (r == NULL)
+        return -1;
+    PQclear(r);
+    return 0;
 }
 
 const char *example_str(const saga_command *cmd, json_t *obj, const char *key,

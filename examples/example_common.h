@@ -34,8 +34,10 @@ int example_main(const example_service *svc, int argc, char **argv);
  * (result already set). */
 int example_fault(saga_result *result);
 
-/* Append the command to <schema>.command_log in the handler's transaction. */
-void example_log_command(PGconn *db, const saga_command *cmd);
+/* Append the command to <schema>.command_log in the handler's transaction.
+ * Returns 0, or -1 after setting a `retry` result with the database's
+ * message (the handler must return: its transaction is aborted). */
+int example_log_command(PGconn *db, const saga_command *cmd, saga_result *result);
 
 /* Read payload fields; on a missing or mistyped field set a `bad_input`
  * failure naming it and return NULL / -1. */

@@ -25,7 +25,8 @@ static void reserve_stock(const saga_command *cmd, PGconn *db, saga_result *res,
 
     if (example_fault(res))
         return;
-    example_log_command(db, cmd);
+    if (example_log_command(db, cmd, res) != 0)
+        return;
     if ((sku = example_str(cmd, cmd->payload, "sku", res)) == NULL ||
         (order_id = example_str(cmd, cmd->payload, "order_id", res)) == NULL)
         return;
@@ -84,7 +85,8 @@ static void release_stock(const saga_command *cmd, PGconn *db, saga_result *res,
 
     if (example_fault(res))
         return;
-    example_log_command(db, cmd);
+    if (example_log_command(db, cmd, res) != 0)
+        return;
     r = example_sql(
         db, res,
         "WITH rel AS (UPDATE reservations SET status = 'released', released_at = now()"

@@ -25,7 +25,8 @@ static void create_order(const saga_command *cmd, PGconn *db, saga_result *res, 
 
     if (example_fault(res))
         return;
-    example_log_command(db, cmd);
+    if (example_log_command(db, cmd, res) != 0)
+        return;
     if ((customer = example_str(cmd, cmd->payload, "customer_id", res)) == NULL ||
         (sku = example_str(cmd, cmd->payload, "sku", res)) == NULL)
         return;
@@ -60,7 +61,8 @@ static void cancel_order(const saga_command *cmd, PGconn *db, saga_result *res, 
 
     if (example_fault(res))
         return;
-    example_log_command(db, cmd);
+    if (example_log_command(db, cmd, res) != 0)
+        return;
     r = example_sql(db, res,
                     "UPDATE orders SET status = 'cancelled', updated_at = now()"
                     " WHERE saga_id = $1 AND status = 'pending'",
@@ -80,7 +82,8 @@ static void approve_order(const saga_command *cmd, PGconn *db, saga_result *res,
 
     if (example_fault(res))
         return;
-    example_log_command(db, cmd);
+    if (example_log_command(db, cmd, res) != 0)
+        return;
     if ((order_id = example_str(cmd, cmd->payload, "order_id", res)) == NULL)
         return;
     p[0] = order_id;

@@ -31,7 +31,8 @@ static void reserve_credit(const saga_command *cmd, PGconn *db, saga_result *res
 
     if (example_fault(res))
         return;
-    example_log_command(db, cmd);
+    if (example_log_command(db, cmd, res) != 0)
+        return;
     if ((customer = example_str(cmd, cmd->payload, "customer_id", res)) == NULL ||
         (order_id = example_str(cmd, cmd->payload, "order_id", res)) == NULL)
         return;
@@ -95,7 +96,8 @@ static void release_credit(const saga_command *cmd, PGconn *db, saga_result *res
 
     if (example_fault(res))
         return;
-    example_log_command(db, cmd);
+    if (example_log_command(db, cmd, res) != 0)
+        return;
     r = example_sql(
         db, res,
         "WITH rel AS (UPDATE reservations SET status = 'released', released_at = now()"
@@ -126,7 +128,8 @@ static void charge(const saga_command *cmd, PGconn *db, saga_result *res, void *
 
     if (example_fault(res))
         return;
-    example_log_command(db, cmd);
+    if (example_log_command(db, cmd, res) != 0)
+        return;
     if ((customer = example_str(cmd, cmd->payload, "customer_id", res)) == NULL ||
         (reference = example_str(cmd, cmd->payload, "reference", res)) == NULL)
         return;

@@ -52,7 +52,8 @@ static void book(const saga_command *cmd, PGconn *db, saga_result *res, void *ar
 
     if (example_fault(res))
         return;
-    example_log_command(db, cmd);
+    if (example_log_command(db, cmd, res) != 0)
+        return;
     if ((item = example_str(cmd, cmd->payload, "item", res)) == NULL ||
         (traveller = example_str(cmd, cmd->payload, "traveller", res)) == NULL)
         return;
@@ -115,7 +116,8 @@ static void cancel(const saga_command *cmd, PGconn *db, saga_result *res, void *
 
     if (example_fault(res))
         return;
-    example_log_command(db, cmd);
+    if (example_log_command(db, cmd, res) != 0)
+        return;
     r = example_sql(
         db, res,
         "WITH c AS (UPDATE bookings SET status = 'cancelled', cancelled_at = now()"
@@ -142,7 +144,8 @@ static void confirm_trip(const saga_command *cmd, PGconn *db, saga_result *res, 
 
     if (example_fault(res))
         return;
-    example_log_command(db, cmd);
+    if (example_log_command(db, cmd, res) != 0)
+        return;
     for (int i = 0; i < 5; i++)
         if ((p[i + 1] = example_str(cmd, cmd->payload, keys[i], res)) == NULL)
             return;
