@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The SDK as a user gets it: `make install` into a scratch prefix, the
 # tutorial participant of docs/SDK.md built out of tree with
-# `pkg-config --cflags --libs libsaga`, and run in a saga by sagad.
+# `pkg-config --cflags --libs libsaga`, and run in a saga by sagad that
+# must end `completed`. The doc's code and JSON blocks are the files used.
 # Needs SAGA_PG_URL and SAGA_KAFKA_BROKERS (run-tests provides them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,12 +24,25 @@ doc = open(sys.argv[1]).read()
 m = re.search(r"<!-- tutorial: hello_participant.c -->\n```c\n(.*?)```", doc, re.S)
 sys.exit(0 if m and m.group(1) == open(sys.argv[2]).read() else 1)
 PY
+# ... and so is the saga definition it shows.
+python3 - docs/SDK.md examples/hello/hello.json <<'PY' || fail "docs/SDK.md's hello.json block and examples/hello/hello.json differ"
+import re, sys
+doc = open(sys.argv[1]).read()
+m = re.search(r"<!-- tutorial: hello.json -->\n```json\n(.*?)```", doc, re.S)
+sys.exit(0 if m and m.group(1) == open(sys.argv[2]).read() else 1)
+PY
 
-# 2. Install (a normal build, as a user would) and build out of tree.
-make --no-print-directory -s install PREFIX="$work/prefix" >"$work/install.log" 2>&1 ||
-    fail "make install failed"
+# 2. Install (a normal build, as a user would) and build out of tree. The
+# build goes beside the tested one (kept between runs, so it is
+# incremental), never into the default build/ that someone may be using.
+make --no-print-directory -s -j2 install BUILD="${SAGA_BUILD_DIR:-build}/sdk-install" \
+    PREFIX="$work/prefix" >"$work/install.log" 2>&1 || fail "make install failed"
 export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig"
 flags=$(pkg-config --cflags --libs libsaga) || fail "pkg-config does not know libsaga"
+want=$(sed -n 's/^#define SAGA_VERSION_STRING "\(.*\)"$/\1/p' "$work/prefix/include/saga/error.h")
+have=$(pkg-config --modversion libsaga)
+[[ -n $want && $have == "$want" ]] ||
+    fail "installed libsaga.pc says version $have, the installed headers $want"
 (cd "$work" && cc -std=c11 -Wall -Wextra -Werror -o hello \
     "$OLDPWD/examples/hello/hello_participant.c" $flags) || fail "the tutorial does not compile"
 [[ $(wc -l < examples/hello/hello_participant.c) -lt 60 ]] || fail "the tutorial is 60 lines or more"
@@ -50,7 +64,9 @@ for _ in $(seq 1 300); do
     sleep 0.2
 done
 id=$("$ctl" start hello --input '{"name":"Ada"}') || fail "start failed"
-status=$("$ctl" wait "$id" --timeout 60s) || fail "the saga did not complete ($status)"
+# sagactl wait exits 0 for every end state (compensated too): check which.
+status=$("$ctl" wait "$id" --timeout 60s) || fail "the saga did not end ($status)"
+[[ $status == completed ]] || fail "the saga ended $status, not completed"
 greeting=$("$ctl" show --json "$id" |
            python3 -c 'import json,sys; print(json.load(sys.stdin)["steps"][0]["output"]["greeting"])')
 [[ $greeting == "Hello, Ada" ]] || fail "unexpected output: $greeting"
