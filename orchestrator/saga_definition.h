@@ -48,7 +48,7 @@ typedef struct saga_definition {
 /* One problem found in a definition. */
 typedef struct saga_def_problem {
     char where[256];   /* JSON path (steps[2].retry.max_attempts) or line:column */
-    char message[256]; /* what was found and what is expected */
+    char message[512]; /* what was found and what is expected */
 } saga_def_problem;
 
 typedef struct saga_def_problems {

@@ -1,5 +1,6 @@
 /* Definitions: parsing, defaults, validation (every problem, with where),
  * durations and input templates. */
+#include <glob.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -122,11 +123,14 @@ static void test_template_errors(void **state)
     fails("\"a ${input.n\"", SAGA_EDEF, "unterminated");
 }
 
-static int collect(const char *path, const char *where, void *arg)
+static int collect(const char *path, size_t plen, const char *where, void *arg)
 {
     char *buf = arg;
     size_t len = strlen(buf);
-    snprintf(buf + len, 512 - len, "%s=%s;", where, path ? path : "(unterminated)");
+    if (path != NULL)
+        snprintf(buf + len, 512 - len, "%s=%.*s;", where, (int)plen, path);
+    else
+        snprintf(buf + len, 512 - len, "%s=(unterminated);", where);
     return 0;
 }
 
@@ -142,6 +146,78 @@ static void test_template_refs(void **state)
     assert_string_equal(
         buf, "input.a=input.x;input.b[0]=steps.s.output.y;input.b[0]=saga.id;");
     json_decref(t);
+
+    /* An unterminated "${" is reported and the walk goes on. */
+    t = json_loads(
+        "{\"a\":\"${input.x\",\"b\":[\"${input.y} ${input.z\",\"${input.w}\"]}", 0, NULL);
+    buf[0] = '\0';
+    assert_int_equal(saga_template_refs(t, "input", collect, buf), -1);
+    assert_string_equal(buf, "input.a=(unterminated);input.b[0]=input.y;input.b[0]=("
+                             "unterminated);input.b[1]=input.w;");
+    json_decref(t);
+}
+
+/* The validator and the resolver share one parser: a path is malformed
+ * for both or for neither, and both say the same about it. */
+static void test_ref_parser_shared(void **state)
+{
+    static const char *const paths[] = {"input",
+                                        "input.a",
+                                        "input.items[0].sku",
+                                        "input[0][1]",
+                                        "steps.a.output",
+                                        "saga.id",
+                                        "input.a-b_c",
+                                        "",
+                                        "input.",
+                                        "input..y",
+                                        "input[x]",
+                                        "input.[0]",
+                                        "input[1",
+                                        "input]",
+                                        "input[0]x",
+                                        ".input",
+                                        "[0]",
+                                        " input.x ",
+                                        "input.a${input.b",
+                                        "input[99999999999]",
+                                        "input.\tx"};
+    json_t *c = ctx();
+    (void)state;
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        char why[160] = "", tmpl[64];
+        saga_error err = {0};
+        json_t *t, *out;
+        int n =
+            saga_template_parse_ref(paths[i], strlen(paths[i]), NULL, 0, why, sizeof why);
+        snprintf(tmpl, sizeof tmpl, "${%s}", paths[i]);
+        t = json_string(tmpl);
+        out = saga_template_resolve(t, c, &err);
+        if (n < 0) {
+            assert_null(out);
+            assert_int_equal(err.code, SAGA_EDEF);
+            if (strstr(err.message, why) == NULL)
+                fail_msg("%s: resolver says \"%s\", parser says \"%s\"", tmpl,
+                         err.message, why);
+        } else if (out == NULL && err.code == SAGA_EDEF) {
+            fail_msg("%s parses but the resolver calls it malformed: %s", tmpl,
+                     err.message);
+        }
+        json_decref(out);
+        json_decref(t);
+    }
+    json_decref(c);
+    {
+        saga_ref_seg seg[4];
+        char why[160];
+        assert_int_equal(
+            saga_template_parse_ref("steps.a.output[12].x", 20, seg, 4, why, sizeof why),
+            5);
+        assert_int_equal(seg[1].key_len, 1);
+        assert_memory_equal(seg[1].key, "a", 1);
+        assert_null(seg[3].key);
+        assert_int_equal(seg[3].index, 12);
+    }
 }
 
 /* ---- definitions ---- */
@@ -315,7 +391,12 @@ static void test_groups(void **state)
     static const char *const split[] = {"steps[2]|group \"g\" is split", NULL};
     static const char *const same[] = {"steps[1].input.x|runs at the same time", NULL};
     static const char *const pivot[] = {"steps[1]|in group", NULL};
-    static const char *const comp[] = {"steps[0]|has no compensation", NULL};
+    static const char *const comp[] = {"steps[0]|is in parallel group \"g\" but has no "
+                                       "compensation",
+                                       NULL};
+    static const char *const last[] = {"steps[2]|is in parallel group \"g\" but has no "
+                                       "compensation",
+                                       NULL};
     saga_definition *d;
     (void)state;
     d = parse_ok("{\"name\":\"x\",\"steps\":["
@@ -340,9 +421,10 @@ static void test_groups(void **state)
         "{\"name\":\"c\",\"group\":\"g\",\"service\":\"s\",\"action\":\"c\"}]}",
         1, split);
     expect_problems("{\"name\":\"x\",\"steps\":["
-                    "{\"name\":\"a\",\"group\":\"g\",\"service\":\"s\",\"action\":\"a\"},"
+                    "{\"name\":\"a\",\"group\":\"g\",\"service\":\"s\",\"action\":\"a\","
+                    "\"compensation\":null},"
                     "{\"name\":\"b\",\"group\":\"g\",\"service\":\"s\",\"action\":\"b\","
-                    "\"input\":{\"x\":\"${steps.a.output.id}\"}}]}",
+                    "\"compensation\":null,\"input\":{\"x\":\"${steps.a.output.id}\"}}]}",
                     1, same);
     expect_problems("{\"name\":\"x\",\"steps\":["
                     "{\"name\":\"a\",\"group\":\"g\",\"service\":\"s\",\"action\":\"a\","
@@ -357,6 +439,95 @@ static void test_groups(void **state)
                     "\"compensation\":\"u\"},"
                     "{\"name\":\"c\",\"service\":\"s\",\"action\":\"c\"}]}",
                     1, comp);
+    /* ... and so do the members of the last group: one can be given up
+     * while in flight when another fails. */
+    expect_problems(
+        "{\"name\":\"x\",\"steps\":["
+        "{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\","
+        "\"compensation\":\"u\"},"
+        "{\"name\":\"b\",\"group\":\"g\",\"service\":\"s\",\"action\":\"b\","
+        "\"compensation\":null},"
+        "{\"name\":\"c\",\"group\":\"g\",\"service\":\"s\",\"action\":\"c\"}]}",
+        1, last);
+}
+
+/* Read a whole small file; NULL if it cannot be read. */
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long n;
+    if (f == NULL)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    rewind(f);
+    buf = calloc(1, (size_t)n + 1);
+    if (buf != NULL && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    return buf;
+}
+
+/* Each tests/data/invalid/NAME.json gives exactly the problems, in order,
+ * that NAME.expected lists ("where: message" a line). Together they cover
+ * every message the validator has (test_cli_validation.sh checks the same
+ * files through sagactl validate). */
+static void test_every_message_exactly(void **state)
+{
+    glob_t g;
+    int files = 0;
+    (void)state;
+    assert_int_equal(glob("tests/data/invalid/*.json", 0, NULL, &g), 0);
+    for (size_t i = 0; i < g.gl_pathc; i++) {
+        char exp_path[512], got[16384] = "", *want;
+        saga_definition *d = NULL;
+        saga_def_problems p = {0};
+        size_t len = 0;
+        snprintf(exp_path, sizeof exp_path, "%.*s.expected",
+                 (int)(strlen(g.gl_pathv[i]) - 5), g.gl_pathv[i]);
+        want = slurp(exp_path);
+        if (want == NULL)
+            fail_msg("%s has no %s", g.gl_pathv[i], exp_path);
+        assert_int_equal(saga_definition_load_file(g.gl_pathv[i], &d, &p), SAGA_EDEF);
+        assert_null(d);
+        for (int k = 0; k < p.count && k < 64; k++)
+            len += (size_t)snprintf(got + len, sizeof got - len, "%s: %s\n",
+                                    p.items[k].where, p.items[k].message);
+        if (strcmp(got, want) != 0)
+            fail_msg("%s:\n--- got\n%s--- expected (%s)\n%s", g.gl_pathv[i], got,
+                     exp_path, want);
+        free(want);
+        files++;
+    }
+    globfree(&g);
+    assert_true(files >= 30);
+    print_message("%d invalid definitions gave exactly the expected problems\n", files);
+}
+
+/* The two messages no data file can carry. */
+static void test_too_many_steps_and_no_file(void **state)
+{
+    json_t *body = json_pack("{s:s, s:[]}", "name", "x", "steps");
+    saga_definition *d = NULL;
+    saga_def_problems p = {0};
+    (void)state;
+    for (int i = 0; i < 1001; i++)
+        json_array_append_new(
+            json_object_get(body, "steps"),
+            json_pack("{s:s, s:s, s:s}", "name", "a", "service", "s", "action", "a"));
+    assert_int_equal(saga_definition_from_json(body, &d, &p), SAGA_EDEF);
+    assert_int_equal(p.count, 1);
+    assert_string_equal(p.items[0].where, "steps");
+    assert_string_equal(p.items[0].message, "found 1001 steps; at most 1000 are allowed");
+    json_decref(body);
+    memset(&p, 0, sizeof p);
+    assert_int_equal(saga_definition_load_file("no/such.json", &d, &p), SAGA_EIO);
+    assert_int_equal(p.count, 1);
+    assert_string_equal(p.items[0].where, "no/such.json");
+    assert_string_equal(p.items[0].message, "cannot open: No such file or directory");
 }
 
 int main(void)
@@ -371,6 +542,9 @@ int main(void)
         cmocka_unit_test(test_structural_problems),
         cmocka_unit_test(test_compensation_required_where_needed),
         cmocka_unit_test(test_groups),
+        cmocka_unit_test(test_ref_parser_shared),
+        cmocka_unit_test(test_every_message_exactly),
+        cmocka_unit_test(test_too_many_steps_and_no_file),
     };
     return cmocka_run_group_tests_name("definitions", tests, NULL, NULL);
 }
