@@ -1,5 +1,6 @@
 /* The definition builder: a thin layer that writes the definition's JSON
  * as it is declared, so that the result is the file format itself. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,11 +20,27 @@ static json_t *step_obj(saga_def_step *s)
     return (json_t *)s;
 }
 
+/* json_string() returns NULL both when out of memory and for text that is
+ * not UTF-8; the caller's mistake must not be reported as SAGA_ENOMEM. */
+static int new_string(const char *value, json_t **out)
+{
+    json_t *raw;
+    if ((*out = json_string(value)) != NULL)
+        return SAGA_OK;
+    raw = json_string_nocheck(value);
+    json_decref(raw);
+    return raw != NULL ? SAGA_EINVAL : SAGA_ENOMEM;
+}
+
 static int set_str(json_t *obj, const char *key, const char *value)
 {
+    json_t *v;
+    int rc;
     if (obj == NULL || value == NULL || *value == '\0')
         return SAGA_EINVAL;
-    return json_object_set_new(obj, key, json_string(value)) == 0 ? SAGA_OK : SAGA_ENOMEM;
+    if ((rc = new_string(value, &v)) != SAGA_OK)
+        return rc;
+    return json_object_set_new(obj, key, v) == 0 ? SAGA_OK : SAGA_ENOMEM;
 }
 
 saga_def *saga_def_new(const char *name)
@@ -50,6 +67,9 @@ void saga_def_free(saga_def *d)
     free(d);
 }
 
+/* The "defaults" object, created on first use; NULL only when out of
+ * memory, so that callers can tell SAGA_ENOMEM from SAGA_EINVAL (they
+ * check their arguments before, and clean up after, see defaults_done). */
 static json_t *defaults(saga_def *d)
 {
     json_t *o = json_object_get(d->obj, "defaults");
@@ -61,37 +81,60 @@ static json_t *defaults(saga_def *d)
     return o;
 }
 
-/* Whole numbers stay integers, as a person writes them in a file. */
+/* Whole numbers stay integers, as a person writes them in a file. Only
+ * values a double holds exactly as an integer (|v| <= 2^53) are converted:
+ * the cast of a larger value, or of NaN, would be undefined. NULL for NaN
+ * and infinities, which JSON cannot hold. */
 static json_t *number(double v)
 {
-    return v == (double)(json_int_t)v ? json_integer((json_int_t)v) : json_real(v);
+    if (!isfinite(v))
+        return NULL;
+    if (fabs(v) <= 9007199254740992.0 && v == floor(v))
+        return json_integer((json_int_t)v);
+    return json_real(v);
 }
 
-static json_t *retry_obj(const saga_retry_spec *spec)
+static int set_new(json_t *o, const char *key, json_t *v)
 {
-    json_t *o = json_object();
-    if (o == NULL)
-        return NULL;
+    return v != NULL && json_object_set_new(o, key, v) == 0 ? SAGA_OK : SAGA_ENOMEM;
+}
+
+/* The policy as JSON into *out; SAGA_EINVAL for a multiplier or jitter
+ * that is not a finite number. */
+static int retry_obj(const saga_retry_spec *spec, json_t **out)
+{
+    json_t *o, *v;
+    int rc = SAGA_OK;
+    *out = NULL;
+    if (!isfinite(spec->multiplier) || !isfinite(spec->jitter))
+        return SAGA_EINVAL;
+    if ((o = json_object()) == NULL)
+        return SAGA_ENOMEM;
     if (spec->max_attempts > 0)
-        json_object_set_new(o, "max_attempts", json_integer(spec->max_attempts));
-    if (spec->backoff != NULL)
-        json_object_set_new(o, "backoff", json_string(spec->backoff));
-    if (spec->max_backoff != NULL)
-        json_object_set_new(o, "max_backoff", json_string(spec->max_backoff));
-    if (spec->multiplier > 0)
-        json_object_set_new(o, "multiplier", number(spec->multiplier));
-    if (spec->jitter >= 0)
-        json_object_set_new(o, "jitter", number(spec->jitter));
-    return o;
+        rc = set_new(o, "max_attempts", json_integer(spec->max_attempts));
+    if (rc == SAGA_OK && spec->backoff != NULL &&
+        (rc = new_string(spec->backoff, &v)) == 0)
+        rc = set_new(o, "backoff", v);
+    if (rc == SAGA_OK && spec->max_backoff != NULL &&
+        (rc = new_string(spec->max_backoff, &v)) == 0)
+        rc = set_new(o, "max_backoff", v);
+    if (rc == SAGA_OK && spec->multiplier > 0)
+        rc = set_new(o, "multiplier", number(spec->multiplier));
+    if (rc == SAGA_OK && spec->jitter >= 0)
+        rc = set_new(o, "jitter", number(spec->jitter));
+    if (rc != SAGA_OK) {
+        json_decref(o);
+        return rc;
+    }
+    *out = o;
+    return SAGA_OK;
 }
 
 static int set_retry(json_t *parent, const char *key, const saga_retry_spec *spec)
 {
     json_t *o;
-    if (parent == NULL || spec == NULL)
-        return SAGA_EINVAL;
-    o = retry_obj(spec);
-    return o != NULL && json_object_set_new(parent, key, o) == 0 ? SAGA_OK : SAGA_ENOMEM;
+    int rc = retry_obj(spec, &o);
+    return rc != SAGA_OK ? rc : set_new(parent, key, o);
 }
 
 int saga_def_description(saga_def *d, const char *text)
@@ -104,19 +147,43 @@ int saga_def_deadline(saga_def *d, const char *duration)
     return d ? set_str(d->obj, "deadline", duration) : SAGA_EINVAL;
 }
 
+/* A failed setter leaves no "defaults" object it created for nothing. */
+static int defaults_done(saga_def *d, int rc)
+{
+    json_t *o = json_object_get(d->obj, "defaults");
+    if (rc != SAGA_OK && o != NULL && json_object_size(o) == 0)
+        json_object_del(d->obj, "defaults");
+    return rc;
+}
+
 int saga_def_default_timeout(saga_def *d, const char *duration)
 {
-    return d ? set_str(defaults(d), "timeout", duration) : SAGA_EINVAL;
+    json_t *o;
+    if (d == NULL || duration == NULL || *duration == '\0')
+        return SAGA_EINVAL;
+    if ((o = defaults(d)) == NULL)
+        return SAGA_ENOMEM;
+    return defaults_done(d, set_str(o, "timeout", duration));
 }
 
 int saga_def_default_retry(saga_def *d, const saga_retry_spec *spec)
 {
-    return d ? set_retry(defaults(d), "retry", spec) : SAGA_EINVAL;
+    json_t *o;
+    if (d == NULL || spec == NULL)
+        return SAGA_EINVAL;
+    if ((o = defaults(d)) == NULL)
+        return SAGA_ENOMEM;
+    return defaults_done(d, set_retry(o, "retry", spec));
 }
 
 int saga_def_default_compensation_retry(saga_def *d, const saga_retry_spec *spec)
 {
-    return d ? set_retry(defaults(d), "compensation_retry", spec) : SAGA_EINVAL;
+    json_t *o;
+    if (d == NULL || spec == NULL)
+        return SAGA_EINVAL;
+    if ((o = defaults(d)) == NULL)
+        return SAGA_ENOMEM;
+    return defaults_done(d, set_retry(o, "compensation_retry", spec));
 }
 
 saga_def_step *saga_def_add_step(saga_def *d, const char *name, const char *service,
@@ -134,13 +201,16 @@ saga_def_step *saga_def_add_step(saga_def *d, const char *name, const char *serv
 
 int saga_def_step_compensation(saga_def_step *s, const char *compensation)
 {
+    json_t *v = NULL;
+    int rc;
     if (s == NULL || (compensation != NULL && *compensation == '\0'))
         return SAGA_EINVAL;
-    return json_object_set_new(step_obj(s), "compensation",
-                               compensation ? json_string(compensation) : json_null()) ==
-                   0
-               ? SAGA_OK
-               : SAGA_ENOMEM;
+    if (compensation == NULL)
+        v = json_null();
+    else if ((rc = new_string(compensation, &v)) != SAGA_OK)
+        return rc;
+    return json_object_set_new(step_obj(s), "compensation", v) == 0 ? SAGA_OK
+                                                                    : SAGA_ENOMEM;
 }
 
 int saga_def_step_input(saga_def_step *s, json_t *input)
@@ -159,12 +229,12 @@ int saga_def_step_timeout(saga_def_step *s, const char *duration)
 
 int saga_def_step_retry(saga_def_step *s, const saga_retry_spec *spec)
 {
-    return s ? set_retry(step_obj(s), "retry", spec) : SAGA_EINVAL;
+    return s && spec ? set_retry(step_obj(s), "retry", spec) : SAGA_EINVAL;
 }
 
 int saga_def_step_compensation_retry(saga_def_step *s, const saga_retry_spec *spec)
 {
-    return s ? set_retry(step_obj(s), "compensation_retry", spec) : SAGA_EINVAL;
+    return s && spec ? set_retry(step_obj(s), "compensation_retry", spec) : SAGA_EINVAL;
 }
 
 int saga_def_step_description(saga_def_step *s, const char *text)

@@ -1,7 +1,10 @@
 /* The C builder yields the same JSON as the definition files: the order
  * saga declared in code equals sagas/order.json, and every definition file
- * in the repository survives JSON -> builder -> JSON unchanged. */
+ * in the repository survives JSON -> builder -> JSON unchanged
+ * (tests/data/every_key.json uses every key the builder writes, so each
+ * setter is checked against the file format). */
 #include <glob.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -139,12 +142,103 @@ static saga_def *rebuild(json_t *j)
     return d;
 }
 
+/* Every key that the builder can write, at the top, in defaults, in a step
+ * and in a retry policy; "compensation" is counted as string and as null. */
+static const char *const builder_keys[] = {"$.name",
+                                           "$.description",
+                                           "$.deadline",
+                                           "$.steps",
+                                           "defaults.timeout",
+                                           "defaults.retry",
+                                           "defaults.compensation_retry",
+                                           "step.name",
+                                           "step.service",
+                                           "step.action",
+                                           "step.compensation:string",
+                                           "step.compensation:null",
+                                           "step.input",
+                                           "step.timeout",
+                                           "step.retry",
+                                           "step.compensation_retry",
+                                           "step.pivot:true",
+                                           "step.pivot:false",
+                                           "step.description",
+                                           "step.group",
+                                           "retry.max_attempts",
+                                           "retry.backoff",
+                                           "retry.max_backoff",
+                                           "retry.multiplier:integer",
+                                           "retry.multiplier:real",
+                                           "retry.jitter:integer",
+                                           "retry.jitter:real",
+                                           NULL};
+
+static void seen(int *used, const char *key)
+{
+    for (int i = 0; builder_keys[i] != NULL; i++)
+        if (strcmp(builder_keys[i], key) == 0)
+            used[i] = 1;
+}
+
+static void seen_retry(int *used, json_t *r)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(r, k, v)
+    {
+        char key[64];
+        int kind = strcmp(k, "multiplier") == 0 || strcmp(k, "jitter") == 0;
+        snprintf(key, sizeof key, "retry.%s%s", k,
+                 !kind                ? ""
+                 : json_is_integer(v) ? ":integer"
+                                      : ":real");
+        seen(used, key);
+    }
+}
+
+static void seen_keys(int *used, json_t *file)
+{
+    const char *k;
+    json_t *v, *step;
+    size_t i;
+    json_object_foreach(file, k, v)
+    {
+        char key[64];
+        snprintf(key, sizeof key, "$.%s", k);
+        seen(used, key);
+    }
+    json_object_foreach(json_object_get(file, "defaults"), k, v)
+    {
+        char key[64];
+        snprintf(key, sizeof key, "defaults.%s", k);
+        seen(used, key);
+        if (json_is_object(v))
+            seen_retry(used, v);
+    }
+    json_array_foreach(json_object_get(file, "steps"), i, step)
+    {
+        json_object_foreach(step, k, v)
+        {
+            char key[64];
+            const char *kind = "";
+            if (strcmp(k, "compensation") == 0)
+                kind = json_is_null(v) ? ":null" : ":string";
+            else if (strcmp(k, "pivot") == 0)
+                kind = json_is_true(v) ? ":true" : ":false";
+            snprintf(key, sizeof key, "step.%s%s", k, kind);
+            seen(used, key);
+            if (strcmp(k, "retry") == 0 || strcmp(k, "compensation_retry") == 0)
+                seen_retry(used, v);
+        }
+    }
+}
+
 static void test_every_file_round_trips(void **state)
 {
     static const char *const patterns[] = {"sagas/*.json", "tests/integration/*/*.json",
                                            "examples/hello/*.json",
-                                           "tests/interop/*.json"};
-    int files = 0;
+                                           "tests/interop/*.json", "tests/data/*.json"};
+    int files = 0, used[sizeof builder_keys / sizeof builder_keys[0]] = {0};
     (void)state;
     for (size_t p = 0; p < sizeof patterns / sizeof patterns[0]; p++) {
         glob_t g;
@@ -158,10 +252,17 @@ static void test_every_file_round_trips(void **state)
             assert_non_null(file);
             d = rebuild(file);
             built = saga_def_to_json(d);
-            if (!json_equal(built, file))
-                fail_msg("%s does not survive the builder", g.gl_pathv[i]);
+            if (!json_equal(built, file)) {
+                char *a = json_dumps(built, JSON_SORT_KEYS),
+                     *b = json_dumps(file, JSON_SORT_KEYS);
+                fail_msg("%s does not survive the builder:\nbuilt: %s\nfile:  %s",
+                         g.gl_pathv[i], a, b);
+            }
             /* And what the builder makes is a valid definition. */
-            assert_int_equal(saga_definition_from_json(built, &parsed, &probs), SAGA_OK);
+            if (saga_definition_from_json(built, &parsed, &probs) != SAGA_OK)
+                fail_msg("%s: %s: %s", g.gl_pathv[i], probs.items[0].where,
+                         probs.items[0].message);
+            seen_keys(used, file);
             saga_definition_free(parsed);
             json_decref(built);
             json_decref(file);
@@ -170,8 +271,85 @@ static void test_every_file_round_trips(void **state)
         }
         globfree(&g);
     }
-    assert_true(files >= 6);
+    assert_true(files >= 7);
+    for (int i = 0; builder_keys[i] != NULL; i++)
+        if (!used[i])
+            fail_msg("no definition file uses %s: that setter is not checked against "
+                     "the file format (add it to tests/data/every_key.json)",
+                     builder_keys[i]);
     print_message("%d definition files round-tripped\n", files);
+}
+
+/* An allocator that fails on demand, to reach the builder's SAGA_ENOMEM. */
+static int fail_allocs;
+
+static void *failing_malloc(size_t n)
+{
+    return fail_allocs ? NULL : malloc(n);
+}
+
+static void test_builder_errors(void **state)
+{
+    saga_def *d = saga_def_new("x");
+    saga_retry_spec r = SAGA_RETRY_SPEC_INIT;
+    saga_def_step *s;
+    json_t *j, *pol;
+    (void)state;
+    assert_non_null(d);
+    /* Arguments are checked before anything is written: a refused call
+     * leaves no empty "defaults" behind. */
+    assert_int_equal(saga_def_default_timeout(d, ""), SAGA_EINVAL);
+    assert_int_equal(saga_def_default_timeout(d, "\xff"), SAGA_EINVAL); /* not UTF-8 */
+    assert_int_equal(saga_def_default_compensation_retry(d, NULL), SAGA_EINVAL);
+    r.multiplier = NAN;
+    assert_int_equal(saga_def_default_retry(d, &r), SAGA_EINVAL);
+    r.multiplier = 0;
+    r.jitter = INFINITY;
+    assert_int_equal(saga_def_default_retry(d, &r), SAGA_EINVAL);
+    r.jitter = -1;
+    r.backoff = "\xc3\x28"; /* an invalid UTF-8 sequence */
+    assert_int_equal(saga_def_default_retry(d, &r), SAGA_EINVAL);
+    j = saga_def_to_json(d);
+    assert_null(json_object_get(j, "defaults"));
+    json_decref(j);
+
+    /* Out of memory is SAGA_ENOMEM, not SAGA_EINVAL: creating "defaults"
+     * is the first allocation of these setters. */
+    s = saga_def_add_step(d, "a", "svc", "act");
+    json_set_alloc_funcs(failing_malloc, free);
+    fail_allocs = 1;
+    assert_int_equal(saga_def_default_timeout(d, "1s"), SAGA_ENOMEM);
+    assert_int_equal(saga_def_default_retry(d, &(saga_retry_spec)SAGA_RETRY_SPEC_INIT),
+                     SAGA_ENOMEM);
+    assert_int_equal(saga_def_step_timeout(s, "1s"), SAGA_ENOMEM);
+    assert_int_equal(saga_def_step_compensation(s, "undo"), SAGA_ENOMEM);
+    fail_allocs = 0;
+    json_set_alloc_funcs(malloc, free);
+
+    /* Whole numbers become integers only where a double holds them exactly;
+     * larger ones stay reals (casting them would be undefined). */
+    r = (saga_retry_spec)SAGA_RETRY_SPEC_INIT;
+    r.multiplier = 1e300;
+    r.jitter = 0.25;
+    assert_int_equal(saga_def_step_retry(s, &r), SAGA_OK);
+    r.multiplier = 9007199254740992.0; /* 2^53 */
+    r.jitter = 1;
+    assert_int_equal(saga_def_step_compensation_retry(s, &r), SAGA_OK);
+    j = saga_def_to_json(d);
+    pol = json_object_get(json_array_get(json_object_get(j, "steps"), 0), "retry");
+    assert_true(json_is_real(json_object_get(pol, "multiplier")));
+    assert_true(json_real_value(json_object_get(pol, "multiplier")) == 1e300);
+    assert_true(json_is_real(json_object_get(pol, "jitter")));
+    pol = json_object_get(json_array_get(json_object_get(j, "steps"), 0),
+                          "compensation_retry");
+    assert_int_equal(json_integer_value(json_object_get(pol, "multiplier")),
+                     9007199254740992LL);
+    assert_true(json_is_integer(json_object_get(pol, "jitter")));
+    json_decref(j);
+    assert_int_equal(saga_def_step_retry(s, NULL), SAGA_EINVAL);
+    assert_int_equal(saga_def_step_group(s, ""), SAGA_EINVAL);
+    assert_null(saga_def_add_step(d, "\xff", "svc", "act"));
+    saga_def_free(d);
 }
 
 static void test_builder_misuse_and_file(void **state)
@@ -217,6 +395,7 @@ int main(void)
         cmocka_unit_test(test_order_saga_in_code),
         cmocka_unit_test(test_every_file_round_trips),
         cmocka_unit_test(test_builder_misuse_and_file),
+        cmocka_unit_test(test_builder_errors),
     };
     return cmocka_run_group_tests_name("definition builder", tests, NULL, NULL);
 }

@@ -1,8 +1,18 @@
 /* libsaga: declare a saga definition in C. The builder yields the same JSON
  * as a definition file (docs/DEFINITIONS.md); deploy it with `sagactl defs
- * deploy` or put the file in sagad's folder. Every setter returns SAGA_OK,
- * SAGA_EINVAL (NULL or empty argument) or SAGA_ENOMEM; validation happens
- * where definitions are loaded (sagactl validate, defs deploy, sagad). */
+ * deploy` or put the file in sagad's folder.
+ *
+ * Errors: every setter returns SAGA_OK, SAGA_EINVAL (a NULL handle or
+ * argument, an empty string, text that is not UTF-8, or what the function
+ * says below) or SAGA_ENOMEM (allocation failed); a call that fails leaves
+ * the definition as it was. The builder checks only what it needs to write
+ * JSON: the rules of the format (durations, ranges, references, ...) are
+ * checked where definitions are loaded — sagactl validate, defs deploy and
+ * sagad — or by saga_def_write_file() followed by `sagactl validate`.
+ *
+ * Threads: a saga_def and its step handles belong to one thread at a time
+ * (no locking inside); different definitions may be built in different
+ * threads at once. saga_def_to_json() returns an independent copy. */
 #ifndef SAGA_BUILDER_H
 #define SAGA_BUILDER_H
 
@@ -19,7 +29,8 @@ typedef struct saga_def_step
     saga_def_step; /* one of its steps (owned by the definition) */
 
 /* A retry policy; fields left at their SAGA_RETRY_SPEC_INIT values are not
- * written (the defaults apply). */
+ * written (the defaults apply). A multiplier or jitter that is NaN or
+ * infinite makes the setter return SAGA_EINVAL. */
 typedef struct saga_retry_spec {
     int max_attempts;        /* 0: not set */
     const char *backoff;     /* duration, NULL: not set */
@@ -33,42 +44,52 @@ typedef struct saga_retry_spec {
         0, NULL, NULL, 0.0, -1.0                                                         \
     }
 
-/* A new definition named name; NULL on allocation failure or bad name.
- * The caller frees it with saga_def_free(). */
+/* A new definition named name; NULL when name is NULL, empty or not UTF-8,
+ * or on allocation failure. The caller frees it with saga_def_free(). */
 SAGA_API saga_def *saga_def_new(const char *name);
+/* Frees d and its step handles; NULL is ignored. */
 SAGA_API void saga_def_free(saga_def *d);
 
+/* Top-level "description" and "deadline" (a duration such as "5m"). */
 SAGA_API int saga_def_description(saga_def *d, const char *text);
 SAGA_API int saga_def_deadline(saga_def *d, const char *duration);
+/* "defaults": the timeout and the policies of steps that set none. A
+ * second call replaces what the first wrote. */
 SAGA_API int saga_def_default_timeout(saga_def *d, const char *duration);
 SAGA_API int saga_def_default_retry(saga_def *d, const saga_retry_spec *spec);
 SAGA_API int saga_def_default_compensation_retry(saga_def *d,
                                                  const saga_retry_spec *spec);
 
-/* Append a step; the handle stays valid until saga_def_free(). NULL on a
- * bad argument or allocation failure. */
+/* Append a step; the handle stays valid until saga_def_free(). NULL when d
+ * is NULL, an argument is NULL, empty or not UTF-8, or on allocation
+ * failure. */
 SAGA_API saga_def_step *saga_def_add_step(saga_def *d, const char *name,
                                           const char *service, const char *action);
 /* The compensation's name; NULL declares that there is nothing to undo
  * (written as "compensation": null). Without this call the step has no
  * compensation key at all: it is irreversible. */
 SAGA_API int saga_def_step_compensation(saga_def_step *s, const char *compensation);
-/* The step's input template (a JSON object; stolen, also on failure). */
+/* The step's input template (a JSON object; stolen, also on failure).
+ * SAGA_EINVAL when input is not an object. */
 SAGA_API int saga_def_step_input(saga_def_step *s, json_t *input);
+/* The step's own timeout (a duration) and policies, over the defaults. */
 SAGA_API int saga_def_step_timeout(saga_def_step *s, const char *duration);
 SAGA_API int saga_def_step_retry(saga_def_step *s, const saga_retry_spec *spec);
 SAGA_API int saga_def_step_compensation_retry(saga_def_step *s,
                                               const saga_retry_spec *spec);
 SAGA_API int saga_def_step_description(saga_def_step *s, const char *text);
+/* Writes "pivot": true when pivot is non-zero, else "pivot": false. */
 SAGA_API int saga_def_step_pivot(saga_def_step *s, int pivot);
 /* Run with the adjacent steps of the same group, in parallel. */
 SAGA_API int saga_def_step_group(saga_def_step *s, const char *group);
 
-/* The definition as JSON: a new reference the caller decrefs (NULL on
- * allocation failure). */
+/* The definition as JSON: a new reference the caller decrefs (NULL when d
+ * is NULL or on allocation failure). */
 SAGA_API json_t *saga_def_to_json(const saga_def *d);
 
-/* Write it to path as indented JSON. */
+/* Write it to path as indented JSON, keys in the order they were set.
+ * SAGA_EINVAL when d or path is NULL, SAGA_EIO when the file cannot be
+ * written; err (may be NULL) says which. */
 SAGA_API int saga_def_write_file(const saga_def *d, const char *path, saga_error *err);
 
 #ifdef __cplusplus
