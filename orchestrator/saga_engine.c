@@ -123,9 +123,11 @@ typedef struct rate_limit {
     uint64_t suppressed; /* not written since */
 } rate_limit;
 
-#define BREAKERS_SEEN     256   /* the gate tracks at most this many services */
-#define WARN_EVERY_MS     10000 /* a repeating warning: one line per 10 s */
-#define FINISHED_EVERY_MS 60000 /* finished sagas are counted once a minute */
+#define BREAKERS_SEEN 256   /* the gate tracks at most this many services */
+#define WARN_EVERY_MS 10000 /* a repeating warning: one line per 10 s */
+/* Finished sagas are counted every this many observe intervals (a minute
+ * by default): that count grows with the history (saga_observe.h). */
+#define FINISHED_EVERY 12
 
 struct saga_engine {
     saga_engine_config cfg;
@@ -1094,7 +1096,8 @@ static void observe(saga_engine *e)
     warn_flush(&e->malformed, "malformed replies skipped");
     if (ensure_db(e) == 0) {
         if (with_finished)
-            e->next_finished_ms = mono_ms() + FINISHED_EVERY_MS;
+            e->next_finished_ms =
+                mono_ms() + (int64_t)FINISHED_EVERY * e->cfg.observe_interval_ms;
         if (saga_observe_sagas(e->db, with_finished, &e->m, &err) != SAGA_OK ||
             saga_observe_services(e->db, e->owner, e->gate, now, &e->m, &err) !=
                 SAGA_OK) {

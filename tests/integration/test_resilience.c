@@ -2,7 +2,10 @@
  * the circuit breaker holds commands to a service that keeps failing
  * (steps wait, they do not fail) and lets them go once it is back; the
  * bulkhead caps the commands out to a slow service while a fast one runs
- * freely. Both are watched through sagad's /metrics and `sagactl stats`. */
+ * freely. Both are watched through sagad's /metrics and `sagactl stats`.
+ * A service that never answers times its steps out until the saga fails;
+ * duplicate, malformed and stray replies are counted, not logged per
+ * message: sagad's log at info stays a few lines long. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -18,6 +21,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <librdkafka/rdkafka.h>
 
 #include "harness.h"
 #include "saga/saga.h"
@@ -130,6 +134,23 @@ static void write_def(const char *name, const char *service)
     fclose(f);
 }
 
+/* "mute" has no participant at all: every attempt times out. Two attempts,
+ * then one for the compensation, then the saga is failed. */
+static void write_mute_def(void)
+{
+    char path[512];
+    FILE *f;
+    snprintf(path, sizeof path, "%s/mute_saga.json", defs_dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "{\"name\":\"mute_saga\",\"defaults\":{\"timeout\":\"500ms\",\"retry\":"
+               "{\"max_attempts\":2,\"backoff\":\"100ms\"},\"compensation_retry\":"
+               "{\"max_attempts\":1}},"
+               "\"steps\":[{\"name\":\"only\",\"service\":\"mute\",\"action\":\"work\","
+               "\"compensation\":\"undo\"}]}\n");
+    fclose(f);
+}
+
 /* GET path from sagad's HTTP endpoint; the body into buf. Returns the
  * HTTP status, or -1. */
 static int http_get(const char *path, char *buf, size_t size)
@@ -211,6 +232,7 @@ static int setup(void **state)
     write_def("flaky_saga", "flaky");
     write_def("slow_saga", "slow");
     write_def("fast_saga", "fast");
+    write_mute_def();
     start_service(&flaky);
     start_service(&slow);
     start_service(&fast);
@@ -257,6 +279,74 @@ static int teardown(void **state)
     return 0;
 }
 
+/* Lines of sagad's log that contain needle. */
+static int log_lines(const char *needle)
+{
+    FILE *f = fopen(sagad.log, "r");
+    char line[8192];
+    int n = 0;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        n += needle == NULL || strstr(line, needle) != NULL;
+    if (f != NULL)
+        fclose(f);
+    return n;
+}
+
+/* Put messages on sagad's reply topic, as a participant would. */
+static void produce_replies(const char *const *texts, int n)
+{
+    char errstr[512], topic[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk;
+    snprintf(topic, sizeof topic, "%sreply", getenv("SAGA_TOPIC_PREFIX"));
+    assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers",
+                                       it_env("SAGA_KAFKA_BROKERS"), errstr,
+                                       sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    assert_non_null(rk);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(
+            rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(topic),
+                              RD_KAFKA_V_VALUE((void *)texts[i], strlen(texts[i])),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END),
+            RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(rd_kafka_flush(rk, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_destroy(rk);
+}
+
+/* A reply encoded as a participant would send it; the caller frees it. */
+static char *reply_text(const char *saga_id, int step, int attempt)
+{
+    saga_reply r = {0};
+    saga_error err = {0};
+    char cid[128], *text = NULL;
+    r.v = SAGA_PROTOCOL_VERSION;
+    snprintf(r.saga_id, sizeof r.saga_id, "%s", saga_id);
+    r.step = step;
+    r.phase = SAGA_PHASE_INVOKE;
+    saga_command_id_format(cid, sizeof cid, saga_id, step, SAGA_PHASE_INVOKE);
+    r.command_id = cid;
+    r.attempt = attempt;
+    r.status = SAGA_REPLY_OK;
+    assert_int_equal(saga_reply_encode(&r, &text, NULL, &err), SAGA_OK);
+    return text;
+}
+
+/* Wait until the sample reaches at least want (the engine counts on
+ * commit); returns the last value seen. */
+static double wait_sample(const char *series, double want)
+{
+    double v = -1;
+    for (int i = 0; i < 100; i++) {
+        v = sample(scrape(), series);
+        if (v >= want)
+            break;
+        usleep(100 * 1000);
+    }
+    return v;
+}
+
 static void test_health_endpoints(void **state)
 {
     char buf[4096];
@@ -267,6 +357,23 @@ static void test_health_endpoints(void **state)
         usleep(100 * 1000);
     assert_int_equal(http_get("/readyz", buf, sizeof buf), 200);
     assert_int_equal(http_get("/nope", buf, sizeof buf), 404);
+    /* Every definition's outcome series exists from the start, so that
+     * increase() sees the first failure; every status has its gauge. */
+    {
+        char *m = scrape();
+        assert_true(
+            sample(m, "saga_sagas_total{definition=\"mute_saga\",outcome=\"failed\"}") ==
+            0);
+        assert_true(
+            sample(m,
+                   "saga_sagas_total{definition=\"flaky_saga\",outcome=\"completed\"}") ==
+            0);
+        assert_true(sample(m, "saga_sagas{status=\"running\"}") == 0);
+        assert_true(sample(m, "saga_sagas{status=\"completed\"}") == 0);
+        assert_true(sample(m, "saga_sagas{status=\"resolved\"}") == 0);
+        assert_true(sample(m, "saga_oldest_unprogressing_seconds{status=\"running\"}") ==
+                    0);
+    }
 }
 
 static void test_breaker_holds_a_failing_service_and_lets_it_recover(void **state)
@@ -299,6 +406,19 @@ static void test_breaker_holds_a_failing_service_and_lets_it_recover(void **stat
     m = scrape();
     assert_true(
         sample(m, "saga_commands_held_total{service=\"flaky\",reason=\"breaker\"}") > 0);
+    assert_true(sample(m, "saga_steps_retried_total{service=\"flaky\",action=\"work\","
+                          "phase=\"invoke\"}") >= 1); /* a probe at least */
+    assert_true(sample(m, "saga_commands_sent_total{service=\"flaky\"}") >= during);
+    /* Retried and held for 6 s: no progress, and the gauge and
+     * `sagactl stuck` say so (every hold and retry moved updated_at). */
+    assert_true(sample(m, "saga_sagas{status=\"running\"}") == NFLAKY);
+    assert_true(sample(m, "saga_oldest_unprogressing_seconds{status=\"running\"}") > 4);
+    {
+        const char *stuck[] = {"stuck", "--older-than", "4s", NULL};
+        assert_int_equal(it_sagactl_all(out, sizeof out, 0, stuck), 1);
+        for (int i = 0; i < NFLAKY; i++)
+            assert_non_null(strstr(out, ids[i]));
+    }
     /* The history says why the saga waits. */
     {
         const char *hist[] = {"history", ids[0], NULL};
@@ -326,6 +446,21 @@ static void test_breaker_holds_a_failing_service_and_lets_it_recover(void **stat
     assert_true(sample(m, "saga_replies_total{service=\"flaky\",status=\"retry\"}") >= 3);
     assert_int_equal(it_sagactl_all(out, sizeof out, 0, stats), 0);
     assert_non_null(strstr(out, "closed"));
+    /* Nothing runs now; the finished sagas are counted (less often). */
+    assert_true(sample(m, "saga_oldest_unprogressing_seconds{status=\"running\"}") == 0);
+    for (int i = 0; i < 100 && sample(m, "saga_sagas{status=\"completed\"}") != NFLAKY;
+         i++) {
+        usleep(100 * 1000);
+        m = scrape();
+    }
+    assert_true(sample(m, "saga_sagas{status=\"completed\"}") == NFLAKY);
+    /* The breaker's opening and closing were said once each, not per
+     * command held. */
+    assert_int_equal(log_lines("circuit breaker of service flaky closed"), 1);
+    {
+        int opened = log_lines("circuit breaker of service flaky opened");
+        assert_true(opened >= 1 && opened <= 4); /* the first, then failed probes */
+    }
     PQfinish(db);
 }
 
@@ -380,12 +515,82 @@ static void test_bulkhead_caps_a_slow_service_not_a_fast_one(void **state)
     PQfinish(db);
 }
 
+static void test_timeouts_dropped_replies_and_a_quiet_log(void **state)
+{
+    PGconn *db = it_db();
+    char mute[1][SAGA_ID_LEN + 1], fast_id[1][SAGA_ID_LEN + 1], needle[128];
+    const char *malformed[] = {"{not json"};
+    char *dup, *strays[30];
+    double before_dup, before_unknown;
+    char *m;
+    int lines;
+    (void)state;
+    /* No answer at all: two attempts time out, the compensation's too. */
+    start_sagas("mute_saga", 1, mute);
+    assert_string_equal(it_wait_final(db, mute[0], 60000), "failed");
+    assert_true(
+        wait_sample("saga_sagas_total{definition=\"mute_saga\",outcome=\"failed\"}", 1) ==
+        1);
+    m = scrape();
+    assert_true(sample(m, "saga_step_timeouts_total{service=\"mute\",action=\"work\","
+                          "phase=\"invoke\"}") == 2);
+    assert_true(sample(m, "saga_step_timeouts_total{service=\"mute\",action=\"undo\","
+                          "phase=\"compensate\"}") == 1);
+    assert_true(sample(m, "saga_steps_retried_total{service=\"mute\",action=\"work\","
+                          "phase=\"invoke\"}") == 1);
+    assert_true(sample(m, "saga_steps_dispatched_total{service=\"mute\",action=\"work\","
+                          "phase=\"invoke\"}") == 2);
+    assert_true(wait_sample("saga_sagas{status=\"failed\"}", 1) == 1);
+    /* One warn line says so, with the saga's id as a field. */
+    snprintf(needle, sizeof needle, "\"saga_id\":\"%s\"", mute[0]);
+    assert_int_equal(log_lines("failed at step only"), 1);
+    assert_int_equal(log_lines(needle), 1);
+
+    /* A reply for a saga that has ended: a duplicate. */
+    start_sagas("fast_saga", 1, fast_id);
+    assert_string_equal(it_wait_final(db, fast_id[0], 60000), "completed");
+    before_dup = sample(scrape(), "saga_replies_dropped_total{reason=\"duplicate\"}");
+    dup = reply_text(fast_id[0], 0, 1);
+    produce_replies((const char *const *)&dup, 1);
+    free(dup);
+    assert_true(wait_sample("saga_replies_dropped_total{reason=\"duplicate\"}",
+                            (before_dup < 0 ? 0 : before_dup) + 1) ==
+                (before_dup < 0 ? 0 : before_dup) + 1);
+    /* Not a reply at all. */
+    produce_replies(malformed, 1);
+    assert_true(wait_sample("saga_replies_dropped_total{reason=\"malformed\"}", 1) == 1);
+    /* Thirty replies for sagas nobody knows: counted each, a line or two. */
+    before_unknown =
+        sample(scrape(), "saga_replies_dropped_total{reason=\"unknown_saga\"}");
+    if (before_unknown < 0)
+        before_unknown = 0;
+    for (int i = 0; i < 30; i++) {
+        char id[SAGA_ID_LEN + 1];
+        snprintf(id, sizeof id, "00000000-0000-4000-8000-%012d", i);
+        strays[i] = reply_text(id, 0, 1);
+    }
+    produce_replies((const char *const *)strays, 30);
+    for (int i = 0; i < 30; i++)
+        free(strays[i]);
+    assert_true(wait_sample("saga_replies_dropped_total{reason=\"unknown_saga\"}",
+                            before_unknown + 30) == before_unknown + 30);
+    assert_true(log_lines("reply for unknown saga") <= 2);
+    /* All of it, and the 20 sagas of the tests before, at info: a short log
+     * (start-up, the breaker, the failed saga, the warnings above). */
+    lines = log_lines(NULL);
+    print_message("sagad.log at info after %d sagas and 32 stray replies: %d lines\n",
+                  NFLAKY + NSLOW + NFAST + 2, lines);
+    assert_true(lines < 40);
+    PQfinish(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_health_endpoints),
         cmocka_unit_test(test_breaker_holds_a_failing_service_and_lets_it_recover),
         cmocka_unit_test(test_bulkhead_caps_a_slow_service_not_a_fast_one),
+        cmocka_unit_test(test_timeouts_dropped_replies_and_a_quiet_log),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
