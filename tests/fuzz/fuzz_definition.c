@@ -1,8 +1,12 @@
 /* libFuzzer target: the definition parser and validator, and the input
  * templates of whatever parses. Any input must give a definition or a list
- * of problems — never a crash, a leak or a hang. */
+ * of problems — never a crash, a leak or a hang — and what validates must
+ * never be called malformed when its inputs are resolved (the validator
+ * and the resolver share one reference parser). */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 
 #include <jansson.h>
 
@@ -26,6 +30,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (int i = 0; i < def->nsteps; i++) {
             saga_error err = {0};
             json_t *out = saga_template_resolve(def->steps[i].input, ctx, &err);
+            if (out == NULL && err.code == SAGA_EDEF) {
+                fprintf(stderr, "validated, then malformed at run time: %s\n",
+                        err.message);
+                abort();
+            }
             json_decref(out);
             if (def->steps[i].name != NULL)
                 json_object_set_new(json_object_get(ctx, "steps"), def->steps[i].name,
