@@ -1,17 +1,23 @@
 /* saga-bench: drives sagas through a running sagad and bench-service and
  * reports what it measured. Run by scripts/bench (`make bench`).
  *
- *   saga-bench --steps K --fail-rate F --payload BYTES
- *              (--closed N | --rate R --duration S)
- *              --sagad-pid P --participant-pids P1,P2 --label TEXT --json FILE
+ *   saga-bench --steps K [--fail-rate F] [--payload BYTES]
+ *              (--closed N [--duration S] | --rate R --duration S)
+ *              [--sagad-pids P1,P2] [--participant-pids P1,P2]
+ *              [--participant-db NAME] [--label TEXT] [--json FILE]
  *
- * Open loop (--rate): sagas are started at R per second on schedule; a
- * saga's latency runs from its intended start, so queueing shows. Closed
- * loop (--closed N): N sagas as fast as they go. Latencies come from the
+ * Open loop (--rate R --duration S): sagas are started at R per second on
+ * schedule for S seconds; a saga's latency runs from its intended start,
+ * so queueing shows. Closed loop with --duration: N sagas kept in flight
+ * for S seconds (a new one started as others end). Closed loop without
+ * it: N sagas at once, as fast as they go. Latencies come from the
  * database afterwards: a saga's from its intended start to its last
- * transition, a step's from dispatch to reply. */
+ * transition, a step's from dispatch to reply. Exits 1 when a saga could
+ * not be started or was left unfinished (still running after 10 minutes,
+ * or stopped as failed). */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,11 +31,20 @@
 #include "saga_machine.h"
 #include "saga_store.h"
 
+#define MAX_PIDS 16
+
 typedef struct opts {
-    int steps, closed, payload, rate, duration, sagad_pid;
+    int steps, closed, payload, rate, duration;
     double fail_rate;
-    const char *participant_pids, *label, *json;
+    int sagad_pids[MAX_PIDS], nsagad;
+    int participant_pids[MAX_PIDS], nparticipant;
+    const char *participant_db, *label, *json;
 } opts;
+
+/* Transactions this driver committed in sagad's database since the first
+ * commit counter reading: subtracted from the database's count to leave
+ * sagad's own. */
+static long long driver_tx;
 
 static int64_t mono_ms(void)
 {
@@ -38,7 +53,24 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* utime + stime of pid, in seconds. */
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Every statement of the driver goes through here to be counted: outside
+ * BEGIN a statement is a transaction of its own; inside, COMMIT ends one. */
+static PGresult *pg(PGconn *db, const char *sql, int n, const char *const *params)
+{
+    int idle = PQtransactionStatus(db) == PQTRANS_IDLE;
+    PGresult *r = PQexecParams(db, sql, n, NULL, params, NULL, NULL, 0);
+    if ((idle && PQtransactionStatus(db) == PQTRANS_IDLE) || strcmp(sql, "COMMIT") == 0)
+        driver_tx++;
+    return r;
+}
+
+/* utime + stime of pid, in seconds; 0 once it is gone. */
 static double cpu_seconds(int pid)
 {
     char path[64], buf[2048], *p;
@@ -76,21 +108,27 @@ static long rss_kb(int pid, const char *field)
     return kb;
 }
 
-static double participants_cpu(const char *pids)
+static double total_cpu(const int *pids, int n)
 {
     double total = 0;
-    char buf[256], *save = NULL, *tok;
-    snprintf(buf, sizeof buf, "%s", pids ? pids : "");
-    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
-        total += cpu_seconds(atoi(tok));
+    for (int i = 0; i < n; i++)
+        total += cpu_seconds(pids[i]);
     return total;
 }
 
-static long long commits(PGconn *db)
+/* Committed transactions of database `name` (the driver's own when name
+ * is NULL) as PostgreSQL's statistics have them so far. */
+static long long commits(PGconn *db, const char *name)
 {
-    PGresult *r = PQexec(db, "SELECT xact_commit FROM pg_stat_database"
-                             " WHERE datname = current_database()");
-    long long n = PQresultStatus(r) == PGRES_TUPLES_OK ? atoll(PQgetvalue(r, 0, 0)) : 0;
+    const char *p[1] = {name};
+    PGresult *r = pg(db,
+                     name ? "SELECT xact_commit FROM pg_stat_database WHERE datname = $1"
+                          : "SELECT xact_commit FROM pg_stat_database"
+                            " WHERE datname = current_database()",
+                     name ? 1 : 0, name ? p : NULL);
+    long long n = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                      ? atoll(PQgetvalue(r, 0, 0))
+                      : -1;
     PQclear(r);
     return n;
 }
@@ -98,8 +136,7 @@ static long long commits(PGconn *db)
 static double query_num(PGconn *db, const char *sql, const char *param)
 {
     const char *p[1] = {param};
-    PGresult *r =
-        PQexecParams(db, sql, param ? 1 : 0, NULL, param ? p : NULL, NULL, NULL, 0);
+    PGresult *r = pg(db, sql, param ? 1 : 0, param ? p : NULL);
     double v = 0;
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0))
         v = atof(PQgetvalue(r, 0, 0));
@@ -107,6 +144,51 @@ static double query_num(PGconn *db, const char *sql, const char *param)
         fprintf(stderr, "saga-bench: %s", PQerrorMessage(db));
     PQclear(r);
     return v;
+}
+
+/* A whole decimal number in [lo, hi] for option `name`, or exit 2 saying
+ * what was wrong with it. */
+static long parse_int(const char *name, const char *text, long lo, long hi)
+{
+    char *end;
+    long v;
+    errno = 0;
+    v = strtol(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || v < lo || v > hi) {
+        fprintf(stderr, "saga-bench: --%s %s: expected a whole number from %ld to %ld\n",
+                name, text, lo, hi);
+        exit(2);
+    }
+    return v;
+}
+
+/* A comma-separated list of running processes' ids for option `name`. */
+static int parse_pids(const char *name, const char *text, int *pids)
+{
+    char buf[512], *save = NULL, *tok;
+    int n = 0;
+    if (strlen(text) >= sizeof buf) {
+        fprintf(stderr, "saga-bench: --%s: list too long\n", name);
+        exit(2);
+    }
+    snprintf(buf, sizeof buf, "%s", text);
+    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        if (n == MAX_PIDS) {
+            fprintf(stderr, "saga-bench: --%s: more than %d processes\n", name, MAX_PIDS);
+            exit(2);
+        }
+        pids[n] = (int)parse_int(name, tok, 1, 4194304);
+        if (kill(pids[n], 0) != 0) {
+            fprintf(stderr, "saga-bench: --%s: no process %d\n", name, pids[n]);
+            exit(2);
+        }
+        n++;
+    }
+    if (n == 0) {
+        fprintf(stderr, "saga-bench: --%s: no process id given\n", name);
+        exit(2);
+    }
+    return n;
 }
 
 /* The definition: K steps of bench.work, each undoable but the last. */
@@ -167,10 +249,10 @@ static int start(PGconn *db, const saga_definition *def, const opts *o, const ch
     uuid_unparse_lower(u, id);
     {
         const char *p[3] = {id, def->name, text};
-        r = PQexecParams(db,
-                         "INSERT INTO saga.start_request (id, name, input)"
-                         " VALUES ($1, $2, $3::jsonb)",
-                         3, NULL, p, NULL, NULL, 0);
+        r = pg(db,
+               "INSERT INTO saga.start_request (id, name, input)"
+               " VALUES ($1, $2, $3::jsonb)",
+               3, p);
     }
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         fprintf(stderr, "saga-bench: start: %s", PQerrorMessage(db));
@@ -181,61 +263,101 @@ static int start(PGconn *db, const saga_definition *def, const opts *o, const ch
     return rc;
 }
 
-static void exec(PGconn *db, const char *sql)
+/* n start requests in one transaction, each intended at t0 + i * step_ms;
+ * returns how many were written (all or none). */
+static int start_batch(PGconn *db, const saga_definition *def, const opts *o,
+                       const char *pad, int n, int64_t t0, double step_ms, unsigned *seed)
 {
-    PQclear(PQexec(db, sql));
+    int ok = 1;
+    PQclear(pg(db, "BEGIN", 0, NULL));
+    for (int i = 0; i < n && ok; i++)
+        ok = start(db, def, o, pad, t0 + (int64_t)(i * step_ms), seed) == SAGA_OK;
+    if (ok)
+        PQclear(pg(db, "NOTIFY saga_outbox", 0, NULL));
+    PQclear(pg(db, ok ? "COMMIT" : "ROLLBACK", 0, NULL));
+    return ok ? n : 0;
+}
+
+/* A percentile of saga or step latency over the sagas created since
+ * `since` (ms since the epoch). */
+static double percentile(PGconn *db, int steps, const char *since, const char *q)
+{
+    const char *params[2] = {since, q};
+    const char *sql =
+        steps ? "SELECT percentile_cont($2::float8) WITHIN GROUP (ORDER BY"
+                " saga.ms(st.finished_at) - saga.ms(st.started_at))"
+                " FROM saga.saga_step st JOIN saga.saga s ON s.id = st.saga_id"
+                " WHERE s.created_at >= saga.ts($1::bigint)"
+                " AND st.status IN ('succeeded', 'failed')"
+              : "SELECT percentile_cont($2::float8) WITHIN GROUP (ORDER BY"
+                " saga.ms(updated_at) - (input->>'t0')::bigint)"
+                " FROM saga.saga WHERE created_at >= saga.ts($1::bigint)"
+                " AND status IN ('completed', 'compensated')";
+    PGresult *r = pg(db, sql, 2, params);
+    double v = PQresultStatus(r) == PGRES_TUPLES_OK && !PQgetisnull(r, 0, 0)
+                   ? atof(PQgetvalue(r, 0, 0))
+                   : 0;
+    PQclear(r);
+    return v;
 }
 
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {{"steps", 1, 0, 'k'},
-                                       {"closed", 1, 0, 'n'},
-                                       {"rate", 1, 0, 'r'},
-                                       {"duration", 1, 0, 'd'},
-                                       {"fail-rate", 1, 0, 'f'},
-                                       {"payload", 1, 0, 'p'},
-                                       {"sagad-pid", 1, 0, 's'},
-                                       {"participant-pids", 1, 0, 'P'},
-                                       {"label", 1, 0, 'l'},
-                                       {"json", 1, 0, 'j'},
-                                       {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"steps", 1, 0, 'k'},          {"closed", 1, 0, 'n'},
+        {"rate", 1, 0, 'r'},           {"duration", 1, 0, 'd'},
+        {"fail-rate", 1, 0, 'f'},      {"payload", 1, 0, 'p'},
+        {"sagad-pids", 1, 0, 's'},     {"participant-pids", 1, 0, 'P'},
+        {"participant-db", 1, 0, 'D'}, {"label", 1, 0, 'l'},
+        {"json", 1, 0, 'j'},           {0, 0, 0, 0}};
     opts o = {.steps = 4, .payload = 64, .label = "run"};
     const saga_definition *def;
-    saga_defs *defs = saga_defs_new();
-    char name[64], *pad;
+    saga_defs *defs;
+    char name[64], *pad, *end;
     unsigned seed = (unsigned)getpid();
-    int c, total = 0;
-    int64_t began, ended;
-    long long c0, c1;
+    int c, total = 0, start_failed = 0;
+    int64_t began, load_end, ended, load_end_epoch;
+    long long c0, c1, pc0 = 0, pc1 = 0, tx;
     double cpu_d0, cpu_p0, cpu_d1, cpu_p1;
     PGconn *db;
-    char since[32];
+    char since[32], until[32];
 
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
         case 'k':
-            o.steps = atoi(optarg);
+            o.steps = (int)parse_int("steps", optarg, 1, 100);
             break;
         case 'n':
-            o.closed = atoi(optarg);
+            o.closed = (int)parse_int("closed", optarg, 1, 1000000);
             break;
         case 'r':
-            o.rate = atoi(optarg);
+            o.rate = (int)parse_int("rate", optarg, 1, 100000);
             break;
         case 'd':
-            o.duration = atoi(optarg);
+            o.duration = (int)parse_int("duration", optarg, 1, 3600);
             break;
         case 'f':
-            o.fail_rate = atof(optarg);
+            errno = 0;
+            o.fail_rate = strtod(optarg, &end);
+            if (errno != 0 || end == optarg || *end != '\0' || !(o.fail_rate >= 0) ||
+                o.fail_rate > 1) {
+                fprintf(stderr,
+                        "saga-bench: --fail-rate %s: expected a number from 0 to 1\n",
+                        optarg);
+                return 2;
+            }
             break;
         case 'p':
-            o.payload = atoi(optarg);
+            o.payload = (int)parse_int("payload", optarg, 0, 100000);
             break;
         case 's':
-            o.sagad_pid = atoi(optarg);
+            o.nsagad = parse_pids("sagad-pids", optarg, o.sagad_pids);
             break;
         case 'P':
-            o.participant_pids = optarg;
+            o.nparticipant = parse_pids("participant-pids", optarg, o.participant_pids);
+            break;
+        case 'D':
+            o.participant_db = optarg;
             break;
         case 'l':
             o.label = optarg;
@@ -248,158 +370,260 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (o.steps < 1 || (o.closed <= 0 && (o.rate <= 0 || o.duration <= 0))) {
-        fprintf(
-            stderr,
-            "saga-bench: need --steps >= 1 and --closed N or --rate R --duration S\n");
+    if (optind < argc) {
+        fprintf(stderr, "saga-bench: unexpected argument %s\n", argv[optind]);
+        return 2;
+    }
+    if ((o.closed > 0) == (o.rate > 0) || (o.rate > 0 && o.duration == 0)) {
+        fprintf(stderr, "saga-bench: need either --closed N [--duration S] or"
+                        " --rate R --duration S\n");
+        return 2;
+    }
+    if (o.rate > 0 && (long long)o.rate * o.duration > 10000000) {
+        fprintf(stderr,
+                "saga-bench: --rate %d for --duration %d is more than 10,000,000"
+                " sagas\n",
+                o.rate, o.duration);
+        return 2;
+    }
+    if (getenv("SAGA_PG_URL") == NULL) {
+        fprintf(stderr, "saga-bench: SAGA_PG_URL is not set\n");
         return 2;
     }
     db = PQconnectdb(getenv("SAGA_PG_URL"));
     if (PQstatus(db) != CONNECTION_OK) {
         fprintf(stderr, "saga-bench: %s", PQerrorMessage(db));
+        PQfinish(db);
         return 3;
     }
-    if ((def = define(db, defs, o.steps, name)) == NULL)
+    if (o.participant_db != NULL && commits(db, o.participant_db) < 0) {
+        fprintf(stderr, "saga-bench: --participant-db %s: no such database\n",
+                o.participant_db);
+        PQfinish(db);
+        return 2;
+    }
+    defs = saga_defs_new();
+    if ((def = define(db, defs, o.steps, name)) == NULL) {
+        saga_defs_free(defs);
+        PQfinish(db);
         return 1;
+    }
     pad = malloc((size_t)o.payload + 1);
+    if (pad == NULL) {
+        fprintf(stderr, "saga-bench: out of memory\n");
+        return 1;
+    }
     memset(pad, 'x', (size_t)o.payload);
     pad[o.payload] = '\0';
     snprintf(since, sizeof since, "%lld", (long long)saga_now_ms());
-    PQclear(PQexec(db, "SELECT pg_stat_force_next_flush()"));
+    PQclear(pg(db, "SELECT pg_stat_force_next_flush()", 0, NULL));
     sleep(1);
-    c0 = commits(db);
-    cpu_d0 = cpu_seconds(o.sagad_pid);
-    cpu_p0 = participants_cpu(o.participant_pids);
+    c0 = commits(db, NULL);
+    driver_tx = 1; /* the reading's own transaction counts in c1 */
+    if (o.participant_db != NULL)
+        pc0 = commits(db, o.participant_db);
+    cpu_d0 = total_cpu(o.sagad_pids, o.nsagad);
+    cpu_p0 = total_cpu(o.participant_pids, o.nparticipant);
     began = mono_ms();
-    if (o.closed > 0) {
+    if (o.closed > 0 && o.duration == 0) {
         /* As fast as it goes: all of them, in batches of 100 per transaction. */
         int64_t now = saga_now_ms();
-        for (int i = 0; i < o.closed; i += 100) {
-            exec(db, "BEGIN");
-            for (int k = i; k < o.closed && k < i + 100; k++)
-                total += start(db, def, &o, pad, now, &seed) == SAGA_OK;
-            exec(db, "NOTIFY saga_outbox");
-            exec(db, "COMMIT");
+        for (int i = 0; i < o.closed && !start_failed; i += 100) {
+            int k = o.closed - i < 100 ? o.closed - i : 100;
+            int got = start_batch(db, def, &o, pad, k, now, 0, &seed);
+            total += got;
+            start_failed = got == 0;
+        }
+    } else if (o.closed > 0) {
+        /* N in flight for the duration: top up whatever has ended. Every
+         * unfinished saga and pending start request is this run's (each
+         * run waits for its sagas to end). */
+        int64_t deadline = began + (int64_t)o.duration * 1000;
+        while (mono_ms() < deadline && !start_failed) {
+            int open =
+                (int)query_num(db,
+                               "SELECT (SELECT count(*) FROM saga.saga WHERE status IN"
+                               " ('running', 'compensating')) + (SELECT count(*) FROM"
+                               " saga.start_request WHERE processed_at IS NULL)",
+                               NULL);
+            int want = o.closed - open;
+            if (want > 500)
+                want = 500;
+            if (want > 0) {
+                int got = start_batch(db, def, &o, pad, want, saga_now_ms(), 0, &seed);
+                total += got;
+                start_failed = got == 0;
+            }
+            if (want < 500)
+                sleep_ms(5);
         }
     } else {
         /* Open loop: each saga at its intended time, whatever happens. */
         int64_t t_start = saga_now_ms();
         int n = o.rate * o.duration;
-        for (int i = 0; i < n;) {
+        for (int i = 0; i < n && !start_failed;) {
             int64_t now = saga_now_ms();
             int due = (int)((now - t_start) * o.rate / 1000) + 1;
             if (due > n)
                 due = n;
             if (i < due) {
-                exec(db, "BEGIN");
-                for (; i < due; i++)
-                    total += start(db, def, &o, pad, t_start + (int64_t)i * 1000 / o.rate,
-                                   &seed) == SAGA_OK;
-                exec(db, "NOTIFY saga_outbox");
-                exec(db, "COMMIT");
+                int got = start_batch(db, def, &o, pad, due - i,
+                                      t_start + (int64_t)i * 1000 / o.rate,
+                                      1000.0 / o.rate, &seed);
+                start_failed = got == 0;
+                total += got;
+                i += got;
             } else {
-                struct timespec ts = {0, 2 * 1000000L};
-                nanosleep(&ts, NULL);
+                sleep_ms(2);
             }
         }
     }
+    load_end = mono_ms();
+    load_end_epoch = saga_now_ms();
+    snprintf(until, sizeof until, "%lld", (long long)load_end_epoch);
     /* Wait for every saga of this run to end (or 10 minutes). */
     for (int waited = 0; waited < 600000; waited += 50) {
         double open =
             query_num(db,
                       "SELECT count(*) FROM saga.saga WHERE status IN ('running',"
                       " 'compensating') AND created_at >= saga.ts($1::bigint)",
-                      since);
-        struct timespec ts = {0, 50 * 1000000L};
+                      since) +
+            query_num(
+                db, "SELECT count(*) FROM saga.start_request WHERE processed_at IS NULL",
+                NULL);
         if (open == 0)
             break;
-        nanosleep(&ts, NULL);
+        sleep_ms(50);
     }
     ended = mono_ms();
-    /* Backends report their commits to pg_stat_database lazily (at most
-     * every second while busy); let them, and flush this one's. */
-    sleep(2);
-    PQclear(PQexec(db, "SELECT pg_stat_force_next_flush()"));
-    c1 = commits(db);
-    cpu_d1 = cpu_seconds(o.sagad_pid);
-    cpu_p1 = participants_cpu(o.participant_pids);
+    /* Backends report their commits to pg_stat_database lazily: a busy one
+     * at most every second, one that has gone idle within 10 s
+     * (PostgreSQL 15's PGSTAT_IDLE_INTERVAL). The participant goes idle at
+     * the end of a run, so wait that long; and flush this one's. */
+    sleep(11);
+    PQclear(pg(db, "SELECT pg_stat_force_next_flush()", 0, NULL));
+    sleep(1);
+    tx = driver_tx;
+    c1 = commits(db, NULL);
+    if (o.participant_db != NULL)
+        pc1 = commits(db, o.participant_db);
+    cpu_d1 = total_cpu(o.sagad_pids, o.nsagad);
+    cpu_p1 = total_cpu(o.participant_pids, o.nparticipant);
     {
-        const char *agg = "SELECT percentile_cont($2::float8) WITHIN GROUP (ORDER BY"
-                          " saga.ms(updated_at) - (input->>'t0')::bigint)"
-                          " FROM saga.saga WHERE created_at >= saga.ts($1::bigint)"
-                          " AND status IN ('completed', 'compensated')";
+        const char *count_since = "SELECT count(*) FROM saga.saga WHERE status = $1"
+                                  " AND created_at >= saga.ts($2::bigint)";
         double secs = (double)(ended - began) / 1000.0;
-        double completed =
-            query_num(db,
-                      "SELECT count(*) FROM saga.saga WHERE status = 'completed'"
-                      " AND created_at >= saga.ts($1::bigint)",
-                      since);
-        double compensated =
-            query_num(db,
-                      "SELECT count(*) FROM saga.saga WHERE status ="
-                      " 'compensated' AND created_at >= saga.ts($1::bigint)",
-                      since);
-        double steps_done =
-            query_num(db,
-                      "SELECT count(*) FROM saga.saga_step st JOIN saga.saga s"
-                      " ON s.id = st.saga_id WHERE s.created_at >="
-                      " saga.ts($1::bigint) AND st.attempts > 0",
-                      since);
-        double p[3], sp[3];
+        double completed, compensated, failed, steps_done, ended_in_window, window;
+        double steps_in_window;
+        const char *p2[2];
+        PGresult *r;
+        double sp[3], p[3];
         const char *q[3] = {"0.5", "0.99", "0.999"};
-        for (int i = 0; i < 3; i++) {
-            const char *params[2] = {since, q[i]};
-            PGresult *r = PQexecParams(db, agg, 2, NULL, params, NULL, NULL, 0);
-            p[i] = PQresultStatus(r) == PGRES_TUPLES_OK && !PQgetisnull(r, 0, 0)
-                       ? atof(PQgetvalue(r, 0, 0))
-                       : 0;
+        long peak_max = 0, peak_sum = 0, rss_sum = 0;
+        double ended_n, sagad_tx, part_tx;
+        char line[2048];
+        int left;
+
+        p2[1] = since;
+        p2[0] = "completed";
+        completed = (r = pg(db, count_since, 2, p2), atof(PQgetvalue(r, 0, 0)));
+        PQclear(r);
+        p2[0] = "compensated";
+        compensated = (r = pg(db, count_since, 2, p2), atof(PQgetvalue(r, 0, 0)));
+        PQclear(r);
+        p2[0] = "failed";
+        failed = (r = pg(db, count_since, 2, p2), atof(PQgetvalue(r, 0, 0)));
+        PQclear(r);
+        steps_done = query_num(db,
+                               "SELECT count(*) FROM saga.saga_step st JOIN saga.saga s"
+                               " ON s.id = st.saga_id WHERE s.created_at >="
+                               " saga.ts($1::bigint) AND st.attempts > 0",
+                               since);
+        /* Throughput of a run with a duration is what ended while the load
+         * was on, not diluted by the drain at the end. */
+        if (o.duration > 0) {
+            p2[0] = since;
+            p2[1] = until;
+            r = pg(db,
+                   "SELECT count(*) FROM saga.saga WHERE status IN ('completed',"
+                   " 'compensated') AND created_at >= saga.ts($1::bigint)"
+                   " AND updated_at <= saga.ts($2::bigint)",
+                   2, p2);
+            ended_in_window = atof(PQgetvalue(r, 0, 0));
             PQclear(r);
-            r = PQexecParams(
-                db,
-                "SELECT percentile_cont($2::float8) WITHIN GROUP (ORDER BY"
-                " saga.ms(st.finished_at) - saga.ms(st.started_at))"
-                " FROM saga.saga_step st JOIN saga.saga s ON s.id = st.saga_id"
-                " WHERE s.created_at >= saga.ts($1::bigint)"
-                " AND st.status IN ('succeeded', 'failed')",
-                2, NULL, params, NULL, NULL, 0);
-            sp[i] = PQresultStatus(r) == PGRES_TUPLES_OK && !PQgetisnull(r, 0, 0)
-                        ? atof(PQgetvalue(r, 0, 0))
-                        : 0;
+            r = pg(db,
+                   "SELECT count(*) FROM saga.saga_step st JOIN saga.saga s"
+                   " ON s.id = st.saga_id WHERE s.created_at >= saga.ts($1::bigint)"
+                   " AND st.attempts > 0 AND st.finished_at <= saga.ts($2::bigint)",
+                   2, p2);
+            steps_in_window = atof(PQgetvalue(r, 0, 0));
             PQclear(r);
+            window = (double)(load_end - began) / 1000.0;
+        } else {
+            ended_in_window = completed + compensated;
+            steps_in_window = steps_done;
+            window = secs;
         }
-        {
-            double ended_n = completed + compensated;
-            char line[1024];
-            snprintf(
-                line, sizeof line,
-                "{\"label\": \"%s\", \"mode\": \"%s\", \"steps\": %d, \"fail_rate\": "
-                "%.2f,"
-                " \"payload\": %d, \"rate\": %d, \"sagas\": %d, \"completed\": %.0f,"
-                " \"compensated\": %.0f, \"seconds\": %.2f, \"sagas_per_s\": %.1f,"
-                " \"steps_per_s\": %.1f, \"saga_ms_p50\": %.1f, \"saga_ms_p99\": %.1f,"
-                " \"saga_ms_p999\": %.1f, \"step_ms_p50\": %.1f, \"step_ms_p99\": %.1f,"
-                " \"step_ms_p999\": %.1f, \"commits_per_saga\": %.2f,"
-                " \"sagad_cpu_ms_per_saga\": %.3f, \"participant_cpu_ms_per_saga\": %.3f,"
-                " \"sagad_rss_kb\": %ld, \"sagad_peak_rss_kb\": %ld}",
-                o.label, o.closed > 0 ? "closed" : "open", o.steps, o.fail_rate,
-                o.payload, o.rate, total, completed, compensated, secs, ended_n / secs,
-                steps_done / secs, p[0], p[1], p[2], sp[0], sp[1], sp[2],
-                ended_n > 0 ? (double)(c1 - c0) / ended_n : 0,
-                ended_n > 0 ? (cpu_d1 - cpu_d0) * 1000.0 / ended_n : 0,
-                ended_n > 0 ? (cpu_p1 - cpu_p0) * 1000.0 / ended_n : 0,
-                rss_kb(o.sagad_pid, "VmRSS:"), rss_kb(o.sagad_pid, "VmHWM:"));
-            puts(line);
-            if (o.json != NULL) {
-                FILE *f = fopen(o.json, "a");
-                if (f != NULL) {
-                    fprintf(f, "%s\n", line);
-                    fclose(f);
-                }
+        for (int i = 0; i < 3; i++) {
+            p[i] = percentile(db, 0, since, q[i]);
+            sp[i] = percentile(db, 1, since, q[i]);
+        }
+        for (int i = 0; i < o.nsagad; i++) {
+            long hwm = rss_kb(o.sagad_pids[i], "VmHWM:");
+            peak_max = hwm > peak_max ? hwm : peak_max;
+            peak_sum += hwm;
+            rss_sum += rss_kb(o.sagad_pids[i], "VmRSS:");
+        }
+        ended_n = completed + compensated;
+        left = total - (int)ended_n;
+        sagad_tx = (double)(c1 - c0 - tx);
+        part_tx = o.participant_db != NULL ? (double)(pc1 - pc0) : 0;
+        snprintf(
+            line, sizeof line,
+            "{\"label\": \"%s\", \"mode\": \"%s\", \"steps\": %d, \"fail_rate\": %.2f,"
+            " \"payload\": %d, \"rate\": %d, \"in_flight\": %d, \"duration\": %d,"
+            " \"sagas\": %d, \"started\": %d, \"ended\": %.0f, \"unfinished\": %d,"
+            " \"completed\": %.0f, \"compensated\": %.0f, \"failed\": %.0f,"
+            " \"seconds\": %.2f, \"load_seconds\": %.2f, \"sagas_per_s\": %.1f,"
+            " \"steps_per_s\": %.1f, \"saga_ms_p50\": %.1f, \"saga_ms_p99\": %.1f,"
+            " \"saga_ms_p999\": %.1f, \"step_ms_p50\": %.1f, \"step_ms_p99\": %.1f,"
+            " \"step_ms_p999\": %.1f, \"steps_done\": %.0f, \"commits_per_saga\": %.2f,"
+            " \"commits_per_step\": %.3f, \"sagad_commits_per_step\": %.3f,"
+            " \"participant_commits_per_step\": %.3f, \"driver_commits\": %lld,"
+            " \"sagad_instances\": %d, \"sagad_cpu_ms_per_saga\": %.3f,"
+            " \"participant_cpu_ms_per_saga\": %.3f, \"sagad_rss_kb\": %ld,"
+            " \"sagad_peak_rss_kb\": %ld, \"sagad_peak_rss_kb_sum\": %ld}",
+            o.label, o.closed > 0 ? "closed" : "open", o.steps, o.fail_rate, o.payload,
+            o.rate, o.closed, o.duration, total, total, ended_n, left, completed,
+            compensated, failed, secs, window, ended_in_window / window,
+            steps_in_window / window, p[0], p[1], p[2], sp[0], sp[1], sp[2], steps_done,
+            ended_n > 0 ? (sagad_tx + part_tx + (double)tx) / ended_n : 0,
+            steps_done > 0 ? (sagad_tx + part_tx + (double)tx) / steps_done : 0,
+            steps_done > 0 ? sagad_tx / steps_done : 0,
+            steps_done > 0 ? part_tx / steps_done : 0, tx, o.nsagad,
+            ended_n > 0 ? (cpu_d1 - cpu_d0) * 1000.0 / ended_n : 0,
+            ended_n > 0 ? (cpu_p1 - cpu_p0) * 1000.0 / ended_n : 0, rss_sum, peak_max,
+            peak_sum);
+        puts(line);
+        if (o.json != NULL) {
+            FILE *f = fopen(o.json, "a");
+            if (f == NULL || fprintf(f, "%s\n", line) < 0 || fclose(f) != 0) {
+                fprintf(stderr, "saga-bench: cannot append to %s\n", o.json);
+                left = left > 0 ? left : 1;
             }
         }
+        if (start_failed)
+            fprintf(stderr, "saga-bench: %s: a start request could not be written\n",
+                    o.label);
+        if (left != 0)
+            fprintf(
+                stderr,
+                "saga-bench: %s: %d saga(s) started, %.0f ended (%.0f failed, the rest"
+                " still running)\n",
+                o.label, total, ended_n, failed);
+        free(pad);
+        saga_defs_free(defs);
+        PQfinish(db);
+        return start_failed || left != 0 ? 1 : 0;
     }
-    free(pad);
-    saga_defs_free(defs);
-    PQfinish(db);
-    return 0;
 }
