@@ -2,7 +2,8 @@
  * sagad and the example services: a saga started with a traceparent keeps
  * its trace id on every command (forward and compensation), each step
  * attempt has its own span, the participants receive and log them, sagad
- * logs them, and `sagactl history` names the same spans. */
+ * logs them, `sagactl history` names the same spans, and every reply
+ * goes back in the span of the command it answers. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,8 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
+#include <librdkafka/rdkafka.h>
 
 #include "harness.h"
 #include "order_workload.h"
@@ -93,6 +96,126 @@ static long long distinct_spans(const char *id)
     return count_of(id, "count(DISTINCT span_id)", "true");
 }
 
+/* The span sagactl history gives the dispatch of (step, phase, attempt)
+ * of a saga (events: its history --json), or NULL. */
+static const char *dispatch_span(json_t *events, int step, saga_phase phase, int attempt)
+{
+    size_t i;
+    json_t *ev;
+    const char *kind =
+        phase == SAGA_PHASE_COMPENSATE ? "compensation_dispatched" : "step_dispatched";
+    json_array_foreach(events, i, ev)
+    {
+        if (strcmp(json_string_value(json_object_get(ev, "kind")), kind) == 0 &&
+            json_integer_value(json_object_get(ev, "step")) == step &&
+            json_integer_value(json_object_get(ev, "attempt")) == attempt)
+            return json_string_value(json_object_get(ev, "span_id"));
+    }
+    return NULL;
+}
+
+/* Read sagad's reply topic from the start and check every reply for saga
+ * id: it carries a traceparent header in trace, with the span of the
+ * command it answers (the span sagactl history names for that step,
+ * phase and attempt; the first test checks those are the spans the
+ * participants received). A failed step's command leaves no row in the
+ * services' command logs (the handler's transaction is rolled back), so
+ * the history is the reference. Returns how many replies were checked. */
+static int check_replies(const char *id, const char *trace)
+{
+    char errstr[512], topic[256], group[64];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_topic_partition_list_t *subs;
+    rd_kafka_t *rk;
+    static int groups;
+    const char *hist[] = {"history", id, "--json", NULL};
+    static char out[1 << 17];
+    json_t *events;
+    long long want;
+    int checked = 0, idle = 0;
+
+    assert_int_equal(it_sagactl_all(out, sizeof out, 0, hist), 0);
+    events = json_loads(out, 0, NULL);
+    assert_non_null(events);
+    want = it_int(db,
+                  "SELECT count(*) FROM saga.saga_event WHERE saga_id = $1"
+                  " AND kind IN ('step_dispatched', 'compensation_dispatched')",
+                  1, (const char *[]){id});
+
+    snprintf(topic, sizeof topic, "%sreply", prefix);
+    snprintf(group, sizeof group, "trace-replies-%d-%d", (int)getpid(), groups++);
+    assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers",
+                                       it_env("SAGA_KAFKA_BROKERS"), errstr,
+                                       sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    assert_int_equal(rd_kafka_conf_set(conf, "group.id", group, errstr, sizeof errstr),
+                     RD_KAFKA_CONF_OK);
+    assert_int_equal(
+        rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errstr, sizeof errstr),
+        RD_KAFKA_CONF_OK);
+    assert_int_equal(
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errstr, sizeof errstr),
+        RD_KAFKA_CONF_OK);
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    assert_non_null(rk);
+    rd_kafka_poll_set_consumer(rk);
+    subs = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(subs, topic, RD_KAFKA_PARTITION_UA);
+    assert_int_equal(rd_kafka_subscribe(rk, subs), RD_KAFKA_RESP_ERR_NO_ERROR);
+    rd_kafka_topic_partition_list_destroy(subs);
+    /* Until every command's reply was seen and nothing more came for 2 s
+     * (a redelivered reply is checked too), or 60 s. */
+    for (int i = 0; i < 600 && (checked < want || idle < 20); i++) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+        rd_kafka_headers_t *hdrs = NULL;
+        const void *tp = NULL;
+        size_t tplen = 0;
+        saga_reply r;
+        saga_error err = {0};
+        char got_trace[33] = "", got_span[17] = "";
+        const char *span;
+        if (m == NULL) {
+            idle++;
+            continue;
+        }
+        if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR ||
+            saga_reply_decode(m->payload, m->len, &r, &err) != SAGA_OK) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        idle = 0;
+        if (strcmp(r.saga_id, id) != 0) {
+            saga_reply_clear(&r);
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+            rd_kafka_header_get_last(hdrs, "traceparent", &tp, &tplen) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR)
+            fail_msg("reply to step %d %s attempt %d of saga %s has no traceparent",
+                     r.step, saga_phase_name(r.phase), r.attempt, id);
+        /* 00-<32 hex trace id>-<16 hex span id>-<flags> */
+        assert_int_equal(tplen, 55);
+        memcpy(got_trace, (const char *)tp + 3, 32);
+        memcpy(got_span, (const char *)tp + 36, 16);
+        assert_string_equal(got_trace, trace);
+        span = dispatch_span(events, r.step, r.phase, r.attempt);
+        if (span == NULL || strcmp(span, got_span) != 0)
+            fail_msg("reply to step %d %s attempt %d of saga %s is in span %s, its "
+                     "command in %s",
+                     r.step, saga_phase_name(r.phase), r.attempt, id, got_span,
+                     span ? span : "(none)");
+        checked++;
+        saga_reply_clear(&r);
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    json_decref(events);
+    assert_true(checked >= want);
+    return checked;
+}
+
 static int file_has(const char *path, const char *needle)
 {
     FILE *f = fopen(path, "r");
@@ -160,6 +283,8 @@ static void test_a_traced_saga_keeps_its_trace_everywhere(void **state)
     assert_true(file_has(svc[OW_PAYMENT].log, needle));
     assert_true(file_has(svc[OW_INVENTORY].log, needle));
     assert_true(file_has(sagad.log, "\"trace_id\":\"" TRACE_OK "\""));
+    /* The replies went back in the same trace, each in its command's span. */
+    assert_true(check_replies(id, TRACE_OK) >= 4);
 }
 
 static void test_compensations_stay_in_the_trace(void **state)
@@ -174,6 +299,8 @@ static void test_compensations_stay_in_the_trace(void **state)
     assert_int_equal(commands(id, "trace_id = '" TRACE_BAD "'"), commands(id, "true"));
     /* A compensation is a span of its own, not the action's. */
     assert_int_equal(distinct_spans(id), commands(id, "true"));
+    /* The replies too, the failed step's and the compensations'. */
+    assert_true(check_replies(id, TRACE_BAD) >= 5);
 }
 
 static void test_untraced_and_bad_contexts(void **state)
