@@ -22,6 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "test_purge: $*" >&2; exit 1; }
+command -v jq >/dev/null || fail "needs jq (scripts/install-deps installs it)"
 sql() { psql -qAtX -v ON_ERROR_STOP=1 "$SAGA_PG_URL" -c "$1"; }
 
 psql -q "$admin" -c "CREATE DATABASE $db" >/dev/null
