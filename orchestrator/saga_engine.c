@@ -638,9 +638,16 @@ static int gate_and_count(saga_engine *e, saga_state *s, saga_actions *acts, int
         } else if (strcmp(a->what, "saga_completed") == 0) {
             saga_tally_note(&e->tally, e->m.sagas_finished, 0, 1, s->def->name,
                             "completed", NULL);
+            /* Between two counts of the finished sagas (every
+             * FINISHED_EVERY observe intervals) the gauge moves with what
+             * this instance finished. */
+            saga_tally_note(&e->tally, e->m.sagas_by_status, 0, 1, "completed", NULL,
+                            NULL);
         } else if (strcmp(a->what, "saga_compensated") == 0) {
             saga_tally_note(&e->tally, e->m.sagas_finished, 0, 1, s->def->name,
                             "compensated", NULL);
+            saga_tally_note(&e->tally, e->m.sagas_by_status, 0, 1, "compensated", NULL,
+                            NULL);
         } else if (strcmp(a->what, "saga_failed") == 0) {
             saga_tally_note(&e->tally, e->m.sagas_finished, 0, 1, s->def->name, "failed",
                             NULL);

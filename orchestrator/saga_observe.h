@@ -22,7 +22,8 @@
  * holds do not reset it) and m->outbox_pending. With with_finished, also
  * m->sagas_by_status for completed, compensated and resolved: a count over
  * the whole history (an index-only scan, but one that grows with it), so
- * the caller asks for it less often. Returns SAGA_OK or SAGA_EDB (err says
+ * the caller asks for it less often (sagad every 12 intervals, adding the
+ * sagas it finishes itself in between). Returns SAGA_OK or SAGA_EDB (err says
  * why; the gauges keep their values). */
 int saga_observe_sagas(PGconn *db, int with_finished, const saga_std_metrics *m,
                        saga_error *err);
