@@ -3,9 +3,14 @@
  * another is killed and restarted under its name. Every saga must end,
  * with no effect doubled or lost (order_workload.h checks), the survivors
  * must have carried the dead one's sagas, and the time they took is
- * printed.
+ * printed. b is watched through its /metrics until the kill, so the test
+ * knows it had work: it applied replies, and sagas were unfinished when it
+ * died; the commands it still held in the outbox belong to sagas that
+ * must end too.
  *
  * Size: SAGA_INSTANCES_SAGAS (default 160) sagas in four waves. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,6 +49,9 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The port of b's HTTP endpoint (it picks one; its log says which). */
+static int b_port;
+
 static void start_sagad(int i)
 {
     char log[64];
@@ -54,10 +63,68 @@ static void start_sagad(int i)
                           sagad_names[i],
                           "--outbox-lease",
                           "3",
+                          "--http",
+                          "127.0.0.1:0",
                           NULL};
     snprintf(log, sizeof log, "inst-sagad-%s-%d", sagad_names[i], ++starts[i]);
     assert_int_equal(it_spawn(&sagad[i], log, "sagad", args), 0);
     assert_int_equal(it_wait_log(&sagad[i], "sagad running", 60000), 0);
+    if (i == 1) {
+        FILE *f = fopen(sagad[i].log, "r");
+        char line[1024];
+        const char *needle = "/readyz on 127.0.0.1:";
+        while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+            char *at = strstr(line, needle);
+            if (at != NULL)
+                b_port = atoi(at + strlen(needle));
+        }
+        if (f != NULL)
+            fclose(f);
+        assert_true(b_port > 0);
+    }
+}
+
+/* GET /metrics from b into buf; returns 0 when it answered 200. */
+static int scrape_b(char *buf, size_t size)
+{
+    struct sockaddr_in a = {0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0), status = -1;
+    size_t len = 0;
+    ssize_t n;
+    const char *req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    char *body;
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)b_port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        write(fd, req, strlen(req)) < 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    while (len + 1 < size && (n = read(fd, buf + len, size - len - 1)) > 0)
+        len += (size_t)n;
+    close(fd);
+    buf[len] = '\0';
+    sscanf(buf, "HTTP/1.%*d %d", &status);
+    if ((body = strstr(buf, "\r\n\r\n")) != NULL)
+        memmove(buf, body + 4, strlen(body + 4) + 1);
+    return status == 200 ? 0 : -1;
+}
+
+/* The sum of every sample of the metric family `name` in a scrape. */
+static double family_sum(const char *text, const char *name)
+{
+    double total = 0;
+    size_t n = strlen(name);
+    for (const char *p = text; p != NULL && *p; p = strchr(p, '\n'), p = p ? p + 1 : p) {
+        const char *v;
+        if (strncmp(p, name, n) != 0 || (p[n] != '{' && p[n] != ' '))
+            continue;
+        if ((v = strchr(p, ' ')) != NULL)
+            total += strtod(v + 1, NULL);
+    }
+    return total;
 }
 
 static int setup(void **state)
@@ -98,20 +165,44 @@ static void test_instances_share_and_take_over(void **state)
     int total = v && atoi(v) >= 4 ? atoi(v) : 160, per = total / 4;
     saga_defs *defs = saga_defs_new();
     int64_t killed_at, done_at;
-    long long in_flight, applied_a, applied_c;
+    long long in_flight, applied_a, applied_c, held_by_b, held_open;
+    double b_replies, b_started;
+    static char metrics[1 << 20];
     ow_counts counts;
     (void)state;
 
-    /* Wave 0: all three share the load. */
+    /* Wave 0: all three share the load, once the reply group has given
+     * each its partitions (joins within the first seconds rebalance it). */
+    sleep_ms(8000);
     ow_start_wave(db, defs, prefix, per, 0);
     sleep_ms(1500);
+    /* b has applied replies of wave 0 before it is killed in wave 1. */
+    for (int i = 0; i < 100; i++) {
+        assert_int_equal(scrape_b(metrics, sizeof metrics), 0);
+        if (family_sum(metrics, "saga_replies_total") > 0)
+            break;
+        sleep_ms(200);
+    }
     /* Wave 1, then b dies for good in the middle of it. */
     ow_start_wave(db, defs, prefix, per, 1);
     sleep_ms(100);
+    /* What b had done by now (its counters die with it). */
+    assert_int_equal(scrape_b(metrics, sizeof metrics), 0);
+    b_replies = family_sum(metrics, "saga_replies_total");
+    b_started = family_sum(metrics, "saga_sagas_started_total");
     it_kill9(&sagad[1]);
     killed_at = now_ms();
     in_flight = unfinished();
-    print_message("killed sagad b with %lld sagas unfinished\n", in_flight);
+    /* Commands b committed and Kafka had not confirmed: their sagas wait
+     * for another instance to take them over once the lease runs out. */
+    it_exec(db, "CREATE TEMP TABLE held_by_b AS SELECT DISTINCT saga_id FROM saga.outbox"
+                " WHERE claimed_by = 'b'");
+    held_by_b = it_int(db, "SELECT count(*) FROM held_by_b", 0, NULL);
+    print_message("killed sagad b (it had applied %.0f replies and started %.0f sagas)"
+                  " with %lld sagas unfinished, %lld of them with commands b held\n",
+                  b_replies, b_started, in_flight, held_by_b);
+    assert_true(b_replies > 0);
+    assert_true(in_flight > 0);
     /* Wave 2 while c is killed and restarted under its name. */
     ow_start_wave(db, defs, prefix, per, 2);
     sleep_ms(100);
@@ -127,6 +218,12 @@ static void test_instances_share_and_take_over(void **state)
                   " outbox lease 3 s; includes the 8 s before wave 3)\n",
                   (double)(done_at - killed_at) / 1000.0);
     ow_check(db, prefix, per * 4, &counts);
+    held_open =
+        it_int(db,
+               "SELECT count(*) FROM held_by_b h JOIN saga.saga s ON s.id = h.saga_id"
+               " WHERE s.status NOT IN ('completed', 'compensated')",
+               0, NULL);
+    assert_int_equal(held_open, 0);
     assert_true(counts.completed > 0);
     assert_true(counts.compensated > 0);
     /* Stop the survivors to read their figures: both did work. */
