@@ -514,12 +514,13 @@ int saga_metrics_register_std(saga_metrics *m, saga_std_metrics *out)
              "Sagas that reached a final status (completed, compensated, failed).",
              LABELS("definition", "outcome"), &s->sagas_finished)) ||
         (rc = saga_metrics_gauge(m, "saga_sagas",
-                                 "Sagas running, compensating or failed (stuck), in the "
-                                 "whole database.",
+                                 "Sagas per status in the whole database (finished "
+                                 "statuses are recounted less often).",
                                  LABELS("status"), &s->sagas_by_status)) ||
         (rc = saga_metrics_gauge(m, "saga_oldest_unprogressing_seconds",
-                                 "Per status: how long the saga that has gone longest "
-                                 "without a transition has waited.",
+                                 "Per active status: how long the saga that has gone "
+                                 "longest without progress (a status change of the saga "
+                                 "or a step) has waited.",
                                  LABELS("status"), &s->oldest_stalled)) ||
         (rc = saga_metrics_counter(m, "saga_steps_dispatched_total",
                                    "Step commands committed for sending (every attempt).",

@@ -91,9 +91,9 @@ int saga_metrics_render(saga_metrics *m, char **buf, size_t *cap, size_t *len);
 typedef struct saga_std_metrics {
     saga_metric *sagas_started;    /* counter {definition} */
     saga_metric *sagas_finished;   /* counter {definition, outcome}: saga_sagas_total */
-    saga_metric *sagas_by_status;  /* gauge {status}: active and failed, whole database */
+    saga_metric *sagas_by_status;  /* gauge {status}: every status, whole database */
     saga_metric *oldest_stalled;   /* gauge {status}: seconds since the oldest saga in
-                                      that status last moved */
+                                      that status last progressed (progressed_at) */
     saga_metric *steps_dispatched; /* counter {service, action, phase} */
     saga_metric *steps_retried;    /* counter {service, action, phase}: attempts > 1 */
     saga_metric *step_timeouts;    /* counter {service, action, phase} */
