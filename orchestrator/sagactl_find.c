@@ -22,8 +22,9 @@ static const char stuck_sql[] =
     " WHERE s.status = 'failed' OR (s.status IN ('running', 'compensating')"
     "  AND s.progressed_at < now() - $1::bigint * interval '1 millisecond')) x";
 
-/* The one-line reason a saga needs attention. */
-static void describe(json_t *row, char *buf, size_t size)
+/* The one-line reason a saga needs attention; with_since adds since when
+ * it waits (the human table has a SINCE column instead). */
+static void describe(json_t *row, int with_since, char *buf, size_t size)
 {
     const char *status = str(row, "status"), *step = str(row, "step");
     const char *step_status = str(row, "step_status");
@@ -31,8 +32,10 @@ static void describe(json_t *row, char *buf, size_t size)
     json_t *err = json_object_get(row, "error");
     const char *msg = json_string_value(json_object_get(err, "message"));
     const char *code = json_string_value(json_object_get(err, "code"));
-    char last[300] = "";
+    char last[300] = "", since[96] = "";
 
+    if (with_since)
+        snprintf(since, sizeof since, " since %s", str(row, "since"));
     if (msg != NULL || code != NULL)
         snprintf(last, sizeof last, "; last error %s: %s", code ? code : "?",
                  msg ? msg : "");
@@ -44,27 +47,33 @@ static void describe(json_t *row, char *buf, size_t size)
                  "%s failed and cannot be compensated (at or after the pivot)%s", step,
                  last);
     else if (strcmp(status, "compensating") == 0)
-        snprintf(buf, size, "waiting on the compensation of %s (attempt %lld) since %s%s",
-                 step, attempts, str(row, "since"), last);
+        snprintf(buf, size, "waiting on the compensation of %s (attempt %lld)%s%s", step,
+                 attempts, since, last);
     else
-        snprintf(buf, size, "waiting on %s (attempt %lld) since %s%s", step, attempts,
-                 str(row, "since"), last);
+        snprintf(buf, size, "waiting on %s (attempt %lld)%s%s", step, attempts, since,
+                 last);
 }
 
 int cmd_stuck(int argc, char **argv)
 {
-    const char *older = getenv("SAGA_STUCK_AFTER") ? getenv("SAGA_STUCK_AFTER") : "5m";
+    const char *older = getenv("SAGA_STUCK_AFTER"), *opt = "$SAGA_STUCK_AFTER";
     int64_t ms;
     char msbuf[32];
     const char *p[1] = {msbuf};
     json_t *rows, *row;
     size_t i;
+    double now;
     PGconn *db;
 
+    if (older == NULL) {
+        older = "5m";
+        opt = "--older-than";
+    }
     for (int k = 1; k < argc; k++) {
-        if (strcmp(argv[k], "--older-than") == 0 && k + 1 < argc)
-            older = argv[++k];
-        else if (strcmp(argv[k], "--json") == 0)
+        if (strcmp(argv[k], "--older-than") == 0) {
+            older = opt_value("stuck", argc, argv, &k);
+            opt = "--older-than";
+        } else if (strcmp(argv[k], "--json") == 0)
             want_json = 1;
         else if (strcmp(argv[k], "--help") == 0) {
             printf(
@@ -73,22 +82,21 @@ int cmd_stuck(int argc, char **argv)
                 "compensating sagas that made no progress for longer than DUR (default\n"
                 "$SAGA_STUCK_AFTER, else 5m), the longest waiting first, with the "
                 "reason.\n"
-                "Exit 0 when there are none, 1 when there are some.\n");
+                "Exit 0 when there are none, 1 when there are some (for alerting).\n");
             return EXIT_OK;
         } else
             die_usage("stuck: unexpected argument \"%s\"", argv[k]);
     }
-    if (saga_duration_parse(older, &ms) != 0)
-        die_usage("stuck: --older-than needs a duration such as 30s or 5m, not \"%s\"",
-                  older);
+    ms = parse_duration_opt("stuck", opt, older, "30s or 5m");
     snprintf(msbuf, sizeof msbuf, "%lld", (long long)ms);
     db = connect_db(1);
     rows = query_json(db, stuck_sql, 1, p);
+    now = db_now(db);
     PQfinish(db);
     json_array_foreach(rows, i, row)
     {
         char reason[700];
-        describe(row, reason, sizeof reason);
+        describe(row, 1, reason, sizeof reason);
         json_object_set_new(row, "reason", json_string(reason));
     }
     if (want_json) {
@@ -96,18 +104,30 @@ int cmd_stuck(int argc, char **argv)
     } else if (json_array_size(rows) == 0) {
         printf("no stuck sagas (none failed, none idle for more than %s)\n", older);
     } else {
-        printf("%-36s  %-16s  %-12s  %-10s  %s\n", "ID", "SAGA", "STATUS", "IDLE",
-               "REASON");
+        int wsaga = 4, wstatus = 6, wsince = 5;
+        char saga[300], when[96];
         json_array_foreach(rows, i, row)
         {
-            char saga[64], age[32];
+            snprintf(saga, sizeof saga, "%s@%lld", str(row, "name"),
+                     (long long)json_integer_value(json_object_get(row, "version")));
+            wsaga = widen(wsaga, saga);
+            wstatus = widen(wstatus, str(row, "status"));
+            format_when(str(row, "since"), now, 0, when, sizeof when);
+            wsince = widen(wsince, when);
+        }
+        printf("%-36s  %-*s  %-*s  %-*s  %s\n", "ID", wsaga, "SAGA", wstatus, "STATUS",
+               wsince, "SINCE", "REASON");
+        json_array_foreach(rows, i, row)
+        {
+            char reason[700];
             const char *st = str(row, "status");
             snprintf(saga, sizeof saga, "%s@%lld", str(row, "name"),
                      (long long)json_integer_value(json_object_get(row, "version")));
-            format_age(json_number_value(json_object_get(row, "idle_seconds")), age,
-                       sizeof age);
-            printf("%-36s  %-16s  %s%-12s%s  %-10s  %s\n", str(row, "id"), saga,
-                   color_for_status(st), st, color_reset(), age, str(row, "reason"));
+            format_when(str(row, "since"), now, 0, when, sizeof when);
+            describe(row, 0, reason, sizeof reason);
+            printf("%-36s  %-*s  %s%-*s%s  %-*s  %s\n", str(row, "id"), wsaga, saga,
+                   color_for_status(st), wstatus, st, color_reset(), wsince, when,
+                   reason);
         }
     }
     {
@@ -156,10 +176,16 @@ static void print_services(const json_t *services)
 {
     size_t i;
     json_t *v;
+    int wsvc = 16, winst = 16;
     if (json_array_size(services) == 0)
         return;
-    printf("\n%-16s  %-16s  %-9s  %8s  %9s  %13s  %s\n", "service", "sagad", "breaker",
-           "failures", "in flight", "held brk/bulk", "reported");
+    json_array_foreach(services, i, v)
+    {
+        wsvc = widen(wsvc, str(v, "service"));
+        winst = widen(winst, str(v, "instance"));
+    }
+    printf("\n%-*s  %-*s  %-9s  %8s  %9s  %13s  %s\n", wsvc, "service", winst, "sagad",
+           "breaker", "failures", "in flight", "held brk/bulk", "reported");
     json_array_foreach(services, i, v)
     {
         char flight[32], held[48];
@@ -169,10 +195,9 @@ static void print_services(const json_t *services)
         snprintf(held, sizeof held, "%lld/%lld",
                  (long long)json_integer_value(json_object_get(v, "held_breaker")),
                  (long long)json_integer_value(json_object_get(v, "held_bulkhead")));
-        printf("%-16s  %-16s  %-9s  %8lld  %9s  %13s  %.1fs ago\n",
-               json_string_value(json_object_get(v, "service")),
-               json_string_value(json_object_get(v, "instance")),
-               json_string_value(json_object_get(v, "breaker")),
+        /* str(): a row with a NULL column prints "-", never a NULL %s. */
+        printf("%-*s  %-*s  %-9s  %8lld  %9s  %13s  %.1fs ago\n", wsvc, str(v, "service"),
+               winst, str(v, "instance"), str(v, "breaker"),
                (long long)json_integer_value(json_object_get(v, "consecutive_failures")),
                flight, held,
                json_number_value(json_object_get(v, "reported_seconds_ago")));
@@ -185,6 +210,7 @@ int cmd_stats(int argc, char **argv)
                                            "compensated", "failed",       "resolved"};
     json_t *st, *by_def, *counts;
     const char *name;
+    int wname = 16;
     PGconn *db;
 
     for (int k = 1; k < argc; k++) {
@@ -206,18 +232,19 @@ int cmd_stats(int argc, char **argv)
         json_decref(st);
         return EXIT_OK;
     }
-    printf("%-16s", "");
+    by_def = json_object_get(st, "by_definition");
+    json_object_foreach(by_def, name, counts) wname = widen(wname, name);
+    printf("%-*s", wname, "");
     for (size_t i = 0; i < 6; i++)
         printf("  %12s", statuses[i]);
-    printf("\n%-16s", "all");
+    printf("\n%-*s", wname, "all");
     for (size_t i = 0; i < 6; i++)
         printf("  %12lld", (long long)json_integer_value(json_object_get(
                                json_object_get(st, "by_status"), statuses[i])));
     printf("\n");
-    by_def = json_object_get(st, "by_definition");
     json_object_foreach(by_def, name, counts)
     {
-        printf("%-16s", name);
+        printf("%-*s", wname, name);
         for (size_t i = 0; i < 6; i++)
             printf("  %12lld",
                    (long long)json_integer_value(json_object_get(counts, statuses[i])));

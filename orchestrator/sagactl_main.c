@@ -131,7 +131,9 @@ json_t *query_json(PGconn *db, const char *sql, int n, const char *const *params
 
 void print_json(json_t *j)
 {
-    char *t = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    /* Ten significant digits: 0.7, not jansson's default 0.69999999999999996. */
+    char *t =
+        json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
     puts(t ? t : "null");
     free(t);
 }
@@ -295,9 +297,11 @@ static int cmd_start(int argc, char **argv)
             traceparent = opt_value("start", argc, argv, &i);
         else if (strcmp(argv[i], "--no-wait") == 0)
             wait_ms = 0;
+        else if (strcmp(argv[i], "--json") == 0)
+            want_json = 1;
         else if (strcmp(argv[i], "--help") == 0) {
             printf("usage: sagactl start NAME [--input JSON] [--key IDEMPOTENCY_KEY]\n"
-                   "                    [--traceparent TP] [--no-wait]\n"
+                   "                    [--traceparent TP] [--no-wait] [--json]\n"
                    "Asks sagad to start a saga of the latest version of definition NAME "
                    "and prints\nits id once sagad has created it (up to 10 s; "
                    "--no-wait: at once).\n"
