@@ -169,6 +169,7 @@ static void test_defs_commands(void **state)
     const char *show_missing[] = {"defs", "show", "versioned", "--version", "9", NULL};
     json_t *j, *row;
     size_t i;
+    int found = 0;
     FILE *f;
     (void)state;
     assert_int_equal(it_sagactl_all(out, sizeof out, 0, deploy_again), 0);
@@ -183,10 +184,12 @@ static void test_defs_commands(void **state)
     json_array_foreach(j, i, row)
     {
         if (strcmp(json_string_value(json_object_get(row, "name")), "versioned") == 0) {
+            found++;
             assert_int_equal(json_integer_value(json_object_get(row, "latest")), 2);
             assert_int_equal(json_integer_value(json_object_get(row, "versions")), 2);
         }
     }
+    assert_int_equal(found, 1); /* the row is there, once */
     json_decref(j);
     assert_int_equal(it_sagactl_all(out, sizeof out, 0, show1), 0);
     j = json_loads(out, 0, NULL);
