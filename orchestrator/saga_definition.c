@@ -11,19 +11,36 @@
 #include "saga_duration.h"
 #include "saga_template.h"
 
+static void vproblem(saga_def_problems *p, const char *where, const char *fmt, va_list ap)
+{
+    if (p->count < (int)(sizeof p->items / sizeof p->items[0])) {
+        saga_def_problem *it = &p->items[p->count];
+        snprintf(it->where, sizeof it->where, "%s", where);
+        vsnprintf(it->message, sizeof it->message, fmt, ap);
+    }
+    p->count++;
+}
+
 static void problem(saga_def_problems *p, const char *where, const char *fmt, ...)
 {
     va_list ap;
     if (p == NULL)
         return;
-    if (p->count < (int)(sizeof p->items / sizeof p->items[0])) {
-        saga_def_problem *it = &p->items[p->count];
-        snprintf(it->where, sizeof it->where, "%s", where);
-        va_start(ap, fmt);
-        vsnprintf(it->message, sizeof it->message, fmt, ap);
-        va_end(ap);
-    }
-    p->count++;
+    va_start(ap, fmt);
+    vproblem(p, where, fmt, ap);
+    va_end(ap);
+}
+
+/* A rule that guards authors against mistakes but that the engine does
+ * not need to run a definition: not applied to stored definitions. */
+static void rule(saga_def_problems *p, const char *where, const char *fmt, ...)
+{
+    va_list ap;
+    if (p == NULL || p->stored)
+        return;
+    va_start(ap, fmt);
+    vproblem(p, where, fmt, ap);
+    va_end(ap);
 }
 
 static const char *type_name(const json_t *v)
@@ -254,12 +271,12 @@ static int check_ref(const char *path, size_t len, const char *where, void *arg)
     int n, idx = -1, plen = (int)len;
 
     if (path == NULL) {
-        problem(rc->p, where, "unterminated \"${\" (expected \"${...}\")");
+        rule(rc->p, where, "unterminated \"${\" (expected \"${...}\")");
         return 0;
     }
     n = saga_template_parse_ref(path, len, seg, 3, why, sizeof why);
     if (n < 0) {
-        problem(rc->p, where, "\"${%.*s}\" is malformed: %s", plen, path, why);
+        rule(rc->p, where, "\"${%.*s}\" is malformed: %s", plen, path, why);
         return 0;
     }
     if (seg_is(&seg[0], "input"))
@@ -344,10 +361,10 @@ static void parse_step(json_t *s, int i, saga_definition *def, const step_defaul
     st->name = get_string(s, "name", where, 1, 1, p);
     if (st->name != NULL && strchr(st->name, '.') != NULL) {
         snprintf(path, sizeof path, "%s.name", where);
-        problem(p, path,
-                "\"%s\": a step name cannot contain '.', because references such as "
-                "${steps.NAME.output} split on '.' and could never name this step",
-                st->name);
+        rule(p, path,
+             "\"%s\": a step name cannot contain '.', because references such as "
+             "${steps.NAME.output} split on '.' and could never name this step",
+             st->name);
     }
     st->service = get_string(s, "service", where, 1, 1, p);
     st->action = get_string(s, "action", where, 1, 1, p);
@@ -392,11 +409,11 @@ static void check_steps(saga_definition *def, json_t *steps, saga_def_problems *
                         j);
         if (st->pivot && first_pivot >= 0) {
             snprintf(path, sizeof path, "%s.pivot", where);
-            problem(p, path,
-                    "a second pivot (the first is steps[%d]): a saga has one point of no "
-                    "return, and every step after it is forward-only already (remove "
-                    "\"pivot\" here)",
-                    first_pivot);
+            rule(p, path,
+                 "a second pivot (the first is steps[%d]): a saga has one point of no "
+                 "return, and every step after it is forward-only already (remove "
+                 "\"pivot\" here)",
+                 first_pivot);
         } else if (st->pivot) {
             first_pivot = i;
         }
@@ -406,16 +423,15 @@ static void check_steps(saga_definition *def, json_t *steps, saga_def_problems *
         if (st->compensation != NULL && st->forward_only) {
             snprintf(path, sizeof path, "%s.compensation", where);
             if (st->pivot)
-                problem(
-                    p, path,
-                    "\"%s\" would never run: a pivot is never compensated (a definite "
-                    "failure of the pivot means it took no effect); remove it",
-                    st->compensation);
+                rule(p, path,
+                     "\"%s\" would never run: a pivot is never compensated (a definite "
+                     "failure of the pivot means it took no effect); remove it",
+                     st->compensation);
             else
-                problem(p, path,
-                        "\"%s\" would never run: steps after the pivot (steps[%d]) are "
-                        "retried until they succeed and never compensated; remove it",
-                        st->compensation, first_pivot);
+                rule(p, path,
+                     "\"%s\" would never run: steps after the pivot (steps[%d]) are "
+                     "retried until they succeed and never compensated; remove it",
+                     st->compensation, first_pivot);
         }
         /* Adjacent steps of one group run together: a stage. */
         st->stage_first = st->stage_last = i;
@@ -457,11 +473,11 @@ static void check_steps(saga_definition *def, json_t *steps, saga_def_problems *
         if (members == 1) {
             char path[96];
             snprintf(path, sizeof path, "%s.group", where);
-            problem(p, path,
-                    "group \"%s\" has only this step: a group runs adjacent steps in "
-                    "parallel, so it needs two or more (remove \"group\", or put the "
-                    "steps that run with this one next to it in the same group)",
-                    st->group);
+            rule(p, path,
+                 "group \"%s\" has only this step: a group runs adjacent steps in "
+                 "parallel, so it needs two or more (remove \"group\", or put the "
+                 "steps that run with this one next to it in the same group)",
+                 st->group);
         }
         if (!json_is_object(s) || json_object_get(s, "compensation") != NULL ||
             st->forward_only)
@@ -471,13 +487,13 @@ static void check_steps(saga_definition *def, json_t *steps, saga_def_problems *
          * reply. An irreversible step must never be given up, so every
          * member must say how it is undone, even in the last group. */
         if (st->stage_last > st->stage_first)
-            problem(p, where,
-                    "step \"%s\" is in parallel group \"%s\" but has no compensation: "
-                    "if another step of the group fails while this one is in flight, "
-                    "this one is given up and the steps before it are undone, which "
-                    "must never happen to an irreversible step (add \"compensation\", "
-                    "or \"compensation\": null if there is nothing to undo)",
-                    st->name ? st->name : "?", st->group);
+            rule(p, where,
+                 "step \"%s\" is in parallel group \"%s\" but has no compensation: "
+                 "if another step of the group fails while this one is in flight, "
+                 "this one is given up and the steps before it are undone, which "
+                 "must never happen to an irreversible step (add \"compensation\", "
+                 "or \"compensation\": null if there is nothing to undo)",
+                 st->name ? st->name : "?", st->group);
         /* A step that later steps can still undo needs a compensation,
          * unless the author says there is nothing to undo (null). */
         else if (st->stage_last < def->nsteps - 1)
@@ -529,8 +545,8 @@ int saga_definition_from_json(json_t *body, saga_definition **out,
                 "content; remove this key");
     v = json_object_get(body, "$schema");
     if (v != NULL && !json_is_string(v))
-        problem(p, "$schema", "found %s, expected a string (a JSON schema's URL)",
-                type_name(v));
+        rule(p, "$schema", "found %s, expected a string (a JSON schema's URL)",
+             type_name(v));
     def->name = get_string(body, "name", "", 1, 1, p);
     v = json_object_get(body, "description");
     if (v != NULL && !json_is_string(v))

@@ -52,6 +52,10 @@ typedef struct saga_def_problem {
 } saga_def_problem;
 
 typedef struct saga_def_problems {
+    /* In: set for a definition already stored (deployed under an earlier
+     * release's rules): only the rules the engine needs to run it apply,
+     * so a stricter validator never strands sagas started on it. */
+    int stored;
     int count;
     saga_def_problem items[64]; /* the first 64; count keeps counting */
 } saga_def_problems;

@@ -202,6 +202,9 @@ int saga_store_get_definition(PGconn *db, saga_defs *defs, const char *name, int
         PQclear(r);
         return SAGA_OK;
     }
+    /* It was valid when deployed; a later release's stricter rules must not
+     * strand the sagas that run on it. */
+    probs.stored = 1;
     rc = saga_definition_parse(PQgetvalue(r, 0, 1), strlen(PQgetvalue(r, 0, 1)), &def,
                                &probs);
     PQclear(r);

@@ -508,6 +508,50 @@ static void test_every_message_exactly(void **state)
 }
 
 /* The two messages no data file can carry. */
+/* A stored definition was valid under the rules of the release that
+ * deployed it: loading it back applies only what the engine needs, so
+ * sagas already running on it are never stranded by a stricter validator. */
+static void test_stored_definitions_load_under_the_engine_rules(void **state)
+{
+    /* Each breaks a rule added later, none breaks what the engine needs. */
+    static const char *const authoring_only =
+        "{\"name\":\"old\",\"$schema\":5,\"steps\":["
+        "{\"name\":\"a.b\",\"service\":\"s\",\"action\":\"a\",\"group\":\"solo\","
+        "\"compensation\":\"ua\",\"input\":{\"x\":\"${input.}\"}},"
+        "{\"name\":\"g1\",\"service\":\"s\",\"action\":\"g\",\"group\":\"g\"},"
+        "{\"name\":\"g2\",\"service\":\"s\",\"action\":\"g\",\"group\":\"g\","
+        "\"compensation\":\"ug\"},"
+        "{\"name\":\"p\",\"service\":\"s\",\"action\":\"p\",\"pivot\":true,"
+        "\"compensation\":\"up\"},"
+        "{\"name\":\"q\",\"service\":\"s\",\"action\":\"q\",\"pivot\":true}]}";
+    static const char *const broken = "{\"name\":\"old\",\"steps\":["
+                                      "{\"name\":\"a\",\"action\":\"a\"}]}";
+    saga_def_problems probs = {0}, stored = {.stored = 1};
+    saga_definition *def = NULL;
+    (void)state;
+
+    assert_int_equal(
+        saga_definition_parse(authoring_only, strlen(authoring_only), &def, &probs),
+        SAGA_EDEF);
+    assert_true(probs.count >= 6);
+    assert_int_equal(
+        saga_definition_parse(authoring_only, strlen(authoring_only), &def, &stored),
+        SAGA_OK);
+    assert_int_equal(stored.count, 0);
+    assert_int_equal(def->nsteps, 5);
+    assert_true(def->steps[3].pivot && def->steps[4].forward_only);
+    assert_int_equal(def->steps[1].stage_last, 2);
+    saga_definition_free(def);
+    def = NULL;
+    /* What the engine cannot run stays an error. */
+    memset(&stored, 0, sizeof stored);
+    stored.stored = 1;
+    assert_int_equal(saga_definition_parse(broken, strlen(broken), &def, &stored),
+                     SAGA_EDEF);
+    assert_null(def);
+    assert_true(stored.count >= 1);
+}
+
 static void test_too_many_steps_and_no_file(void **state)
 {
     json_t *body = json_pack("{s:s, s:[]}", "name", "x", "steps");
@@ -545,6 +589,7 @@ int main(void)
         cmocka_unit_test(test_ref_parser_shared),
         cmocka_unit_test(test_every_message_exactly),
         cmocka_unit_test(test_too_many_steps_and_no_file),
+        cmocka_unit_test(test_stored_definitions_load_under_the_engine_rules),
     };
     return cmocka_run_group_tests_name("definitions", tests, NULL, NULL);
 }
