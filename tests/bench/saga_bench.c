@@ -454,8 +454,11 @@ int main(int argc, char **argv)
                 total += got;
                 start_failed = got == 0;
             }
+            /* Counting 50 times a second costs PostgreSQL (and adds to
+             * the commits) little, and at 1,000 sagas/s 20 ms lets the
+             * sagas in flight drop by 2% at most. */
             if (want < 500)
-                sleep_ms(5);
+                sleep_ms(20);
         }
     } else {
         /* Open loop: each saga at its intended time, whatever happens. */
