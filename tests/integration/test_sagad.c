@@ -490,7 +490,7 @@ static void read_small(const char *path, char *buf, size_t size)
  * since the processes only overlap for the length of one statement. */
 static void test_idempotent_start_race(void **state)
 {
-    enum { PROCS = 8, ROUNDS = 5 };
+    enum { PROCS = 8, ROUNDS = 10 };
     char dir[512], cmd[4096];
     (void)state;
     snprintf(dir, sizeof dir, "%s/tests/logs/start-race", it_env("SAGA_BUILD_DIR"));
