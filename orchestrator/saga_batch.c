@@ -301,8 +301,28 @@ static void fill_step(saga_state *s, PGresult *r, int row)
     st->attempt_base = atoi(PQgetvalue(r, row, 10));
 }
 
+/* Keep a saga whose definition cannot be loaded out of the timers and say
+ * why in its history; an operator repairs the definition, then retries. */
+static int set_aside_saga(PGconn *db, const char *id, const char *why, saga_error *err)
+{
+    const char *p[2] = {id, why};
+    PGresult *r = PQexecParams(
+        db,
+        "WITH s AS (UPDATE saga.saga SET wake_at = NULL WHERE id = $1 RETURNING id)"
+        " INSERT INTO saga.saga_event (saga_id, at, kind, detail)"
+        " SELECT id, clock_timestamp(), 'definition_unavailable',"
+        " jsonb_build_object('error', $2::text) FROM s",
+        2, NULL, p, NULL, NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok)
+        return saga_error_set(err, SAGA_EDB, "setting saga %s aside: %s", id,
+                              PQerrorMessage(db));
+    return SAGA_OK;
+}
+
 int saga_batch_load(PGconn *db, saga_defs *defs, char (*ids)[SAGA_ID_LEN + 1], int n,
-                    int begin, saga_state **out, saga_error *err)
+                    int begin, saga_state **out, int *set_aside, saga_error *err)
 {
     PGresult *rs = NULL, *rt = NULL, *rb = NULL;
     char *arr = uuid_array(ids, n);
@@ -339,10 +359,23 @@ out:
     if (rc == SAGA_OK) {
         /* Definitions missing from the cache are read now, outside the
          * pipeline. */
+        if (set_aside != NULL)
+            *set_aside = 0;
         for (int i = 0; i < PQntuples(rs) && rc == SAGA_OK; i++) {
             int k = find_id(ids, n, PQgetvalue(rs, i, 0));
-            if (k >= 0 && out[k] == NULL)
-                rc = fill_saga(db, defs, rs, i, &out[k], err);
+            if (k < 0 || out[k] != NULL)
+                continue;
+            rc = fill_saga(db, defs, rs, i, &out[k], err);
+            if ((rc == SAGA_EDEF || rc == SAGA_ENOTFOUND) && set_aside != NULL &&
+                err != NULL) {
+                char why[sizeof err->message];
+                snprintf(why, sizeof why, "%s", err->message);
+                out[k] = NULL;
+                (*set_aside)++;
+                rc = set_aside_saga(db, ids[k], why, err);
+                if (rc == SAGA_OK) /* the reason, for the caller's log */
+                    saga_error_set(err, SAGA_EDEF, "saga %s set aside: %s", ids[k], why);
+            }
         }
         for (int i = 0; i < PQntuples(rt) && rc == SAGA_OK; i++) {
             int k = find_id(ids, n, PQgetvalue(rt, i, 0));

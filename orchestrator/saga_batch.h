@@ -23,9 +23,15 @@ int saga_batch_prepare(PGconn *db, saga_error *err);
  * their steps, locking them FOR UPDATE. out[i] is the state of ids[i], or
  * NULL when there is no such saga; the states are the caller's
  * (saga_state_free). The transaction stays open, also on error (the caller
- * rolls back). */
+ * rolls back).
+ * A saga whose definition cannot be loaded (missing or unreadable in the
+ * store) fails the load, unless set_aside is given: then it is set aside
+ * so that it cannot stall the sagas loaded with it — out[i] stays NULL,
+ * its timer is cleared and its history records definition_unavailable
+ * with the reason, in the caller's transaction — and *set_aside counts it
+ * (err holds the last reason). */
 int saga_batch_load(PGconn *db, saga_defs *defs, char (*ids)[SAGA_ID_LEN + 1], int n,
-                    int begin, saga_state **out, saga_error *err);
+                    int begin, saga_state **out, int *set_aside, saga_error *err);
 
 /* Claim up to limit sagas whose timer is due (FOR UPDATE SKIP LOCKED, so
  * several sagad share them), inside an open transaction; their ids go to

@@ -780,7 +780,7 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
     saga_state **states = calloc((size_t)n, sizeof *states);
     saga_outbox sent = {0};
     saga_error err = {0};
-    int nvalid = 0, nids = 0, rc = SAGA_OK;
+    int nvalid = 0, nids = 0, aside = 0, rc = SAGA_OK;
 
     if (replies == NULL || ids == NULL || states == NULL) {
         free(replies);
@@ -817,8 +817,14 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
             usleep(500 * 1000);
             goto out;
         }
-        if ((rc = saga_batch_load(e->db, e->defs, ids, nids, 1, states, &err)) != SAGA_OK)
+        if ((rc = saga_batch_load(e->db, e->defs, ids, nids, 1, states, &aside, &err)) !=
+            SAGA_OK)
             goto fail;
+        if (aside > 0)
+            saga_log(SAGA_LOG_ERROR,
+                     "%d saga(s) set aside, their replies not applied (definition "
+                     "unavailable; see their history): %s",
+                     aside, err.message);
         for (int i = 0; i < nvalid && rc == SAGA_OK; i++) {
             saga_event ev = {.kind = SAGA_EV_REPLY,
                              .now = saga_now_ms(),
@@ -894,7 +900,7 @@ static int process_timers(saga_engine *e)
     saga_state **states = calloc(TIMER_CLAIM_LIMIT, sizeof *states);
     saga_outbox sent = {0};
     saga_error err = {0};
-    int n = 0, rc;
+    int n = 0, aside = 0, rc;
 
     if (ids == NULL || states == NULL || ensure_db(e) != 0) {
         free(ids);
@@ -909,8 +915,14 @@ static int process_timers(saga_engine *e)
         saga_store_exec(e->db, "COMMIT", NULL);
         goto out;
     }
-    if ((rc = saga_batch_load(e->db, e->defs, ids, n, 0, states, &err)) != SAGA_OK)
+    if ((rc = saga_batch_load(e->db, e->defs, ids, n, 0, states, &aside, &err)) !=
+        SAGA_OK)
         goto fail;
+    if (aside > 0)
+        saga_log(SAGA_LOG_ERROR,
+                 "%d saga(s) set aside, their timers cleared (definition unavailable; "
+                 "see their history): %s",
+                 aside, err.message);
     for (int i = 0; i < n && rc == SAGA_OK; i++) {
         saga_event ev = {.kind = SAGA_EV_WAKE,
                          .now = saga_now_ms(),

@@ -573,7 +573,7 @@ int saga_store_load(PGconn *db, saga_defs *defs, const char *id, saga_state **ou
         rc = PQntuples(r) == 1 ? SAGA_OK : saga_batch_prepare(db, err);
     PQclear(r);
     if (rc == SAGA_OK)
-        rc = saga_batch_load(db, defs, ids, 1, 0, out, err);
+        rc = saga_batch_load(db, defs, ids, 1, 0, out, NULL, err);
     if (rc == SAGA_OK && *out == NULL)
         rc = saga_error_set(err, SAGA_ENOTFOUND, "no saga %s", id);
     return rc;
