@@ -776,7 +776,9 @@ int saga_batch_commit(PGconn *db, saga_batch *b, saga_outbox *sent, saga_error *
         }
         /* An aborted transaction answers COMMIT with ROLLBACK: not a commit. */
         r = next_result(db, PGRES_COMMAND_OK, "COMMIT", err);
-        if (r == NULL || strcmp(PQcmdStatus(r), "COMMIT") != 0) {
+        if (r == NULL) {
+            rc = SAGA_EDB; /* err holds the server's reason */
+        } else if (strcmp(PQcmdStatus(r), "COMMIT") != 0) {
             if (rc == SAGA_OK)
                 rc = saga_error_set(err, SAGA_EDB,
                                     "COMMIT: the transaction was rolled back");

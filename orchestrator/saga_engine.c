@@ -948,6 +948,12 @@ out:
     return n;
 }
 
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 #define START_BATCH 200
 
 /* Turn pending start requests (libsaga's client) into sagas, each with its
@@ -1365,6 +1371,9 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
                             PQerrorMessage(e->db));
         goto fail_defs;
     }
+    /* Server notices (a ROLLBACK with no transaction open after a failed
+     * COMMIT) are not for stderr: errors reach the log through results. */
+    PQsetNoticeProcessor(e->db, ignore_notice, NULL);
     saga_health_set_db(&e->health, 1, NULL);
     if ((rc = saga_migrate_current(e->db, &version, err)) != SAGA_OK)
         goto fail_defs;
