@@ -190,11 +190,12 @@ static int ended(const char *status)
     return 0;
 }
 
-static int64_t mono_ms(void)
+/* Microseconds: whole milliseconds would let a wait end up to 1 ms early. */
+static int64_t mono_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 int saga_client_wait(saga_client *c, const char *id, int timeout_ms, char status[32],
@@ -202,22 +203,22 @@ int saga_client_wait(saga_client *c, const char *id, int timeout_ms, char status
 {
     /* The clock, not a count of sleeps: each status query takes time too,
      * and the wall clock may jump. */
-    int64_t deadline = mono_ms() + (timeout_ms > 0 ? timeout_ms : 0);
+    int64_t deadline = mono_us() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000;
     for (;;) {
         int64_t left;
         struct timespec ts;
         int rc = saga_client_status(c, id, status, err);
         if (rc != SAGA_OK || ended(status))
             return rc;
-        left = deadline - mono_ms();
+        left = deadline - mono_us();
         if (left <= 0)
             return saga_error_set(err, SAGA_ESTATE, "saga %s still %s after %d ms", id,
                                   status, timeout_ms);
         /* Every 50 ms, the last sleep no longer than what is left. */
-        if (left > 50)
-            left = 50;
+        if (left > 50000)
+            left = 50000;
         ts.tv_sec = 0;
-        ts.tv_nsec = (long)left * 1000000L;
+        ts.tv_nsec = (long)left * 1000L;
         nanosleep(&ts, NULL);
     }
 }

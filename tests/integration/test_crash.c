@@ -224,9 +224,11 @@ static void test_nothing_lost_nothing_doubled(void **state)
                           : broker_restarts == 0 ? "broker"
                                                  : "database");
         /* The faults really happened: injected failures and timeouts were
-         * retried, and the kills made participants see commands again. */
+         * retried, and something was delivered twice — a command to a
+         * participant or a reply to sagad; which one depends on where the
+         * kills land, and a killed process's own counts are lost. */
         assert_true(retries > 0);
-        assert_true(duplicates > 0);
+        assert_true(duplicates + ignored > 0);
         /* The participant was killed inside a handler: its log ends with a
          * handler that began and never ended. */
         if (!handler_running(killed_log, line, sizeof line))
