@@ -62,7 +62,7 @@ static void book(const saga_command *cmd, PGconn *db, saga_result *res, void *ar
         return;
     snprintf(qbuf, sizeof qbuf, "%lld", qty);
     /* The saga id makes the reference unique and stable across redeliveries. */
-    snprintf(ref, sizeof ref, "%s-%.8s", k->ref_prefix, cmd->saga_id);
+    snprintf(ref, sizeof ref, "%s-%s", k->ref_prefix, cmd->saga_id);
     {
         const char *p[1] = {item};
         r = example_sql(

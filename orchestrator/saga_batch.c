@@ -311,7 +311,10 @@ static int set_aside_saga(PGconn *db, const char *id, const char *why, saga_erro
         "WITH s AS (UPDATE saga.saga SET wake_at = NULL WHERE id = $1 RETURNING id)"
         " INSERT INTO saga.saga_event (saga_id, at, kind, detail)"
         " SELECT id, clock_timestamp(), 'definition_unavailable',"
-        " jsonb_build_object('error', $2::text) FROM s",
+        " jsonb_build_object('error', $2::text) FROM s"
+        /* Once in a row: each reply that comes for it would add one. */
+        " WHERE (SELECT kind FROM saga.saga_event WHERE saga_id = s.id"
+        "  ORDER BY id DESC LIMIT 1) IS DISTINCT FROM 'definition_unavailable'",
         2, NULL, p, NULL, NULL, 0);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
@@ -322,7 +325,8 @@ static int set_aside_saga(PGconn *db, const char *id, const char *why, saga_erro
 }
 
 int saga_batch_load(PGconn *db, saga_defs *defs, char (*ids)[SAGA_ID_LEN + 1], int n,
-                    int begin, saga_state **out, int *set_aside, saga_error *err)
+                    int begin, saga_state **out, unsigned char *set_aside,
+                    saga_error *err)
 {
     PGresult *rs = NULL, *rt = NULL, *rb = NULL;
     char *arr = uuid_array(ids, n);
@@ -359,8 +363,8 @@ out:
     if (rc == SAGA_OK) {
         /* Definitions missing from the cache are read now, outside the
          * pipeline. */
-        if (set_aside != NULL)
-            *set_aside = 0;
+        for (int i = 0; set_aside != NULL && i < n; i++)
+            set_aside[i] = 0;
         for (int i = 0; i < PQntuples(rs) && rc == SAGA_OK; i++) {
             int k = find_id(ids, n, PQgetvalue(rs, i, 0));
             if (k < 0 || out[k] != NULL)
@@ -370,11 +374,10 @@ out:
                 err != NULL) {
                 char why[sizeof err->message];
                 snprintf(why, sizeof why, "%s", err->message);
+                memset(err, 0, sizeof *err);
                 out[k] = NULL;
-                (*set_aside)++;
+                set_aside[k] = 1;
                 rc = set_aside_saga(db, ids[k], why, err);
-                if (rc == SAGA_OK) /* the reason, for the caller's log */
-                    saga_error_set(err, SAGA_EDEF, "saga %s set aside: %s", ids[k], why);
             }
         }
         for (int i = 0; i < PQntuples(rt) && rc == SAGA_OK; i++) {

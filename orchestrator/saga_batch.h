@@ -25,13 +25,14 @@ int saga_batch_prepare(PGconn *db, saga_error *err);
  * (saga_state_free). The transaction stays open, also on error (the caller
  * rolls back).
  * A saga whose definition cannot be loaded (missing or unreadable in the
- * store) fails the load, unless set_aside is given: then it is set aside
- * so that it cannot stall the sagas loaded with it — out[i] stays NULL,
- * its timer is cleared and its history records definition_unavailable
- * with the reason, in the caller's transaction — and *set_aside counts it
- * (err holds the last reason). */
+ * store) fails the load, unless set_aside (n flags) is given: then it is
+ * set aside so that it cannot stall the sagas loaded with it — out[i]
+ * stays NULL, set_aside[i] is 1, its timer is cleared and its history
+ * records definition_unavailable with the reason (once in a row), in the
+ * caller's transaction; err is untouched then. */
 int saga_batch_load(PGconn *db, saga_defs *defs, char (*ids)[SAGA_ID_LEN + 1], int n,
-                    int begin, saga_state **out, int *set_aside, saga_error *err);
+                    int begin, saga_state **out, unsigned char *set_aside,
+                    saga_error *err);
 
 /* Claim up to limit sagas whose timer is due (FOR UPDATE SKIP LOCKED, so
  * several sagad share them), inside an open transaction; their ids go to

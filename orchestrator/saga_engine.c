@@ -730,22 +730,10 @@ static int apply_one(saga_engine *e, saga_state *s, saga_event *ev, saga_error *
     return rc;
 }
 
-/* Rewind the reply consumer to its committed offsets so the replies of a
- * rolled-back batch are consumed again. */
+/* The replies of a rolled-back batch are consumed again. */
 static void rewind_consumer(saga_engine *e)
 {
-    rd_kafka_topic_partition_list_t *parts = NULL;
-    if (rd_kafka_assignment(e->consumer, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return;
-    if (rd_kafka_committed(e->consumer, parts, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        for (int i = 0; i < parts->cnt; i++)
-            if (parts->elems[i].offset < 0)
-                parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
-        rd_kafka_error_t *ke = rd_kafka_seek_partitions(e->consumer, parts, 5000);
-        if (ke != NULL)
-            rd_kafka_error_destroy(ke);
-    }
-    rd_kafka_topic_partition_list_destroy(parts);
+    saga__kafka_rewind(e->consumer);
 }
 
 static int cmp_id(const void *a, const void *b)
@@ -773,19 +761,36 @@ static int find_id(char (*ids)[SAGA_ID_LEN + 1], int n, const char *id)
 /* One transaction for a batch of replies: load every saga they touch with
  * two statements, apply the replies in the order they came, write it all
  * with one pipeline that ends in COMMIT. */
+/* After the commit that set them aside (see saga_batch_load): one line. */
+static void log_set_aside(char (*ids)[SAGA_ID_LEN + 1], const unsigned char *aside, int n,
+                          const char *what)
+{
+    int count = 0, first = -1;
+    for (int i = 0; i < n; i++)
+        if (aside[i] && count++ == 0)
+            first = i;
+    if (count > 0)
+        saga_log(SAGA_LOG_ERROR,
+                 "%d saga(s) set aside, %s: definition unavailable (saga %s%s; see "
+                 "their history)",
+                 count, what, ids[first], count > 1 ? " and others" : "");
+}
+
 static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
 {
     saga_reply *replies = calloc((size_t)n, sizeof *replies);
     char(*ids)[SAGA_ID_LEN + 1] = malloc(sizeof *ids * (size_t)n);
     saga_state **states = calloc((size_t)n, sizeof *states);
+    unsigned char *aside = calloc((size_t)n, 1);
     saga_outbox sent = {0};
     saga_error err = {0};
-    int nvalid = 0, nids = 0, aside = 0, rc = SAGA_OK;
+    int nvalid = 0, nids = 0, rc = SAGA_OK;
 
-    if (replies == NULL || ids == NULL || states == NULL) {
+    if (replies == NULL || ids == NULL || states == NULL || aside == NULL) {
         free(replies);
         free(ids);
         free(states);
+        free(aside);
         return SAGA_ENOMEM;
     }
     for (int i = 0; i < n; i++) {
@@ -811,26 +816,31 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
     if (nvalid > 0) {
         nids = sort_unique(ids, nids);
         if (ensure_db(e) != 0) {
-            /* Consumed again once the database is back. */
+            /* Consumed again once the database is back: what this batch
+             * noted will be noted again. */
             rc = SAGA_EDB;
+            saga_tally_reset(&e->tally);
             rewind_consumer(e);
             usleep(500 * 1000);
             goto out;
         }
-        if ((rc = saga_batch_load(e->db, e->defs, ids, nids, 1, states, &aside, &err)) !=
+        if ((rc = saga_batch_load(e->db, e->defs, ids, nids, 1, states, aside, &err)) !=
             SAGA_OK)
             goto fail;
-        if (aside > 0)
-            saga_log(SAGA_LOG_ERROR,
-                     "%d saga(s) set aside, their replies not applied (definition "
-                     "unavailable; see their history): %s",
-                     aside, err.message);
         for (int i = 0; i < nvalid && rc == SAGA_OK; i++) {
             saga_event ev = {.kind = SAGA_EV_REPLY,
                              .now = saga_now_ms(),
                              .random = next_random(e),
                              .reply = &replies[i]};
             int k = find_id(ids, nids, replies[i].saga_id);
+            if (k >= 0 && aside[k]) {
+                /* Its definition cannot be loaded: counted, not applied; a
+                 * retry once it is repaired re-sends the command. */
+                e->stats.replies_rejected++;
+                saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1,
+                                "definition_unavailable", NULL, NULL);
+                continue;
+            }
             if (k < 0 || states[k] == NULL) {
                 e->stats.replies_rejected++;
                 saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1, "unknown_saga",
@@ -843,6 +853,7 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
         }
         if (rc != SAGA_OK || (rc = commit_batch(e, &sent, &err)) != SAGA_OK)
             goto fail;
+        log_set_aside(ids, aside, nids, "their replies not applied");
         produce(e, &sent);
     }
     {
@@ -850,11 +861,11 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
         rd_kafka_resp_err_t ke;
         for (int i = 0; i < n; i++)
             saga__kafka_track(&done, msgs[i]);
-        ke = saga__kafka_commit_tracked(e->consumer, &done, 1);
+        ke = saga__kafka_store_tracked(e->consumer, &done);
         if (ke != RD_KAFKA_RESP_ERR_NO_ERROR)
-            saga_log(SAGA_LOG_WARN, "committing reply offsets: %s", rd_kafka_err2str(ke));
+            saga_log(SAGA_LOG_WARN, "storing reply offsets: %s", rd_kafka_err2str(ke));
         /* Only malformed replies: no transaction, so they count once their
-         * offsets are committed (else they are consumed again). */
+         * offsets are stored (else they are consumed again). */
         if (nvalid == 0) {
             if (ke == RD_KAFKA_RESP_ERR_NO_ERROR)
                 saga_tally_commit(&e->tally);
@@ -876,6 +887,7 @@ out:
     free(replies);
     free(ids);
     free(states);
+    free(aside);
     saga_outbox_clear(&sent);
     return rc;
 }
@@ -898,9 +910,10 @@ static int process_timers(saga_engine *e)
 {
     char(*ids)[SAGA_ID_LEN + 1] = malloc(sizeof *ids * TIMER_CLAIM_LIMIT);
     saga_state **states = calloc(TIMER_CLAIM_LIMIT, sizeof *states);
+    unsigned char aside[TIMER_CLAIM_LIMIT];
     saga_outbox sent = {0};
     saga_error err = {0};
-    int n = 0, aside = 0, rc;
+    int n = 0, rc;
 
     if (ids == NULL || states == NULL || ensure_db(e) != 0) {
         free(ids);
@@ -915,14 +928,8 @@ static int process_timers(saga_engine *e)
         saga_store_exec(e->db, "COMMIT", NULL);
         goto out;
     }
-    if ((rc = saga_batch_load(e->db, e->defs, ids, n, 0, states, &aside, &err)) !=
-        SAGA_OK)
+    if ((rc = saga_batch_load(e->db, e->defs, ids, n, 0, states, aside, &err)) != SAGA_OK)
         goto fail;
-    if (aside > 0)
-        saga_log(SAGA_LOG_ERROR,
-                 "%d saga(s) set aside, their timers cleared (definition unavailable; "
-                 "see their history): %s",
-                 aside, err.message);
     for (int i = 0; i < n && rc == SAGA_OK; i++) {
         saga_event ev = {.kind = SAGA_EV_WAKE,
                          .now = saga_now_ms(),
@@ -933,6 +940,7 @@ static int process_timers(saga_engine *e)
     }
     if (rc != SAGA_OK || (rc = commit_batch(e, &sent, &err)) != SAGA_OK)
         goto fail;
+    log_set_aside(ids, aside, n, "their timers cleared");
     produce(e, &sent);
     goto out;
 fail:

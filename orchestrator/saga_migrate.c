@@ -244,8 +244,9 @@ int saga_migrate(PGconn *db, const char *dir, int *applied, saga_migrate_progres
             char msg[sizeof err->message];
             snprintf(msg, sizeof msg, "%s", err ? err->message : "");
             exec(db, "ROLLBACK", NULL);
-            /* The file is at fault, not the connection: a refusal. */
-            rc = saga_error_set(err, SAGA_ESTATE,
+            /* The file is at fault, unless the connection went: a refusal. */
+            rc = saga_error_set(err,
+                                PQstatus(db) == CONNECTION_BAD ? SAGA_EDB : SAGA_ESTATE,
                                 "%s/%s failed, rolled back (this file and the ones "
                                 "after it not applied): %.400s",
                                 dir, files[j].name, msg);

@@ -208,6 +208,8 @@ int saga_store_get_definition(PGconn *db, saga_defs *defs, const char *name, int
     rc = saga_definition_parse(PQgetvalue(r, 0, 1), strlen(PQgetvalue(r, 0, 1)), &def,
                                &probs);
     PQclear(r);
+    if (rc == SAGA_ENOMEM) /* passing, not the definition's fault */
+        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
     if (rc != SAGA_OK)
         return saga_error_set(err, SAGA_EDEF,
                               "stored definition %s version %d is invalid: %s: %s", name,

@@ -101,9 +101,16 @@ int saga__kafka_consumer_new(const char *brokers, const char *client_id,
         return err ? err->code : SAGA_EKAFKA;
     if (log_cb != NULL)
         rd_kafka_conf_set_log_cb(conf, log_cb);
-    /* Offsets are stored by hand once the batch's effects are durable. */
+    /* Offsets are stored by hand once the batch's effects are durable, and
+     * librdkafka commits what was stored every 200 ms. An OffsetCommit per
+     * batch (hundreds a second) kept the broker's group coordinator so busy
+     * that it left heartbeats unanswered: the session timed out, the
+     * partitions were revoked, and replies stalled for seconds. After a
+     * crash at most the last 200 ms are consumed again (duplicates, which
+     * are absorbed). */
     if ((rc = saga__kafka_set(conf, "group.id", group_id, err)) != SAGA_OK ||
-        (rc = saga__kafka_set(conf, "enable.auto.commit", "false", err)) != SAGA_OK ||
+        (rc = saga__kafka_set(conf, "enable.auto.commit", "true", err)) != SAGA_OK ||
+        (rc = saga__kafka_set(conf, "auto.commit.interval.ms", "200", err)) != SAGA_OK ||
         (rc = saga__kafka_set(conf, "enable.auto.offset.store", "false", err)) !=
             SAGA_OK ||
         (rc = saga__kafka_set(conf, "auto.offset.reset", "earliest", err)) != SAGA_OK ||
@@ -240,9 +247,8 @@ void saga__kafka_track(rd_kafka_topic_partition_list_t **list,
         tp->offset = msg->offset + 1;
 }
 
-rd_kafka_resp_err_t saga__kafka_commit_tracked(rd_kafka_t *consumer,
-                                               rd_kafka_topic_partition_list_t **list,
-                                               int async)
+rd_kafka_resp_err_t saga__kafka_store_tracked(rd_kafka_t *consumer,
+                                              rd_kafka_topic_partition_list_t **list)
 {
     rd_kafka_resp_err_t e;
     if (*list == NULL)
@@ -250,11 +256,28 @@ rd_kafka_resp_err_t saga__kafka_commit_tracked(rd_kafka_t *consumer,
     e = rd_kafka_offsets_store(consumer, *list);
     /* A partition revoked meanwhile cannot be stored: fine, its new owner
      * re-reads it and the duplicates are absorbed. */
-    if (e == RD_KAFKA_RESP_ERR_NO_ERROR || e == RD_KAFKA_RESP_ERR__STATE)
-        e = rd_kafka_commit(consumer, NULL, async);
+    if (e == RD_KAFKA_RESP_ERR__STATE)
+        e = RD_KAFKA_RESP_ERR_NO_ERROR;
     rd_kafka_topic_partition_list_destroy(*list);
     *list = NULL;
-    if (e == RD_KAFKA_RESP_ERR__NO_OFFSET)
-        e = RD_KAFKA_RESP_ERR_NO_ERROR;
     return e;
+}
+
+void saga__kafka_rewind(rd_kafka_t *consumer)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    /* What was stored is durable: commit it now, so that the rewind only
+     * repeats what was not. */
+    rd_kafka_commit(consumer, NULL, 0);
+    if (rd_kafka_assignment(consumer, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return;
+    if (rd_kafka_committed(consumer, parts, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < parts->cnt; i++)
+            if (parts->elems[i].offset < 0)
+                parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+        rd_kafka_error_t *ke = rd_kafka_seek_partitions(consumer, parts, 5000);
+        if (ke != NULL)
+            rd_kafka_error_destroy(ke);
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
 }

@@ -47,9 +47,14 @@ int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n,
 void saga__kafka_track(rd_kafka_topic_partition_list_t **list,
                        const rd_kafka_message_t *msg);
 
-/* Store the tracked offsets and commit them (async when async is set);
- * frees and clears *list. */
-rd_kafka_resp_err_t saga__kafka_commit_tracked(rd_kafka_t *consumer,
-                                               rd_kafka_topic_partition_list_t **list,
-                                               int async);
+/* Store the tracked offsets, to be committed by librdkafka within
+ * auto.commit.interval.ms (and at close); frees and clears *list. Call
+ * once what the messages caused is durable. */
+rd_kafka_resp_err_t saga__kafka_store_tracked(rd_kafka_t *consumer,
+                                              rd_kafka_topic_partition_list_t **list);
+
+/* Seek the consumer's partitions back to the last stored offsets (after
+ * committing them), so what follows them is consumed again. Blocks for a
+ * broker round trip or two: for errors, not for every batch. */
+void saga__kafka_rewind(rd_kafka_t *consumer);
 #endif

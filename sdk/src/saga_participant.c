@@ -708,22 +708,11 @@ static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
     saga_command_clear(&cmd);
 }
 
-/* After a failed reply delivery: rewind to the committed offsets so the
- * affected commands are consumed again (the barrier makes that safe). */
+/* After a failed reply delivery: the affected commands are consumed again
+ * (the barrier makes that safe). */
 static void rewind_to_committed(saga_participant *p)
 {
-    rd_kafka_topic_partition_list_t *parts = NULL;
-    if (rd_kafka_assignment(p->consumer, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return;
-    if (rd_kafka_committed(p->consumer, parts, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        for (int i = 0; i < parts->cnt; i++)
-            if (parts->elems[i].offset < 0)
-                parts->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
-        rd_kafka_error_t *ke = rd_kafka_seek_partitions(p->consumer, parts, 5000);
-        if (ke)
-            rd_kafka_error_destroy(ke);
-    }
-    rd_kafka_topic_partition_list_destroy(parts);
+    saga__kafka_rewind(p->consumer);
 }
 
 int saga_participant_fd(saga_participant *p)
@@ -830,9 +819,9 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
                               p->delivery_failures, p->warning);
     }
     {
-        rd_kafka_resp_err_t e = saga__kafka_commit_tracked(p->consumer, &p->processed, 1);
+        rd_kafka_resp_err_t e = saga__kafka_store_tracked(p->consumer, &p->processed);
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-            warn(p, "committing offsets: %s (commands may be redelivered)",
+            warn(p, "storing offsets: %s (commands may be redelivered)",
                  rd_kafka_err2str(e));
     }
     return n;

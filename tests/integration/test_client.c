@@ -200,7 +200,7 @@ static void test_wait_times_out(void **state)
     ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
     print_message("wait(700 ms) returned after %ld ms, status %s\n", ms, status);
     assert_true(ms >= 700);
-    assert_true(ms < 700 + 300); /* one status query and the rounding, no more */
+    assert_true(ms < 700 + 2000); /* a status query or two, even on a loaded machine */
     assert_true(strcmp(status, "pending") == 0 || strcmp(status, "running") == 0);
     assert_int_equal(err.code, SAGA_ESTATE);
     assert_non_null(strstr(err.message, id));

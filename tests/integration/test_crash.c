@@ -72,6 +72,8 @@ static int setup(void **state)
     if (ow_setup("crash", &db, &prefix) != 0)
         return -1;
     /* Transient trouble in every participant. */
+    /* "handler begin/end" lines: the test checks its kill landed in one. */
+    setenv("SAGA_EXAMPLE_LOG_HANDLERS", "1", 1);
     setenv("SAGA_EXAMPLE_FAIL_RATE", "0.08", 1);
     setenv("SAGA_EXAMPLE_SLOW_RATE", "0.02", 1);
     setenv("SAGA_EXAMPLE_SLOW_MS", "3500", 1);

@@ -5,8 +5,9 @@
  * must have carried the dead one's sagas, and the time they took is
  * printed. b is watched through its /metrics until the kill, so the test
  * knows it had work: it applied replies, and sagas were unfinished when it
- * died; the commands it still held in the outbox belong to sagas that
- * must end too.
+ * died. Commands it still held in the outbox (if the kill landed between a
+ * commit and Kafka's acknowledgement: often there are none) belong to
+ * sagas that must end too.
  *
  * Size: SAGA_INSTANCES_SAGAS (default 160) sagas in four waves. */
 #include <arpa/inet.h>

@@ -64,7 +64,7 @@ for _ in $(seq 1 300); do
     sleep 0.2
 done
 id=$("$ctl" start hello --input '{"name":"Ada"}') || fail "start failed"
-# sagactl wait exits 0 for every end state (compensated too): check which.
+# sagactl wait exits 0 for compensated too: check which end it was.
 status=$("$ctl" wait "$id" --timeout 60s) || fail "the saga did not end ($status)"
 [[ $status == completed ]] || fail "the saga ended $status, not completed"
 greeting=$("$ctl" show --json "$id" |
