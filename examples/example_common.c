@@ -194,7 +194,7 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-int example_fault(saga_result *result)
+static int example_fault(saga_result *result)
 {
     const char *delay = getenv("SAGA_EXAMPLE_DELAY_MS");
     const char *rate = getenv("SAGA_EXAMPLE_FAIL_RATE");
@@ -226,7 +226,7 @@ PGresult *example_sql(PGconn *db, saga_result *result, const char *sql, int n,
     return r;
 }
 
-int example_log_command(PGconn *db, const saga_command *cmd, saga_result *result)
+static int example_log_command(PGconn *db, const saga_command *cmd, saga_result *result)
 {
     char step[16], attempt[16], trace_id[SAGA_TRACE_ID_HEX_SIZE] = "",
                                 span_id[SAGA_SPAN_ID_HEX_SIZE] = "";
@@ -284,4 +284,25 @@ long long example_int(const saga_command *cmd, json_t *obj, const char *key,
         return 0;
     }
     return (long long)json_integer_value(v);
+}
+
+int example_begin(const saga_command *cmd, PGconn *db, saga_result *result)
+{
+    return example_fault(result) || example_log_command(db, cmd, result) != 0;
+}
+
+void example_undo(const saga_command *cmd, PGconn *db, saga_result *result,
+                  const char *sql, const char *key)
+{
+    const char *p[1] = {cmd->saga_id};
+    PGresult *r;
+
+    if (example_begin(cmd, db, result))
+        return;
+    if ((r = example_sql(db, result, sql, 1, p)) == NULL)
+        return;
+    saga_result_ok(
+        result, json_pack("{s:I}", key,
+                          (json_int_t)(PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : 0)));
+    PQclear(r);
 }

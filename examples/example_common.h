@@ -29,15 +29,19 @@ typedef struct example_service {
  * Returns the process exit code. */
 int example_main(const example_service *svc, int argc, char **argv);
 
-/* Test knobs (SAGA_EXAMPLE_FAIL_RATE, SAGA_EXAMPLE_DELAY_MS): sleep and/or
- * answer `retry` without effect. Returns 1 when the handler must return
- * (result already set). */
-int example_fault(saga_result *result);
+/* The start of every handler: the test knobs (SAGA_EXAMPLE_FAIL_RATE,
+ * SAGA_EXAMPLE_DELAY_MS, SAGA_EXAMPLE_SLOW_*: sleep and/or answer `retry`
+ * without effect), then the command's row in <schema>.command_log, in the
+ * handler's transaction. Returns 1 when the handler must return (result
+ * already set: an injected retry, or the database's error as a retry). */
+int example_begin(const saga_command *cmd, PGconn *db, saga_result *result);
 
-/* Append the command to <schema>.command_log in the handler's transaction.
- * Returns 0, or -1 after setting a `retry` result with the database's
- * message (the handler must return: its transaction is aborted). */
-int example_log_command(PGconn *db, const saga_command *cmd, saga_result *result);
+/* A compensation that undoes by saga id, so it works when the action's
+ * reply was lost or the action never ran: sql ($1 = the saga id) returns
+ * what it gave back in its first column, or no row when there was
+ * nothing to undo. Replies ok with {key: that value, or 0}. */
+void example_undo(const saga_command *cmd, PGconn *db, saga_result *result,
+                  const char *sql, const char *key);
 
 /* Read payload fields; on a missing or mistyped field set a `bad_input`
  * failure naming it and return NULL / -1. */

@@ -23,9 +23,7 @@ static void reserve_stock(const saga_command *cmd, PGconn *db, saga_result *res,
     PGresult *r;
     (void)arg;
 
-    if (example_fault(res))
-        return;
-    if (example_log_command(db, cmd, res) != 0)
+    if (example_begin(cmd, db, res))
         return;
     if ((sku = example_str(cmd, cmd->payload, "sku", res)) == NULL ||
         (order_id = example_str(cmd, cmd->payload, "order_id", res)) == NULL)
@@ -79,27 +77,14 @@ static void reserve_stock(const saga_command *cmd, PGconn *db, saga_result *res,
 static void release_stock(const saga_command *cmd, PGconn *db, saga_result *res,
                           void *arg)
 {
-    const char *p[1] = {cmd->saga_id};
-    PGresult *r;
     (void)arg;
-
-    if (example_fault(res))
-        return;
-    if (example_log_command(db, cmd, res) != 0)
-        return;
-    r = example_sql(
-        db, res,
+    example_undo(
+        cmd, db, res,
         "WITH rel AS (UPDATE reservations SET status = 'released', released_at = now()"
         "  WHERE saga_id = $1 AND status = 'reserved' RETURNING sku, quantity)"
         " UPDATE stock s SET available = s.available + rel.quantity FROM rel"
         " WHERE s.sku = rel.sku RETURNING rel.quantity",
-        1, p);
-    if (r == NULL)
-        return;
-    saga_result_ok(
-        res, json_pack("{s:I}", "released",
-                       (json_int_t)(PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : 0)));
-    PQclear(r);
+        "released");
 }
 
 int main(int argc, char **argv)

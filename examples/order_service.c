@@ -23,9 +23,7 @@ static void create_order(const saga_command *cmd, PGconn *db, saga_result *res, 
     PGresult *r;
     (void)arg;
 
-    if (example_fault(res))
-        return;
-    if (example_log_command(db, cmd, res) != 0)
+    if (example_begin(cmd, db, res))
         return;
     if ((customer = example_str(cmd, cmd->payload, "customer_id", res)) == NULL ||
         (sku = example_str(cmd, cmd->payload, "sku", res)) == NULL)
@@ -59,9 +57,7 @@ static void cancel_order(const saga_command *cmd, PGconn *db, saga_result *res, 
     PGresult *r;
     (void)arg;
 
-    if (example_fault(res))
-        return;
-    if (example_log_command(db, cmd, res) != 0)
+    if (example_begin(cmd, db, res))
         return;
     r = example_sql(db, res,
                     "UPDATE orders SET status = 'cancelled', updated_at = now()"
@@ -80,9 +76,7 @@ static void approve_order(const saga_command *cmd, PGconn *db, saga_result *res,
     PGresult *r;
     (void)arg;
 
-    if (example_fault(res))
-        return;
-    if (example_log_command(db, cmd, res) != 0)
+    if (example_begin(cmd, db, res))
         return;
     if ((order_id = example_str(cmd, cmd->payload, "order_id", res)) == NULL)
         return;

@@ -29,9 +29,7 @@ static void reserve_credit(const saga_command *cmd, PGconn *db, saga_result *res
     PGresult *r;
     (void)arg;
 
-    if (example_fault(res))
-        return;
-    if (example_log_command(db, cmd, res) != 0)
+    if (example_begin(cmd, db, res))
         return;
     if ((customer = example_str(cmd, cmd->payload, "customer_id", res)) == NULL ||
         (order_id = example_str(cmd, cmd->payload, "order_id", res)) == NULL)
@@ -90,28 +88,15 @@ static void reserve_credit(const saga_command *cmd, PGconn *db, saga_result *res
 static void release_credit(const saga_command *cmd, PGconn *db, saga_result *res,
                            void *arg)
 {
-    const char *p[1] = {cmd->saga_id};
-    PGresult *r;
     (void)arg;
-
-    if (example_fault(res))
-        return;
-    if (example_log_command(db, cmd, res) != 0)
-        return;
-    r = example_sql(
-        db, res,
+    example_undo(
+        cmd, db, res,
         "WITH rel AS (UPDATE reservations SET status = 'released', released_at = now()"
         "  WHERE saga_id = $1 AND status = 'reserved'"
         "  RETURNING customer_id, amount)"
         " UPDATE customers c SET reserved = c.reserved - rel.amount FROM rel"
         " WHERE c.id = rel.customer_id RETURNING rel.amount",
-        1, p);
-    if (r == NULL)
-        return;
-    saga_result_ok(
-        res, json_pack("{s:I}", "released",
-                       (json_int_t)(PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : 0)));
-    PQclear(r);
+        "released");
 }
 
 /* Spend credit for good: the trip saga's pivot, which has no compensation
@@ -126,9 +111,7 @@ static void charge(const saga_command *cmd, PGconn *db, saga_result *res, void *
     PGresult *r;
     (void)arg;
 
-    if (example_fault(res))
-        return;
-    if (example_log_command(db, cmd, res) != 0)
+    if (example_begin(cmd, db, res))
         return;
     if ((customer = example_str(cmd, cmd->payload, "customer_id", res)) == NULL ||
         (reference = example_str(cmd, cmd->payload, "reference", res)) == NULL)

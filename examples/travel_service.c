@@ -50,9 +50,7 @@ static void book(const saga_command *cmd, PGconn *db, saga_result *res, void *ar
     int ok = 1;
     PGresult *r;
 
-    if (example_fault(res))
-        return;
-    if (example_log_command(db, cmd, res) != 0)
+    if (example_begin(cmd, db, res))
         return;
     if ((item = example_str(cmd, cmd->payload, "item", res)) == NULL ||
         (traveller = example_str(cmd, cmd->payload, "traveller", res)) == NULL)
@@ -110,27 +108,14 @@ static void book(const saga_command *cmd, PGconn *db, saga_result *res, void *ar
  * when the booking's reply was lost or the booking never happened. */
 static void cancel(const saga_command *cmd, PGconn *db, saga_result *res, void *arg)
 {
-    const char *p[1] = {cmd->saga_id};
-    PGresult *r;
     (void)arg;
-
-    if (example_fault(res))
-        return;
-    if (example_log_command(db, cmd, res) != 0)
-        return;
-    r = example_sql(
-        db, res,
+    example_undo(
+        cmd, db, res,
         "WITH c AS (UPDATE bookings SET status = 'cancelled', cancelled_at = now()"
         "  WHERE saga_id = $1 AND status = 'booked' RETURNING item, quantity)"
         " UPDATE inventory i SET available = i.available + c.quantity FROM c"
         " WHERE i.item = c.item RETURNING c.quantity",
-        1, p);
-    if (r == NULL)
-        return;
-    saga_result_ok(
-        res, json_pack("{s:I}", "cancelled",
-                       (json_int_t)(PQntuples(r) ? atoll(PQgetvalue(r, 0, 0)) : 0)));
-    PQclear(r);
+        "cancelled");
 }
 
 /* After the payment (the pivot): record the trip. Never compensated. */
@@ -142,9 +127,7 @@ static void confirm_trip(const saga_command *cmd, PGconn *db, saga_result *res, 
     PGresult *r;
     (void)arg;
 
-    if (example_fault(res))
-        return;
-    if (example_log_command(db, cmd, res) != 0)
+    if (example_begin(cmd, db, res))
         return;
     for (int i = 0; i < 5; i++)
         if ((p[i + 1] = example_str(cmd, cmd->payload, keys[i], res)) == NULL)
