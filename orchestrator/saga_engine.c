@@ -26,6 +26,7 @@
 #include "saga_store.h"
 #include "saga_tally.h"
 #include "saga_tracing.h"
+#include "saga_pq.h"
 
 #define OUTBOX_SCAN_MS    1000
 #define OUTBOX_SCAN_LIMIT 2000
@@ -956,12 +957,6 @@ out:
     return n;
 }
 
-static void ignore_notice(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message;
-}
-
 #define START_BATCH 200
 
 /* Turn pending start requests (libsaga's client) into sagas, each with its
@@ -1379,9 +1374,7 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
                             PQerrorMessage(e->db));
         goto fail_defs;
     }
-    /* Server notices (a ROLLBACK with no transaction open after a failed
-     * COMMIT) are not for stderr: errors reach the log through results. */
-    PQsetNoticeProcessor(e->db, ignore_notice, NULL);
+    saga__pq_quiet(e->db);
     saga_health_set_db(&e->health, 1, NULL);
     if ((rc = saga_migrate_current(e->db, &version, err)) != SAGA_OK)
         goto fail_defs;

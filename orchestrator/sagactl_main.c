@@ -20,6 +20,7 @@
 #include "saga_store.h"
 #include "saga_tracing.h"
 #include "sagactl.h"
+#include "saga_pq.h"
 
 const char *db_url;
 int want_json;
@@ -75,13 +76,6 @@ int64_t parse_duration_opt(const char *cmd, const char *opt, const char *text,
     return check_duration_opt(cmd, opt, text, example, rc, ms);
 }
 
-/* Server NOTICEs ("already exists, skipping") are not for the user. */
-static void ignore_notice(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message;
-}
-
 PGconn *connect_db(int need_schema)
 {
     PGconn *db;
@@ -95,7 +89,7 @@ PGconn *connect_db(int need_schema)
         PQfinish(db);
         exit(EXIT_DB);
     }
-    PQsetNoticeProcessor(db, ignore_notice, NULL);
+    saga__pq_quiet(db);
     if (need_schema) {
         int v = 0;
         saga_error err = {0};

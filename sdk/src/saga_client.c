@@ -10,16 +10,11 @@
 
 #include "saga/client.h"
 #include "saga/trace.h"
+#include "saga_pq.h"
 
 struct saga_client {
     PGconn *db;
 };
-
-static void quiet(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message;
-}
 
 int saga_client_new(const char *db_url, saga_client **out, saga_error *err)
 {
@@ -37,7 +32,7 @@ int saga_client_new(const char *db_url, saga_client **out, saga_error *err)
         saga_client_free(c);
         return rc;
     }
-    PQsetNoticeProcessor(c->db, quiet, NULL);
+    saga__pq_quiet(c->db);
     *out = c;
     return SAGA_OK;
 }

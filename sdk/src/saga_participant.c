@@ -16,6 +16,7 @@
 #include "saga/participant.h"
 #include "saga_barrier.h"
 #include "saga_kafka.h"
+#include "saga_pq.h"
 
 #define BATCH_MAX        200
 #define FLUSH_TIMEOUT_MS 30000
@@ -177,12 +178,6 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
     }
 }
 
-static void quiet_notice(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message;
-}
-
 static char *dup_or(const char *s, const char *dflt)
 {
     return strdup(s != NULL && *s != '\0' ? s : dflt);
@@ -249,7 +244,7 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
         /* libpq prints NOTICEs (CREATE TABLE IF NOT EXISTS, a handler's
          * RAISE NOTICE) to stderr by default; a library must not print. The
          * processor stays with the connection across PQreset(). */
-        PQsetNoticeProcessor(p->db, quiet_notice, NULL);
+        saga__pq_quiet(p->db);
         if ((rc = saga__barrier_init(p->db, err)) != SAGA_OK ||
             (rc = saga__barrier_prepare(p->db, err)) != SAGA_OK)
             goto fail;
