@@ -1,11 +1,14 @@
 /* Integration-test harness (see harness.h). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -306,4 +309,34 @@ const char *it_wait_final(PGconn *db, const char *id, int timeout_ms)
         sleep_ms(100);
     }
     return "timeout";
+}
+
+int it_http_get(int port, const char *path, char *buf, size_t size)
+{
+    struct sockaddr_in a = {0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0), status = -1;
+    size_t len = 0;
+    ssize_t n;
+    char req[256], *body;
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    if (write(fd, req, strlen(req)) < 0) {
+        close(fd);
+        return -1;
+    }
+    while (len + 1 < size && (n = read(fd, buf + len, size - len - 1)) > 0)
+        len += (size_t)n;
+    close(fd);
+    buf[len] = '\0';
+    sscanf(buf, "HTTP/1.%*d %d", &status);
+    if ((body = strstr(buf, "\r\n\r\n")) != NULL)
+        memmove(buf, body + 4, strlen(body + 4) + 1);
+    return status;
 }

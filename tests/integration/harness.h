@@ -59,4 +59,9 @@ int it_sagactl_all(char *out, size_t size, int with_err, const char *const *args
  * status (static buffer) or "timeout". */
 const char *it_wait_final(PGconn *db, const char *id, int timeout_ms);
 
+/* GET path from 127.0.0.1:port over HTTP/1.0; the body into buf
+ * (NUL-terminated, cut to size). Returns the HTTP status, or -1 when
+ * nothing answered. */
+int it_http_get(int port, const char *path, char *buf, size_t size);
+
 #endif

@@ -10,8 +10,6 @@
  * sagas that must end too.
  *
  * Size: SAGA_INSTANCES_SAGAS (default 160) sagas in four waves. */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -88,29 +85,7 @@ static void start_sagad(int i)
 /* GET /metrics from b into buf; returns 0 when it answered 200. */
 static int scrape_b(char *buf, size_t size)
 {
-    struct sockaddr_in a = {0};
-    int fd = socket(AF_INET, SOCK_STREAM, 0), status = -1;
-    size_t len = 0;
-    ssize_t n;
-    const char *req = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    char *body;
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)b_port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        write(fd, req, strlen(req)) < 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    while (len + 1 < size && (n = read(fd, buf + len, size - len - 1)) > 0)
-        len += (size_t)n;
-    close(fd);
-    buf[len] = '\0';
-    sscanf(buf, "HTTP/1.%*d %d", &status);
-    if ((body = strstr(buf, "\r\n\r\n")) != NULL)
-        memmove(buf, body + 4, strlen(body + 4) + 1);
-    return status == 200 ? 0 : -1;
+    return it_http_get(b_port, "/metrics", buf, size) == 200 ? 0 : -1;
 }
 
 /* The sum of every sample of the metric family `name` in a scrape. */

@@ -6,8 +6,6 @@
  * A service that never answers times its steps out until the saga fails;
  * duplicate, malformed and stray replies are counted, not logged per
  * message: sagad's log at info stays a few lines long. */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,7 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -155,32 +152,7 @@ static void write_mute_def(void)
  * HTTP status, or -1. */
 static int http_get(const char *path, char *buf, size_t size)
 {
-    struct sockaddr_in a = {0};
-    int fd = socket(AF_INET, SOCK_STREAM, 0), status = -1;
-    size_t len = 0;
-    ssize_t n;
-    char req[256], *body;
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)http_port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
-    if (write(fd, req, strlen(req)) < 0) {
-        close(fd);
-        return -1;
-    }
-    while (len + 1 < size && (n = read(fd, buf + len, size - len - 1)) > 0)
-        len += (size_t)n;
-    close(fd);
-    buf[len] = '\0';
-    sscanf(buf, "HTTP/1.%*d %d", &status);
-    if ((body = strstr(buf, "\r\n\r\n")) != NULL)
-        memmove(buf, body + 4, strlen(body + 4) + 1);
-    return status;
+    return it_http_get(http_port, path, buf, size);
 }
 
 /* The value of the sample `series` (name{labels}) in a scrape; -1 if absent. */
