@@ -25,16 +25,23 @@ static const char finished_sql[] =
     " FROM unnest(ARRAY['completed', 'compensated', 'resolved']) AS s(status)"
     " LEFT JOIN saga.saga x ON x.status = s.status GROUP BY s.status";
 
+/* Run one of the counting queries; NULL (err set) when it failed. */
+static PGresult *counts(PGconn *db, const char *sql, const char *what, saga_error *err)
+{
+    PGresult *r = PQexec(db, sql);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        return r;
+    saga_error_set(err, SAGA_EDB, "%s: %s", what, PQerrorMessage(db));
+    PQclear(r);
+    return NULL;
+}
+
 int saga_observe_sagas(PGconn *db, int with_finished, const saga_std_metrics *m,
                        saga_error *err)
 {
-    PGresult *r = PQexec(db, active_sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        saga_error_set(err, SAGA_EDB, "counting sagas per status: %s",
-                       PQerrorMessage(db));
-        PQclear(r);
+    PGresult *r = counts(db, active_sql, "counting sagas per status", err);
+    if (r == NULL)
         return SAGA_EDB;
-    }
     for (int i = 0; i < PQntuples(r); i++) {
         const char *status[] = {PQgetvalue(r, i, 0)};
         saga_metric_set(m->sagas_by_status, status, strtod(PQgetvalue(r, i, 1), NULL));
@@ -45,13 +52,8 @@ int saga_observe_sagas(PGconn *db, int with_finished, const saga_std_metrics *m,
     PQclear(r);
     if (!with_finished)
         return SAGA_OK;
-    r = PQexec(db, finished_sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        saga_error_set(err, SAGA_EDB, "counting finished sagas per status: %s",
-                       PQerrorMessage(db));
-        PQclear(r);
+    if ((r = counts(db, finished_sql, "counting finished sagas per status", err)) == NULL)
         return SAGA_EDB;
-    }
     for (int i = 0; i < PQntuples(r); i++) {
         const char *status[] = {PQgetvalue(r, i, 0)};
         saga_metric_set(m->sagas_by_status, status, strtod(PQgetvalue(r, i, 1), NULL));
