@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "saga_batch.h"
+#include "saga_pgerr.h"
 
 /* ---- statements ---- */
 
@@ -101,6 +102,32 @@ static const char insert_sagas_sql[] =
     " ORDER BY seq"
     " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
 
+/* A message is kept whole up to 64 KiB; bytes travel as hex (a Kafka
+ * message may hold NUL or bytes that are not UTF-8). A reply consumed
+ * again after a rewind is set aside once. */
+static const char insert_dead_sql[] =
+    "INSERT INTO saga.dead_letter (source, topic, kafka_partition, kafka_offset, msg_key,"
+    " ref, payload, payload_bytes, reason, attempts, created_by)"
+    " SELECT source, topic, kafka_partition, kafka_offset, msg_key, ref,"
+    " decode(payload, 'hex'), payload_bytes, reason, attempts, $2"
+    " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, source text, topic text,"
+    "   kafka_partition int, kafka_offset bigint, msg_key text, ref text, payload text,"
+    "   payload_bytes int, reason text, attempts int) ORDER BY seq"
+    " ON CONFLICT (topic, kafka_partition, kafka_offset) WHERE kafka_offset IS NOT NULL"
+    " DO NOTHING";
+
+/* A saga whose timer fails every time it fires is taken off the timers
+ * (an operator looks at it, repairs, and replays or retries it). */
+static const char set_aside_timers_sql[] =
+    "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(seq int, id uuid,"
+    "   reason text)),"
+    " s AS (UPDATE saga.saga AS g SET wake_at = NULL, updated_at = now() FROM x"
+    "   WHERE g.id = x.id RETURNING g.id, x.reason, x.seq)"
+    " INSERT INTO saga.saga_event (saga_id, at, kind, detail, actor)"
+    " SELECT id, clock_timestamp(), 'saga_set_aside', jsonb_build_object('reason', "
+    "reason),"
+    " $2 FROM s ORDER BY seq";
+
 static const char key_holders_sql[] =
     "SELECT idempotency_key, id FROM saga.saga WHERE idempotency_key IN"
     " (SELECT jsonb_array_elements_text($1::jsonb))";
@@ -119,6 +146,8 @@ static const struct {
     {"saga_finish_requests", finish_requests_sql, 1},
     {"saga_insert_sagas", insert_sagas_sql, 1},
     {"saga_key_holders", key_holders_sql, 1},
+    {"saga_insert_dead", insert_dead_sql, 2},
+    {"saga_set_aside_timers", set_aside_timers_sql, 2},
 };
 
 int saga_batch_prepare(PGconn *db, saga_error *err)
@@ -166,6 +195,8 @@ static PGresult *next_result(PGconn *db, ExecStatusType want, const char *what,
     while ((extra = PQgetResult(db)) != NULL)
         PQclear(extra);
     if (PQresultStatus(r) != want) {
+        if (PQresultStatus(r) != PGRES_PIPELINE_ABORTED)
+            saga_pgerr_note(r);
         if (err != NULL && err->code == SAGA_OK)
             saga_error_set(err, SAGA_EDB, "%s: %s", what,
                            PQresultStatus(r) == PGRES_PIPELINE_ABORTED
@@ -317,6 +348,8 @@ static int set_aside_saga(PGconn *db, const char *id, const char *why, saga_erro
         "  ORDER BY id DESC LIMIT 1) IS DISTINCT FROM 'definition_unavailable'",
         2, NULL, p, NULL, NULL, 0);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        saga_pgerr_note(r);
     PQclear(r);
     if (!ok)
         return saga_error_set(err, SAGA_EDB, "setting saga %s aside: %s", id,
@@ -407,6 +440,7 @@ int saga_batch_claim_due(PGconn *db, int limit, char (*ids)[SAGA_ID_LEN + 1], in
     *n = 0;
     r = PQexecPrepared(db, "saga_claim_due", 1, p, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        saga_pgerr_note(r);
         PQclear(r);
         return saga_error_set(err, SAGA_EDB, "claiming due timers: %s",
                               PQerrorMessage(db));
@@ -485,6 +519,7 @@ int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *con
         r = PQexecPrepared(db, "saga_insert_sagas", 1, p, NULL, NULL, 0);
     }
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        saga_pgerr_note(r);
         rc = saga_error_set(err, SAGA_EDB, "creating sagas: %s", PQerrorMessage(db));
         goto out;
     }
@@ -506,6 +541,7 @@ int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *con
         p[0] = keytext;
         r = PQexecPrepared(db, "saga_key_holders", 1, p, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            saga_pgerr_note(r);
             free(made);
             rc = saga_error_set(err, SAGA_EDB, "finding idempotency keys: %s",
                                 PQerrorMessage(db));
@@ -540,7 +576,7 @@ struct saga_batch {
     char *actor, *prefix, *owner;
     int lease_s;
     int seq, count;
-    json_t *sagas, *steps, *events, *outbox, *requests;
+    json_t *sagas, *steps, *events, *outbox, *requests, *dead, *aside;
 };
 
 saga_batch *saga_batch_new(const saga_store_opts *o, const char *owner, int lease_s)
@@ -557,9 +593,11 @@ saga_batch *saga_batch_new(const saga_store_opts *o, const char *owner, int leas
     b->events = json_array();
     b->outbox = json_array();
     b->requests = json_array();
+    b->dead = json_array();
+    b->aside = json_array();
     if (b->actor == NULL || b->prefix == NULL || b->owner == NULL || b->sagas == NULL ||
         b->steps == NULL || b->events == NULL || b->outbox == NULL ||
-        b->requests == NULL) {
+        b->requests == NULL || b->dead == NULL || b->aside == NULL) {
         saga_batch_free(b);
         return NULL;
     }
@@ -573,6 +611,8 @@ void saga_batch_reset(saga_batch *b)
     json_array_clear(b->events);
     json_array_clear(b->outbox);
     json_array_clear(b->requests);
+    json_array_clear(b->dead);
+    json_array_clear(b->aside);
     b->seq = 0;
     b->count = 0;
 }
@@ -589,6 +629,8 @@ void saga_batch_free(saga_batch *b)
     json_decref(b->events);
     json_decref(b->outbox);
     json_decref(b->requests);
+    json_decref(b->dead);
+    json_decref(b->aside);
     free(b);
 }
 
@@ -712,20 +754,92 @@ int saga_batch_add_request_done(saga_batch *b, const char *request_id, const cha
     return append(b->requests, o, err);
 }
 
+/* Text that PostgreSQL and jansson both take: printable ASCII kept, any
+ * other byte as '?', at most max bytes (then "..."). Reasons and keys
+ * come from outside and may hold anything. */
+static json_t *clean_text(const char *s, size_t len, size_t max)
+{
+    char buf[1100];
+    size_t k = 0;
+    if (s == NULL)
+        return json_null();
+    if (max > sizeof buf - 4)
+        max = sizeof buf - 4;
+    for (size_t i = 0; i < len && k < max; i++)
+        buf[k++] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+    if (len > max)
+        memcpy(buf + k, "...", 3), k += 3;
+    return json_stringn(buf, k);
+}
+
+int saga_batch_add_dead_letter(saga_batch *b, const saga_dead_letter *d, saga_error *err)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t keep =
+        d->payload_len < SAGA_DEAD_PAYLOAD_MAX ? d->payload_len : SAGA_DEAD_PAYLOAD_MAX;
+    json_t *o = json_object();
+    char *h = malloc(keep * 2 + 1);
+    if (o == NULL || h == NULL) {
+        json_decref(o);
+        free(h);
+        return oom(err);
+    }
+    for (size_t i = 0; i < keep; i++) {
+        unsigned char c = ((const unsigned char *)d->payload)[i];
+        h[2 * i] = hex[c >> 4];
+        h[2 * i + 1] = hex[c & 15];
+    }
+    h[keep * 2] = '\0';
+    set_i64(o, "seq", b->seq++);
+    json_object_set_new(o, "source", json_string(d->source));
+    if (d->topic != NULL) {
+        json_object_set_new(o, "topic", clean_text(d->topic, strlen(d->topic), 255));
+        set_i64(o, "kafka_partition", d->partition);
+        set_i64(o, "kafka_offset", d->offset);
+    }
+    if (d->key != NULL)
+        json_object_set_new(o, "msg_key", clean_text(d->key, d->key_len, 128));
+    if (d->ref != NULL)
+        json_object_set_new(o, "ref", clean_text(d->ref, strlen(d->ref), 128));
+    json_object_set_new(o, "payload", json_string(h));
+    set_i64(o, "payload_bytes", (int64_t)d->payload_len);
+    json_object_set_new(o, "reason",
+                        clean_text(d->reason, strlen(d->reason ? d->reason : ""), 1024));
+    set_i64(o, "attempts", d->attempts > 0 ? d->attempts : 1);
+    free(h);
+    return append(b->dead, o, err);
+}
+
+int saga_batch_add_timer_set_aside(saga_batch *b, const char *saga_id, const char *reason,
+                                   saga_error *err)
+{
+    json_t *o = json_object();
+    if (o != NULL) {
+        set_i64(o, "seq", b->seq++);
+        json_object_set_new(o, "id", json_string(saga_id));
+        json_object_set_new(o, "reason", clean_text(reason, strlen(reason), 1024));
+    }
+    return append(b->aside, o, err);
+}
+
 int saga_batch_commit(PGconn *db, saga_batch *b, saga_outbox *sent, saga_error *err)
 {
     struct {
         json_t *rows;
         const char *stmt, *what;
         ExecStatusType want;
+        int nparams; /* $1 the rows; $2 b->owner; $3 the lease */
         char *text;
     } parts[] = {
-        {b->sagas, "saga_update_sagas", "saving sagas", PGRES_COMMAND_OK, NULL},
-        {b->steps, "saga_upsert_steps", "saving steps", PGRES_COMMAND_OK, NULL},
-        {b->events, "saga_insert_events", "writing history", PGRES_COMMAND_OK, NULL},
+        {b->sagas, "saga_update_sagas", "saving sagas", PGRES_COMMAND_OK, 1, NULL},
+        {b->steps, "saga_upsert_steps", "saving steps", PGRES_COMMAND_OK, 1, NULL},
+        {b->events, "saga_insert_events", "writing history", PGRES_COMMAND_OK, 1, NULL},
         {b->requests, "saga_finish_requests", "finishing start requests",
-         PGRES_COMMAND_OK, NULL},
-        {b->outbox, "saga_insert_outbox", "writing the outbox", PGRES_TUPLES_OK, NULL},
+         PGRES_COMMAND_OK, 1, NULL},
+        {b->aside, "saga_set_aside_timers", "setting timers aside", PGRES_COMMAND_OK, 2,
+         NULL},
+        {b->dead, "saga_insert_dead", "writing dead letters", PGRES_COMMAND_OK, 2, NULL},
+        {b->outbox, "saga_insert_outbox", "writing the outbox", PGRES_TUPLES_OK, 3, NULL},
     };
     const int nparts = (int)(sizeof parts / sizeof parts[0]);
     char lease[16];
@@ -748,8 +862,7 @@ int saga_batch_commit(PGconn *db, saga_batch *b, saga_outbox *sent, saga_error *
         const char *p[3] = {parts[i].text, b->owner, lease};
         if (parts[i].text == NULL)
             continue;
-        rc = send_prepared(db, parts[i].stmt, parts[i].want == PGRES_TUPLES_OK ? 3 : 1, p,
-                           err);
+        rc = send_prepared(db, parts[i].stmt, parts[i].nparams, p, err);
     }
     if (rc == SAGA_OK)
         rc = send_plain(db, "COMMIT", err);

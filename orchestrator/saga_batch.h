@@ -72,6 +72,34 @@ int saga_batch_add(saga_batch *b, const saga_state *s, const saga_actions *actio
 int saga_batch_add_request_done(saga_batch *b, const char *request_id, const char *error,
                                 saga_error *err);
 
+/* Something sagad set aside (saga.dead_letter). Strings are copied,
+ * cleaned (non-printable bytes as '?') and bounded; the payload is kept
+ * up to SAGA_DEAD_PAYLOAD_MAX bytes. topic NULL: not a Kafka message
+ * (partition and offset unused). */
+#define SAGA_DEAD_PAYLOAD_MAX 65536
+typedef struct saga_dead_letter {
+    const char *source; /* "reply", "timer" or "start_request" */
+    const char *topic;
+    int partition;
+    int64_t offset;
+    const char *key; /* may be NULL; key_len bytes */
+    size_t key_len;
+    const char *ref; /* the saga or request it concerns, NULL: unknown */
+    const void *payload;
+    size_t payload_len;
+    const char *reason;
+    int attempts;
+} saga_dead_letter;
+
+/* Record a dead letter (written at commit; a reply already set aside
+ * under its topic, partition and offset is not written twice). */
+int saga_batch_add_dead_letter(saga_batch *b, const saga_dead_letter *d, saga_error *err);
+
+/* Take saga_id off the timers (wake_at NULL) with a saga_set_aside
+ * history line saying reason: its timer fails every time it fires. */
+int saga_batch_add_timer_set_aside(saga_batch *b, const char *saga_id, const char *reason,
+                                   saga_error *err);
+
 /* Forget everything recorded (after a rollback). */
 void saga_batch_reset(saga_batch *b);
 

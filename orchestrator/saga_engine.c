@@ -23,6 +23,7 @@
 #include "saga_machine.h"
 #include "saga_migrate.h"
 #include "saga_observe.h"
+#include "saga_pgerr.h"
 #include "saga_store.h"
 #include "saga_tally.h"
 #include "saga_tracing.h"
@@ -31,6 +32,15 @@
 #define OUTBOX_SCAN_MS    1000
 #define OUTBOX_SCAN_LIMIT 2000
 #define TIMER_CLAIM_LIMIT 200
+/* A message, timer or start request that fails its transaction alone this
+ * many times in a row is set aside (a dead letter): nothing is retried for
+ * ever, nothing waits behind it. */
+#define ISOLATE_TRIES 3
+/* PostgreSQL unreachable: try to reconnect after 250 ms, doubling up to
+ * 5 s, and say so once, then every 30 s while it lasts. */
+#define DB_RETRY_MIN_MS 250
+#define DB_RETRY_MAX_MS 5000
+#define DB_LOG_EVERY_MS 30000
 
 /* A set of outbox ids handed to the producer and not yet confirmed, so a
  * scan of the outbox table does not send them a second time. Open
@@ -124,6 +134,28 @@ typedef struct rate_limit {
     uint64_t suppressed; /* not written since */
 } rate_limit;
 
+/* A reply set aside, to be written to saga.dead_letter with the next
+ * transaction that commits (and logged then). */
+typedef struct dead_reply {
+    const rd_kafka_message_t *m; /* borrowed from the batch being processed */
+    int malformed;               /* 1: not a reply at all; 0: failed alone */
+    int attempts;
+    char ref[SAGA_ID_LEN + 1]; /* its saga, when it could be read */
+    char reason[400];
+} dead_reply;
+
+/* A command the broker refused as too large: its step fails with
+ * message_too_large instead of the command being resent for ever. */
+typedef struct refused_cmd {
+    int64_t outbox_id;
+    char saga_id[SAGA_ID_LEN + 1];
+    int step, attempt;
+    saga_phase phase;
+    size_t bytes;
+    char topic[256];
+    char why[128];
+} refused_cmd;
+
 #define BREAKERS_SEEN 256   /* the gate tracks at most this many services */
 #define WARN_EVERY_MS 10000 /* a repeating warning: one line per 10 s */
 /* Finished sagas are counted every this many observe intervals (a minute
@@ -168,8 +200,26 @@ struct saga_engine {
     } breakers[BREAKERS_SEEN];
     /* Warnings that could come once per message: at most one line per
      * WARN_EVERY_MS each, saying how many were not written. */
-    rate_limit unknown_saga, malformed;
+    rate_limit unknown_saga, malformed, set_aside, rolled_back;
+    int64_t replies_after_ms; /* consume no replies before (mono ms) */
     int64_t next_finished_ms; /* when to count finished sagas again (mono ms) */
+    /* Figures of the open transaction: added to stats when it commits,
+     * dropped when it rolls back (a batch consumed again is not counted
+     * twice). */
+    saga_engine_stats pend;
+    /* Replies set aside in this batch (dead_reply), not yet written. */
+    dead_reply *dead;
+    int ndead, capdead;
+    /* Commands the broker refused as too large, to fail their steps. */
+    refused_cmd *refused;
+    int nrefused, caprefused;
+    int unsent; /* applying a refused command's failure: not the service's answer */
+    int64_t max_output_bytes;  /* a reply's output above this is set aside */
+    int64_t max_message_bytes; /* the producer's message.max.bytes */
+    /* The database connection while it is lost (mono ms; 0: not lost). */
+    int64_t db_lost_ms, db_next_try_ms, db_backoff_ms, db_logged_ms;
+    int db_tries;
+    int db_ready; /* connected with LISTEN and the statements prepared */
 };
 
 static int64_t mono_ms(void);
@@ -228,11 +278,62 @@ static double next_random(saga_engine *e)
     return (double)((e->rng * 0x2545F4914F6CDD1Dull) >> 11) / 9007199254740992.0;
 }
 
+static int too_large(rd_kafka_resp_err_t err)
+{
+    return err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ||
+           err == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE ||
+           err == RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE;
+}
+
+/* The broker (or librdkafka, against message.max.bytes) refused outbox
+ * row id as too large: resending cannot help. The row stays in the
+ * in-flight set (no scan sends it again) until fail_refused() has failed
+ * its step and deleted it. Returns 0, or -1 when it could not be noted
+ * (then the row is resent, and refused again). */
+static int note_refused(saga_engine *e, int64_t id, const char *topic,
+                        const void *payload, size_t len, rd_kafka_resp_err_t why)
+{
+    json_t *cmd = json_loadb(payload, len, 0, NULL);
+    const char *sid = json_string_value(json_object_get(cmd, "saga_id"));
+    const char *phase = json_string_value(json_object_get(cmd, "phase"));
+    refused_cmd *r;
+    if (sid == NULL || phase == NULL || strlen(sid) != SAGA_ID_LEN) {
+        json_decref(cmd);
+        return -1;
+    }
+    if (e->nrefused == e->caprefused) {
+        int cap = e->caprefused ? e->caprefused * 2 : 16;
+        refused_cmd *n = realloc(e->refused, sizeof *n * (size_t)cap);
+        if (n == NULL) {
+            json_decref(cmd);
+            return -1;
+        }
+        e->refused = n;
+        e->caprefused = cap;
+    }
+    r = &e->refused[e->nrefused++];
+    memset(r, 0, sizeof *r);
+    r->outbox_id = id;
+    memcpy(r->saga_id, sid, SAGA_ID_LEN + 1);
+    r->step = (int)json_integer_value(json_object_get(cmd, "step"));
+    r->attempt = (int)json_integer_value(json_object_get(cmd, "attempt"));
+    r->phase =
+        strcmp(phase, "compensate") == 0 ? SAGA_PHASE_COMPENSATE : SAGA_PHASE_INVOKE;
+    r->bytes = len;
+    snprintf(r->topic, sizeof r->topic, "%s", topic);
+    snprintf(r->why, sizeof r->why, "%s", rd_kafka_err2str(why));
+    json_decref(cmd);
+    return 0;
+}
+
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     saga_engine *e = opaque;
     int64_t id = (int64_t)(intptr_t)m->_private;
     (void)rk;
+    if (too_large(m->err) &&
+        note_refused(e, id, rd_kafka_topic_name(m->rkt), m->payload, m->len, m->err) == 0)
+        return;
     if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         /* Left in the outbox: the next scan sends it again. */
         e->stats.send_failures++;
@@ -298,6 +399,11 @@ static void produce(saga_engine *e, saga_outbox *o)
             i--;
             continue;
         }
+        if (too_large(err) &&
+            note_refused(e, m->id, m->topic, m->payload, strlen(m->payload), err) == 0) {
+            idset_add(&e->inflight, m->id);
+            continue;
+        }
         if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
             e->stats.send_failures++;
             saga_metric_add(e->m.produce_errors, NULL, 1);
@@ -316,26 +422,78 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* Is the database there? A lost connection is re-made at most once per
+ * back-off (250 ms doubling to 5 s), whoever asks and however often, and
+ * the outage is logged once when it starts, every 30 s while it lasts and
+ * once when it ends: a restart of PostgreSQL costs a few lines, not one
+ * per caller per loop. */
 static int ensure_db(saga_engine *e)
 {
-    if (PQstatus(e->db) == CONNECTION_OK)
+    int64_t now;
+    if (PQstatus(e->db) == CONNECTION_OK && e->db_ready)
         return 0;
-    PQreset(e->db);
+    now = mono_ms();
+    if (e->db_lost_ms == 0) {
+        e->db_lost_ms = now;
+        e->db_next_try_ms = now;
+        e->db_backoff_ms = DB_RETRY_MIN_MS;
+        e->db_tries = 0;
+        e->db_logged_ms = 0;
+    }
+    if (now < e->db_next_try_ms)
+        return -1;
+    e->db_tries++;
     if (PQstatus(e->db) != CONNECTION_OK) {
-        saga_log(SAGA_LOG_ERROR, "PostgreSQL unreachable: %s", PQerrorMessage(e->db));
-        saga_health_set_db(&e->health, 0, PQerrorMessage(e->db));
+        e->db_ready = 0;
+        PQreset(e->db);
+    }
+    if (PQstatus(e->db) != CONNECTION_OK) {
+        char msg[256];
+        /* libpq's message ends in a newline and may run to several lines. */
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(e->db));
+        msg[strcspn(msg, "\n")] = '\0';
+        now = mono_ms();
+        if (e->db_logged_ms == 0 || now - e->db_logged_ms >= DB_LOG_EVERY_MS) {
+            if (e->db_logged_ms == 0)
+                saga_log(SAGA_LOG_ERROR,
+                         "PostgreSQL unreachable: %s; trying again every %d-%d ms", msg,
+                         DB_RETRY_MIN_MS, DB_RETRY_MAX_MS);
+            else
+                saga_log(SAGA_LOG_ERROR,
+                         "PostgreSQL still unreachable after %lld s (%d tries): %s",
+                         (long long)((now - e->db_lost_ms) / 1000), e->db_tries, msg);
+            e->db_logged_ms = now;
+        }
+        saga_health_set_db(&e->health, 0, msg);
+        e->db_next_try_ms = now + e->db_backoff_ms;
+        e->db_backoff_ms = e->db_backoff_ms * 2 > DB_RETRY_MAX_MS ? DB_RETRY_MAX_MS
+                                                                  : e->db_backoff_ms * 2;
         return -1;
     }
-    saga_health_set_db(&e->health, 1, NULL);
-    saga_log(SAGA_LOG_INFO, "reconnected to PostgreSQL");
-    saga_store_exec(e->db, "LISTEN saga_outbox", NULL);
     {
         saga_error err = {0};
-        if (saga_batch_prepare(e->db, &err) != SAGA_OK) {
-            saga_log(SAGA_LOG_ERROR, "%s", err.message);
+        if (saga_store_exec(e->db, "LISTEN saga_outbox", &err) != SAGA_OK ||
+            saga_batch_prepare(e->db, &err) != SAGA_OK) {
+            /* Connected but not usable yet (e.g. the server is still
+             * starting): the same back-off, tried again later. */
+            now = mono_ms();
+            if (e->db_logged_ms == 0 || now - e->db_logged_ms >= DB_LOG_EVERY_MS) {
+                saga_log(SAGA_LOG_ERROR, "PostgreSQL reconnected but not usable: %s",
+                         err.message);
+                e->db_logged_ms = now;
+            }
+            e->db_next_try_ms = now + e->db_backoff_ms;
+            e->db_backoff_ms = e->db_backoff_ms * 2 > DB_RETRY_MAX_MS
+                                   ? DB_RETRY_MAX_MS
+                                   : e->db_backoff_ms * 2;
             return -1;
         }
     }
+    e->db_ready = 1;
+    saga_health_set_db(&e->health, 1, NULL);
+    saga_log(SAGA_LOG_INFO, "reconnected to PostgreSQL after %lld ms (%d tries)",
+             (long long)(mono_ms() - e->db_lost_ms), e->db_tries);
+    e->db_lost_ms = 0;
     return 0;
 }
 
@@ -436,6 +594,7 @@ static void rollback(saga_engine *e)
     saga_store_exec(e->db, "ROLLBACK", NULL);
     saga_gate_abort(e->gate, saga_now_ms());
     saga_tally_reset(&e->tally);
+    memset(&e->pend, 0, sizeof e->pend);
     e->batch_events = 0;
     e->nfailed = 0;
 }
@@ -453,6 +612,14 @@ static int commit_batch(saga_engine *e, saga_outbox *sent, saga_error *err)
     e->batch_events = 0;
     saga_gate_commit(e->gate, saga_now_ms());
     saga_tally_commit(&e->tally);
+    e->stats.replies_applied += e->pend.replies_applied;
+    e->stats.replies_ignored += e->pend.replies_ignored;
+    e->stats.replies_rejected += e->pend.replies_rejected;
+    e->stats.malformed += e->pend.malformed;
+    e->stats.timers_fired += e->pend.timers_fired;
+    e->stats.dead_letters += e->pend.dead_letters;
+    e->stats.commands_refused += e->pend.commands_refused;
+    memset(&e->pend, 0, sizeof e->pend);
     e->stats.transactions++;
     log_failed(e);
     log_breakers(e, saga_now_ms());
@@ -543,9 +710,9 @@ static void not_applied(saga_engine *e, const saga_state *s, const saga_event *e
     if (ev->kind != SAGA_EV_REPLY)
         return;
     if (rc == SAGA_IGNORED)
-        e->stats.replies_ignored++;
+        e->pend.replies_ignored++;
     else
-        e->stats.replies_rejected++;
+        e->pend.replies_rejected++;
     saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1,
                     rc == SAGA_IGNORED ? "duplicate" : "rejected", NULL, NULL);
     if (!saga_log_enabled(SAGA_LOG_DEBUG))
@@ -669,6 +836,11 @@ static void settle_reply(saga_engine *e, const saga_state *s, const saga_reply *
     if (r->step < 0 || r->step >= s->nsteps)
         return;
     sd = &s->def->steps[r->step];
+    if (e->unsent) {
+        /* The broker refused the command: the service never saw it. */
+        saga_gate_settle(e->gate, sd->service, r->command_id, SAGA_GATE_UNSENT, now);
+        return;
+    }
     saga_gate_settle(e->gate, sd->service, r->command_id,
                      r->status == SAGA_REPLY_RETRY ? SAGA_GATE_RETRY : SAGA_GATE_ANSWERED,
                      now);
@@ -706,10 +878,12 @@ static int apply_one(saga_engine *e, saga_state *s, saga_event *ev, saga_error *
         if (rc == SAGA_OK)
             rc = saga_batch_add(e->batch, s, &acts, 0, err);
         e->batch_events++;
-        if (ev->kind == SAGA_EV_REPLY)
-            e->stats.replies_applied++;
+        if (ev->kind == SAGA_EV_REPLY && e->unsent)
+            e->pend.commands_refused++;
+        else if (ev->kind == SAGA_EV_REPLY)
+            e->pend.replies_applied++;
         else
-            e->stats.timers_fired++;
+            e->pend.timers_fired++;
         if (saga_log_enabled(SAGA_LOG_DEBUG)) {
             log_fields lf;
             int c = s->cursor >= 0 && s->cursor < s->nsteps ? s->cursor : -1;
@@ -777,119 +951,295 @@ static void log_set_aside(char (*ids)[SAGA_ID_LEN + 1], const unsigned char *asi
                  count, what, ids[first], count > 1 ? " and others" : "");
 }
 
-static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
+/* Set the reply msg aside: it is written to saga.dead_letter with the
+ * next transaction that commits (add_dead_replies), and logged then. */
+static void queue_dead(saga_engine *e, const rd_kafka_message_t *m, int malformed,
+                       int attempts, const char *ref, const char *reason)
 {
-    saga_reply *replies = calloc((size_t)n, sizeof *replies);
-    char(*ids)[SAGA_ID_LEN + 1] = malloc(sizeof *ids * (size_t)n);
-    saga_state **states = calloc((size_t)n, sizeof *states);
-    unsigned char *aside = calloc((size_t)n, 1);
-    saga_outbox sent = {0};
-    saga_error err = {0};
-    int nvalid = 0, nids = 0, rc = SAGA_OK;
-
-    if (replies == NULL || ids == NULL || states == NULL || aside == NULL) {
-        free(replies);
-        free(ids);
-        free(states);
-        free(aside);
-        return SAGA_ENOMEM;
+    dead_reply *d;
+    if (e->ndead == e->capdead) {
+        int cap = e->capdead ? e->capdead * 2 : 16;
+        dead_reply *n = realloc(e->dead, sizeof *n * (size_t)cap);
+        if (n == NULL) {
+            /* Skipped without a row; still counted and logged. */
+            saga_log(SAGA_LOG_ERROR,
+                     "reply at %s[%d]@%lld skipped (out of memory for its dead letter): "
+                     "%s",
+                     rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
+                     reason);
+            return;
+        }
+        e->dead = n;
+        e->capdead = cap;
     }
-    for (int i = 0; i < n; i++) {
-        saga_error derr = {0};
-        if (saga_reply_decode(msgs[i]->payload, msgs[i]->len, &replies[nvalid], &derr) !=
-            SAGA_OK) {
-            e->stats.malformed++;
-            /* Counted with the batch: a batch rolled back is consumed again. */
-            saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1, "malformed", NULL,
-                            NULL);
-            warn_limited(&e->malformed, "malformed reply at %s[%d]@%lld skipped: %s",
-                         rd_kafka_topic_name(msgs[i]->rkt), (int)msgs[i]->partition,
-                         (long long)msgs[i]->offset, derr.message);
+    d = &e->dead[e->ndead++];
+    d->m = m;
+    d->malformed = malformed;
+    d->attempts = attempts;
+    snprintf(d->ref, sizeof d->ref, "%s", ref ? ref : "");
+    snprintf(d->reason, sizeof d->reason, "%s", reason);
+}
+
+/* Record the replies set aside (dead[from..to)) in the open transaction,
+ * with their counts. */
+static int add_dead_replies(saga_engine *e, int from, int to, saga_error *err)
+{
+    for (int i = from; i < to; i++) {
+        const dead_reply *d = &e->dead[i];
+        saga_dead_letter dl = {
+            .source = "reply",
+            .topic = rd_kafka_topic_name(d->m->rkt),
+            .partition = (int)d->m->partition,
+            .offset = d->m->offset,
+            .key = d->m->key,
+            .key_len = d->m->key_len,
+            .ref = d->ref[0] ? d->ref : NULL,
+            .payload = d->m->payload,
+            .payload_len = d->m->len,
+            .reason = d->reason,
+            .attempts = d->attempts,
+        };
+        int rc = saga_batch_add_dead_letter(e->batch, &dl, err);
+        if (rc != SAGA_OK)
+            return rc;
+        if (d->malformed)
+            e->pend.malformed++;
+        else
+            e->pend.replies_rejected++;
+        e->pend.dead_letters++;
+        saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1,
+                        d->malformed ? "malformed" : "set_aside", NULL, NULL);
+        saga_tally_note(&e->tally, e->m.dead_letters, 0, 1, "reply", NULL, NULL);
+    }
+    return SAGA_OK;
+}
+
+/* After the commit that wrote them: one line per reply set aside (a burst
+ * of malformed ones: one line per 10 s, with how many more). */
+static void log_dead_replies(saga_engine *e, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        const dead_reply *d = &e->dead[i];
+        const char *topic = rd_kafka_topic_name(d->m->rkt);
+        if (d->malformed)
+            warn_limited(&e->malformed,
+                         "malformed reply at %s[%d]@%lld set aside (sagactl dead list): "
+                         "%s",
+                         topic, (int)d->m->partition, (long long)d->m->offset, d->reason);
+        else
+            warn_limited(&e->set_aside,
+                         "reply at %s[%d]@%lld for saga %s set aside after %d failed "
+                         "transactions (sagactl dead list): %s",
+                         topic, (int)d->m->partition, (long long)d->m->offset,
+                         d->ref[0] ? d->ref : "?", d->attempts, d->reason);
+    }
+}
+
+/* One transaction: load the sagas of replies[idx[0..n)], apply the
+ * replies in order, write it all (with the dead letters dead[from..to))
+ * and COMMIT, then send the commands. On failure it is rolled back and
+ * err says why. */
+static int apply_replies(saga_engine *e, saga_reply *replies, const int *idx, int n,
+                         int dead_from, int dead_to, saga_error *err)
+{
+    char(*ids)[SAGA_ID_LEN + 1] = malloc(sizeof *ids * (size_t)(n > 0 ? n : 1));
+    saga_state **states = calloc((size_t)(n > 0 ? n : 1), sizeof *states);
+    unsigned char *aside = calloc((size_t)(n > 0 ? n : 1), 1);
+    saga_outbox sent = {0};
+    int nids = 0, rc = SAGA_OK;
+
+    if (ids == NULL || states == NULL || aside == NULL) {
+        rc = saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int k = 0; k < n; k++)
+        memcpy(ids[nids++], replies[idx[k]].saga_id, SAGA_ID_LEN + 1);
+    nids = n > 0 ? sort_unique(ids, nids) : 0;
+    saga_pgerr_clear();
+    if (nids > 0)
+        rc = saga_batch_load(e->db, e->defs, ids, nids, 1, states, aside, err);
+    else
+        rc = saga_store_exec(e->db, "BEGIN", err);
+    for (int k = 0; k < n && rc == SAGA_OK; k++) {
+        saga_reply *r = &replies[idx[k]];
+        saga_event ev = {.kind = SAGA_EV_REPLY,
+                         .now = saga_now_ms(),
+                         .random = next_random(e),
+                         .reply = r};
+        int j = find_id(ids, nids, r->saga_id);
+        if (j >= 0 && aside[j]) {
+            /* Its definition cannot be loaded: counted, not applied; a
+             * retry once it is repaired re-sends the command. */
+            e->pend.replies_rejected++;
+            saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1,
+                            "definition_unavailable", NULL, NULL);
             continue;
         }
-        /* PostgreSQL prints UUIDs in lower case; match them that way. */
-        for (char *c = replies[nvalid].saga_id; *c; c++)
-            if (*c >= 'A' && *c <= 'F')
-                *c = (char)(*c - 'A' + 'a');
-        memcpy(ids[nids++], replies[nvalid].saga_id, SAGA_ID_LEN + 1);
-        nvalid++;
-    }
-    if (nvalid > 0) {
-        nids = sort_unique(ids, nids);
-        if (ensure_db(e) != 0) {
-            /* Consumed again once the database is back: what this batch
-             * noted will be noted again. */
-            rc = SAGA_EDB;
-            saga_tally_reset(&e->tally);
-            rewind_consumer(e);
-            usleep(500 * 1000);
-            goto out;
+        if (j < 0 || states[j] == NULL) {
+            e->pend.replies_rejected++;
+            saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1, "unknown_saga", NULL,
+                            NULL);
+            warn_limited(&e->unknown_saga, "reply for unknown saga %s ignored",
+                         r->saga_id);
+            continue;
         }
-        if ((rc = saga_batch_load(e->db, e->defs, ids, nids, 1, states, aside, &err)) !=
-            SAGA_OK)
-            goto fail;
-        for (int i = 0; i < nvalid && rc == SAGA_OK; i++) {
-            saga_event ev = {.kind = SAGA_EV_REPLY,
-                             .now = saga_now_ms(),
-                             .random = next_random(e),
-                             .reply = &replies[i]};
-            int k = find_id(ids, nids, replies[i].saga_id);
-            if (k >= 0 && aside[k]) {
-                /* Its definition cannot be loaded: counted, not applied; a
-                 * retry once it is repaired re-sends the command. */
-                e->stats.replies_rejected++;
-                saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1,
-                                "definition_unavailable", NULL, NULL);
-                continue;
-            }
-            if (k < 0 || states[k] == NULL) {
-                e->stats.replies_rejected++;
-                saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1, "unknown_saga",
-                                NULL, NULL);
-                warn_limited(&e->unknown_saga, "reply for unknown saga %s ignored",
-                             replies[i].saga_id);
-                continue;
-            }
-            rc = apply_one(e, states[k], &ev, &err);
-        }
-        if (rc != SAGA_OK || (rc = commit_batch(e, &sent, &err)) != SAGA_OK)
-            goto fail;
-        log_set_aside(ids, aside, nids, "their replies not applied");
-        produce(e, &sent);
+        rc = apply_one(e, states[j], &ev, err);
     }
-    {
-        rd_kafka_topic_partition_list_t *done = NULL;
-        rd_kafka_resp_err_t ke;
-        for (int i = 0; i < n; i++)
-            saga__kafka_track(&done, msgs[i]);
-        ke = saga__kafka_store_tracked(e->consumer, &done);
-        if (ke != RD_KAFKA_RESP_ERR_NO_ERROR)
-            saga_log(SAGA_LOG_WARN, "storing reply offsets: %s", rd_kafka_err2str(ke));
-        /* Only malformed replies: no transaction, so they count once their
-         * offsets are stored (else they are consumed again). */
-        if (nvalid == 0) {
-            if (ke == RD_KAFKA_RESP_ERR_NO_ERROR)
-                saga_tally_commit(&e->tally);
-            else
-                saga_tally_reset(&e->tally);
-        }
+    if (rc == SAGA_OK)
+        rc = add_dead_replies(e, dead_from, dead_to, err);
+    if (rc == SAGA_OK)
+        rc = commit_batch(e, &sent, err);
+    if (rc != SAGA_OK) {
+        rollback(e);
+        goto out;
     }
-    goto out;
-fail:
-    saga_log(SAGA_LOG_ERROR, "reply batch rolled back, will be consumed again: %s",
-             err.message);
-    rollback(e);
-    rewind_consumer(e);
+    log_set_aside(ids, aside, nids, "their replies not applied");
+    log_dead_replies(e, dead_from, dead_to);
+    produce(e, &sent);
 out:
     for (int i = 0; i < nids; i++)
         saga_state_free(states[i]);
-    for (int i = 0; i < nvalid; i++)
-        saga_reply_clear(&replies[i]);
-    free(replies);
     free(ids);
     free(states);
     free(aside);
     saga_outbox_clear(&sent);
+    return rc;
+}
+
+/* The dead letters dead[0..ndead) alone, when the transaction that was to
+ * carry them failed: together, else one by one, and one that cannot be
+ * written even alone is logged and dropped (bounded: never a loop).
+ * Returns SAGA_OK, or an error that is not theirs (the database is gone:
+ * the caller consumes the batch again). */
+static int write_dead_alone(saga_engine *e, saga_error *err)
+{
+    int rc = apply_replies(e, NULL, NULL, 0, 0, e->ndead, err);
+    if (rc == SAGA_OK || !saga_pgerr_blames_data(e->db, rc))
+        return rc;
+    for (int i = 0; i < e->ndead; i++) {
+        const dead_reply *d = &e->dead[i];
+        if ((rc = apply_replies(e, NULL, NULL, 0, i, i + 1, err)) == SAGA_OK)
+            continue;
+        if (!saga_pgerr_blames_data(e->db, rc))
+            return rc;
+        saga_log(SAGA_LOG_ERROR,
+                 "reply at %s[%d]@%lld skipped: %s; its dead letter could not be written "
+                 "either: %s",
+                 rd_kafka_topic_name(d->m->rkt), (int)d->m->partition,
+                 (long long)d->m->offset, d->reason, err->message);
+        memset(err, 0, sizeof *err);
+    }
+    return SAGA_OK;
+}
+
+/* One batch of replies. Malformed ones and ones whose output is over the
+ * limit are set aside at once. The rest is applied in one transaction;
+ * when that fails because of what it holds (saga_pgerr_blames_data), each
+ * reply is applied alone, and one that fails alone ISOLATE_TRIES times is
+ * set aside with the database's reason: the others are applied, the batch
+ * is never rolled back and consumed again in a loop. When the database is
+ * not there (or the failure is the server's), the batch is consumed again
+ * later and nobody is blamed. */
+static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
+{
+    saga_reply *replies = calloc((size_t)n, sizeof *replies);
+    int *idx = malloc(sizeof *idx * (size_t)n);
+    saga_error err = {0};
+    int nvalid = 0, rc = SAGA_OK;
+
+    e->ndead = 0;
+    if (replies == NULL || idx == NULL) {
+        free(replies);
+        free(idx);
+        return SAGA_ENOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        saga_error derr = {0};
+        saga_reply *r = &replies[i];
+        if (saga_reply_decode(msgs[i]->payload, msgs[i]->len, r, &derr) != SAGA_OK) {
+            queue_dead(e, msgs[i], 1, 1, NULL, derr.message);
+            continue;
+        }
+        /* PostgreSQL prints UUIDs in lower case; match them that way. */
+        for (char *c = r->saga_id; *c; c++)
+            if (*c >= 'A' && *c <= 'F')
+                *c = (char)(*c - 'A' + 'a');
+        if (r->output != NULL && e->max_output_bytes > 0) {
+            size_t bytes = json_dumpb(r->output, NULL, 0, JSON_COMPACT);
+            if ((int64_t)bytes > e->max_output_bytes) {
+                char why[200];
+                snprintf(why, sizeof why,
+                         "output of %zu bytes is over the limit of %lld bytes "
+                         "(saga.limits max_output_bytes)",
+                         bytes, (long long)e->max_output_bytes);
+                queue_dead(e, msgs[i], 0, 1, r->saga_id, why);
+                continue;
+            }
+        }
+        idx[nvalid++] = i;
+    }
+    if (nvalid == 0 && e->ndead == 0)
+        goto offsets;
+    if (ensure_db(e) != 0) {
+        rc = SAGA_EDB;
+        goto again;
+    }
+    rc = apply_replies(e, replies, idx, nvalid, 0, e->ndead, &err);
+    if (rc == SAGA_OK)
+        goto offsets;
+    if (!saga_pgerr_blames_data(e->db, rc)) {
+        warn_limited(&e->rolled_back,
+                     "reply batch rolled back, will be consumed again: %s", err.message);
+        goto again;
+    }
+    /* Something in the batch makes the transaction fail: find it. */
+    saga_log(SAGA_LOG_WARN,
+             "reply batch of %d rolled back (%s); applying its replies one by one",
+             nvalid, err.message);
+    for (int k = 0; k < nvalid; k++) {
+        int tries = 0;
+        do {
+            memset(&err, 0, sizeof err);
+            rc = apply_replies(e, replies, &idx[k], 1, 0, 0, &err);
+            if (rc != SAGA_OK && !saga_pgerr_blames_data(e->db, rc)) {
+                warn_limited(&e->rolled_back,
+                             "reply batch rolled back, will be consumed again: %s",
+                             err.message);
+                goto again;
+            }
+        } while (rc != SAGA_OK && ++tries < ISOLATE_TRIES);
+        if (rc != SAGA_OK)
+            queue_dead(e, msgs[idx[k]], 0, tries, replies[idx[k]].saga_id, err.message);
+    }
+    if (e->ndead > 0 && (rc = write_dead_alone(e, &err)) != SAGA_OK) {
+        warn_limited(&e->rolled_back,
+                     "reply batch rolled back, will be consumed again: %s", err.message);
+        goto again;
+    }
+offsets : {
+    rd_kafka_topic_partition_list_t *done = NULL;
+    rd_kafka_resp_err_t ke;
+    for (int i = 0; i < n; i++)
+        saga__kafka_track(&done, msgs[i]);
+    ke = saga__kafka_store_tracked(e->consumer, &done);
+    if (ke != RD_KAFKA_RESP_ERR_NO_ERROR)
+        saga_log(SAGA_LOG_WARN, "storing reply offsets: %s", rd_kafka_err2str(ke));
+    rc = SAGA_OK;
+    goto out;
+}
+again:
+    /* Consumed again once the database answers (not before half a second:
+     * a full disk or a server shutting down is not retried in a tight
+     * loop): what was applied is then a duplicate, what was set aside is
+     * not set aside twice. */
+    rewind_consumer(e);
+    e->replies_after_ms = mono_ms() + 500;
+out:
+    for (int i = 0; i < n; i++)
+        saga_reply_clear(&replies[i]);
+    e->ndead = 0;
+    free(replies);
+    free(idx);
     return rc;
 }
 
@@ -906,110 +1256,247 @@ static void wake_early(saga_engine *e)
         saga_log(SAGA_LOG_WARN, "%s", err.message);
 }
 
-/* Claim due timers and fire them, in one transaction. Returns how many. */
-static int process_timers(saga_engine *e)
+/* Set saga_id aside in its own transaction: its timer fails every time it
+ * fires (tries times alone, last with reason). Taken off the timers, with
+ * a saga_set_aside history line and a dead letter; `sagactl dead replay`
+ * or `sagactl retry` puts it back once the cause is repaired. */
+static void set_timer_aside(saga_engine *e, const char *saga_id, int tries,
+                            const char *reason)
 {
-    char(*ids)[SAGA_ID_LEN + 1] = malloc(sizeof *ids * TIMER_CLAIM_LIMIT);
-    saga_state **states = calloc(TIMER_CLAIM_LIMIT, sizeof *states);
+    saga_error err = {0};
+    saga_outbox none = {0};
+    saga_dead_letter dl = {
+        .source = "timer", .ref = saga_id, .reason = reason, .attempts = tries};
+    int rc = saga_store_exec(e->db, "BEGIN", &err);
+    if (rc == SAGA_OK)
+        rc = saga_batch_add_timer_set_aside(e->batch, saga_id, reason, &err);
+    if (rc == SAGA_OK)
+        rc = saga_batch_add_dead_letter(e->batch, &dl, &err);
+    if (rc == SAGA_OK) {
+        e->pend.dead_letters++;
+        saga_tally_note(&e->tally, e->m.dead_letters, 0, 1, "timer", NULL, NULL);
+        rc = commit_batch(e, &none, &err);
+    }
+    saga_outbox_clear(&none);
+    if (rc != SAGA_OK) {
+        rollback(e);
+        warn_limited(&e->set_aside,
+                     "saga %s: its timer fails (%s) and it could not be set "
+                     "aside: %s",
+                     saga_id, reason, err.message);
+        return;
+    }
+    warn_limited(&e->set_aside,
+                 "saga %s set aside: its timer failed %d transactions alone: %s (sagactl "
+                 "dead list)",
+                 saga_id, tries, reason);
+}
+
+/* One transaction of timers: with claim, BEGIN and claim the due ones
+ * (ids gets them, *n how many); else load ids[0..*n) (locking them) and
+ * fire what is due. Rolled back on failure (err says why). */
+static int timers_tx(saga_engine *e, char (*ids)[SAGA_ID_LEN + 1], int *n, int claim,
+                     saga_error *err)
+{
+    saga_state *states[TIMER_CLAIM_LIMIT] = {0};
     unsigned char aside[TIMER_CLAIM_LIMIT];
     saga_outbox sent = {0};
-    saga_error err = {0};
-    int n = 0, rc;
+    int rc = SAGA_OK;
 
-    if (ids == NULL || states == NULL || ensure_db(e) != 0) {
-        free(ids);
-        free(states);
-        return 0;
+    saga_pgerr_clear();
+    if (claim) {
+        *n = 0;
+        if ((rc = saga_store_exec(e->db, "BEGIN", err)) == SAGA_OK &&
+            (rc = saga_batch_claim_due(e->db, TIMER_CLAIM_LIMIT, ids, n, err)) ==
+                SAGA_OK &&
+            *n == 0)
+            return saga_store_exec(e->db, "COMMIT", err);
     }
-    if ((rc = saga_store_exec(e->db, "BEGIN", &err)) != SAGA_OK)
-        goto fail;
-    if ((rc = saga_batch_claim_due(e->db, TIMER_CLAIM_LIMIT, ids, &n, &err)) != SAGA_OK)
-        goto fail;
-    if (n == 0) {
-        saga_store_exec(e->db, "COMMIT", NULL);
-        goto out;
-    }
-    if ((rc = saga_batch_load(e->db, e->defs, ids, n, 0, states, aside, &err)) != SAGA_OK)
-        goto fail;
-    for (int i = 0; i < n && rc == SAGA_OK; i++) {
+    if (rc == SAGA_OK)
+        rc = saga_batch_load(e->db, e->defs, ids, *n, !claim, states, aside, err);
+    for (int i = 0; i < *n && rc == SAGA_OK; i++) {
         saga_event ev = {.kind = SAGA_EV_WAKE,
                          .now = saga_now_ms(),
                          .random = next_random(e),
                          .reply = NULL};
         if (states[i] != NULL)
-            rc = apply_one(e, states[i], &ev, &err);
+            rc = apply_one(e, states[i], &ev, err);
     }
-    if (rc != SAGA_OK || (rc = commit_batch(e, &sent, &err)) != SAGA_OK)
-        goto fail;
-    log_set_aside(ids, aside, n, "their timers cleared");
-    produce(e, &sent);
-    goto out;
-fail:
-    saga_log(SAGA_LOG_ERROR, "timer batch rolled back: %s", err.message);
-    rollback(e);
-    n = 0;
-out:
+    if (rc == SAGA_OK)
+        rc = commit_batch(e, &sent, err);
+    if (rc != SAGA_OK)
+        rollback(e);
+    else {
+        log_set_aside(ids, aside, *n, "their timers cleared");
+        produce(e, &sent);
+    }
     for (int i = 0; i < TIMER_CLAIM_LIMIT; i++)
         saga_state_free(states[i]);
     saga_outbox_clear(&sent);
+    return rc;
+}
+
+/* Claim due timers and fire them, in one transaction. When that fails
+ * because of a saga in it, each is fired alone, and one that fails alone
+ * ISOLATE_TRIES times is set aside (set_timer_aside): the timers of the
+ * others are not held up, nor retried in a loop. Returns how many were
+ * claimed. */
+static int process_timers(saga_engine *e)
+{
+    char(*ids)[SAGA_ID_LEN + 1] = malloc(sizeof *ids * TIMER_CLAIM_LIMIT);
+    saga_error err = {0};
+    int n = 0, rc;
+
+    if (ids == NULL || ensure_db(e) != 0) {
+        free(ids);
+        return 0;
+    }
+    rc = timers_tx(e, ids, &n, 1, &err);
+    if (rc != SAGA_OK && (n == 0 || !saga_pgerr_blames_data(e->db, rc))) {
+        warn_limited(&e->rolled_back, "timer batch rolled back: %s", err.message);
+        n = 0;
+    } else if (rc != SAGA_OK) {
+        saga_log(SAGA_LOG_WARN,
+                 "timer batch of %d rolled back (%s); firing them one by one", n,
+                 err.message);
+        for (int k = 0; k < n; k++) {
+            int one = 1, tries = 0;
+            do {
+                memset(&err, 0, sizeof err);
+                rc = timers_tx(e, &ids[k], &one, 0, &err);
+                if (rc != SAGA_OK && !saga_pgerr_blames_data(e->db, rc)) {
+                    warn_limited(&e->rolled_back, "timer batch rolled back: %s",
+                                 err.message);
+                    free(ids);
+                    return 0;
+                }
+            } while (rc != SAGA_OK && ++tries < ISOLATE_TRIES);
+            if (rc != SAGA_OK)
+                set_timer_aside(e, ids[k], tries, err.message);
+        }
+    }
     free(ids);
-    free(states);
     return n;
+}
+
+/* A start request that cannot be started without failing its transaction
+ * (tries times alone, last with reason): marked processed with the
+ * reason, and a dead letter with its input, in its own transaction. */
+static void set_request_aside(saga_engine *e, const char *id, int tries,
+                              const char *reason)
+{
+    saga_error err = {0};
+    saga_outbox none = {0};
+    char why[600];
+    const char *p[1] = {id};
+    PGresult *r;
+    int rc = saga_store_exec(e->db, "BEGIN", &err);
+    snprintf(why, sizeof why, "set aside after %d failed transactions: %s", tries,
+             reason);
+    r = rc == SAGA_OK ? PQexecParams(e->db,
+                                     "SELECT name, input::text FROM saga.start_request"
+                                     " WHERE id = $1 AND processed_at IS NULL FOR UPDATE",
+                                     1, NULL, p, NULL, NULL, 0)
+                      : NULL;
+    if (rc == SAGA_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
+        rc = saga_error_set(&err, SAGA_EDB, "reading start request %s: %s", id,
+                            PQerrorMessage(e->db));
+    if (rc == SAGA_OK && PQntuples(r) == 1) {
+        const char *input = PQgetvalue(r, 0, 1);
+        saga_dead_letter dl = {.source = "start_request",
+                               .ref = id,
+                               .payload = input,
+                               .payload_len = strlen(input),
+                               .reason = reason,
+                               .attempts = tries};
+        rc = saga_batch_add_request_done(e->batch, id, why, &err);
+        if (rc == SAGA_OK)
+            rc = saga_batch_add_dead_letter(e->batch, &dl, &err);
+        if (rc == SAGA_OK) {
+            e->pend.dead_letters++;
+            saga_tally_note(&e->tally, e->m.dead_letters, 0, 1, "start_request", NULL,
+                            NULL);
+        }
+    }
+    if (rc == SAGA_OK)
+        rc = commit_batch(e, &none, &err);
+    PQclear(r);
+    saga_outbox_clear(&none);
+    if (rc != SAGA_OK) {
+        rollback(e);
+        warn_limited(&e->set_aside,
+                     "start request %s fails (%s) and could not be set aside: %s", id,
+                     reason, err.message);
+        return;
+    }
+    warn_limited(&e->set_aside, "start request %s %s (sagactl dead list)", id, why);
 }
 
 #define START_BATCH 200
 
-/* Turn pending start requests (libsaga's client) into sagas, each with its
- * first command, in one transaction. Returns how many were taken. */
-static int process_start_requests(saga_engine *e)
-{
-    saga_outbox sent = {0};
-    saga_error err = {0};
-    PGresult *r = NULL;
-    saga_state *states[START_BATCH] = {0};
-    const char *keys[START_BATCH] = {0};
+/* What one transaction of start requests works on (on the heap: with the
+ * problems' text it is too big for the stack). */
+typedef struct start_work {
+    saga_state *states[START_BATCH];
+    const char *keys[START_BATCH];
     char problems[START_BATCH][600];
-    char(*existing)[SAGA_ID_LEN + 1] = malloc(sizeof *existing * START_BATCH);
-    int n = 0, nstates = 0, rc;
+    char existing[START_BATCH][SAGA_ID_LEN + 1];
     int which[START_BATCH];                     /* request row of states[i] */
     const saga_definition *latest[START_BATCH]; /* definition of request row i */
     saga_actions acts_of[START_BATCH];
+    char taken[START_BATCH][SAGA_ID_LEN + 1]; /* the request ids read */
+} start_work;
 
-    if (existing == NULL || ensure_db(e) != 0) {
-        free(existing);
-        return 0;
-    }
-    if ((rc = saga_store_exec(e->db, "BEGIN", &err)) != SAGA_OK)
-        goto fail;
-    r = PQexec(e->db, "SELECT id, name, input::text, idempotency_key, traceparent"
-                      " FROM saga.start_request"
-                      " WHERE processed_at IS NULL ORDER BY requested_at LIMIT 200"
-                      " FOR UPDATE SKIP LOCKED");
+/* One transaction: turn pending start requests (only only_id, unless
+ * NULL) into sagas, each with its first command. *n is how many requests
+ * were read (their ids in w->taken). Rolled back on failure. */
+static int start_tx(saga_engine *e, start_work *w, const char *only_id, int *n,
+                    saga_error *err)
+{
+    saga_outbox sent = {0};
+    PGresult *r = NULL;
+    int nstates = 0, rc;
+    const char *p[1] = {only_id};
+
+    *n = 0;
+    saga_pgerr_clear();
+    if ((rc = saga_store_exec(e->db, "BEGIN", err)) != SAGA_OK)
+        goto out;
+    r = PQexecParams(e->db,
+                     "SELECT id, name, input::text, idempotency_key, traceparent"
+                     " FROM saga.start_request"
+                     " WHERE processed_at IS NULL AND ($1::uuid IS NULL OR id = $1::uuid)"
+                     " ORDER BY requested_at LIMIT 200"
+                     " FOR UPDATE SKIP LOCKED",
+                     1, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = saga_error_set(&err, SAGA_EDB, "reading start requests: %s",
+        saga_pgerr_note(r);
+        rc = saga_error_set(err, SAGA_EDB, "reading start requests: %s",
                             PQerrorMessage(e->db));
-        goto fail;
-    }
-    n = PQntuples(r);
-    if (n == 0) {
-        saga_store_exec(e->db, "COMMIT", NULL);
         goto out;
     }
-    for (int i = 0; i < n && rc == SAGA_OK; i++) {
+    *n = PQntuples(r);
+    if (*n == 0) {
+        rc = saga_store_exec(e->db, "COMMIT", err);
+        goto out;
+    }
+    for (int i = 0; i < *n; i++)
+        snprintf(w->taken[i], sizeof w->taken[i], "%s", PQgetvalue(r, i, 0));
+    for (int i = 0; i < *n && rc == SAGA_OK; i++) {
         const char *id = PQgetvalue(r, i, 0), *name = PQgetvalue(r, i, 1);
         const saga_definition *def = NULL;
         saga_error derr = {0};
-        problems[i][0] = '\0';
+        w->problems[i][0] = '\0';
         /* The latest version of each name once per batch, not per request. */
         for (int k = 0; k < i && def == NULL; k++)
-            if (latest[k] != NULL && strcmp(PQgetvalue(r, k, 1), name) == 0)
-                def = latest[k];
+            if (w->latest[k] != NULL && strcmp(PQgetvalue(r, k, 1), name) == 0)
+                def = w->latest[k];
         if (def == NULL &&
             saga_store_get_definition(e->db, e->defs, name, 0, &def, &derr) != SAGA_OK) {
             def = NULL;
-            snprintf(problems[i], sizeof problems[i], "%s", derr.message);
+            snprintf(w->problems[i], sizeof w->problems[i], "%s", derr.message);
         }
-        latest[i] = def;
+        w->latest[i] = def;
         if (def != NULL) {
             json_t *input = json_loads(PQgetvalue(r, i, 2), 0, NULL);
             saga_state *s = saga_state_new(def, id, input);
@@ -1024,63 +1511,212 @@ static int process_start_requests(saga_engine *e)
             if (s == NULL || saga_machine_apply(s, &ev, &acts, NULL) != SAGA_APPLIED) {
                 saga_state_free(s);
                 saga_actions_clear(&acts);
-                rc = saga_error_set(&err, SAGA_ENOMEM, "out of memory starting saga %s",
+                rc = saga_error_set(err, SAGA_ENOMEM, "out of memory starting saga %s",
                                     id);
             } else {
                 /* The actions are recorded once we know the saga is new. */
-                acts_of[nstates] = acts;
-                keys[nstates] = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
-                which[nstates] = i;
-                states[nstates++] = s;
+                w->acts_of[nstates] = acts;
+                w->keys[nstates] = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
+                w->which[nstates] = i;
+                w->states[nstates++] = s;
             }
         }
     }
     if (rc == SAGA_OK && nstates > 0)
-        rc = saga_batch_insert_new(e->db, states, keys, nstates, existing, &err);
+        rc = saga_batch_insert_new(e->db, w->states, w->keys, nstates, w->existing, err);
     for (int k = 0; k < nstates && rc == SAGA_OK; k++) {
-        if (existing[k][0] != '\0') {
-            snprintf(problems[which[k]], sizeof problems[which[k]],
-                     "idempotency key already used by saga %s", existing[k]);
+        if (w->existing[k][0] != '\0') {
+            snprintf(w->problems[w->which[k]], sizeof w->problems[w->which[k]],
+                     "idempotency key already used by saga %s", w->existing[k]);
             continue;
         }
-        saga_tally_note(&e->tally, e->m.sagas_started, 0, 1, states[k]->def->name, NULL,
-                        NULL);
+        saga_tally_note(&e->tally, e->m.sagas_started, 0, 1, w->states[k]->def->name,
+                        NULL, NULL);
         {
-            int64_t wake = states[k]->wake_at;
-            rc = gate_and_count(e, states[k], &acts_of[k], saga_now_ms(), &err);
+            int64_t wake = w->states[k]->wake_at;
+            rc = gate_and_count(e, w->states[k], &w->acts_of[k], saga_now_ms(), err);
             if (rc == SAGA_OK)
-                rc = saga_batch_add(e->batch, states[k], &acts_of[k], 1, &err);
+                rc = saga_batch_add(e->batch, w->states[k], &w->acts_of[k], 1, err);
             /* Held by the gate: the row inserted above has the old timer. */
-            if (rc == SAGA_OK && states[k]->wake_at != wake)
-                rc = saga_batch_add_saga_row(e->batch, states[k], &err);
+            if (rc == SAGA_OK && w->states[k]->wake_at != wake)
+                rc = saga_batch_add_saga_row(e->batch, w->states[k], err);
         }
         e->batch_events++;
     }
-    for (int i = 0; i < n && rc == SAGA_OK; i++) {
-        const char *id = PQgetvalue(r, i, 0);
-        rc = saga_batch_add_request_done(e->batch, id,
-                                         problems[i][0] ? problems[i] : NULL, &err);
-        if (problems[i][0])
-            saga_log(SAGA_LOG_WARN, "start request %s (%s) rejected: %s", id,
-                     PQgetvalue(r, i, 1), problems[i]);
+    for (int i = 0; i < *n && rc == SAGA_OK; i++)
+        rc = saga_batch_add_request_done(e->batch, PQgetvalue(r, i, 0),
+                                         w->problems[i][0] ? w->problems[i] : NULL, err);
+    if (rc == SAGA_OK)
+        rc = commit_batch(e, &sent, err);
+    if (rc == SAGA_OK) {
+        for (int i = 0; i < *n; i++)
+            if (w->problems[i][0])
+                saga_log(SAGA_LOG_WARN, "start request %s (%s) rejected: %s",
+                         PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), w->problems[i]);
+        produce(e, &sent);
     }
-    if (rc != SAGA_OK || (rc = commit_batch(e, &sent, &err)) != SAGA_OK)
-        goto fail;
-    produce(e, &sent);
-    goto out;
-fail:
-    saga_log(SAGA_LOG_ERROR, "start requests rolled back: %s", err.message);
-    rollback(e);
-    n = 0;
 out:
+    if (rc != SAGA_OK)
+        rollback(e);
     for (int k = 0; k < nstates; k++) {
-        saga_state_free(states[k]);
-        saga_actions_clear(&acts_of[k]);
+        saga_state_free(w->states[k]);
+        saga_actions_clear(&w->acts_of[k]);
     }
     PQclear(r);
-    free(existing);
     saga_outbox_clear(&sent);
+    return rc;
+}
+
+/* Turn pending start requests (libsaga's client, sagactl) into sagas in
+ * one transaction; when that fails because of a request in it, each is
+ * tried alone, and one that fails alone ISOLATE_TRIES times is set aside
+ * (set_request_aside). Returns how many requests were read. */
+static int process_start_requests(saga_engine *e)
+{
+    start_work *w = calloc(1, sizeof *w);
+    saga_error err = {0};
+    int n = 0, rc;
+
+    if (w == NULL || ensure_db(e) != 0) {
+        free(w);
+        return 0;
+    }
+    rc = start_tx(e, w, NULL, &n, &err);
+    if (rc != SAGA_OK && (n == 0 || !saga_pgerr_blames_data(e->db, rc))) {
+        warn_limited(&e->rolled_back, "start requests rolled back: %s", err.message);
+        n = 0;
+    } else if (rc != SAGA_OK) {
+        char(*taken)[SAGA_ID_LEN + 1] = malloc(sizeof *taken * (size_t)n);
+        int total = n;
+        saga_log(
+            SAGA_LOG_WARN,
+            "start requests: a batch of %d rolled back (%s); starting them one by one", n,
+            err.message);
+        if (taken == NULL) {
+            free(w);
+            return 0;
+        }
+        memcpy(taken, w->taken, sizeof *taken * (size_t)n);
+        for (int k = 0; k < total; k++) {
+            int one = 0, tries = 0;
+            do {
+                memset(&err, 0, sizeof err);
+                memset(w, 0, sizeof *w);
+                rc = start_tx(e, w, taken[k], &one, &err);
+                if (rc != SAGA_OK && !saga_pgerr_blames_data(e->db, rc)) {
+                    warn_limited(&e->rolled_back, "start requests rolled back: %s",
+                                 err.message);
+                    free(taken);
+                    free(w);
+                    return 0;
+                }
+            } while (rc != SAGA_OK && ++tries < ISOLATE_TRIES);
+            if (rc != SAGA_OK)
+                set_request_aside(e, taken[k], tries, err.message);
+        }
+        free(taken);
+    }
+    free(w);
     return n;
+}
+
+/* One refused command in one transaction: its step fails with
+ * message_too_large (a definite failure: the participant never saw the
+ * command, so nothing of it remains; the saga compensates the steps
+ * before, or stops as failed when it was a compensation), and its outbox
+ * row goes. The gate settles it as UNSENT: a service that never saw the
+ * command is not judged by it. A saga that moved on meanwhile only loses
+ * the row. */
+static int fail_one_refused(saga_engine *e, const refused_cmd *c, saga_error *err)
+{
+    char ids[1][SAGA_ID_LEN + 1];
+    saga_state *states[1] = {NULL};
+    unsigned char aside[1] = {0};
+    saga_outbox sent = {0};
+    char cid[128], msg[700];
+    saga_reply r;
+    int rc;
+
+    memcpy(ids[0], c->saga_id, SAGA_ID_LEN + 1);
+    saga_command_id_format(cid, sizeof cid, c->saga_id, c->step, c->phase);
+    snprintf(msg, sizeof msg,
+             "the %s command of %zu bytes to %s was refused by Kafka (%s; sagad's "
+             "message.max.bytes is %lld): the step's input is too large to send",
+             saga_phase_name(c->phase), c->bytes, c->topic, c->why,
+             (long long)e->max_message_bytes);
+    memset(&r, 0, sizeof r);
+    r.v = 1;
+    memcpy(r.saga_id, c->saga_id, SAGA_ID_LEN + 1);
+    r.step = c->step;
+    r.phase = c->phase;
+    r.command_id = cid;
+    r.attempt = c->attempt;
+    r.status = SAGA_REPLY_FAILED;
+    r.error_code = (char *)"message_too_large";
+    r.error_message = msg;
+    saga_pgerr_clear();
+    rc = saga_batch_load(e->db, e->defs, ids, 1, 1, states, aside, err);
+    if (rc == SAGA_OK && states[0] != NULL) {
+        saga_event ev = {.kind = SAGA_EV_REPLY,
+                         .now = saga_now_ms(),
+                         .random = next_random(e),
+                         .reply = &r};
+        if (c->step >= 0 && c->step < states[0]->nsteps)
+            saga_tally_note(&e->tally, e->m.commands_refused, 0, 1,
+                            states[0]->def->steps[c->step].service, NULL, NULL);
+        e->unsent = 1;
+        rc = apply_one(e, states[0], &ev, err);
+        e->unsent = 0;
+    }
+    if (rc == SAGA_OK)
+        rc = saga_store_outbox_delete(e->db, &c->outbox_id, 1, err);
+    if (rc == SAGA_OK)
+        rc = commit_batch(e, &sent, err);
+    if (rc != SAGA_OK)
+        rollback(e);
+    else {
+        saga_log(SAGA_LOG_WARN,
+                 "saga %s step %d (%s): %s; the step failed with "
+                 "message_too_large",
+                 c->saga_id, c->step, saga_phase_name(c->phase), msg);
+        produce(e, &sent);
+    }
+    saga_state_free(states[0]);
+    saga_outbox_clear(&sent);
+    return rc;
+}
+
+/* The commands the broker refused as too large (note_refused), oldest
+ * first. One that cannot be failed without failing its transaction
+ * (ISOLATE_TRIES times) has its outbox row deleted alone: its step then
+ * times out and runs out of attempts like any command that gets no
+ * answer — bounded, never resent for ever. */
+static void fail_refused(saga_engine *e)
+{
+    while (e->nrefused > 0 && !e->stop && ensure_db(e) == 0) {
+        refused_cmd c = e->refused[0];
+        saga_error err = {0};
+        int rc, tries = 0;
+        do {
+            memset(&err, 0, sizeof err);
+            rc = fail_one_refused(e, &c, &err);
+        } while (rc != SAGA_OK && saga_pgerr_blames_data(e->db, rc) &&
+                 ++tries < ISOLATE_TRIES);
+        if (rc != SAGA_OK && !saga_pgerr_blames_data(e->db, rc))
+            return; /* the database's trouble: again later */
+        if (rc != SAGA_OK) {
+            saga_error derr = {0};
+            saga_log(SAGA_LOG_ERROR,
+                     "saga %s step %d: the command of %zu bytes to %s is too large to "
+                     "send and its step could not be failed (%s): the command is dropped",
+                     c.saga_id, c.step, c.bytes, c.topic, err.message);
+            if (saga_store_outbox_delete(e->db, &c.outbox_id, 1, &derr) != SAGA_OK &&
+                !saga_pgerr_blames_data(e->db, SAGA_EDB))
+                return;
+        }
+        idset_del(&e->inflight, c.outbox_id);
+        memmove(e->refused, e->refused + 1, sizeof *e->refused * (size_t)--e->nrefused);
+    }
 }
 
 /* Did anyone NOTIFY saga_outbox (a saga started, an operator action)? */
@@ -1174,14 +1810,18 @@ int saga_engine_run(saga_engine *e, saga_error *err)
     saga_log(SAGA_LOG_INFO, "sagad running as %s: replies from %s", e->owner,
              e->reply_topic);
     while (!e->stop) {
-        int n, full;
+        int n, full, db_ok;
         int64_t now, wait;
         /* Take what has arrived, up to a batch, without waiting: replies
          * that come in while a batch is being committed make the next one. */
         ssize_t k;
         saga_health_tick(&e->health, saga_health_now_ms());
         saga_metric_add(e->m.loop_ticks, NULL, 1);
-        k = rd_kafka_consume_batch_queue(cq, 0, msgs, (size_t)e->cfg.batch_max);
+        /* No database, no replies: they stay in Kafka until it is back. */
+        db_ok = ensure_db(e) == 0;
+        k = db_ok && mono_ms() >= e->replies_after_ms
+                ? rd_kafka_consume_batch_queue(cq, 0, msgs, (size_t)e->cfg.batch_max)
+                : 0;
         n = k > 0 ? (int)k : 0;
         full = n == e->cfg.batch_max;
         if (n > 0) {
@@ -1218,6 +1858,7 @@ int saga_engine_run(saga_engine *e, saga_error *err)
         }
         rd_kafka_poll(e->producer, 0);
         forget_delivered(e);
+        fail_refused(e);
         if (now >= next_observe) {
             observe(e);
             next_observe = mono_ms() + e->cfg.observe_interval_ms;
@@ -1241,8 +1882,9 @@ int saga_engine_run(saga_engine *e, saga_error *err)
         wait = (next_timer < next_scan ? next_timer : next_scan) - now;
         if (next_observe - now < wait)
             wait = next_observe - now;
-        wait_for_work(e, PQstatus(e->db) == CONNECTION_OK ? (int)(wait > 0 ? wait : 0)
-                                                          : 500);
+        if (!db_ok || mono_ms() < e->replies_after_ms)
+            wait = wait < 250 ? wait : 250;
+        wait_for_work(e, (int)(wait > 0 ? wait : 0));
     }
     free(msgs);
     rd_kafka_queue_destroy(cq);
@@ -1302,6 +1944,15 @@ static int setup_kafka(saga_engine *e, saga_error *err)
         rd_kafka_conf_destroy(conf);
         return rc;
     }
+    {
+        /* What librdkafka refuses locally as too large, to say so. */
+        char v[32];
+        size_t vs = sizeof v;
+        e->max_message_bytes =
+            rd_kafka_conf_get(conf, "message.max.bytes", v, &vs) == RD_KAFKA_CONF_OK
+                ? strtoll(v, NULL, 10)
+                : 0;
+    }
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_opaque(conf, e);
     e->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
@@ -1340,6 +1991,7 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
     e->wake[0] = e->wake[1] = -1;
     if (e->cfg.observe_interval_ms <= 0)
         e->cfg.observe_interval_ms = 5000;
+    e->max_output_bytes = 262144;
     e->cfg.gate.service_limits = NULL; /* parsed below, not kept */
     if (saga_metrics_new(&e->metrics) != SAGA_OK ||
         saga_metrics_register_std(e->metrics, &e->m) != SAGA_OK ||
@@ -1429,6 +2081,7 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
     if ((rc = saga_store_exec(e->db, "LISTEN saga_outbox", err)) != SAGA_OK ||
         (rc = saga_batch_prepare(e->db, err)) != SAGA_OK)
         goto fail;
+    e->db_ready = 1;
     if (pipe(e->wake) != 0 || fcntl(e->wake[0], F_SETFL, O_NONBLOCK) != 0 ||
         fcntl(e->wake[1], F_SETFL, O_NONBLOCK) != 0) {
         rc = saga_error_set(err, SAGA_EIO, "creating the wake-up pipe failed");
@@ -1491,6 +2144,8 @@ void saga_engine_free(saga_engine *e)
     saga_gate_free(e->gate);
     saga_tally_free(&e->tally);
     free(e->failed);
+    free(e->dead);
+    free(e->refused);
     saga_metrics_free(e->metrics);
     if (e->health_ready)
         saga_health_cleanup(&e->health);

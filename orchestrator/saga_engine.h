@@ -51,6 +51,8 @@ typedef struct saga_engine_stats {
     uint64_t commands_sent; /* confirmed by Kafka */
     uint64_t send_failures;
     uint64_t transactions;
+    uint64_t dead_letters;     /* replies, timers, start requests set aside */
+    uint64_t commands_refused; /* too large for the broker: message_too_large */
 } saga_engine_stats;
 
 /* Connect to PostgreSQL and Kafka, check the schema is migrated, register

@@ -314,7 +314,7 @@ int saga_gate_settle(saga_gate *g, const char *service, const char *command_id,
     (void)now_ms;
     if (g == NULL || service == NULL || command_id == NULL ||
         (outcome != SAGA_GATE_ANSWERED && outcome != SAGA_GATE_RETRY &&
-         outcome != SAGA_GATE_TIMEOUT))
+         outcome != SAGA_GATE_TIMEOUT && outcome != SAGA_GATE_UNSENT))
         return SAGA_EINVAL;
     if ((s.svc = service_index(g, service)) < 0)
         return SAGA_ENOMEM;
@@ -403,6 +403,7 @@ void saga_gate_commit(saga_gate *g, int64_t now_ms)
         if (g->breaker != NULL)
             saga_breaker_record(g->breaker, g->services[s->svc].name,
                                 s->outcome == SAGA_GATE_ANSWERED ? SAGA_BREAKER_SUCCESS
+                                : s->outcome == SAGA_GATE_UNSENT ? SAGA_BREAKER_CANCELLED
                                                                  : SAGA_BREAKER_FAILURE,
                                 now_ms);
     }

@@ -53,6 +53,10 @@ typedef enum saga_gate_outcome {
     SAGA_GATE_ANSWERED = 0, /* ok or a definite failed: the service works */
     SAGA_GATE_RETRY,        /* a retry reply: transient trouble */
     SAGA_GATE_TIMEOUT,      /* no reply in time */
+    /* The command never reached the service (the broker refused it as too
+     * large): its slot is freed and the breaker learns nothing, so one
+     * oversized input cannot hold every other saga of a healthy service. */
+    SAGA_GATE_UNSENT,
 } saga_gate_outcome;
 
 /* Per service, for metrics and `sagactl stats`. */

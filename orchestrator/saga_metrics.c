@@ -543,7 +543,7 @@ int saga_metrics_register_std(saga_metrics *m, saga_std_metrics *out)
                                    LABELS("service", "status"), &s->replies)) ||
         (rc = saga_metrics_counter(m, "saga_replies_dropped_total",
                                    "Replies not applied: duplicate (or stale), rejected, "
-                                   "unknown saga, malformed.",
+                                   "unknown saga, malformed, set_aside (dead letter).",
                                    LABELS("reason"), &s->replies_dropped)) ||
         (rc = saga_metrics_counter(m, "saga_commands_sent_total",
                                    "Step commands acknowledged by Kafka.",
@@ -574,7 +574,16 @@ int saga_metrics_register_std(saga_metrics *m, saga_std_metrics *out)
                                  LABELS("service"), &s->in_flight)) ||
         (rc = saga_metrics_counter(m, "saga_engine_loop_ticks_total",
                                    "Iterations of the engine loop.", NULL,
-                                   &s->loop_ticks)))
+                                   &s->loop_ticks)) ||
+        (rc = saga_metrics_counter(m, "saga_dead_letters_total",
+                                   "Messages and rows set aside in saga.dead_letter "
+                                   "(sagactl dead list), by source: reply, timer, "
+                                   "start_request.",
+                                   LABELS("source"), &s->dead_letters)) ||
+        (rc = saga_metrics_counter(m, "saga_commands_refused_total",
+                                   "Step commands the broker refused as too large: each "
+                                   "failed its step with message_too_large.",
+                                   LABELS("service"), &s->commands_refused)))
         return rc;
 #undef LABELS
     *out = std;

@@ -101,15 +101,17 @@ typedef struct saga_std_metrics {
     saga_metric *replies;          /* counter {service, status}: ok/failed/retry */
     saga_metric
         *replies_dropped; /* counter {reason}: duplicate/rejected/unknown/malformed */
-    saga_metric *commands_sent;  /* counter {service}: acknowledged by Kafka */
-    saga_metric *produce_errors; /* counter: commands Kafka did not take or confirm */
-    saga_metric *batch_size;     /* histogram: events per engine transaction */
-    saga_metric *pg_commit;      /* histogram: the write-and-COMMIT pipeline, s */
-    saga_metric *outbox_pending; /* gauge: commands waiting to be sent */
-    saga_metric *breaker_state;  /* gauge {service, state}: 1 for the current state */
-    saga_metric *commands_held;  /* counter {service, reason}: breaker/bulkhead */
-    saga_metric *in_flight;      /* gauge {service}: bulkhead slots taken */
-    saga_metric *loop_ticks;     /* counter: engine loop iterations */
+    saga_metric *commands_sent;    /* counter {service}: acknowledged by Kafka */
+    saga_metric *produce_errors;   /* counter: commands Kafka did not take or confirm */
+    saga_metric *batch_size;       /* histogram: events per engine transaction */
+    saga_metric *pg_commit;        /* histogram: the write-and-COMMIT pipeline, s */
+    saga_metric *outbox_pending;   /* gauge: commands waiting to be sent */
+    saga_metric *breaker_state;    /* gauge {service, state}: 1 for the current state */
+    saga_metric *commands_held;    /* counter {service, reason}: breaker/bulkhead */
+    saga_metric *in_flight;        /* gauge {service}: bulkhead slots taken */
+    saga_metric *loop_ticks;       /* counter: engine loop iterations */
+    saga_metric *dead_letters;     /* counter {source}: reply/timer/start_request */
+    saga_metric *commands_refused; /* counter {service}: too large for the broker */
 } saga_std_metrics;
 
 /* Register the standard families in m (see saga_metrics.c for names and

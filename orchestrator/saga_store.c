@@ -7,6 +7,7 @@
 #include "saga/protocol.h"
 #include "saga_kafka.h"
 #include "saga_batch.h"
+#include "saga_pgerr.h"
 #include "saga_store.h"
 #include "saga_tracing.h"
 
@@ -22,8 +23,10 @@ int saga_store_exec(PGconn *db, const char *sql, saga_error *err)
     PGresult *r = PQexec(db, sql);
     int ok =
         PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-    if (!ok)
+    if (!ok) {
+        saga_pgerr_note(r);
         saga_error_set(err, SAGA_EDB, "%s: %s", sql, PQerrorMessage(db));
+    }
     PQclear(r);
     return ok ? SAGA_OK : SAGA_EDB;
 }
@@ -33,6 +36,7 @@ static PGresult *q(PGconn *db, const char *sql, int n, const char *const *params
 {
     PGresult *r = PQexecParams(db, sql, n, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != want) {
+        saga_pgerr_note(r);
         saga_error_set(err, SAGA_EDB, "%s: %s", what, PQerrorMessage(db));
         PQclear(r);
         return NULL;

@@ -383,12 +383,14 @@ int main(int argc, char **argv)
     saga_engine_get_stats(engine, &st);
     saga_log(SAGA_LOG_INFO,
              "stopped: %llu replies applied, %llu duplicates ignored, %llu rejected, "
-             "%llu malformed, %llu timers fired, %llu commands sent, %llu send failures",
+             "%llu malformed, %llu timers fired, %llu commands sent, %llu send failures, "
+             "%llu set aside (sagactl dead list), %llu commands too large",
              (unsigned long long)st.replies_applied,
              (unsigned long long)st.replies_ignored,
              (unsigned long long)st.replies_rejected, (unsigned long long)st.malformed,
              (unsigned long long)st.timers_fired, (unsigned long long)st.commands_sent,
-             (unsigned long long)st.send_failures);
+             (unsigned long long)st.send_failures, (unsigned long long)st.dead_letters,
+             (unsigned long long)st.commands_refused);
     saga_engine_free(engine);
     if (rc != SAGA_OK) {
         saga_log(SAGA_LOG_ERROR, "%s", err.message);
