@@ -766,7 +766,9 @@ static json_t *clean_text(const char *s, size_t len, size_t max)
     if (max > sizeof buf - 4)
         max = sizeof buf - 4;
     for (size_t i = 0; i < len && k < max; i++)
-        buf[k++] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : '?';
+        buf[k++] = s[i] >= 0x20 && s[i] < 0x7f ? s[i] : s[i] == '\n' ? ' ' : '?';
+    while (k > 0 && buf[k - 1] == ' ') /* libpq's messages end in a newline */
+        k--;
     if (len > max)
         memcpy(buf + k, "...", 3), k += 3;
     return json_stringn(buf, k);

@@ -1026,12 +1026,12 @@ static void log_dead_replies(saga_engine *e, int from, int to)
                          "malformed reply at %s[%d]@%lld set aside (sagactl dead list): "
                          "%s",
                          topic, (int)d->m->partition, (long long)d->m->offset, d->reason);
-        else
-            warn_limited(&e->set_aside,
-                         "reply at %s[%d]@%lld for saga %s set aside after %d failed "
-                         "transactions (sagactl dead list): %s",
-                         topic, (int)d->m->partition, (long long)d->m->offset,
-                         d->ref[0] ? d->ref : "?", d->attempts, d->reason);
+        else /* rare: a line each, always */
+            saga_log(SAGA_LOG_WARN,
+                     "reply at %s[%d]@%lld for saga %s set aside after %d failed "
+                     "transactions (sagactl dead list): %s",
+                     topic, (int)d->m->partition, (long long)d->m->offset,
+                     d->ref[0] ? d->ref : "?", d->attempts, d->reason);
     }
 }
 
@@ -1286,10 +1286,10 @@ static void set_timer_aside(saga_engine *e, const char *saga_id, int tries,
                      saga_id, reason, err.message);
         return;
     }
-    warn_limited(&e->set_aside,
-                 "saga %s set aside: its timer failed %d transactions alone: %s (sagactl "
-                 "dead list)",
-                 saga_id, tries, reason);
+    saga_log(SAGA_LOG_WARN,
+             "saga %s set aside: its timer failed %d transactions alone: %s (sagactl "
+             "dead list)",
+             saga_id, tries, reason);
 }
 
 /* One transaction of timers: with claim, BEGIN and claim the due ones
@@ -1429,7 +1429,7 @@ static void set_request_aside(saga_engine *e, const char *id, int tries,
                      reason, err.message);
         return;
     }
-    warn_limited(&e->set_aside, "start request %s %s (sagactl dead list)", id, why);
+    saga_log(SAGA_LOG_WARN, "start request %s %s (sagactl dead list)", id, why);
 }
 
 #define START_BATCH 200

@@ -83,5 +83,6 @@ int cmd_stuck(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_defs(int argc, char **argv);
 int cmd_purge(int argc, char **argv);
+int cmd_dead(int argc, char **argv);
 
 #endif

@@ -896,7 +896,10 @@ static void usage(FILE *out)
         "  defs deploy FILE... | list | show NAME [--version N]   stored definitions\n"
         "Keeping history:\n"
         "  purge --older-than DUR [--status S] [--batch N] [--archive FILE] [--dry-run]\n"
-        "                                      delete finished sagas by age\n\n"
+        "                                      delete finished sagas by age\n"
+        "Dead letters (what sagad set aside so that it could not stall the rest):\n"
+        "  dead list [--source S] [--since DUR] [--limit N] [--all]\n"
+        "  dead show ID | dead replay ID --reason TEXT | dead purge --older-than DUR\n\n"
         "Options:\n"
         "  --db URL    PostgreSQL (default $SAGA_PG_URL)\n"
         "  --json      machine-readable output (every command that reads)\n"
@@ -960,6 +963,8 @@ int main(int argc, char **argv)
         return cmd_validate(argc, argv);
     if (strcmp(argv[0], "purge") == 0)
         return cmd_purge(argc, argv);
+    if (strcmp(argv[0], "dead") == 0)
+        return cmd_dead(argc, argv);
     die_usage("unknown command \"%s\"", argv[0]);
     return EXIT_USAGE;
 }
