@@ -24,7 +24,7 @@ const char *saga_pgerr_sqlstate(void)
     return last_state;
 }
 
-int saga_pgerr_blames_data(PGconn *db, int rc)
+int saga_pgerr_state_blames_data(const char *sqlstate)
 {
     /* Classes that say nothing about the data: connection exception,
      * transaction rollback (serialization, deadlock), insufficient
@@ -32,13 +32,20 @@ int saga_pgerr_blames_data(PGconn *db, int rc)
      * prerequisite state (lock not available), operator intervention
      * (shutdown, statement timeout), system error. */
     static const char *const not_the_data[] = {"08", "40", "53", "55", "57", "58"};
-    if (rc == SAGA_ENOMEM || db == NULL || PQstatus(db) != CONNECTION_OK)
-        return 0;
+    if (sqlstate == NULL)
+        sqlstate = "";
     for (size_t i = 0; i < sizeof not_the_data / sizeof not_the_data[0]; i++)
-        if (strncmp(last_state, not_the_data[i], 2) == 0)
+        if (strncmp(sqlstate, not_the_data[i], 2) == 0)
             return 0;
     /* A SQLSTATE of another class (22 data exception, 23 integrity, 54
      * program limit, P0 a trigger's RAISE, XX internal) or none at all
      * (a row sagad cannot read, a command it cannot encode): the data. */
     return 1;
+}
+
+int saga_pgerr_blames_data(PGconn *db, int rc)
+{
+    if (rc == SAGA_ENOMEM || db == NULL || PQstatus(db) != CONNECTION_OK)
+        return 0;
+    return saga_pgerr_state_blames_data(last_state);
 }

@@ -29,4 +29,7 @@ const char *saga_pgerr_sqlstate(void);
  * server shutting down or cancelling, out of memory here). */
 int saga_pgerr_blames_data(PGconn *db, int rc);
 
+/* The rule behind it for one SQLSTATE ("" or NULL: none; then 1). Pure. */
+int saga_pgerr_state_blames_data(const char *sqlstate);
+
 #endif

@@ -245,6 +245,45 @@ static void test_default_cap_many_slots_and_timeouts(void **state)
     saga_gate_free(g);
 }
 
+/* A command the broker refused as too large never reached the service:
+ * settled UNSENT it frees its bulkhead slot and tells the breaker nothing
+ * (no failure toward opening it; a half-open probe is given back). */
+static void test_unsent_commands_do_not_judge_the_service(void **state)
+{
+    saga_gate *g = gate(2, 1000, 1, NULL);
+    int64_t until = 0;
+    (void)state;
+    for (int i = 0; i < 5; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "big%d", i);
+        assert_int_equal(saga_gate_admit(g, "use", id, T0 + 60000, T0 + i, 0.0, &until),
+                         SAGA_GATE_SEND);
+        saga_gate_commit(g, T0 + i);
+        assert_int_equal(info_of(g, "use", T0 + i).in_flight, 1);
+        assert_int_equal(saga_gate_settle(g, "use", id, SAGA_GATE_UNSENT, T0 + i),
+                         SAGA_OK);
+        saga_gate_commit(g, T0 + i);
+        assert_int_equal(info_of(g, "use", T0 + i).in_flight, 0);
+    }
+    assert_int_equal(info_of(g, "use", T0 + 10).breaker.state, SAGA_BREAKER_CLOSED);
+    assert_int_equal(info_of(g, "use", T0 + 10).breaker.consecutive_failures, 0);
+    /* Open it with real failures; the probe comes back unsent: the next
+     * command may probe at once, the breaker neither closes nor re-opens. */
+    fail_n(g, "use", 2, T0 + 20);
+    assert_int_equal(info_of(g, "use", T0 + 20).breaker.state, SAGA_BREAKER_OPEN);
+    assert_int_equal(saga_gate_admit(g, "use", "probe", 0, T0 + 1020, 0.0, &until),
+                     SAGA_GATE_SEND);
+    saga_gate_commit(g, T0 + 1020);
+    saga_gate_settle(g, "use", "probe", SAGA_GATE_UNSENT, T0 + 1021);
+    saga_gate_commit(g, T0 + 1021);
+    assert_int_equal(info_of(g, "use", T0 + 1021).breaker.state, SAGA_BREAKER_HALF_OPEN);
+    assert_int_equal(info_of(g, "use", T0 + 1021).breaker.opened_total, 1);
+    assert_int_equal(saga_gate_admit(g, "use", "probe2", 0, T0 + 1022, 0.0, &until),
+                     SAGA_GATE_SEND);
+    saga_gate_commit(g, T0 + 1022);
+    saga_gate_free(g);
+}
+
 static void test_configuration_errors_and_misuse(void **state)
 {
     saga_gate_config cfg = {0};
@@ -293,6 +332,7 @@ int main(void)
         cmocka_unit_test(test_bulkhead_caps_each_service_on_its_own),
         cmocka_unit_test(test_held_sagas_are_handed_back_as_slots_free),
         cmocka_unit_test(test_default_cap_many_slots_and_timeouts),
+        cmocka_unit_test(test_unsent_commands_do_not_judge_the_service),
         cmocka_unit_test(test_configuration_errors_and_misuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
