@@ -41,6 +41,8 @@
 #define DB_RETRY_MIN_MS 250
 #define DB_RETRY_MAX_MS 5000
 #define DB_LOG_EVERY_MS 30000
+/* A connection lost again within this of its reconnect is the same outage. */
+#define DB_STABLE_MS 5000
 
 /* A set of outbox ids handed to the producer and not yet confirmed, so a
  * scan of the outbox table does not send them a second time. Open
@@ -200,7 +202,9 @@ struct saga_engine {
     } breakers[BREAKERS_SEEN];
     /* Warnings that could come once per message: at most one line per
      * WARN_EVERY_MS each, saying how many were not written. */
-    rate_limit unknown_saga, malformed, set_aside, rolled_back;
+    rate_limit unknown_saga, malformed, set_aside;
+    /* A batch rolled back for the database's own reasons, per source. */
+    rate_limit rolled_replies, rolled_timers, rolled_starts;
     int64_t replies_after_ms; /* consume no replies before (mono ms) */
     int64_t next_finished_ms; /* when to count finished sagas again (mono ms) */
     /* Figures of the open transaction: added to stats when it commits,
@@ -220,6 +224,7 @@ struct saga_engine {
     int64_t db_lost_ms, db_next_try_ms, db_backoff_ms, db_logged_ms;
     int db_tries;
     int db_ready; /* connected with LISTEN and the statements prepared */
+    int64_t db_up_ms, db_outage_ms; /* the last reconnect, and when that outage began */
 };
 
 static int64_t mono_ms(void);
@@ -433,7 +438,12 @@ static int ensure_db(saga_engine *e)
     if (PQstatus(e->db) == CONNECTION_OK && e->db_ready)
         return 0;
     now = mono_ms();
-    if (e->db_lost_ms == 0) {
+    if (e->db_lost_ms == 0 && e->db_up_ms != 0 && now - e->db_up_ms < DB_STABLE_MS) {
+        /* Lost again right after coming back (a server shutting down
+         * still accepts a connection now and then): the same outage, its
+         * back-off and its log lines go on. */
+        e->db_lost_ms = e->db_outage_ms;
+    } else if (e->db_lost_ms == 0) {
         e->db_lost_ms = now;
         e->db_next_try_ms = now;
         e->db_backoff_ms = DB_RETRY_MIN_MS;
@@ -491,8 +501,11 @@ static int ensure_db(saga_engine *e)
     }
     e->db_ready = 1;
     saga_health_set_db(&e->health, 1, NULL);
-    saga_log(SAGA_LOG_INFO, "reconnected to PostgreSQL after %lld ms (%d tries)",
-             (long long)(mono_ms() - e->db_lost_ms), e->db_tries);
+    if (e->db_up_ms == 0 || now - e->db_up_ms >= DB_STABLE_MS)
+        saga_log(SAGA_LOG_INFO, "reconnected to PostgreSQL after %lld ms (%d tries)",
+                 (long long)(mono_ms() - e->db_lost_ms), e->db_tries);
+    e->db_outage_ms = e->db_lost_ms;
+    e->db_up_ms = mono_ms();
     e->db_lost_ms = 0;
     return 0;
 }
@@ -1188,7 +1201,7 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
     if (rc == SAGA_OK)
         goto offsets;
     if (!saga_pgerr_blames_data(e->db, rc)) {
-        warn_limited(&e->rolled_back,
+        warn_limited(&e->rolled_replies,
                      "reply batch rolled back, will be consumed again: %s", err.message);
         goto again;
     }
@@ -1202,7 +1215,7 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
             memset(&err, 0, sizeof err);
             rc = apply_replies(e, replies, &idx[k], 1, 0, 0, &err);
             if (rc != SAGA_OK && !saga_pgerr_blames_data(e->db, rc)) {
-                warn_limited(&e->rolled_back,
+                warn_limited(&e->rolled_replies,
                              "reply batch rolled back, will be consumed again: %s",
                              err.message);
                 goto again;
@@ -1212,7 +1225,7 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
             queue_dead(e, msgs[idx[k]], 0, tries, replies[idx[k]].saga_id, err.message);
     }
     if (e->ndead > 0 && (rc = write_dead_alone(e, &err)) != SAGA_OK) {
-        warn_limited(&e->rolled_back,
+        warn_limited(&e->rolled_replies,
                      "reply batch rolled back, will be consumed again: %s", err.message);
         goto again;
     }
@@ -1353,7 +1366,7 @@ static int process_timers(saga_engine *e)
     }
     rc = timers_tx(e, ids, &n, 1, &err);
     if (rc != SAGA_OK && (n == 0 || !saga_pgerr_blames_data(e->db, rc))) {
-        warn_limited(&e->rolled_back, "timer batch rolled back: %s", err.message);
+        warn_limited(&e->rolled_timers, "timer batch rolled back: %s", err.message);
         n = 0;
     } else if (rc != SAGA_OK) {
         saga_log(SAGA_LOG_WARN,
@@ -1365,7 +1378,7 @@ static int process_timers(saga_engine *e)
                 memset(&err, 0, sizeof err);
                 rc = timers_tx(e, &ids[k], &one, 0, &err);
                 if (rc != SAGA_OK && !saga_pgerr_blames_data(e->db, rc)) {
-                    warn_limited(&e->rolled_back, "timer batch rolled back: %s",
+                    warn_limited(&e->rolled_timers, "timer batch rolled back: %s",
                                  err.message);
                     free(ids);
                     return 0;
@@ -1583,7 +1596,7 @@ static int process_start_requests(saga_engine *e)
     }
     rc = start_tx(e, w, NULL, &n, &err);
     if (rc != SAGA_OK && (n == 0 || !saga_pgerr_blames_data(e->db, rc))) {
-        warn_limited(&e->rolled_back, "start requests rolled back: %s", err.message);
+        warn_limited(&e->rolled_starts, "start requests rolled back: %s", err.message);
         n = 0;
     } else if (rc != SAGA_OK) {
         char(*taken)[SAGA_ID_LEN + 1] = malloc(sizeof *taken * (size_t)n);
@@ -1604,7 +1617,7 @@ static int process_start_requests(saga_engine *e)
                 memset(w, 0, sizeof *w);
                 rc = start_tx(e, w, taken[k], &one, &err);
                 if (rc != SAGA_OK && !saga_pgerr_blames_data(e->db, rc)) {
-                    warn_limited(&e->rolled_back, "start requests rolled back: %s",
+                    warn_limited(&e->rolled_starts, "start requests rolled back: %s",
                                  err.message);
                     free(taken);
                     free(w);
@@ -1757,7 +1770,11 @@ static void observe(saga_engine *e)
      * have been lost: look at them here too, not only after commits. */
     log_breakers(e, now);
     warn_flush(&e->unknown_saga, "replies for unknown sagas ignored");
-    warn_flush(&e->malformed, "malformed replies skipped");
+    warn_flush(&e->malformed, "malformed replies set aside");
+    warn_flush(&e->set_aside, "items that could not be set aside");
+    warn_flush(&e->rolled_replies, "reply batches rolled back");
+    warn_flush(&e->rolled_timers, "timer batches rolled back");
+    warn_flush(&e->rolled_starts, "start request batches rolled back");
     if (ensure_db(e) == 0) {
         if (with_finished)
             e->next_finished_ms =

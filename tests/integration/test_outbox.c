@@ -263,14 +263,18 @@ static void test_commands_leave_only_after_commit(void **state)
     if (sagad.pid <= 0)
         start_sagad();
     /* A deferred trigger: checked at COMMIT, so the transition is written
-     * in full and only its COMMIT fails. */
+     * in full and only its COMMIT fails — with a serialization failure, as
+     * a server refuses a COMMIT for its own reasons: sagad tries again
+     * until it succeeds. (A refusal caused by the data itself is isolated
+     * and set aside: test_poison.) */
     it_exec(
         db,
         "CREATE TABLE public.refuse_topic (topic text PRIMARY KEY);"
         "CREATE FUNCTION public.refuse_outbox() RETURNS trigger LANGUAGE plpgsql AS $$"
         " BEGIN IF EXISTS (SELECT 1 FROM public.refuse_topic WHERE topic = NEW.topic)"
         " THEN RAISE EXCEPTION 'test_outbox refuses the COMMIT of a command to %',"
-        " NEW.topic; END IF; RETURN NULL; END $$;"
+        " NEW.topic USING ERRCODE = 'serialization_failure'; END IF; RETURN NULL;"
+        " END $$;"
         "CREATE CONSTRAINT TRIGGER refuse_outbox AFTER INSERT ON saga.outbox"
         " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW"
         " EXECUTE FUNCTION public.refuse_outbox()");
