@@ -1177,7 +1177,10 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
         for (char *c = r->saga_id; *c; c++)
             if (*c >= 'A' && *c <= 'F')
                 *c = (char)(*c - 'A' + 'a');
-        if (r->output != NULL && e->max_output_bytes > 0) {
+        /* The output is part of the message: only a message longer than
+         * the limit can hold an output over it (no dump per reply). */
+        if (r->output != NULL && e->max_output_bytes > 0 &&
+            (int64_t)msgs[i]->len > e->max_output_bytes) {
             size_t bytes = json_dumpb(r->output, NULL, 0, JSON_COMPACT);
             if ((int64_t)bytes > e->max_output_bytes) {
                 char why[200];
