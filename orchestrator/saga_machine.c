@@ -358,6 +358,9 @@ static void next_compensation(ctx *c, int from)
         st->status = SAGA_STEP_COMPENSATING;
         st->attempts = 0;
         st->attempt_base = 0;
+        /* The error, like the attempt count, is the current phase's: the
+         * action's (a timeout, for an unknown outcome) stays in the history. */
+        set_error(st, NULL);
         st->dirty = 1;
         dispatch(c, i);
         return;
@@ -514,11 +517,14 @@ static int on_reply(ctx *c, const char **reason)
         st->dirty = 1;
         if (compensate) {
             st->status = SAGA_STEP_COMPENSATED;
+            set_error(st, NULL);
             history(c, "step_compensated", r->step, r->attempt,
                     r->output ? json_incref(r->output) : NULL);
             next_compensation(c, r->step - 1);
         } else {
             st->status = SAGA_STEP_SUCCEEDED;
+            /* An earlier attempt's error is history now, not the step's. */
+            set_error(st, NULL);
             json_decref(st->output);
             st->output = r->output ? json_incref(r->output) : json_object();
             history(c, "step_succeeded", r->step, r->attempt, json_incref(st->output));
@@ -676,6 +682,7 @@ static int on_op_skip(ctx *c, const char **reason)
     st->due_at = 0;
     st->finished_at = c->ev->now;
     st->dirty = 1;
+    set_error(st, NULL); /* done by hand: what failed before is in the history */
     if (forward) {
         json_t *d = op_detail(c->ev);
         s->status = SAGA_ST_RUNNING;

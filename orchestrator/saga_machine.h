@@ -59,7 +59,10 @@ typedef struct saga_step_state {
     int64_t started_at; /* first dispatch of the current phase */
     int64_t finished_at;
     json_t *output; /* owned; NULL until succeeded */
-    json_t *error;  /* owned; last error ({code, message}) */
+    json_t *error;  /* owned; the last error ({code, message}) of the current
+                       phase (action or compensation); NULL once the step
+                       succeeded, was compensated or skipped, and when its
+                       compensation starts (earlier ones stay in the history) */
     int dirty;      /* changed by the last apply (for the store) */
 } saga_step_state;
 

@@ -286,6 +286,53 @@ static void test_retry_reply_backs_off_then_resends_same_command(void **state)
     fx_free(f);
 }
 
+/* A step's error is its current phase's: an attempt that failed and a
+ * later one that succeeded leave no error on the step (sagactl show once
+ * printed the stale one for a compensated step), nor does an unknown
+ * outcome once its compensation starts; the history keeps every one. */
+static void test_error_belongs_to_the_current_phase(void **state)
+{
+    fixture *f = fx_new(three_steps);
+    int64_t now = T0;
+    (void)state;
+    apply(f, SAGA_EV_START, now, NULL);
+    reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_RETRY, 1, now += 10);
+    assert_string_equal(json_string_value(json_object_get(f->s->steps[0].error, "code")),
+                        "busy");
+    apply(f, SAGA_EV_WAKE, now = f->s->wake_at, NULL);
+    expect_send(f, 0, SAGA_PHASE_INVOKE, 2);
+    /* Still retrying: the last error is the step's. */
+    assert_non_null(f->s->steps[0].error);
+    assert_int_equal(reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_OK, 2, now += 10),
+                     SAGA_APPLIED);
+    assert_int_equal(f->s->steps[0].status, SAGA_STEP_SUCCEEDED);
+    assert_null(f->s->steps[0].error);
+    assert_int_equal(f->s->steps[0].dirty, 1); /* so the store clears the column */
+    /* Step b times out 3 times: unknown, with the timeout as its error
+     * until its compensation starts. */
+    for (int attempt = 1; attempt <= 3; attempt++) {
+        apply(f, SAGA_EV_WAKE, now = f->s->wake_at, NULL);
+        if (attempt < 3)
+            apply(f, SAGA_EV_WAKE, now = f->s->wake_at, NULL);
+    }
+    assert_true(has_history(f, "step_outcome_unknown"));
+    assert_int_equal(f->s->steps[1].status, SAGA_STEP_COMPENSATING);
+    assert_null(f->s->steps[1].error);
+    /* Its compensation fails once, then succeeds: no error left. */
+    reply(f, 1, SAGA_PHASE_COMPENSATE, SAGA_REPLY_RETRY, 1, now += 10);
+    assert_non_null(f->s->steps[1].error);
+    apply(f, SAGA_EV_WAKE, now = f->s->wake_at, NULL);
+    reply(f, 1, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 2, now += 10);
+    assert_int_equal(f->s->steps[1].status, SAGA_STEP_COMPENSATED);
+    assert_null(f->s->steps[1].error);
+    /* Step a, compensated at once, never had an error in that phase. */
+    reply(f, 0, SAGA_PHASE_COMPENSATE, SAGA_REPLY_OK, 1, now += 10);
+    assert_int_equal(f->s->status, SAGA_ST_COMPENSATED);
+    assert_int_equal(f->s->steps[0].status, SAGA_STEP_COMPENSATED);
+    assert_null(f->s->steps[0].error);
+    fx_free(f);
+}
+
 static void test_retry_after_hint_is_respected(void **state)
 {
     fixture *f = fx_new(three_steps);
@@ -1253,6 +1300,7 @@ int main(void)
         cmocka_unit_test(test_failure_at_third_step_compensates_in_reverse),
         cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_retry_reply_backs_off_then_resends_same_command),
+        cmocka_unit_test(test_error_belongs_to_the_current_phase),
         cmocka_unit_test(test_retry_after_hint_is_respected),
         cmocka_unit_test(test_timeouts_exhausted_make_outcome_unknown_and_compensate_it),
         cmocka_unit_test(test_compensation_exhausted_gets_stuck),
