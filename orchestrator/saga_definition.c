@@ -91,6 +91,76 @@ static const char *describe(const json_t *v, char *buf, size_t size)
     }
 }
 
+/* 2097152 -> "2,097,152": sizes in messages are read by people. */
+static const char *bytes_text(int64_t n, char *buf, size_t size)
+{
+    char digits[32];
+    int len = snprintf(digits, sizeof digits, "%lld", (long long)n), o = 0;
+    for (int i = 0; i < len && o + 2 < (int)size; i++) {
+        if (i > 0 && digits[i - 1] != '-' && (len - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = digits[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+static int64_t max_bytes_of(const saga_def_problems *p)
+{
+    return p != NULL && p->max_bytes > 0 ? p->max_bytes
+                                         : SAGA_DEFAULT_MAX_DEFINITION_BYTES;
+}
+
+/* Every string value and key over SAGA_DEF_MAX_STRING_BYTES, each with
+ * where it is. One path buffer for the whole walk (nesting may be deep). */
+typedef struct string_walk {
+    char path[256];
+    saga_def_problems *p;
+} string_walk;
+
+static void long_strings(string_walk *w, size_t len, json_t *v)
+{
+    char n1[32], n2[32];
+    const char *k;
+    json_t *child;
+    size_t i;
+
+    if (json_is_string(v) && json_string_length(v) > SAGA_DEF_MAX_STRING_BYTES) {
+        rule(w->p, len ? w->path : "$",
+             "a string of %s bytes; at most %s are allowed (a definition holds names, "
+             "templates and text: data belongs in the saga's input)",
+             bytes_text((int64_t)json_string_length(v), n1, sizeof n1),
+             bytes_text(SAGA_DEF_MAX_STRING_BYTES, n2, sizeof n2));
+    } else if (json_is_object(v)) {
+        json_object_foreach(v, k, child)
+        {
+            size_t klen = strlen(k);
+            int n;
+            if (klen > SAGA_DEF_MAX_STRING_BYTES)
+                rule(w->p, len ? w->path : "$",
+                     "a key of %s bytes (\"%.20s...\"); at most %s are allowed",
+                     bytes_text((int64_t)klen, n1, sizeof n1), k,
+                     bytes_text(SAGA_DEF_MAX_STRING_BYTES, n2, sizeof n2));
+            n = snprintf(w->path + len, sizeof w->path - len, "%s%s", len ? "." : "", k);
+            long_strings(w,
+                         n < 0 || len + (size_t)n >= sizeof w->path ? sizeof w->path - 1
+                                                                    : len + (size_t)n,
+                         child);
+            w->path[len] = '\0';
+        }
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, child)
+        {
+            int n = snprintf(w->path + len, sizeof w->path - len, "[%zu]", i);
+            long_strings(w,
+                         n < 0 || len + (size_t)n >= sizeof w->path ? sizeof w->path - 1
+                                                                    : len + (size_t)n,
+                         child);
+            w->path[len] = '\0';
+        }
+    }
+}
+
 /* Names of steps and services: letters, digits, '_', '-', '.'. */
 static int is_ident(const char *s)
 {
@@ -536,6 +606,19 @@ int saga_definition_from_json(json_t *body, saga_definition **out,
     if (def == NULL)
         return SAGA_ENOMEM;
     def->body = json_incref(body);
+    if (!p->stored) {
+        /* Measured as stored (PostgreSQL's jsonb text, which the limit's
+         * trigger counts): a file's own indentation does not count. */
+        int64_t size = (int64_t)json_dumpb(body, NULL, 0, 0), max = max_bytes_of(p);
+        string_walk w = {.path = "", .p = p};
+        char n1[32], n2[32];
+        if (size > max)
+            problem(p, "$",
+                    "the definition is %s bytes (its JSON text as stored); the limit is "
+                    "%s (saga.limits max_definition_bytes)",
+                    bytes_text(size, n1, sizeof n1), bytes_text(max, n2, sizeof n2));
+        long_strings(&w, 0, body);
+    }
     check_keys(body, "$", keys, "version", p);
     /* Versions are not written by hand: the store numbers content. */
     if (json_object_get(body, "version") != NULL)
@@ -620,6 +703,9 @@ int saga_definition_load_file(const char *path, saga_definition **out,
     FILE *f = fopen(path, "rb");
     char *buf = NULL;
     size_t len = 0, cap = 0;
+    /* Indentation makes a file a few times larger than what is stored,
+     * never sixteen: past that it is not read into memory at all. */
+    int64_t most = 16 * max_bytes_of(problems);
     int rc;
 
     *out = NULL;
@@ -628,6 +714,17 @@ int saga_definition_load_file(const char *path, saga_definition **out,
         return SAGA_EIO;
     }
     for (;;) {
+        if ((int64_t)len > most) {
+            char n1[32], n2[32];
+            free(buf);
+            fclose(f);
+            problem(problems, "$",
+                    "the file is over %s bytes, 16 times the limit of %s "
+                    "(saga.limits max_definition_bytes); not read",
+                    bytes_text(most, n1, sizeof n1),
+                    bytes_text(max_bytes_of(problems), n2, sizeof n2));
+            return SAGA_EDEF;
+        }
         if (len + 4096 > cap) {
             char *nb;
             cap = cap ? cap * 2 : 8192;

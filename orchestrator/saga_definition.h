@@ -56,13 +56,23 @@ typedef struct saga_def_problems {
      * release's rules): only the rules the engine needs to run it apply,
      * so a stricter validator never strands sagas started on it. */
     int stored;
+    /* In: the largest definition accepted, in bytes of its JSON text as
+     * PostgreSQL prints the stored jsonb (saga.limits max_definition_bytes);
+     * 0 means SAGA_DEFAULT_MAX_DEFINITION_BYTES. Not applied with stored:
+     * a limit lowered later must not strand the sagas running on one. */
+    int64_t max_bytes;
     int count;
     saga_def_problem items[64]; /* the first 64; count keeps counting */
 } saga_def_problems;
 
 /* Parse and validate a definition from JSON text / an object / a file.
  * On success *out is owned by the caller (saga_definition_free). On
- * failure returns SAGA_EDEF and problems lists every problem found. */
+ * failure returns SAGA_EDEF and problems lists every problem found,
+ * among them a definition over problems->max_bytes and any string (value
+ * or key) over SAGA_DEF_MAX_STRING_BYTES. load_file reads no more than
+ * 16 times the limit (SAGA_EDEF beyond: a file that large is not a
+ * definition with some indentation); SAGA_EIO when it cannot be read.
+ * SAGA_ENOMEM. Pure apart from load_file's read; any thread. */
 int saga_definition_parse(const char *text, size_t len, saga_definition **out,
                           saga_def_problems *problems);
 int saga_definition_from_json(json_t *body, saga_definition **out,
@@ -81,5 +91,12 @@ int saga_definition_step_index(const saga_definition *def, const char *name);
 #define SAGA_DEFAULT_COMP_MAX_ATTEMPTS 10
 #define SAGA_DEFAULT_BACKOFF_MS        200
 #define SAGA_DEFAULT_MAX_BACKOFF_MS    30000
+
+/* saga.limits max_definition_bytes as migration 0011 sets it: where no
+ * database says otherwise (sagactl validate, sagad's folder). */
+#define SAGA_DEFAULT_MAX_DEFINITION_BYTES 262144
+/* The longest string a definition may hold: names, templates and prose
+ * are far shorter; anything longer is data, which belongs in the input. */
+#define SAGA_DEF_MAX_STRING_BYTES 65536
 
 #endif

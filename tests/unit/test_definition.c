@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -574,6 +575,111 @@ static void test_too_many_steps_and_no_file(void **state)
     assert_string_equal(p.items[0].message, "cannot open: No such file or directory");
 }
 
+/* Sizes (issue 11): a definition is measured as stored (PostgreSQL's
+ * jsonb text: what the trigger of migration 0011 counts), against
+ * saga.limits max_definition_bytes (the default unless max_bytes says);
+ * no string may pass 64 KiB, each reported where it is; neither rule
+ * holds a stored definition back; a file far over the limit is not read.
+ * No data file carries these: they would be 64 KiB and 256 KiB. */
+static void test_size_limits(void **state)
+{
+    /* {"name": "x", "steps": [{"name": "a", "service": "s", "action": "a"}]} */
+    static const char *const small =
+        "{\n  \"name\" : \"x\",\n  \"steps\":[{\"name\":\"a\",\"service\":\"s\","
+        "\"action\":\"a\"}]}";
+    json_t *body;
+    char *text, *big = malloc(70001), path[] = "/tmp/test_definition.XXXXXX";
+    saga_definition *d = NULL;
+    saga_def_problems p = {.max_bytes = 69};
+    FILE *f;
+    int fd;
+    (void)state;
+
+    /* 70 bytes as stored, whatever the file's spacing. */
+    assert_int_equal(saga_definition_parse(small, strlen(small), &d, &p), SAGA_EDEF);
+    assert_int_equal(p.count, 1);
+    assert_string_equal(p.items[0].where, "$");
+    assert_string_equal(p.items[0].message,
+                        "the definition is 70 bytes (its JSON text as stored); the limit "
+                        "is 69 (saga.limits max_definition_bytes)");
+    memset(&p, 0, sizeof p);
+    p.max_bytes = 70;
+    assert_int_equal(saga_definition_parse(small, strlen(small), &d, &p), SAGA_OK);
+    saga_definition_free(d);
+
+    /* The default: 262,144 bytes. */
+    memset(big, 'x', 60000);
+    big[60000] = '\0';
+    body = json_pack("{s:s, s:[{s:s, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s}}]}", "name",
+                     "big", "steps", "name", "a", "service", "s", "action", "a", "input",
+                     "a", big, "b", big, "c", big, "d", big, "e", big);
+    memset(&p, 0, sizeof p);
+    assert_int_equal(saga_definition_from_json(body, &d, &p), SAGA_EDEF);
+    assert_int_equal(p.count, 1);
+    assert_string_equal(p.items[0].message,
+                        "the definition is 300,128 bytes (its JSON text as stored); the "
+                        "limit is 262,144 (saga.limits max_definition_bytes)");
+    /* A larger limit from the database, or a stored one: accepted. */
+    memset(&p, 0, sizeof p);
+    p.max_bytes = 300128;
+    assert_int_equal(saga_definition_from_json(body, &d, &p), SAGA_OK);
+    saga_definition_free(d);
+    memset(&p, 0, sizeof p);
+    p.stored = 1;
+    assert_int_equal(saga_definition_from_json(body, &d, &p), SAGA_OK);
+    saga_definition_free(d);
+    json_decref(body);
+
+    /* Strings over 64 KiB, values and keys, each with its place. */
+    memset(big, 'y', 70000);
+    big[70000] = '\0';
+    body = json_pack("{s:s, s:s, s:[{s:s, s:s, s:s, s:{s:[s, s], s:s}}]}", "name", "long",
+                     "description", big, "steps", "name", "a", "service", "s", "action",
+                     "a", "input", "note", "short", big, big, "ok");
+    memset(&p, 0, sizeof p);
+    assert_int_equal(saga_definition_from_json(body, &d, &p), SAGA_EDEF);
+    assert_int_equal(p.count, 3);
+    assert_string_equal(p.items[0].where, "description");
+    assert_string_equal(p.items[0].message,
+                        "a string of 70,000 bytes; at most 65,536 are allowed (a "
+                        "definition holds names, templates and text: data belongs in the "
+                        "saga's input)");
+    assert_string_equal(p.items[1].where, "steps[0].input.note[1]");
+    assert_string_equal(p.items[1].message, p.items[0].message);
+    assert_string_equal(p.items[2].where, "steps[0].input");
+    assert_string_equal(p.items[2].message,
+                        "a key of 70,000 bytes (\"yyyyyyyyyyyyyyyyyyyy...\"); at most "
+                        "65,536 are allowed");
+    memset(&p, 0, sizeof p);
+    p.stored = 1;
+    assert_int_equal(saga_definition_from_json(body, &d, &p), SAGA_OK);
+    saga_definition_free(d);
+
+    /* A file over 16 times the limit is not read, let alone parsed. */
+    text = json_dumps(body, JSON_INDENT(2));
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    f = fdopen(fd, "w");
+    fputs(text, f);
+    fclose(f);
+    memset(&p, 0, sizeof p);
+    p.max_bytes = 4096;
+    assert_int_equal(saga_definition_load_file(path, &d, &p), SAGA_EDEF);
+    assert_null(d);
+    assert_int_equal(p.count, 1);
+    assert_string_equal(p.items[0].message,
+                        "the file is over 65,536 bytes, 16 times the limit of 4,096 "
+                        "(saga.limits max_definition_bytes); not read");
+    /* Under the default limit it is read, and its strings refused. */
+    memset(&p, 0, sizeof p);
+    assert_int_equal(saga_definition_load_file(path, &d, &p), SAGA_EDEF);
+    assert_int_equal(p.count, 3);
+    unlink(path);
+    free(text);
+    json_decref(body);
+    free(big);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -590,6 +696,7 @@ int main(void)
         cmocka_unit_test(test_every_message_exactly),
         cmocka_unit_test(test_too_many_steps_and_no_file),
         cmocka_unit_test(test_stored_definitions_load_under_the_engine_rules),
+        cmocka_unit_test(test_size_limits),
     };
     return cmocka_run_group_tests_name("definitions", tests, NULL, NULL);
 }
