@@ -12,8 +12,13 @@
 #include "saga/trace.h"
 #include "saga_pq.h"
 
+/* saga.limits max_input_bytes as migration 0011 sets it: what the client
+ * believes until an input over it makes it read the table. */
+#define DEFAULT_MAX_INPUT_BYTES 262144
+
 struct saga_client {
     PGconn *db;
+    int64_t max_input_bytes; /* the limit last read (or the default) */
 };
 
 int saga_client_new(const char *db_url, saga_client **out, saga_error *err)
@@ -25,6 +30,7 @@ int saga_client_new(const char *db_url, saga_client **out, saga_error *err)
     c = calloc(1, sizeof *c);
     if (c == NULL)
         return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+    c->max_input_bytes = DEFAULT_MAX_INPUT_BYTES;
     c->db = PQconnectdb(db_url);
     if (PQstatus(c->db) != CONNECTION_OK) {
         int rc = saga_error_set(err, SAGA_EDB, "cannot connect to PostgreSQL: %s",
@@ -54,6 +60,53 @@ static PGresult *query(saga_client *c, int retry, const char *sql, int n,
     return r;
 }
 
+/* 2097152 -> "2,097,152", as the database's trigger writes sizes. */
+static const char *bytes_text(int64_t n, char *buf, size_t size)
+{
+    char digits[32];
+    int len = snprintf(digits, sizeof digits, "%lld", (long long)n), o = 0;
+    for (int i = 0; i < len && o + 2 < (int)size; i++) {
+        if (i > 0 && digits[i - 1] != '-' && (len - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = digits[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* Refuse an input over saga.limits max_input_bytes before it is sent.
+ * Sizes are counted as the trigger of migration 0011 counts them, on
+ * PostgreSQL's jsonb text, which jansson's default separators (", ",
+ * ": ") give too; fractional numbers may print a digit or so apart, so at
+ * the very edge the trigger decides. The table is read only for an input
+ * over the limit last seen: a raised limit is seen at once, and a lowered
+ * one is the trigger's to enforce. No table (a schema before 0011): the
+ * database has no limit either. */
+static int input_fits(saga_client *c, const char *name, const json_t *input,
+                      saga_error *err)
+{
+    int64_t size = input != NULL ? (int64_t)json_dumpb(input, NULL, 0, 0) : 2;
+    char n1[32], n2[32];
+    PGresult *r;
+
+    if (size <= c->max_input_bytes)
+        return SAGA_OK;
+    r = query(c, 1, "SELECT value FROM saga.limits WHERE name = 'max_input_bytes'", 0,
+              NULL);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        c->max_input_bytes = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    else
+        size = 0; /* nothing known: the insert finds out */
+    PQclear(r);
+    if (size <= c->max_input_bytes)
+        return SAGA_OK;
+    return saga_error_set(err, SAGA_EINVAL,
+                          "input of saga \"%.200s\" is %s bytes; the limit is %s "
+                          "(saga.limits max_input_bytes)",
+                          name, bytes_text(size, n1, sizeof n1),
+                          bytes_text(c->max_input_bytes, n2, sizeof n2));
+}
+
 int saga_client_start(saga_client *c, const char *name, json_t *input,
                       const char *idempotency_key, char id[SAGA_ID_LEN + 1], int *existed,
                       saga_error *err)
@@ -79,12 +132,18 @@ int saga_client_start_traced(saga_client *c, const char *name, json_t *input,
         return saga_error_set(err, SAGA_EINVAL, "input must be a JSON object");
     if (traceparent != NULL && *traceparent == '\0')
         traceparent = NULL;
+    /* "" is no key: as a key, every caller passing "" for "none" would
+     * get the first such caller's saga back. */
+    if (idempotency_key != NULL && *idempotency_key == '\0')
+        idempotency_key = NULL;
     if (traceparent != NULL &&
         saga_traceparent_parse(traceparent, strlen(traceparent), &ctx) != SAGA_OK)
         return saga_error_set(err, SAGA_EINVAL,
                               "traceparent \"%.80s\" is not a W3C traceparent "
                               "(00-<32 hex digits>-<16 hex digits>-<2 hex digits>)",
                               traceparent);
+    if ((rc = input_fits(c, name, input, err)) != SAGA_OK)
+        return rc;
     text = input != NULL ? json_dumps(input, JSON_COMPACT) : strdup("{}");
     if (text == NULL)
         return saga_error_set(err, SAGA_ENOMEM, "out of memory");
@@ -116,10 +175,17 @@ int saga_client_start_traced(saga_client *c, const char *name, json_t *input,
                   "SELECT id, true FROM saga.start_request WHERE idempotency_key = $1", 1,
                   k);
     }
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        rc = saga_error_set(err, SAGA_EDB, "starting saga %s: %s", name,
-                            PQerrorMessage(c->db));
-    else if (PQntuples(r) != 1)
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+        /* 54000: the limit's trigger refused the input (its message has
+         * the size and the limit): the caller's input, not the database. */
+        if (state != NULL && strcmp(state, "54000") == 0 && msg != NULL)
+            rc = saga_error_set(err, SAGA_EINVAL, "%s", msg);
+        else
+            rc = saga_error_set(err, SAGA_EDB, "starting saga %s: %s", name,
+                                PQerrorMessage(c->db));
+    } else if (PQntuples(r) != 1)
         rc = saga_error_set(err, SAGA_EDB, "starting saga %s: no id returned", name);
     else {
         snprintf(id, SAGA_ID_LEN + 1, "%s", PQgetvalue(r, 0, 0));

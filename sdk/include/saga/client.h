@@ -32,14 +32,24 @@ SAGA_API int saga_client_new(const char *db_url, saga_client **out, saga_error *
 /* Ask for a saga of the latest version of definition name, with input (a
  * JSON object, borrowed; NULL for {}). With an idempotency key, asking
  * twice gives the same saga (and *existed = 1), also when several clients
- * ask at the same moment (exactly one of them gets *existed = 0). id
- * receives the saga's id at once; sagad creates the saga moments later
- * (an unknown definition shows as status `rejected`). existed may be NULL.
+ * ask at the same moment (exactly one of them gets *existed = 0). NULL or
+ * "" is no key: every call starts a new saga (bindings that cannot pass
+ * NULL pass ""). id receives the saga's id at once; sagad creates the
+ * saga moments later (an unknown definition shows as status `rejected`).
+ * existed may be NULL.
+ * The input may be at most saga.limits max_input_bytes (262,144 unless
+ * changed) of JSON text as PostgreSQL stores it (docs/DEFINITIONS.md,
+ * "Limits"); a larger one is refused before it is sent, or by the
+ * database's trigger if the limit was lowered since the client last read
+ * it: SAGA_EINVAL either way, with a message that names the size and the
+ * limit (`input of saga "order" is 2,097,152 bytes; the limit is 262,144
+ * (saga.limits max_input_bytes)`), and nothing is recorded. The limit is
+ * read from the database only when an input is over the one last seen.
  * Errors: SAGA_EINVAL for NULL c or id, a NULL or empty name, an input
- * that is not an object; SAGA_EDB when the statement fails or the
- * connection is lost during it — the request may or may not have been
- * recorded: call again with the same idempotency key to find out (without
- * a key, asking again may start a second saga); SAGA_ENOMEM. */
+ * that is not an object or is too large; SAGA_EDB when the statement
+ * fails or the connection is lost during it — the request may or may not
+ * have been recorded: call again with the same idempotency key to find
+ * out (without a key, asking again may start a second saga); SAGA_ENOMEM. */
 SAGA_API int saga_client_start(saga_client *c, const char *name, json_t *input,
                                const char *idempotency_key, char id[SAGA_ID_LEN + 1],
                                int *existed, saga_error *err);
