@@ -74,6 +74,15 @@ void format_when(const char *iso, double now, int with_ms, char *buf, size_t siz
  * data so that long names do not push the next columns out of line. */
 int widen(int w, const char *s);
 
+/* The value of limit name (saga.limits, migration 0011: max_input_bytes,
+ * max_output_bytes, max_definition_bytes). Exits 3 when it cannot be
+ * read. */
+int64_t limit_bytes(PGconn *db, const char *name);
+
+/* n with thousands separators ("262,144"), as the limits' messages have
+ * sizes; returns buf. */
+const char *bytes_text(int64_t n, char *buf, size_t size);
+
 /* Commands in other files. */
 int cmd_retry(int argc, char **argv);
 int cmd_compensate(int argc, char **argv);
@@ -84,5 +93,6 @@ int cmd_stats(int argc, char **argv);
 int cmd_defs(int argc, char **argv);
 int cmd_purge(int argc, char **argv);
 int cmd_dead(int argc, char **argv);
+int cmd_limits(int argc, char **argv);
 
 #endif

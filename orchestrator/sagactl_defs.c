@@ -8,6 +8,7 @@
 
 #include "saga/saga.h"
 #include "saga_definition.h"
+#include "saga_pgerr.h"
 #include "saga_store.h"
 #include "sagactl.h"
 
@@ -17,12 +18,20 @@ static int deploy(int argc, char **argv)
     saga_defs *cache;
     saga_error err = {0};
     int nfiles = 0, bad = 0, rc = SAGA_OK;
+    int64_t max_bytes;
     PGconn *db;
 
-    for (int k = 0; k < argc; k++) {
-        saga_def_problems probs = {0};
+    for (int k = 0; k < argc; k++)
         if (argv[k][0] == '-')
             die_usage("defs deploy: unexpected option \"%s\"", argv[k]);
+    if (argc == 0)
+        die_usage("defs deploy: no %s given", "FILE");
+    /* The database's limit, so that what validates here is what its
+     * trigger accepts (validate, without a database, takes the default). */
+    db = connect_db(1);
+    max_bytes = limit_bytes(db, "max_definition_bytes");
+    for (int k = 0; k < argc; k++) {
+        saga_def_problems probs = {.max_bytes = max_bytes};
         /* Validate everything first: deploy all or nothing. */
         if (saga_definition_load_file(argv[k], &defs[nfiles], &probs) != SAGA_OK) {
             bad++;
@@ -37,17 +46,16 @@ static int deploy(int argc, char **argv)
             nfiles++;
         }
     }
-    if (nfiles + bad == 0)
-        die_usage("defs deploy: no %s given", "FILE");
     if (bad > 0) {
         fprintf(stderr, "sagactl defs deploy: %d invalid file(s); nothing deployed\n",
                 bad);
         for (int i = 0; i < nfiles; i++)
             saga_definition_free(defs[i]);
         free(defs);
+        PQfinish(db);
         return EXIT_REFUSED;
     }
-    db = connect_db(1);
+    saga_pgerr_clear();
     cache = saga_defs_new();
     rc = saga_store_exec(db, "BEGIN", &err);
     for (int i = 0; i < nfiles && rc == SAGA_OK; i++) {
@@ -78,7 +86,8 @@ static int deploy(int argc, char **argv)
     PQfinish(db);
     if (rc != SAGA_OK) {
         fprintf(stderr, "sagactl defs deploy: %s; nothing deployed\n", err.message);
-        return EXIT_DB;
+        /* 54000: the limit's trigger (lowered since it was read above). */
+        return strcmp(saga_pgerr_sqlstate(), "54000") == 0 ? EXIT_REFUSED : EXIT_DB;
     }
     return EXIT_OK;
 }

@@ -16,7 +16,12 @@ static const char stuck_sql[] =
     "  saga.iso(s.progressed_at) AS since,"
     "  round(extract(epoch FROM now() - s.progressed_at)::numeric, 0) AS idle_seconds,"
     "  (SELECT e.kind FROM saga.saga_event e WHERE e.saga_id = s.id"
-    "   ORDER BY e.id DESC LIMIT 1) AS last_event"
+    "   ORDER BY e.id DESC LIMIT 1) AS last_event,"
+    /* Why the machine stopped it: a definite failure and retries that
+     * ran out read alike in the step's row, not in this. */
+    "  CASE WHEN s.status = 'failed' THEN (SELECT e.detail->>'reason'"
+    "   FROM saga.saga_event e WHERE e.saga_id = s.id AND e.kind = 'saga_failed'"
+    "   ORDER BY e.id DESC LIMIT 1) END AS failed_reason"
     " FROM saga.saga s JOIN saga.saga_step st ON st.saga_id = s.id AND st.idx = "
     "s.cursor_step"
     " WHERE s.status = 'failed' OR (s.status IN ('running', 'compensating')"
@@ -34,18 +39,36 @@ static void describe(json_t *row, int with_since, char *buf, size_t size)
     const char *code = json_string_value(json_object_get(err, "code"));
     char last[300] = "", since[96] = "";
 
+    const char *failed = str(row, "failed_reason");
+    /* Said as the history says it (saga_failed's reason): "gave up" only
+     * where retries ran out, "failed definitively" where a reply said so. */
+    int definite = strcmp(failed, "compensation failed definitively") == 0;
+    int no_input = strncmp(failed, "a step after the pivot cannot be run", 36) == 0;
+    int gave_up;
+
     if (with_since)
         snprintf(since, sizeof since, " since %s", str(row, "since"));
+    /* The last of several attempts, or the one definite failure. */
+    gave_up = strcmp(status, "failed") != 0 ||
+              (strcmp(step_status, "compensation_failed") == 0 && !definite);
     if (msg != NULL || code != NULL)
-        snprintf(last, sizeof last, "; last error %s: %s", code ? code : "?",
-                 msg ? msg : "");
+        snprintf(last, sizeof last, "; %s %s: %s", gave_up ? "last error" : "error",
+                 code ? code : "?", msg ? msg : "");
     if (strcmp(status, "failed") == 0 && strcmp(step_status, "compensation_failed") == 0)
-        snprintf(buf, size, "compensation of %s gave up after %lld attempt(s)%s", step,
-                 attempts, last);
+        snprintf(buf, size,
+                 definite ? "compensation of %s failed definitively (attempt %lld)%s"
+                          : "compensation of %s gave up after %lld attempt(s)%s",
+                 step, attempts, last);
+    else if (strcmp(status, "failed") == 0 && no_input)
+        snprintf(buf, size,
+                 "%s cannot run: its input does not resolve, and after the pivot it "
+                 "cannot be compensated%s",
+                 step, last);
     else if (strcmp(status, "failed") == 0)
         snprintf(buf, size,
-                 "%s failed and cannot be compensated (at or after the pivot)%s", step,
-                 last);
+                 "%s failed definitively (attempt %lld) after the pivot, so it cannot be "
+                 "compensated%s",
+                 step, attempts, last);
     else if (strcmp(status, "compensating") == 0)
         snprintf(buf, size, "waiting on the compensation of %s (attempt %lld)%s%s", step,
                  attempts, since, last);

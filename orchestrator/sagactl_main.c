@@ -272,19 +272,52 @@ static int cmd_migrate(int argc, char **argv)
 
 /* ---- start ---- */
 
+/* The --input value as JSON: the text itself, @FILE, or - (stdin), so
+ * that an input too long for a command line can be given. Exit 2 naming
+ * what is wrong. */
+static json_t *load_input(const char *arg)
+{
+    json_error_t jerr;
+    json_t *input;
+    char what[300] = "";
+
+    if (strcmp(arg, "-") == 0) {
+        input = json_loadf(stdin, 0, &jerr);
+        snprintf(what, sizeof what, "--input - (stdin)");
+    } else if (arg[0] == '@') { /* no JSON text starts with '@' */
+        FILE *f = fopen(arg + 1, "rb");
+        if (f == NULL)
+            die_usage("start: --input %s: cannot open: %s", arg, strerror(errno));
+        input = json_loadf(f, 0, &jerr);
+        fclose(f);
+        snprintf(what, sizeof what, "--input %.280s", arg);
+    } else {
+        input = json_loads(arg, 0, &jerr);
+    }
+    if (input == NULL && what[0] == '\0')
+        die_usage("start: --input must be a JSON object: %s", jerr.text);
+    if (input == NULL)
+        die_usage("start: %s: line %d, column %d: %s", what, jerr.line, jerr.column,
+                  jerr.text);
+    if (!json_is_object(input))
+        die_usage("start: %s must be a JSON object: found another JSON value",
+                  what[0] ? what : "--input");
+    return input;
+}
+
 static int cmd_start(int argc, char **argv)
 {
-    const char *name = NULL, *input_text = "{}", *key = NULL, *traceparent = NULL;
+    const char *name = NULL, *input_arg = NULL, *key = NULL, *traceparent = NULL;
     saga_client *client = NULL;
     saga_error err = {0};
-    json_error_t jerr;
+    saga_trace_context tc;
     json_t *input;
     char id[SAGA_ID_LEN + 1], status[32] = "pending";
     int existed = 0, rc, wait_ms = 10000;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--input") == 0)
-            input_text = opt_value("start", argc, argv, &i);
+            input_arg = opt_value("start", argc, argv, &i);
         else if (strcmp(argv[i], "--key") == 0)
             key = opt_value("start", argc, argv, &i);
         else if (strcmp(argv[i], "--traceparent") == 0)
@@ -294,12 +327,18 @@ static int cmd_start(int argc, char **argv)
         else if (strcmp(argv[i], "--json") == 0)
             want_json = 1;
         else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: sagactl start NAME [--input JSON] [--key IDEMPOTENCY_KEY]\n"
+            printf("usage: sagactl start NAME [--input JSON|@FILE|-] [--key "
+                   "IDEMPOTENCY_KEY]\n"
                    "                    [--traceparent TP] [--no-wait] [--json]\n"
                    "Asks sagad to start a saga of the latest version of definition NAME "
                    "and prints\nits id once sagad has created it (up to 10 s; "
                    "--no-wait: at once).\n"
-                   "With --key, starting twice with the same key gives the same saga.\n"
+                   "--input @FILE reads the input from FILE, --input - from stdin; it "
+                   "may be at\nmost saga.limits max_input_bytes (see `sagactl "
+                   "limits`): a larger one is\nrefused (exit 1) with its size and the "
+                   "limit.\n"
+                   "With --key, starting twice with the same key gives the same saga "
+                   "(an empty\nkey is refused: leave --key out for none).\n"
                    "With --traceparent (W3C), the saga continues that trace.\n");
             return EXIT_OK;
         } else if (argv[i][0] == '-')
@@ -309,12 +348,18 @@ static int cmd_start(int argc, char **argv)
         else
             die_usage("start: unexpected argument \"%s\"", argv[i]);
     }
-    if (name == NULL)
+    if (name == NULL || *name == '\0')
         die_usage("start: missing the definition %s", "NAME");
-    input = json_loads(input_text, 0, &jerr);
-    if (!json_is_object(input))
-        die_usage("start: --input must be a JSON object: %s",
-                  input ? "found another JSON value" : jerr.text);
+    /* A key from an empty variable is a script's mistake: as no key, a
+     * retried start would start a second saga. */
+    if (key != NULL && *key == '\0')
+        die_usage("start: --key needs a non-empty key (leave --key out for none)");
+    if (traceparent != NULL && *traceparent != '\0' &&
+        saga_traceparent_parse(traceparent, strlen(traceparent), &tc) != SAGA_OK)
+        die_usage("start: --traceparent \"%.80s\" is not a W3C traceparent "
+                  "(00-<32 hex digits>-<16 hex digits>-<2 hex digits>)",
+                  traceparent);
+    input = input_arg != NULL ? load_input(input_arg) : json_object();
     if (db_url == NULL) {
         json_decref(input);
         connect_db(0); /* says what is missing and exits */
@@ -339,8 +384,12 @@ static int cmd_start(int argc, char **argv)
                     id);
     }
     saga_client_free(client);
-    if (rc == SAGA_EINVAL)
-        die_usage("start: %s", err.message);
+    /* Every argument was checked above: what the client still finds
+     * invalid is the input's size (over saga.limits max_input_bytes). */
+    if (rc == SAGA_EINVAL) {
+        fprintf(stderr, "sagactl start: refused: %s\n", err.message);
+        return EXIT_REFUSED;
+    }
     if (rc != SAGA_OK) {
         fprintf(stderr, "sagactl start: %s\n", err.message);
         return EXIT_DB;
@@ -488,10 +537,103 @@ static const char show_sql[] =
     "  FROM saga.saga_step st WHERE st.saga_id = s.id))"
     " FROM saga.saga s WHERE s.id = $1";
 
+/* ---- an id with no saga: its start request ---- */
+
+/* The start request of id as one JSON object (NULL row: none). status
+ * is pending (sagad has not taken it yet), rejected (error says why) or
+ * processed (it became a saga). */
+static const char request_sql[] =
+    "SELECT json_build_object('id', id, 'name', name,"
+    " 'status', CASE WHEN error IS NOT NULL THEN 'rejected'"
+    "  WHEN processed_at IS NULL THEN 'pending' ELSE 'processed' END,"
+    " 'input', input, 'idempotency_key', idempotency_key,"
+    " 'requested_at', saga.iso(requested_at), 'processed_at', saga.iso(processed_at),"
+    " 'error', error) FROM saga.start_request WHERE id = $1";
+
+static json_t *start_request(PGconn *db, const char *id)
+{
+    const char *p[1] = {id};
+    return query_json(db, request_sql, 1, p);
+}
+
+/* Why id names no saga, on stderr as `sagactl CMD: ...`: nothing has that
+ * id, or its start request (req, from request_sql; NULL: none) is not
+ * turned into a saga yet, was rejected, or its saga was deleted since.
+ * `sagactl start` prints the id before sagad has created the saga when
+ * sagad is not running: "no saga" would send the operator looking for a
+ * lost one. */
+static void say_no_saga(const char *cmd, const char *id, const json_t *req, double now)
+{
+    const char *status = str(req, "status");
+    char when[96];
+    format_when(str(req, "requested_at"), now, 0, when, sizeof when);
+    if (req == NULL)
+        fprintf(stderr, "sagactl %s: no saga %s\n", cmd, id);
+    else if (strcmp(status, "pending") == 0)
+        fprintf(stderr,
+                "sagactl %s: saga %s is requested but not started yet (start request for "
+                "%s from %s, waiting for sagad)\n",
+                cmd, id, str(req, "name"), when);
+    else if (strcmp(status, "rejected") == 0)
+        fprintf(stderr,
+                "sagactl %s: saga %s was never started: its start request for %s from %s "
+                "was rejected: %s\n",
+                cmd, id, str(req, "name"), when, str(req, "error"));
+    else
+        fprintf(
+            stderr,
+            "sagactl %s: no saga %s (its start request from %s was processed; the saga "
+            "has been deleted since)\n",
+            cmd, id, when);
+}
+
+/* show for an id that is a start request still pending (exit 0) or
+ * rejected (exit 1: there is no saga, and there will be none). */
+static int show_request(json_t *req, double now)
+{
+    const char *status = str(req, "status");
+    char when[96];
+    if (want_json) {
+        print_json(req);
+    } else {
+        printf("saga      %s\n", str(req, "id"));
+        printf("name      %s\n", str(req, "name"));
+        if (strcmp(status, "pending") == 0)
+            printf("status    pending: requested but not started yet (waiting for "
+                   "sagad)\n");
+        else
+            printf("status    rejected: its start request was refused: %s\n",
+                   str(req, "error"));
+        format_when(str(req, "requested_at"), now, 0, when, sizeof when);
+        printf("requested %s\n", when);
+        if (json_is_string(json_object_get(req, "idempotency_key")))
+            printf("key       %s\n", str(req, "idempotency_key"));
+        {
+            char *in = json_dumps(json_object_get(req, "input"), JSON_COMPACT);
+            printf("input     %s\n", in ? in : "{}");
+            free(in);
+        }
+    }
+    return strcmp(status, "pending") == 0 ? EXIT_OK : EXIT_REFUSED;
+}
+
+/* A step's error is shown where it explains the step's status: the
+ * failure, or the last failed attempt of one still being retried. A
+ * step that succeeded, was compensated or skipped shows its output. */
+static int error_belongs(const char *status)
+{
+    static const char *const with_error[] = {"failed", "unknown", "compensation_failed",
+                                             "dispatched", "compensating"};
+    for (size_t i = 0; i < sizeof with_error / sizeof with_error[0]; i++)
+        if (strcmp(status, with_error[i]) == 0)
+            return 1;
+    return 0;
+}
+
 static int cmd_show(int argc, char **argv)
 {
     const char *id = NULL;
-    json_t *saga, *steps, *st;
+    json_t *saga, *steps, *st, *req;
     size_t i;
     double now;
     int wname = 4, wstatus = 6, wstart = 7, wfinish = 8;
@@ -505,7 +647,9 @@ static int cmd_show(int argc, char **argv)
             printf(
                 "usage: sagactl show ID [--json]\nShows a saga: definition and version, "
                 "status, input, and each step with status, attempts, times, output or "
-                "error.\n");
+                "error.\nAn id whose start request sagad has not turned into a saga yet "
+                "shows as pending;\none it rejected, as rejected with the reason "
+                "(exit 1).\n");
             return EXIT_OK;
         } else if (id == NULL && argv[k][0] != '-')
             id = argv[k];
@@ -520,11 +664,18 @@ static int cmd_show(int argc, char **argv)
         const char *p[1] = {id};
         saga = query_json(db, show_sql, 1, p);
     }
+    req = saga == NULL ? start_request(db, id) : NULL;
     now = db_now(db);
     PQfinish(db);
     if (saga == NULL) {
-        fprintf(stderr, "sagactl show: no saga %s\n", id);
-        return EXIT_REFUSED;
+        const char *rs = str(req, "status");
+        int rc = EXIT_REFUSED;
+        if (strcmp(rs, "pending") == 0 || strcmp(rs, "rejected") == 0)
+            rc = show_request(req, now);
+        else
+            say_no_saga("show", id, req, now);
+        json_decref(req);
+        return rc;
     }
     if (want_json) {
         print_json(saga);
@@ -566,7 +717,7 @@ static int cmd_show(int argc, char **argv)
     {
         json_t *res = json_object_get(st, "error");
         char *t, started[96];
-        if (json_is_null(res) || res == NULL || !strcmp(str(st, "status"), "succeeded"))
+        if (json_is_null(res) || res == NULL || !error_belongs(str(st, "status")))
             res = json_object_get(st, "output");
         t = (res && !json_is_null(res)) ? json_dumps(res, JSON_COMPACT) : NULL;
         format_when(str(st, "started_at"), now, 0, started, sizeof started);
@@ -640,7 +791,7 @@ static int cmd_history(int argc, char **argv)
 {
     const char *id = NULL;
     char traceparent[SAGA_TRACEPARENT_LEN + 1] = "";
-    json_t *events, *ev;
+    json_t *events, *ev, *req;
     size_t i;
     double now;
     PGconn *db;
@@ -672,10 +823,12 @@ static int cmd_history(int argc, char **argv)
             snprintf(traceparent, sizeof traceparent, "%s", PQgetvalue(r, 0, 0));
         PQclear(r);
     }
+    req = events == NULL ? start_request(db, id) : NULL;
     now = db_now(db);
     PQfinish(db);
     if (events == NULL) {
-        fprintf(stderr, "sagactl history: no saga %s\n", id);
+        say_no_saga("history", id, req, now);
+        json_decref(req);
         return EXIT_REFUSED;
     }
     add_spans(events, traceparent);
@@ -745,7 +898,9 @@ static int cmd_wait(int argc, char **argv)
                 "Waits (default 60s) until the saga is completed, compensated, failed "
                 "or\nresolved and prints that status.\n"
                 "Exit 0 when it ended completed or compensated; 1 when it ended failed "
-                "or\nresolved, is not found, or is still going at the timeout.\n");
+                "or\nresolved, is not found, or is still going at the timeout. A saga "
+                "requested but\nnot created by sagad yet is waited for; a rejected "
+                "request prints rejected\n(exit 1).\n");
             return EXIT_OK;
         } else if (id == NULL && argv[k][0] != '-') {
             id = argv[k];
@@ -760,8 +915,16 @@ static int cmd_wait(int argc, char **argv)
     until = saga_now_ms() + timeout;
     for (;;) {
         const char *p[1] = {id};
-        PGresult *r = PQexecParams(db, "SELECT status FROM saga.saga WHERE id = $1", 1,
-                                   NULL, p, NULL, NULL, 0);
+        /* A start request not yet taken by sagad is waited for like a saga
+         * (pending); one it rejected ends the wait. */
+        PGresult *r = PQexecParams(
+            db,
+            "SELECT coalesce(s.status, CASE WHEN r.error IS NOT NULL THEN 'rejected'"
+            " WHEN r.processed_at IS NULL THEN 'pending' END)"
+            " FROM (SELECT $1::uuid AS id) q"
+            " LEFT JOIN saga.saga s ON s.id = q.id"
+            " LEFT JOIN saga.start_request r ON r.id = q.id",
+            1, NULL, p, NULL, NULL, 0);
         char status[32] = "";
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             fprintf(stderr, "sagactl wait: %s", PQerrorMessage(db));
@@ -769,10 +932,18 @@ static int cmd_wait(int argc, char **argv)
             PQfinish(db);
             return EXIT_DB;
         }
-        if (PQntuples(r) == 0) {
+        if (PQntuples(r) == 0 || PQgetisnull(r, 0, 0) ||
+            strcmp(PQgetvalue(r, 0, 0), "rejected") == 0) {
+            json_t *req = start_request(db, id);
+            int rejected = PQntuples(r) == 1 && !PQgetisnull(r, 0, 0);
             PQclear(r);
+            if (rejected && want_json)
+                printf("{\"id\": \"%s\", \"status\": \"rejected\"}\n", id);
+            else if (rejected)
+                printf("rejected\n");
+            say_no_saga("wait", id, req, db_now(db));
+            json_decref(req);
             PQfinish(db);
-            fprintf(stderr, "sagactl wait: no saga %s\n", id);
             return EXIT_REFUSED;
         }
         snprintf(status, sizeof status, "%s", PQgetvalue(r, 0, 0));
@@ -790,8 +961,14 @@ static int cmd_wait(int argc, char **argv)
         }
         if (saga_now_ms() >= until) {
             PQfinish(db);
-            fprintf(stderr, "sagactl wait: saga %s still %s after the timeout\n", id,
-                    status);
+            if (strcmp(status, "pending") == 0)
+                fprintf(stderr,
+                        "sagactl wait: saga %s is still requested but not started after "
+                        "the timeout: is sagad running?\n",
+                        id);
+            else
+                fprintf(stderr, "sagactl wait: saga %s still %s after the timeout\n", id,
+                        status);
             return EXIT_REFUSED;
         }
         usleep(100 * 1000);
@@ -821,13 +998,22 @@ static json_t *validate_json(const char *file, const saga_definition *def,
 static int cmd_validate(int argc, char **argv)
 {
     int bad = 0, files = 0;
+    long max_bytes = SAGA_DEFAULT_MAX_DEFINITION_BYTES;
     json_t *results;
     for (int k = 1; k < argc; k++) {
         if (strcmp(argv[k], "--json") == 0)
             want_json = 1;
+        else if (strcmp(argv[k], "--max-definition-bytes") == 0)
+            max_bytes =
+                parse_number("validate", "--max-definition-bytes",
+                             opt_value("validate", argc, argv, &k), 1, 1073741824L);
         else if (strcmp(argv[k], "--help") == 0) {
-            printf("usage: sagactl validate FILE... [--json]\nChecks saga definitions; "
-                   "prints every problem with file, place and what is expected.\n"
+            printf("usage: sagactl validate FILE... [--max-definition-bytes N] [--json]\n"
+                   "Checks saga definitions; prints every problem with file, place and "
+                   "what is expected.\n"
+                   "No database: a definition may be at most 262,144 bytes of JSON text "
+                   "as stored,\nunless --max-definition-bytes says otherwise (what "
+                   "`sagactl limits` shows).\n"
                    "--json: an array with one object per file (file, ok, saga, steps,\n"
                    "problems [{where, message}], more_problems).\nExit 0 when all are "
                    "valid, 1 otherwise.\n");
@@ -837,10 +1023,14 @@ static int cmd_validate(int argc, char **argv)
     }
     results = json_array();
     for (int k = 1; k < argc; k++) {
-        saga_def_problems probs = {0};
+        saga_def_problems probs = {.max_bytes = max_bytes};
         saga_definition *def = NULL;
         if (strcmp(argv[k], "--json") == 0)
             continue;
+        if (strcmp(argv[k], "--max-definition-bytes") == 0) {
+            k++; /* and its value */
+            continue;
+        }
         files++;
         if (saga_definition_load_file(argv[k], &def, &probs) != SAGA_OK) {
             def = NULL;
@@ -890,10 +1080,12 @@ static void usage(FILE *out)
         "  skip ID --step NAME [--output JSON] mark the current step done by hand\n"
         "  resolve ID                          close a failed saga by hand\n"
         "Running:\n"
-        "  start NAME [--input JSON] [--key K] start a saga, print its id\n"
+        "  start NAME [--input JSON|@FILE|-] [--key K]   start a saga, print its id\n"
         "  migrate [--dir DIR]                 apply pending schema migrations\n"
         "  validate FILE... [--json]           check definition files\n"
         "  defs deploy FILE... | list | show NAME [--version N]   stored definitions\n"
+        "  limits [set NAME BYTES --reason TEXT]   the largest input, output, "
+        "definition\n"
         "Keeping history:\n"
         "  purge --older-than DUR [--status S] [--batch N] [--archive FILE] [--dry-run]\n"
         "                                      delete finished sagas by age\n"
@@ -965,6 +1157,8 @@ int main(int argc, char **argv)
         return cmd_purge(argc, argv);
     if (strcmp(argv[0], "dead") == 0)
         return cmd_dead(argc, argv);
+    if (strcmp(argv[0], "limits") == 0)
+        return cmd_limits(argc, argv);
     die_usage("unknown command \"%s\"", argv[0]);
     return EXIT_USAGE;
 }
