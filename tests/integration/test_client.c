@@ -1,7 +1,7 @@
 /* libsaga's client API against a real PostgreSQL and Kafka, with sagad and
  * the example participants running: start (idempotent with a key, also
- * when many clients race with one key), status, wait (and its timeout), a
- * request for an unknown saga, and misuse. */
+ * when many clients race with one key; "" is no key), status, wait (and
+ * its timeout), a request for an unknown saga, and misuse. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -93,6 +93,31 @@ static void test_start_wait_idempotent(void **state)
         SAGA_OK);
     assert_string_equal(a, b);
     assert_int_equal(existed, 1);
+    json_decref(input);
+}
+
+/* "" is no key: a program that passes "" for "none" (a binding that
+ * cannot pass NULL) gets a new saga each time, never another caller's. */
+static void test_empty_key_is_no_key(void **state)
+{
+    json_t *input = json_pack("{s:s, s:s, s:i, s:i}", "customer_id", "alice", "sku",
+                              "widget", "quantity", 1, "amount", 10);
+    char a[SAGA_ID_LEN + 1], b[SAGA_ID_LEN + 1], status[32];
+    saga_error err = {0};
+    int existed = -1;
+    (void)state;
+    assert_int_equal(saga_client_start(client, "order", input, "", a, &existed, &err),
+                     SAGA_OK);
+    assert_int_equal(existed, 0);
+    existed = -1;
+    assert_int_equal(saga_client_start(client, "order", input, "", b, &existed, &err),
+                     SAGA_OK);
+    assert_int_equal(existed, 0);
+    assert_string_not_equal(a, b);
+    assert_int_equal(saga_client_wait(client, a, 60000, status, &err), SAGA_OK);
+    assert_string_equal(status, "completed");
+    assert_int_equal(saga_client_wait(client, b, 60000, status, &err), SAGA_OK);
+    assert_string_equal(status, "completed");
     json_decref(input);
 }
 
@@ -239,6 +264,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_start_wait_idempotent),
+        cmocka_unit_test(test_empty_key_is_no_key),
         cmocka_unit_test(test_unknown_saga_is_rejected),
         cmocka_unit_test(test_concurrent_starts_with_one_key),
         cmocka_unit_test(test_wait_times_out),

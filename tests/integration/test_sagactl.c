@@ -17,8 +17,10 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <pthread.h>
 
 #include "harness.h"
+#include "saga/saga.h"
 
 enum { ORDER, PAYMENT, INVENTORY };
 static const char *const names[] = {"order", "payment", "inventory"};
@@ -802,6 +804,158 @@ static void test_stuck_waiting(void **state)
     free(id);
 }
 
+/* ---- a definite compensation failure, and a step that failed an
+ * attempt before it succeeded: a participant of the test's own ---- */
+
+/* "do" answers retry on its first attempt and ok on the next; "boom"
+ * fails definitively; "undo" fails definitively when the step's input
+ * says {"undo": "fail"}, else it is done. */
+static void fail_do(const saga_command *cmd, struct pg_conn *conn, saga_result *result,
+                    void *arg)
+{
+    (void)conn;
+    (void)arg;
+    if (cmd->attempt == 1)
+        saga_result_retry(result, 0, "busy on the first attempt");
+    else
+        saga_result_ok(result, json_pack("{s:s}", "done", "yes"));
+}
+
+static void fail_boom(const saga_command *cmd, struct pg_conn *conn, saga_result *result,
+                      void *arg)
+{
+    (void)cmd;
+    (void)conn;
+    (void)arg;
+    saga_result_fail(result, "boom", "the second step cannot be done");
+}
+
+static void fail_undo(const saga_command *cmd, struct pg_conn *conn, saga_result *result,
+                      void *arg)
+{
+    const char *how = json_string_value(
+        json_object_get(json_object_get(cmd->payload, "input"), "undo"));
+    (void)conn;
+    (void)arg;
+    if (how != NULL && strcmp(how, "fail") == 0)
+        saga_result_fail(result, "undo_refused", "this cannot be undone");
+    else
+        saga_result_ok(result, NULL);
+}
+
+static void *run_participant(void *arg)
+{
+    saga_error err = {0};
+    saga_participant_run(arg, &err);
+    return NULL;
+}
+
+static char *start_definite(const char *undo)
+{
+    char input[64], id[128];
+    const char *args[] = {"start", "ctl_definite", "--input", input, NULL};
+    snprintf(input, sizeof input, "{\"undo\":\"%s\"}", undo);
+    assert_int_equal(it_sagactl(id, sizeof id, args), 0);
+    assert_int_equal(strlen(id), 36);
+    return strdup(id);
+}
+
+static void test_definite_failure_and_stale_errors(void **state)
+{
+    static const char def[] =
+        "{\"name\": \"ctl_definite\",\n"
+        " \"defaults\": {\"timeout\": \"5s\", \"retry\": {\"max_attempts\": 3, "
+        "\"backoff\": \"100ms\", \"jitter\": 0}},\n"
+        " \"steps\": [\n"
+        "  {\"name\": \"first\", \"service\": \"ctlfail\", \"action\": \"do\",\n"
+        "   \"compensation\": \"undo\", \"input\": {\"undo\": \"${input.undo}\"}},\n"
+        "  {\"name\": \"second\", \"service\": \"ctlfail\", \"action\": \"boom\"}]}\n";
+    char path[] = "/tmp/test_sagactl.def.XXXXXX";
+    const char *deploy[] = {"defs", "deploy", path, NULL};
+    const char *stuck_json[] = {"stuck", "--json", NULL};
+    const char *show[] = {"show", NULL, NULL};
+    const char *show_json[] = {"show", NULL, "--json", NULL};
+    saga_participant_options o = {0};
+    saga_participant *part = NULL;
+    saga_error err = {0};
+    pthread_t th;
+    json_t *rows, *row, *j, *first;
+    char *stuck_id, *done_id;
+    size_t i;
+    int fd, found = 0;
+    FILE *f;
+    (void)state;
+
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    f = fdopen(fd, "w");
+    fputs(def, f);
+    fclose(f);
+    assert_int_equal(it_sagactl_all(out, sizeof out, 1, deploy), 0);
+    unlink(path);
+    o.brokers = it_env("SAGA_KAFKA_BROKERS");
+    o.topic_prefix = prefix;
+    o.service = "ctlfail";
+    if (saga_participant_new(&o, &part, &err) != SAGA_OK)
+        fail_msg("participant: %s", err.message);
+    saga_participant_on(part, SAGA_PHASE_INVOKE, "do", fail_do, NULL);
+    saga_participant_on(part, SAGA_PHASE_INVOKE, "boom", fail_boom, NULL);
+    saga_participant_on(part, SAGA_PHASE_COMPENSATE, "undo", fail_undo, NULL);
+    assert_int_equal(pthread_create(&th, NULL, run_participant, part), 0);
+
+    stuck_id = start_definite("fail");
+    done_id = start_definite("ok");
+    assert_string_equal(it_wait_final(db, stuck_id, 60000), "failed");
+    assert_string_equal(it_wait_final(db, done_id, 60000), "compensated");
+    saga_participant_stop(part);
+    pthread_join(th, NULL);
+    saga_participant_free(part);
+
+    /* The compensation's reply said failed: stuck says so, not that it
+     * gave up after retrying (the history says "failed definitively"). */
+    assert_int_equal(it_sagactl_all(out, sizeof out, 0, stuck_json), 1);
+    rows = json_loads(out, 0, NULL);
+    assert_true(json_is_array(rows));
+    json_array_foreach(rows, i, row)
+    {
+        const char *reason = json_string_value(json_object_get(row, "reason"));
+        if (strcmp(json_string_value(json_object_get(row, "id")), stuck_id) != 0)
+            continue;
+        found++;
+        assert_string_equal(reason,
+                            "compensation of first failed definitively (attempt 1); "
+                            "error undo_refused: this cannot be undone");
+        assert_null(strstr(reason, "gave up"));
+    }
+    assert_int_equal(found, 1);
+    json_decref(rows);
+    assert_int_equal(count_events(stuck_id, "compensation_failed"), 1);
+
+    /* first failed its first attempt, then succeeded, then was
+     * compensated: that old error is neither its error nor shown. */
+    show[1] = show_json[1] = done_id;
+    assert_int_equal(it_sagactl_all(out, sizeof out, 0, show_json), 0);
+    j = json_loads(out, 0, NULL);
+    first = json_array_get(json_object_get(j, "steps"), 0);
+    assert_string_equal(json_string_value(json_object_get(first, "status")),
+                        "compensated");
+    assert_int_equal(json_integer_value(json_object_get(first, "attempts")), 1);
+    assert_true(json_is_null(json_object_get(first, "error")));
+    json_decref(j);
+    assert_int_equal(count_events(done_id, "attempt_failed"), 1);
+    assert_int_equal(it_sagactl_all(out, sizeof out, 0, show), 0);
+    assert_null(strstr(out, "busy on the first attempt"));
+    assert_non_null(strstr(out, "{\"done\":\"yes\"}"));
+    /* The failed step's own error is shown: it is why it failed. */
+    assert_non_null(strstr(out, "the second step cannot be done"));
+    {
+        const char *resolve[] = {"resolve", stuck_id, "--reason", "undone by hand", NULL};
+        assert_int_equal(it_sagactl_all(out, sizeof out, 1, resolve), 0);
+    }
+    free(stuck_id);
+    free(done_id);
+}
+
 static void test_finding_and_errors(void **state)
 {
     const char *list[] = {"list",   "--saga", "oncall_order", "--since", "1h",
@@ -907,6 +1061,7 @@ int main(void)
         cmocka_unit_test(test_compensate_while_sagad_applies),
         cmocka_unit_test(test_stuck_waiting),
         cmocka_unit_test(test_list),
+        cmocka_unit_test(test_definite_failure_and_stale_errors),
         cmocka_unit_test(test_finding_and_errors),
     };
     return cmocka_run_group_tests_name("sagactl with sagad running (PostgreSQL + Kafka)",
