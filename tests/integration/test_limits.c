@@ -2,10 +2,10 @@
  * client, by `sagactl start --input @FILE` and `--input -`, and by the
  * database itself for a direct INSERT, each time with the size and the
  * limit; an input of exactly the limit is accepted everywhere; a
- * definition over its limit is refused by validate, defs deploy and the
- * database; limits are changed with `sagactl limits set`; an empty
- * idempotency key is no key; and an id that `sagactl start` printed while
- * sagad was down is shown as requested, not as unknown. */
+ * definition over its limit is refused by validate, defs deploy, sagad's
+ * definitions folder and the database; limits are changed with `sagactl limits set`; an
+ * empty idempotency key is no key; and an id that `sagactl start` printed while sagad was
+ * down is shown as requested, not as unknown. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -291,6 +291,27 @@ static void test_a_large_definition_is_refused(void **state)
     write_definition(path, "big_definition");
     assert_int_equal(it_sagactl_all(out, sizeof out, 1, validate), 1);
     assert_non_null(strstr(out, want));
+    /* sagad's folder: the same validation, so sagad does not start. */
+    {
+        char dir[] = "/tmp/test_limits.defs.XXXXXX", file[128], cmd[512];
+        FILE *f;
+        size_t got;
+        int status;
+        assert_non_null(mkdtemp(dir));
+        snprintf(file, sizeof file, "%s/big.json", dir);
+        write_definition(file, "big_definition");
+        snprintf(cmd, sizeof cmd, "'%s/bin/sagad' --definitions '%s' 2>&1",
+                 it_env("SAGA_BUILD_DIR"), dir);
+        f = popen(cmd, "r");
+        assert_non_null(f);
+        got = fread(out, 1, sizeof out - 1, f);
+        out[got] = '\0';
+        status = pclose(f);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) != 0);
+        assert_non_null(strstr(out, want));
+        unlink(file);
+        rmdir(dir);
+    }
     assert_int_equal(it_sagactl_all(out, sizeof out, 1, validate_more), 0);
     assert_int_equal(it_sagactl_all(out, sizeof out, 1, deploy), 1);
     assert_non_null(strstr(out, want));
