@@ -79,6 +79,29 @@ static int is_uuid(const char *s)
     return 1;
 }
 
+int saga_topic_name_valid(const char *s)
+{
+    size_t n = 0;
+    if (s == NULL || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return 0;
+    for (; s[n] != '\0'; n++)
+        if (!isalnum((unsigned char)s[n]) && s[n] != '.' && s[n] != '_' && s[n] != '-')
+            return 0;
+    return n > 0 && n <= SAGA_TOPIC_MAX;
+}
+
+/* Cut s to at most max bytes without splitting a UTF-8 sequence. */
+static void cut_utf8(char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n <= max)
+        return;
+    n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    s[n] = '\0';
+}
+
 /* ---- encoding ---- */
 
 static int dump(json_t *obj, char **out, size_t *len, saga_error *err)
@@ -168,7 +191,7 @@ static int get_obj_root(const char *buf, size_t len, json_t **root, saga_error *
     return SAGA_OK;
 }
 
-static int get_int(json_t *root, const char *key, int min, json_int_t max,
+static int get_int(json_t *root, const char *key, json_int_t min, json_int_t max,
                    json_int_t *out, int required, saga_error *err)
 {
     json_t *v = json_object_get(root, key);
@@ -183,12 +206,14 @@ static int get_int(json_t *root, const char *key, int min, json_int_t max,
     *out = json_integer_value(v);
     if (*out < min || *out > max)
         return saga_error_set(err, SAGA_EPROTO,
-                              "field \"%s\" is %lld, out of range [%d, %lld]", key,
-                              (long long)*out, min, (long long)max);
+                              "field \"%s\" is %lld, out of range [%lld, %lld]", key,
+                              (long long)*out, (long long)min, (long long)max);
     return SAGA_OK;
 }
 
-static int get_str(json_t *root, const char *key, char **out, int required,
+/* A string field of at most max bytes (0: no bound). Its value is never
+ * quoted: the reason must survive, whatever the value holds. */
+static int get_str(json_t *root, const char *key, char **out, int required, size_t max,
                    saga_error *err)
 {
     json_t *v = json_object_get(root, key);
@@ -202,6 +227,10 @@ static int get_str(json_t *root, const char *key, char **out, int required,
         return saga_error_set(err, SAGA_EPROTO, "field \"%s\" must be a string", key);
     if (required && json_string_length(v) == 0)
         return saga_error_set(err, SAGA_EPROTO, "field \"%s\" must not be empty", key);
+    if (max > 0 && json_string_length(v) > max)
+        return saga_error_set(err, SAGA_EPROTO,
+                              "field \"%s\" is %zu bytes long, over the limit of %zu",
+                              key, json_string_length(v), max);
     *out = strdup(json_string_value(v));
     if (*out == NULL)
         return saga_error_set(err, SAGA_ENOMEM, "out of memory");
@@ -237,9 +266,10 @@ static int get_common(json_t *root, char saga_id[SAGA_ID_LEN + 1], int *step,
     if (!json_is_string(v) || saga_phase_parse(json_string_value(v), phase) != SAGA_OK)
         return saga_error_set(err, SAGA_EPROTO,
                               "field \"phase\" must be \"invoke\" or \"compensate\"");
-    if ((rc = get_str(root, "command_id", command_id, 1, err)) != SAGA_OK)
+    if ((rc = get_str(root, "command_id", command_id, 1, SAGA_COMMAND_ID_MAX, err)) !=
+        SAGA_OK)
         return rc;
-    if ((rc = get_int(root, "attempt", 1, 1000000000, &n, 1, err)) != SAGA_OK)
+    if ((rc = get_int(root, "attempt", 1, SAGA_ATTEMPT_MAX, &n, 1, err)) != SAGA_OK)
         return rc;
     *attempt = (int)n;
     return SAGA_OK;
@@ -260,15 +290,23 @@ int saga_command_decode(const char *buf, size_t len, saga_command *out, saga_err
     if ((rc = get_common(root, out->saga_id, &out->step, &out->phase, &out->command_id,
                          &out->attempt, err)) != SAGA_OK)
         goto fail;
-    if ((rc = get_str(root, "saga", &out->saga, 1, err)) != SAGA_OK ||
-        (rc = get_str(root, "step_name", &out->step_name, 1, err)) != SAGA_OK ||
-        (rc = get_str(root, "action", &out->action, 1, err)) != SAGA_OK ||
-        (rc = get_str(root, "reply_to", &out->reply_to, 1, err)) != SAGA_OK)
+    if ((rc = get_str(root, "saga", &out->saga, 1, SAGA_NAME_MAX, err)) != SAGA_OK ||
+        (rc = get_str(root, "step_name", &out->step_name, 1, SAGA_NAME_MAX, err)) !=
+            SAGA_OK ||
+        (rc = get_str(root, "action", &out->action, 1, SAGA_NAME_MAX, err)) != SAGA_OK ||
+        (rc = get_str(root, "reply_to", &out->reply_to, 1, SAGA_TOPIC_MAX, err)) !=
+            SAGA_OK)
         goto fail;
+    if (!saga_topic_name_valid(out->reply_to)) {
+        rc = saga_error_set(err, SAGA_EPROTO,
+                            "field \"reply_to\" is not a Kafka topic name (letters, "
+                            "digits, '.', '_', '-'; not \".\" or \"..\")");
+        goto fail;
+    }
     if ((rc = get_int(root, "saga_version", 1, 1000000000, &n, 1, err)) != SAGA_OK)
         goto fail;
     out->saga_version = (int)n;
-    if ((rc = get_int(root, "deadline", 0, INT64_MAX, &n, 0, err)) != SAGA_OK)
+    if ((rc = get_int(root, "deadline", 0, SAGA_DEADLINE_MAX, &n, 0, err)) != SAGA_OK)
         goto fail;
     out->deadline = n;
     payload = json_object_get(root, "payload");
@@ -324,8 +362,9 @@ int saga_reply_decode(const char *buf, size_t len, saga_reply *out, saga_error *
             rc = saga_error_set(err, SAGA_EPROTO, "field \"error\" must be an object");
             goto fail;
         }
-        if ((rc = get_str(v, "code", &out->error_code, 0, err)) != SAGA_OK ||
-            (rc = get_str(v, "message", &out->error_message, 0, err)) != SAGA_OK) {
+        if ((rc = get_str(v, "code", &out->error_code, 0, SAGA_NAME_MAX, err)) !=
+                SAGA_OK ||
+            (rc = get_str(v, "message", &out->error_message, 0, 0, err)) != SAGA_OK) {
             /* name the nesting so the message says where */
             if (err != NULL) {
                 char tmp[sizeof err->message];
@@ -335,7 +374,10 @@ int saga_reply_decode(const char *buf, size_t len, saga_reply *out, saga_error *
             goto fail;
         }
     }
-    if ((rc = get_int(root, "retry_after", 0, INT64_MAX, &n, 0, err)) != SAGA_OK)
+    if (out->error_message != NULL)
+        cut_utf8(out->error_message, SAGA_ERROR_MESSAGE_MAX);
+    if ((rc = get_int(root, "retry_after", 0, SAGA_RETRY_AFTER_MAX, &n, 0, err)) !=
+        SAGA_OK)
         goto fail;
     out->retry_after = n;
     json_decref(root);

@@ -151,6 +151,11 @@ static void test_malformed_replies(void **state)
         {"error", "\"boom\"", "\"error\" must be an object"},
         {"error", "{\"code\":5}", "in \"error\": field \"code\" must be a string"},
         {"retry_after", "-1", "out of range"},
+        /* what sagad and PostgreSQL can hold: 10^16 ms is past year 294,000 */
+        {"retry_after", "10000000000000000",
+         "\"retry_after\" is 10000000000000000, out of range"},
+        {"retry_after", "2592000001", "out of range [0, 2592000000]"},
+        {"attempt", "1000001", "\"attempt\" is 1000001, out of range"},
     };
     (void)state;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -162,7 +167,8 @@ static void test_malformed_replies(void **state)
     bad_reply("{\"v\":1,", 7, "not JSON");
     bad_reply("[1,2]", 5, "not a JSON object");
     bad_reply("\x01\x02", 2, "not JSON");
-    bad_reply("{\"v\":1,\"v\":1}", 13, "not JSON"); /* duplicate keys */
+    bad_reply("{\"v\":1,\"v\":1}", 13, "not JSON");   /* duplicate keys */
+    bad_reply("{\"v\":\"\\u0000\"}", 14, "not JSON"); /* NUL: C strings cannot hold it */
     {
         size_t n = SAGA_MESSAGE_MAX + 1;
         char *huge = malloc(n);
@@ -170,6 +176,87 @@ static void test_malformed_replies(void **state)
         bad_reply(huge, n, "exceeds");
         free(huge);
     }
+}
+
+/* The largest values in range decode; a long value is never quoted, so the
+ * reason survives; a long error message is cut, not refused. */
+static void test_field_ranges(void **state)
+{
+    saga_reply r;
+    saga_error err = {0};
+    char *t, *big = malloc(1000010), *huge_id;
+    (void)state;
+    t = with("retry_after", "2592000000");
+    assert_int_equal(saga_reply_decode(t, strlen(t), &r, &err), SAGA_OK);
+    assert_int_equal(r.retry_after, SAGA_RETRY_AFTER_MAX);
+    saga_reply_clear(&r);
+    free(t);
+    /* a 1 MB code: the reason names the field and both sizes */
+    big[0] = '"';
+    memset(big + 1, 'x', 1000000);
+    strcpy(big + 1000001, "\"");
+    huge_id = malloc(1000100);
+    snprintf(huge_id, 1000100, "{\"code\":%s}", big);
+    t = with("error", huge_id);
+    assert_int_equal(saga_reply_decode(t, strlen(t), &r, &err), SAGA_EPROTO);
+    assert_non_null(
+        strstr(err.message, "\"code\" is 1000000 bytes long, over the limit of 255"));
+    assert_true(strlen(err.message) < 200);
+    free(t);
+    /* a 5,000-character saga id is quoted to 40 characters at most */
+    memset(big + 1, 'a', 5000);
+    strcpy(big + 5001, "\"");
+    t = with("saga_id", big);
+    assert_int_equal(saga_reply_decode(t, strlen(t), &r, &err), SAGA_EPROTO);
+    assert_non_null(strstr(err.message, "not a UUID"));
+    assert_true(strlen(err.message) < 120);
+    free(t);
+    /* an error message over 4 KiB is kept, cut at a character boundary */
+    memset(big + 1, 'm', 4095);
+    strcpy(big + 4096, "\xc3\xa9\xc3\xa9\"");
+    snprintf(huge_id, 1000100, "{\"code\":\"c\",\"message\":%s}", big);
+    t = with("error", huge_id);
+    assert_int_equal(saga_reply_decode(t, strlen(t), &r, &err), SAGA_OK);
+    assert_int_equal(strlen(r.error_message), 4095);
+    saga_reply_clear(&r);
+    free(t);
+    free(huge_id);
+    free(big);
+}
+
+static void test_reply_to_must_name_a_topic(void **state)
+{
+    static const char *const bad[] = {"\"bad topic!\"", "\".\"", "\"..\"", "\"a/b\"",
+                                      "\"\xc3\xa9\""};
+    const char *base =
+        "{\"v\":1,\"saga_id\":\"" ID "\",\"saga\":\"order\",\"saga_version\":1,"
+        "\"step\":0,\"step_name\":\"a\",\"phase\":\"invoke\",\"action\":\"x\","
+        "\"command_id\":\"c\",\"attempt\":1,\"deadline\":%s,\"reply_to\":%s,"
+        "\"payload\":{}}";
+    char t[512], longname[300];
+    saga_command c;
+    saga_error err = {0};
+    (void)state;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(t, sizeof t, base, "0", bad[i]);
+        assert_int_equal(saga_command_decode(t, strlen(t), &c, &err), SAGA_EPROTO);
+        assert_non_null(strstr(err.message, "\"reply_to\" is not a Kafka topic name"));
+    }
+    longname[0] = '"';
+    memset(longname + 1, 'r', 250);
+    strcpy(longname + 251, "\"");
+    snprintf(t, sizeof t, base, "0", longname);
+    assert_int_equal(saga_command_decode(t, strlen(t), &c, &err), SAGA_EPROTO);
+    assert_non_null(strstr(err.message, "over the limit of 249"));
+    snprintf(t, sizeof t, base, "253402300800000", "\"saga.reply\"");
+    assert_int_equal(saga_command_decode(t, strlen(t), &c, &err), SAGA_EPROTO);
+    assert_non_null(strstr(err.message, "\"deadline\" is 253402300800000, out of range"));
+    snprintf(t, sizeof t, base, "253402300799999", "\"saga.reply-2_x\"");
+    assert_int_equal(saga_command_decode(t, strlen(t), &c, &err), SAGA_OK);
+    saga_command_clear(&c);
+    assert_true(saga_topic_name_valid("saga.reply"));
+    assert_false(saga_topic_name_valid(""));
+    assert_false(saga_topic_name_valid(NULL));
 }
 
 static void test_unknown_fields_are_ignored(void **state)
@@ -277,6 +364,8 @@ int main(void)
         cmocka_unit_test(test_reply_round_trips),
         cmocka_unit_test(test_malformed_replies),
         cmocka_unit_test(test_unknown_fields_are_ignored),
+        cmocka_unit_test(test_field_ranges),
+        cmocka_unit_test(test_reply_to_must_name_a_topic),
         cmocka_unit_test(test_malformed_commands),
         cmocka_unit_test(test_encode_rejects_incomplete),
         cmocka_unit_test(test_names_and_command_id),

@@ -22,6 +22,17 @@ extern "C" {
 #define SAGA_MESSAGE_MAX (1024 * 1024)
 /* A saga id is a UUID in its 36-character text form. */
 #define SAGA_ID_LEN 36
+/* The ranges the decoders enforce (docs/PROTOCOL.md, "Field ranges"): what
+ * sagad and PostgreSQL can hold. A value outside makes the message
+ * malformed. */
+#define SAGA_ATTEMPT_MAX     1000000           /* attempt: 1 .. this */
+#define SAGA_RETRY_AFTER_MAX 2592000000LL      /* ms: 30 days */
+#define SAGA_DEADLINE_MAX    253402300799999LL /* ms: 9999-12-31T23:59:59.999Z */
+#define SAGA_NAME_MAX        255               /* saga, step_name, action, code */
+#define SAGA_COMMAND_ID_MAX  255               /* bytes */
+#define SAGA_TOPIC_MAX       249               /* Kafka's limit for reply_to */
+/* An error message longer than this (bytes) is cut to it, not refused. */
+#define SAGA_ERROR_MESSAGE_MAX 4096
 
 typedef enum saga_phase {
     SAGA_PHASE_INVOKE = 0,     /* run the step's action */
@@ -135,6 +146,11 @@ SAGA_API void saga_reply_clear(saga_reply *reply);
  * Thread-safe. */
 SAGA_API int saga_command_id_format(char *buf, size_t size, const char *saga_id, int step,
                                     saga_phase phase);
+
+/* 1 if s can name a Kafka topic (1 to SAGA_TOPIC_MAX letters, digits,
+ * '.', '_' or '-'; not "." or ".."), else 0 (also for NULL). A command's
+ * reply_to must pass it to decode. Thread-safe. */
+SAGA_API int saga_topic_name_valid(const char *s);
 
 #ifdef __cplusplus
 }
