@@ -18,6 +18,7 @@
 
 #include "saga_batch.h"
 #include "saga_engine.h"
+#include "saga_engine_internal.h"
 #include "saga_kafka.h"
 #include "saga_log.h"
 #include "saga_machine.h"
@@ -218,6 +219,10 @@ struct saga_engine {
     refused_cmd *refused;
     int nrefused, caprefused;
     int unsent; /* applying a refused command's failure: not the service's answer */
+    /* saga__engine_feed_replies: messages that came from no consumer (no
+     * offsets to store, nothing to rewind); a handle for their topic. */
+    int feeding;
+    rd_kafka_topic_t *feed_rkt;
     int64_t max_output_bytes;  /* a reply's output above this is set aside */
     int64_t max_message_bytes; /* the producer's message.max.bytes */
     /* The database connection while it is lost (mono ms; 0: not lost). */
@@ -1235,6 +1240,10 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
 offsets : {
     rd_kafka_topic_partition_list_t *done = NULL;
     rd_kafka_resp_err_t ke;
+    if (e->feeding) {
+        rc = SAGA_OK;
+        goto out;
+    }
     for (int i = 0; i < n; i++)
         saga__kafka_track(&done, msgs[i]);
     ke = saga__kafka_store_tracked(e->consumer, &done);
@@ -1248,8 +1257,10 @@ again:
      * a full disk or a server shutting down is not retried in a tight
      * loop): what was applied is then a duplicate, what was set aside is
      * not set aside twice. */
-    rewind_consumer(e);
-    e->replies_after_ms = mono_ms() + 500;
+    if (!e->feeding) {
+        rewind_consumer(e);
+        e->replies_after_ms = mono_ms() + 500;
+    }
 out:
     for (int i = 0; i < n; i++)
         saga_reply_clear(&replies[i]);
@@ -2139,6 +2150,61 @@ fail:
     return rc;
 }
 
+int saga__engine_turn(saga_engine *e)
+{
+    if (ensure_db(e) != 0)
+        return SAGA_EDB;
+    wake_early(e);
+    while (process_timers(e) == TIMER_CLAIM_LIMIT && !e->stop)
+        ;
+    while (process_start_requests(e) == START_BATCH && !e->stop)
+        ;
+    scan_outbox(e);
+    rd_kafka_poll(e->producer, 0);
+    forget_delivered(e);
+    fail_refused(e);
+    return SAGA_OK;
+}
+
+int saga__engine_feed_replies(saga_engine *e, const char *const *bufs, const size_t *lens,
+                              int n, int64_t first_offset)
+{
+    rd_kafka_message_t *m, **msgs;
+    int rc;
+    if (n <= 0)
+        return SAGA_OK;
+    if (e->feed_rkt == NULL &&
+        (e->feed_rkt = rd_kafka_topic_new(e->producer, e->reply_topic, NULL)) == NULL)
+        return SAGA_EKAFKA;
+    m = calloc((size_t)n, sizeof *m);
+    msgs = calloc((size_t)n, sizeof *msgs);
+    if (m == NULL || msgs == NULL) {
+        free(m);
+        free(msgs);
+        return SAGA_ENOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        m[i].rkt = e->feed_rkt;
+        m[i].partition = 0;
+        m[i].offset = first_offset + i;
+        m[i].payload = (void *)(uintptr_t)bufs[i];
+        m[i].len = lens[i];
+        msgs[i] = &m[i];
+    }
+    if (ensure_db(e) != 0) {
+        free(m);
+        free(msgs);
+        return SAGA_EDB;
+    }
+    e->feeding = 1;
+    rc = process_replies(e, msgs, n);
+    e->feeding = 0;
+    rd_kafka_poll(e->producer, 0);
+    free(m);
+    free(msgs);
+    return rc;
+}
+
 void saga_engine_free(saga_engine *e)
 {
     if (e == NULL)
@@ -2147,6 +2213,8 @@ void saga_engine_free(saga_engine *e)
         rd_kafka_consumer_close(e->consumer);
         rd_kafka_destroy(e->consumer);
     }
+    if (e->feed_rkt != NULL)
+        rd_kafka_topic_destroy(e->feed_rkt);
     if (e->producer != NULL) {
         rd_kafka_flush(e->producer, 5000);
         rd_kafka_destroy(e->producer);

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include "saga/participant.h"
 #include "saga_barrier.h"
 #include "saga_kafka.h"
+#include "saga_participant_internal.h"
 #include "saga_pq.h"
 
 #define BATCH_MAX        200
@@ -88,6 +90,7 @@ struct saga_participant {
     int in_handler;
     struct pending_reply *pending;
     int npending, cappending;
+    rd_kafka_topic_t *feed_rkt; /* saga__participant_feed's topic handle */
 };
 
 /* A reply that waits for its group's COMMIT. */
@@ -1029,6 +1032,39 @@ int saga_deferred_retry(saga_participant *p, saga_deferred *d, int64_t after_ms,
     return complete(p, d, &res);
 }
 
+int saga__participant_feed(saga_participant *p, const char *buf, size_t len,
+                           int64_t offset, saga_error *err)
+{
+    rd_kafka_message_t m = {0};
+    int lost;
+    if (p->feed_rkt == NULL &&
+        (p->feed_rkt = rd_kafka_topic_new(p->producer, p->cmd_topic, NULL)) == NULL)
+        return saga_error_set(err, SAGA_EKAFKA, "no topic handle for %s", p->cmd_topic);
+    m.rkt = p->feed_rkt;
+    m.partition = 0;
+    m.offset = offset;
+    m.payload = (void *)(uintptr_t)buf;
+    m.len = len;
+    p->warning[0] = '\0';
+    p->delivery_failures = 0;
+    if (p->db != NULL && p->tx_commands > 1)
+        group_begin(p);
+    handle_message(p, &m);
+    lost = group_end(p) != 0;
+    if (rd_kafka_flush(p->producer, FLUSH_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return saga_error_set(err, SAGA_EKAFKA, "replies not flushed: %s", p->warning);
+    if (lost)
+        return saga_error_set(err, SAGA_EDB, "the group transaction failed: %s",
+                              p->warning);
+    if (p->db != NULL && PQtransactionStatus(p->db) != PQTRANS_IDLE)
+        return saga_error_set(err, SAGA_EDB, "a transaction was left open: %s",
+                              p->warning);
+    if (p->delivery_failures > 0)
+        return saga_error_set(err, SAGA_EKAFKA, "%d replies not delivered: %s",
+                              p->delivery_failures, p->warning);
+    return SAGA_OK;
+}
+
 void saga_participant_free(saga_participant *p)
 {
     if (p == NULL)
@@ -1050,6 +1086,8 @@ void saga_participant_free(saga_participant *p)
         rd_kafka_consumer_close(p->consumer);
         rd_kafka_destroy(p->consumer);
     }
+    if (p->feed_rkt != NULL)
+        rd_kafka_topic_destroy(p->feed_rkt);
     if (p->producer != NULL) {
         rd_kafka_flush(p->producer, 5000);
         rd_kafka_destroy(p->producer);
