@@ -92,6 +92,16 @@ static int create_schema(const example_service *svc, const char *url)
  * handler); off by default, since that is two lines per command. Not the "<phase>
  * <action> saga=... trace_id=..." line of example_log_command: scripts count that one per
  * command. */
+/* libsaga never prints: its problems (a malformed command dead-lettered, a
+ * reply not delivered, an output over the limit) come here. */
+static void print_problem(saga_participant_log_level level, const char *message,
+                          void *arg)
+{
+    const example_service *svc = arg;
+    fprintf(stderr, "%s-service: %s: %s\n", svc->service,
+            level == SAGA_PARTICIPANT_LOG_ERROR ? "error" : "warning", message);
+}
+
 static void traced_handler(const saga_command *cmd, PGconn *db, saga_result *result,
                            void *arg)
 {
@@ -161,6 +171,7 @@ int example_main(const example_service *svc, int argc, char **argv)
         fprintf(stderr, "%s-service: %s\n", svc->service, err.message);
         return 1;
     }
+    saga_participant_set_logger(running, print_problem, (void *)svc);
     log_handlers = getenv("SAGA_EXAMPLE_LOG_HANDLERS") != NULL &&
                    strcmp(getenv("SAGA_EXAMPLE_LOG_HANDLERS"), "1") == 0;
     for (int i = 0; i < svc->nhandlers; i++)
@@ -176,10 +187,13 @@ int example_main(const example_service *svc, int argc, char **argv)
     fprintf(
         stderr,
         "%s-service: stopped: %llu handled, %llu duplicates, %llu null compensations, "
-        "%llu hanging refused, %llu malformed, %llu unknown actions\n",
+        "%llu hanging refused, %llu malformed, %llu unknown actions, %llu dead-lettered, "
+        "%llu replies not delivered, %llu outputs too large\n",
         svc->service, (unsigned long long)st.handled, (unsigned long long)st.duplicates,
         (unsigned long long)st.null_compensations, (unsigned long long)st.hanging_refused,
-        (unsigned long long)st.malformed, (unsigned long long)st.unknown_action);
+        (unsigned long long)st.malformed, (unsigned long long)st.unknown_action,
+        (unsigned long long)st.dead_lettered, (unsigned long long)st.undeliverable,
+        (unsigned long long)st.output_too_large);
     saga_participant_free(running);
     if (rc != SAGA_OK) {
         fprintf(stderr, "%s-service: %s\n", svc->service, err.message);

@@ -27,6 +27,16 @@ static void say_hello(const saga_command *cmd, struct pg_conn *db, saga_result *
     saga_result_ok(result, json_pack("{s:s+}", "greeting", "Hello, ", name));
 }
 
+/* libsaga never prints; its problems (a malformed command set aside, a
+ * reply not delivered) come here. */
+static void print_problem(saga_participant_log_level level, const char *message,
+                          void *arg)
+{
+    (void)arg;
+    fprintf(stderr, "hello: %s: %s\n",
+            level == SAGA_PARTICIPANT_LOG_ERROR ? "error" : "warning", message);
+}
+
 int main(void)
 {
     saga_participant_options opts = {0};
@@ -40,6 +50,7 @@ int main(void)
         fprintf(stderr, "hello: %s\n", err.message);
         return 1;
     }
+    saga_participant_set_logger(participant, print_problem, NULL);
     saga_participant_on(participant, SAGA_PHASE_INVOKE, "say_hello", say_hello, NULL);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);

@@ -61,7 +61,33 @@ typedef struct stats_counters {
     _Atomic uint64_t replied_retry;
     _Atomic uint64_t handler_calls;
     _Atomic uint64_t handler_time_ns;
+    _Atomic uint64_t dead_lettered;
+    _Atomic uint64_t undeliverable;
+    _Atomic uint64_t output_too_large;
+    _Atomic uint64_t log_suppressed;
 } stats_counters;
+
+/* A command whose reply the broker refused for a reason that cannot heal,
+ * with how many times in a row: consumed again up to max_redeliveries
+ * times, then dead-lettered instead of handled. */
+typedef struct failed_offset {
+    int32_t partition;
+    int64_t offset;
+    int count;
+    char why[200];
+} failed_offset;
+
+#define FAILED_MAX    256
+#define LOG_WINDOW_MS 10000
+#define LOG_BURST     20
+
+/* Rides with each produced message (the delivery report's opaque): which
+ * consumed command it answers, or -1 for a deferred reply. */
+typedef struct delivery_tag {
+    int32_t partition;
+    int64_t offset;
+    int dead; /* a dead letter, not a reply */
+} delivery_tag;
 
 #define STAT_ADD(p, field, n)                                                            \
     atomic_fetch_add_explicit(&(p)->stats.field, (uint64_t)(n), memory_order_relaxed)
@@ -91,12 +117,26 @@ struct saga_participant {
     struct pending_reply *pending;
     int npending, cappending;
     rd_kafka_topic_t *feed_rkt; /* saga__participant_feed's topic handle */
+    /* What a command's reply_to may name: <prefix>reply, <prefix>reply.<service>. */
+    char reply_topic[256], own_reply_topic[520];
+    char dead_topic[256]; /* "" : none */
+    int64_t max_output_bytes, max_message_bytes;
+    int max_redeliveries;
+    failed_offset failed[FAILED_MAX];
+    int nfailed;
+    saga_participant_log_fn log_fn;
+    void *log_arg;
+    int64_t log_window;
+    int log_lines;
+    uint64_t log_left_out; /* in the current window */
 };
 
 /* A reply that waits for its group's COMMIT. */
 typedef struct pending_reply {
     char *topic, *text, *traceparent;
     char key[SAGA_ID_LEN + 1];
+    int32_t partition; /* the command's, or -1 */
+    int64_t offset;
 } pending_reply;
 
 struct saga_deferred {
@@ -163,22 +203,166 @@ void saga_result_retry(saga_result *r, int64_t after_ms, const char *fmt, ...)
     va_end(ap);
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A window that ended with lines left out says how many, once. */
+static void log_window_roll(saga_participant *p, int64_t now)
+{
+    if (now - p->log_window < LOG_WINDOW_MS)
+        return;
+    if (p->log_left_out > 0 && p->log_fn != NULL) {
+        char line[200];
+        snprintf(line, sizeof line,
+                 "%llu more problem(s) in the last %d s not logged (rate limit; see "
+                 "saga_participant_get_stats)",
+                 (unsigned long long)p->log_left_out, LOG_WINDOW_MS / 1000);
+        p->log_fn(SAGA_PARTICIPANT_LOG_WARN, line, p->log_arg);
+    }
+    p->log_window = now;
+    p->log_lines = 0;
+    p->log_left_out = 0;
+}
+
+/* Keep the problem as the last warning and pass it to the logger, at most
+ * LOG_BURST lines per window. */
+static void say(saga_participant *p, saga_participant_log_level level, const char *fmt,
+                va_list ap)
+{
+    vsnprintf(p->warning, sizeof p->warning, fmt, ap);
+    if (p->log_fn == NULL)
+        return;
+    log_window_roll(p, mono_ms());
+    if (p->log_lines >= LOG_BURST) {
+        p->log_left_out++;
+        STAT_ADD(p, log_suppressed, 1);
+        return;
+    }
+    p->log_lines++;
+    p->log_fn(level, p->warning, p->log_arg);
+}
+
+static void warn(saga_participant *p, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
 static void warn(saga_participant *p, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(p->warning, sizeof p->warning, fmt, ap);
+    say(p, SAGA_PARTICIPANT_LOG_WARN, fmt, ap);
     va_end(ap);
+}
+
+static void fail_line(saga_participant *p, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+static void fail_line(saga_participant *p, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    say(p, SAGA_PARTICIPANT_LOG_ERROR, fmt, ap);
+    va_end(ap);
+}
+
+/* Errors that sending the same message again cannot cure: the message or
+ * its topic is wrong. Anything else (no broker, a timeout) heals. */
+static int cannot_heal(rd_kafka_resp_err_t e)
+{
+    switch (e) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Count a failure that cannot heal for the command at partition/offset. */
+static int note_failed(saga_participant *p, int32_t partition, int64_t offset,
+                       const char *why)
+{
+    failed_offset *f = NULL;
+    for (int i = 0; i < p->nfailed && f == NULL; i++)
+        if (p->failed[i].partition == partition && p->failed[i].offset == offset)
+            f = &p->failed[i];
+    if (f == NULL) {
+        if (p->nfailed == FAILED_MAX) { /* forget the oldest */
+            memmove(p->failed, p->failed + 1, sizeof *f * (FAILED_MAX - 1));
+            p->nfailed--;
+        }
+        f = &p->failed[p->nfailed++];
+        f->partition = partition;
+        f->offset = offset;
+        f->count = 0;
+    }
+    f->count++;
+    snprintf(f->why, sizeof f->why, "%s", why);
+    return f->count;
 }
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque)
 {
     saga_participant *p = opaque;
+    delivery_tag *t = msg->_private;
     (void)rk;
     if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        p->delivery_failures++;
-        warn(p, "reply not delivered: %s", rd_kafka_err2str(msg->err));
+        const char *topic = rd_kafka_topic_name(msg->rkt);
+        int heals = !cannot_heal(msg->err);
+        if (t != NULL && t->dead) {
+            /* Nowhere left to put it: said loudly; a failure that heals has
+             * the command consumed again. */
+            if (heals)
+                p->delivery_failures++;
+            fail_line(p,
+                      "the command at %s[%d]@%lld could not be dead-lettered to %s: %s%s",
+                      p->cmd_topic, (int)t->partition, (long long)t->offset, topic,
+                      rd_kafka_err2str(msg->err),
+                      heals ? "; it will be consumed again" : "; it is skipped");
+        } else if (t != NULL) {
+            char why[200];
+            STAT_ADD(p, undeliverable, 1);
+            p->delivery_failures++;
+            snprintf(why, sizeof why, "its reply to %.100s was refused: %s", topic,
+                     rd_kafka_err2str(msg->err));
+            if (heals)
+                warn(p,
+                     "reply to %s for the command at %s[%d]@%lld not delivered: %s; it "
+                     "will be consumed again",
+                     topic, p->cmd_topic, (int)t->partition, (long long)t->offset,
+                     rd_kafka_err2str(msg->err));
+            else
+                warn(p,
+                     "reply to %s for the command at %s[%d]@%lld not delivered: %s "
+                     "(%d of %d; then it is dead-lettered)",
+                     topic, p->cmd_topic, (int)t->partition, (long long)t->offset,
+                     rd_kafka_err2str(msg->err),
+                     note_failed(p, t->partition, t->offset, why),
+                     p->max_redeliveries + 1);
+        } else {
+            STAT_ADD(p, undeliverable, 1);
+            warn(p,
+                 "deferred reply to %s not delivered: %s; sagad sends the command again "
+                 "after the step's timeout",
+                 topic, rd_kafka_err2str(msg->err));
+        }
     }
+    free(t);
 }
 
 static char *dup_or(const char *s, const char *dflt)
@@ -192,7 +376,7 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
     saga_participant *p;
     rd_kafka_conf_t *conf;
     char errstr[512], group[300], client[300];
-    const char *topics[1];
+    const char *topics[2];
     int rc;
 
     if (o == NULL || out == NULL || o->brokers == NULL || *o->brokers == '\0' ||
@@ -220,6 +404,13 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
         goto fail;
     }
     saga__topic_cmd(p->cmd_topic, sizeof p->cmd_topic, p->prefix, p->service);
+    saga__topic_reply(p->reply_topic, sizeof p->reply_topic, p->prefix);
+    snprintf(p->own_reply_topic, sizeof p->own_reply_topic, "%s.%s", p->reply_topic,
+             p->service);
+    snprintf(p->dead_topic, sizeof p->dead_topic, "%sdead.%s", p->prefix, p->service);
+    p->max_output_bytes = 262144;
+    p->max_redeliveries = 3;
+    p->log_window = mono_ms();
 
     if (o->db_url != NULL) {
         /* search_path goes into the connection options, not a SET, so that
@@ -264,6 +455,14 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
         rd_kafka_conf_destroy(conf);
         goto fail;
     }
+    {
+        char v[32];
+        size_t vlen = sizeof v;
+        p->max_message_bytes =
+            rd_kafka_conf_get(conf, "message.max.bytes", v, &vlen) == RD_KAFKA_CONF_OK
+                ? strtoll(v, NULL, 10)
+                : 1000000;
+    }
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_opaque(conf, p);
     p->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
@@ -273,7 +472,8 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
         goto fail;
     }
     topics[0] = p->cmd_topic;
-    if ((rc = saga__kafka_ensure_topics(p->producer, topics, 1, 4, 10000, err)) !=
+    topics[1] = p->dead_topic;
+    if ((rc = saga__kafka_ensure_topics(p->producer, topics, 2, 4, 10000, err)) !=
         SAGA_OK)
         goto fail;
 
@@ -345,11 +545,27 @@ static json_t *reply_object(const saga_command *cmd, const saga_result *r)
     return o;
 }
 
+/* Hand a reply (text is taken) to the producer. partition and offset are
+ * the command's (-1: a deferred reply), for the delivery report. */
 static void produce_reply(saga_participant *p, const char *topic, const char *key,
-                          char *text, const char *tp, size_t tplen)
+                          char *text, const char *tp, size_t tplen, int32_t partition,
+                          int64_t offset)
 {
     rd_kafka_headers_t *hdrs = NULL;
     rd_kafka_resp_err_t e;
+    delivery_tag *tag = NULL;
+    if (partition >= 0) {
+        tag = malloc(sizeof *tag);
+        if (tag == NULL) {
+            free(text);
+            p->delivery_failures++;
+            warn(p, "out of memory sending a reply to %s", topic);
+            return;
+        }
+        tag->partition = partition;
+        tag->offset = offset;
+        tag->dead = 0;
+    }
     if (tp != NULL) {
         hdrs = rd_kafka_headers_new(1);
         rd_kafka_header_add(hdrs, "traceparent", -1, tp, (ssize_t)tplen);
@@ -357,22 +573,49 @@ static void produce_reply(saga_participant *p, const char *topic, const char *ke
     /* Two calls: RD_KAFKA_V_HEADERS() is two arguments (a type tag and the
      * list), which cannot be chosen between with ?: in one call. */
     if (hdrs != NULL)
-        e = rd_kafka_producev(p->producer, RD_KAFKA_V_TOPIC(topic),
-                              RD_KAFKA_V_KEY(key, strlen(key)),
-                              RD_KAFKA_V_VALUE(text, strlen(text)),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-                              RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+        e = rd_kafka_producev(
+            p->producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, strlen(key)),
+            RD_KAFKA_V_VALUE(text, strlen(text)),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_OPAQUE(tag),
+            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
     else
         e = rd_kafka_producev(p->producer, RD_KAFKA_V_TOPIC(topic),
                               RD_KAFKA_V_KEY(key, strlen(key)),
                               RD_KAFKA_V_VALUE(text, strlen(text)),
-                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE), RD_KAFKA_V_END);
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
+                              RD_KAFKA_V_OPAQUE(tag), RD_KAFKA_V_END);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        size_t len = strlen(text);
         free(text);
+        free(tag);
         if (hdrs)
             rd_kafka_headers_destroy(hdrs);
+        STAT_ADD(p, undeliverable, 1);
+        if (partition < 0) {
+            warn(p,
+                 "deferred reply to %s not sent: %s; sagad sends the command again "
+                 "after the step's timeout",
+                 topic, rd_kafka_err2str(e));
+            return;
+        }
         p->delivery_failures++;
-        warn(p, "producing reply to %s: %s", topic, rd_kafka_err2str(e));
+        if (cannot_heal(e)) {
+            char why[200];
+            snprintf(why, sizeof why, "its reply of %zu bytes to %.100s was refused: %s",
+                     len, topic, rd_kafka_err2str(e));
+            warn(p,
+                 "reply of %zu bytes to %s for the command at %s[%d]@%lld not sent: %s "
+                 "(%d of %d; then it is dead-lettered)",
+                 len, topic, p->cmd_topic, (int)partition, (long long)offset,
+                 rd_kafka_err2str(e), note_failed(p, partition, offset, why),
+                 p->max_redeliveries + 1);
+        } else {
+            warn(p,
+                 "reply to %s for the command at %s[%d]@%lld not sent: %s; it will be "
+                 "consumed again",
+                 topic, p->cmd_topic, (int)partition, (long long)offset,
+                 rd_kafka_err2str(e));
+        }
     }
 }
 
@@ -454,6 +697,8 @@ static void send_reply(saga_participant *p, const saga_command *cmd, json_t *rep
         r->text = text;
         r->traceparent = tp ? strndup(tp, tplen) : NULL;
         snprintf(r->key, sizeof r->key, "%s", cmd->saga_id);
+        r->partition = in != NULL ? in->partition : -1;
+        r->offset = in != NULL ? in->offset : -1;
         if (r->topic == NULL || (tp != NULL && r->traceparent == NULL)) {
             free(r->topic);
             free(r->text);
@@ -464,7 +709,8 @@ static void send_reply(saga_participant *p, const saga_command *cmd, json_t *rep
         p->npending++;
         return;
     }
-    produce_reply(p, cmd->reply_to, cmd->saga_id, text, tp, tplen);
+    produce_reply(p, cmd->reply_to, cmd->saga_id, text, tp, tplen,
+                  in != NULL ? in->partition : -1, in != NULL ? in->offset : -1);
 }
 
 static void drop_pending(saga_participant *p, int send)
@@ -473,7 +719,8 @@ static void drop_pending(saga_participant *p, int send)
         pending_reply *r = &p->pending[i];
         if (send)
             produce_reply(p, r->topic, r->key, r->text, r->traceparent,
-                          r->traceparent ? strlen(r->traceparent) : 0);
+                          r->traceparent ? strlen(r->traceparent) : 0, r->partition,
+                          r->offset);
         else
             free(r->text);
         free(r->topic);
@@ -490,13 +737,6 @@ static void db_reset(saga_participant *p)
     PQreset(p->db);
     if (PQstatus(p->db) == CONNECTION_OK && saga__barrier_prepare(p->db, &e) != SAGA_OK)
         warn(p, "%s", e.message);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Open a group transaction (commands then run in savepoints). */
@@ -559,6 +799,35 @@ static void cmd_rollback(saga_participant *p)
     if (saga__pg_exec(p->db, "ROLLBACK TO SAVEPOINT saga_cmd", NULL) != SAGA_OK ||
         saga__pg_exec(p->db, "RELEASE SAVEPOINT saga_cmd", NULL) != SAGA_OK)
         p->group_failed = 1;
+}
+
+/* An ok result whose output is over the limit becomes a definite failure
+ * (message_too_large): sagad would refuse to store it, and a reply over
+ * the broker's size would never leave. Returns 1 when it did. */
+static int output_over_limit(saga_participant *p, const saga_command *cmd,
+                             saga_result *res)
+{
+    int64_t limit = p->max_output_bytes;
+    int64_t ceiling = p->max_message_bytes > 32768 ? p->max_message_bytes - 16384 : 16384;
+    size_t bytes;
+    if (!res->set || res->status != SAGA_REPLY_OK || res->output == NULL)
+        return 0;
+    if (limit <= 0 || limit > ceiling)
+        limit = ceiling;
+    bytes = json_dumpb(res->output, NULL, 0, 0);
+    if ((int64_t)bytes <= limit)
+        return 0;
+    result_reset(res);
+    saga_result_fail(res, "message_too_large",
+                     "the output of %zu bytes is over the limit of %lld bytes "
+                     "(max_output_bytes)",
+                     bytes, (long long)limit);
+    STAT_ADD(p, output_too_large, 1);
+    warn(p,
+         "command %s: the output of %zu bytes is over the limit of %lld bytes; "
+         "answered failed with message_too_large",
+         cmd->command_id, bytes, (long long)limit);
+    return 1;
 }
 
 static void run_plain(saga_participant *p, const handler *h, const saga_command *cmd,
@@ -624,6 +893,7 @@ static void run_with_barrier(saga_participant *p, const handler *h,
                               cmd->action, PQerrorMessage(p->db));
             return;
         }
+        output_over_limit(p, cmd, res);
         if (res->status == SAGA_REPLY_FAILED &&
             saga__pg_exec(p->db, "ROLLBACK TO SAVEPOINT saga_handler", &e) != SAGA_OK)
             goto dberr;
@@ -648,6 +918,99 @@ dberr:
                       e.message);
 }
 
+/* Set the command m aside: to the dead-letter topic with why, or (none
+ * configured) only logged. Either way it is not handled, and its offset
+ * is committed with the batch's. */
+static void dead_letter(saga_participant *p, const rd_kafka_message_t *m, const char *why)
+{
+    rd_kafka_headers_t *h;
+    rd_kafka_resp_err_t e;
+    delivery_tag *tag;
+    char part[16], off[24], bytes[24];
+    size_t len = m->len, room;
+
+    STAT_ADD(p, dead_lettered, 1);
+    if (p->dead_topic[0] == '\0') {
+        warn(p, "the command at %s[%d]@%lld was skipped (no dead-letter topic): %s",
+             p->cmd_topic, (int)m->partition, (long long)m->offset, why);
+        return;
+    }
+    /* Room for the key and the headers: a message as large as the broker
+     * takes is kept in part rather than lost. */
+    room = p->max_message_bytes > 32768 ? (size_t)p->max_message_bytes - 16384 : 16384;
+    if (len > room)
+        len = room;
+    tag = malloc(sizeof *tag);
+    h = rd_kafka_headers_new(6);
+    if (tag == NULL || h == NULL) {
+        free(tag);
+        if (h != NULL)
+            rd_kafka_headers_destroy(h);
+        fail_line(p, "the command at %s[%d]@%lld was skipped (out of memory): %s",
+                  p->cmd_topic, (int)m->partition, (long long)m->offset, why);
+        return;
+    }
+    tag->partition = m->partition;
+    tag->offset = m->offset;
+    tag->dead = 1;
+    snprintf(part, sizeof part, "%d", (int)m->partition);
+    snprintf(off, sizeof off, "%lld", (long long)m->offset);
+    snprintf(bytes, sizeof bytes, "%zu", m->len);
+    rd_kafka_header_add(h, "saga-dead-reason", -1, why, -1);
+    rd_kafka_header_add(h, "saga-dead-topic", -1, p->cmd_topic, -1);
+    rd_kafka_header_add(h, "saga-dead-partition", -1, part, -1);
+    rd_kafka_header_add(h, "saga-dead-offset", -1, off, -1);
+    rd_kafka_header_add(h, "saga-dead-service", -1, p->service, -1);
+    if (len < m->len)
+        rd_kafka_header_add(h, "saga-dead-bytes", -1, bytes, -1);
+    e = rd_kafka_producev(
+        p->producer, RD_KAFKA_V_TOPIC(p->dead_topic), RD_KAFKA_V_KEY(m->key, m->key_len),
+        RD_KAFKA_V_VALUE(m->payload, len), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_OPAQUE(tag), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        free(tag);
+        rd_kafka_headers_destroy(h);
+        if (!cannot_heal(e))
+            p->delivery_failures++;
+        fail_line(
+            p, "the command at %s[%d]@%lld could not be dead-lettered to %s: %s; %s: %s",
+            p->cmd_topic, (int)m->partition, (long long)m->offset, p->dead_topic,
+            rd_kafka_err2str(e),
+            cannot_heal(e) ? "it is skipped" : "it will be consumed again", why);
+        return;
+    }
+    warn(p, "the command at %s[%d]@%lld was dead-lettered to %s: %s", p->cmd_topic,
+         (int)m->partition, (long long)m->offset, p->dead_topic, why);
+}
+
+/* The command at m's offset whose reply could not be delivered too many
+ * times: dead-letter it instead of handling it again. */
+static int dead_after_failures(saga_participant *p, const rd_kafka_message_t *m)
+{
+    for (int i = 0; i < p->nfailed; i++) {
+        failed_offset *f = &p->failed[i];
+        if (f->partition == m->partition && f->offset == m->offset) {
+            char why[300];
+            if (f->count <= p->max_redeliveries)
+                return 0;
+            snprintf(why, sizeof why, "answered %d time(s) but %s", f->count, f->why);
+            memmove(f, f + 1, sizeof *f * (size_t)(p->nfailed - i - 1));
+            p->nfailed--;
+            dead_letter(p, m, why);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A command's reply_to must be this deployment's reply topic: a command
+ * sending replies anywhere else would have them refused, or read by
+ * nobody, for ever. */
+static int reply_to_ours(const saga_participant *p, const char *topic)
+{
+    return strcmp(topic, p->reply_topic) == 0 || strcmp(topic, p->own_reply_topic) == 0;
+}
+
 static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
 {
     saga_command cmd;
@@ -657,11 +1020,24 @@ static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
     const handler *h;
 
     STAT_ADD(p, received, 1);
+    if (p->nfailed > 0 && dead_after_failures(p, m))
+        return;
     if (saga_command_decode(m->payload, m->len, &cmd, &e) != SAGA_OK) {
+        char why[1200];
         STAT_ADD(p, malformed, 1);
-        warn(p, "skipped malformed command at %s[%d]@%lld: %s",
-             rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
-             e.message);
+        snprintf(why, sizeof why, "malformed: %s", e.message);
+        dead_letter(p, m, why);
+        return;
+    }
+    if (!reply_to_ours(p, cmd.reply_to)) {
+        char why[1200];
+        STAT_ADD(p, malformed, 1);
+        snprintf(why, sizeof why,
+                 "malformed: field \"reply_to\" is \"%.60s\", not this deployment's "
+                 "reply topic (%s or %s)",
+                 cmd.reply_to, p->reply_topic, p->own_reply_topic);
+        dead_letter(p, m, why);
+        saga_command_clear(&cmd);
         return;
     }
     {
@@ -688,6 +1064,7 @@ static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
         run_plain(p, h, &cmd, &res);
         if (!res.set)
             saga_result_retry(&res, 0, "handler for %s set no result", cmd.action);
+        output_over_limit(p, &cmd, &res);
     }
     STAT_ADD(p, results_ignored, res.ignored);
     if (res.deferred != NULL) {
@@ -711,6 +1088,29 @@ static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
 static void rewind_to_committed(saga_participant *p)
 {
     saga__kafka_rewind(p->consumer);
+}
+
+/* After a batch whose replies were all delivered: its commands' earlier
+ * failures no longer count (a failure that cannot heal counts only in a
+ * row). */
+static void forget_failed(saga_participant *p)
+{
+    const rd_kafka_topic_partition_list_t *l = p->processed;
+    if (l == NULL || p->nfailed == 0)
+        return;
+    for (int i = 0; i < p->nfailed;) {
+        int done = 0;
+        for (int k = 0; k < l->cnt && !done; k++)
+            done = l->elems[k].partition == p->failed[i].partition &&
+                   p->failed[i].offset < l->elems[k].offset;
+        if (done) {
+            memmove(&p->failed[i], &p->failed[i + 1],
+                    sizeof p->failed[0] * (size_t)(p->nfailed - i - 1));
+            p->nfailed--;
+        } else {
+            i++;
+        }
+    }
 }
 
 int saga_participant_fd(saga_participant *p)
@@ -745,6 +1145,8 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
     }
     p->warning[0] = '\0';
     p->delivery_failures = 0;
+    if (p->log_left_out > 0)
+        log_window_roll(p, mono_ms());
     while (n < BATCH_MAX && !p->stop) {
         rd_kafka_message_t *m =
             rd_kafka_consumer_poll(p->consumer, n == 0 ? timeout_ms : 0);
@@ -816,6 +1218,7 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
                               "%d replies not delivered; will redeliver: %s",
                               p->delivery_failures, p->warning);
     }
+    forget_failed(p);
     {
         rd_kafka_resp_err_t e = saga__kafka_store_tracked(p->consumer, &p->processed);
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -875,6 +1278,60 @@ int saga_participant_get_stats(const saga_participant *p, saga_participant_stats
     STAT_GET(replied_retry);
     STAT_GET(handler_calls);
     STAT_GET(handler_time_ns);
+    STAT_GET(dead_lettered);
+    STAT_GET(undeliverable);
+    STAT_GET(output_too_large);
+    STAT_GET(log_suppressed);
+    return SAGA_OK;
+}
+
+int saga_participant_set_logger(saga_participant *p, saga_participant_log_fn fn,
+                                void *arg)
+{
+    if (p == NULL)
+        return SAGA_EINVAL;
+    p->log_fn = fn;
+    p->log_arg = arg;
+    return SAGA_OK;
+}
+
+int saga_participant_set_dead_letter_topic(saga_participant *p, const char *topic,
+                                           saga_error *err)
+{
+    const char *topics[1];
+    int rc;
+    if (p == NULL)
+        return saga_error_set(err, SAGA_EINVAL, "participant is NULL");
+    if (topic == NULL || *topic == '\0') {
+        p->dead_topic[0] = '\0';
+        return SAGA_OK;
+    }
+    if (!saga_topic_name_valid(topic))
+        return saga_error_set(err, SAGA_EINVAL,
+                              "dead-letter topic \"%.60s\" is not a Kafka topic name "
+                              "(1 to 249 letters, digits, '.', '_', '-')",
+                              topic);
+    topics[0] = topic;
+    if ((rc = saga__kafka_ensure_topics(p->producer, topics, 1, 4, 10000, err)) !=
+        SAGA_OK)
+        return rc;
+    snprintf(p->dead_topic, sizeof p->dead_topic, "%s", topic);
+    return SAGA_OK;
+}
+
+int saga_participant_set_max_output_bytes(saga_participant *p, int64_t bytes)
+{
+    if (p == NULL || bytes < 0)
+        return SAGA_EINVAL;
+    p->max_output_bytes = bytes;
+    return SAGA_OK;
+}
+
+int saga_participant_set_max_redeliveries(saga_participant *p, int n)
+{
+    if (p == NULL || n < 0)
+        return SAGA_EINVAL;
+    p->max_redeliveries = n;
     return SAGA_OK;
 }
 
@@ -939,6 +1396,7 @@ static int complete(saga_participant *p, saga_deferred *d, saga_result *res)
         json_decref(res->output);
         return SAGA_ESTATE;
     }
+    output_over_limit(p, &d->cmd, res);
     if (p->db != NULL) {
         if (PQstatus(p->db) != CONNECTION_OK)
             db_reset(p);

@@ -41,7 +41,14 @@ static void do_thing(const saga_command *cmd, PGconn *conn, saga_result *res, vo
         saga_result_fail(res, "no_way", "refused on purpose");
     else if (json_is_string(mode) && strcmp(json_string_value(mode), "retry") == 0)
         saga_result_retry(res, 1500, "busy");
-    else
+    else if (json_is_string(mode) && strcmp(json_string_value(mode), "big") == 0) {
+        /* 300,000 bytes of output: over the default limit of 262,144 */
+        char *blob = malloc(300001);
+        memset(blob, 'b', 300000);
+        blob[300000] = '\0';
+        saga_result_ok(res, json_pack("{s:s}", "blob", blob));
+        free(blob);
+    } else
         saga_result_ok(res, json_pack("{s:i}", "n", invoked));
 }
 
@@ -53,6 +60,19 @@ static void undo_thing(const saga_command *cmd, PGconn *conn, saga_result *res, 
     PQclear(PQexecParams(conn, "DELETE FROM things WHERE saga_id = $1", 1, NULL, p, NULL,
                          NULL, 0));
     saga_result_ok(res, NULL);
+}
+
+/* What libsaga logged (its logger), one line each. */
+static char logged[64][700];
+static int nlogged;
+
+static void collect(saga_participant_log_level level, const char *message, void *arg)
+{
+    (void)arg;
+    (void)level;
+    if (nlogged < 64)
+        snprintf(logged[nlogged], sizeof logged[0], "%s", message);
+    nlogged++;
 }
 
 /* Replies later: the test completes it by hand. */
@@ -121,6 +141,12 @@ static int setup(void **state)
         fprintf(stderr, "participant: %s\n", err.message);
         return -1;
     }
+    assert_int_equal(saga_participant_set_logger(part, collect, NULL), SAGA_OK);
+    assert_int_equal(saga_participant_set_max_output_bytes(part, -1), SAGA_EINVAL);
+    assert_int_equal(saga_participant_set_max_redeliveries(NULL, 3), SAGA_EINVAL);
+    assert_int_equal(saga_participant_set_dead_letter_topic(part, "bad topic!", &err),
+                     SAGA_EINVAL);
+    assert_non_null(strstr(err.message, "not a Kafka topic name"));
     assert_int_equal(saga_participant_on(part, SAGA_PHASE_INVOKE, "do", do_thing, NULL),
                      0);
     assert_int_equal(
@@ -477,6 +503,76 @@ static void test_malformed_and_unknown_do_not_block(void **state)
     assert_int_equal(after.unknown_action, before.unknown_action + 1);
 }
 
+/* A malformed command is logged with where it was and why, set aside on
+ * the dead-letter topic, and the lines are rate-limited (20 per 10 s, the
+ * rest counted). */
+static void test_malformed_logged_rate_limited_and_dead_lettered(void **state)
+{
+    saga_participant_stats before, after;
+    saga_error err = {0};
+    int lines0 = nlogged, n = 0, found = 0;
+    (void)state;
+    saga_participant_get_stats(part, &before);
+    for (int i = 0; i < 25; i++)
+        send_raw("k", "{\"v\":1,\"saga_id\":\"nope\"}");
+    for (int i = 0; i < 300 && n < 25; i++) {
+        int k = saga_participant_poll(part, 100, &err);
+        assert_true(k >= 0);
+        n += k;
+    }
+    assert_int_equal(n, 25);
+    saga_participant_get_stats(part, &after);
+    assert_int_equal(after.malformed, before.malformed + 25);
+    assert_int_equal(after.dead_lettered, before.dead_lettered + 25);
+    /* every one either logged or counted as left out */
+    assert_int_equal(
+        (nlogged - lines0) + (int)(after.log_suppressed - before.log_suppressed), 25);
+    assert_true(after.log_suppressed - before.log_suppressed >= 5);
+    for (int i = lines0; i < nlogged && i < 64; i++)
+        found += strstr(logged[i], "cmd.things[") != NULL &&
+                 strstr(logged[i], "dead-lettered to") != NULL &&
+                 strstr(logged[i], "not a UUID") != NULL;
+    assert_true(found > 0);
+}
+
+/* An ok output over max_output_bytes is answered failed with
+ * message_too_large, and the handler's writes are rolled back; a duplicate
+ * gets the same answer from the barrier. */
+static void test_output_over_the_limit_fails_the_step(void **state)
+{
+    char id[37];
+    saga_reply r;
+    saga_participant_stats before, after;
+    (void)state;
+    saga_participant_get_stats(part, &before);
+    new_id(id);
+    send_cmd(id, SAGA_PHASE_INVOKE, 1, "big");
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_FAILED);
+    assert_string_equal(r.error_code, "message_too_large");
+    assert_non_null(strstr(r.error_message, "over the limit of 262144 bytes"));
+    saga_reply_clear(&r);
+    assert_int_equal(things(id), 0);
+    send_cmd(id, SAGA_PHASE_INVOKE, 2, "big");
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_FAILED);
+    assert_string_equal(r.error_code, "message_too_large");
+    assert_int_equal(r.attempt, 2);
+    saga_reply_clear(&r);
+    saga_participant_get_stats(part, &after);
+    assert_int_equal(after.output_too_large, before.output_too_large + 1);
+    assert_int_equal(after.duplicates, before.duplicates + 1);
+    /* raised, the same output goes through */
+    assert_int_equal(saga_participant_set_max_output_bytes(part, 400000), SAGA_OK);
+    new_id(id);
+    send_cmd(id, SAGA_PHASE_INVOKE, 1, "big");
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_OK);
+    saga_reply_clear(&r);
+    assert_int_equal(things(id), 1);
+    saga_participant_set_max_output_bytes(part, 262144);
+}
+
 static void test_first_outcome_wins(void **state)
 {
     char id[37];
@@ -751,6 +847,8 @@ int main(void)
         cmocka_unit_test(test_failed_result_rolls_back_but_is_remembered),
         cmocka_unit_test(test_retry_result_leaves_no_trace),
         cmocka_unit_test(test_malformed_and_unknown_do_not_block),
+        cmocka_unit_test(test_malformed_logged_rate_limited_and_dead_lettered),
+        cmocka_unit_test(test_output_over_the_limit_fails_the_step),
         cmocka_unit_test(test_first_outcome_wins),
         cmocka_unit_test(test_deferred_reply),
         cmocka_unit_test(test_deferred_completed_inside_handler_is_refused),

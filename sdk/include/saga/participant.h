@@ -146,6 +146,19 @@ typedef struct saga_participant_stats {
      * not included. */
     uint64_t handler_calls;
     uint64_t handler_time_ns;
+    /* Appended in 0.1.x. Messages sent to the dead-letter topic (malformed
+     * commands and those whose reply could not be delivered), or skipped
+     * and logged when there is none. */
+    uint64_t dead_lettered;
+    /* Replies the broker did not take (each failure counted; the command
+     * is consumed again, at most max_redeliveries times for a failure that
+     * cannot heal, then dead-lettered). */
+    uint64_t undeliverable;
+    /* ok results whose output was over max_output_bytes, answered failed
+     * with code message_too_large. */
+    uint64_t output_too_large;
+    /* Log lines not passed to the logger because of the rate limit. */
+    uint64_t log_suppressed;
 } saga_participant_stats;
 
 /* Copy the counters of p into *out. Safe from any thread, also while
@@ -155,6 +168,63 @@ typedef struct saga_participant_stats {
  * *out, if given, is zeroed). */
 SAGA_API int saga_participant_get_stats(const saga_participant *p,
                                         saga_participant_stats *out);
+
+/* Where libsaga's own problems go. The library never prints; a service
+ * that wants them on stderr or in its log sets a logger. */
+typedef enum saga_participant_log_level {
+    SAGA_PARTICIPANT_LOG_WARN = 1,  /* one message skipped, retried, refused */
+    SAGA_PARTICIPANT_LOG_ERROR = 2, /* lost work: could not even be set aside */
+} saga_participant_log_level;
+
+/* Called with one line (no newline; at most about 600 bytes: values are
+ * quoted only in part, the reason always kept) for each malformed or
+ * dead-lettered command, undeliverable reply, output over the limit and
+ * failed database transaction, with the command's topic, partition and
+ * offset where there is one. Rate-limited: at most 20 lines per 10 s, then
+ * one line saying how many were left out (stats.log_suppressed counts
+ * them). Called from the thread that polls, inside poll(), run() and the
+ * saga_deferred_* calls; must not call back into p. */
+typedef void (*saga_participant_log_fn)(saga_participant_log_level level,
+                                        const char *message, void *arg);
+
+/* Set (or with fn NULL, remove) the logger; arg is passed to it. Before
+ * the first poll or from the polling thread. SAGA_EINVAL for NULL p. */
+SAGA_API int saga_participant_set_logger(saga_participant *p, saga_participant_log_fn fn,
+                                         void *arg);
+
+/* The dead-letter topic: where a command that cannot be handled goes, so
+ * that no partition waits behind it — a malformed one (the reason: which
+ * field and why; a reply_to that is not this deployment's reply topic
+ * <prefix>reply or <prefix>reply.<service> is malformed), and one whose
+ * reply the broker refused max_redeliveries times in a row for a reason
+ * that cannot heal (too large, an unknown or forbidden topic). The message
+ * goes as it came (its first message.max.bytes - 16 KiB if larger), same
+ * key, with headers saga-dead-reason, saga-dead-topic, saga-dead-partition,
+ * saga-dead-offset, saga-dead-service and, when cut, saga-dead-bytes (the
+ * original size). Default "<topic_prefix>dead.<service>", created by
+ * saga_participant_new. topic NULL or "": none — such commands are only
+ * logged, counted and skipped. The topic is created if missing (waiting up
+ * to 10 s for the broker). Before the first poll. Errors: SAGA_EINVAL (NULL
+ * p, a name that is not a Kafka topic name), SAGA_EKAFKA (cannot create
+ * it), SAGA_ENOMEM. */
+SAGA_API int saga_participant_set_dead_letter_topic(saga_participant *p,
+                                                    const char *topic, saga_error *err);
+
+/* The largest output an ok result may carry, in bytes of its JSON text as
+ * PostgreSQL prints it (what sagad's saga.limits max_output_bytes
+ * measures); default 262,144, sagad's default. A larger one is answered
+ * failed with code message_too_large and, with a database, the handler's
+ * writes rolled back (without one they stay: the step is not compensated,
+ * so prefer a database). 0: only the producer's message.max.bytes bounds
+ * it. Negative: SAGA_EINVAL, as for NULL p. Before the first poll. */
+SAGA_API int saga_participant_set_max_output_bytes(saga_participant *p, int64_t bytes);
+
+/* How many times a command whose reply the broker refused for a reason
+ * that cannot heal is consumed again before it is dead-lettered; default
+ * 3, 0 dead-letters at the first such failure. Failures that can heal (no
+ * broker, a timeout) are retried without counting. SAGA_EINVAL for NULL p
+ * or n < 0. Before the first poll. */
+SAGA_API int saga_participant_set_max_redeliveries(saga_participant *p, int n);
 
 /* The text of the last non-fatal problem (a malformed message skipped, a
  * failed handler transaction); "" if none or for NULL p. Owned by p;
