@@ -86,7 +86,8 @@ typedef struct failed_offset {
 typedef struct delivery_tag {
     int32_t partition;
     int64_t offset;
-    int dead; /* a dead letter, not a reply */
+    int dead;  /* a dead letter, not a reply */
+    int alone; /* produced in a request of its own (see produce_reply) */
 } delivery_tag;
 
 #define STAT_ADD(p, field, n)                                                            \
@@ -293,14 +294,23 @@ static int cannot_heal(rd_kafka_resp_err_t e)
     }
 }
 
-/* Count a failure that cannot heal for the command at partition/offset. */
-static int note_failed(saga_participant *p, int32_t partition, int64_t offset,
-                       const char *why)
+static failed_offset *find_failed(saga_participant *p, int32_t partition, int64_t offset)
 {
-    failed_offset *f = NULL;
-    for (int i = 0; i < p->nfailed && f == NULL; i++)
+    for (int i = 0; i < p->nfailed; i++)
         if (p->failed[i].partition == partition && p->failed[i].offset == offset)
-            f = &p->failed[i];
+            return &p->failed[i];
+    return NULL;
+}
+
+/* Note a failure that cannot heal for the command at partition/offset;
+ * counted only when its reply was alone in its request (alone): the
+ * broker refuses a whole batch for one message too large in it, so a
+ * failure in company only marks the command to be answered alone next
+ * time. Returns the count. */
+static int note_failed(saga_participant *p, int32_t partition, int64_t offset,
+                       const char *why, int alone)
+{
+    failed_offset *f = find_failed(p, partition, offset);
     if (f == NULL) {
         if (p->nfailed == FAILED_MAX) { /* forget the oldest */
             memmove(p->failed, p->failed + 1, sizeof *f * (FAILED_MAX - 1));
@@ -311,7 +321,7 @@ static int note_failed(saga_participant *p, int32_t partition, int64_t offset,
         f->offset = offset;
         f->count = 0;
     }
-    f->count++;
+    f->count += alone;
     snprintf(f->why, sizeof f->why, "%s", why);
     return f->count;
 }
@@ -346,13 +356,20 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opa
                      "will be consumed again",
                      topic, p->cmd_topic, (int)t->partition, (long long)t->offset,
                      rd_kafka_err2str(msg->err));
-            else
+            else if (!t->alone) {
+                note_failed(p, t->partition, t->offset, why, 0);
+                warn(p,
+                     "reply to %s for the command at %s[%d]@%lld not delivered: %s; it "
+                     "will be consumed again and answered alone",
+                     topic, p->cmd_topic, (int)t->partition, (long long)t->offset,
+                     rd_kafka_err2str(msg->err));
+            } else
                 warn(p,
                      "reply to %s for the command at %s[%d]@%lld not delivered: %s "
                      "(%d of %d; then it is dead-lettered)",
                      topic, p->cmd_topic, (int)t->partition, (long long)t->offset,
                      rd_kafka_err2str(msg->err),
-                     note_failed(p, t->partition, t->offset, why),
+                     note_failed(p, t->partition, t->offset, why, 1),
                      p->max_redeliveries + 1);
         } else {
             STAT_ADD(p, undeliverable, 1);
@@ -565,6 +582,11 @@ static void produce_reply(saga_participant *p, const char *topic, const char *ke
         tag->partition = partition;
         tag->offset = offset;
         tag->dead = 0;
+        /* A command whose reply was refused in company is answered in a
+         * request of its own, so that a refusal is its own fault. */
+        tag->alone = find_failed(p, partition, offset) != NULL;
+        if (tag->alone)
+            rd_kafka_flush(p->producer, FLUSH_TIMEOUT_MS);
     }
     if (tp != NULL) {
         hdrs = rd_kafka_headers_new(1);
@@ -607,7 +629,7 @@ static void produce_reply(saga_participant *p, const char *topic, const char *ke
                  "reply of %zu bytes to %s for the command at %s[%d]@%lld not sent: %s "
                  "(%d of %d; then it is dead-lettered)",
                  len, topic, p->cmd_topic, (int)partition, (long long)offset,
-                 rd_kafka_err2str(e), note_failed(p, partition, offset, why),
+                 rd_kafka_err2str(e), note_failed(p, partition, offset, why, 1),
                  p->max_redeliveries + 1);
         } else {
             warn(p,
@@ -616,7 +638,10 @@ static void produce_reply(saga_participant *p, const char *topic, const char *ke
                  topic, p->cmd_topic, (int)partition, (long long)offset,
                  rd_kafka_err2str(e));
         }
+        return;
     }
+    if (tag != NULL && tag->alone)
+        rd_kafka_flush(p->producer, FLUSH_TIMEOUT_MS);
 }
 
 /* Send reply now, or after the open group's COMMIT. */
