@@ -206,6 +206,7 @@ struct saga_engine {
     rate_limit unknown_saga, malformed, set_aside;
     /* A batch rolled back for the database's own reasons, per source. */
     rate_limit rolled_replies, rolled_timers, rolled_starts;
+    rate_limit big_outputs;   /* replies whose output was over the limit */
     int64_t replies_after_ms; /* consume no replies before (mono ms) */
     int64_t next_finished_ms; /* when to count finished sagas again (mono ms) */
     /* Figures of the open transaction: added to stats when it commits,
@@ -223,7 +224,8 @@ struct saga_engine {
      * offsets to store, nothing to rewind); a handle for their topic. */
     int feeding;
     rd_kafka_topic_t *feed_rkt;
-    int64_t max_output_bytes;  /* a reply's output above this is set aside */
+    int64_t max_output_bytes; /* saga.limits: a larger output fails its step */
+    int limits_read;
     int64_t max_message_bytes; /* the producer's message.max.bytes */
     /* The database connection while it is lost (mono ms; 0: not lost). */
     int64_t db_lost_ms, db_next_try_ms, db_backoff_ms, db_logged_ms;
@@ -432,6 +434,24 @@ static int64_t mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* saga.limits as the database has them now (`sagactl limits set` takes
+ * effect here without a restart); on failure the last value stays. */
+static void read_limits(saga_engine *e)
+{
+    saga_error err = {0};
+    int64_t v;
+    if (saga_store_limit(e->db, "max_output_bytes", &v, &err) != SAGA_OK) {
+        saga_log(SAGA_LOG_WARN, "%s; max_output_bytes stays %lld", err.message,
+                 (long long)e->max_output_bytes);
+        return;
+    }
+    if (v != e->max_output_bytes && e->limits_read)
+        saga_log(SAGA_LOG_INFO, "saga.limits max_output_bytes is now %lld (was %lld)",
+                 (long long)v, (long long)e->max_output_bytes);
+    e->max_output_bytes = v;
+    e->limits_read = 1;
+}
+
 /* Is the database there? A lost connection is re-made at most once per
  * back-off (250 ms doubling to 5 s), whoever asks and however often, and
  * the outage is logged once when it starts, every 30 s while it lasts and
@@ -505,6 +525,7 @@ static int ensure_db(saga_engine *e)
         }
     }
     e->db_ready = 1;
+    read_limits(e);
     saga_health_set_db(&e->health, 1, NULL);
     if (e->db_up_ms == 0 || now - e->db_up_ms >= DB_STABLE_MS)
         saga_log(SAGA_LOG_INFO, "reconnected to PostgreSQL after %lld ms (%d tries)",
@@ -1183,18 +1204,35 @@ static int process_replies(saga_engine *e, rd_kafka_message_t **msgs, int n)
             if (*c >= 'A' && *c <= 'F')
                 *c = (char)(*c - 'A' + 'a');
         /* The output is part of the message: only a message longer than
-         * the limit can hold an output over it (no dump per reply). */
-        if (r->output != NULL && e->max_output_bytes > 0 &&
+         * the limit can hold an output over it (no dump per reply). It is
+         * measured as PostgreSQL prints it, as every door measures. A
+         * larger one is the participant's definite answer that it cannot
+         * be stored: the step fails with message_too_large. */
+        if (r->status == SAGA_REPLY_OK && r->output != NULL && e->max_output_bytes > 0 &&
             (int64_t)msgs[i]->len > e->max_output_bytes) {
-            size_t bytes = json_dumpb(r->output, NULL, 0, JSON_COMPACT);
+            size_t bytes = json_dumpb(r->output, NULL, 0, 0);
             if ((int64_t)bytes > e->max_output_bytes) {
                 char why[200];
                 snprintf(why, sizeof why,
-                         "output of %zu bytes is over the limit of %lld bytes "
+                         "the step's output of %zu bytes is over the limit of %lld bytes "
                          "(saga.limits max_output_bytes)",
                          bytes, (long long)e->max_output_bytes);
-                queue_dead(e, msgs[i], 0, 1, r->saga_id, why);
-                continue;
+                warn_limited(&e->big_outputs,
+                             "reply at %s[%d]@%lld for saga %s step %d: %s; the step "
+                             "fails with message_too_large",
+                             rd_kafka_topic_name(msgs[i]->rkt), (int)msgs[i]->partition,
+                             (long long)msgs[i]->offset, r->saga_id, r->step, why);
+                json_decref(r->output);
+                r->output = NULL;
+                free(r->error_code);
+                free(r->error_message);
+                r->status = SAGA_REPLY_FAILED;
+                r->error_code = strdup("message_too_large");
+                r->error_message = strdup(why);
+                if (r->error_code == NULL || r->error_message == NULL) {
+                    queue_dead(e, msgs[i], 0, 1, r->saga_id, why);
+                    continue;
+                }
             }
         }
         idx[nvalid++] = i;
@@ -1789,7 +1827,9 @@ static void observe(saga_engine *e)
     warn_flush(&e->rolled_replies, "reply batches rolled back");
     warn_flush(&e->rolled_timers, "timer batches rolled back");
     warn_flush(&e->rolled_starts, "start request batches rolled back");
+    warn_flush(&e->big_outputs, "outputs over max_output_bytes");
     if (ensure_db(e) == 0) {
+        read_limits(e);
         if (with_finished)
             e->next_finished_ms =
                 mono_ms() + (int64_t)FINISHED_EVERY * e->cfg.observe_interval_ms;
@@ -2113,6 +2153,7 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
         (rc = saga_batch_prepare(e->db, err)) != SAGA_OK)
         goto fail;
     e->db_ready = 1;
+    read_limits(e);
     if (pipe(e->wake) != 0 || fcntl(e->wake[0], F_SETFL, O_NONBLOCK) != 0 ||
         fcntl(e->wake[1], F_SETFL, O_NONBLOCK) != 0) {
         rc = saga_error_set(err, SAGA_EIO, "creating the wake-up pipe failed");

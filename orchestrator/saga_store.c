@@ -65,6 +65,22 @@ static int64_t get_i64(PGresult *r, int row, int col)
     return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
 }
 
+int saga_store_limit(PGconn *db, const char *name, int64_t *out, saga_error *err)
+{
+    const char *params[1] = {name};
+    PGresult *r = q(db, "SELECT value FROM saga.limits WHERE name = $1", 1, params,
+                    PGRES_TUPLES_OK, "reading saga.limits", err);
+    if (r == NULL)
+        return SAGA_EDB;
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        return saga_error_set(err, SAGA_ENOTFOUND, "saga.limits has no %s", name);
+    }
+    *out = get_i64(r, 0, 0);
+    PQclear(r);
+    return SAGA_OK;
+}
+
 /* ---- definitions ---- */
 
 struct saga_defs {

@@ -105,6 +105,11 @@ int saga_store_encode_command(const saga_state *s, const saga_action *ac,
                               char traceparent[SAGA_TRACEPARENT_LEN + 1],
                               saga_error *err);
 
+/* The limit name (max_input_bytes, max_output_bytes, max_definition_bytes)
+ * from saga.limits into *out. SAGA_EDB when it cannot be read,
+ * SAGA_ENOTFOUND when there is no such row; err says which. */
+int saga_store_limit(PGconn *db, const char *name, int64_t *out, saga_error *err);
+
 /* Run a statement without results (BEGIN, COMMIT, ...). */
 int saga_store_exec(PGconn *db, const char *sql, saga_error *err);
 

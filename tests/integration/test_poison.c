@@ -476,6 +476,53 @@ static void test_command_too_large_fails_its_step(void **state)
     free(small);
 }
 
+/* An ok reply whose output is over saga.limits max_output_bytes fails its
+ * step definitively with message_too_large (never dead-lettered, never
+ * retried); `sagactl limits set` takes effect in a running sagad. */
+static void test_output_over_the_limit_fails_its_step(void **state)
+{
+    enum { BLOB = 300000 };
+    char *a, *b, *extra = malloc(BLOB + 64);
+    const char *raise[] = {"limits", "set",      "max_output_bytes",
+                           "400000", "--reason", "test_poison: a bigger output",
+                           NULL};
+    const char *lower[] = {"limits", "set",      "max_output_bytes",
+                           "262144", "--reason", "test_poison: back to the default",
+                           NULL};
+    long long dead0 = count_of("SELECT count(*) FROM saga.dead_letter", NULL);
+    (void)state;
+    assert_non_null(extra);
+    memcpy(extra, "\"output\":{\"blob\":\"", 18);
+    memset(extra + 18, 'y', BLOB);
+    memcpy(extra + 18 + BLOB, "\"}", 3);
+    a = start("poison_step", "{}");
+    wait_dispatched(a, "step_dispatched", 1);
+    reply(a, 0, "invoke", 1, "ok", extra);
+    assert_int_equal(rd_kafka_flush(producer, 30000), 0);
+    assert_string_equal(it_wait_final(db, a, 10000), "compensated");
+    assert_int_equal(count_of("SELECT count(*) FROM saga.saga_step WHERE saga_id = $1 AND"
+                              " idx = 0 AND status = 'failed' AND error->>'code' ="
+                              " 'message_too_large' AND error->>'message' LIKE"
+                              " '%300012 bytes is over the limit of 262144%'",
+                              a),
+                     1);
+    assert_int_equal(count_of("SELECT count(*) FROM saga.dead_letter", NULL), dead0);
+    assert_true(log_lines("fails with message_too_large") >= 1);
+    /* raised: read by the running sagad, the same output is stored */
+    assert_int_equal(it_sagactl(NULL, 0, raise), 0);
+    assert_int_equal(it_wait_log(&sagad, "max_output_bytes is now 400000", 20000), 0);
+    b = start("poison_step", "{}");
+    wait_dispatched(b, "step_dispatched", 1);
+    reply(b, 0, "invoke", 1, "ok", extra);
+    assert_int_equal(rd_kafka_flush(producer, 30000), 0);
+    assert_string_equal(it_wait_final(db, b, 10000), "completed");
+    assert_int_equal(it_sagactl(NULL, 0, lower), 0);
+    assert_int_equal(it_wait_log(&sagad, "max_output_bytes is now 262144", 20000), 0);
+    free(extra);
+    free(a);
+    free(b);
+}
+
 static int own_pg(void)
 {
     const char *v = getenv("SAGA_SERVICES_OWN_PG");
@@ -572,6 +619,7 @@ int main(void)
         cmocka_unit_test(test_reply_refused_by_postgresql_is_isolated),
         cmocka_unit_test(test_failing_timer_and_start_request_are_set_aside),
         cmocka_unit_test(test_command_too_large_fails_its_step),
+        cmocka_unit_test(test_output_over_the_limit_fails_its_step),
         cmocka_unit_test(test_stop_line_counts_what_was_received),
         cmocka_unit_test(test_database_restart_is_not_a_log_storm),
     };
