@@ -12,6 +12,8 @@
 #include "saga_engine.h"
 #include "saga_http.h"
 #include "saga_log.h"
+#include "saga_pq.h"
+#include "saga_store.h"
 
 static saga_engine *engine;
 
@@ -70,7 +72,24 @@ static int cmp_str(const void *a, const void *b)
 
 /* Load and validate every *.json in dir. Prints every problem; returns the
  * number of invalid files (or -1 when the folder cannot be read). */
-static int load_definitions(const char *dir, saga_definition ***out, int *n)
+/* The database's max_definition_bytes (saga.limits), so that the folder is
+ * held to the limit every other door applies; the default when it cannot
+ * be read (the engine then says why it cannot start). */
+static int64_t definition_limit(const char *db_url)
+{
+    int64_t v = 0;
+    PGconn *db = PQconnectdb(db_url);
+    if (PQstatus(db) == CONNECTION_OK) {
+        saga__pq_quiet(db);
+        if (saga_store_limit(db, "max_definition_bytes", &v, NULL) != SAGA_OK)
+            v = 0;
+    }
+    PQfinish(db);
+    return v;
+}
+
+static int load_definitions(const char *dir, int64_t max_bytes, saga_definition ***out,
+                            int *n)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
@@ -100,7 +119,7 @@ static int load_definitions(const char *dir, saga_definition ***out, int *n)
     *out = calloc((size_t)nnames + 1, sizeof **out);
     for (int i = 0; i < nnames; i++) {
         char path[4096];
-        saga_def_problems probs = {0};
+        saga_def_problems probs = {.max_bytes = max_bytes};
         saga_definition *def = NULL;
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         if (saga_definition_load_file(path, &def, &probs) != SAGA_OK) {
@@ -351,7 +370,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    bad = load_definitions(dir, &defs, &ndefs);
+    bad = load_definitions(dir, definition_limit(cfg.db_url), &defs, &ndefs);
     if (bad != 0) {
         for (int i = 0; i < ndefs; i++)
             saga_definition_free(defs[i]);

@@ -344,6 +344,34 @@ static void test_a_large_definition_is_refused(void **state)
         assert_int_equal(it_sagactl_all(out, sizeof out, 1, lower), 0);
     }
     unlink(path);
+    /* sagad's folder is held to the database's limit: raised, sagad starts
+     * with the same file (it then registers it: last, after the doors
+     * above were tried). */
+    {
+        char dir[] = "/tmp/test_limits.defs.XXXXXX", file[128];
+        assert_non_null(mkdtemp(dir));
+        snprintf(file, sizeof file, "%s/big.json", dir);
+        write_definition(file, "big_definition");
+        {
+            const char *raise[] = {
+                "limits", "set",      "max_definition_bytes",
+                "400000", "--reason", "test_limits: the folder of sagad",
+                NULL};
+            const char *lower[] = {"limits", "set",      "max_definition_bytes",
+                                   "262144", "--reason", "test_limits: back",
+                                   NULL};
+            const char *args[] = {"--definitions", dir, NULL};
+            it_proc big_sagad;
+            if (it_sagactl_all(out, sizeof out, 1, raise) != 0)
+                fail_msg("limits set: %s", out);
+            assert_int_equal(it_spawn(&big_sagad, "limits-big-sagad", "sagad", args), 0);
+            assert_int_equal(it_wait_log(&big_sagad, "sagad running", 60000), 0);
+            it_stop(&big_sagad);
+            assert_int_equal(it_sagactl_all(out, sizeof out, 1, lower), 0);
+        }
+        unlink(file);
+        rmdir(dir);
+    }
 }
 
 /* "" is no key: two starts with it are two sagas (it used to hand the
