@@ -22,8 +22,8 @@ INSERT INTO saga.limits (name, value, description) VALUES
      'a saga''s input (saga.start_request.input), at sagactl start, libsaga''s client '
      'and any INSERT'),
     ('max_output_bytes', 262144,
-     'a step''s output in a reply; sagad sets a reply with a larger one aside '
-     '(a dead letter)'),
+     'a step''s output in a reply; sagad fails the step of a reply with a larger '
+     'one (message_too_large), and libsaga answers so before it replies'),
     ('max_definition_bytes', 262144,
      'a saga definition (saga.saga_definition.body), at sagactl validate and defs '
      'deploy, sagad''s folder and any INSERT');
