@@ -606,8 +606,10 @@ static int index_of(const void *key, size_t len)
 }
 
 /* Every malformed reply is in saga.dead_letter once, from the reply
- * topic, with a reason and its bytes (the first 64 KiB of a larger one). */
-static void check_dead_replies(void)
+ * topic, with a reason and its bytes (the first 64 KiB of a larger one):
+ * counts them by kind (came_back) and returns how many rows are not so
+ * (each of the first few said on stderr). */
+static int check_dead_replies(void)
 {
     PGresult *r = PQexecParams(db,
                                "SELECT msg_key, payload, payload_bytes, reason,"
@@ -648,15 +650,16 @@ static void check_dead_replies(void)
         }
     }
     PQclear(r);
-    assert_int_equal(stray, 0);
-    assert_int_equal(twice, 0);
-    assert_int_equal(wrong, 0);
-    for (int k = 0; k < R_MALFORMED_KINDS; k++)
-        assert_int_equal(came_back[k], delivered[k]);
+    if (stray > 0 || wrong > 0 || twice > 0)
+        fprintf(stderr, "sagad's dead letters: %d not ours, %d wrong, %d twice\n", stray,
+                wrong, twice);
+    return stray + wrong + twice;
 }
 
 /* Read the participants' dead-letter topics until every poisoned command
- * came back (or timeout_ms), checking each. Returns how many came. */
+ * came back (or timeout_ms), checking each: counts them by kind
+ * (came_back) and returns how many are not as sent (or came twice, or
+ * are not ours). */
 static long long read_dead_commands(int timeout_ms)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -742,10 +745,8 @@ static long long read_dead_commands(int timeout_ms)
         fprintf(stderr,
                 "participants' dead letters: %lld not ours, %lld wrong, %lld twice\n",
                 stray, wrong, twice);
-    assert_int_equal(stray, 0);
-    assert_int_equal(wrong, 0);
-    assert_int_equal(twice, 0);
-    return got;
+    (void)got;
+    return stray + wrong + twice;
 }
 
 /* "N word" in the "stopped:" line of the log at path (-1: no such line). */
@@ -836,8 +837,9 @@ static void test_flood_on_steady_load(void **state)
 {
     const char *env = getenv("FLOOD_SECONDS");
     int flood_s = env != NULL && atoi(env) > 0 ? atoi(env) : 60;
-    long long r_seq = 0, u_seq = 0, c_seq = 0, k = 0, malformed_sent, unknown_sent, cmds,
-              dead_rows;
+    long long r_seq = 0, u_seq = 0, c_seq = 0, k = 0, malformed_sent, unknown_sent, cmds;
+    long long unfinished, dead_rows, m_unknown, m_malformed, m_dead, bad_replies,
+        bad_commands, s_malformed, s_rejected, s_dead, p_malformed = 0, p_dead = 0;
     int64_t t0, t1, end;
     latency before, during;
     ow_counts counts;
@@ -887,7 +889,9 @@ static void test_flood_on_steady_load(void **state)
                   started_flood);
 
     /* Every saga ends, every malformed reply is set aside, every reply for
-     * an unknown saga is counted: sagad has read the whole flood. */
+     * an unknown saga is counted: sagad has read the whole flood. Then
+     * the participants' dead letters, and what everybody says when it
+     * stops. The figures are printed before anything is asserted. */
     {
         char sql[200];
         snprintf(
@@ -897,70 +901,72 @@ static void test_flood_on_steady_load(void **state)
             prefix);
         assert_int_equal(wait_count(sql, 0, DRAIN_S * 1000), 0);
     }
-    assert_int_equal(ow_wait_all(db, prefix, DRAIN_S), 0);
+    unfinished = ow_wait_all(db, prefix, DRAIN_S);
     dead_rows = wait_count("SELECT count(*) FROM saga.dead_letter", malformed_sent,
                            DRAIN_S * 1000);
-    assert_int_equal(dead_rows, malformed_sent);
     metrics = wait_sample("saga_replies_dropped_total{reason=\"unknown_saga\"}",
                           unknown_sent, DRAIN_S * 1000);
-    assert_int_equal(
-        (long long)sample(metrics, "saga_replies_dropped_total{reason=\"unknown_saga\"}"),
-        unknown_sent);
-    assert_int_equal(
-        (long long)sample(metrics, "saga_replies_dropped_total{reason=\"malformed\"}"),
-        malformed_sent);
-    assert_int_equal(
-        (long long)sample(metrics, "saga_dead_letters_total{source=\"reply\"}"),
-        malformed_sent);
-    check_dead_replies();
-
-    /* The business state is what the statuses say. */
-    ow_check(db, prefix, started_baseline + started_flood, &counts);
+    m_unknown =
+        (long long)sample(metrics, "saga_replies_dropped_total{reason=\"unknown_saga\"}");
+    m_malformed =
+        (long long)sample(metrics, "saga_replies_dropped_total{reason=\"malformed\"}");
+    m_dead = (long long)sample(metrics, "saga_dead_letters_total{source=\"reply\"}");
+    bad_replies = check_dead_replies();
+    bad_commands = read_dead_commands(DRAIN_S * 1000);
     before = latency_of('b');
     during = latency_of('f');
-
-    /* Every poisoned command is on its service's dead-letter topic once. */
-    {
-        long long got = read_dead_commands(DRAIN_S * 1000);
-        print_message(
-            "participants' dead-letter topics: %lld of %lld poisoned commands\n", got,
-            cmds);
-        for (int kd = C_FIRST; kd < NKINDS; kd++)
-            assert_int_equal(came_back[kd], delivered[kd]);
-    }
-
-    /* sagad's and the services' own counts, as they say when they stop. */
     assert_int_equal(it_stop(&sagad), 0);
     for (int i = 0; i < OW_NSVC; i++)
         assert_int_equal(it_stop(&svc[i]), 0);
-    {
-        long long smal = stopped_figure(sagad.log, "malformed"),
-                  srej = stopped_figure(sagad.log, "rejected"),
-                  sdead = stopped_figure(sagad.log, "set aside"), pmal = 0, pdead = 0;
-        for (int i = 0; i < OW_NSVC; i++) {
-            pmal += stopped_figure(svc[i].log, "malformed");
-            pdead += stopped_figure(svc[i].log, "dead-lettered");
-        }
-        print_message("sagad stopped with %lld malformed, %lld rejected, %lld set aside; "
-                      "the services with %lld malformed, %lld dead-lettered\n",
-                      smal, srej, sdead, pmal, pdead);
-        assert_int_equal(smal, malformed_sent);
-        assert_int_equal(sdead, malformed_sent);
-        assert_int_equal(srej, unknown_sent);
-        assert_int_equal(pmal, cmds);
-        assert_int_equal(pdead, cmds);
+    s_malformed = stopped_figure(sagad.log, "malformed");
+    s_rejected = stopped_figure(sagad.log, "rejected");
+    s_dead = stopped_figure(sagad.log, "set aside");
+    for (int i = 0; i < OW_NSVC; i++) {
+        p_malformed += stopped_figure(svc[i].log, "malformed");
+        p_dead += stopped_figure(svc[i].log, "dead-lettered");
     }
 
-    print_message("sagas: %lld (%lld completed, %lld compensated, %lld failed)\n",
-                  counts.total, counts.completed, counts.compensated, counts.failed);
     print_message(
-        "saga latency (start request to end): before the flood p50 %.0f ms, "
-        "max %.0f ms (%lld sagas); during p50 %.0f ms, max %.0f ms (%lld sagas)\n",
+        "saga latency (start request to end): before the flood p50 %.0f ms, max %.0f ms "
+        "(%lld sagas); during p50 %.0f ms, max %.0f ms (%lld sagas)\n",
         before.p50, before.max, before.n, during.p50, during.max, during.n);
     print_message("%-28s %8s %14s\n", "poison", "sent", "dead-lettered");
     for (int kd = 0; kd < NKINDS; kd++)
         print_message("%-28s %8lld %14lld%s\n", kind_names[kd], delivered[kd],
-                      came_back[kd], kd == R_UNKNOWN_SAGA ? " (rejected, counted)" : "");
+                      came_back[kd],
+                      kd == R_UNKNOWN_SAGA ? "  (rejected, not set aside)" : "");
+    print_message("sagad: %lld rows in saga.dead_letter; metrics: %lld malformed, %lld "
+                  "unknown saga, %lld dead letters; stopped with %lld malformed, %lld "
+                  "rejected, %lld set aside\n",
+                  dead_rows, m_malformed, m_unknown, m_dead, s_malformed, s_rejected,
+                  s_dead);
+    print_message("services: stopped with %lld malformed, %lld dead-lettered\n",
+                  p_malformed, p_dead);
+
+    /* Every saga ended as the workload expects, the business state is
+     * what the statuses say. */
+    assert_int_equal(unfinished, 0);
+    ow_check(db, prefix, started_baseline + started_flood, &counts);
+    /* sagad: each malformed reply set aside once, with its reason and
+     * bytes; each reply for an unknown saga rejected, not set aside;
+     * metrics and stats agree. */
+    assert_int_equal(bad_replies, 0);
+    assert_int_equal(dead_rows, malformed_sent);
+    for (int kd = 0; kd < R_MALFORMED_KINDS; kd++)
+        assert_int_equal(came_back[kd], delivered[kd]);
+    assert_int_equal(m_malformed, malformed_sent);
+    assert_int_equal(m_dead, malformed_sent);
+    assert_int_equal(m_unknown, unknown_sent);
+    assert_int_equal(s_malformed, malformed_sent);
+    assert_int_equal(s_dead, malformed_sent);
+    assert_int_equal(s_rejected, unknown_sent);
+    /* The participants: each poisoned command on its dead-letter topic
+     * once, as it was sent, with reason, topic, partition and offset. */
+    assert_int_equal(bad_commands, 0);
+    for (int kd = C_FIRST; kd < NKINDS; kd++)
+        assert_int_equal(came_back[kd], delivered[kd]);
+    assert_int_equal(p_malformed, cmds);
+    assert_int_equal(p_dead, cmds);
 }
 
 int main(void)
