@@ -142,9 +142,10 @@ bench-history: deps
 	$(MAKE) --no-print-directory all
 	scripts/with-services scripts/bench-history $(BUILD)
 
-# The libFuzzer targets (definitions, protocol) for FUZZ_SECONDS each.
+# The libFuzzer targets (definitions, protocol, and apply: the engine and the
+# participant with a real PostgreSQL and Kafka) for FUZZ_SECONDS each.
 fuzz: deps
-	scripts/fuzz $(FUZZ_SECONDS)
+	scripts/with-services scripts/fuzz $(FUZZ_SECONDS)
 
 unit:
 	$(MAKE) --no-print-directory BUILD=build/san SAN=1 tests

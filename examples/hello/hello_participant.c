@@ -27,14 +27,10 @@ static void say_hello(const saga_command *cmd, struct pg_conn *db, saga_result *
     saga_result_ok(result, json_pack("{s:s+}", "greeting", "Hello, ", name));
 }
 
-/* libsaga never prints; its problems (a malformed command set aside, a
- * reply not delivered) come here. */
-static void print_problem(saga_participant_log_level level, const char *message,
-                          void *arg)
+/* libsaga never prints: its problems (a bad command set aside) come here. */
+static void print_problem(saga_participant_log_level lv, const char *msg, void *out)
 {
-    (void)arg;
-    fprintf(stderr, "hello: %s: %s\n",
-            level == SAGA_PARTICIPANT_LOG_ERROR ? "error" : "warning", message);
+    fprintf(out, "hello: %s%s\n", lv == SAGA_PARTICIPANT_LOG_ERROR ? "error: " : "", msg);
 }
 
 int main(void)
@@ -50,7 +46,7 @@ int main(void)
         fprintf(stderr, "hello: %s\n", err.message);
         return 1;
     }
-    saga_participant_set_logger(participant, print_problem, NULL);
+    saga_participant_set_logger(participant, print_problem, stderr);
     saga_participant_on(participant, SAGA_PHASE_INVOKE, "say_hello", say_hello, NULL);
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);

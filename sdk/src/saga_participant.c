@@ -118,6 +118,7 @@ struct saga_participant {
     struct pending_reply *pending;
     int npending, cappending;
     rd_kafka_topic_t *feed_rkt; /* saga__participant_feed's topic handle */
+    int feeding; /* saga__participant_feed: its message is not librdkafka's */
     /* What a command's reply_to may name: <prefix>reply, <prefix>reply.<service>. */
     char reply_topic[256], own_reply_topic[520];
     char dead_topic[256]; /* "" : none */
@@ -698,7 +699,7 @@ static void send_reply(saga_participant *p, const saga_command *cmd, json_t *rep
         /* Kept with the command, so a deferred reply carries it too. */
         tp = cmd->traceparent;
         tplen = strlen(cmd->traceparent);
-    } else if (in == NULL ||
+    } else if (in == NULL || p->feeding ||
                rd_kafka_message_headers(in, &inh) != RD_KAFKA_RESP_ERR_NO_ERROR ||
                rd_kafka_header_get_last(inh, "traceparent", &tp, &tplen) !=
                    RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -1070,7 +1071,10 @@ static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
         rd_kafka_headers_t *hdrs = NULL;
         const void *tp = NULL;
         size_t tplen = 0;
-        if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        /* A message made by saga__participant_feed has no headers for
+         * librdkafka to read (it is not one of librdkafka's). */
+        if (!p->feeding &&
+            rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
             rd_kafka_header_get_last(hdrs, "traceparent", &tp, &tplen) ==
                 RD_KAFKA_RESP_ERR_NO_ERROR &&
             tp != NULL)
@@ -1532,7 +1536,9 @@ int saga__participant_feed(saga_participant *p, const char *buf, size_t len,
     p->delivery_failures = 0;
     if (p->db != NULL && p->tx_commands > 1)
         group_begin(p);
+    p->feeding = 1;
     handle_message(p, &m);
+    p->feeding = 0;
     lost = group_end(p) != 0;
     if (rd_kafka_flush(p->producer, FLUSH_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
         return saga_error_set(err, SAGA_EKAFKA, "replies not flushed: %s", p->warning);

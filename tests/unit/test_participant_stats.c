@@ -135,6 +135,9 @@ static void test_counters(void **state)
     assert_non_null(mc);
     assert_int_equal(rd_kafka_mock_topic_create(mc, "saga.cmd.stats", 1, 1),
                      RD_KAFKA_RESP_ERR_NO_ERROR);
+    /* the dead-letter topic too: the mock cluster cannot create topics */
+    assert_int_equal(rd_kafka_mock_topic_create(mc, "saga.dead.stats", 1, 1),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
     assert_int_equal(rd_kafka_mock_topic_create(mc, "saga.reply", 1, 1),
                      RD_KAFKA_RESP_ERR_NO_ERROR);
     o.brokers = rd_kafka_mock_cluster_bootstraps(mc);

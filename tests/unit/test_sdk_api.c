@@ -139,6 +139,7 @@ static int mock_setup(void **state)
     mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (mock_rk == NULL || (mock = rd_kafka_mock_cluster_new(mock_rk, 1)) == NULL ||
         rd_kafka_mock_topic_create(mock, "saga.cmd.api", 1, 1) != 0 ||
+        rd_kafka_mock_topic_create(mock, "saga.dead.api", 1, 1) != 0 ||
         rd_kafka_mock_topic_create(mock, "saga.reply", 1, 1) != 0)
         return -1;
     o.brokers = rd_kafka_mock_cluster_bootstraps(mock);
