@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <librdkafka/rdkafka.h>
+
 #include "harness.h"
 
 static void fatal(const char *fmt, const char *a, const char *b)
@@ -339,4 +341,55 @@ int it_http_get(int port, const char *path, char *buf, size_t size)
     if ((body = strstr(buf, "\r\n\r\n")) != NULL)
         memmove(buf, body + 4, strlen(body + 4) + 1);
     return status;
+}
+
+double it_sample(const char *metrics, const char *series)
+{
+    const char *p = metrics;
+    size_t n = strlen(series);
+    while ((p = strstr(p, series)) != NULL) {
+        if ((p == metrics || p[-1] == '\n') && p[n] == ' ')
+            return strtod(p + n + 1, NULL);
+        p += n;
+    }
+    return -1;
+}
+
+int it_create_topic(rd_kafka_t *rk, const char *topic, int partitions, const char *key,
+                    const char *value)
+{
+    rd_kafka_NewTopic_t *nt;
+    rd_kafka_queue_t *q;
+    rd_kafka_event_t *ev;
+    const rd_kafka_topic_result_t **tr;
+    char errstr[256];
+    size_t n;
+    int rc = 0;
+    nt = rd_kafka_NewTopic_new(topic, partitions, 1, errstr, sizeof errstr);
+    if (nt == NULL) {
+        fprintf(stderr, "creating %s: %s\n", topic, errstr);
+        return -1;
+    }
+    if (key != NULL)
+        rd_kafka_NewTopic_set_config(nt, key, value);
+    q = rd_kafka_queue_new(rk);
+    rd_kafka_CreateTopics(rk, &nt, 1, NULL, q);
+    ev = rd_kafka_queue_poll(q, 30000);
+    if (ev == NULL) {
+        fprintf(stderr, "creating %s: no answer in 30 s\n", topic);
+        rc = -1;
+    } else {
+        tr = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev),
+                                                 &n);
+        for (size_t i = 0; i < n; i++)
+            if (rd_kafka_topic_result_error(tr[i]) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+                fprintf(stderr, "creating %s: %s\n", rd_kafka_topic_result_name(tr[i]),
+                        rd_kafka_topic_result_error_string(tr[i]));
+                rc = -1;
+            }
+        rd_kafka_event_destroy(ev);
+    }
+    rd_kafka_NewTopic_destroy(nt);
+    rd_kafka_queue_destroy(q);
+    return rc;
 }

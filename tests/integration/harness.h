@@ -64,4 +64,15 @@ const char *it_wait_final(PGconn *db, const char *id, int timeout_ms);
  * nothing answered. */
 int it_http_get(int port, const char *path, char *buf, size_t size);
 
+/* The value of the Prometheus series (name with its labels, exactly as
+ * printed) in a /metrics text; -1 when it is not there. */
+double it_sample(const char *metrics, const char *series);
+
+/* Create topic (partitions, replication 1) through rk's admin API before
+ * anyone creates it another way, with one topic config key=value (key may
+ * be NULL); waits up to 30 s. 0, or -1 with the broker's reason printed. */
+struct rd_kafka_s;
+int it_create_topic(struct rd_kafka_s *rk, const char *topic, int partitions,
+                    const char *key, const char *value);
+
 #endif

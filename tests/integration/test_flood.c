@@ -176,36 +176,6 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     delivered[sent[i].kind]++;
 }
 
-/* The reply topic with room for the message over 1 MiB (the broker may
- * have the default 1 MB), before sagad creates it its way. */
-static int create_reply_topic(void)
-{
-    rd_kafka_NewTopic_t *nt;
-    rd_kafka_queue_t *q = rd_kafka_queue_new(producer);
-    rd_kafka_event_t *ev;
-    char errstr[256];
-    const rd_kafka_topic_result_t **tr;
-    size_t n;
-    int rc = 0;
-    nt = rd_kafka_NewTopic_new(reply_topic, 4, 1, errstr, sizeof errstr);
-    rd_kafka_NewTopic_set_config(nt, "max.message.bytes", "2097152");
-    rd_kafka_CreateTopics(producer, &nt, 1, NULL, q);
-    ev = rd_kafka_queue_poll(q, 30000);
-    if (ev == NULL)
-        return -1;
-    tr = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
-    for (size_t i = 0; i < n; i++)
-        if (rd_kafka_topic_result_error(tr[i]) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            fprintf(stderr, "creating %s: %s\n", rd_kafka_topic_result_name(tr[i]),
-                    rd_kafka_topic_result_error_string(tr[i]));
-            rc = -1;
-        }
-    rd_kafka_event_destroy(ev);
-    rd_kafka_NewTopic_destroy(nt);
-    rd_kafka_queue_destroy(q);
-    return rc;
-}
-
 static int setup(void **state)
 {
     const char *args[] = {"--definitions", "tests/integration/crash_sagas", "--http",
@@ -239,7 +209,10 @@ static int setup(void **state)
     }
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
-    if (producer == NULL || create_reply_topic() != 0)
+    /* The reply topic with room for the message over 1 MiB (the broker may
+     * have the default 1 MB), before sagad creates it its way. */
+    if (producer == NULL ||
+        it_create_topic(producer, reply_topic, 4, "max.message.bytes", "2097152") != 0)
         return -1;
     for (int i = 0; i < OW_NSVC; i++)
         ow_start_service(&svc[i], i, "flood", 1);
@@ -563,18 +536,6 @@ static void poison_command(int kind, long long seq)
 /* ---- reading back ---- */
 
 /* The value of the sample `series` (name{labels}) in a scrape; -1 if absent. */
-static double sample(const char *text, const char *series)
-{
-    const char *p = text;
-    size_t n = strlen(series);
-    while ((p = strstr(p, series)) != NULL) {
-        if ((p == text || p[-1] == '\n') && p[n] == ' ')
-            return strtod(p + n + 1, NULL);
-        p += n;
-    }
-    return -1;
-}
-
 static char *scrape(void)
 {
     static char buf[1 << 20];
@@ -828,7 +789,7 @@ static char *wait_sample(const char *series, long long want, int timeout_ms)
 {
     int64_t until = now_ms() + timeout_ms;
     char *m;
-    while ((long long)sample(m = scrape(), series) < want && now_ms() < until)
+    while ((long long)it_sample(m = scrape(), series) < want && now_ms() < until)
         poll_pause();
     return m;
 }
@@ -906,11 +867,11 @@ static void test_flood_on_steady_load(void **state)
                            DRAIN_S * 1000);
     metrics = wait_sample("saga_replies_dropped_total{reason=\"unknown_saga\"}",
                           unknown_sent, DRAIN_S * 1000);
-    m_unknown =
-        (long long)sample(metrics, "saga_replies_dropped_total{reason=\"unknown_saga\"}");
+    m_unknown = (long long)it_sample(
+        metrics, "saga_replies_dropped_total{reason=\"unknown_saga\"}");
     m_malformed =
-        (long long)sample(metrics, "saga_replies_dropped_total{reason=\"malformed\"}");
-    m_dead = (long long)sample(metrics, "saga_dead_letters_total{source=\"reply\"}");
+        (long long)it_sample(metrics, "saga_replies_dropped_total{reason=\"malformed\"}");
+    m_dead = (long long)it_sample(metrics, "saga_dead_letters_total{source=\"reply\"}");
     bad_replies = check_dead_replies();
     bad_commands = read_dead_commands(DRAIN_S * 1000);
     before = latency_of('b');

@@ -84,32 +84,13 @@ static void echo(const saga_command *cmd, struct pg_conn *conn, saga_result *res
  * max.message.bytes, before sagad would create them its way. */
 static int create_topics(void)
 {
-    rd_kafka_NewTopic_t *nt[2];
-    rd_kafka_queue_t *q = rd_kafka_queue_new(producer);
-    rd_kafka_event_t *ev;
-    char errstr[256], max[16];
-    const rd_kafka_topic_result_t **tr;
-    size_t n;
-    int rc = 0;
+    char max[16];
     snprintf(max, sizeof max, "%d", REPLY_TOPIC_MAX);
-    nt[0] = rd_kafka_NewTopic_new(cmd_topic, 1, 1, errstr, sizeof errstr);
-    nt[1] = rd_kafka_NewTopic_new(reply_topic, 4, 1, errstr, sizeof errstr);
-    rd_kafka_NewTopic_set_config(nt[1], "max.message.bytes", max);
-    rd_kafka_CreateTopics(producer, nt, 2, NULL, q);
-    ev = rd_kafka_queue_poll(q, 30000);
-    if (ev == NULL)
-        return -1;
-    tr = rd_kafka_CreateTopics_result_topics(rd_kafka_event_CreateTopics_result(ev), &n);
-    for (size_t i = 0; i < n; i++)
-        if (rd_kafka_topic_result_error(tr[i]) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            fprintf(stderr, "creating %s: %s\n", rd_kafka_topic_result_name(tr[i]),
-                    rd_kafka_topic_result_error_string(tr[i]));
-            rc = -1;
-        }
-    rd_kafka_event_destroy(ev);
-    rd_kafka_NewTopic_destroy_array(nt, 2);
-    rd_kafka_queue_destroy(q);
-    return rc;
+    return it_create_topic(producer, cmd_topic, 1, NULL, NULL) == 0 &&
+                   it_create_topic(producer, reply_topic, 4, "max.message.bytes", max) ==
+                       0
+               ? 0
+               : -1;
 }
 
 static int setup(void **state)

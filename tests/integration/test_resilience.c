@@ -156,18 +156,6 @@ static int http_get(const char *path, char *buf, size_t size)
 }
 
 /* The value of the sample `series` (name{labels}) in a scrape; -1 if absent. */
-static double sample(const char *text, const char *series)
-{
-    const char *p = text;
-    size_t n = strlen(series);
-    while ((p = strstr(p, series)) != NULL) {
-        if ((p == text || p[-1] == '\n') && p[n] == ' ')
-            return strtod(p + n + 1, NULL);
-        p += n;
-    }
-    return -1;
-}
-
 static char *scrape(void)
 {
     static char buf[1 << 20];
@@ -311,7 +299,7 @@ static double wait_sample(const char *series, double want)
 {
     double v = -1;
     for (int i = 0; i < 100; i++) {
-        v = sample(scrape(), series);
+        v = it_sample(scrape(), series);
         if (v >= want)
             break;
         usleep(100 * 1000);
@@ -334,17 +322,17 @@ static void test_health_endpoints(void **state)
     {
         char *m = scrape();
         assert_true(
-            sample(m, "saga_sagas_total{definition=\"mute_saga\",outcome=\"failed\"}") ==
-            0);
+            it_sample(
+                m, "saga_sagas_total{definition=\"mute_saga\",outcome=\"failed\"}") == 0);
         assert_true(
-            sample(m,
-                   "saga_sagas_total{definition=\"flaky_saga\",outcome=\"completed\"}") ==
+            it_sample(
+                m, "saga_sagas_total{definition=\"flaky_saga\",outcome=\"completed\"}") ==
             0);
-        assert_true(sample(m, "saga_sagas{status=\"running\"}") == 0);
-        assert_true(sample(m, "saga_sagas{status=\"completed\"}") == 0);
-        assert_true(sample(m, "saga_sagas{status=\"resolved\"}") == 0);
-        assert_true(sample(m, "saga_oldest_unprogressing_seconds{status=\"running\"}") ==
-                    0);
+        assert_true(it_sample(m, "saga_sagas{status=\"running\"}") == 0);
+        assert_true(it_sample(m, "saga_sagas{status=\"completed\"}") == 0);
+        assert_true(it_sample(m, "saga_sagas{status=\"resolved\"}") == 0);
+        assert_true(
+            it_sample(m, "saga_oldest_unprogressing_seconds{status=\"running\"}") == 0);
     }
 }
 
@@ -364,8 +352,9 @@ static void test_breaker_holds_a_failing_service_and_lets_it_recover(void **stat
     for (int i = 0; i < 60; i++) {
         usleep(100 * 1000);
         m = scrape();
-        if (sample(m, "saga_breaker_state{service=\"flaky\",state=\"open\"}") == 1 ||
-            sample(m, "saga_breaker_state{service=\"flaky\",state=\"half_open\"}") == 1)
+        if (it_sample(m, "saga_breaker_state{service=\"flaky\",state=\"open\"}") == 1 ||
+            it_sample(m, "saga_breaker_state{service=\"flaky\",state=\"half_open\"}") ==
+                1)
             seen_open = 1;
     }
     pthread_mutex_lock(&flaky.lock);
@@ -377,14 +366,16 @@ static void test_breaker_holds_a_failing_service_and_lets_it_recover(void **stat
     assert_true(during <= 3 + NFLAKY + 6);
     m = scrape();
     assert_true(
-        sample(m, "saga_commands_held_total{service=\"flaky\",reason=\"breaker\"}") > 0);
-    assert_true(sample(m, "saga_steps_retried_total{service=\"flaky\",action=\"work\","
-                          "phase=\"invoke\"}") >= 1); /* a probe at least */
-    assert_true(sample(m, "saga_commands_sent_total{service=\"flaky\"}") >= during);
+        it_sample(m, "saga_commands_held_total{service=\"flaky\",reason=\"breaker\"}") >
+        0);
+    assert_true(it_sample(m, "saga_steps_retried_total{service=\"flaky\",action=\"work\","
+                             "phase=\"invoke\"}") >= 1); /* a probe at least */
+    assert_true(it_sample(m, "saga_commands_sent_total{service=\"flaky\"}") >= during);
     /* Retried and held for 6 s: no progress, and the gauge and
      * `sagactl stuck` say so (every hold and retry moved updated_at). */
-    assert_true(sample(m, "saga_sagas{status=\"running\"}") == NFLAKY);
-    assert_true(sample(m, "saga_oldest_unprogressing_seconds{status=\"running\"}") > 4);
+    assert_true(it_sample(m, "saga_sagas{status=\"running\"}") == NFLAKY);
+    assert_true(it_sample(m, "saga_oldest_unprogressing_seconds{status=\"running\"}") >
+                4);
     {
         const char *stuck[] = {"stuck", "--older-than", "4s", NULL};
         assert_int_equal(it_sagactl_all(out, sizeof out, 0, stuck), 1);
@@ -411,21 +402,25 @@ static void test_breaker_holds_a_failing_service_and_lets_it_recover(void **stat
         assert_string_equal(it_wait_final(db, ids[i], 60000), "completed");
     usleep(800 * 1000); /* one observe interval and a bit */
     m = scrape();
-    assert_true(sample(m, "saga_breaker_state{service=\"flaky\",state=\"closed\"}") == 1);
+    assert_true(it_sample(m, "saga_breaker_state{service=\"flaky\",state=\"closed\"}") ==
+                1);
     assert_true(
-        sample(m, "saga_sagas_total{definition=\"flaky_saga\",outcome=\"completed\"}") ==
+        it_sample(m,
+                  "saga_sagas_total{definition=\"flaky_saga\",outcome=\"completed\"}") ==
         NFLAKY);
-    assert_true(sample(m, "saga_replies_total{service=\"flaky\",status=\"retry\"}") >= 3);
+    assert_true(it_sample(m, "saga_replies_total{service=\"flaky\",status=\"retry\"}") >=
+                3);
     assert_int_equal(it_sagactl_all(out, sizeof out, 0, stats), 0);
     assert_non_null(strstr(out, "closed"));
     /* Nothing runs now; the finished sagas are counted (less often). */
-    assert_true(sample(m, "saga_oldest_unprogressing_seconds{status=\"running\"}") == 0);
-    for (int i = 0; i < 100 && sample(m, "saga_sagas{status=\"completed\"}") != NFLAKY;
+    assert_true(it_sample(m, "saga_oldest_unprogressing_seconds{status=\"running\"}") ==
+                0);
+    for (int i = 0; i < 100 && it_sample(m, "saga_sagas{status=\"completed\"}") != NFLAKY;
          i++) {
         usleep(100 * 1000);
         m = scrape();
     }
-    assert_true(sample(m, "saga_sagas{status=\"completed\"}") == NFLAKY);
+    assert_true(it_sample(m, "saga_sagas{status=\"completed\"}") == NFLAKY);
     /* The breaker's opening and closing were said once each, not per
      * command held. */
     assert_int_equal(log_lines("circuit breaker of service flaky closed"), 1);
@@ -449,7 +444,8 @@ static void test_bulkhead_caps_a_slow_service_not_a_fast_one(void **state)
     for (int i = 0; i < 40; i++) {
         usleep(100 * 1000);
         m = scrape();
-        assert_true(sample(m, "saga_commands_in_flight{service=\"slow\"}") <= SLOW_CAP);
+        assert_true(it_sample(m, "saga_commands_in_flight{service=\"slow\"}") <=
+                    SLOW_CAP);
     }
     for (int i = 0; i < NFAST; i++)
         assert_string_equal(it_wait_final(db, fast_ids[i], 60000), "completed");
@@ -479,10 +475,13 @@ static void test_bulkhead_caps_a_slow_service_not_a_fast_one(void **state)
     assert_true(fast_done < slow.last_done - SLOW_MS);
     m = scrape();
     assert_true(
-        sample(m, "saga_commands_held_total{service=\"slow\",reason=\"bulkhead\"}") > 0);
+        it_sample(m, "saga_commands_held_total{service=\"slow\",reason=\"bulkhead\"}") >
+        0);
     assert_true(
-        sample(m, "saga_commands_held_total{service=\"fast\",reason=\"bulkhead\"}") < 0);
-    assert_true(sample(m, "saga_steps_dispatched_total{service=\"fast\",action=\"work\","
+        it_sample(m, "saga_commands_held_total{service=\"fast\",reason=\"bulkhead\"}") <
+        0);
+    assert_true(it_sample(m,
+                          "saga_steps_dispatched_total{service=\"fast\",action=\"work\","
                           "phase=\"invoke\"}") == NFAST);
     PQfinish(db);
 }
@@ -504,13 +503,14 @@ static void test_timeouts_dropped_replies_and_a_quiet_log(void **state)
         wait_sample("saga_sagas_total{definition=\"mute_saga\",outcome=\"failed\"}", 1) ==
         1);
     m = scrape();
-    assert_true(sample(m, "saga_step_timeouts_total{service=\"mute\",action=\"work\","
-                          "phase=\"invoke\"}") == 2);
-    assert_true(sample(m, "saga_step_timeouts_total{service=\"mute\",action=\"undo\","
-                          "phase=\"compensate\"}") == 1);
-    assert_true(sample(m, "saga_steps_retried_total{service=\"mute\",action=\"work\","
-                          "phase=\"invoke\"}") == 1);
-    assert_true(sample(m, "saga_steps_dispatched_total{service=\"mute\",action=\"work\","
+    assert_true(it_sample(m, "saga_step_timeouts_total{service=\"mute\",action=\"work\","
+                             "phase=\"invoke\"}") == 2);
+    assert_true(it_sample(m, "saga_step_timeouts_total{service=\"mute\",action=\"undo\","
+                             "phase=\"compensate\"}") == 1);
+    assert_true(it_sample(m, "saga_steps_retried_total{service=\"mute\",action=\"work\","
+                             "phase=\"invoke\"}") == 1);
+    assert_true(it_sample(m,
+                          "saga_steps_dispatched_total{service=\"mute\",action=\"work\","
                           "phase=\"invoke\"}") == 2);
     assert_true(wait_sample("saga_sagas{status=\"failed\"}", 1) == 1);
     /* One warn line says so, with the saga's id as a field. */
@@ -521,7 +521,7 @@ static void test_timeouts_dropped_replies_and_a_quiet_log(void **state)
     /* A reply for a saga that has ended: a duplicate. */
     start_sagas("fast_saga", 1, fast_id);
     assert_string_equal(it_wait_final(db, fast_id[0], 60000), "completed");
-    before_dup = sample(scrape(), "saga_replies_dropped_total{reason=\"duplicate\"}");
+    before_dup = it_sample(scrape(), "saga_replies_dropped_total{reason=\"duplicate\"}");
     dup = reply_text(fast_id[0], 0, 1);
     produce_replies((const char *const *)&dup, 1);
     free(dup);
@@ -533,7 +533,7 @@ static void test_timeouts_dropped_replies_and_a_quiet_log(void **state)
     assert_true(wait_sample("saga_replies_dropped_total{reason=\"malformed\"}", 1) == 1);
     /* Thirty replies for sagas nobody knows: counted each, a line or two. */
     before_unknown =
-        sample(scrape(), "saga_replies_dropped_total{reason=\"unknown_saga\"}");
+        it_sample(scrape(), "saga_replies_dropped_total{reason=\"unknown_saga\"}");
     if (before_unknown < 0)
         before_unknown = 0;
     for (int i = 0; i < 30; i++) {
