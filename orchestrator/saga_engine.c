@@ -1118,7 +1118,7 @@ static int apply_replies(saga_engine *e, saga_reply *replies, const int *idx, in
             e->pend.replies_rejected++;
             saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1, "unknown_saga", NULL,
                             NULL);
-            warn_limited(&e->unknown_saga, "reply for unknown saga %s ignored",
+            warn_limited(&e->unknown_saga, "reply for unknown saga %s rejected",
                          r->saga_id);
             continue;
         }
@@ -1821,7 +1821,7 @@ static void observe(saga_engine *e)
     /* An open breaker turns half-open by the clock alone, a probe may
      * have been lost: look at them here too, not only after commits. */
     log_breakers(e, now);
-    warn_flush(&e->unknown_saga, "replies for unknown sagas ignored");
+    warn_flush(&e->unknown_saga, "replies for unknown sagas rejected");
     warn_flush(&e->malformed, "malformed replies set aside");
     warn_flush(&e->set_aside, "items that could not be set aside");
     warn_flush(&e->rolled_replies, "reply batches rolled back");
