@@ -148,7 +148,7 @@ typedef enum saga_apply_result {
 /* Apply ev to s. On SAGA_APPLIED s is updated (updated_at = ev->now, and
  * progressed_at = ev->now when a status changed) and actions appended to out
  * (which the caller clears). On IGNORED or REJECTED s is unchanged and
- * *reason (static text) says why. Returns -1 (SAGA_ENOMEM) on allocation
+ * *reason (static text) says why. Returns SAGA_ENOMEM on allocation
  * failure, leaving s in an unspecified state (discard it). */
 int saga_machine_apply(saga_state *s, const saga_event *ev, saga_actions *out,
                        const char **reason);

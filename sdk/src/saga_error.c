@@ -44,3 +44,13 @@ int saga_error_set(saga_error *err, int code, const char *fmt, ...)
     }
     return code;
 }
+
+const char *saga_version(void)
+{
+    return SAGA_VERSION_STRING;
+}
+
+int saga_version_num(void)
+{
+    return SAGA_VERSION_NUM;
+}

@@ -102,8 +102,12 @@ struct saga_participant {
     PGconn *db;
     handler *handlers;
     int nhandlers;
-    volatile sig_atomic_t stop;
-    int delivery_failures;                      /* within the current batch */
+    /* Set by saga_participant_stop from any thread or a signal handler:
+     * lock-free atomics are safe in both (C11 7.14.1.1), a volatile
+     * sig_atomic_t only in a handler of the same thread. */
+    atomic_int stop;
+    atomic_int wake_w;     /* wake[1] once the fd exists, for stop() to wake it */
+    int delivery_failures; /* within the current batch */
     rd_kafka_topic_partition_list_t *processed; /* offsets of the current batch */
     int wake[2];                                /* saga_participant_fd's pipe, or -1 */
     stats_counters stats;
@@ -413,6 +417,8 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
     if (p == NULL)
         return saga_error_set(err, SAGA_ENOMEM, "out of memory");
     p->wake[0] = p->wake[1] = -1;
+    atomic_init(&p->stop, 0);
+    atomic_init(&p->wake_w, -1);
     p->tx_commands = o->tx_commands > 0 ? o->tx_commands : 64;
     p->tx_ms = o->tx_ms > 0 ? o->tx_ms : 10;
     p->service = strdup(o->service);
@@ -1158,6 +1164,7 @@ int saga_participant_fd(saga_participant *p)
     /* librdkafka writes a byte when the consumer queue becomes non-empty. */
     q = rd_kafka_queue_get_consumer(p->consumer);
     rd_kafka_queue_io_event_enable(q, p->wake[1], "1", 1);
+    atomic_store(&p->wake_w, p->wake[1]);
     rd_kafka_queue_destroy(q);
     return p->wake[0];
 }
@@ -1278,8 +1285,18 @@ int saga_participant_run(saga_participant *p, saga_error *err)
 
 void saga_participant_stop(saga_participant *p)
 {
-    if (p != NULL)
-        p->stop = 1;
+    int w;
+    if (p == NULL)
+        return;
+    atomic_store(&p->stop, 1);
+    /* An fd-driven loop may be asleep in poll(2): make it readable, so it
+     * calls saga_participant_poll and sees the stop (write(2) is
+     * async-signal-safe; a full pipe is readable already). */
+    w = atomic_load(&p->wake_w);
+    if (w >= 0) {
+        ssize_t r = write(w, "1", 1);
+        (void)r;
+    }
 }
 
 #define STAT_GET(field)                                                                  \
@@ -1567,6 +1584,7 @@ void saga_participant_free(saga_participant *p)
         rd_kafka_queue_io_event_enable(q, -1, NULL, 0);
         rd_kafka_queue_destroy(q);
     }
+    atomic_store(&p->wake_w, -1);
     for (int i = 0; i < 2; i++)
         if (p->wake[i] >= 0)
             close(p->wake[i]);

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <poll.h>
+#include <pthread.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -837,6 +839,35 @@ static void test_group_commit_keeps_each_command_atomic(void **state)
     }
 }
 
+static void *stop_later(void *arg)
+{
+    struct timespec ts = {0, 100 * 1000000L};
+    (void)arg;
+    nanosleep(&ts, NULL);
+    saga_participant_stop(part);
+    return NULL;
+}
+
+/* Last (a stop cannot be undone): saga_participant_stop from another
+ * thread wakes a loop asleep on the fd, and poll() then returns 0. */
+static void test_stop_from_another_thread_wakes_the_fd(void **state)
+{
+    struct pollfd pfd = {.events = POLLIN};
+    pthread_t t;
+    saga_error err = {0};
+    int n;
+    (void)state;
+    pfd.fd = saga_participant_fd(part);
+    assert_true(pfd.fd >= 0);
+    while (saga_participant_poll(part, 0, &err) > 0) /* drain: nothing waits */
+        ;
+    assert_int_equal(pthread_create(&t, NULL, stop_later, NULL), 0);
+    n = poll(&pfd, 1, 10000);
+    assert_int_equal(n, 1); /* woken by the stop, not by the 10 s timeout */
+    assert_int_equal(saga_participant_poll(part, 5000, &err), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -855,6 +886,7 @@ int main(void)
         cmocka_unit_test(test_event_loop_fd),
         cmocka_unit_test(test_event_loop_fd_more_than_a_batch),
         cmocka_unit_test(test_group_commit_keeps_each_command_atomic),
+        cmocka_unit_test(test_stop_from_another_thread_wakes_the_fd),
     };
     return cmocka_run_group_tests_name("participant and barrier (PostgreSQL + Kafka)",
                                        tests, setup, teardown);

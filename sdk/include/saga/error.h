@@ -54,6 +54,13 @@ typedef struct saga_error {
 /* A static, never-NULL description of an error code. Thread-safe. */
 SAGA_API const char *saga_strerror(int code);
 
+/* The version of the libsaga actually running, which can differ from the
+ * headers a program was built with (SAGA_VERSION_STRING, SAGA_VERSION_NUM)
+ * when a shared library was upgraded under it: "MAJOR.MINOR.PATCH" (static)
+ * and 0xMMmmpp. Thread-safe. */
+SAGA_API const char *saga_version(void);
+SAGA_API int saga_version_num(void);
+
 /* Fill err (if not NULL) with code and a printf-style message (truncated
  * to fit err->message); returns code so that
  * `return saga_error_set(err, SAGA_EINVAL, "...")` reads well. Thread-safe

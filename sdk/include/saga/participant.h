@@ -112,9 +112,12 @@ SAGA_API int saga_participant_poll(saga_participant *p, int timeout_ms, saga_err
  * thread. */
 SAGA_API int saga_participant_run(saga_participant *p, saga_error *err);
 
-/* Ask run() to return after the current batch; from then on poll()
- * returns 0 at once. Cannot be undone. Safe on NULL; async-signal-safe
- * and callable from any thread. */
+/* Ask run() to return after the current batch (within its 200 ms poll);
+ * from then on poll() returns 0 at once. A loop driven by
+ * saga_participant_fd() is woken: the fd becomes readable, so it calls
+ * poll() and sees the stop. Cannot be undone. Safe on NULL;
+ * async-signal-safe and callable from any thread (an atomic store and a
+ * write(2)), but not concurrently with saga_participant_free(). */
 SAGA_API void saga_participant_stop(saga_participant *p);
 
 /* Counters since creation, for a service's own metrics and logs.
