@@ -393,3 +393,76 @@ int it_create_topic(rd_kafka_t *rk, const char *topic, int partitions, const cha
     rd_kafka_queue_destroy(q);
     return rc;
 }
+
+/* Members of group holding partitions of topic, if the group is stable;
+ * -1 otherwise (or when it cannot be described). */
+static int group_holders(rd_kafka_t *rk, const char *group, const char *topic)
+{
+    const char *groups[1] = {group};
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_event_t *ev;
+    int holders = -1;
+    rd_kafka_DescribeConsumerGroups(rk, groups, 1, NULL, q);
+    ev = rd_kafka_queue_poll(q, 10000);
+    if (ev != NULL && rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        size_t n = 0;
+        const rd_kafka_ConsumerGroupDescription_t **g =
+            rd_kafka_DescribeConsumerGroups_result_groups(
+                rd_kafka_event_DescribeConsumerGroups_result(ev), &n);
+        if (n == 1 && rd_kafka_ConsumerGroupDescription_error(g[0]) == NULL &&
+            rd_kafka_ConsumerGroupDescription_state(g[0]) ==
+                RD_KAFKA_CONSUMER_GROUP_STATE_STABLE) {
+            size_t members = rd_kafka_ConsumerGroupDescription_member_count(g[0]);
+            holders = 0;
+            for (size_t i = 0; i < members; i++) {
+                const rd_kafka_topic_partition_list_t *l =
+                    rd_kafka_MemberAssignment_partitions(
+                        rd_kafka_MemberDescription_assignment(
+                            rd_kafka_ConsumerGroupDescription_member(g[0], i)));
+                int has = 0;
+                for (int k = 0; l != NULL && k < l->cnt && !has; k++)
+                    has = strcmp(l->elems[k].topic, topic) == 0;
+                holders += has;
+            }
+        }
+    }
+    if (ev != NULL)
+        rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    return holders;
+}
+
+int it_wait_group(const char *group, const char *topic, int members, int timeout_ms)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char errstr[256];
+    rd_kafka_t *rk;
+    struct timespec t0, now, pause = {0, 200 * 1000000L};
+    int holders = -1;
+    rd_kafka_conf_set(conf, "bootstrap.servers", it_env("SAGA_KAFKA_BROKERS"), errstr,
+                      sizeof errstr);
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
+    if (rk == NULL) {
+        fprintf(stderr, "it_wait_group: %s\n", errstr);
+        return -1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        holders = group_holders(rk, group, topic);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (holders == members ||
+            (now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 >=
+                timeout_ms)
+            break;
+        nanosleep(&pause, NULL);
+    }
+    rd_kafka_destroy(rk);
+    if (holders != members) {
+        fprintf(stderr,
+                "it_wait_group: group %s has %d member(s) holding %s (want %d) after %d "
+                "ms\n",
+                group, holders, topic, members, timeout_ms);
+        return -1;
+    }
+    return 0;
+}

@@ -72,6 +72,12 @@ double it_sample(const char *metrics, const char *series);
  * anyone creates it another way, with one topic config key=value (key may
  * be NULL); waits up to 30 s. 0, or -1 with the broker's reason printed. */
 struct rd_kafka_s;
+
+/* Wait until consumer group is stable with exactly members members that
+ * each hold at least one partition of topic (a rebalance is over and the
+ * work is shared). 0, or -1 after timeout_ms (the last state printed). */
+int it_wait_group(const char *group, const char *topic, int members, int timeout_ms);
+
 int it_create_topic(struct rd_kafka_s *rk, const char *topic, int partitions,
                     const char *key, const char *value);
 

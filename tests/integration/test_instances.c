@@ -145,11 +145,13 @@ static void test_instances_share_and_take_over(void **state)
     double b_replies, b_started;
     static char metrics[1 << 20];
     ow_counts counts;
+    char reply_topic[256];
     (void)state;
+    snprintf(reply_topic, sizeof reply_topic, "%sreply", prefix);
 
     /* Wave 0: all three share the load, once the reply group has given
      * each its partitions (joins within the first seconds rebalance it). */
-    sleep_ms(8000);
+    assert_int_equal(it_wait_group("sagad", reply_topic, 3, 60000), 0);
     ow_start_wave(db, defs, prefix, per, 0);
     sleep_ms(1500);
     /* b has applied replies of wave 0 before it is killed in wave 1. */
@@ -185,13 +187,14 @@ static void test_instances_share_and_take_over(void **state)
     it_kill9(&sagad[2]);
     sleep_ms(500);
     start_sagad(2);
-    /* Wave 3 once the restarted c has its share of the reply partitions. */
-    sleep_ms(8000);
+    /* Wave 3 once the restarted c has its share of the reply partitions
+     * (b is gone: two members). */
+    assert_int_equal(it_wait_group("sagad", reply_topic, 2, 60000), 0);
     ow_start_wave(db, defs, prefix, per, 3);
     assert_int_equal(ow_wait_all(db, prefix, 120), 0);
     done_at = now_ms();
     print_message("all sagas ended %.1f s after sagad b was killed (session timeout 6 s,"
-                  " outbox lease 3 s; includes the 8 s before wave 3)\n",
+                  " outbox lease 3 s; includes waiting for the group before wave 3)\n",
                   (double)(done_at - killed_at) / 1000.0);
     ow_check(db, prefix, per * 4, &counts);
     held_open =
