@@ -19,6 +19,7 @@
 #include "saga_batch.h"
 #include "saga_engine.h"
 #include "saga_engine_internal.h"
+#include "saga_clock.h"
 #include "saga_kafka.h"
 #include "saga_log.h"
 #include "saga_machine.h"
@@ -234,8 +235,6 @@ struct saga_engine {
     int64_t db_up_ms, db_outage_ms; /* the last reconnect, and when that outage began */
 };
 
-static int64_t mono_ms(void);
-
 /* Write a warning that could repeat once per message at most once per
  * WARN_EVERY_MS, with how many like it were not written since the last
  * one (they are counted in the metrics all the same). */
@@ -247,7 +246,7 @@ static void warn_limited(rate_limit *rl, const char *fmt, ...)
 
 static void warn_limited(rate_limit *rl, const char *fmt, ...)
 {
-    int64_t now = mono_ms();
+    int64_t now = saga__mono_ms();
     char msg[512];
     va_list ap;
     if (rl->last_ms != 0 && now - rl->last_ms < WARN_EVERY_MS) {
@@ -271,7 +270,7 @@ static void warn_limited(rate_limit *rl, const char *fmt, ...)
  * burst's tail is not left unsaid until the next one. */
 static void warn_flush(rate_limit *rl, const char *what)
 {
-    int64_t now = mono_ms();
+    int64_t now = saga__mono_ms();
     if (rl->suppressed == 0 || now - rl->last_ms < WARN_EVERY_MS)
         return;
     saga_log(SAGA_LOG_WARN, "%llu more %s in the last %lld s",
@@ -427,13 +426,6 @@ static void produce(saga_engine *e, saga_outbox *o)
     }
 }
 
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* saga.limits as the database has them now (`sagactl limits set` takes
  * effect here without a restart); on failure the last value stays. */
 static void read_limits(saga_engine *e)
@@ -462,7 +454,7 @@ static int ensure_db(saga_engine *e)
     int64_t now;
     if (PQstatus(e->db) == CONNECTION_OK && e->db_ready)
         return 0;
-    now = mono_ms();
+    now = saga__mono_ms();
     if (e->db_lost_ms == 0 && e->db_up_ms != 0 && now - e->db_up_ms < DB_STABLE_MS) {
         /* Lost again right after coming back (a server shutting down
          * still accepts a connection now and then): the same outage, its
@@ -487,7 +479,7 @@ static int ensure_db(saga_engine *e)
         /* libpq's message ends in a newline and may run to several lines. */
         snprintf(msg, sizeof msg, "%s", PQerrorMessage(e->db));
         msg[strcspn(msg, "\n")] = '\0';
-        now = mono_ms();
+        now = saga__mono_ms();
         if (e->db_logged_ms == 0 || now - e->db_logged_ms >= DB_LOG_EVERY_MS) {
             if (e->db_logged_ms == 0)
                 saga_log(SAGA_LOG_ERROR,
@@ -511,7 +503,7 @@ static int ensure_db(saga_engine *e)
             saga_batch_prepare(e->db, &err) != SAGA_OK) {
             /* Connected but not usable yet (e.g. the server is still
              * starting): the same back-off, tried again later. */
-            now = mono_ms();
+            now = saga__mono_ms();
             if (e->db_logged_ms == 0 || now - e->db_logged_ms >= DB_LOG_EVERY_MS) {
                 saga_log(SAGA_LOG_ERROR, "PostgreSQL reconnected but not usable: %s",
                          err.message);
@@ -529,9 +521,9 @@ static int ensure_db(saga_engine *e)
     saga_health_set_db(&e->health, 1, NULL);
     if (e->db_up_ms == 0 || now - e->db_up_ms >= DB_STABLE_MS)
         saga_log(SAGA_LOG_INFO, "reconnected to PostgreSQL after %lld ms (%d tries)",
-                 (long long)(mono_ms() - e->db_lost_ms), e->db_tries);
+                 (long long)(saga__mono_ms() - e->db_lost_ms), e->db_tries);
     e->db_outage_ms = e->db_lost_ms;
-    e->db_up_ms = mono_ms();
+    e->db_up_ms = saga__mono_ms();
     e->db_lost_ms = 0;
     return 0;
 }
@@ -642,11 +634,11 @@ static void rollback(saga_engine *e)
  * metric updates count. The caller rolls back on failure. */
 static int commit_batch(saga_engine *e, saga_outbox *sent, saga_error *err)
 {
-    int64_t t0 = mono_ns();
+    int64_t t0 = saga__mono_ns();
     int rc = saga_batch_commit(e->db, e->batch, sent, err);
     if (rc != SAGA_OK)
         return rc;
-    saga_metric_observe(e->m.pg_commit, NULL, (double)(mono_ns() - t0) / 1e9);
+    saga_metric_observe(e->m.pg_commit, NULL, (double)(saga__mono_ns() - t0) / 1e9);
     saga_metric_observe(e->m.batch_size, NULL, e->batch_events);
     e->batch_events = 0;
     saga_gate_commit(e->gate, saga_now_ms());
@@ -1297,7 +1289,7 @@ again:
      * not set aside twice. */
     if (!e->feeding) {
         rewind_consumer(e);
-        e->replies_after_ms = mono_ms() + 500;
+        e->replies_after_ms = saga__mono_ms() + 500;
     }
 out:
     for (int i = 0; i < n; i++)
@@ -1798,13 +1790,6 @@ static int notified(saga_engine *e)
     return any;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Every few seconds: free bulkhead slots whose time ran out, read the
  * gauges that come from the database, publish the services' breaker and
  * bulkhead state, and check the broker answers (for /readyz). */
@@ -1815,7 +1800,7 @@ static void observe(saga_engine *e)
     rd_kafka_resp_err_t ke;
     int64_t now = saga_now_ms();
 
-    int with_finished = mono_ms() >= e->next_finished_ms;
+    int with_finished = saga__mono_ms() >= e->next_finished_ms;
 
     saga_gate_expire(e->gate, now);
     /* An open breaker turns half-open by the clock alone, a probe may
@@ -1832,7 +1817,7 @@ static void observe(saga_engine *e)
         read_limits(e);
         if (with_finished)
             e->next_finished_ms =
-                mono_ms() + (int64_t)FINISHED_EVERY * e->cfg.observe_interval_ms;
+                saga__mono_ms() + (int64_t)FINISHED_EVERY * e->cfg.observe_interval_ms;
         if (saga_observe_sagas(e->db, with_finished, &e->m, &err) != SAGA_OK ||
             saga_observe_services(e->db, e->owner, e->gate, now, &e->m, &err) !=
                 SAGA_OK) {
@@ -1890,7 +1875,7 @@ int saga_engine_run(saga_engine *e, saga_error *err)
         saga_metric_add(e->m.loop_ticks, NULL, 1);
         /* No database, no replies: they stay in Kafka until it is back. */
         db_ok = ensure_db(e) == 0;
-        k = db_ok && mono_ms() >= e->replies_after_ms
+        k = db_ok && saga__mono_ms() >= e->replies_after_ms
                 ? rd_kafka_consume_batch_queue(cq, 0, msgs, (size_t)e->cfg.batch_max)
                 : 0;
         n = k > 0 ? (int)k : 0;
@@ -1912,7 +1897,7 @@ int saga_engine_run(saga_engine *e, saga_error *err)
             for (int i = 0; i < valid; i++)
                 rd_kafka_message_destroy(msgs[i]);
         }
-        now = mono_ms();
+        now = saga__mono_ms();
         if (PQstatus(e->db) == CONNECTION_OK && notified(e))
             next_scan = 0;
         if (now >= next_timer) {
@@ -1932,7 +1917,7 @@ int saga_engine_run(saga_engine *e, saga_error *err)
         fail_refused(e);
         if (now >= next_observe) {
             observe(e);
-            next_observe = mono_ms() + e->cfg.observe_interval_ms;
+            next_observe = saga__mono_ms() + e->cfg.observe_interval_ms;
         }
         {
             char why[256];
@@ -1949,11 +1934,11 @@ int saga_engine_run(saga_engine *e, saga_error *err)
         }
         if (full)
             continue;
-        now = mono_ms();
+        now = saga__mono_ms();
         wait = (next_timer < next_scan ? next_timer : next_scan) - now;
         if (next_observe - now < wait)
             wait = next_observe - now;
-        if (!db_ok || mono_ms() < e->replies_after_ms)
+        if (!db_ok || saga__mono_ms() < e->replies_after_ms)
             wait = wait < 250 ? wait : 250;
         wait_for_work(e, (int)(wait > 0 ? wait : 0));
     }

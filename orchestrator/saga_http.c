@@ -9,6 +9,7 @@
 
 #include <microhttpd.h>
 
+#include "saga_clock.h"
 #include "saga_http.h"
 
 #define METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"
@@ -244,9 +245,7 @@ int saga_health_is_ready(saga_health *h, char *reason, size_t size)
 
 int64_t saga_health_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return saga__mono_ms();
 }
 
 int saga_health_check_live(void *arg, char *reason, size_t size)

@@ -8,14 +8,13 @@
 #include "saga_kafka.h"
 #include "saga_batch.h"
 #include "saga_pgerr.h"
+#include "saga_clock.h"
 #include "saga_store.h"
 #include "saga_tracing.h"
 
 int64_t saga_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return saga__wall_ms();
 }
 
 int saga_store_exec(PGconn *db, const char *sql, saga_error *err)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "saga_duration.h"
+#include "saga_clock.h"
 #include "sagactl.h"
 
 /* Only these may be purged: every other status is a saga sagad or an
@@ -44,9 +45,7 @@ static void on_stop_signal(int sig)
 
 static double now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+    return (double)saga__mono_us() / 1e3;
 }
 
 /* Run sql; on failure put the server's message in err and return -1. */

@@ -10,6 +10,7 @@
 
 #include "saga/client.h"
 #include "saga/trace.h"
+#include "saga_clock.h"
 #include "saga_pq.h"
 
 /* saga.limits max_input_bytes as migration 0011 sets it: what the client
@@ -251,27 +252,20 @@ static int ended(const char *status)
     return 0;
 }
 
-/* Microseconds: whole milliseconds would let a wait end up to 1 ms early. */
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 int saga_client_wait(saga_client *c, const char *id, int timeout_ms, char status[32],
                      saga_error *err)
 {
     /* The clock, not a count of sleeps: each status query takes time too,
      * and the wall clock may jump. */
-    int64_t deadline = mono_us() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000;
+    int64_t deadline =
+        saga__mono_us() + (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000;
     for (;;) {
         int64_t left;
         struct timespec ts;
         int rc = saga_client_status(c, id, status, err);
         if (rc != SAGA_OK || ended(status))
             return rc;
-        left = deadline - mono_us();
+        left = deadline - saga__mono_us();
         if (left <= 0)
             return saga_error_set(err, SAGA_ESTATE, "saga %s still %s after %d ms", id,
                                   status, timeout_ms);

@@ -16,6 +16,7 @@
 
 #include "saga/participant.h"
 #include "saga_barrier.h"
+#include "saga_clock.h"
 #include "saga_kafka.h"
 #include "saga_participant_internal.h"
 #include "saga_pq.h"
@@ -209,13 +210,6 @@ void saga_result_retry(saga_result *r, int64_t after_ms, const char *fmt, ...)
     va_end(ap);
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* A window that ended with lines left out says how many, once. */
 static void log_window_roll(saga_participant *p, int64_t now)
 {
@@ -242,7 +236,7 @@ static void say(saga_participant *p, saga_participant_log_level level, const cha
     vsnprintf(p->warning, sizeof p->warning, fmt, ap);
     if (p->log_fn == NULL)
         return;
-    log_window_roll(p, mono_ms());
+    log_window_roll(p, saga__mono_ms());
     if (p->log_lines >= LOG_BURST) {
         p->log_left_out++;
         STAT_ADD(p, log_suppressed, 1);
@@ -434,7 +428,7 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
     snprintf(p->dead_topic, sizeof p->dead_topic, "%sdead.%s", p->prefix, p->service);
     p->max_output_bytes = 262144;
     p->max_redeliveries = 3;
-    p->log_window = mono_ms();
+    p->log_window = saga__mono_ms();
 
     if (o->db_url != NULL) {
         /* search_path goes into the connection options, not a SET, so that
@@ -668,20 +662,13 @@ static void count_reply(saga_participant *p, const json_t *reply)
         STAT_ADD(p, replied_retry, 1);
 }
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 /* Run the handler, timing it for the stats. */
 static void call_handler(saga_participant *p, const handler *h, const saga_command *cmd,
                          PGconn *db, saga_result *res)
 {
-    uint64_t start = now_ns();
+    uint64_t start = (uint64_t)saga__mono_ns();
     h->fn(cmd, db, res, h->arg);
-    STAT_ADD(p, handler_time_ns, now_ns() - start);
+    STAT_ADD(p, handler_time_ns, (uint64_t)saga__mono_ns() - start);
     STAT_ADD(p, handler_calls, 1);
 }
 
@@ -784,7 +771,7 @@ static void group_begin(saga_participant *p)
     p->group_open = 1;
     p->group_n = 0;
     p->group_failed = 0;
-    p->group_started = mono_ms();
+    p->group_started = saga__mono_ms();
 }
 
 /* COMMIT the group and send its replies; when the group failed, roll it
@@ -1182,7 +1169,7 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
     p->warning[0] = '\0';
     p->delivery_failures = 0;
     if (p->log_left_out > 0)
-        log_window_roll(p, mono_ms());
+        log_window_roll(p, saga__mono_ms());
     while (n < BATCH_MAX && !p->stop) {
         rd_kafka_message_t *m =
             rd_kafka_consumer_poll(p->consumer, n == 0 ? timeout_ms : 0);
@@ -1213,7 +1200,7 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
         n++;
         if (p->group_open &&
             (++p->group_n >= p->tx_commands ||
-             mono_ms() - p->group_started >= p->tx_ms) &&
+             saga__mono_ms() - p->group_started >= p->tx_ms) &&
             group_end(p) != 0)
             group_lost = 1;
     }
