@@ -2000,15 +2000,8 @@ static int setup_kafka(saga_engine *e, saga_error *err)
         rd_kafka_conf_destroy(conf);
         return rc;
     }
-    {
-        /* What librdkafka refuses locally as too large, to say so. */
-        char v[32];
-        size_t vs = sizeof v;
-        e->max_message_bytes =
-            rd_kafka_conf_get(conf, "message.max.bytes", v, &vs) == RD_KAFKA_CONF_OK
-                ? strtoll(v, NULL, 10)
-                : 0;
-    }
+    /* What librdkafka refuses locally as too large, to say so. */
+    e->max_message_bytes = saga__kafka_conf_int(conf, "message.max.bytes", 0);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_opaque(conf, e);
     e->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);

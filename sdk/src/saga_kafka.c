@@ -1,5 +1,6 @@
 /* Kafka helpers: topic names, configs, topic creation. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "saga_kafka.h"
@@ -12,6 +13,16 @@ int saga__topic_cmd(char *buf, size_t size, const char *prefix, const char *serv
 int saga__topic_reply(char *buf, size_t size, const char *prefix)
 {
     return snprintf(buf, size, "%sreply", prefix ? prefix : "saga.");
+}
+
+long long saga__kafka_conf_int(const rd_kafka_conf_t *conf, const char *key,
+                               long long dflt)
+{
+    char v[32];
+    size_t len = sizeof v;
+    return rd_kafka_conf_get(conf, key, v, &len) == RD_KAFKA_CONF_OK
+               ? strtoll(v, NULL, 10)
+               : dflt;
 }
 
 int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value,

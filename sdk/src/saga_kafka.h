@@ -20,6 +20,11 @@ rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id,
 int saga__kafka_apply_options(rd_kafka_conf_t *conf, const char *options,
                               saga_error *err);
 
+/* conf's integer setting key (e.g. "message.max.bytes"), or dflt when it
+ * cannot be read. */
+long long saga__kafka_conf_int(const rd_kafka_conf_t *conf, const char *key,
+                               long long dflt);
+
 /* Set one property, reporting the key on failure. */
 int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value,
                     saga_error *err);

@@ -473,14 +473,7 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
         rd_kafka_conf_destroy(conf);
         goto fail;
     }
-    {
-        char v[32];
-        size_t vlen = sizeof v;
-        p->max_message_bytes =
-            rd_kafka_conf_get(conf, "message.max.bytes", v, &vlen) == RD_KAFKA_CONF_OK
-                ? strtoll(v, NULL, 10)
-                : 1000000;
-    }
+    p->max_message_bytes = saga__kafka_conf_int(conf, "message.max.bytes", 1000000);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     rd_kafka_conf_set_opaque(conf, p);
     p->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);

@@ -466,3 +466,39 @@ int it_wait_group(const char *group, const char *topic, int members, int timeout
     }
     return 0;
 }
+
+int it_http_port(const it_proc *p)
+{
+    static const char needle[] = "/readyz on 127.0.0.1:";
+    char line[1024];
+    int port = -1;
+    FILE *f = fopen(p->log, "r");
+    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+        char *at = strstr(line, needle);
+        if (at != NULL)
+            port = atoi(at + strlen(needle));
+    }
+    if (f != NULL)
+        fclose(f);
+    return port;
+}
+
+int it_defs_dir(const char *name, const char *globs, char *out, size_t size)
+{
+    char cmd[4096], cwd[512], links[2048] = "";
+    const char *g = globs;
+    if (getcwd(cwd, sizeof cwd) == NULL)
+        return -1;
+    snprintf(out, size, "%s/tests/%s-defs-%ld", it_env("SAGA_BUILD_DIR"), name,
+             (long)getpid());
+    while (*g != '\0') { /* each glob as '<cwd>'/glob */
+        size_t n = strcspn(g, " ");
+        size_t used = strlen(links);
+        snprintf(links + used, sizeof links - used, "'%s'/%.*s ", cwd, (int)n, g);
+        g += n;
+        g += strspn(g, " ");
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s' && ln -s %s'%s'/", out, out,
+             links, out);
+    return system(cmd) == 0 ? 0 : -1;
+}

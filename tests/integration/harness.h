@@ -64,6 +64,15 @@ const char *it_wait_final(PGconn *db, const char *id, int timeout_ms);
  * nothing answered. */
 int it_http_get(int port, const char *path, char *buf, size_t size);
 
+/* The HTTP port sagad p picked with --http 127.0.0.1:0, from its log; -1
+ * when the log does not say. */
+int it_http_port(const it_proc *p);
+
+/* Make a definitions folder for sagad, <build>/tests/<name>-defs-<pid>,
+ * holding links to the files globs name (space-separated shell globs,
+ * relative to the source tree); its path into out. 0, or -1. */
+int it_defs_dir(const char *name, const char *globs, char *out, size_t size);
+
 /* The value of the Prometheus series (name with its labels, exactly as
  * printed) in a /metrics text; -1 when it is not there. */
 double it_sample(const char *metrics, const char *series);

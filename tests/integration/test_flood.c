@@ -181,9 +181,8 @@ static int setup(void **state)
     const char *args[] = {"--definitions", "tests/integration/crash_sagas", "--http",
                           "127.0.0.1:0", NULL};
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char errstr[256], line[1024];
+    char errstr[256];
     saga_error err = {0};
-    FILE *f;
     (void)state;
     if (ow_setup("flood", &db, &prefix) != 0)
         return -1;
@@ -220,15 +219,7 @@ static int setup(void **state)
     if (it_spawn(&sagad, "flood-sagad", "sagad", args) != 0 ||
         it_wait_log(&sagad, "sagad running", 60000) != 0)
         return -1;
-    /* The port sagad picked is in its log. */
-    f = fopen(sagad.log, "r");
-    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
-        char *at = strstr(line, "/readyz on 127.0.0.1:");
-        if (at != NULL)
-            http_port = atoi(at + strlen("/readyz on 127.0.0.1:"));
-    }
-    if (f != NULL)
-        fclose(f);
+    http_port = it_http_port(&sagad);
     if (saga_client_new(it_env("SAGA_PG_URL"), &client, &err) != SAGA_OK) {
         fprintf(stderr, "client: %s\n", err.message);
         return -1;

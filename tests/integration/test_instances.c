@@ -68,16 +68,7 @@ static void start_sagad(int i)
     assert_int_equal(it_spawn(&sagad[i], log, "sagad", args), 0);
     assert_int_equal(it_wait_log(&sagad[i], "sagad running", 60000), 0);
     if (i == 1) {
-        FILE *f = fopen(sagad[i].log, "r");
-        char line[1024];
-        const char *needle = "/readyz on 127.0.0.1:";
-        while (f != NULL && fgets(line, sizeof line, f) != NULL) {
-            char *at = strstr(line, needle);
-            if (at != NULL)
-                b_port = atoi(at + strlen(needle));
-        }
-        if (f != NULL)
-            fclose(f);
+        b_port = it_http_port(&sagad[i]);
         assert_true(b_port > 0);
     }
 }

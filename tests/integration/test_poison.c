@@ -61,22 +61,15 @@ static void start_sagad(void)
 static int setup(void **state)
 {
     const char *migrate[] = {"migrate", "--dir", "migrations", NULL};
-    char cmd[4096], cwd[512], errstr[256];
+    char errstr[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     (void)state;
     it_isolate_db("poison");
     prefix = strdup(it_prefix("poison"));
     setenv("SAGA_TOPIC_PREFIX", prefix, 1);
-    if (it_sagactl(NULL, 0, migrate) != 0 || getcwd(cwd, sizeof cwd) == NULL)
-        return -1;
-    snprintf(defs_dir, sizeof defs_dir, "%s/tests/poison-defs-%ld",
-             it_env("SAGA_BUILD_DIR"), (long)getpid());
-    snprintf(cmd, sizeof cmd,
-             "rm -rf '%s' && mkdir -p '%s' && ln -s "
-             "'%s'/tests/integration/poison_sagas/*.json "
-             "'%s'/",
-             defs_dir, defs_dir, cwd, defs_dir);
-    if (system(cmd) != 0)
+    if (it_sagactl(NULL, 0, migrate) != 0 ||
+        it_defs_dir("poison", "tests/integration/poison_sagas/*.json", defs_dir,
+                    sizeof defs_dir) != 0)
         return -1;
     db = it_db();
     rd_kafka_conf_set(conf, "bootstrap.servers", it_env("SAGA_KAFKA_BROKERS"), errstr,

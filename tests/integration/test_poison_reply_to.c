@@ -97,7 +97,7 @@ static int setup(void **state)
 {
     const char *migrate[] = {"migrate", "--dir", "migrations", NULL};
     const char *args[] = {"--definitions", defs_dir, NULL};
-    char cmd[4096], cwd[512], errstr[256];
+    char errstr[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     saga_participant_options o = {0};
     saga_error err = {0};
@@ -108,15 +108,9 @@ static int setup(void **state)
     snprintf(cmd_topic, sizeof cmd_topic, "%scmd.relay", prefix);
     snprintf(reply_topic, sizeof reply_topic, "%sreply", prefix);
     snprintf(dead_topic, sizeof dead_topic, "%sdead.relay", prefix);
-    if (it_sagactl(NULL, 0, migrate) != 0 || getcwd(cwd, sizeof cwd) == NULL)
-        return -1;
-    snprintf(defs_dir, sizeof defs_dir, "%s/tests/replyto-defs-%ld",
-             it_env("SAGA_BUILD_DIR"), (long)getpid());
-    snprintf(cmd, sizeof cmd,
-             "rm -rf '%s' && mkdir -p '%s' && ln -s "
-             "'%s'/tests/integration/relay_sagas/*.json '%s'/",
-             defs_dir, defs_dir, cwd, defs_dir);
-    if (system(cmd) != 0)
+    if (it_sagactl(NULL, 0, migrate) != 0 ||
+        it_defs_dir("replyto", "tests/integration/relay_sagas/*.json", defs_dir,
+                    sizeof defs_dir) != 0)
         return -1;
     db = it_db();
     rd_kafka_conf_set(conf, "bootstrap.servers", it_env("SAGA_KAFKA_BROKERS"), errstr,

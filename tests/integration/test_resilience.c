@@ -211,20 +211,10 @@ static int setup(void **state)
                               "--observe-interval",
                               "300ms",
                               NULL};
-        FILE *f;
-        char line[1024];
         if (it_spawn(&sagad, "resilience-sagad", "sagad", args) != 0 ||
             it_wait_log(&sagad, "sagad running", 60000) != 0)
             return -1;
-        /* The port sagad picked is in its log. */
-        f = fopen(sagad.log, "r");
-        while (f != NULL && fgets(line, sizeof line, f) != NULL) {
-            char *at = strstr(line, "/readyz on 127.0.0.1:");
-            if (at != NULL)
-                http_port = atoi(at + strlen("/readyz on 127.0.0.1:"));
-        }
-        if (f != NULL)
-            fclose(f);
+        http_port = it_http_port(&sagad);
     }
     return http_port > 0 ? 0 : -1;
 }

@@ -41,16 +41,8 @@ static void sleep_ms(int ms)
  * one under the build directory. */
 static int make_defs_dir(void)
 {
-    char cmd[4096], cwd[512];
-    if (getcwd(cwd, sizeof cwd) == NULL)
-        return -1;
-    snprintf(defs_dir, sizeof defs_dir, "%s/tests/sagad-defs-%ld",
-             it_env("SAGA_BUILD_DIR"), (long)getpid());
-    snprintf(cmd, sizeof cmd,
-             "rm -rf '%s' && mkdir -p '%s' && ln -s '%s'/sagas/*.json "
-             "'%s'/tests/integration/sagad_sagas/*.json '%s'/",
-             defs_dir, defs_dir, cwd, cwd, defs_dir);
-    return system(cmd) == 0 ? 0 : -1;
+    return it_defs_dir("sagad", "sagas/*.json tests/integration/sagad_sagas/*.json",
+                       defs_dir, sizeof defs_dir);
 }
 
 static void start_sagad(void)
