@@ -23,10 +23,36 @@ MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null)
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
            -Wpointer-arith -Wformat=2 -Wno-format-nonliteral -Wvla -Wundef
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(WARN) $(CFLAGS) \
-              -Isdk/include -Isdk/src -Iorchestrator $(PKG_CFLAGS) $(MHD_CFLAGS) -MMD -MP
+BASE_CFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(WARN) $(CFLAGS) -MMD -MP
 LDLIBS  := $(PKG_LIBS) -lm -lpthread
 CORE_LDLIBS := $(MHD_LIBS) $(LDLIBS)
+
+# The floors (docs/ARCHITECTURE.md). Each folder sees the folders below it
+# and only the libraries it may use; scripts/forbid/ puts headers first on
+# the path that fail the build when a floor includes a library it must not
+# (librdkafka and libpq sit on the default path, so leaving a flag out is
+# not enough). The SDK's private headers (sdk/src) are the SDK's alone:
+# the orchestrator sees the public headers and sdk/internal/saga_shared.h.
+JANSSON_CFLAGS := $(shell pkg-config --cflags jansson 2>/dev/null)
+PQ_CFLAGS      := $(shell pkg-config --cflags libpq 2>/dev/null)
+SDK_INC   := -Isdk/include -Isdk/internal
+NO_KAFKA  := -Iscripts/forbid/rdkafka
+NO_PQ     := -Iscripts/forbid/libpq
+NO_HTTP   := -Iscripts/forbid/mhd
+CORE_INC  := $(SDK_INC) -Iorchestrator/core
+OBS_INC   := $(CORE_INC) -Iorchestrator/obs
+STORE_INC := $(OBS_INC) -Iorchestrator/store
+ENGINE_INC := $(STORE_INC) -Iorchestrator/engine
+FLOOR_CFLAGS = $(SDK_INC) -Isdk/src $(PKG_CFLAGS)
+$(BUILD)/orchestrator/core/%.o: FLOOR_CFLAGS = $(NO_KAFKA) $(NO_PQ) $(NO_HTTP) $(CORE_INC) $(JANSSON_CFLAGS)
+$(BUILD)/orchestrator/obs/%.o: FLOOR_CFLAGS = $(NO_KAFKA) $(NO_PQ) $(OBS_INC) $(JANSSON_CFLAGS) $(MHD_CFLAGS)
+$(BUILD)/orchestrator/store/%.o: FLOOR_CFLAGS = $(NO_KAFKA) $(NO_HTTP) $(STORE_INC) $(JANSSON_CFLAGS) $(PQ_CFLAGS)
+$(BUILD)/orchestrator/engine/%.o: FLOOR_CFLAGS = $(ENGINE_INC) $(PKG_CFLAGS) $(MHD_CFLAGS)
+$(BUILD)/orchestrator/sagad/%.o: FLOOR_CFLAGS = $(ENGINE_INC) $(PKG_CFLAGS) $(MHD_CFLAGS)
+$(BUILD)/orchestrator/sagactl/%.o: FLOOR_CFLAGS = $(NO_HTTP) $(STORE_INC) -Iorchestrator/sagactl $(PKG_CFLAGS)
+$(BUILD)/tests/%.o: FLOOR_CFLAGS = $(ENGINE_INC) -Isdk/src -Iorchestrator/sagactl $(PKG_CFLAGS) $(MHD_CFLAGS)
+$(BUILD)/examples/%.o: FLOOR_CFLAGS = $(SDK_INC) $(PKG_CFLAGS)
+ALL_CFLAGS = $(BASE_CFLAGS) $(FLOOR_CFLAGS)
 
 ifeq ($(SAN),1)
 ALL_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -34,8 +60,9 @@ LDFLAGS    += -fsanitize=address,undefined
 endif
 
 SDK_SRC  := $(wildcard sdk/src/*.c)
-SAGACTL_SRC := $(wildcard orchestrator/sagactl_*.c)
-CORE_SRC := $(filter-out orchestrator/sagad_main.c $(SAGACTL_SRC), $(wildcard orchestrator/*.c))
+SAGACTL_SRC := $(wildcard orchestrator/sagactl/*.c)
+CORE_SRC := $(wildcard orchestrator/core/*.c orchestrator/obs/*.c orchestrator/store/*.c \
+                       orchestrator/engine/*.c)
 SDK_OBJ  := $(SDK_SRC:%.c=$(BUILD)/%.o)
 SDK_PIC  := $(SDK_SRC:%.c=$(BUILD)/pic/%.o)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
@@ -85,7 +112,7 @@ $(LIBCORE_A): $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/bin/sagad: $(BUILD)/orchestrator/sagad_main.o $(LIBCORE_A) $(LIBSAGA_A)
+$(BUILD)/bin/sagad: $(BUILD)/orchestrator/sagad/sagad_main.o $(LIBCORE_A) $(LIBSAGA_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
 

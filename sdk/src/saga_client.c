@@ -10,8 +10,7 @@
 
 #include "saga/client.h"
 #include "saga/trace.h"
-#include "saga_clock.h"
-#include "saga_pq.h"
+#include "saga_shared.h"
 
 /* saga.limits max_input_bytes as migration 0011 sets it: what the client
  * believes until an input over it makes it read the table. */

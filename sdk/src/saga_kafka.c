@@ -3,7 +3,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "saga_kafka.h"
+#include <librdkafka/rdkafka.h>
+
+#include "saga_shared.h"
 
 int saga__topic_cmd(char *buf, size_t size, const char *prefix, const char *service)
 {
@@ -258,8 +260,8 @@ void saga__kafka_track(rd_kafka_topic_partition_list_t **list,
         tp->offset = msg->offset + 1;
 }
 
-rd_kafka_resp_err_t saga__kafka_store_tracked(rd_kafka_t *consumer,
-                                              rd_kafka_topic_partition_list_t **list)
+int saga__kafka_store_tracked(rd_kafka_t *consumer,
+                              rd_kafka_topic_partition_list_t **list)
 {
     rd_kafka_resp_err_t e;
     if (*list == NULL)

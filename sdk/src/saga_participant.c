@@ -16,10 +16,10 @@
 
 #include "saga/participant.h"
 #include "saga_barrier.h"
-#include "saga_clock.h"
-#include "saga_kafka.h"
+#include <librdkafka/rdkafka.h>
+
+#include "saga_shared.h"
 #include "saga_participant_internal.h"
-#include "saga_pq.h"
 
 #define BATCH_MAX        200
 #define FLUSH_TIMEOUT_MS 30000

@@ -1,5 +1,7 @@
 /* libpq helpers shared by the SDK and sagad (see saga_pq.h). */
-#include "saga_pq.h"
+#include <libpq-fe.h>
+
+#include "saga_shared.h"
 
 static void ignore_notice(void *arg, const char *message)
 {

@@ -71,7 +71,7 @@
 #include "saga_definition.h"
 #include "saga_engine.h"
 #include "saga_engine_internal.h"
-#include "saga_kafka.h"
+#include "saga_shared.h"
 #include "saga_log.h"
 #include "saga_migrate.h"
 #include "saga_participant_internal.h"

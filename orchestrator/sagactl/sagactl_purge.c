@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "saga_duration.h"
-#include "saga_clock.h"
+#include "saga_shared.h"
 #include "sagactl.h"
 
 /* Only these may be purged: every other status is a saga sagad or an

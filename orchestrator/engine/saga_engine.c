@@ -19,8 +19,9 @@
 #include "saga_batch.h"
 #include "saga_engine.h"
 #include "saga_engine_internal.h"
-#include "saga_clock.h"
-#include "saga_kafka.h"
+#include <librdkafka/rdkafka.h>
+
+#include "saga_shared.h"
 #include "saga_log.h"
 #include "saga_machine.h"
 #include "saga_migrate.h"
@@ -29,7 +30,6 @@
 #include "saga_store.h"
 #include "saga_tally.h"
 #include "saga_tracing.h"
-#include "saga_pq.h"
 
 #define OUTBOX_SCAN_MS    1000
 #define OUTBOX_SCAN_LIMIT 2000

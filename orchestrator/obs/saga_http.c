@@ -9,7 +9,7 @@
 
 #include <microhttpd.h>
 
-#include "saga_clock.h"
+#include "saga_shared.h"
 #include "saga_http.h"
 
 #define METRICS_TYPE "text/plain; version=0.0.4; charset=utf-8"

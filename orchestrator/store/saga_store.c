@@ -5,10 +5,9 @@
 #include <time.h>
 
 #include "saga/protocol.h"
-#include "saga_kafka.h"
+#include "saga_shared.h"
 #include "saga_batch.h"
 #include "saga_pgerr.h"
-#include "saga_clock.h"
 #include "saga_store.h"
 #include "saga_tracing.h"
 

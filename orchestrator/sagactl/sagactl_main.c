@@ -20,7 +20,7 @@
 #include "saga_store.h"
 #include "saga_tracing.h"
 #include "sagactl.h"
-#include "saga_pq.h"
+#include "saga_shared.h"
 
 const char *db_url;
 int want_json;

@@ -12,7 +12,7 @@
 #include "saga_engine.h"
 #include "saga_http.h"
 #include "saga_log.h"
-#include "saga_pq.h"
+#include "saga_shared.h"
 #include "saga_store.h"
 
 static saga_engine *engine;

@@ -1,0 +1,153 @@
+/* saga_shared.h - the one internal header libsaga and the orchestrator
+ * share (not installed). Everything else the orchestrator uses from the SDK
+ * comes through the public headers in sdk/include/saga/.
+ *
+ * It holds what both sides truly need the same way: the clocks, one growth
+ * helper for arrays, the topic names, the Kafka consumer and offset
+ * bookkeeping, and the libpq notice silencer. It includes neither
+ * rdkafka.h nor libpq-fe.h (their types are only named here), so the pure
+ * core may include it for the growth helper and topic names; calling the
+ * Kafka or libpq helpers needs the library's own header as well.
+ *
+ * Threads: every function here is safe from any thread on its own
+ * arguments. Errors are returned (saga_error), never printed. */
+#ifndef SAGA_SHARED_H
+#define SAGA_SHARED_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "saga/error.h"
+
+/* ---- clocks ---- */
+
+/* Monotonic nanoseconds since an arbitrary start. */
+static inline int64_t saga__mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline int64_t saga__mono_us(void)
+{
+    return saga__mono_ns() / 1000;
+}
+
+static inline int64_t saga__mono_ms(void)
+{
+    return saga__mono_ns() / 1000000;
+}
+
+/* Wall-clock milliseconds since the Unix epoch. */
+static inline int64_t saga__wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- growth ---- */
+
+/* Make room for need elements of size elem in the array *items of
+ * capacity *cap (doubling, at least first when empty). On failure nothing
+ * changes and SAGA_ENOMEM is returned; the old array stays valid. */
+static inline int saga__grow(void *items, int *cap, int need, size_t elem, int first)
+{
+    void **p = (void **)items;
+    if (need <= *cap)
+        return SAGA_OK;
+    long long n = *cap > 0 ? *cap : (first > 0 ? first : 8);
+    while (n < need)
+        n *= 2;
+    if (n > (long long)(SIZE_MAX / 2) / (long long)elem || n > 0x3fffffff)
+        return SAGA_ENOMEM;
+    void *bigger = realloc(*p, (size_t)n * elem);
+    if (!bigger)
+        return SAGA_ENOMEM;
+    *p = bigger;
+    *cap = (int)n;
+    return SAGA_OK;
+}
+
+/* ---- topic names ---- */
+
+/* <prefix>cmd.<service> and <prefix>reply; SAGA_EINVAL when the name does
+ * not fit in size. */
+int saga__topic_cmd(char *buf, size_t size, const char *prefix, const char *service);
+int saga__topic_reply(char *buf, size_t size, const char *prefix);
+
+/* ---- Kafka (callers include <librdkafka/rdkafka.h>) ---- */
+
+typedef struct rd_kafka_s rd_kafka_t;
+typedef struct rd_kafka_conf_s rd_kafka_conf_t;
+typedef struct rd_kafka_message_s rd_kafka_message_t;
+typedef struct rd_kafka_topic_partition_list_s rd_kafka_topic_partition_list_t;
+
+/* A config with bootstrap servers set and a client.id; NULL + err on failure.
+ * The caller owns it (rd_kafka_new takes it over on success). */
+rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id,
+                                  saga_error *err);
+
+/* Apply "key=value,key=value" librdkafka settings (NULL or "": none);
+ * the error names the entry that was refused. */
+int saga__kafka_apply_options(rd_kafka_conf_t *conf, const char *options,
+                              saga_error *err);
+
+/* conf's integer setting key (e.g. "message.max.bytes"), or dflt when it
+ * cannot be read. */
+long long saga__kafka_conf_int(const rd_kafka_conf_t *conf, const char *key,
+                               long long dflt);
+
+/* Set one property, reporting the key on failure. */
+int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value,
+                    saga_error *err);
+
+/* A consumer in group_id (static member instance_id when not NULL/empty)
+ * that commits nothing by itself, starts new groups at the earliest offset,
+ * and is subscribed to topic; options (saga__kafka_apply_options) are
+ * applied last. log_cb (NULL: silent) gets librdkafka's logs.
+ * *out is the caller's (rd_kafka_consumer_close + rd_kafka_destroy). */
+int saga__kafka_consumer_new(const char *brokers, const char *client_id,
+                             const char *group_id, const char *instance_id,
+                             const char *topic, const char *options,
+                             void (*log_cb)(const rd_kafka_t *, int, const char *,
+                                            const char *),
+                             rd_kafka_t **out, saga_error *err);
+
+/* Create the topics that do not exist yet (an existing topic is fine).
+ * Uses rk's connection; waits at most timeout_ms. */
+int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n,
+                              int partitions, int timeout_ms, saga_error *err);
+
+/* Remember that msg was processed: offset+1 for its partition in list
+ * (created on first use). Processed offsets are stored (and later
+ * committed) only after the effects of the batch are durable. */
+void saga__kafka_track(rd_kafka_topic_partition_list_t **list,
+                       const rd_kafka_message_t *msg);
+
+/* Store the tracked offsets, to be committed by librdkafka within
+ * auto.commit.interval.ms (and at close); frees and clears *list. Call
+ * once what the messages caused is durable. Returns an rd_kafka_resp_err_t
+ * (0: stored). */
+int saga__kafka_store_tracked(rd_kafka_t *consumer,
+                              rd_kafka_topic_partition_list_t **list);
+
+/* Seek the consumer's partitions back to the last stored offsets (after
+ * committing them), so what follows them is consumed again. Blocks for a
+ * broker round trip or two: for errors, not for every batch. */
+void saga__kafka_rewind(rd_kafka_t *consumer);
+
+/* ---- libpq (callers include <libpq-fe.h>) ---- */
+
+typedef struct pg_conn PGconn;
+
+/* Keep the server's NOTICEs ("already exists, skipping", "no transaction in
+ * progress") off stderr: libpq prints them by default, and neither library
+ * code nor a tool's output should carry them. Errors still come back
+ * through results. */
+void saga__pq_quiet(PGconn *db);
+
+#endif
