@@ -10,6 +10,7 @@
 
 #include "saga/error.h"
 #include "saga_metrics.h"
+#include "saga_shared.h"
 
 const double saga_metrics_latency_buckets[] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
@@ -45,13 +46,13 @@ struct saga_metric {
     double *buckets;
     size_t nbuckets;
     series *series;
-    size_t nseries, capseries;
+    int nseries, capseries;
 };
 
 struct saga_metrics {
     pthread_mutex_t lock;
     saga_metric **families;
-    size_t n, cap;
+    int n, cap;
 };
 
 int saga_metrics_new(saga_metrics **out)
@@ -82,7 +83,7 @@ static void family_free(saga_metric *f)
 {
     if (f == NULL)
         return;
-    for (size_t i = 0; i < f->nseries; i++)
+    for (int i = 0; i < f->nseries; i++)
         series_clear(&f->series[i], f->nlabels);
     free(f->series);
     for (int i = 0; i < f->nlabels; i++)
@@ -97,7 +98,7 @@ void saga_metrics_free(saga_metrics *m)
 {
     if (m == NULL)
         return;
-    for (size_t i = 0; i < m->n; i++)
+    for (int i = 0; i < m->n; i++)
         family_free(m->families[i]);
     free(m->families);
     pthread_mutex_destroy(&m->lock);
@@ -132,7 +133,7 @@ static series *series_get(saga_metric *f, const char *const *values, int create,
             *rc = SAGA_EINVAL;
             return NULL;
         }
-    for (size_t i = 0; i < f->nseries; i++) {
+    for (int i = 0; i < f->nseries; i++) {
         int same = 1;
         for (int k = 0; k < f->nlabels && same; k++)
             same = strcmp(f->series[i].values[k], values[k]) == 0;
@@ -145,15 +146,10 @@ static series *series_get(saga_metric *f, const char *const *values, int create,
         *rc = SAGA_ENOMEM;
         return NULL;
     }
-    if (f->nseries == f->capseries) {
-        size_t cap = f->capseries ? 2 * f->capseries : 8;
-        series *grown = realloc(f->series, cap * sizeof *grown);
-        if (grown == NULL) {
-            *rc = SAGA_ENOMEM;
-            return NULL;
-        }
-        f->series = grown;
-        f->capseries = cap;
+    if (saga__grow(&f->series, &f->capseries, f->nseries + 1, sizeof *f->series, 8) !=
+        SAGA_OK) {
+        *rc = SAGA_ENOMEM;
+        return NULL;
     }
     s = &f->series[f->nseries];
     memset(s, 0, sizeof *s);
@@ -225,22 +221,16 @@ static int family_add(saga_metrics *m, kind k, const char *name, const char *hel
         goto out_free;
 
     pthread_mutex_lock(&m->lock);
-    for (size_t i = 0; i < m->n; i++)
+    for (int i = 0; i < m->n; i++)
         if (strcmp(m->families[i]->name, name) == 0) {
             pthread_mutex_unlock(&m->lock);
             rc = SAGA_EEXIST;
             goto out_free;
         }
-    if (m->n == m->cap) {
-        size_t cap = m->cap ? 2 * m->cap : 16;
-        saga_metric **grown = realloc(m->families, cap * sizeof *grown);
-        if (grown == NULL) {
-            pthread_mutex_unlock(&m->lock);
-            rc = SAGA_ENOMEM;
-            goto out_free;
-        }
-        m->families = grown;
-        m->cap = cap;
+    if (saga__grow(&m->families, &m->cap, m->n + 1, sizeof *m->families, 16) != SAGA_OK) {
+        pthread_mutex_unlock(&m->lock);
+        rc = SAGA_ENOMEM;
+        goto out_free;
     }
     m->families[m->n++] = f;
     pthread_mutex_unlock(&m->lock);
@@ -447,7 +437,7 @@ static void render_family(sink *o, const saga_metric *f)
     puts_(o, " ");
     puts_(o, types[f->kind]);
     puts_(o, "\n");
-    for (size_t i = 0; i < f->nseries; i++) {
+    for (int i = 0; i < f->nseries; i++) {
         const series *s = &f->series[i];
         if (f->kind != K_HISTOGRAM) {
             puts_(o, f->name);
@@ -493,7 +483,7 @@ int saga_metrics_render(saga_metrics *m, char **buf, size_t *cap, size_t *len)
         *cap = 0;
     put(&o, "", 0); /* an empty registry still yields a NUL-terminated "" */
     pthread_mutex_lock(&m->lock);
-    for (size_t i = 0; i < m->n && !o.failed; i++)
+    for (int i = 0; i < m->n && !o.failed; i++)
         render_family(&o, m->families[i]);
     pthread_mutex_unlock(&m->lock);
     *len = o.len;

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 
 #include "saga_tally.h"
+#include "saga_shared.h"
 
 void saga_tally_note(saga_tally *t, saga_metric *family, int observe, double value,
                      const char *l0, const char *l1, const char *l2)
@@ -9,14 +10,8 @@ void saga_tally_note(saga_tally *t, saga_metric *family, int observe, double val
     saga_tally_item *it;
     if (t == NULL || family == NULL)
         return;
-    if (t->n == t->cap) {
-        int cap = t->cap ? t->cap * 2 : 256;
-        saga_tally_item *items = realloc(t->items, sizeof *items * (size_t)cap);
-        if (items == NULL)
-            return;
-        t->items = items;
-        t->cap = cap;
-    }
+    if (saga__grow(&t->items, &t->cap, t->n + 1, sizeof *t->items, 256) != SAGA_OK)
+        return;
     it = &t->items[t->n++];
     it->family = family;
     it->labels[0] = l0;

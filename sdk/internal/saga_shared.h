@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "saga/error.h"
@@ -51,31 +52,35 @@ static inline int64_t saga__wall_ms(void)
 
 /* ---- growth ---- */
 
-/* Make room for need elements of size elem in the array *items of
- * capacity *cap (doubling, at least first when empty). On failure nothing
- * changes and SAGA_ENOMEM is returned; the old array stays valid. */
+/* Make room for need elements of size elem in the array whose address is
+ * items (a T ** for a T *array) of capacity *cap, doubling from first (8
+ * when 0). On failure nothing changes and SAGA_ENOMEM is returned; the old
+ * array stays valid. The pointer is read and written with memcpy, so any
+ * object pointer type may be passed without breaking aliasing rules. */
 static inline int saga__grow(void *items, int *cap, int need, size_t elem, int first)
 {
-    void **p = (void **)items;
+    void *old, *bigger;
+    long long n;
     if (need <= *cap)
         return SAGA_OK;
-    long long n = *cap > 0 ? *cap : (first > 0 ? first : 8);
+    n = *cap > 0 ? *cap : (first > 0 ? first : 8);
     while (n < need)
         n *= 2;
-    if (n > (long long)(SIZE_MAX / 2) / (long long)elem || n > 0x3fffffff)
+    if (n > 0x3fffffff || (size_t)n > SIZE_MAX / elem)
         return SAGA_ENOMEM;
-    void *bigger = realloc(*p, (size_t)n * elem);
-    if (!bigger)
+    memcpy(&old, items, sizeof old);
+    if ((bigger = realloc(old, (size_t)n * elem)) == NULL)
         return SAGA_ENOMEM;
-    *p = bigger;
+    memcpy(items, &bigger, sizeof bigger);
     *cap = (int)n;
     return SAGA_OK;
 }
 
 /* ---- topic names ---- */
 
-/* <prefix>cmd.<service> and <prefix>reply; SAGA_EINVAL when the name does
- * not fit in size. */
+/* <prefix>cmd.<service> and <prefix>reply (prefix NULL: "saga."), as
+ * snprintf writes them: the result is the full name's length, size or more
+ * when it was cut. */
 int saga__topic_cmd(char *buf, size_t size, const char *prefix, const char *service);
 int saga__topic_reply(char *buf, size_t size, const char *prefix);
 
