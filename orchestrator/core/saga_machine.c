@@ -18,7 +18,7 @@ static int on_start(saga__machine_ctx *c, const char **reason)
     if (s->def->deadline_ms > 0)
         s->deadline_at = c->ev->now + s->def->deadline_ms;
     saga__machine_history(
-        c, "saga_started", -1, 0,
+        c, SAGA_HIST_SAGA_STARTED, -1, 0,
         json_pack("{s:s, s:i}", "definition", s->def->name, "version", s->def->version));
     saga__machine_advance(c, 0);
     return SAGA_APPLIED;
@@ -87,7 +87,7 @@ static int on_reply(saga__machine_ctx *c, const char **reason)
         if (compensate) {
             st->status = SAGA_STEP_COMPENSATED;
             saga__machine_set_error(st, NULL);
-            saga__machine_history(c, "step_compensated", r->step, r->attempt,
+            saga__machine_history(c, SAGA_HIST_STEP_COMPENSATED, r->step, r->attempt,
                                   r->output ? json_incref(r->output) : NULL);
             saga__machine_next_compensation(c, r->step - 1);
         } else {
@@ -96,7 +96,7 @@ static int on_reply(saga__machine_ctx *c, const char **reason)
             saga__machine_set_error(st, NULL);
             json_decref(st->output);
             st->output = r->output ? json_incref(r->output) : json_object();
-            saga__machine_history(c, "step_succeeded", r->step, r->attempt,
+            saga__machine_history(c, SAGA_HIST_STEP_SUCCEEDED, r->step, r->attempt,
                                   json_incref(st->output));
             saga__machine_stage_done_or_wait(c);
         }
@@ -111,26 +111,27 @@ static int on_reply(saga__machine_ctx *c, const char **reason)
         if (compensate) {
             /* A compensation must not fail for good: an operator decides. */
             st->status = SAGA_STEP_COMPENSATION_FAILED;
-            saga__machine_history(c, "compensation_failed", r->step, r->attempt, err);
+            saga__machine_history(c, SAGA_HIST_COMPENSATION_FAILED, r->step, r->attempt,
+                                  err);
             s->status = SAGA_ST_FAILED;
             saga__machine_history(
-                c, "saga_failed", r->step, r->attempt,
+                c, SAGA_HIST_SAGA_FAILED, r->step, r->attempt,
                 json_pack("{s:s}", "reason", "compensation failed definitively"));
         } else if (s->def->steps[r->step].forward_only && !s->def->steps[r->step].pivot) {
             /* The pivot's own definite failure means the point of no return
              * was not passed: that falls through to compensating the steps
              * before it. A step after it has nothing left to undo with. */
             st->status = SAGA_STEP_FAILED;
-            saga__machine_history(c, "step_failed", r->step, r->attempt, err);
+            saga__machine_history(c, SAGA_HIST_STEP_FAILED, r->step, r->attempt, err);
             s->status = SAGA_ST_FAILED;
             saga__machine_history(
-                c, "saga_failed", r->step, r->attempt,
+                c, SAGA_HIST_SAGA_FAILED, r->step, r->attempt,
                 json_pack(
                     "{s:s}", "reason",
                     "a step at or after the pivot failed; it cannot be compensated"));
         } else {
             st->status = SAGA_STEP_FAILED;
-            saga__machine_history(c, "step_failed", r->step, r->attempt, err);
+            saga__machine_history(c, SAGA_HIST_STEP_FAILED, r->step, r->attempt, err);
             saga__machine_fail_stage(c, r->step, "step_failed");
         }
         break;
@@ -138,7 +139,7 @@ static int on_reply(saga__machine_ctx *c, const char **reason)
     case SAGA_REPLY_RETRY:
         saga__machine_transient(c, r->step,
                                 saga__machine_error_obj(r->error_code, r->error_message),
-                                r->retry_after, "attempt_failed");
+                                r->retry_after, SAGA_HIST_ATTEMPT_FAILED);
         break;
     }
     return SAGA_APPLIED;
@@ -162,7 +163,7 @@ static int on_wake(saga__machine_ctx *c, const char **reason)
     if (s->status == SAGA_ST_RUNNING && s->deadline_at > 0 && now >= s->deadline_at &&
         !saga__machine_past_return(s)) {
         /* What was sent may have had an effect: it is undone too. */
-        saga__machine_history(c, "deadline_exceeded", s->cursor,
+        saga__machine_history(c, SAGA_HIST_DEADLINE_EXCEEDED, s->cursor,
                               s->steps[s->cursor].attempts, NULL);
         saga__machine_fail_stage(c, -1, "deadline_exceeded");
         return SAGA_APPLIED;
@@ -182,7 +183,7 @@ static int on_wake(saga__machine_ctx *c, const char **reason)
             snprintf(msg, sizeof msg, "no reply within %lld ms",
                      (long long)s->def->steps[i].timeout_ms);
             saga__machine_transient(c, i, saga__machine_error_obj("timeout", msg), 0,
-                                    "attempt_timed_out");
+                                    SAGA_HIST_ATTEMPT_TIMED_OUT);
         } else {
             saga__machine_dispatch(c, i);
         }

@@ -15,6 +15,7 @@
 
 #include "saga/protocol.h"
 #include "saga/trace.h"
+#include "saga_history.h"
 #include "saga_definition.h"
 
 typedef enum saga_status {
@@ -126,10 +127,10 @@ typedef struct saga_action {
     int step;
     saga_phase phase;
     int attempt;
-    int64_t deadline; /* SEND: when this attempt times out */
-    json_t *payload;  /* SEND: the command payload (owned) */
-    const char *what; /* HISTORY: event kind, a static string */
-    json_t *detail;   /* HISTORY: details (owned, may be NULL) */
+    int64_t deadline;       /* SEND: when this attempt times out */
+    json_t *payload;        /* SEND: the command payload (owned) */
+    saga_history_kind what; /* HISTORY: the event's kind */
+    json_t *detail;         /* HISTORY: details (owned, may be NULL) */
 } saga_action;
 
 typedef struct saga_actions {
@@ -160,13 +161,13 @@ int saga_machine_apply(saga_state *s, const saga_event *ev, saga_actions *out,
  * attempt had not been made, and is due again at until (the next WAKE
  * dispatches it: a held command never times out and never uses up an
  * attempt). The action and its "*_dispatched" history line are removed;
- * with why (static text, e.g. "step_held") the history line is replaced
+ * with why (e.g. SAGA_HIST_STEP_HELD) the history line is replaced
  * by one of that kind whose detail gets detail's fields (stolen, may be
- * NULL) and "until"; with why NULL nothing is recorded (holds that repeat
+ * NULL) and "until"; with SAGA_HIST_NONE nothing is recorded (holds that repeat
  * often would flood the history). Pure. Returns SAGA_OK, SAGA_EINVAL
  * (not a SEND of the step's current attempt), SAGA_ENOMEM. */
 int saga_machine_hold(saga_state *s, saga_actions *acts, int index, int64_t until,
-                      const char *why, json_t *detail);
+                      saga_history_kind why, json_t *detail);
 
 /* The backoff before attempt+1 after `attempt` failed attempts. */
 int64_t saga_backoff_ms(const saga_retry_policy *p, int attempt, double random);

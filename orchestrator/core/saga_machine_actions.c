@@ -17,8 +17,8 @@ saga_action *saga__machine_push(saga__machine_ctx *c, saga_action_kind kind)
 }
 
 /* Append a history event; detail is stolen. */
-void saga__machine_history(saga__machine_ctx *c, const char *what, int step, int attempt,
-                           json_t *detail)
+void saga__machine_history(saga__machine_ctx *c, saga_history_kind what, int step,
+                           int attempt, json_t *detail)
 {
     saga_action *a = saga__machine_push(c, SAGA_ACT_HISTORY);
     if (a == NULL) {
@@ -45,7 +45,8 @@ void saga__machine_set_error(saga_step_state *st, json_t *err)
     st->error = err;
 }
 
-void saga__machine_finish(saga__machine_ctx *c, saga_status status, const char *what)
+void saga__machine_finish(saga__machine_ctx *c, saga_status status,
+                          saga_history_kind what)
 {
     c->s->status = status;
     saga__machine_history(c, what, -1, 0, NULL);

@@ -4,7 +4,7 @@
 #include "saga_machine_internal.h"
 
 int saga_machine_hold(saga_state *s, saga_actions *acts, int index, int64_t until,
-                      const char *why, json_t *detail)
+                      saga_history_kind why, json_t *detail)
 {
     saga_action *a;
     saga_step_state *st;
@@ -37,9 +37,9 @@ int saga_machine_hold(saga_state *s, saga_actions *acts, int index, int64_t unti
     for (int i = 0; i < acts->n; i++) {
         saga_action *h = &acts->items[i];
         if (h->kind == SAGA_ACT_HISTORY && h->step == step && h->attempt == attempt &&
-            (strcmp(h->what, "step_dispatched") == 0 ||
-             strcmp(h->what, "compensation_dispatched") == 0)) {
-            if (why == NULL) {
+            (h->what == SAGA_HIST_STEP_DISPATCHED ||
+             h->what == SAGA_HIST_COMPENSATION_DISPATCHED)) {
+            if (why == SAGA_HIST_NONE) {
                 json_decref(h->detail);
                 memmove(h, h + 1, sizeof *h * (size_t)(acts->n - i - 1));
                 acts->n--;

@@ -27,14 +27,15 @@ typedef struct saga__machine_ctx {
 
 saga_action *saga__machine_push(saga__machine_ctx *c, saga_action_kind kind);
 
-void saga__machine_history(saga__machine_ctx *c, const char *what, int step, int attempt,
-                           json_t *detail);
+void saga__machine_history(saga__machine_ctx *c, saga_history_kind what, int step,
+                           int attempt, json_t *detail);
 
 json_t *saga__machine_error_obj(const char *code, const char *message);
 
 void saga__machine_set_error(saga_step_state *st, json_t *err);
 
-void saga__machine_finish(saga__machine_ctx *c, saga_status status, const char *what);
+void saga__machine_finish(saga__machine_ctx *c, saga_status status,
+                          saga_history_kind what);
 
 /* ---- saga_machine_steps.c ---- */
 
@@ -57,7 +58,7 @@ void saga__machine_stage_done_or_wait(saga__machine_ctx *c);
 void saga__machine_next_compensation(saga__machine_ctx *c, int from);
 
 void saga__machine_transient(saga__machine_ctx *c, int i, json_t *err,
-                             int64_t retry_after, const char *what);
+                             int64_t retry_after, saga_history_kind what);
 
 /* ---- saga_machine_operator.c ---- */
 

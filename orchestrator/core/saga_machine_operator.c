@@ -34,7 +34,8 @@ static int on_op_retry(saga__machine_ctx *c, const char **reason)
                                               : "the saga has ended";
         return SAGA_REJECTED;
     }
-    saga__machine_history(c, "operator_retry", s->cursor, st->attempts, op_detail(c->ev));
+    saga__machine_history(c, SAGA_HIST_OPERATOR_RETRY, s->cursor, st->attempts,
+                          op_detail(c->ev));
     /* A fresh budget; attempt numbers go on so late replies stay unambiguous.
      * Going forward, every step of the stage still waiting is re-sent. */
     {
@@ -76,7 +77,7 @@ static int on_op_compensate(saga__machine_ctx *c, const char **reason)
             "in flight); it can only go forward: retry or skip";
         return SAGA_REJECTED;
     }
-    saga__machine_history(c, "operator_compensate", s->cursor,
+    saga__machine_history(c, SAGA_HIST_OPERATOR_COMPENSATE, s->cursor,
                           s->steps[s->cursor].attempts, op_detail(c->ev));
     saga__machine_fail_stage(c, -1, "operator");
     return SAGA_APPLIED;
@@ -123,12 +124,12 @@ static int on_op_skip(saga__machine_ctx *c, const char **reason)
         json_decref(st->output);
         st->output = c->ev->output ? json_deep_copy(c->ev->output) : json_object();
         json_object_set(d, "output", st->output);
-        saga__machine_history(c, "step_skipped", c->ev->step, st->attempts, d);
+        saga__machine_history(c, SAGA_HIST_STEP_SKIPPED, c->ev->step, st->attempts, d);
         saga__machine_stage_done_or_wait(c);
     } else {
         s->status = SAGA_ST_COMPENSATING;
         st->status = SAGA_STEP_COMPENSATED;
-        saga__machine_history(c, "compensation_skipped", s->cursor, st->attempts,
+        saga__machine_history(c, SAGA_HIST_COMPENSATION_SKIPPED, s->cursor, st->attempts,
                               op_detail(c->ev));
         saga__machine_next_compensation(c, s->cursor - 1);
     }
@@ -149,7 +150,7 @@ static int on_op_resolve(saga__machine_ctx *c, const char **reason)
             c->s->steps[i].due_at = 0;
             c->s->steps[i].dirty = 1;
         }
-    saga__machine_history(c, "saga_resolved", -1, 0, op_detail(c->ev));
+    saga__machine_history(c, SAGA_HIST_SAGA_RESOLVED, -1, 0, op_detail(c->ev));
     return SAGA_APPLIED;
 }
 

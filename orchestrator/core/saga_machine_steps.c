@@ -70,14 +70,14 @@ void saga__machine_dispatch(saga__machine_ctx *c, int i)
         st->awaiting = 0;
         saga__machine_set_error(st, saga__machine_error_obj("input", err.message));
         st->dirty = 1;
-        saga__machine_history(c, "step_failed", i, st->attempts,
+        saga__machine_history(c, SAGA_HIST_STEP_FAILED, i, st->attempts,
                               saga__machine_error_obj("input", err.message));
         if (sd->forward_only && !sd->pivot) {
             /* Past the point of no return nothing may be undone: as for a
              * definite failure there, an operator decides. */
             s->status = SAGA_ST_FAILED;
             saga__machine_history(
-                c, "saga_failed", i, st->attempts,
+                c, SAGA_HIST_SAGA_FAILED, i, st->attempts,
                 json_pack("{s:s}", "reason",
                           "a step after the pivot cannot be run (its input does not "
                           "resolve); it cannot be compensated"));
@@ -110,10 +110,11 @@ void saga__machine_dispatch(saga__machine_ctx *c, int i)
     a->attempt = st->attempts;
     a->deadline = st->due_at;
     a->payload = payload;
-    saga__machine_history(c, compensate ? "compensation_dispatched" : "step_dispatched",
-                          i, st->attempts,
-                          json_pack("{s:s, s:s}", "service", sd->service, "action",
-                                    compensate ? sd->compensation : sd->action));
+    saga__machine_history(
+        c, compensate ? SAGA_HIST_COMPENSATION_DISPATCHED : SAGA_HIST_STEP_DISPATCHED, i,
+        st->attempts,
+        json_pack("{s:s, s:s}", "service", sd->service, "action",
+                  compensate ? sd->compensation : sd->action));
 }
 
 /* Begin step i going forward, or complete the saga past the last step. */
@@ -122,7 +123,7 @@ void saga__machine_advance(saga__machine_ctx *c, int i)
     saga_state *s = c->s;
     if (i >= s->nsteps) {
         s->cursor = s->nsteps - 1;
-        saga__machine_finish(c, SAGA_ST_COMPLETED, "saga_completed");
+        saga__machine_finish(c, SAGA_ST_COMPLETED, SAGA_HIST_SAGA_COMPLETED);
         return;
     }
     s->cursor = i;
@@ -154,8 +155,8 @@ void saga__machine_fail_stage(saga__machine_ctx *c, int step, const char *why)
         st->dirty = 1;
     }
     c->s->status = SAGA_ST_COMPENSATING;
-    saga__machine_history(c, "compensation_started", step >= 0 ? step : s->cursor, 0,
-                          json_pack("{s:s}", "reason", why));
+    saga__machine_history(c, SAGA_HIST_COMPENSATION_STARTED, step >= 0 ? step : s->cursor,
+                          0, json_pack("{s:s}", "reason", why));
     saga__machine_next_compensation(c, sd->stage_last);
 }
 
@@ -185,7 +186,7 @@ void saga__machine_next_compensation(saga__machine_ctx *c, int from)
         if (sd->forward_only)
             continue; /* never happens before a pivot, kept for safety */
         if (sd->compensation == NULL) {
-            saga__machine_history(c, "compensation_not_needed", i, 0, NULL);
+            saga__machine_history(c, SAGA_HIST_COMPENSATION_NOT_NEEDED, i, 0, NULL);
             continue;
         }
         s->cursor = i;
@@ -200,12 +201,12 @@ void saga__machine_next_compensation(saga__machine_ctx *c, int from)
         return;
     }
     s->cursor = from < 0 ? 0 : from;
-    saga__machine_finish(c, SAGA_ST_COMPENSATED, "saga_compensated");
+    saga__machine_finish(c, SAGA_ST_COMPENSATED, SAGA_HIST_SAGA_COMPENSATED);
 }
 
 /* A transient failure of the current attempt (retry reply or timeout). */
 void saga__machine_transient(saga__machine_ctx *c, int i, json_t *err,
-                             int64_t retry_after, const char *what)
+                             int64_t retry_after, saga_history_kind what)
 {
     saga_state *s = c->s;
     saga_step_state *st = &s->steps[i];
@@ -225,7 +226,7 @@ void saga__machine_transient(saga__machine_ctx *c, int i, json_t *err,
         if (retry_after > delay)
             delay = retry_after;
         st->due_at = c->ev->now + delay;
-        saga__machine_history(c, "retry_scheduled", i, st->attempts,
+        saga__machine_history(c, SAGA_HIST_RETRY_SCHEDULED, i, st->attempts,
                               json_pack("{s:I, s:I}", "delay_ms", (json_int_t)delay, "at",
                                         (json_int_t)st->due_at));
         return;
@@ -235,14 +236,14 @@ void saga__machine_transient(saga__machine_ctx *c, int i, json_t *err,
     if (compensate) {
         st->status = SAGA_STEP_COMPENSATION_FAILED;
         s->status = SAGA_ST_FAILED;
-        saga__machine_history(c, "saga_failed", i, st->attempts,
+        saga__machine_history(c, SAGA_HIST_SAGA_FAILED, i, st->attempts,
                               json_pack("{s:s, s:i, s:O}", "reason",
                                         "compensation retries exhausted", "attempts",
                                         st->attempts, "last_error", st->error));
         return;
     }
     st->status = SAGA_STEP_UNKNOWN;
-    saga__machine_history(c, "step_outcome_unknown", i, st->attempts,
+    saga__machine_history(c, SAGA_HIST_STEP_OUTCOME_UNKNOWN, i, st->attempts,
                           json_pack("{s:i}", "attempts", st->attempts));
     saga__machine_fail_stage(c, i, "retries_exhausted");
 }

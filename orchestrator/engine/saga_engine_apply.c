@@ -92,7 +92,7 @@ int saga__engine_gate_and_count(saga_engine *e, saga_state *s, saga_actions *act
         }
         {
             int breaker = v == SAGA_GATE_HOLD_BREAKER;
-            const char *why = NULL;
+            saga_history_kind why = SAGA_HIST_NONE;
             json_t *detail = NULL;
             int rc;
             saga_tally_note(&e->tally, e->m.commands_held, 0, 1, sd->service,
@@ -102,8 +102,8 @@ int saga__engine_gate_and_count(saga_engine *e, saga_state *s, saga_actions *act
             if (breaker) {
                 /* Once per cool-down per saga: worth a history line. Bulkhead
                  * holds repeat every second and are only counted. */
-                why =
-                    a->phase == SAGA_PHASE_COMPENSATE ? "compensation_held" : "step_held";
+                why = a->phase == SAGA_PHASE_COMPENSATE ? SAGA_HIST_COMPENSATION_HELD
+                                                        : SAGA_HIST_STEP_HELD;
                 detail = json_pack("{s:s}", "reason", "circuit breaker open");
             }
             rc = saga_machine_hold(s, acts, i, until, why, detail);
@@ -118,14 +118,15 @@ int saga__engine_gate_and_count(saga_engine *e, saga_state *s, saga_actions *act
         const saga_action *a = &acts->items[i];
         if (a->kind != SAGA_ACT_HISTORY)
             continue;
-        if (strcmp(a->what, "attempt_timed_out") == 0 && a->step >= 0) {
+        /* The metrics follow the history's kinds. */
+        if (a->what == SAGA_HIST_ATTEMPT_TIMED_OUT && a->step >= 0) {
             const saga_step_def *sd = &s->def->steps[a->step];
             char cid[128];
             saga_command_id_format(cid, sizeof cid, s->id, a->step, a->phase);
             saga_gate_settle(e->gate, sd->service, cid, SAGA_GATE_TIMEOUT, now);
             saga_tally_note(&e->tally, e->m.step_timeouts, 0, 1, sd->service,
                             action_of(sd, a->phase), saga_phase_name(a->phase));
-        } else if (strcmp(a->what, "saga_completed") == 0) {
+        } else if (a->what == SAGA_HIST_SAGA_COMPLETED) {
             saga_tally_note(&e->tally, e->m.sagas_finished, 0, 1, s->def->name,
                             "completed", NULL);
             /* Between two counts of the finished sagas (every
@@ -133,12 +134,12 @@ int saga__engine_gate_and_count(saga_engine *e, saga_state *s, saga_actions *act
              * this instance finished. */
             saga_tally_note(&e->tally, e->m.sagas_by_status, 0, 1, "completed", NULL,
                             NULL);
-        } else if (strcmp(a->what, "saga_compensated") == 0) {
+        } else if (a->what == SAGA_HIST_SAGA_COMPENSATED) {
             saga_tally_note(&e->tally, e->m.sagas_finished, 0, 1, s->def->name,
                             "compensated", NULL);
             saga_tally_note(&e->tally, e->m.sagas_by_status, 0, 1, "compensated", NULL,
                             NULL);
-        } else if (strcmp(a->what, "saga_failed") == 0) {
+        } else if (a->what == SAGA_HIST_SAGA_FAILED) {
             saga_tally_note(&e->tally, e->m.sagas_finished, 0, 1, s->def->name, "failed",
                             NULL);
             saga__engine_note_failed(e, s, a);

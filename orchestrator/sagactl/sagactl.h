@@ -2,6 +2,7 @@
 #ifndef SAGACTL_H
 #define SAGACTL_H
 
+#include <getopt.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -15,9 +16,17 @@ extern int want_json;      /* --json */
 /* Print "sagactl: <fmt, args>" and a hint, exit 2. */
 __attribute__((format(printf, 1, 2), noreturn)) void die_usage(const char *fmt, ...);
 
-/* The value of option argv[*k] (advancing *k past it); exit 2 saying
- * "CMD: OPTION needs a value" when it is the last argument. cmd may be "". */
-const char *opt_value(const char *cmd, int argc, char **argv, int *k);
+/* getopt_long over a command's arguments (argv[0] is the command's name):
+ * the next option's val, or -1 when none is left, the operands then being
+ * argv[optind..argc) (options and operands may be mixed). Both
+ * "--opt VALUE" and "--opt=VALUE" work. An unknown option or one without
+ * its value exits 2 with a message naming cmd and the option. Set
+ * optind = 0 before a command's first call (a full reset in GNU getopt). */
+int sagactl_getopt(const char *cmd, int argc, char **argv, const struct option *opts);
+
+/* After sagactl_getopt: the one operand (a saga id, a name), NULL when
+ * there is none; a second one exits 2 ("unexpected argument"). */
+const char *sagactl_operand(const char *cmd, int argc, char **argv);
 
 /* text as a whole decimal integer from min to max, else exit 2 naming the
  * command and option and what is expected. */
@@ -83,7 +92,14 @@ int64_t limit_bytes(PGconn *db, const char *name);
  * sizes; returns buf. */
 const char *bytes_text(int64_t n, char *buf, size_t size);
 
-/* Commands in other files. */
+/* The commands, one file each or a few per file. */
+int cmd_migrate(int argc, char **argv);
+int cmd_start(int argc, char **argv);
+int cmd_list(int argc, char **argv);
+int cmd_show(int argc, char **argv);
+int cmd_history(int argc, char **argv);
+int cmd_wait(int argc, char **argv);
+int cmd_validate(int argc, char **argv);
 int cmd_retry(int argc, char **argv);
 int cmd_compensate(int argc, char **argv);
 int cmd_skip(int argc, char **argv);

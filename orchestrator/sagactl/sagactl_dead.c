@@ -56,38 +56,40 @@ static void help(void)
            "Exit codes: 0 ok, 1 not found or refused, 2 usage, 3 database.\n");
 }
 
-static int cmd_list(int argc, char **argv)
+static int dead_list(int argc, char **argv)
 {
     const char *source = NULL, *since = NULL, *limit = "50", *all = "false";
     char since_ms[32], limit_buf[32];
     json_t *rows;
     PGconn *db;
-    for (int k = 2; k < argc; k++) {
-        if (strcmp(argv[k], "--source") == 0) {
-            source = opt_value("dead list", argc, argv, &k);
+    static const struct option opts[] = {
+        {"source", required_argument, NULL, 's'}, {"since", required_argument, NULL, 'S'},
+        {"limit", required_argument, NULL, 'l'},  {"all", no_argument, NULL, 'a'},
+        {"json", no_argument, NULL, 'j'},         {NULL, 0, NULL, 0}};
+    for (int c; (c = sagactl_getopt("dead list", argc, argv, opts)) != -1;) {
+        if (c == 's') {
+            source = optarg;
             if (strcmp(source, "reply") != 0 && strcmp(source, "timer") != 0 &&
                 strcmp(source, "start_request") != 0)
                 die_usage("dead list: --source is reply, timer or start_request, not "
                           "\"%s\"",
                           source);
-        } else if (strcmp(argv[k], "--since") == 0) {
-            const char *t = opt_value("dead list", argc, argv, &k);
+        } else if (c == 'S') {
             snprintf(since_ms, sizeof since_ms, "%lld",
-                     (long long)parse_duration_opt("dead list", "--since", t, "1h"));
+                     (long long)parse_duration_opt("dead list", "--since", optarg, "1h"));
             since = since_ms;
-        } else if (strcmp(argv[k], "--limit") == 0) {
+        } else if (c == 'l') {
             snprintf(limit_buf, sizeof limit_buf, "%ld",
-                     parse_number("dead list", "--limit",
-                                  opt_value("dead list", argc, argv, &k), 1, 100000));
+                     parse_number("dead list", "--limit", optarg, 1, 100000));
             limit = limit_buf;
-        } else if (strcmp(argv[k], "--all") == 0) {
+        } else if (c == 'a') {
             all = "true";
-        } else if (strcmp(argv[k], "--json") == 0) {
-            want_json = 1;
         } else {
-            die_usage("dead list: unknown option \"%s\"", argv[k]);
+            want_json = 1;
         }
     }
+    if (optind < argc)
+        die_usage("dead list: unexpected argument \"%s\"", argv[optind]);
     db = connect_db(1);
     {
         const char *p[4] = {source, since, all, limit};
@@ -126,28 +128,29 @@ static int cmd_list(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* After the options: the dead letter's id, the one operand. */
 static const char *need_id(int argc, char **argv, const char *cmd)
 {
-    const char *id = NULL;
-    for (int k = 2; k < argc; k++)
-        if (argv[k][0] != '-' && id == NULL)
-            id = argv[k];
+    char what[32];
+    const char *id;
+    snprintf(what, sizeof what, "dead %s", cmd);
+    id = sagactl_operand(what, argc, argv);
     if (id == NULL)
         die_usage("dead %s: no dead letter ID given", cmd);
     parse_number(cmd, "ID", id, 1, 9223372036854775807L);
     return id;
 }
 
-static int cmd_show(int argc, char **argv)
+static int dead_show(int argc, char **argv)
 {
-    const char *id = need_id(argc, argv, "show");
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {NULL, 0, NULL, 0}};
+    const char *id;
     json_t *d;
     PGconn *db;
-    for (int k = 2; k < argc; k++)
-        if (strcmp(argv[k], "--json") == 0)
-            want_json = 1;
-        else if (argv[k][0] == '-')
-            die_usage("dead show: unknown option \"%s\"", argv[k]);
+    while (sagactl_getopt("dead show", argc, argv, opts) != -1)
+        want_json = 1;
+    id = need_id(argc, argv, "show");
     db = connect_db(1);
     {
         const char *p[1] = {id};
@@ -235,24 +238,28 @@ static int refuse(PGconn *db, const char *fmt, const char *a, const char *b)
     return EXIT_REFUSED;
 }
 
-static int cmd_replay(int argc, char **argv)
+static int dead_replay(int argc, char **argv)
 {
-    const char *id = need_id(argc, argv, "replay"), *reason = NULL, *as = getenv("USER");
+    static const struct option opts[] = {{"reason", required_argument, NULL, 'r'},
+                                         {"as", required_argument, NULL, 'a'},
+                                         {"brokers", required_argument, NULL, 'b'},
+                                         {NULL, 0, NULL, 0}};
+    const char *id, *reason = NULL, *as = getenv("USER");
     const char *brokers = getenv("SAGA_KAFKA_BROKERS");
-    const char *p[1] = {id};
+    const char *p[1] = {NULL};
     PGresult *r;
     PGconn *db;
     char source[32];
-    for (int k = 2; k < argc; k++) {
-        if (strcmp(argv[k], "--reason") == 0)
-            reason = opt_value("dead replay", argc, argv, &k);
-        else if (strcmp(argv[k], "--as") == 0)
-            as = opt_value("dead replay", argc, argv, &k);
-        else if (strcmp(argv[k], "--brokers") == 0)
-            brokers = opt_value("dead replay", argc, argv, &k);
-        else if (argv[k][0] == '-')
-            die_usage("dead replay: unknown option \"%s\"", argv[k]);
+    for (int c; (c = sagactl_getopt("dead replay", argc, argv, opts)) != -1;) {
+        if (c == 'r')
+            reason = optarg;
+        else if (c == 'a')
+            as = optarg;
+        else
+            brokers = optarg;
     }
+    id = need_id(argc, argv, "replay");
+    p[0] = id;
     if (reason == NULL || reason[0] == '\0')
         die_usage("dead replay: --reason TEXT is required (it is kept on the row)");
     if (as == NULL || as[0] == '\0')
@@ -363,18 +370,18 @@ static int cmd_replay(int argc, char **argv)
     return EXIT_OK;
 }
 
-static int cmd_purge_dead(int argc, char **argv)
+static int dead_purge(int argc, char **argv)
 {
     const char *older = NULL;
     char ms[32];
     PGconn *db;
     PGresult *r;
-    for (int k = 2; k < argc; k++) {
-        if (strcmp(argv[k], "--older-than") == 0)
-            older = opt_value("dead purge", argc, argv, &k);
-        else
-            die_usage("dead purge: unknown option \"%s\"", argv[k]);
-    }
+    static const struct option opts[] = {{"older-than", required_argument, NULL, 'o'},
+                                         {NULL, 0, NULL, 0}};
+    while (sagactl_getopt("dead purge", argc, argv, opts) != -1)
+        older = optarg;
+    if (optind < argc)
+        die_usage("dead purge: unexpected argument \"%s\"", argv[optind]);
     if (older == NULL)
         die_usage("dead purge: --older-than DUR is required");
     snprintf(ms, sizeof ms, "%lld",
@@ -410,13 +417,15 @@ int cmd_dead(int argc, char **argv)
             help();
             return EXIT_OK;
         }
+    /* The subcommand parses from argv[1] on, as a command does. */
+    optind = 0;
     if (strcmp(argv[1], "list") == 0)
-        return cmd_list(argc, argv);
+        return dead_list(argc - 1, argv + 1);
     if (strcmp(argv[1], "show") == 0)
-        return cmd_show(argc, argv);
+        return dead_show(argc - 1, argv + 1);
     if (strcmp(argv[1], "replay") == 0)
-        return cmd_replay(argc, argv);
+        return dead_replay(argc - 1, argv + 1);
     if (strcmp(argv[1], "purge") == 0)
-        return cmd_purge_dead(argc, argv);
+        return dead_purge(argc - 1, argv + 1);
     die_usage("dead: unknown subcommand \"%s\" (list, show, replay, purge)", argv[1]);
 }

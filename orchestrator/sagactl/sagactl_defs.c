@@ -21,9 +21,6 @@ static int deploy(int argc, char **argv)
     int64_t max_bytes;
     PGconn *db;
 
-    for (int k = 0; k < argc; k++)
-        if (argv[k][0] == '-')
-            die_usage("defs deploy: unexpected option \"%s\"", argv[k]);
     if (argc == 0)
         die_usage("defs deploy: no %s given", "FILE");
     /* The database's limit, so that what validates here is what its
@@ -132,20 +129,19 @@ static int show(int argc, char **argv)
     json_t *def;
     PGconn *db;
 
-    for (int k = 0; k < argc; k++) {
-        if (strcmp(argv[k], "--version") == 0) {
+    static const struct option opts[] = {{"version", required_argument, NULL, 'v'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {NULL, 0, NULL, 0}};
+    for (int c; (c = sagactl_getopt("defs show", argc, argv, opts)) != -1;) {
+        if (c == 'v') {
             /* Checked here: "2x" would otherwise reach SQL as '2x'::int. */
-            long v = parse_number("defs show", "--version",
-                                  opt_value("defs show", argc, argv, &k), 1, 2147483647L);
+            long v = parse_number("defs show", "--version", optarg, 1, 2147483647L);
             snprintf(version, sizeof version, "%ld", v);
-        } else if (strcmp(argv[k], "--json") == 0) {
-            want_json = 1;
-        } else if (name == NULL && argv[k][0] != '-') {
-            name = argv[k];
         } else {
-            die_usage("defs show: unexpected argument \"%s\"", argv[k]);
+            want_json = 1;
         }
     }
+    name = sagactl_operand("defs show", argc, argv);
     if (name == NULL)
         die_usage("defs show: missing the definition %s", "NAME");
     p[0] = name;
@@ -189,21 +185,22 @@ int cmd_defs(int argc, char **argv)
             "       sagactl defs show NAME [--version N] [--json]\n");
         return sub == NULL ? EXIT_USAGE : EXIT_OK;
     }
-    for (int k = 2; k < argc; k++)
-        if (strcmp(argv[k], "--json") == 0)
+    /* The subcommand parses from argv[1] on, as a command does. */
+    optind = 0;
+    if (strcmp(sub, "deploy") == 0 || strcmp(sub, "list") == 0) {
+        static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                             {NULL, 0, NULL, 0}};
+        const char *what = sub[0] == 'd' ? "defs deploy" : "defs list";
+        while (sagactl_getopt(what, argc - 1, argv + 1, opts) != -1)
             want_json = 1;
-    if (strcmp(sub, "deploy") == 0) {
-        /* Drop --json from the file list. */
-        int n = 0;
-        for (int k = 2; k < argc; k++)
-            if (strcmp(argv[k], "--json") != 0)
-                argv[2 + n++] = argv[k];
-        return deploy(n, argv + 2);
-    }
-    if (strcmp(sub, "list") == 0)
+        if (sub[0] == 'd')
+            return deploy(argc - 1 - optind, argv + 1 + optind);
+        if (optind < argc - 1)
+            die_usage("defs list: unexpected argument \"%s\"", argv[1 + optind]);
         return list();
+    }
     if (strcmp(sub, "show") == 0)
-        return show(argc - 2, argv + 2);
+        return show(argc - 1, argv + 1);
     die_usage("defs: unknown subcommand \"%s\" (deploy, list, show)", sub);
     return EXIT_USAGE;
 }

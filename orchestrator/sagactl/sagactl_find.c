@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "saga_duration.h"
+#include "saga_machine.h"
 #include "sagactl.h"
 
 /* Failed sagas, and active ones whose last progress (a status change of
@@ -92,13 +93,17 @@ int cmd_stuck(int argc, char **argv)
         older = "5m";
         opt = "--older-than";
     }
-    for (int k = 1; k < argc; k++) {
-        if (strcmp(argv[k], "--older-than") == 0) {
-            older = opt_value("stuck", argc, argv, &k);
+    static const struct option opts[] = {{"older-than", required_argument, NULL, 'o'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    for (int c; (c = sagactl_getopt("stuck", argc, argv, opts)) != -1;) {
+        if (c == 'o') {
+            older = optarg;
             opt = "--older-than";
-        } else if (strcmp(argv[k], "--json") == 0)
+        } else if (c == 'j')
             want_json = 1;
-        else if (strcmp(argv[k], "--help") == 0) {
+        else {
             printf(
                 "usage: sagactl stuck [--older-than DUR] [--json]\n"
                 "Sagas that need an operator: every failed saga, and running or\n"
@@ -107,9 +112,10 @@ int cmd_stuck(int argc, char **argv)
                 "reason.\n"
                 "Exit 0 when there are none, 1 when there are some (for alerting).\n");
             return EXIT_OK;
-        } else
-            die_usage("stuck: unexpected argument \"%s\"", argv[k]);
+        }
     }
+    if (optind < argc)
+        die_usage("stuck: unexpected argument \"%s\"", argv[optind]);
     ms = parse_duration_opt("stuck", opt, older, "30s or 5m");
     snprintf(msbuf, sizeof msbuf, "%lld", (long long)ms);
     db = connect_db(1);
@@ -236,17 +242,21 @@ int cmd_stats(int argc, char **argv)
     int wname = 16;
     PGconn *db;
 
-    for (int k = 1; k < argc; k++) {
-        if (strcmp(argv[k], "--json") == 0)
+    static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    for (int c; (c = sagactl_getopt("stats", argc, argv, opts)) != -1;) {
+        if (c == 'j')
             want_json = 1;
-        else if (strcmp(argv[k], "--help") == 0) {
+        else {
             printf("usage: sagactl stats [--json]\nCounts of sagas by status and by "
                    "definition, and sagas started and finished\nin the last minute and "
                    "hour.\n");
             return EXIT_OK;
-        } else
-            die_usage("stats: unexpected argument \"%s\"", argv[k]);
+        }
     }
+    if (optind < argc)
+        die_usage("stats: unexpected argument \"%s\"", argv[optind]);
     db = connect_db(1);
     st = query_json(db, stats_sql, 0, NULL);
     PQfinish(db);
@@ -285,5 +295,123 @@ int cmd_stats(int argc, char **argv)
                json_object_get(json_object_get(st, "finished"), "last_hour")));
     print_services(json_object_get(st, "services"));
     json_decref(st);
+    return EXIT_OK;
+}
+
+/* ---- list ---- */
+
+/* $1 status, $2 name, $3 limit, $4 started within ms, $5 started before ms.
+ * One index range per status, newest first, each stopping after $3 rows,
+ * then merged: (status, created_at) or (name, status, created_at) answers
+ * every filter without sorting all matches, however rare the combination. */
+static const char list_sql[] =
+    "SELECT coalesce(json_agg(x.j ORDER BY x.ts DESC), '[]') FROM ("
+    " SELECT json_build_object('id', s.id, 'name', s.name, 'version', s.version,"
+    "  'status', s.status, 'step', s.cursor_step, 'step_name', st.name,"
+    "  'created_at', saga.iso(s.created_at), 'updated_at', saga.iso(s.updated_at),"
+    "  'idle_seconds', round(extract(epoch FROM now() - s.updated_at)::numeric, 3)) AS j,"
+    "  s.created_at AS ts"
+    " FROM unnest(CASE WHEN $1::text IS NULL THEN ARRAY['running', 'compensating',"
+    "   'completed', 'compensated', 'failed', 'resolved'] ELSE ARRAY[$1::text] END) "
+    "f(status),"
+    " LATERAL (SELECT * FROM saga.saga s WHERE s.status = f.status"
+    "  AND ($2::text IS NULL OR s.name = $2)"
+    "  AND ($4::bigint IS NULL OR s.created_at >= now() - $4::bigint * interval '1 ms')"
+    "  AND ($5::bigint IS NULL OR s.created_at < now() - $5::bigint * interval '1 ms')"
+    "  ORDER BY s.created_at DESC LIMIT $3::int) s"
+    " LEFT JOIN saga.saga_step st ON st.saga_id = s.id AND st.idx = s.cursor_step"
+    " ORDER BY s.created_at DESC LIMIT $3::int) x";
+
+int cmd_list(int argc, char **argv)
+{
+    const char *status = NULL, *name = NULL, *since = NULL, *older = NULL;
+    char since_ms[32], older_ms[32], limit[32] = "50";
+    const char *p[5];
+    json_t *rows, *row;
+    size_t i;
+    double now;
+    PGconn *db;
+
+    static const struct option opts[] = {{"status", required_argument, NULL, 's'},
+                                         {"saga", required_argument, NULL, 'n'},
+                                         {"limit", required_argument, NULL, 'l'},
+                                         {"since", required_argument, NULL, 'S'},
+                                         {"older-than", required_argument, NULL, 'o'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    for (int c; (c = sagactl_getopt("list", argc, argv, opts)) != -1;) {
+        if (c == 's') {
+            saga_status st;
+            status = optarg;
+            if (saga_status_parse(status, &st) != 0 || st == SAGA_ST_NEW)
+                die_usage(
+                    "list: unknown status \"%s\" (running, compensating, completed, "
+                    "compensated, failed, resolved)",
+                    status);
+        } else if (c == 'n') {
+            name = optarg;
+        } else if (c == 'l') {
+            long n = parse_number("list", "--limit", optarg, 1, 100000);
+            snprintf(limit, sizeof limit, "%ld", n);
+        } else if (c == 'S') {
+            int64_t ms = parse_duration_opt("list", "--since", optarg, "10m or 2h");
+            snprintf(since_ms, sizeof since_ms, "%lld", (long long)ms);
+            since = since_ms;
+        } else if (c == 'o') {
+            int64_t ms = parse_duration_opt("list", "--older-than", optarg, "10m or 2h");
+            snprintf(older_ms, sizeof older_ms, "%lld", (long long)ms);
+            older = older_ms;
+        } else if (c == 'j') {
+            want_json = 1;
+        } else {
+            printf("usage: sagactl list [--status S] [--saga NAME] [--since DUR] "
+                   "[--older-than DUR] [--limit N] [--json]\n"
+                   "Lists sagas, newest first: --since 1h started in the last hour,\n"
+                   "--older-than 10m started more than ten minutes ago.\n");
+            return EXIT_OK;
+        }
+    }
+    if (optind < argc)
+        die_usage("list: unexpected argument \"%s\"", argv[optind]);
+    p[0] = status;
+    p[1] = name;
+    p[2] = limit;
+    p[3] = since;
+    p[4] = older;
+    db = connect_db(1);
+    rows = query_json(db, list_sql, 5, p);
+    now = db_now(db);
+    PQfinish(db);
+    if (want_json) {
+        print_json(rows);
+    } else if (json_array_size(rows) == 0) {
+        printf("(no sagas)\n");
+    } else {
+        int wsaga = 4, wstatus = 6, wstep = 4;
+        json_array_foreach(rows, i, row)
+        {
+            char saga[300];
+            snprintf(saga, sizeof saga, "%s@%lld", str(row, "name"),
+                     (long long)json_integer_value(json_object_get(row, "version")));
+            wsaga = widen(wsaga, saga);
+            wstatus = widen(wstatus, str(row, "status"));
+            wstep = widen(wstep, str(row, "step_name"));
+        }
+        printf("%-36s  %-*s  %-*s  %-*s  %s\n", "ID", wsaga, "SAGA", wstatus, "STATUS",
+               wstep, "STEP", "UPDATED");
+        json_array_foreach(rows, i, row)
+        {
+            char saga[300], when[96];
+            const char *st = str(row, "status");
+            snprintf(saga, sizeof saga, "%s@%lld", str(row, "name"),
+                     (long long)json_integer_value(json_object_get(row, "version")));
+            format_when(str(row, "updated_at"), now, 0, when, sizeof when);
+            printf("%-36s  %-*s  %s%-*s%s  %-*s  %s\n", str(row, "id"), wsaga, saga,
+                   color_for_status(st), wstatus, st, color_reset(), wstep,
+                   str(row, "step_name"), when);
+        }
+    }
+    json_decref(rows);
     return EXIT_OK;
 }

@@ -108,22 +108,22 @@ static int set(int argc, char **argv)
     PGresult *r;
     PGconn *db;
 
-    for (int k = 0; k < argc; k++) {
-        if (strcmp(argv[k], "--reason") == 0)
-            reason = opt_value("limits set", argc, argv, &k);
-        else if (strcmp(argv[k], "--as") == 0)
-            as = opt_value("limits set", argc, argv, &k);
-        else if (strcmp(argv[k], "--json") == 0)
-            want_json = 1;
-        else if (argv[k][0] == '-')
-            die_usage("limits set: unknown option \"%s\"", argv[k]);
-        else if (name == NULL)
-            name = argv[k];
-        else if (bytes == NULL)
-            bytes = argv[k];
+    static const struct option opts[] = {{"reason", required_argument, NULL, 'r'},
+                                         {"as", required_argument, NULL, 'a'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {NULL, 0, NULL, 0}};
+    for (int c; (c = sagactl_getopt("limits set", argc, argv, opts)) != -1;) {
+        if (c == 'r')
+            reason = optarg;
+        else if (c == 'a')
+            as = optarg;
         else
-            die_usage("limits set: unexpected argument \"%s\"", argv[k]);
+            want_json = 1;
     }
+    if (optind + 2 < argc)
+        die_usage("limits set: unexpected argument \"%s\"", argv[optind + 2]);
+    name = optind < argc ? argv[optind] : NULL;
+    bytes = optind + 1 < argc ? argv[optind + 1] : NULL;
     if (name == NULL || bytes == NULL)
         die_usage("limits set: usage: limits set NAME BYTES --reason TEXT [--as NAME]");
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
@@ -190,14 +190,17 @@ int cmd_limits(int argc, char **argv)
                "sagad); the operator and reason are kept on the row.\n");
         return EXIT_OK;
     }
-    if (sub != NULL && strcmp(sub, "set") == 0)
-        return set(argc - 2, argv + 2);
-    for (int k = 1; k < argc; k++) {
-        if (strcmp(argv[k], "--json") == 0)
+    if (sub != NULL && strcmp(sub, "set") == 0) {
+        optind = 0; /* set parses from argv[1] on, as a command does */
+        return set(argc - 1, argv + 1);
+    }
+    {
+        static const struct option opts[] = {{"json", no_argument, NULL, 'j'},
+                                             {NULL, 0, NULL, 0}};
+        while (sagactl_getopt("limits", argc, argv, opts) != -1)
             want_json = 1;
-        else
-            die_usage("limits: unknown subcommand or option \"%s\" (set, --json)",
-                      argv[k]);
+        if (optind < argc)
+            die_usage("limits: unknown subcommand \"%s\" (set, or --json)", argv[optind]);
     }
     return show();
 }

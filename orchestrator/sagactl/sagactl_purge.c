@@ -463,40 +463,46 @@ int cmd_purge(int argc, char **argv)
     double t0;
     PGconn *db;
 
-    for (int k = 1; k < argc; k++) {
-        if (strcmp(argv[k], "--older-than") == 0) {
-            const char *text = opt_value("purge", argc, argv, &k);
+    static const struct option opts[] = {{"older-than", required_argument, NULL, 'o'},
+                                         {"status", required_argument, NULL, 's'},
+                                         {"batch", required_argument, NULL, 'b'},
+                                         {"archive", required_argument, NULL, 'a'},
+                                         {"dry-run", no_argument, NULL, 'n'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    for (int c; (c = sagactl_getopt("purge", argc, argv, opts)) != -1;) {
+        if (c == 'o') {
+            const char *text = optarg;
             int prc = parse_age(text, &o.older_ms);
             check_duration_opt("purge", "--older-than", text, "30d or 12h", prc,
                                o.older_ms);
-        } else if (strcmp(argv[k], "--status") == 0) {
+        } else if (c == 's') {
             int s;
-            opt_value("purge", argc, argv, &k);
             for (s = 0; s < NFINISHED; s++)
-                if (strcmp(argv[k], finished[s]) == 0)
+                if (strcmp(optarg, finished[s]) == 0)
                     break;
             if (s == NFINISHED)
                 die_usage("purge: --status must be completed, compensated or resolved "
                           "(only finished sagas are purged), not \"%s\"",
-                          argv[k]);
+                          optarg);
             o.statuses[s] = 1;
             any_status = 1;
-        } else if (strcmp(argv[k], "--batch") == 0) {
-            o.batch = (int)parse_number("purge", "--batch",
-                                        opt_value("purge", argc, argv, &k), 1, 100000);
-        } else if (strcmp(argv[k], "--archive") == 0) {
-            o.archive = opt_value("purge", argc, argv, &k);
-        } else if (strcmp(argv[k], "--dry-run") == 0) {
+        } else if (c == 'b') {
+            o.batch = (int)parse_number("purge", "--batch", optarg, 1, 100000);
+        } else if (c == 'a') {
+            o.archive = optarg;
+        } else if (c == 'n') {
             o.dry_run = 1;
-        } else if (strcmp(argv[k], "--json") == 0) {
+        } else if (c == 'j') {
             want_json = 1;
-        } else if (strcmp(argv[k], "--help") == 0) {
+        } else {
             usage_purge();
             return EXIT_OK;
-        } else {
-            die_usage("purge: unexpected argument \"%s\"", argv[k]);
         }
     }
+    if (optind < argc)
+        die_usage("purge: unexpected argument \"%s\"", argv[optind]);
     if (o.older_ms < 0)
         die_usage("purge: --older-than DUR is required (%s)",
                   "purging every finished saga is never the default");

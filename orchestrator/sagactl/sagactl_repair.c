@@ -11,6 +11,7 @@
 
 #include "saga/saga.h"
 #include "saga_machine.h"
+#include "saga_batch.h"
 #include "saga_store.h"
 #include "sagactl.h"
 
@@ -49,22 +50,32 @@ static int run_repair(const repair *rp, int argc, char **argv)
     const char *why = NULL;
     int rc, step = -1, exit_code = EXIT_OK;
     PGconn *db;
+    saga_batch *batch;
+    saga_store_opts so;
+    char ids[1][SAGA_ID_LEN + 1];
 
-    for (int k = 1; k < argc; k++) {
-        if (strcmp(argv[k], "--reason") == 0)
-            reason = opt_value(rp->name, argc, argv, &k);
-        else if (strcmp(argv[k], "--as") == 0)
-            as = opt_value(rp->name, argc, argv, &k);
-        else if ((strcmp(argv[k], "--step") == 0 || strcmp(argv[k], "--output") == 0) &&
-                 rp->kind != SAGA_EV_OP_SKIP)
-            die_usage("%s: %s is for skip only", rp->name, argv[k]);
-        else if (strcmp(argv[k], "--step") == 0)
-            step_name = opt_value(rp->name, argc, argv, &k);
-        else if (strcmp(argv[k], "--output") == 0)
-            output_text = opt_value(rp->name, argc, argv, &k);
-        else if (strcmp(argv[k], "--json") == 0)
+    static const struct option opts[] = {{"reason", required_argument, NULL, 'r'},
+                                         {"as", required_argument, NULL, 'a'},
+                                         {"step", required_argument, NULL, 's'},
+                                         {"output", required_argument, NULL, 'o'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    for (int c; (c = sagactl_getopt(rp->name, argc, argv, opts)) != -1;) {
+        if ((c == 's' || c == 'o') && rp->kind != SAGA_EV_OP_SKIP)
+            die_usage("%s: %s is for skip only", rp->name,
+                      c == 's' ? "--step" : "--output");
+        else if (c == 'r')
+            reason = optarg;
+        else if (c == 'a')
+            as = optarg;
+        else if (c == 's')
+            step_name = optarg;
+        else if (c == 'o')
+            output_text = optarg;
+        else if (c == 'j')
             want_json = 1;
-        else if (strcmp(argv[k], "--help") == 0) {
+        else {
             printf("usage: sagactl %s ID %s--reason TEXT [--as NAME]\n%s\n"
                    "The operator (--as, else $USER) and the reason go into the saga's "
                    "history.\n",
@@ -72,14 +83,12 @@ static int run_repair(const repair *rp, int argc, char **argv)
                    rp->kind == SAGA_EV_OP_SKIP ? "--step NAME [--output JSON] " : "",
                    rp->help);
             return EXIT_OK;
-        } else if (argv[k][0] == '-')
-            die_usage("%s: unknown option \"%s\"", rp->name, argv[k]);
-        else if (id == NULL)
-            id = argv[k];
-        else
-            die_usage("%s: unexpected argument \"%s\" (one saga ID at a time)", rp->name,
-                      argv[k]);
+        }
     }
+    if (optind + 1 < argc)
+        die_usage("%s: unexpected argument \"%s\" (one saga ID at a time)", rp->name,
+                  argv[optind + 1]);
+    id = optind < argc ? argv[optind] : NULL;
     if (id == NULL)
         die_usage("%s: missing the saga ID", rp->name);
     check_uuid(rp->name, id);
@@ -106,9 +115,21 @@ static int run_repair(const repair *rp, int argc, char **argv)
 
     db = connect_db(1);
     defs = saga_defs_new();
-    rc = saga_store_exec(db, "BEGIN", &err);
+    /* The one writer of sagas, steps, history and outbox (sagad's): the
+     * outbox rows are nobody's, so whichever sagad sees them sends them. */
+    so.topic_prefix = getenv("SAGA_TOPIC_PREFIX");
+    so.actor = actor;
+    batch = saga_batch_new(&so, NULL, 0);
+    for (int i = 0; i <= SAGA_ID_LEN; i++) /* PostgreSQL prints UUIDs in lower case */
+        ids[0][i] = (char)(id[i] >= 'A' && id[i] <= 'F' ? id[i] - 'A' + 'a' : id[i]);
+    if (batch == NULL)
+        rc = saga_error_set(&err, SAGA_ENOMEM, "out of memory");
+    else
+        rc = saga_batch_prepare(db, &err);
     if (rc == SAGA_OK)
-        rc = saga_store_load(db, defs, id, &s, &err);
+        rc = saga_batch_load(db, defs, ids, 1, 1, &s, NULL, &err);
+    if (rc == SAGA_OK && s == NULL)
+        rc = saga_error_set(&err, SAGA_ENOTFOUND, "no saga %s", id);
     if (rc == SAGA_OK && step_name != NULL) {
         step = saga_definition_step_index(s->def, step_name);
         if (step < 0) {
@@ -125,15 +146,18 @@ static int run_repair(const repair *rp, int argc, char **argv)
                          .reason = reason,
                          .step = step,
                          .output = output};
-        saga_store_opts so = {getenv("SAGA_TOPIC_PREFIX"), actor};
         int applied = saga_machine_apply(s, &ev, &acts, &why);
         if (applied == SAGA_APPLIED) {
-            rc = saga_store_save(db, s, &acts, &so, &sent, &err);
-            /* Wake sagad's outbox relay for the commands just written. */
-            if (rc == SAGA_OK && sent.n > 0)
+            int sends = 0;
+            for (int i = 0; i < acts.n; i++)
+                sends += acts.items[i].kind == SAGA_ACT_SEND;
+            rc = saga_batch_add(batch, s, &acts, 0, &err);
+            /* Wake sagad's outbox relay for the commands written (NOTIFY
+             * is delivered when the transaction commits). */
+            if (rc == SAGA_OK && sends > 0)
                 rc = saga_store_exec(db, "NOTIFY saga_outbox", &err);
             if (rc == SAGA_OK)
-                rc = saga_store_exec(db, "COMMIT", &err);
+                rc = saga_batch_commit(db, batch, &sent, &err);
         } else if (applied == SAGA_ENOMEM) {
             rc = saga_error_set(&err, SAGA_ENOMEM, "out of memory");
         } else {
@@ -168,6 +192,7 @@ static int run_repair(const repair *rp, int argc, char **argv)
     saga_actions_clear(&acts);
     saga_outbox_clear(&sent);
     saga_state_free(s);
+    saga_batch_free(batch);
     saga_defs_free(defs);
     json_decref(output);
     PQfinish(db);

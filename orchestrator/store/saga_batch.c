@@ -1,456 +1,11 @@
-/* Batched loads and writes (see saga_batch.h). Rows travel as one JSON
- * array per table and are unpacked by jsonb_to_recordset, so a statement's
- * text and plan do not depend on the batch size and every value is escaped
- * by jansson, not by hand. */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "saga_batch.h"
-#include "saga_pgerr.h"
-
-/* ---- statements ---- */
-
-/* Times travel as ms since the epoch. The conversions are written out
- * rather than called as saga.ms()/saga.ts(): PostgreSQL does not inline
- * those, and calling them per row tripled the cost of a load. */
-
-static const char load_sagas_sql[] =
-    "SELECT id, name, version, status, cursor_step, input::text, (extract(epoch FROM "
-    "created_at) * 1000)::bigint,"
-    " (extract(epoch FROM updated_at) * 1000)::bigint, (extract(epoch FROM deadline_at) "
-    "* 1000)::bigint, (extract(epoch FROM wake_at) * 1000)::bigint, traceparent,"
-    " (extract(epoch FROM progressed_at) * 1000)::bigint"
-    " FROM saga.saga WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE";
-
-static const char load_steps_sql[] =
-    "SELECT saga_id, idx, status, attempts, awaiting, (extract(epoch FROM due_at) * "
-    "1000)::bigint,"
-    " (extract(epoch FROM started_at) * 1000)::bigint, (extract(epoch FROM finished_at) "
-    "* 1000)::bigint, output::text, error::text,"
-    " attempt_base FROM saga.saga_step WHERE saga_id = ANY($1::uuid[])"
-    " ORDER BY saga_id, idx";
-
-static const char claim_due_sql[] =
-    "SELECT id FROM (SELECT id FROM saga.saga WHERE wake_at <= now()"
-    " ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED) c ORDER BY id";
-
-/* A saga applied several times in one batch appears once per apply; the
- * last row (highest seq) is the state to keep. */
-static const char update_sagas_sql[] =
-    "UPDATE saga.saga AS s SET status = x.status, cursor_step = x.cursor_step,"
-    " wake_at = to_timestamp(x.wake_at / 1000.0), updated_at = to_timestamp(x.updated_at "
-    "/ 1000.0),"
-    " progressed_at = coalesce(to_timestamp(x.progressed_at / 1000.0), s.progressed_at),"
-    " deadline_at = to_timestamp(x.deadline_at / 1000.0)"
-    " FROM (SELECT DISTINCT ON (id) * FROM jsonb_to_recordset($1::jsonb)"
-    "   AS r(seq int, id uuid, status text, cursor_step int, wake_at bigint,"
-    "        updated_at bigint, progressed_at bigint, deadline_at bigint)"
-    "   ORDER BY id, seq DESC) AS x"
-    " WHERE s.id = x.id";
-
-static const char upsert_steps_sql[] =
-    "INSERT INTO saga.saga_step (saga_id, idx, name, status, attempts, attempt_base,"
-    " awaiting, due_at, output, error, started_at, finished_at)"
-    " SELECT saga_id, idx, name, status, attempts, attempt_base, awaiting,"
-    " to_timestamp(due_at / 1000.0), output, error, to_timestamp(started_at / 1000.0), "
-    "to_timestamp(finished_at / 1000.0)"
-    " FROM (SELECT DISTINCT ON (saga_id, idx) * FROM jsonb_to_recordset($1::jsonb)"
-    "   AS r(seq int, saga_id uuid, idx int, name text, status text, attempts int,"
-    "        attempt_base int, awaiting bool, due_at bigint, output jsonb, error jsonb,"
-    "        started_at bigint, finished_at bigint)"
-    "   ORDER BY saga_id, idx, seq DESC) AS x"
-    " ON CONFLICT (saga_id, idx) DO UPDATE SET status = EXCLUDED.status,"
-    " attempts = EXCLUDED.attempts, attempt_base = EXCLUDED.attempt_base,"
-    " awaiting = EXCLUDED.awaiting, due_at = EXCLUDED.due_at, output = EXCLUDED.output,"
-    " error = EXCLUDED.error, started_at = EXCLUDED.started_at,"
-    " finished_at = EXCLUDED.finished_at";
-
-/* History ids follow the order the machine produced the events in. */
-static const char insert_events_sql[] =
-    "INSERT INTO saga.saga_event (saga_id, at, kind, step, phase, attempt, detail, actor)"
-    " SELECT saga_id, to_timestamp(at / 1000.0), kind, step, phase, attempt, detail, "
-    "actor"
-    " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, saga_id uuid, at bigint,"
-    "   kind text, step int, phase text, attempt int, detail jsonb, actor text)"
-    " ORDER BY seq";
-
-static const char insert_outbox_sql[] =
-    "INSERT INTO saga.outbox (saga_id, topic, msg_key, payload, traceparent, claimed_by,"
-    " claimed_until)"
-    " SELECT saga_id, topic, msg_key, payload, traceparent, $2,"
-    " now() + make_interval(secs => $3::int)"
-    " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, saga_id uuid, topic text,"
-    "   msg_key text, payload text, traceparent text) ORDER BY seq"
-    " RETURNING id, topic, msg_key, payload, traceparent";
-
-static const char finish_requests_sql[] =
-    "UPDATE saga.start_request AS q SET processed_at = now(), error = x.error"
-    " FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, error text) WHERE q.id = x.id";
-
-static const char insert_sagas_sql[] =
-    "INSERT INTO saga.saga (id, name, version, status, cursor_step, input,"
-    " idempotency_key, deadline_at, wake_at, created_at, updated_at, progressed_at,"
-    " traceparent)"
-    " SELECT id, name, version, status, cursor_step, input, idempotency_key,"
-    " to_timestamp(deadline_at / 1000.0), to_timestamp(wake_at / 1000.0), "
-    "to_timestamp(created_at / 1000.0), to_timestamp(created_at / 1000.0),"
-    " to_timestamp(created_at / 1000.0), traceparent"
-    " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, id uuid, name text, version int,"
-    "   status text, cursor_step int, input jsonb, idempotency_key text,"
-    "   deadline_at bigint, wake_at bigint, created_at bigint, traceparent text)"
-    " ORDER BY seq"
-    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
-
-/* A message is kept whole up to 64 KiB; bytes travel as hex (a Kafka
- * message may hold NUL or bytes that are not UTF-8). A reply consumed
- * again after a rewind is set aside once. */
-static const char insert_dead_sql[] =
-    "INSERT INTO saga.dead_letter (source, topic, kafka_partition, kafka_offset, msg_key,"
-    " ref, payload, payload_bytes, reason, attempts, created_by)"
-    " SELECT source, topic, kafka_partition, kafka_offset, msg_key, ref,"
-    " decode(payload, 'hex'), payload_bytes, reason, attempts, $2"
-    " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, source text, topic text,"
-    "   kafka_partition int, kafka_offset bigint, msg_key text, ref text, payload text,"
-    "   payload_bytes int, reason text, attempts int) ORDER BY seq"
-    " ON CONFLICT (topic, kafka_partition, kafka_offset) WHERE kafka_offset IS NOT NULL"
-    " DO NOTHING";
-
-/* A saga whose timer fails every time it fires is taken off the timers
- * (an operator looks at it, repairs, and replays or retries it). */
-static const char set_aside_timers_sql[] =
-    "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(seq int, id uuid,"
-    "   reason text)),"
-    " s AS (UPDATE saga.saga AS g SET wake_at = NULL, updated_at = now() FROM x"
-    "   WHERE g.id = x.id RETURNING g.id, x.reason, x.seq)"
-    " INSERT INTO saga.saga_event (saga_id, at, kind, detail, actor)"
-    " SELECT id, clock_timestamp(), 'saga_set_aside', jsonb_build_object('reason', "
-    "reason),"
-    " $2 FROM s ORDER BY seq";
-
-static const char key_holders_sql[] =
-    "SELECT idempotency_key, id FROM saga.saga WHERE idempotency_key IN"
-    " (SELECT jsonb_array_elements_text($1::jsonb))";
-
-static const struct {
-    const char *name, *sql;
-    int nparams;
-} statements[] = {
-    {"saga_load_sagas", load_sagas_sql, 1},
-    {"saga_load_steps", load_steps_sql, 1},
-    {"saga_claim_due", claim_due_sql, 1},
-    {"saga_update_sagas", update_sagas_sql, 1},
-    {"saga_upsert_steps", upsert_steps_sql, 1},
-    {"saga_insert_events", insert_events_sql, 1},
-    {"saga_insert_outbox", insert_outbox_sql, 3},
-    {"saga_finish_requests", finish_requests_sql, 1},
-    {"saga_insert_sagas", insert_sagas_sql, 1},
-    {"saga_key_holders", key_holders_sql, 1},
-    {"saga_insert_dead", insert_dead_sql, 2},
-    {"saga_set_aside_timers", set_aside_timers_sql, 2},
-};
-
-int saga_batch_prepare(PGconn *db, saga_error *err)
-{
-    for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {
-        PGresult *r = PQprepare(db, statements[i].name, statements[i].sql,
-                                statements[i].nparams, NULL);
-        int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        PQclear(r);
-        if (!ok)
-            return saga_error_set(err, SAGA_EDB, "preparing %s: %s", statements[i].name,
-                                  PQerrorMessage(db));
-    }
-    return SAGA_OK;
-}
-
-/* ---- pipeline helpers ---- */
-
-static int send_prepared(PGconn *db, const char *name, int n, const char *const *params,
-                         saga_error *err)
-{
-    if (PQsendQueryPrepared(db, name, n, params, NULL, NULL, 0) != 1)
-        return saga_error_set(err, SAGA_EDB, "sending %s: %s", name, PQerrorMessage(db));
-    return SAGA_OK;
-}
-
-static int send_plain(PGconn *db, const char *sql, saga_error *err)
-{
-    if (PQsendQueryParams(db, sql, 0, NULL, NULL, NULL, NULL, 0) != 1)
-        return saga_error_set(err, SAGA_EDB, "sending %s: %s", sql, PQerrorMessage(db));
-    return SAGA_OK;
-}
-
-/* The result of the next statement of the pipeline (the caller PQclear()s
- * it), or NULL with err set when it failed. what names it for the error. */
-static PGresult *next_result(PGconn *db, ExecStatusType want, const char *what,
-                             saga_error *err)
-{
-    PGresult *r = PQgetResult(db), *extra;
-    if (r == NULL) {
-        saga_error_set(err, SAGA_EDB, "%s: no result: %s", what, PQerrorMessage(db));
-        return NULL;
-    }
-    /* Each statement's results end with a NULL. */
-    while ((extra = PQgetResult(db)) != NULL)
-        PQclear(extra);
-    if (PQresultStatus(r) != want) {
-        if (PQresultStatus(r) != PGRES_PIPELINE_ABORTED)
-            saga_pgerr_note(r);
-        if (err != NULL && err->code == SAGA_OK)
-            saga_error_set(err, SAGA_EDB, "%s: %s", what,
-                           PQresultStatus(r) == PGRES_PIPELINE_ABORTED
-                               ? "skipped after an earlier error"
-                               : PQresultErrorMessage(r));
-        PQclear(r);
-        return NULL;
-    }
-    return r;
-}
-
-/* Read up to the pipeline's sync point and leave pipeline mode, whatever
- * state the results were in. synced: PQpipelineSync() was sent. */
-static void end_pipeline(PGconn *db, int synced)
-{
-    PGresult *r;
-    if (!synced && PQpipelineSync(db) != 1) {
-        PQexitPipelineMode(db);
-        return;
-    }
-    for (;;) {
-        r = PQgetResult(db);
-        if (r == NULL) {
-            if (PQstatus(db) != CONNECTION_OK)
-                break;
-            continue;
-        }
-        if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
-            PQclear(r);
-            break;
-        }
-        PQclear(r);
-    }
-    PQexitPipelineMode(db);
-}
-
-static int64_t get_i64(PGresult *r, int row, int col)
-{
-    return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
-}
-
-static json_t *get_json(PGresult *r, int row, int col)
-{
-    return PQgetisnull(r, row, col)
-               ? NULL
-               : json_loads(PQgetvalue(r, row, col), JSON_DECODE_ANY, NULL);
-}
-
-/* "{id,id,...}": ids are validated UUIDs, so no quoting is needed. */
-static char *uuid_array(char (*ids)[SAGA_ID_LEN + 1], int n)
-{
-    size_t cap = (size_t)n * (SAGA_ID_LEN + 1) + 3, len = 0;
-    char *a = malloc(cap);
-    if (a == NULL)
-        return NULL;
-    a[len++] = '{';
-    for (int i = 0; i < n; i++) {
-        if (i > 0)
-            a[len++] = ',';
-        memcpy(a + len, ids[i], SAGA_ID_LEN);
-        len += SAGA_ID_LEN;
-    }
-    a[len++] = '}';
-    a[len] = '\0';
-    return a;
-}
-
-static int find_id(char (*ids)[SAGA_ID_LEN + 1], int n, const char *id)
-{
-    int lo = 0, hi = n - 1;
-    while (lo <= hi) {
-        int mid = (lo + hi) / 2, c = strncmp(ids[mid], id, SAGA_ID_LEN);
-        if (c == 0)
-            return mid;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid - 1;
-    }
-    return -1;
-}
-
-/* ---- loads ---- */
-
-static int fill_saga(PGconn *db, saga_defs *defs, PGresult *r, int row, saga_state **out,
-                     saga_error *err)
-{
-    const saga_definition *def;
-    const char *id = PQgetvalue(r, row, 0);
-    json_t *input;
-    saga_state *s;
-    int rc = saga_store_get_definition(db, defs, PQgetvalue(r, row, 1),
-                                       atoi(PQgetvalue(r, row, 2)), &def, err);
-    if (rc != SAGA_OK)
-        return rc;
-    input = get_json(r, row, 5);
-    s = saga_state_new(def, id, input);
-    json_decref(input);
-    if (s == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
-    if (saga_status_parse(PQgetvalue(r, row, 3), &s->status) != 0) {
-        saga_state_free(s);
-        return saga_error_set(err, SAGA_EDB, "saga %s has unknown status", id);
-    }
-    s->cursor = atoi(PQgetvalue(r, row, 4));
-    s->created_at = get_i64(r, row, 6);
-    s->updated_at = get_i64(r, row, 7);
-    s->deadline_at = get_i64(r, row, 8);
-    s->wake_at = get_i64(r, row, 9);
-    snprintf(s->traceparent, sizeof s->traceparent, "%s", PQgetvalue(r, row, 10));
-    s->progressed_at = get_i64(r, row, 11);
-    *out = s;
-    return SAGA_OK;
-}
-
-static void fill_step(saga_state *s, PGresult *r, int row)
-{
-    int idx = atoi(PQgetvalue(r, row, 1));
-    saga_step_state *st;
-    if (idx < 0 || idx >= s->nsteps)
-        return;
-    st = &s->steps[idx];
-    saga_step_status_parse(PQgetvalue(r, row, 2), &st->status);
-    st->attempts = atoi(PQgetvalue(r, row, 3));
-    st->awaiting = PQgetvalue(r, row, 4)[0] == 't';
-    st->due_at = get_i64(r, row, 5);
-    st->started_at = get_i64(r, row, 6);
-    st->finished_at = get_i64(r, row, 7);
-    json_decref(st->output);
-    json_decref(st->error);
-    st->output = get_json(r, row, 8);
-    st->error = get_json(r, row, 9);
-    st->attempt_base = atoi(PQgetvalue(r, row, 10));
-}
-
-/* Keep a saga whose definition cannot be loaded out of the timers and say
- * why in its history; an operator repairs the definition, then retries. */
-static int set_aside_saga(PGconn *db, const char *id, const char *why, saga_error *err)
-{
-    const char *p[2] = {id, why};
-    PGresult *r = PQexecParams(
-        db,
-        "WITH s AS (UPDATE saga.saga SET wake_at = NULL WHERE id = $1 RETURNING id)"
-        " INSERT INTO saga.saga_event (saga_id, at, kind, detail)"
-        " SELECT id, clock_timestamp(), 'definition_unavailable',"
-        " jsonb_build_object('error', $2::text) FROM s"
-        /* Once in a row: each reply that comes for it would add one. */
-        " WHERE (SELECT kind FROM saga.saga_event WHERE saga_id = s.id"
-        "  ORDER BY id DESC LIMIT 1) IS DISTINCT FROM 'definition_unavailable'",
-        2, NULL, p, NULL, NULL, 0);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok)
-        saga_pgerr_note(r);
-    PQclear(r);
-    if (!ok)
-        return saga_error_set(err, SAGA_EDB, "setting saga %s aside: %s", id,
-                              PQerrorMessage(db));
-    return SAGA_OK;
-}
-
-int saga_batch_load(PGconn *db, saga_defs *defs, char (*ids)[SAGA_ID_LEN + 1], int n,
-                    int begin, saga_state **out, unsigned char *set_aside,
-                    saga_error *err)
-{
-    PGresult *rs = NULL, *rt = NULL, *rb = NULL;
-    char *arr = uuid_array(ids, n);
-    const char *p[1] = {arr};
-    int rc = SAGA_OK, synced = 0;
-
-    for (int i = 0; i < n; i++)
-        out[i] = NULL;
-    if (arr == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
-    if (PQenterPipelineMode(db) != 1) {
-        free(arr);
-        return saga_error_set(err, SAGA_EDB, "entering pipeline mode: %s",
-                              PQerrorMessage(db));
-    }
-    if ((begin && (rc = send_plain(db, "BEGIN", err)) != SAGA_OK) ||
-        (rc = send_prepared(db, "saga_load_sagas", 1, p, err)) != SAGA_OK ||
-        (rc = send_prepared(db, "saga_load_steps", 1, p, err)) != SAGA_OK)
-        goto out;
-    if (PQpipelineSync(db) != 1) {
-        rc = saga_error_set(err, SAGA_EDB, "pipeline sync: %s", PQerrorMessage(db));
-        goto out;
-    }
-    synced = 1;
-    if (begin && (rb = next_result(db, PGRES_COMMAND_OK, "BEGIN", err)) == NULL)
-        rc = SAGA_EDB;
-    rs = next_result(db, PGRES_TUPLES_OK, "loading sagas", err);
-    rt = next_result(db, PGRES_TUPLES_OK, "loading saga steps", err);
-    if (rs == NULL || rt == NULL)
-        rc = SAGA_EDB;
-out:
-    end_pipeline(db, synced);
-    free(arr);
-    if (rc == SAGA_OK) {
-        /* Definitions missing from the cache are read now, outside the
-         * pipeline. */
-        for (int i = 0; set_aside != NULL && i < n; i++)
-            set_aside[i] = 0;
-        for (int i = 0; i < PQntuples(rs) && rc == SAGA_OK; i++) {
-            int k = find_id(ids, n, PQgetvalue(rs, i, 0));
-            if (k < 0 || out[k] != NULL)
-                continue;
-            rc = fill_saga(db, defs, rs, i, &out[k], err);
-            if ((rc == SAGA_EDEF || rc == SAGA_ENOTFOUND) && set_aside != NULL &&
-                err != NULL) {
-                char why[sizeof err->message];
-                snprintf(why, sizeof why, "%s", err->message);
-                memset(err, 0, sizeof *err);
-                out[k] = NULL;
-                set_aside[k] = 1;
-                rc = set_aside_saga(db, ids[k], why, err);
-            }
-        }
-        for (int i = 0; i < PQntuples(rt) && rc == SAGA_OK; i++) {
-            int k = find_id(ids, n, PQgetvalue(rt, i, 0));
-            if (k >= 0 && out[k] != NULL)
-                fill_step(out[k], rt, i);
-        }
-        if (rc != SAGA_OK)
-            for (int i = 0; i < n; i++) {
-                saga_state_free(out[i]);
-                out[i] = NULL;
-            }
-    }
-    PQclear(rb);
-    PQclear(rs);
-    PQclear(rt);
-    return rc;
-}
-
-int saga_batch_claim_due(PGconn *db, int limit, char (*ids)[SAGA_ID_LEN + 1], int *n,
-                         saga_error *err)
-{
-    char lbuf[16];
-    const char *p[1] = {lbuf};
-    PGresult *r;
-    snprintf(lbuf, sizeof lbuf, "%d", limit);
-    *n = 0;
-    r = PQexecPrepared(db, "saga_claim_due", 1, p, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        saga_pgerr_note(r);
-        PQclear(r);
-        return saga_error_set(err, SAGA_EDB, "claiming due timers: %s",
-                              PQerrorMessage(db));
-    }
-    *n = PQntuples(r);
-    for (int i = 0; i < *n; i++)
-        snprintf(ids[i], SAGA_ID_LEN + 1, "%s", PQgetvalue(r, i, 0));
-    PQclear(r);
-    return SAGA_OK;
-}
+/* saga_batch.c - the one writer of saga, step, history and outbox rows
+ * (see saga_batch.h): the changes of a batch are accumulated in memory as
+ * one JSON array per table and written with one statement each, then
+ * COMMIT, in one round trip; also the sagas just started and dead letters.
+ * Rows are unpacked by jsonb_to_recordset, so a statement's text and plan
+ * do not depend on the batch size and every value is escaped by jansson,
+ * not by hand. */
+#include "saga_batch_internal.h"
 
 /* ---- new sagas ---- */
 
@@ -570,15 +125,6 @@ out:
     return rc;
 }
 
-/* ---- the write batch ---- */
-
-struct saga_batch {
-    char *actor, *prefix, *owner;
-    int lease_s;
-    int seq, count;
-    json_t *sagas, *steps, *events, *outbox, *requests, *dead, *aside;
-};
-
 saga_batch *saga_batch_new(const saga_store_opts *o, const char *owner, int lease_s)
 {
     saga_batch *b = calloc(1, sizeof *b);
@@ -586,7 +132,7 @@ saga_batch *saga_batch_new(const saga_store_opts *o, const char *owner, int leas
         return NULL;
     b->actor = strdup(o && o->actor ? o->actor : "sagad");
     b->prefix = strdup(o && o->topic_prefix ? o->topic_prefix : "saga.");
-    b->owner = strdup(owner ? owner : "sagad");
+    b->owner = owner ? strdup(owner) : NULL;
     b->lease_s = lease_s > 0 ? lease_s : 10;
     b->sagas = json_array();
     b->steps = json_array();
@@ -595,8 +141,8 @@ saga_batch *saga_batch_new(const saga_store_opts *o, const char *owner, int leas
     b->requests = json_array();
     b->dead = json_array();
     b->aside = json_array();
-    if (b->actor == NULL || b->prefix == NULL || b->owner == NULL || b->sagas == NULL ||
-        b->steps == NULL || b->events == NULL || b->outbox == NULL ||
+    if (b->actor == NULL || b->prefix == NULL || (owner && b->owner == NULL) ||
+        b->sagas == NULL || b->steps == NULL || b->events == NULL || b->outbox == NULL ||
         b->requests == NULL || b->dead == NULL || b->aside == NULL) {
         saga_batch_free(b);
         return NULL;
@@ -710,7 +256,7 @@ int saga_batch_add(saga_batch *b, const saga_state *s, const saga_actions *a, in
         json_object_set_new(o, "saga_id", json_string(s->id));
         if (ac->kind == SAGA_ACT_HISTORY) {
             set_i64(o, "at", s->updated_at);
-            json_object_set_new(o, "kind", json_string(ac->what));
+            json_object_set_new(o, "kind", json_string(saga_history_kind_name(ac->what)));
             if (ac->step >= 0) {
                 set_i64(o, "step", ac->step);
                 json_object_set_new(o, "phase", json_string(saga_phase_name(ac->phase)));
@@ -724,8 +270,8 @@ int saga_batch_add(saga_batch *b, const saga_state *s, const saga_actions *a, in
                 return rc;
         } else {
             char topic[256], *text = NULL, tp[SAGA_TRACEPARENT_LEN + 1];
-            if ((rc = saga_store_encode_command(s, ac, b->prefix, &text, topic, tp,
-                                                err)) != SAGA_OK) {
+            if ((rc = saga_action_command(s, ac, b->prefix, &text, topic, tp, err)) !=
+                SAGA_OK) {
                 json_decref(o);
                 return rc;
             }
@@ -819,6 +365,8 @@ int saga_batch_add_timer_set_aside(saga_batch *b, const char *saga_id, const cha
     if (o != NULL) {
         set_i64(o, "seq", b->seq++);
         json_object_set_new(o, "id", json_string(saga_id));
+        json_object_set_new(
+            o, "kind", json_string(saga_history_kind_name(SAGA_HIST_SAGA_SET_ASIDE)));
         json_object_set_new(o, "reason", clean_text(reason, strlen(reason), 1024));
     }
     return append(b->aside, o, err);
@@ -864,10 +412,10 @@ int saga_batch_commit(PGconn *db, saga_batch *b, saga_outbox *sent, saga_error *
         const char *p[3] = {parts[i].text, b->owner, lease};
         if (parts[i].text == NULL)
             continue;
-        rc = send_prepared(db, parts[i].stmt, parts[i].nparams, p, err);
+        rc = saga__batch_send_prepared(db, parts[i].stmt, parts[i].nparams, p, err);
     }
     if (rc == SAGA_OK)
-        rc = send_plain(db, "COMMIT", err);
+        rc = saga__batch_send_plain(db, "COMMIT", err);
     if (rc == SAGA_OK) {
         if (PQpipelineSync(db) != 1)
             rc = saga_error_set(err, SAGA_EDB, "pipeline sync: %s", PQerrorMessage(db));
@@ -878,14 +426,15 @@ int saga_batch_commit(PGconn *db, saga_batch *b, saga_outbox *sent, saga_error *
         for (int i = 0; i < nparts; i++) {
             if (parts[i].text == NULL)
                 continue;
-            if ((r = next_result(db, parts[i].want, parts[i].what, err)) == NULL) {
+            if ((r = saga__batch_next_result(db, parts[i].want, parts[i].what, err)) ==
+                NULL) {
                 rc = SAGA_EDB;
                 continue;
             }
             for (int k = 0; parts[i].want == PGRES_TUPLES_OK && k < PQntuples(r); k++) {
                 char *payload = strdup(PQgetvalue(r, k, 3));
                 if (payload == NULL ||
-                    saga_outbox_push(sent, get_i64(r, k, 0), PQgetvalue(r, k, 1),
+                    saga_outbox_push(sent, saga__pg_get_i64(r, k, 0), PQgetvalue(r, k, 1),
                                      PQgetvalue(r, k, 2), payload,
                                      PQgetvalue(r, k, 4)) != SAGA_OK)
                     rc = oom(err);
@@ -893,7 +442,7 @@ int saga_batch_commit(PGconn *db, saga_batch *b, saga_outbox *sent, saga_error *
             PQclear(r);
         }
         /* An aborted transaction answers COMMIT with ROLLBACK: not a commit. */
-        r = next_result(db, PGRES_COMMAND_OK, "COMMIT", err);
+        r = saga__batch_next_result(db, PGRES_COMMAND_OK, "COMMIT", err);
         if (r == NULL) {
             rc = SAGA_EDB; /* err holds the server's reason */
         } else if (strcmp(PQcmdStatus(r), "COMMIT") != 0) {
@@ -905,7 +454,7 @@ int saga_batch_commit(PGconn *db, saga_batch *b, saga_outbox *sent, saga_error *
         }
         PQclear(r);
     }
-    end_pipeline(db, synced);
+    saga__batch_end_pipeline(db, synced);
 out:
     for (int i = 0; i < nparts; i++)
         free(parts[i].text);

@@ -3,8 +3,8 @@
  * pipeline mode as prepared statements, so a batch costs two or three round
  * trips and one COMMIT however many replies or timers it holds.
  *
- * The single-saga functions of saga_store.h stay for sagactl, where one
- * saga at a time is the natural unit. */
+ * It is the one writer of saga, step, history and outbox rows: sagad's
+ * engine and sagactl's repairs both go through it. */
 #ifndef SAGA_BATCH_H
 #define SAGA_BATCH_H
 
@@ -14,8 +14,8 @@
 #include "saga_machine.h"
 #include "saga_store.h"
 
-/* Prepare the batch statements on db; needed once per connection (again
- * after PQreset). */
+/* Prepare the batch statements on db that it does not have yet; needed
+ * once per connection (again after PQreset), harmless again. */
 int saga_batch_prepare(PGconn *db, saga_error *err);
 
 /* BEGIN (when begin is set), then load the sagas ids[0..n) (distinct, lower-case, sorted
@@ -52,7 +52,8 @@ typedef struct saga_batch saga_batch;
 
 /* actor and topic_prefix are copied. owner names this sagad on the outbox
  * rows it writes, which it then sends itself: other instances leave them
- * alone for lease_s seconds. */
+ * alone for lease_s seconds. owner NULL (sagactl): the rows are nobody's,
+ * and whichever sagad sees them first sends them. */
 saga_batch *saga_batch_new(const saga_store_opts *o, const char *owner, int lease_s);
 void saga_batch_free(saga_batch *b);
 

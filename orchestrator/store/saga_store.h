@@ -1,6 +1,7 @@
-/* The store: sagas, steps, history, outbox and definitions in PostgreSQL.
- * Thin: it turns a saga_state plus the machine's actions into rows, within
- * the caller's transaction, and back. */
+/* saga_store.h - the store's calls besides the batch writer: definitions
+ * (saga_store_defs.c), the outbox as the relay reads it (saga_outbox.c),
+ * limits, timers moved earlier and running a statement (saga_store.c).
+ * Sagas, steps, history and outbox rows are written by saga_batch.h. */
 #ifndef SAGA_STORE_H
 #define SAGA_STORE_H
 
@@ -76,34 +77,8 @@ typedef struct saga_store_opts {
     const char *actor;        /* who caused the change: "sagad", "operator:NAME" */
 } saga_store_opts;
 
-/* Insert a saga just started by the machine (START applied) with its steps,
- * history and outbox rows. With an idempotency key that is already used,
- * nothing is written, *existed = 1 and existing_id names that saga.
- * Within the caller's transaction. New outbox rows are appended to sent. */
-int saga_store_create(PGconn *db, const saga_state *s, const saga_actions *actions,
-                      const char *idempotency_key, const saga_store_opts *o, int *existed,
-                      char existing_id[SAGA_ID_LEN + 1], saga_outbox *sent,
-                      saga_error *err);
-
-/* Load saga id inside the caller's open transaction, locking its row FOR
- * UPDATE (as sagad's batch loader does). Its definition comes from defs.
- * *out is the caller's (saga_state_free). SAGA_ENOTFOUND if there is no
- * such saga. */
-int saga_store_load(PGconn *db, saga_defs *defs, const char *id, saga_state **out,
-                    saga_error *err);
-
-/* Write the state changed by an apply (saga row, dirty steps) and its
- * actions (history rows, outbox rows appended to sent). */
-int saga_store_save(PGconn *db, const saga_state *s, const saga_actions *actions,
-                    const saga_store_opts *o, saga_outbox *sent, saga_error *err);
-
-/* Encode the command of action ac (a SAGA_ACT_SEND of s) into *text (the
- * caller's, free()), its topic, and its traceparent (the attempt's span
- * in the saga's trace; "" when the saga has no trace context). */
-int saga_store_encode_command(const saga_state *s, const saga_action *ac,
-                              const char *prefix, char **text, char topic[256],
-                              char traceparent[SAGA_TRACEPARENT_LEN + 1],
-                              saga_error *err);
+/* A saga's rows (saga, steps, history, outbox) are written by one writer,
+ * saga_batch.h, for sagad and sagactl alike. */
 
 /* The limit name (max_input_bytes, max_output_bytes, max_definition_bytes)
  * from saga.limits into *out. SAGA_EDB when it cannot be read,

@@ -109,6 +109,45 @@ usage_error 'defs show: --version needs a whole number from 1 to 2147483647, not
 usage_error 'purge: --batch needs a whole number from 1 to 100000, not "5k"' purge --older-than 1d --batch 5k
 usage_error 'purge: --older-than "4000d" is too long' purge --older-than 4000d
 usage_error '--db needs a value' --db
+# getopt_long: --opt=VALUE is the same option as --opt VALUE (also for the
+# errors), options may follow operands, unknown ones are named.
+usage_error 'list: --limit needs a whole number from 1 to 100000, not "10abc"' list --limit=10abc
+usage_error 'purge: --batch needs a whole number from 1 to 100000, not "0"' purge --batch=0 --older-than=1d
+usage_error 'list: unknown option "--bogus"' list --bogus
+usage_error 'dead list: unknown option "--nope=1"' dead list --nope=1
+usage_error 'show: unexpected argument "extra"' show $id extra
+usage_error 'retry: --reason is required' retry $id --reason=
+usage_error 'help: unknown command "nope"' help nope
+usage_error 'unknown command "nope"' nope
+# Accepted both ways: past option parsing, so they fail at the database
+# (exit 3), not as usage errors.
+reaches_db() {
+    local rc
+    set +e
+    SAGA_PG_URL=postgresql://nobody@127.0.0.1:1/x "$bin/sagactl" "$@" >/dev/null 2>"$work/err"
+    rc=$?
+    set -e
+    [[ $rc -eq 3 ]] || fail "sagactl $* exited $rc, expected 3 (database): $(cat "$work/err")"
+}
+reaches_db list --limit 5
+reaches_db list --limit=5 --status=failed --since=10m
+reaches_db list --json --older-than 2h
+reaches_db --db=postgresql://nobody@127.0.0.1:1/x stats
+reaches_db show --json $id
+reaches_db dead list --limit=5 --source=reply
+reaches_db defs show order --version=2
+reaches_db limits set max_input_bytes 1000 --reason=test --as=ci
+# One table drives the listing and `help COMMAND`: every command is listed,
+# and each answers help (exit 0, its own usage line).
+"$bin/sagactl" help >"$work/help"
+for cmd in list stuck stats show history wait retry compensate skip resolve start migrate \
+    validate defs limits purge dead; do
+    grep -qE "^  $cmd( |\$)" "$work/help" || fail "sagactl help does not list $cmd"
+    "$bin/sagactl" help "$cmd" >"$work/help1" || fail "sagactl help $cmd failed"
+    grep -q "sagactl $cmd" "$work/help1" || fail "sagactl help $cmd: no usage line"
+    "$bin/sagactl" "$cmd" --help >"$work/help2" || fail "sagactl $cmd --help failed"
+    cmp -s "$work/help1" "$work/help2" || fail "sagactl help $cmd and $cmd --help differ"
+done
 
 mkdir "$work/defs"
 cp "$work/bad.json" "$work/defs/"

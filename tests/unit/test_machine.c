@@ -120,7 +120,7 @@ static int has_history(const fixture *f, const char *what)
 {
     for (int i = 0; i < f->acts.n; i++)
         if (f->acts.items[i].kind == SAGA_ACT_HISTORY &&
-            strcmp(f->acts.items[i].what, what) == 0)
+            strcmp(saga_history_kind_name(f->acts.items[i].what), what) == 0)
             return 1;
     return 0;
 }
@@ -129,7 +129,7 @@ static const saga_action *history(const fixture *f, const char *what)
 {
     for (int i = 0; i < f->acts.n; i++)
         if (f->acts.items[i].kind == SAGA_ACT_HISTORY &&
-            strcmp(f->acts.items[i].what, what) == 0)
+            strcmp(saga_history_kind_name(f->acts.items[i].what), what) == 0)
             return &f->acts.items[i];
     return NULL;
 }
@@ -947,7 +947,8 @@ static void test_hold_never_uses_an_attempt_nor_times_out(void **state)
     (void)state;
     apply(f, SAGA_EV_START, T0, NULL);
     assert_int_equal(saga_machine_hold(f->s, &f->acts, send_index(f, 0), T0 + 30000,
-                                       "step_held", json_pack("{s:s}", "reason", "open")),
+                                       SAGA_HIST_STEP_HELD,
+                                       json_pack("{s:s}", "reason", "open")),
                      SAGA_OK);
     assert_int_equal(count_sends(f), 0);
     assert_false(has_history(f, "step_dispatched"));
@@ -966,9 +967,9 @@ static void test_hold_never_uses_an_attempt_nor_times_out(void **state)
         int64_t at = T0 + 30000 * i;
         assert_int_equal(apply(f, SAGA_EV_WAKE, at, NULL), SAGA_APPLIED);
         expect_send(f, 0, SAGA_PHASE_INVOKE, 1);
-        assert_int_equal(
-            saga_machine_hold(f->s, &f->acts, send_index(f, 0), at + 30000, NULL, NULL),
-            SAGA_OK);
+        assert_int_equal(saga_machine_hold(f->s, &f->acts, send_index(f, 0), at + 30000,
+                                           SAGA_HIST_NONE, NULL),
+                         SAGA_OK);
         assert_int_equal(f->acts.n, 0); /* quiet hold: nothing recorded */
     }
     assert_int_equal(f->s->status, SAGA_ST_RUNNING);
@@ -1010,12 +1011,12 @@ static void test_progressed_at_moves_only_on_progress(void **state)
         int64_t at = f->s->wake_at;
         assert_int_equal(apply(f, SAGA_EV_WAKE, at, NULL), SAGA_APPLIED);
         assert_int_equal(saga_machine_hold(f->s, &f->acts, send_index(f, 0), at + 30000,
-                                           "step_held", NULL),
+                                           SAGA_HIST_STEP_HELD, NULL),
                          SAGA_OK);
         assert_int_equal(apply(f, SAGA_EV_WAKE, at + 30000, NULL), SAGA_APPLIED);
-        assert_int_equal(
-            saga_machine_hold(f->s, &f->acts, send_index(f, 0), at + 60000, NULL, NULL),
-            SAGA_OK);
+        assert_int_equal(saga_machine_hold(f->s, &f->acts, send_index(f, 0), at + 60000,
+                                           SAGA_HIST_NONE, NULL),
+                         SAGA_OK);
         assert_int_equal(f->s->updated_at, at + 30000);
         assert_int_equal(f->s->progressed_at, T0);
         /* Let through: still the same step's attempt 3, still no progress. */
@@ -1048,9 +1049,9 @@ static void test_hold_of_a_retry_and_of_a_compensation(void **state)
     reply(f, 0, SAGA_PHASE_INVOKE, SAGA_REPLY_RETRY, 1, T0 + 10);
     assert_int_equal(apply(f, SAGA_EV_WAKE, T0 + 110, NULL), SAGA_APPLIED);
     expect_send(f, 0, SAGA_PHASE_INVOKE, 2);
-    assert_int_equal(
-        saga_machine_hold(f->s, &f->acts, send_index(f, 0), T0 + 5000, NULL, NULL),
-        SAGA_OK);
+    assert_int_equal(saga_machine_hold(f->s, &f->acts, send_index(f, 0), T0 + 5000,
+                                       SAGA_HIST_NONE, NULL),
+                     SAGA_OK);
     assert_int_equal(f->s->steps[0].attempts, 1);
     assert_int_equal(f->s->steps[0].started_at, T0); /* the first attempt's */
     /* A late ok of attempt 1 while attempt 2 is held is the answer. */
@@ -1061,7 +1062,7 @@ static void test_hold_of_a_retry_and_of_a_compensation(void **state)
                      SAGA_APPLIED);
     expect_send(f, 0, SAGA_PHASE_COMPENSATE, 1);
     assert_int_equal(saga_machine_hold(f->s, &f->acts, send_index(f, 0), T0 + 9000,
-                                       "compensation_held", NULL),
+                                       SAGA_HIST_COMPENSATION_HELD, NULL),
                      SAGA_OK);
     assert_true(has_history(f, "compensation_held"));
     assert_false(has_history(f, "compensation_dispatched"));
@@ -1079,9 +1080,9 @@ static void test_hold_one_member_of_a_group(void **state)
     fixture *f = group_running();
     (void)state;
     assert_int_equal(count_sends(f), 2);
-    assert_int_equal(
-        saga_machine_hold(f->s, &f->acts, send_index(f, 1), T0 + 500, NULL, NULL),
-        SAGA_OK);
+    assert_int_equal(saga_machine_hold(f->s, &f->acts, send_index(f, 1), T0 + 500,
+                                       SAGA_HIST_NONE, NULL),
+                     SAGA_OK);
     assert_int_equal(count_sends(f), 1);
     assert_int_equal(send_n(f, 0)->step, 1);
     assert_int_equal(f->s->steps[2].attempts, 0);
@@ -1093,18 +1094,23 @@ static void test_hold_one_member_of_a_group(void **state)
     assert_int_equal(apply(f, SAGA_EV_WAKE, T0 + 500, NULL), SAGA_APPLIED);
     expect_send(f, 2, SAGA_PHASE_INVOKE, 1);
     /* Misuse: not a SEND, out of range, already held. */
-    assert_int_equal(saga_machine_hold(f->s, &f->acts, -1, 0, NULL, NULL), SAGA_EINVAL);
-    assert_int_equal(saga_machine_hold(f->s, &f->acts, f->acts.n, 0, NULL, NULL),
+    assert_int_equal(saga_machine_hold(f->s, &f->acts, -1, 0, SAGA_HIST_NONE, NULL),
                      SAGA_EINVAL);
+    assert_int_equal(
+        saga_machine_hold(f->s, &f->acts, f->acts.n, 0, SAGA_HIST_NONE, NULL),
+        SAGA_EINVAL);
     {
         int i = send_index(f, 0);
         int other = i == 0 ? 1 : 0;
-        assert_int_equal(saga_machine_hold(f->s, &f->acts, other, 0, NULL, NULL),
-                         SAGA_EINVAL);
-        assert_int_equal(saga_machine_hold(f->s, &f->acts, i, T0 + 900, NULL, NULL),
-                         SAGA_OK);
+        assert_int_equal(
+            saga_machine_hold(f->s, &f->acts, other, 0, SAGA_HIST_NONE, NULL),
+            SAGA_EINVAL);
+        assert_int_equal(
+            saga_machine_hold(f->s, &f->acts, i, T0 + 900, SAGA_HIST_NONE, NULL),
+            SAGA_OK);
     }
-    assert_int_equal(saga_machine_hold(NULL, &f->acts, 0, 0, NULL, NULL), SAGA_EINVAL);
+    assert_int_equal(saga_machine_hold(NULL, &f->acts, 0, 0, SAGA_HIST_NONE, NULL),
+                     SAGA_EINVAL);
     fx_free(f);
 }
 
@@ -1267,11 +1273,65 @@ static void test_every_status_step_status_and_event(void **state)
                     assert_int_not_equal(rc, SAGA_APPLIED);
                 fx_free(f);
             }
-    /* Every combination was classified; print the tally for the record. */
     print_message("table: %d combinations: %d applied, %d ignored, %d rejected\n",
                   applied + ignored + rejected, applied, ignored, rejected);
-    assert_int_equal(applied + ignored + rejected,
-                     SAGA_STATUS_COUNT * SAGA_STEP_STATUS_COUNT * EV_COUNT);
+    /* The classification as reviewed: a change in which events a state
+     * applies, ignores or refuses moves these figures, and must be looked
+     * at (and the figures updated) on purpose. */
+    assert_int_equal(applied, 34);
+    assert_int_equal(ignored, 368);
+    assert_int_equal(rejected, 417);
+}
+
+/* The history's kinds: one name table, the stored names exactly these
+ * (saga.saga_event.kind, read by sagactl and operators' queries: a rename
+ * would break them), each once, each parsed back. */
+static void test_history_kind_names(void **state)
+{
+    static const char *const expected[] = {"saga_started",
+                                           "step_dispatched",
+                                           "compensation_dispatched",
+                                           "step_held",
+                                           "compensation_held",
+                                           "step_succeeded",
+                                           "step_failed",
+                                           "attempt_failed",
+                                           "attempt_timed_out",
+                                           "retry_scheduled",
+                                           "step_outcome_unknown",
+                                           "deadline_exceeded",
+                                           "compensation_started",
+                                           "compensation_not_needed",
+                                           "step_compensated",
+                                           "compensation_failed",
+                                           "saga_completed",
+                                           "saga_compensated",
+                                           "saga_failed",
+                                           "operator_retry",
+                                           "operator_compensate",
+                                           "step_skipped",
+                                           "compensation_skipped",
+                                           "saga_resolved",
+                                           "saga_set_aside",
+                                           "definition_unavailable"};
+    (void)state;
+    assert_int_equal(sizeof expected / sizeof expected[0], SAGA_HIST__COUNT);
+    for (int i = 0; i < SAGA_HIST__COUNT; i++) {
+        saga_history_kind k;
+        const char *name = saga_history_kind_name((saga_history_kind)i);
+        assert_non_null(name);
+        assert_string_equal(name, expected[i]);
+        assert_int_equal(saga_history_kind_parse(name, &k), 0);
+        assert_int_equal(k, i);
+    }
+    assert_null(saga_history_kind_name(SAGA_HIST_NONE));
+    assert_null(saga_history_kind_name(SAGA_HIST__COUNT));
+    {
+        saga_history_kind k = SAGA_HIST_SAGA_STARTED;
+        assert_int_equal(saga_history_kind_parse("saga_exploded", &k), -1);
+        assert_int_equal(saga_history_kind_parse(NULL, &k), -1);
+        assert_int_equal(k, SAGA_HIST_SAGA_STARTED);
+    }
 }
 
 static void test_status_names_round_trip(void **state)
@@ -1332,6 +1392,7 @@ int main(void)
         cmocka_unit_test(test_group_deadline_and_skip),
         cmocka_unit_test(test_every_status_step_status_and_event),
         cmocka_unit_test(test_status_names_round_trip),
+        cmocka_unit_test(test_history_kind_names),
     };
     return cmocka_run_group_tests_name("saga machine", tests, NULL, NULL);
 }

@@ -1,0 +1,38 @@
+/* saga_batch_internal.h - what the batch's files share (not for callers:
+ * saga_batch.h is the interface): the write batch's fields and the
+ * pipeline calls. Calls go one way: saga_batch.c and saga_batch_load.c use
+ * saga_batch_sql.c. */
+#ifndef SAGA_BATCH_INTERNAL_H
+#define SAGA_BATCH_INTERNAL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "saga_batch.h"
+#include "saga_command.h"
+#include "saga_pg.h"
+#include "saga_pgerr.h"
+
+/* ---- the write batch ---- */
+
+struct saga_batch {
+    char *actor, *prefix, *owner;
+    int lease_s;
+    int seq, count;
+    json_t *sagas, *steps, *events, *outbox, *requests, *dead, *aside;
+};
+
+/* ---- saga_batch_sql.c ---- */
+
+int saga__batch_send_prepared(PGconn *db, const char *name, int n,
+                              const char *const *params, saga_error *err);
+
+int saga__batch_send_plain(PGconn *db, const char *sql, saga_error *err);
+
+PGresult *saga__batch_next_result(PGconn *db, ExecStatusType want, const char *what,
+                                  saga_error *err);
+
+void saga__batch_end_pipeline(PGconn *db, int synced);
+
+#endif

@@ -1,0 +1,248 @@
+/* saga_batch_sql.c - the batch's SQL: its prepared statements, and the
+ * libpq pipeline they are sent in (send, read each result in order, leave
+ * the pipeline clean also after an error). */
+#include "saga_batch_internal.h"
+
+/* ---- statements ---- */
+
+/* Times travel as ms since the epoch. The conversions are written out
+ * rather than called as saga.ms()/saga.ts(): PostgreSQL does not inline
+ * those, and calling them per row tripled the cost of a load. */
+
+static const char load_sagas_sql[] =
+    "SELECT id, name, version, status, cursor_step, input::text, (extract(epoch FROM "
+    "created_at) * 1000)::bigint,"
+    " (extract(epoch FROM updated_at) * 1000)::bigint, (extract(epoch FROM deadline_at) "
+    "* 1000)::bigint, (extract(epoch FROM wake_at) * 1000)::bigint, traceparent,"
+    " (extract(epoch FROM progressed_at) * 1000)::bigint"
+    " FROM saga.saga WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE";
+
+static const char load_steps_sql[] =
+    "SELECT saga_id, idx, status, attempts, awaiting, (extract(epoch FROM due_at) * "
+    "1000)::bigint,"
+    " (extract(epoch FROM started_at) * 1000)::bigint, (extract(epoch FROM finished_at) "
+    "* 1000)::bigint, output::text, error::text,"
+    " attempt_base FROM saga.saga_step WHERE saga_id = ANY($1::uuid[])"
+    " ORDER BY saga_id, idx";
+
+static const char claim_due_sql[] =
+    "SELECT id FROM (SELECT id FROM saga.saga WHERE wake_at <= now()"
+    " ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED) c ORDER BY id";
+
+/* A saga applied several times in one batch appears once per apply; the
+ * last row (highest seq) is the state to keep. */
+static const char update_sagas_sql[] =
+    "UPDATE saga.saga AS s SET status = x.status, cursor_step = x.cursor_step,"
+    " wake_at = to_timestamp(x.wake_at / 1000.0), updated_at = to_timestamp(x.updated_at "
+    "/ 1000.0),"
+    " progressed_at = coalesce(to_timestamp(x.progressed_at / 1000.0), s.progressed_at),"
+    " deadline_at = to_timestamp(x.deadline_at / 1000.0)"
+    " FROM (SELECT DISTINCT ON (id) * FROM jsonb_to_recordset($1::jsonb)"
+    "   AS r(seq int, id uuid, status text, cursor_step int, wake_at bigint,"
+    "        updated_at bigint, progressed_at bigint, deadline_at bigint)"
+    "   ORDER BY id, seq DESC) AS x"
+    " WHERE s.id = x.id";
+
+static const char upsert_steps_sql[] =
+    "INSERT INTO saga.saga_step (saga_id, idx, name, status, attempts, attempt_base,"
+    " awaiting, due_at, output, error, started_at, finished_at)"
+    " SELECT saga_id, idx, name, status, attempts, attempt_base, awaiting,"
+    " to_timestamp(due_at / 1000.0), output, error, to_timestamp(started_at / 1000.0), "
+    "to_timestamp(finished_at / 1000.0)"
+    " FROM (SELECT DISTINCT ON (saga_id, idx) * FROM jsonb_to_recordset($1::jsonb)"
+    "   AS r(seq int, saga_id uuid, idx int, name text, status text, attempts int,"
+    "        attempt_base int, awaiting bool, due_at bigint, output jsonb, error jsonb,"
+    "        started_at bigint, finished_at bigint)"
+    "   ORDER BY saga_id, idx, seq DESC) AS x"
+    " ON CONFLICT (saga_id, idx) DO UPDATE SET status = EXCLUDED.status,"
+    " attempts = EXCLUDED.attempts, attempt_base = EXCLUDED.attempt_base,"
+    " awaiting = EXCLUDED.awaiting, due_at = EXCLUDED.due_at, output = EXCLUDED.output,"
+    " error = EXCLUDED.error, started_at = EXCLUDED.started_at,"
+    " finished_at = EXCLUDED.finished_at";
+
+/* History ids follow the order the machine produced the events in. */
+static const char insert_events_sql[] =
+    "INSERT INTO saga.saga_event (saga_id, at, kind, step, phase, attempt, detail, actor)"
+    " SELECT saga_id, to_timestamp(at / 1000.0), kind, step, phase, attempt, detail, "
+    "actor"
+    " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, saga_id uuid, at bigint,"
+    "   kind text, step int, phase text, attempt int, detail jsonb, actor text)"
+    " ORDER BY seq";
+
+static const char insert_outbox_sql[] =
+    "INSERT INTO saga.outbox (saga_id, topic, msg_key, payload, traceparent, claimed_by,"
+    " claimed_until)"
+    " SELECT saga_id, topic, msg_key, payload, traceparent, $2::text,"
+    " CASE WHEN $2::text IS NULL THEN NULL ELSE now() + make_interval(secs => $3::int) "
+    "END"
+    " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, saga_id uuid, topic text,"
+    "   msg_key text, payload text, traceparent text) ORDER BY seq"
+    " RETURNING id, topic, msg_key, payload, traceparent";
+
+static const char finish_requests_sql[] =
+    "UPDATE saga.start_request AS q SET processed_at = now(), error = x.error"
+    " FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, error text) WHERE q.id = x.id";
+
+static const char insert_sagas_sql[] =
+    "INSERT INTO saga.saga (id, name, version, status, cursor_step, input,"
+    " idempotency_key, deadline_at, wake_at, created_at, updated_at, progressed_at,"
+    " traceparent)"
+    " SELECT id, name, version, status, cursor_step, input, idempotency_key,"
+    " to_timestamp(deadline_at / 1000.0), to_timestamp(wake_at / 1000.0), "
+    "to_timestamp(created_at / 1000.0), to_timestamp(created_at / 1000.0),"
+    " to_timestamp(created_at / 1000.0), traceparent"
+    " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, id uuid, name text, version int,"
+    "   status text, cursor_step int, input jsonb, idempotency_key text,"
+    "   deadline_at bigint, wake_at bigint, created_at bigint, traceparent text)"
+    " ORDER BY seq"
+    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
+
+/* A message is kept whole up to 64 KiB; bytes travel as hex (a Kafka
+ * message may hold NUL or bytes that are not UTF-8). A reply consumed
+ * again after a rewind is set aside once. */
+static const char insert_dead_sql[] =
+    "INSERT INTO saga.dead_letter (source, topic, kafka_partition, kafka_offset, msg_key,"
+    " ref, payload, payload_bytes, reason, attempts, created_by)"
+    " SELECT source, topic, kafka_partition, kafka_offset, msg_key, ref,"
+    " decode(payload, 'hex'), payload_bytes, reason, attempts, $2"
+    " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, source text, topic text,"
+    "   kafka_partition int, kafka_offset bigint, msg_key text, ref text, payload text,"
+    "   payload_bytes int, reason text, attempts int) ORDER BY seq"
+    " ON CONFLICT (topic, kafka_partition, kafka_offset) WHERE kafka_offset IS NOT NULL"
+    " DO NOTHING";
+
+/* A saga whose timer fails every time it fires is taken off the timers
+ * (an operator looks at it, repairs, and replays or retries it). */
+static const char set_aside_timers_sql[] =
+    "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(seq int, id uuid,"
+    "   kind text, reason text)),"
+    " s AS (UPDATE saga.saga AS g SET wake_at = NULL, updated_at = now() FROM x"
+    "   WHERE g.id = x.id RETURNING g.id, x.kind, x.reason, x.seq)"
+    " INSERT INTO saga.saga_event (saga_id, at, kind, detail, actor)"
+    " SELECT id, clock_timestamp(), kind, jsonb_build_object('reason', reason),"
+    " $2 FROM s ORDER BY seq";
+
+static const char key_holders_sql[] =
+    "SELECT idempotency_key, id FROM saga.saga WHERE idempotency_key IN"
+    " (SELECT jsonb_array_elements_text($1::jsonb))";
+
+static const struct {
+    const char *name, *sql;
+    int nparams;
+} statements[] = {
+    {"saga_load_sagas", load_sagas_sql, 1},
+    {"saga_load_steps", load_steps_sql, 1},
+    {"saga_claim_due", claim_due_sql, 1},
+    {"saga_update_sagas", update_sagas_sql, 1},
+    {"saga_upsert_steps", upsert_steps_sql, 1},
+    {"saga_insert_events", insert_events_sql, 1},
+    {"saga_insert_outbox", insert_outbox_sql, 3},
+    {"saga_finish_requests", finish_requests_sql, 1},
+    {"saga_insert_sagas", insert_sagas_sql, 1},
+    {"saga_key_holders", key_holders_sql, 1},
+    {"saga_insert_dead", insert_dead_sql, 2},
+    {"saga_set_aside_timers", set_aside_timers_sql, 2},
+};
+
+int saga_batch_prepare(PGconn *db, saga_error *err)
+{
+    /* Asked of the catalog, so that preparing twice on one connection is
+     * harmless (PQprepare of an existing name is an error, and inside a
+     * transaction one that aborts it). */
+    PGresult *have = PQexec(db, "SELECT name FROM pg_prepared_statements");
+    if (PQresultStatus(have) != PGRES_TUPLES_OK) {
+        int rc = saga_error_set(err, SAGA_EDB, "reading the prepared statements: %s",
+                                PQerrorMessage(db));
+        PQclear(have);
+        return rc;
+    }
+    for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {
+        PGresult *r;
+        int ok, known = 0;
+        for (int k = 0; k < PQntuples(have) && !known; k++)
+            known = strcmp(PQgetvalue(have, k, 0), statements[i].name) == 0;
+        if (known)
+            continue;
+        r = PQprepare(db, statements[i].name, statements[i].sql, statements[i].nparams,
+                      NULL);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        if (!ok) {
+            PQclear(have);
+            if (!ok)
+                return saga_error_set(err, SAGA_EDB, "preparing %s: %s",
+                                      statements[i].name, PQerrorMessage(db));
+        }
+    }
+    PQclear(have);
+    return SAGA_OK;
+}
+
+/* ---- pipeline helpers ---- */
+
+int saga__batch_send_prepared(PGconn *db, const char *name, int n,
+                              const char *const *params, saga_error *err)
+{
+    if (PQsendQueryPrepared(db, name, n, params, NULL, NULL, 0) != 1)
+        return saga_error_set(err, SAGA_EDB, "sending %s: %s", name, PQerrorMessage(db));
+    return SAGA_OK;
+}
+
+int saga__batch_send_plain(PGconn *db, const char *sql, saga_error *err)
+{
+    if (PQsendQueryParams(db, sql, 0, NULL, NULL, NULL, NULL, 0) != 1)
+        return saga_error_set(err, SAGA_EDB, "sending %s: %s", sql, PQerrorMessage(db));
+    return SAGA_OK;
+}
+
+/* The result of the next statement of the pipeline (the caller PQclear()s
+ * it), or NULL with err set when it failed. what names it for the error. */
+PGresult *saga__batch_next_result(PGconn *db, ExecStatusType want, const char *what,
+                                  saga_error *err)
+{
+    PGresult *r = PQgetResult(db), *extra;
+    if (r == NULL) {
+        saga_error_set(err, SAGA_EDB, "%s: no result: %s", what, PQerrorMessage(db));
+        return NULL;
+    }
+    /* Each statement's results end with a NULL. */
+    while ((extra = PQgetResult(db)) != NULL)
+        PQclear(extra);
+    if (PQresultStatus(r) != want) {
+        if (PQresultStatus(r) != PGRES_PIPELINE_ABORTED)
+            saga_pgerr_note(r);
+        if (err != NULL && err->code == SAGA_OK)
+            saga_error_set(err, SAGA_EDB, "%s: %s", what,
+                           PQresultStatus(r) == PGRES_PIPELINE_ABORTED
+                               ? "skipped after an earlier error"
+                               : PQresultErrorMessage(r));
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* Read up to the pipeline's sync point and leave pipeline mode, whatever
+ * state the results were in. synced: PQpipelineSync() was sent. */
+void saga__batch_end_pipeline(PGconn *db, int synced)
+{
+    PGresult *r;
+    if (!synced && PQpipelineSync(db) != 1) {
+        PQexitPipelineMode(db);
+        return;
+    }
+    for (;;) {
+        r = PQgetResult(db);
+        if (r == NULL) {
+            if (PQstatus(db) != CONNECTION_OK)
+                break;
+            continue;
+        }
+        if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            break;
+        }
+        PQclear(r);
+    }
+    PQexitPipelineMode(db);
+}
