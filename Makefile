@@ -68,7 +68,10 @@ SDK_PIC  := $(SDK_SRC:%.c=$(BUILD)/pic/%.o)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 
 LIBSAGA_A  := $(BUILD)/lib/libsaga.a
-LIBSAGA_SO := $(BUILD)/lib/libsaga.so.0
+# The soname counts ABI generations: any incompatible change bumps it
+# (docs/SDK.md, "ABI and versions").
+SONAME     := libsaga.so.1
+LIBSAGA_SO := $(BUILD)/lib/$(SONAME)
 LIBCORE_A  := $(BUILD)/lib/libsagacore.a
 
 BINS := $(BUILD)/bin/sagad $(BUILD)/bin/sagactl \
@@ -104,9 +107,9 @@ $(LIBSAGA_A): $(SDK_OBJ)
 # The shared library exports only the public API (saga_* but not saga__*).
 $(LIBSAGA_SO): $(SDK_PIC) sdk/libsaga.map
 	@mkdir -p $(dir $@)
-	$(CC) -shared -Wl,-soname,libsaga.so.0 -Wl,--version-script=sdk/libsaga.map \
+	$(CC) -shared -Wl,-soname,$(SONAME) -Wl,--version-script=sdk/libsaga.map \
 	  $(LDFLAGS) -o $@ $(SDK_PIC) $(LDLIBS)
-	ln -sf libsaga.so.0 $(BUILD)/lib/libsaga.so
+	ln -sf $(SONAME) $(BUILD)/lib/libsaga.so
 
 $(LIBCORE_A): $(CORE_OBJ)
 	@mkdir -p $(dir $@)
@@ -142,6 +145,28 @@ $(BUILD)/tests/%: $(BUILD)/tests/integration/%.o $(BUILD)/tests/integration/harn
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS) -lcmocka
 
+# ThreadSanitizer build of the tests where threads meet inside libsaga (the
+# counters read while the poller writes them; a stop from another thread),
+# with libsaga compiled into each (not the ASan objects). tests/tsan/ holds
+# what TSan needs to see librdkafka's C11 threads and locks
+# (c11_threads.c) and the suppressions for librdkafka's own insides.
+TSAN_TESTS := test_participant_stats test_sdk_api
+TSAN_BINS  := $(TSAN_TESTS:%=build/tsan/tests/%)
+TSAN_SHIM  := build/tsan/lib/libsagatsanc11.so
+.PHONY: tsan
+tsan: $(TSAN_BINS)
+# A library of its own, so that the suppressions can name it: it serves
+# only librdkafka (libsaga uses pthreads).
+$(TSAN_SHIM): tests/tsan/c11_threads.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_DEFAULT_SOURCE $(WARN) -g -O1 -fPIC -shared -o $@ $< -lpthread
+build/tsan/tests/%: tests/unit/%.c $(TSAN_SHIM) $(SDK_SRC) $(wildcard sdk/src/*.h sdk/include/saga/*.h sdk/internal/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(WARN) -g -O1 -fsanitize=thread \
+	  $(SDK_INC) -Isdk/src $(PKG_CFLAGS) -o $@ $< $(SDK_SRC) \
+	  -Lbuild/tsan/lib -Wl,-rpath,$(abspath build/tsan/lib) -Wl,--no-as-needed -lsagatsanc11 \
+	  -Wl,--as-needed $(LDLIBS) -lcmocka
+
 deps:
 	@scripts/install-deps
 
@@ -150,6 +175,7 @@ deps:
 # SAGA_KAFKA_BROKERS name), which also stops them on failure.
 check: deps
 	$(MAKE) --no-print-directory BUILD=build/san SAN=1 all tests
+	$(MAKE) --no-print-directory tsan
 	$(MAKE) --no-print-directory format-check
 	scripts/fuzz 10
 	scripts/run-tests build/san
@@ -176,6 +202,7 @@ fuzz: deps
 
 unit:
 	$(MAKE) --no-print-directory BUILD=build/san SAN=1 tests
+	$(MAKE) --no-print-directory tsan
 	scripts/run-tests build/san unit
 
 demo: deps
@@ -187,7 +214,7 @@ install: all
 	install -m 644 sdk/include/saga/*.h $(DESTDIR)$(PREFIX)/include/saga/
 	install -m 644 $(LIBSAGA_A) $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(LIBSAGA_SO) $(DESTDIR)$(PREFIX)/lib/
-	ln -sf libsaga.so.0 $(DESTDIR)$(PREFIX)/lib/libsaga.so
+	ln -sf $(SONAME) $(DESTDIR)$(PREFIX)/lib/libsaga.so
 	install -m 755 $(BUILD)/bin/sagad $(BUILD)/bin/sagactl $(DESTDIR)$(PREFIX)/bin/
 	sed -e 's|@PREFIX@|$(PREFIX)|g' sdk/libsaga.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/libsaga.pc
 

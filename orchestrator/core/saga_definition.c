@@ -48,8 +48,8 @@ int saga_definition_from_json(json_t *body, saga_definition **out,
                 p, "$",
                 "the definition is %s bytes (its JSON text as stored); the limit is "
                 "%s (saga.limits max_definition_bytes)",
-                saga__def_bytes_text(size, n1, sizeof n1),
-                saga__def_bytes_text(max, n2, sizeof n2));
+                saga__bytes_text(size, n1, sizeof n1),
+                saga__bytes_text(max, n2, sizeof n2));
         saga__def_long_strings(&w, 0, body);
     }
     saga__def_check_keys(body, "$", keys, "version", p);
@@ -159,8 +159,8 @@ int saga_definition_load_file(const char *path, saga_definition **out,
                 problems, "$",
                 "the file is over %s bytes, 16 times the limit of %s "
                 "(saga.limits max_definition_bytes); not read",
-                saga__def_bytes_text(most, n1, sizeof n1),
-                saga__def_bytes_text(saga__def_max_bytes_of(problems), n2, sizeof n2));
+                saga__bytes_text(most, n1, sizeof n1),
+                saga__bytes_text(saga__def_max_bytes_of(problems), n2, sizeof n2));
             return SAGA_EDEF;
         }
         if (len + 4096 > cap) {

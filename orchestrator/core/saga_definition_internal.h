@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "saga_definition.h"
+#include "saga_shared.h"
 #include "saga_duration.h"
 #include "saga_template.h"
 
@@ -54,8 +55,6 @@ void saga__def_rule(saga_def_problems *p, const char *where, const char *fmt, ..
 const char *saga__def_type_name(const json_t *v);
 
 const char *saga__def_describe(const json_t *v, char *buf, size_t size);
-
-const char *saga__def_bytes_text(int64_t n, char *buf, size_t size);
 
 int64_t saga__def_max_bytes_of(const saga_def_problems *p);
 

@@ -83,20 +83,6 @@ const char *saga__def_describe(const json_t *v, char *buf, size_t size)
     }
 }
 
-/* 2097152 -> "2,097,152": sizes in messages are read by people. */
-const char *saga__def_bytes_text(int64_t n, char *buf, size_t size)
-{
-    char digits[32];
-    int len = snprintf(digits, sizeof digits, "%lld", (long long)n), o = 0;
-    for (int i = 0; i < len && o + 2 < (int)size; i++) {
-        if (i > 0 && digits[i - 1] != '-' && (len - i) % 3 == 0)
-            buf[o++] = ',';
-        buf[o++] = digits[i];
-    }
-    buf[o] = '\0';
-    return buf;
-}
-
 int64_t saga__def_max_bytes_of(const saga_def_problems *p)
 {
     return p != NULL && p->max_bytes > 0 ? p->max_bytes
@@ -115,8 +101,8 @@ void saga__def_long_strings(string_walk *w, size_t len, json_t *v)
             w->p, len ? w->path : "$",
             "a string of %s bytes; at most %s are allowed (a definition holds names, "
             "templates and text: data belongs in the saga's input)",
-            saga__def_bytes_text((int64_t)json_string_length(v), n1, sizeof n1),
-            saga__def_bytes_text(SAGA_DEF_MAX_STRING_BYTES, n2, sizeof n2));
+            saga__bytes_text((int64_t)json_string_length(v), n1, sizeof n1),
+            saga__bytes_text(SAGA_DEF_MAX_STRING_BYTES, n2, sizeof n2));
     } else if (json_is_object(v)) {
         json_object_foreach(v, k, child)
         {
@@ -126,8 +112,8 @@ void saga__def_long_strings(string_walk *w, size_t len, json_t *v)
                 saga__def_rule(
                     w->p, len ? w->path : "$",
                     "a key of %s bytes (\"%.20s...\"); at most %s are allowed",
-                    saga__def_bytes_text((int64_t)klen, n1, sizeof n1), k,
-                    saga__def_bytes_text(SAGA_DEF_MAX_STRING_BYTES, n2, sizeof n2));
+                    saga__bytes_text((int64_t)klen, n1, sizeof n1), k,
+                    saga__bytes_text(SAGA_DEF_MAX_STRING_BYTES, n2, sizeof n2));
             n = snprintf(w->path + len, sizeof w->path - len, "%s%s", len ? "." : "", k);
             saga__def_long_strings(w,
                                    n < 0 || len + (size_t)n >= sizeof w->path

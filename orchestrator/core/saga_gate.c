@@ -4,6 +4,7 @@
 
 #include "saga_bulkhead.h"
 #include "saga_gate.h"
+#include "saga_shared.h"
 
 #define MAX_SERVICES   256
 #define NO_DEADLINE_MS 60000
@@ -128,19 +129,19 @@ static int parse_limits(saga_gate *g, const char *text, saga_error *err)
         long n;
         eq = memchr(p, '=', len);
         if (eq == NULL || eq == p || (size_t)(eq - p) >= sizeof name)
-            return saga_error_set(err, SAGA_EINVAL,
-                                  "service limits \"%s\": expected SERVICE=N at \"%.*s\"",
-                                  text, (int)len, p);
+            return saga__error_set(
+                err, SAGA_EINVAL, "service limits \"%s\": expected SERVICE=N at \"%.*s\"",
+                text, (int)len, p);
         memcpy(name, p, (size_t)(eq - p));
         name[eq - p] = '\0';
         n = strtol(eq + 1, &stop, 10);
         if (stop == eq + 1 || stop != p + len || n < 0 || n > 1000000)
-            return saga_error_set(err, SAGA_EINVAL,
-                                  "service limits \"%s\": the cap of %s must be a whole "
-                                  "number from 0 (unlimited) to 1000000, not \"%.*s\"",
-                                  text, name, (int)(p + len - eq - 1), eq + 1);
+            return saga__error_set(err, SAGA_EINVAL,
+                                   "service limits \"%s\": the cap of %s must be a whole "
+                                   "number from 0 (unlimited) to 1000000, not \"%.*s\"",
+                                   text, name, (int)(p + len - eq - 1), eq + 1);
         if (saga_bulkhead_set_limit(g->bulkhead, name, (int)n) != SAGA_OK)
-            return saga_error_set(err, SAGA_ENOMEM, "service limits: too many services");
+            return saga__error_set(err, SAGA_ENOMEM, "service limits: too many services");
         p = end ? end + 1 : NULL;
     }
     return SAGA_OK;
@@ -151,10 +152,10 @@ int saga_gate_new(const saga_gate_config *cfg, saga_gate **out, saga_error *err)
     saga_gate *g;
     int rc;
     if (out == NULL)
-        return saga_error_set(err, SAGA_EINVAL, "saga_gate_new: out is NULL");
+        return saga__error_set(err, SAGA_EINVAL, "saga_gate_new: out is NULL");
     *out = NULL;
     if ((g = calloc(1, sizeof *g)) == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     if (cfg != NULL)
         g->cfg = *cfg;
     g->cfg.service_limits = NULL; /* not kept */
@@ -164,8 +165,8 @@ int saga_gate_new(const saga_gate_config *cfg, saga_gate **out, saga_error *err)
         g->cfg.slot_grace_ms = 2000;
     if (g->cfg.max_in_flight < 0) {
         free(g);
-        return saga_error_set(err, SAGA_EINVAL,
-                              "max in flight per service must be 0 (unlimited) or more");
+        return saga__error_set(err, SAGA_EINVAL,
+                               "max in flight per service must be 0 (unlimited) or more");
     }
     g->nbuckets = 64;
     g->buckets = calloc(g->nbuckets, sizeof *g->buckets);
@@ -174,7 +175,7 @@ int saga_gate_new(const saga_gate_config *cfg, saga_gate **out, saga_error *err)
         (!g->cfg.breaker_off &&
          saga_breaker_new(&g->cfg.breaker, &g->breaker) != SAGA_OK)) {
         saga_gate_free(g);
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     }
     if (cfg != NULL && (rc = parse_limits(g, cfg->service_limits, err)) != SAGA_OK) {
         saga_gate_free(g);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "saga_template.h"
+#include "saga_shared.h"
 
 /* The reference grammar, shared by validation and resolution: the
  * validator must reject exactly the paths that resolution cannot parse. */
@@ -181,10 +182,10 @@ static json_t *resolve_string(const char *s, const json_t *ctx, saga_error *err)
         json_t *v = lookup(ctx, s + 2, n - 3, &bad, why, sizeof why);
         if (v == NULL) {
             if (bad)
-                saga_error_set(err, SAGA_EDEF, "malformed reference \"%s\": %s", s, why);
+                saga__error_set(err, SAGA_EDEF, "malformed reference \"%s\": %s", s, why);
             else
-                saga_error_set(err, SAGA_ENOTFOUND,
-                               "reference \"%s\" resolved to nothing", s);
+                saga__error_set(err, SAGA_ENOTFOUND,
+                                "reference \"%s\" resolved to nothing", s);
             return NULL;
         }
         return json_deep_copy(v);
@@ -198,7 +199,7 @@ static json_t *resolve_string(const char *s, const json_t *ctx, saga_error *err)
             const char *end = strchr(s + i + 2, '}');
             json_t *v;
             if (end == NULL) {
-                saga_error_set(err, SAGA_EDEF, "unterminated \"${\" in \"%s\"", s);
+                saga__error_set(err, SAGA_EDEF, "unterminated \"${\" in \"%s\"", s);
                 free(b.p);
                 return NULL;
             }
@@ -206,12 +207,12 @@ static json_t *resolve_string(const char *s, const json_t *ctx, saga_error *err)
                        sizeof why);
             if (v == NULL) {
                 if (bad)
-                    saga_error_set(err, SAGA_EDEF, "malformed reference \"${%.*s}\": %s",
-                                   (int)(end - (s + i + 2)), s + i + 2, why);
+                    saga__error_set(err, SAGA_EDEF, "malformed reference \"${%.*s}\": %s",
+                                    (int)(end - (s + i + 2)), s + i + 2, why);
                 else
-                    saga_error_set(err, SAGA_ENOTFOUND,
-                                   "reference \"${%.*s}\" resolved to nothing",
-                                   (int)(end - (s + i + 2)), s + i + 2);
+                    saga__error_set(err, SAGA_ENOTFOUND,
+                                    "reference \"${%.*s}\" resolved to nothing",
+                                    (int)(end - (s + i + 2)), s + i + 2);
                 free(b.p);
                 return NULL;
             }
@@ -239,7 +240,7 @@ static json_t *resolve_string(const char *s, const json_t *ctx, saga_error *err)
     }
 nomem:
     free(b.p);
-    saga_error_set(err, SAGA_ENOMEM, "out of memory");
+    saga__error_set(err, SAGA_ENOMEM, "out of memory");
     return NULL;
 }
 

@@ -9,6 +9,7 @@
  * commands are still in the outbox and are re-sent at start; unconfirmed
  * replies are consumed again and ignored as duplicates. */
 #include "saga_engine_state.h"
+#include "saga_shared.h"
 
 static void kafka_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
@@ -43,8 +44,8 @@ static int setup_kafka(saga_engine *e, saga_error *err)
     e->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (e->producer == NULL) {
         rd_kafka_conf_destroy(conf);
-        return saga_error_set(err, SAGA_EKAFKA, "creating the Kafka producer: %s",
-                              errstr);
+        return saga__error_set(err, SAGA_EKAFKA, "creating the Kafka producer: %s",
+                               errstr);
     }
     return SAGA_OK;
 }
@@ -70,7 +71,7 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
     if (e == NULL) {
         for (int i = 0; i < ndefs; i++)
             saga_definition_free(defs[i]);
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     }
     e->cfg = *cfg;
     if (e->cfg.batch_max <= 0)
@@ -89,7 +90,7 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
     if (saga_metrics_new(&e->metrics) != SAGA_OK ||
         saga_metrics_register_std(e->metrics, &e->m) != SAGA_OK ||
         saga_health_init(&e->health, 0) != SAGA_OK) {
-        rc = saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        rc = saga__error_set(err, SAGA_ENOMEM, "out of memory");
         goto fail_defs;
     }
     e->health_ready = 1;
@@ -110,13 +111,13 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
         e->batch = saga_batch_new(&so, e->owner, e->cfg.outbox_lease_s);
     }
     if (e->defs == NULL || e->batch == NULL) {
-        rc = saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        rc = saga__error_set(err, SAGA_ENOMEM, "out of memory");
         goto fail_defs;
     }
     e->db = PQconnectdb(cfg->db_url);
     if (PQstatus(e->db) != CONNECTION_OK) {
-        rc = saga_error_set(err, SAGA_EDB, "cannot connect to PostgreSQL: %s",
-                            PQerrorMessage(e->db));
+        rc = saga__error_set(err, SAGA_EDB, "cannot connect to PostgreSQL: %s",
+                             PQerrorMessage(e->db));
         goto fail_defs;
     }
     saga__pq_quiet(e->db);
@@ -124,15 +125,15 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
     if ((rc = saga_migrate_current(e->db, &version, err)) != SAGA_OK)
         goto fail_defs;
     if (version < SAGA_SCHEMA_VERSION) {
-        rc = saga_error_set(err, SAGA_ESTATE,
-                            "the database schema is at version %d, sagad needs %d: run "
-                            "`sagactl migrate`",
-                            version, SAGA_SCHEMA_VERSION);
+        rc = saga__error_set(err, SAGA_ESTATE,
+                             "the database schema is at version %d, sagad needs %d: run "
+                             "`sagactl migrate`",
+                             version, SAGA_SCHEMA_VERSION);
         goto fail_defs;
     }
     if (saga__grow(&topics, &captopics, 1, sizeof *topics, 16) != SAGA_OK ||
         (topics[0] = strdup(e->reply_topic)) == NULL) {
-        rc = saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        rc = saga__error_set(err, SAGA_ENOMEM, "out of memory");
         goto fail_defs;
     }
     ntopics = 1;
@@ -153,7 +154,7 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
                 (topics[ntopics] = strdup(t)) == NULL) {
                 for (int k = i; k < ndefs; k++)
                     saga_definition_free(k == i ? d : defs[k]);
-                rc = saga_error_set(err, SAGA_ENOMEM, "out of memory");
+                rc = saga__error_set(err, SAGA_ENOMEM, "out of memory");
                 goto fail;
             }
             ntopics++;
@@ -189,7 +190,7 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
     saga__engine_read_limits(e);
     if (pipe(e->wake) != 0 || fcntl(e->wake[0], F_SETFL, O_NONBLOCK) != 0 ||
         fcntl(e->wake[1], F_SETFL, O_NONBLOCK) != 0) {
-        rc = saga_error_set(err, SAGA_EIO, "creating the wake-up pipe failed");
+        rc = saga__error_set(err, SAGA_EIO, "creating the wake-up pipe failed");
         goto fail;
     }
     if ((rc = setup_kafka(e, err)) != SAGA_OK)

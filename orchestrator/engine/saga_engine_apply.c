@@ -3,6 +3,7 @@
  * (breaker and bulkhead: a refused command is held, not sent), the
  * metrics held until commit, and the log lines of what was not applied. */
 #include "saga_engine_state.h"
+#include "saga_shared.h"
 
 /* Log fields for a line about s (and a step attempt of it, step >= 0):
  * the saga, the step's name, the attempt, the trace and the span. */
@@ -108,10 +109,10 @@ int saga__engine_gate_and_count(saga_engine *e, saga_state *s, saga_actions *act
             }
             rc = saga_machine_hold(s, acts, i, until, why, detail);
             if (rc == SAGA_ENOMEM)
-                return saga_error_set(err, rc, "out of memory holding a command");
+                return saga__error_set(err, rc, "out of memory holding a command");
             if (rc != SAGA_OK)
-                return saga_error_set(err, rc, "saga %s: cannot hold step %d", s->id,
-                                      a->step);
+                return saga__error_set(err, rc, "saga %s: cannot hold step %d", s->id,
+                                       a->step);
         }
     }
     for (i = 0; i < acts->n; i++) {
@@ -219,7 +220,7 @@ int saga__engine_apply_one(saga_engine *e, saga_state *s, saga_event *ev, saga_e
                 "saga %s: %s (step %d)", s->id, saga_status_name(s->status), s->cursor);
         }
     } else if (rc == SAGA_ENOMEM) {
-        rc = saga_error_set(err, SAGA_ENOMEM, "out of memory applying an event");
+        rc = saga__error_set(err, SAGA_ENOMEM, "out of memory applying an event");
     } else {
         not_applied(e, s, ev, rc, reason);
         rc = SAGA_OK;

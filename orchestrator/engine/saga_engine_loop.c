@@ -6,6 +6,7 @@
  * gauges now and then. Also the test hooks of saga_engine_internal.h. */
 #include "saga_engine_internal.h"
 #include "saga_engine_state.h"
+#include "saga_shared.h"
 
 /* Did anyone NOTIFY saga_outbox (a saga started, an operator action)? */
 static int notified(saga_engine *e)
@@ -92,7 +93,7 @@ int saga_engine_run(saga_engine *e, saga_error *err)
         free(msgs);
         if (cq != NULL)
             rd_kafka_queue_destroy(cq);
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     }
     saga_log(SAGA_LOG_INFO, "sagad running as %s: replies from %s", e->owner,
              e->reply_topic);
@@ -160,7 +161,7 @@ int saga_engine_run(saga_engine *e, saga_error *err)
                 rd_kafka_queue_destroy(cq);
                 rd_kafka_flush(e->producer, 10000);
                 saga__engine_forget_delivered(e);
-                return saga_error_set(err, SAGA_EKAFKA, "fatal Kafka error: %s", why);
+                return saga__error_set(err, SAGA_EKAFKA, "fatal Kafka error: %s", why);
             }
         }
         if (full)

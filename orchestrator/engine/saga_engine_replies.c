@@ -6,6 +6,7 @@
  * a reply that fails alone ISOLATE_TRIES times, or is not a reply at all,
  * goes to saga.dead_letter. */
 #include "saga_engine_state.h"
+#include "saga_shared.h"
 
 /* The replies of a rolled-back batch are consumed again. */
 static void rewind_consumer(saga_engine *e)
@@ -130,7 +131,7 @@ static int apply_replies(saga_engine *e, saga_reply *replies, const int *idx, in
     int nids = 0, rc = SAGA_OK;
 
     if (ids == NULL || states == NULL || aside == NULL) {
-        rc = saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        rc = saga__error_set(err, SAGA_ENOMEM, "out of memory");
         goto out;
     }
     for (int k = 0; k < n; k++)

@@ -4,6 +4,7 @@
  * id or the reason it was refused. A request that fails alone
  * ISOLATE_TRIES times is set aside as a dead letter. */
 #include "saga_engine_state.h"
+#include "saga_shared.h"
 
 /* A start request that cannot be started without failing its transaction
  * (tries times alone, last with reason): marked processed with the
@@ -25,8 +26,8 @@ static void set_request_aside(saga_engine *e, const char *id, int tries,
                                      1, NULL, p, NULL, NULL, 0)
                       : NULL;
     if (rc == SAGA_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
-        rc = saga_error_set(&err, SAGA_EDB, "reading start request %s: %s", id,
-                            PQerrorMessage(e->db));
+        rc = saga__error_set(&err, SAGA_EDB, "reading start request %s: %s", id,
+                             PQerrorMessage(e->db));
     if (rc == SAGA_OK && PQntuples(r) == 1) {
         const char *input = PQgetvalue(r, 0, 1);
         saga_dead_letter dl = {.source = "start_request",
@@ -95,8 +96,8 @@ static int start_tx(saga_engine *e, start_work *w, const char *only_id, int *n,
                      1, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         saga_pgerr_note(r);
-        rc = saga_error_set(err, SAGA_EDB, "reading start requests: %s",
-                            PQerrorMessage(e->db));
+        rc = saga__error_set(err, SAGA_EDB, "reading start requests: %s",
+                             PQerrorMessage(e->db));
         goto out;
     }
     *n = PQntuples(r);
@@ -135,8 +136,8 @@ static int start_tx(saga_engine *e, start_work *w, const char *only_id, int *n,
             if (s == NULL || saga_machine_apply(s, &ev, &acts, NULL) != SAGA_APPLIED) {
                 saga_state_free(s);
                 saga_actions_clear(&acts);
-                rc = saga_error_set(err, SAGA_ENOMEM, "out of memory starting saga %s",
-                                    id);
+                rc = saga__error_set(err, SAGA_ENOMEM, "out of memory starting saga %s",
+                                     id);
             } else {
                 /* The actions are recorded once we know the saga is new. */
                 w->acts_of[nstates] = acts;

@@ -107,11 +107,11 @@ int saga_http_start(const saga_http_config *cfg, saga_http **out, saga_error *er
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO;
 
     if (out == NULL || cfg == NULL)
-        return saga_error_set(err, SAGA_EINVAL, "http: no configuration");
+        return saga__error_set(err, SAGA_EINVAL, "http: no configuration");
     *out = NULL;
     if (cfg->port < 0 || cfg->port > 65535)
-        return saga_error_set(err, SAGA_EINVAL, "http: port %d is out of range",
-                              cfg->port);
+        return saga__error_set(err, SAGA_EINVAL, "http: port %d is out of range",
+                               cfg->port);
     addr = cfg->address != NULL && *cfg->address ? cfg->address : "127.0.0.1";
     memset(&ss, 0, sizeof ss);
     {
@@ -125,13 +125,13 @@ int saga_http_start(const saga_http_config *cfg, saga_http **out, saga_error *er
             v6->sin6_port = htons((uint16_t)cfg->port);
             flags |= MHD_USE_IPv6;
         } else {
-            return saga_error_set(err, SAGA_EINVAL,
-                                  "http: \"%s\" is not a numeric IPv4 or IPv6 address",
-                                  addr);
+            return saga__error_set(err, SAGA_EINVAL,
+                                   "http: \"%s\" is not a numeric IPv4 or IPv6 address",
+                                   addr);
         }
     }
     if ((h = calloc(1, sizeof *h)) == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     h->cfg = *cfg;
     h->cfg.address = NULL; /* not kept: the caller's string may go */
     h->daemon = MHD_start_daemon(
@@ -140,10 +140,10 @@ int saga_http_start(const saga_http_config *cfg, saga_http **out, saga_error *er
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10, MHD_OPTION_END);
     if (h->daemon == NULL) {
         free(h);
-        return saga_error_set(err, SAGA_EIO,
-                              "http: cannot listen on %s port %d (in use, or not an "
-                              "address of this host)",
-                              addr, cfg->port);
+        return saga__error_set(err, SAGA_EIO,
+                               "http: cannot listen on %s port %d (in use, or not an "
+                               "address of this host)",
+                               addr, cfg->port);
     }
     info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info != NULL ? info->port : cfg->port;

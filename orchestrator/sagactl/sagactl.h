@@ -8,6 +8,8 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "saga_shared.h"
+
 enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_DB = 3 };
 
 extern const char *db_url; /* --db or SAGA_PG_URL */
@@ -87,10 +89,6 @@ int widen(int w, const char *s);
  * max_output_bytes, max_definition_bytes). Exits 3 when it cannot be
  * read. */
 int64_t limit_bytes(PGconn *db, const char *name);
-
-/* n with thousands separators ("262,144"), as the limits' messages have
- * sizes; returns buf. */
-const char *bytes_text(int64_t n, char *buf, size_t size);
 
 /* The commands, one file each or a few per file. */
 int cmd_migrate(int argc, char **argv);

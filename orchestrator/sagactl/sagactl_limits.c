@@ -20,19 +20,6 @@ static const char *const names[] = {"max_input_bytes", "max_output_bytes",
  * inputs built from the input, and outputs of earlier steps. */
 #define KAFKA_DEFAULT_MESSAGE 1048588L
 
-const char *bytes_text(int64_t n, char *buf, size_t size)
-{
-    char digits[32];
-    int len = snprintf(digits, sizeof digits, "%lld", (long long)n), o = 0;
-    for (int i = 0; i < len && o + 2 < (int)size; i++) {
-        if (i > 0 && digits[i - 1] != '-' && (len - i) % 3 == 0)
-            buf[o++] = ',';
-        buf[o++] = digits[i];
-    }
-    buf[o] = '\0';
-    return buf;
-}
-
 int64_t limit_bytes(PGconn *db, const char *name)
 {
     const char *p[1] = {name};
@@ -87,7 +74,8 @@ static int show(void)
     {
         format_when(str(row, "updated_at"), now, 0, when, sizeof when);
         printf("%-*s  %13s  %-*s  %-*s  %s\n", wname, str(row, "name"),
-               bytes_text(json_integer_value(json_object_get(row, "value")), n, sizeof n),
+               saga__bytes_text(json_integer_value(json_object_get(row, "value")), n,
+                                sizeof n),
                wwhen, when, wby, str(row, "updated_by"),
                json_is_string(json_object_get(row, "reason")) ? str(row, "reason") : "");
     }
@@ -165,14 +153,14 @@ static int set(int argc, char **argv)
         printf("{\"name\": \"%s\", \"value\": %ld, \"previous\": %s}\n", name, v,
                PQgetvalue(r, 0, 0));
     else
-        printf("%s: %s bytes (was %s)\n", name, bytes_text(v, n1, sizeof n1),
-               bytes_text(strtoll(PQgetvalue(r, 0, 0), NULL, 10), n2, sizeof n2));
+        printf("%s: %s bytes (was %s)\n", name, saga__bytes_text(v, n1, sizeof n1),
+               saga__bytes_text(strtoll(PQgetvalue(r, 0, 0), NULL, 10), n2, sizeof n2));
     if (v > KAFKA_DEFAULT_MESSAGE / 2 && strcmp(name, "max_definition_bytes") != 0)
         fprintf(stderr,
                 "sagactl limits set: note: a command carries step inputs built from the "
                 "saga's input and earlier outputs; Kafka refuses a message over its "
                 "message.max.bytes (%s by default), and such a command fails its step\n",
-                bytes_text(KAFKA_DEFAULT_MESSAGE, n1, sizeof n1));
+                saga__bytes_text(KAFKA_DEFAULT_MESSAGE, n1, sizeof n1));
     PQclear(r);
     PQfinish(db);
     return EXIT_OK;

@@ -14,6 +14,7 @@
 #include "saga_batch.h"
 #include "saga_store.h"
 #include "sagactl.h"
+#include "saga_shared.h"
 
 typedef struct repair {
     const char *name; /* the command */
@@ -123,13 +124,13 @@ static int run_repair(const repair *rp, int argc, char **argv)
     for (int i = 0; i <= SAGA_ID_LEN; i++) /* PostgreSQL prints UUIDs in lower case */
         ids[0][i] = (char)(id[i] >= 'A' && id[i] <= 'F' ? id[i] - 'A' + 'a' : id[i]);
     if (batch == NULL)
-        rc = saga_error_set(&err, SAGA_ENOMEM, "out of memory");
+        rc = saga__error_set(&err, SAGA_ENOMEM, "out of memory");
     else
         rc = saga_batch_prepare(db, &err);
     if (rc == SAGA_OK)
         rc = saga_batch_load(db, defs, ids, 1, 1, &s, NULL, &err);
     if (rc == SAGA_OK && s == NULL)
-        rc = saga_error_set(&err, SAGA_ENOTFOUND, "no saga %s", id);
+        rc = saga__error_set(&err, SAGA_ENOTFOUND, "no saga %s", id);
     if (rc == SAGA_OK && step_name != NULL) {
         step = saga_definition_step_index(s->def, step_name);
         if (step < 0) {
@@ -159,7 +160,7 @@ static int run_repair(const repair *rp, int argc, char **argv)
             if (rc == SAGA_OK)
                 rc = saga_batch_commit(db, batch, &sent, &err);
         } else if (applied == SAGA_ENOMEM) {
-            rc = saga_error_set(&err, SAGA_ENOMEM, "out of memory");
+            rc = saga__error_set(&err, SAGA_ENOMEM, "out of memory");
         } else {
             fprintf(stderr, "sagactl %s: refused: %s (saga %s is %s)\n", rp->name,
                     why ? why : "not applicable", id, saga_status_name(s->status));

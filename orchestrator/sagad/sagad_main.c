@@ -153,20 +153,20 @@ static int parse_http(const char *spec, char *addr, int *port_out, saga_error *e
     size_t alen;
 
     if (colon == NULL)
-        return saga_error_set(err, SAGA_EINVAL,
-                              "--http \"%s\": expected ADDRESS:PORT, e.g. 127.0.0.1:9464",
-                              spec);
+        return saga__error_set(
+            err, SAGA_EINVAL, "--http \"%s\": expected ADDRESS:PORT, e.g. 127.0.0.1:9464",
+            spec);
     port = strtol(colon + 1, &end, 10);
     if (*end != '\0' || end == colon + 1 || port < 0 || port > 65535)
-        return saga_error_set(err, SAGA_EINVAL,
-                              "--http \"%s\": the port must be 0 to 65535", spec);
+        return saga__error_set(err, SAGA_EINVAL,
+                               "--http \"%s\": the port must be 0 to 65535", spec);
     alen = (size_t)(colon - spec);
     if (alen >= 2 && spec[0] == '[' && spec[alen - 1] == ']') {
         spec++;
         alen -= 2;
     }
     if (alen >= 128)
-        return saga_error_set(err, SAGA_EINVAL, "--http \"%s\": address too long", spec);
+        return saga__error_set(err, SAGA_EINVAL, "--http \"%s\": address too long", spec);
     if (addr != NULL) {
         memcpy(addr, spec, alen);
         addr[alen] = '\0';

@@ -6,6 +6,7 @@
  * do not depend on the batch size and every value is escaped by jansson,
  * not by hand. */
 #include "saga_batch_internal.h"
+#include "saga_shared.h"
 
 /* ---- new sagas ---- */
 
@@ -35,7 +36,7 @@ int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *con
     int rc = SAGA_OK, nkeys = 0;
 
     if (rows == NULL || keyarr == NULL) {
-        rc = saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        rc = saga__error_set(err, SAGA_ENOMEM, "out of memory");
         goto out;
     }
     for (int i = 0; i < n; i++) {
@@ -43,7 +44,7 @@ int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *con
         json_t *o = json_object();
         existing[i][0] = '\0';
         if (o == NULL) {
-            rc = saga_error_set(err, SAGA_ENOMEM, "out of memory");
+            rc = saga__error_set(err, SAGA_ENOMEM, "out of memory");
             goto out;
         }
         set_i64(o, "seq", i);
@@ -66,7 +67,7 @@ int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *con
         json_array_append_new(rows, o);
     }
     if ((text = dump(rows)) == NULL) {
-        rc = saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        rc = saga__error_set(err, SAGA_ENOMEM, "out of memory");
         goto out;
     }
     {
@@ -75,7 +76,7 @@ int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *con
     }
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         saga_pgerr_note(r);
-        rc = saga_error_set(err, SAGA_EDB, "creating sagas: %s", PQerrorMessage(db));
+        rc = saga__error_set(err, SAGA_EDB, "creating sagas: %s", PQerrorMessage(db));
         goto out;
     }
     if (PQntuples(r) == n || nkeys == 0)
@@ -87,7 +88,7 @@ int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *con
         const char *p[1];
         if (made == NULL || (keytext = dump(keyarr)) == NULL) {
             free(made);
-            rc = saga_error_set(err, SAGA_ENOMEM, "out of memory");
+            rc = saga__error_set(err, SAGA_ENOMEM, "out of memory");
             goto out;
         }
         for (int i = 0; i < created; i++)
@@ -98,8 +99,8 @@ int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *con
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             saga_pgerr_note(r);
             free(made);
-            rc = saga_error_set(err, SAGA_EDB, "finding idempotency keys: %s",
-                                PQerrorMessage(db));
+            rc = saga__error_set(err, SAGA_EDB, "finding idempotency keys: %s",
+                                 PQerrorMessage(db));
             goto out;
         }
         for (int i = 0; i < n; i++) {
@@ -187,7 +188,7 @@ int saga_batch_count(const saga_batch *b)
 
 static int oom(saga_error *err)
 {
-    return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+    return saga__error_set(err, SAGA_ENOMEM, "out of memory");
 }
 
 /* json_array_append_new() that reports failure. */
@@ -404,8 +405,8 @@ int saga_batch_commit(PGconn *db, saga_batch *b, saga_outbox *sent, saga_error *
     if (rc != SAGA_OK)
         goto out;
     if (PQenterPipelineMode(db) != 1) {
-        rc = saga_error_set(err, SAGA_EDB, "entering pipeline mode: %s",
-                            PQerrorMessage(db));
+        rc = saga__error_set(err, SAGA_EDB, "entering pipeline mode: %s",
+                             PQerrorMessage(db));
         goto out;
     }
     for (int i = 0; i < nparts && rc == SAGA_OK; i++) {
@@ -418,7 +419,7 @@ int saga_batch_commit(PGconn *db, saga_batch *b, saga_outbox *sent, saga_error *
         rc = saga__batch_send_plain(db, "COMMIT", err);
     if (rc == SAGA_OK) {
         if (PQpipelineSync(db) != 1)
-            rc = saga_error_set(err, SAGA_EDB, "pipeline sync: %s", PQerrorMessage(db));
+            rc = saga__error_set(err, SAGA_EDB, "pipeline sync: %s", PQerrorMessage(db));
         else
             synced = 1;
     }
@@ -447,8 +448,8 @@ int saga_batch_commit(PGconn *db, saga_batch *b, saga_outbox *sent, saga_error *
             rc = SAGA_EDB; /* err holds the server's reason */
         } else if (strcmp(PQcmdStatus(r), "COMMIT") != 0) {
             if (rc == SAGA_OK)
-                rc = saga_error_set(err, SAGA_EDB,
-                                    "COMMIT: the transaction was rolled back");
+                rc = saga__error_set(err, SAGA_EDB,
+                                     "COMMIT: the transaction was rolled back");
             else
                 rc = SAGA_EDB;
         }

@@ -3,6 +3,7 @@
  * cannot be read is set aside, not allowed to stall the others), and due
  * timers claimed with SKIP LOCKED so instances share them. */
 #include "saga_batch_internal.h"
+#include "saga_shared.h"
 
 static json_t *get_json(PGresult *r, int row, int col)
 {
@@ -62,10 +63,10 @@ static int fill_saga(PGconn *db, saga_defs *defs, PGresult *r, int row, saga_sta
     s = saga_state_new(def, id, input);
     json_decref(input);
     if (s == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     if (saga_status_parse(PQgetvalue(r, row, 3), &s->status) != 0) {
         saga_state_free(s);
-        return saga_error_set(err, SAGA_EDB, "saga %s has unknown status", id);
+        return saga__error_set(err, SAGA_EDB, "saga %s has unknown status", id);
     }
     s->cursor = atoi(PQgetvalue(r, row, 4));
     s->created_at = saga__pg_get_i64(r, row, 6);
@@ -119,8 +120,8 @@ static int set_aside_saga(PGconn *db, const char *id, const char *why, saga_erro
         saga_pgerr_note(r);
     PQclear(r);
     if (!ok)
-        return saga_error_set(err, SAGA_EDB, "setting saga %s aside: %s", id,
-                              PQerrorMessage(db));
+        return saga__error_set(err, SAGA_EDB, "setting saga %s aside: %s", id,
+                               PQerrorMessage(db));
     return SAGA_OK;
 }
 
@@ -136,18 +137,18 @@ int saga_batch_load(PGconn *db, saga_defs *defs, char (*ids)[SAGA_ID_LEN + 1], i
     for (int i = 0; i < n; i++)
         out[i] = NULL;
     if (arr == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     if (PQenterPipelineMode(db) != 1) {
         free(arr);
-        return saga_error_set(err, SAGA_EDB, "entering pipeline mode: %s",
-                              PQerrorMessage(db));
+        return saga__error_set(err, SAGA_EDB, "entering pipeline mode: %s",
+                               PQerrorMessage(db));
     }
     if ((begin && (rc = saga__batch_send_plain(db, "BEGIN", err)) != SAGA_OK) ||
         (rc = saga__batch_send_prepared(db, "saga_load_sagas", 1, p, err)) != SAGA_OK ||
         (rc = saga__batch_send_prepared(db, "saga_load_steps", 1, p, err)) != SAGA_OK)
         goto out;
     if (PQpipelineSync(db) != 1) {
-        rc = saga_error_set(err, SAGA_EDB, "pipeline sync: %s", PQerrorMessage(db));
+        rc = saga__error_set(err, SAGA_EDB, "pipeline sync: %s", PQerrorMessage(db));
         goto out;
     }
     synced = 1;
@@ -210,8 +211,8 @@ int saga_batch_claim_due(PGconn *db, int limit, char (*ids)[SAGA_ID_LEN + 1], in
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         saga_pgerr_note(r);
         PQclear(r);
-        return saga_error_set(err, SAGA_EDB, "claiming due timers: %s",
-                              PQerrorMessage(db));
+        return saga__error_set(err, SAGA_EDB, "claiming due timers: %s",
+                               PQerrorMessage(db));
     }
     *n = PQntuples(r);
     for (int i = 0; i < *n; i++)

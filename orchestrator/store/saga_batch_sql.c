@@ -2,6 +2,7 @@
  * libpq pipeline they are sent in (send, read each result in order, leave
  * the pipeline clean also after an error). */
 #include "saga_batch_internal.h"
+#include "saga_shared.h"
 
 /* ---- statements ---- */
 
@@ -151,8 +152,8 @@ int saga_batch_prepare(PGconn *db, saga_error *err)
      * transaction one that aborts it). */
     PGresult *have = PQexec(db, "SELECT name FROM pg_prepared_statements");
     if (PQresultStatus(have) != PGRES_TUPLES_OK) {
-        int rc = saga_error_set(err, SAGA_EDB, "reading the prepared statements: %s",
-                                PQerrorMessage(db));
+        int rc = saga__error_set(err, SAGA_EDB, "reading the prepared statements: %s",
+                                 PQerrorMessage(db));
         PQclear(have);
         return rc;
     }
@@ -170,8 +171,8 @@ int saga_batch_prepare(PGconn *db, saga_error *err)
         if (!ok) {
             PQclear(have);
             if (!ok)
-                return saga_error_set(err, SAGA_EDB, "preparing %s: %s",
-                                      statements[i].name, PQerrorMessage(db));
+                return saga__error_set(err, SAGA_EDB, "preparing %s: %s",
+                                       statements[i].name, PQerrorMessage(db));
         }
     }
     PQclear(have);
@@ -184,14 +185,14 @@ int saga__batch_send_prepared(PGconn *db, const char *name, int n,
                               const char *const *params, saga_error *err)
 {
     if (PQsendQueryPrepared(db, name, n, params, NULL, NULL, 0) != 1)
-        return saga_error_set(err, SAGA_EDB, "sending %s: %s", name, PQerrorMessage(db));
+        return saga__error_set(err, SAGA_EDB, "sending %s: %s", name, PQerrorMessage(db));
     return SAGA_OK;
 }
 
 int saga__batch_send_plain(PGconn *db, const char *sql, saga_error *err)
 {
     if (PQsendQueryParams(db, sql, 0, NULL, NULL, NULL, NULL, 0) != 1)
-        return saga_error_set(err, SAGA_EDB, "sending %s: %s", sql, PQerrorMessage(db));
+        return saga__error_set(err, SAGA_EDB, "sending %s: %s", sql, PQerrorMessage(db));
     return SAGA_OK;
 }
 
@@ -202,7 +203,7 @@ PGresult *saga__batch_next_result(PGconn *db, ExecStatusType want, const char *w
 {
     PGresult *r = PQgetResult(db), *extra;
     if (r == NULL) {
-        saga_error_set(err, SAGA_EDB, "%s: no result: %s", what, PQerrorMessage(db));
+        saga__error_set(err, SAGA_EDB, "%s: no result: %s", what, PQerrorMessage(db));
         return NULL;
     }
     /* Each statement's results end with a NULL. */
@@ -212,10 +213,10 @@ PGresult *saga__batch_next_result(PGconn *db, ExecStatusType want, const char *w
         if (PQresultStatus(r) != PGRES_PIPELINE_ABORTED)
             saga_pgerr_note(r);
         if (err != NULL && err->code == SAGA_OK)
-            saga_error_set(err, SAGA_EDB, "%s: %s", what,
-                           PQresultStatus(r) == PGRES_PIPELINE_ABORTED
-                               ? "skipped after an earlier error"
-                               : PQresultErrorMessage(r));
+            saga__error_set(err, SAGA_EDB, "%s: %s", what,
+                            PQresultStatus(r) == PGRES_PIPELINE_ABORTED
+                                ? "skipped after an earlier error"
+                                : PQresultErrorMessage(r));
         PQclear(r);
         return NULL;
     }

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "saga_migrate.h"
+#include "saga_shared.h"
 
 #define LOCK_KEY "7340001"
 
@@ -22,7 +23,7 @@ static int exec(PGconn *db, const char *sql, saga_error *err)
     int ok =
         PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
     if (!ok)
-        saga_error_set(err, SAGA_EDB, "%s", PQerrorMessage(db));
+        saga__error_set(err, SAGA_EDB, "%s", PQerrorMessage(db));
     PQclear(r);
     return ok ? SAGA_OK : SAGA_EDB;
 }
@@ -70,8 +71,8 @@ static int list_files(const char *dir, mfile **out, int *n, saga_error *err)
     int cnt = 0;
 
     if (d == NULL)
-        return saga_error_set(err, SAGA_EIO, "cannot open migrations folder %s: %s", dir,
-                              strerror(errno));
+        return saga__error_set(err, SAGA_EIO, "cannot open migrations folder %s: %s", dir,
+                               strerror(errno));
     while ((e = readdir(d)) != NULL) {
         size_t len = strlen(e->d_name);
         char path[4096];
@@ -83,15 +84,15 @@ static int list_files(const char *dir, mfile **out, int *n, saga_error *err)
             e->d_name[4] != '_') {
             closedir(d);
             free_files(files, cnt);
-            return saga_error_set(err, SAGA_EINVAL,
-                                  "%s/%s: migration files must be named NNNN_name.sql",
-                                  dir, e->d_name);
+            return saga__error_set(err, SAGA_EINVAL,
+                                   "%s/%s: migration files must be named NNNN_name.sql",
+                                   dir, e->d_name);
         }
         nf = realloc(files, sizeof *files * (size_t)(cnt + 1));
         if (nf == NULL) {
             closedir(d);
             free_files(files, cnt);
-            return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+            return saga__error_set(err, SAGA_ENOMEM, "out of memory");
         }
         files = nf;
         files[cnt].version = version;
@@ -102,8 +103,8 @@ static int list_files(const char *dir, mfile **out, int *n, saga_error *err)
         if (files[cnt - 1].sql == NULL) {
             closedir(d);
             free_files(files, cnt);
-            return saga_error_set(err, SAGA_EIO, "cannot read %s: %s", path,
-                                  strerror(errno));
+            return saga__error_set(err, SAGA_EIO, "cannot read %s: %s", path,
+                                   strerror(errno));
         }
     }
     closedir(d);
@@ -111,8 +112,8 @@ static int list_files(const char *dir, mfile **out, int *n, saga_error *err)
         qsort(files, (size_t)cnt, sizeof *files, cmp_mfile);
     for (int i = 1; i < cnt; i++)
         if (files[i].version == files[i - 1].version) {
-            saga_error_set(err, SAGA_EINVAL, "%s/%s and %s have the same version %04d",
-                           dir, files[i - 1].name, files[i].name, files[i].version);
+            saga__error_set(err, SAGA_EINVAL, "%s/%s and %s have the same version %04d",
+                            dir, files[i - 1].name, files[i].name, files[i].version);
             free_files(files, cnt);
             return SAGA_EINVAL;
         }
@@ -140,7 +141,7 @@ static int checksum(PGconn *db, const char *sql, char out[65], saga_error *err)
                                1, NULL, p, NULL, NULL, 0);
     int rc = SAGA_OK;
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        rc = saga_error_set(err, SAGA_EDB, "checksum: %s", PQerrorMessage(db));
+        rc = saga__error_set(err, SAGA_EDB, "checksum: %s", PQerrorMessage(db));
     else
         snprintf(out, 65, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
@@ -159,8 +160,8 @@ int saga_migrate(PGconn *db, const char *dir, int *applied, saga_migrate_progres
         return rc;
     if (n == 0) {
         free_files(files, n);
-        return saga_error_set(err, SAGA_EINVAL, "no migrations (NNNN_name.sql) in %s",
-                              dir);
+        return saga__error_set(err, SAGA_EINVAL, "no migrations (NNNN_name.sql) in %s",
+                               dir);
     }
     if ((rc = exec(db, "SELECT pg_advisory_lock(" LOCK_KEY ")", err)) != SAGA_OK)
         goto out;
@@ -170,8 +171,8 @@ int saga_migrate(PGconn *db, const char *dir, int *applied, saga_migrate_progres
         db,
         "SELECT version, name, checksum FROM saga.schema_migrations ORDER BY version");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = saga_error_set(err, SAGA_EDB, "reading schema_migrations: %s",
-                            PQerrorMessage(db));
+        rc = saga__error_set(err, SAGA_EDB, "reading schema_migrations: %s",
+                             PQerrorMessage(db));
         goto unlock;
     }
     /* Verify everything first: a changed or missing applied file refuses
@@ -186,7 +187,7 @@ int saga_migrate(PGconn *db, const char *dir, int *applied, saga_migrate_progres
             if ((rc = checksum(db, files[j].sql, sum, err)) != SAGA_OK)
                 goto unlock;
             if (strcmp(sum, PQgetvalue(r, i, 2)) != 0) {
-                rc = saga_error_set(
+                rc = saga__error_set(
                     err, SAGA_ESTATE,
                     "%s/%s was changed after it was applied (checksum %.12s..., "
                     "applied %.12s...); nothing applied. Write a new migration "
@@ -196,7 +197,7 @@ int saga_migrate(PGconn *db, const char *dir, int *applied, saga_migrate_progres
             }
         }
         if (!found) {
-            rc = saga_error_set(
+            rc = saga__error_set(
                 err, SAGA_ESTATE,
                 "migration %04d (%s) is applied but missing from %s; nothing "
                 "applied",
@@ -214,7 +215,7 @@ int saga_migrate(PGconn *db, const char *dir, int *applied, saga_migrate_progres
             for (int i = 0; i < PQntuples(r); i++)
                 done |= atoi(PQgetvalue(r, i, 0)) == files[j].version;
             if (!done && files[j].version < newest) {
-                rc = saga_error_set(
+                rc = saga__error_set(
                     err, SAGA_ESTATE,
                     "%s/%s is not applied but is older than the newest applied "
                     "migration (%04d); nothing applied. Renumber it after %04d.",
@@ -245,11 +246,11 @@ int saga_migrate(PGconn *db, const char *dir, int *applied, saga_migrate_progres
             snprintf(msg, sizeof msg, "%s", err ? err->message : "");
             exec(db, "ROLLBACK", NULL);
             /* The file is at fault, unless the connection went: a refusal. */
-            rc = saga_error_set(err,
-                                PQstatus(db) == CONNECTION_BAD ? SAGA_EDB : SAGA_ESTATE,
-                                "%s/%s failed, rolled back (this file and the ones "
-                                "after it not applied): %.400s",
-                                dir, files[j].name, msg);
+            rc = saga__error_set(err,
+                                 PQstatus(db) == CONNECTION_BAD ? SAGA_EDB : SAGA_ESTATE,
+                                 "%s/%s failed, rolled back (this file and the ones "
+                                 "after it not applied): %.400s",
+                                 dir, files[j].name, msg);
             goto unlock;
         }
         snprintf(vbuf, sizeof vbuf, "%d", files[j].version);
@@ -261,8 +262,8 @@ int saga_migrate(PGconn *db, const char *dir, int *applied, saga_migrate_progres
                            " VALUES ($1, $2, $3)",
                            3, NULL, p, NULL, NULL, 0);
         if (PQresultStatus(ins) != PGRES_COMMAND_OK) {
-            rc = saga_error_set(err, SAGA_EDB, "recording %s: %s", files[j].name,
-                                PQerrorMessage(db));
+            rc = saga__error_set(err, SAGA_EDB, "recording %s: %s", files[j].name,
+                                 PQerrorMessage(db));
             PQclear(ins);
             exec(db, "ROLLBACK", NULL);
             goto unlock;
@@ -289,7 +290,8 @@ int saga_migrate_current(PGconn *db, int *version, saga_error *err)
         PQexec(db, "SELECT coalesce(max(version), 0) FROM saga.schema_migrations");
     int rc = SAGA_OK;
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        rc = saga_error_set(err, SAGA_ESTATE,
+        rc =
+            saga__error_set(err, SAGA_ESTATE,
                             "the database has no saga schema (run `sagactl migrate`): %s",
                             PQerrorMessage(db));
     else

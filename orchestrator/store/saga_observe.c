@@ -5,6 +5,7 @@
 #include <jansson.h>
 
 #include "saga_observe.h"
+#include "saga_shared.h"
 
 /* Active sagas: how many per status and how long the oldest has gone
  * without progress. The status filter in the subquery lets PostgreSQL
@@ -31,7 +32,7 @@ static PGresult *counts(PGconn *db, const char *sql, const char *what, saga_erro
     PGresult *r = PQexec(db, sql);
     if (PQresultStatus(r) == PGRES_TUPLES_OK)
         return r;
-    saga_error_set(err, SAGA_EDB, "%s: %s", what, PQerrorMessage(db));
+    saga__error_set(err, SAGA_EDB, "%s: %s", what, PQerrorMessage(db));
     PQclear(r);
     return NULL;
 }
@@ -119,7 +120,7 @@ int saga_observe_services(PGconn *db, const char *instance, const saga_gate *g,
     char *text;
     PGresult *r;
     if (v.rows == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     saga_gate_foreach(g, now_ms, visit, &v);
     if (json_array_size(v.rows) == 0) {
         json_decref(v.rows);
@@ -128,14 +129,14 @@ int saga_observe_services(PGconn *db, const char *instance, const saga_gate *g,
     text = json_dumps(v.rows, JSON_COMPACT);
     json_decref(v.rows);
     if (text == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     p[0] = instance;
     p[1] = text;
     r = PQexecParams(db, services_sql, 2, NULL, p, NULL, NULL, 0);
     free(text);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        saga_error_set(err, SAGA_EDB, "publishing service health: %s",
-                       PQerrorMessage(db));
+        saga__error_set(err, SAGA_EDB, "publishing service health: %s",
+                        PQerrorMessage(db));
         PQclear(r);
         return SAGA_EDB;
     }

@@ -8,6 +8,7 @@
 
 #include "saga_pg.h"
 #include "saga_store.h"
+#include "saga_shared.h"
 
 /* ---- outbox ---- */
 
@@ -79,7 +80,7 @@ int saga_store_outbox_claim(PGconn *db, const char *owner, int lease_s, int mine
                              PQgetvalue(r, i, 2), payload,
                              PQgetvalue(r, i, 4)) != SAGA_OK) {
             PQclear(r);
-            return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+            return saga__error_set(err, SAGA_ENOMEM, "out of memory");
         }
     }
     PQclear(r);
@@ -94,7 +95,7 @@ int saga_store_outbox_delete(PGconn *db, const int64_t *ids, int n, saga_error *
     PGresult *r;
 
     if (arr == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     arr[len++] = '{';
     for (int i = 0; i < n; i++)
         len += (size_t)snprintf(arr + len, cap - len, "%s%lld", i ? "," : "",

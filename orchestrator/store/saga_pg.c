@@ -4,6 +4,7 @@
 
 #include "saga_pg.h"
 #include "saga_pgerr.h"
+#include "saga_shared.h"
 
 PGresult *saga__pg_query(PGconn *db, const char *sql, int n, const char *const *params,
                          ExecStatusType want, const char *what, saga_error *err)
@@ -11,7 +12,7 @@ PGresult *saga__pg_query(PGconn *db, const char *sql, int n, const char *const *
     PGresult *r = PQexecParams(db, sql, n, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != want) {
         saga_pgerr_note(r);
-        saga_error_set(err, SAGA_EDB, "%s: %s", what, PQerrorMessage(db));
+        saga__error_set(err, SAGA_EDB, "%s: %s", what, PQerrorMessage(db));
         PQclear(r);
         return NULL;
     }

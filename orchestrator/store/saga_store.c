@@ -22,7 +22,7 @@ int saga_store_exec(PGconn *db, const char *sql, saga_error *err)
         PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
     if (!ok) {
         saga_pgerr_note(r);
-        saga_error_set(err, SAGA_EDB, "%s: %s", sql, PQerrorMessage(db));
+        saga__error_set(err, SAGA_EDB, "%s: %s", sql, PQerrorMessage(db));
     }
     PQclear(r);
     return ok ? SAGA_OK : SAGA_EDB;
@@ -37,7 +37,7 @@ int saga_store_limit(PGconn *db, const char *name, int64_t *out, saga_error *err
         return SAGA_EDB;
     if (PQntuples(r) != 1) {
         PQclear(r);
-        return saga_error_set(err, SAGA_ENOTFOUND, "saga.limits has no %s", name);
+        return saga__error_set(err, SAGA_ENOTFOUND, "saga.limits has no %s", name);
     }
     *out = saga__pg_get_i64(r, 0, 0);
     PQclear(r);
@@ -54,7 +54,7 @@ int saga_store_wake_early(PGconn *db, char (*ids)[37], const int64_t *untils, in
     if (iarr == NULL || uarr == NULL) {
         free(iarr);
         free(uarr);
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     }
     iarr[ilen++] = '{';
     uarr[ulen++] = '{';

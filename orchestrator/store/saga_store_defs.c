@@ -7,6 +7,7 @@
 
 #include "saga_pg.h"
 #include "saga_store.h"
+#include "saga_shared.h"
 
 /* ---- definitions ---- */
 
@@ -79,7 +80,7 @@ int saga_store_register_definition(PGconn *db, saga_defs *defs, saga_definition 
     *created = 0;
     if (body == NULL) {
         saga_definition_free(def);
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     }
     /* jsonb normalises key order and spacing, so the digest is of content.
      * The advisory lock makes concurrent deploys of one name take turns. */
@@ -105,8 +106,8 @@ int saga_store_register_definition(PGconn *db, saga_defs *defs, saga_definition 
     if (PQntuples(r) != 1) {
         PQclear(r);
         saga_definition_free(def);
-        return saga_error_set(err, SAGA_EDB,
-                              "storing the definition: no version returned");
+        return saga__error_set(err, SAGA_EDB,
+                               "storing the definition: no version returned");
     }
     def->version = atoi(PQgetvalue(r, 0, 0));
     defs->last_version = def->version;
@@ -138,12 +139,12 @@ int saga_store_get_definition(PGconn *db, saga_defs *defs, const char *name, int
     if (PQntuples(r) == 0) {
         PQclear(r);
         if (version > 0)
-            return saga_error_set(err, SAGA_ENOTFOUND, "no definition %s version %d",
-                                  name, version);
-        return saga_error_set(err, SAGA_ENOTFOUND,
-                              "no definition named \"%s\" (deploy it, or "
-                              "start sagad with it in its folder)",
-                              name);
+            return saga__error_set(err, SAGA_ENOTFOUND, "no definition %s version %d",
+                                   name, version);
+        return saga__error_set(err, SAGA_ENOTFOUND,
+                               "no definition named \"%s\" (deploy it, or "
+                               "start sagad with it in its folder)",
+                               name);
     }
     version = atoi(PQgetvalue(r, 0, 0));
     if ((*out = defs_find(defs, name, version)) != NULL) {
@@ -157,13 +158,13 @@ int saga_store_get_definition(PGconn *db, saga_defs *defs, const char *name, int
                                &probs);
     PQclear(r);
     if (rc == SAGA_ENOMEM) /* passing, not the definition's fault */
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     if (rc != SAGA_OK)
-        return saga_error_set(err, SAGA_EDEF,
-                              "stored definition %s version %d is invalid: %s: %s", name,
-                              version, probs.items[0].where, probs.items[0].message);
+        return saga__error_set(err, SAGA_EDEF,
+                               "stored definition %s version %d is invalid: %s: %s", name,
+                               version, probs.items[0].where, probs.items[0].message);
     def->version = version;
     if (defs_put(defs, def, out) != SAGA_OK)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     return SAGA_OK;
 }

@@ -22,6 +22,22 @@
 
 #include "saga/error.h"
 
+/* ---- errors ---- */
+
+/* Fill err (if not NULL) with code and a printf-style message (truncated
+ * to fit err->message); returns code so that
+ * `return saga__error_set(err, SAGA_EINVAL, "...")` reads well. Thread-safe
+ * as long as no other thread uses the same err. */
+int saga__error_set(saga_error *err, int code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* n with thousands separators ("2,097,152") in buf: sizes in messages are
+ * read by people, and the database's limit triggers write them so. */
+const char *saga__bytes_text(int64_t n, char *buf, size_t size);
+
 /* ---- clocks ---- */
 
 /* Monotonic nanoseconds since an arbitrary start. */

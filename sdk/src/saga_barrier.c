@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "saga_barrier.h"
+#include "saga_shared.h"
 
 int saga__pg_exec(PGconn *db, const char *sql, saga_error *err)
 {
@@ -15,7 +16,7 @@ int saga__pg_exec(PGconn *db, const char *sql, saga_error *err)
     ExecStatusType st = PQresultStatus(res);
     int rc = SAGA_OK;
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-        rc = saga_error_set(err, SAGA_EDB, "%s: %s", sql, PQerrorMessage(db));
+        rc = saga__error_set(err, SAGA_EDB, "%s: %s", sql, PQerrorMessage(db));
     PQclear(res);
     return rc;
 }
@@ -64,8 +65,8 @@ int saga__barrier_prepare(PGconn *db, saga_error *err)
         int ok = PQresultStatus(res) == PGRES_COMMAND_OK;
         PQclear(res);
         if (!ok)
-            return saga_error_set(err, SAGA_EDB, "preparing %s: %s", statements[i].name,
-                                  PQerrorMessage(db));
+            return saga__error_set(err, SAGA_EDB, "preparing %s: %s", statements[i].name,
+                                   PQerrorMessage(db));
     }
     return SAGA_OK;
 }
@@ -83,7 +84,7 @@ static int claim(PGconn *db, const char *saga_id, int step, const char *phase,
     snprintf(stepbuf, sizeof stepbuf, "%d", step);
     res = PQexecPrepared(db, "saga_barrier_claim", 5, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        rc = saga_error_set(err, SAGA_EDB, "barrier insert: %s", PQerrorMessage(db));
+        rc = saga__error_set(err, SAGA_EDB, "barrier insert: %s", PQerrorMessage(db));
     else
         *inserted = atoi(PQcmdTuples(res)) == 1;
     PQclear(res);
@@ -104,7 +105,7 @@ static int lookup(PGconn *db, const char *saga_id, int step, const char *phase,
     snprintf(stepbuf, sizeof stepbuf, "%d", step);
     res = PQexecPrepared(db, "saga_barrier_lookup", 3, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        rc = saga_error_set(err, SAGA_EDB, "barrier lookup: %s", PQerrorMessage(db));
+        rc = saga__error_set(err, SAGA_EDB, "barrier lookup: %s", PQerrorMessage(db));
     } else if (PQntuples(res) == 1) {
         *outcome = strdup(PQgetvalue(res, 0, 0));
         if (!PQgetisnull(res, 0, 1))
@@ -186,11 +187,11 @@ int saga__barrier_record(PGconn *db, const saga_command *cmd, json_t *reply,
     int rc = SAGA_OK;
 
     if (text == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     snprintf(stepbuf, sizeof stepbuf, "%d", cmd->step);
     res = PQexecPrepared(db, "saga_barrier_record", 5, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        rc = saga_error_set(err, SAGA_EDB, "barrier record: %s", PQerrorMessage(db));
+        rc = saga__error_set(err, SAGA_EDB, "barrier record: %s", PQerrorMessage(db));
     PQclear(res);
     free(text);
     return rc;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "saga/builder.h"
+#include "saga_shared.h"
 
 struct saga_def {
     json_t *obj;
@@ -264,8 +265,8 @@ json_t *saga_def_to_json(const saga_def *d)
 int saga_def_write_file(const saga_def *d, const char *path, saga_error *err)
 {
     if (d == NULL || path == NULL)
-        return saga_error_set(err, SAGA_EINVAL, "definition and path must be given");
+        return saga__error_set(err, SAGA_EINVAL, "definition and path must be given");
     if (json_dump_file(d->obj, path, JSON_INDENT(2) | JSON_PRESERVE_ORDER) != 0)
-        return saga_error_set(err, SAGA_EIO, "cannot write %s", path);
+        return saga__error_set(err, SAGA_EIO, "cannot write %s", path);
     return SAGA_OK;
 }

@@ -25,16 +25,16 @@ int saga_client_new(const char *db_url, saga_client **out, saga_error *err)
 {
     saga_client *c;
     if (db_url == NULL || out == NULL)
-        return saga_error_set(err, SAGA_EINVAL, "db_url and out must not be NULL");
+        return saga__error_set(err, SAGA_EINVAL, "db_url and out must not be NULL");
     *out = NULL;
     c = calloc(1, sizeof *c);
     if (c == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     c->max_input_bytes = DEFAULT_MAX_INPUT_BYTES;
     c->db = PQconnectdb(db_url);
     if (PQstatus(c->db) != CONNECTION_OK) {
-        int rc = saga_error_set(err, SAGA_EDB, "cannot connect to PostgreSQL: %s",
-                                PQerrorMessage(c->db));
+        int rc = saga__error_set(err, SAGA_EDB, "cannot connect to PostgreSQL: %s",
+                                 PQerrorMessage(c->db));
         saga_client_free(c);
         return rc;
     }
@@ -58,20 +58,6 @@ static PGresult *query(saga_client *c, int retry, const char *sql, int n,
         r = PQexecParams(c->db, sql, n, NULL, params, NULL, NULL, 0);
     }
     return r;
-}
-
-/* 2097152 -> "2,097,152", as the database's trigger writes sizes. */
-static const char *bytes_text(int64_t n, char *buf, size_t size)
-{
-    char digits[32];
-    int len = snprintf(digits, sizeof digits, "%lld", (long long)n), o = 0;
-    for (int i = 0; i < len && o + 2 < (int)size; i++) {
-        if (i > 0 && digits[i - 1] != '-' && (len - i) % 3 == 0)
-            buf[o++] = ',';
-        buf[o++] = digits[i];
-    }
-    buf[o] = '\0';
-    return buf;
 }
 
 /* Refuse an input over saga.limits max_input_bytes before it is sent.
@@ -100,11 +86,11 @@ static int input_fits(saga_client *c, const char *name, const json_t *input,
     PQclear(r);
     if (size <= c->max_input_bytes)
         return SAGA_OK;
-    return saga_error_set(err, SAGA_EINVAL,
-                          "input of saga \"%.200s\" is %s bytes; the limit is %s "
-                          "(saga.limits max_input_bytes)",
-                          name, bytes_text(size, n1, sizeof n1),
-                          bytes_text(c->max_input_bytes, n2, sizeof n2));
+    return saga__error_set(err, SAGA_EINVAL,
+                           "input of saga \"%.200s\" is %s bytes; the limit is %s "
+                           "(saga.limits max_input_bytes)",
+                           name, saga__bytes_text(size, n1, sizeof n1),
+                           saga__bytes_text(c->max_input_bytes, n2, sizeof n2));
 }
 
 int saga_client_start(saga_client *c, const char *name, json_t *input,
@@ -127,9 +113,9 @@ int saga_client_start_traced(saga_client *c, const char *name, json_t *input,
     if (existed != NULL)
         *existed = 0;
     if (c == NULL || name == NULL || *name == '\0' || id == NULL)
-        return saga_error_set(err, SAGA_EINVAL, "client, name and id must be given");
+        return saga__error_set(err, SAGA_EINVAL, "client, name and id must be given");
     if (input != NULL && !json_is_object(input))
-        return saga_error_set(err, SAGA_EINVAL, "input must be a JSON object");
+        return saga__error_set(err, SAGA_EINVAL, "input must be a JSON object");
     if (traceparent != NULL && *traceparent == '\0')
         traceparent = NULL;
     /* "" is no key: as a key, every caller passing "" for "none" would
@@ -138,15 +124,15 @@ int saga_client_start_traced(saga_client *c, const char *name, json_t *input,
         idempotency_key = NULL;
     if (traceparent != NULL &&
         saga_traceparent_parse(traceparent, strlen(traceparent), &ctx) != SAGA_OK)
-        return saga_error_set(err, SAGA_EINVAL,
-                              "traceparent \"%.80s\" is not a W3C traceparent "
-                              "(00-<32 hex digits>-<16 hex digits>-<2 hex digits>)",
-                              traceparent);
+        return saga__error_set(err, SAGA_EINVAL,
+                               "traceparent \"%.80s\" is not a W3C traceparent "
+                               "(00-<32 hex digits>-<16 hex digits>-<2 hex digits>)",
+                               traceparent);
     if ((rc = input_fits(c, name, input, err)) != SAGA_OK)
         return rc;
     text = input != NULL ? json_dumps(input, JSON_COMPACT) : strdup("{}");
     if (text == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     {
         /* One round trip: insert (or find) the request and wake sagad. */
         const char *p[4] = {name, text, idempotency_key, traceparent};
@@ -181,12 +167,12 @@ int saga_client_start_traced(saga_client *c, const char *name, json_t *input,
         /* 54000: the limit's trigger refused the input (its message has
          * the size and the limit): the caller's input, not the database. */
         if (state != NULL && strcmp(state, "54000") == 0 && msg != NULL)
-            rc = saga_error_set(err, SAGA_EINVAL, "%s", msg);
+            rc = saga__error_set(err, SAGA_EINVAL, "%s", msg);
         else
-            rc = saga_error_set(err, SAGA_EDB, "starting saga %s: %s", name,
-                                PQerrorMessage(c->db));
+            rc = saga__error_set(err, SAGA_EDB, "starting saga %s: %s", name,
+                                 PQerrorMessage(c->db));
     } else if (PQntuples(r) != 1)
-        rc = saga_error_set(err, SAGA_EDB, "starting saga %s: no id returned", name);
+        rc = saga__error_set(err, SAGA_EDB, "starting saga %s: no id returned", name);
     else {
         snprintf(id, SAGA_ID_LEN + 1, "%s", PQgetvalue(r, 0, 0));
         if (existed != NULL)
@@ -215,11 +201,11 @@ int saga_client_status(saga_client *c, const char *id, char status[32], saga_err
     int rc = SAGA_OK;
 
     if (c == NULL || status == NULL)
-        return saga_error_set(err, SAGA_EINVAL, "client and status must be given");
+        return saga__error_set(err, SAGA_EINVAL, "client and status must be given");
     status[0] = '\0';
     if (!is_uuid(id))
-        return saga_error_set(err, SAGA_EINVAL, "\"%.40s\" is not a saga id (a UUID)",
-                              id ? id : "(null)");
+        return saga__error_set(err, SAGA_EINVAL, "\"%.40s\" is not a saga id (a UUID)",
+                               id ? id : "(null)");
     r = query(c, 1,
               "SELECT coalesce(s.status, CASE WHEN r.error IS NOT NULL THEN 'rejected'"
               " WHEN r.id IS NOT NULL THEN 'pending' END), r.error"
@@ -228,14 +214,14 @@ int saga_client_status(saga_client *c, const char *id, char status[32], saga_err
               " LEFT JOIN saga.start_request r ON r.id = q.id",
               1, p);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        rc = saga_error_set(err, SAGA_EDB, "reading saga %s: %s", id,
-                            PQerrorMessage(c->db));
+        rc = saga__error_set(err, SAGA_EDB, "reading saga %s: %s", id,
+                             PQerrorMessage(c->db));
     else if (PQgetisnull(r, 0, 0))
-        rc = saga_error_set(err, SAGA_ENOTFOUND, "no saga %s", id);
+        rc = saga__error_set(err, SAGA_ENOTFOUND, "no saga %s", id);
     else {
         snprintf(status, 32, "%s", PQgetvalue(r, 0, 0));
         if (!PQgetisnull(r, 0, 1))
-            saga_error_set(err, SAGA_OK, "%s", PQgetvalue(r, 0, 1));
+            saga__error_set(err, SAGA_OK, "%s", PQgetvalue(r, 0, 1));
     }
     PQclear(r);
     return rc;
@@ -266,8 +252,8 @@ int saga_client_wait(saga_client *c, const char *id, int timeout_ms, char status
             return rc;
         left = deadline - saga__mono_us();
         if (left <= 0)
-            return saga_error_set(err, SAGA_ESTATE, "saga %s still %s after %d ms", id,
-                                  status, timeout_ms);
+            return saga__error_set(err, SAGA_ESTATE, "saga %s still %s after %d ms", id,
+                                   status, timeout_ms);
         /* Every 50 ms, the last sleep no longer than what is left. */
         if (left > 50000)
             left = 50000;

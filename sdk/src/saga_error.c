@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "saga/error.h"
+#include "saga_shared.h"
 
 const char *saga_strerror(int code)
 {
@@ -33,7 +34,7 @@ const char *saga_strerror(int code)
     return "unknown error";
 }
 
-int saga_error_set(saga_error *err, int code, const char *fmt, ...)
+int saga__error_set(saga_error *err, int code, const char *fmt, ...)
 {
     if (err != NULL) {
         va_list ap;
@@ -53,4 +54,17 @@ const char *saga_version(void)
 int saga_version_num(void)
 {
     return SAGA_VERSION_NUM;
+}
+
+const char *saga__bytes_text(int64_t n, char *buf, size_t size)
+{
+    char digits[32];
+    int len = snprintf(digits, sizeof digits, "%lld", (long long)n), o = 0;
+    for (int i = 0; i < len && o + 2 < (int)size; i++) {
+        if (i > 0 && digits[i - 1] != '-' && (len - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = digits[i];
+    }
+    buf[o] = '\0';
+    return buf;
 }

@@ -32,8 +32,8 @@ int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value,
 {
     char errstr[256];
     if (rd_kafka_conf_set(conf, key, value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK)
-        return saga_error_set(err, SAGA_EKAFKA, "Kafka setting %s=%s: %s", key, value,
-                              errstr);
+        return saga__error_set(err, SAGA_EKAFKA, "Kafka setting %s=%s: %s", key, value,
+                               errstr);
     return SAGA_OK;
 }
 
@@ -44,16 +44,17 @@ int saga__kafka_apply_options(rd_kafka_conf_t *conf, const char *options, saga_e
         char item[512], *eq;
         size_t len = strcspn(p, ",");
         if (len >= sizeof item)
-            return saga_error_set(err, SAGA_EINVAL, "Kafka option too long: %.40s...", p);
+            return saga__error_set(err, SAGA_EINVAL, "Kafka option too long: %.40s...",
+                                   p);
         memcpy(item, p, len);
         item[len] = '\0';
         p += len + (p[len] == ',');
         if (len == 0)
             continue;
         if ((eq = strchr(item, '=')) == NULL || eq == item)
-            return saga_error_set(err, SAGA_EINVAL,
-                                  "Kafka option \"%s\" is not of the form key=value",
-                                  item);
+            return saga__error_set(err, SAGA_EINVAL,
+                                   "Kafka option \"%s\" is not of the form key=value",
+                                   item);
         *eq = '\0';
         if (saga__kafka_set(conf, item, eq + 1, err) != SAGA_OK) {
             /* The caller's option is at fault, not Kafka: say so in err too. */
@@ -81,7 +82,7 @@ rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id,
     if (conf != NULL)
         rd_kafka_conf_set_log_cb(conf, quiet_log);
     if (conf == NULL) {
-        saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        saga__error_set(err, SAGA_ENOMEM, "out of memory");
         return NULL;
     }
     if (saga__kafka_set(conf, "bootstrap.servers", brokers, err) != SAGA_OK ||
@@ -144,7 +145,7 @@ int saga__kafka_consumer_new(const char *brokers, const char *client_id,
     *out = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     if (*out == NULL) {
         rd_kafka_conf_destroy(conf);
-        return saga_error_set(err, SAGA_EKAFKA, "creating a Kafka consumer: %s", errstr);
+        return saga__error_set(err, SAGA_EKAFKA, "creating a Kafka consumer: %s", errstr);
     }
     rd_kafka_poll_set_consumer(*out);
     sub = rd_kafka_topic_partition_list_new(1);
@@ -154,8 +155,8 @@ int saga__kafka_consumer_new(const char *brokers, const char *client_id,
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
         rd_kafka_destroy(*out);
         *out = NULL;
-        return saga_error_set(err, SAGA_EKAFKA, "subscribing to %s: %s", topic,
-                              rd_kafka_err2str(e));
+        return saga__error_set(err, SAGA_EKAFKA, "subscribing to %s: %s", topic,
+                               rd_kafka_err2str(e));
     }
     return SAGA_OK;
 }
@@ -198,8 +199,8 @@ int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n,
     if (n <= 0)
         return SAGA_OK;
     if (n > 64)
-        return saga_error_set(err, SAGA_EINVAL, "too many topics (%d) to create at once",
-                              n);
+        return saga__error_set(err, SAGA_EINVAL, "too many topics (%d) to create at once",
+                               n);
     if (topics_exist(rk, topics, n, timeout_ms))
         return SAGA_OK;
     for (int i = 0; i < n; i++) {
@@ -207,7 +208,7 @@ int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n,
         if (nt[i] == NULL) {
             for (int j = 0; j < i; j++)
                 rd_kafka_NewTopic_destroy(nt[j]);
-            return saga_error_set(err, SAGA_EKAFKA, "topic %s: %s", topics[i], errstr);
+            return saga__error_set(err, SAGA_EKAFKA, "topic %s: %s", topics[i], errstr);
         }
     }
     q = rd_kafka_queue_new(rk);
@@ -217,12 +218,12 @@ int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n,
     rd_kafka_CreateTopics(rk, nt, (size_t)n, opts, q);
     ev = rd_kafka_queue_poll(q, timeout_ms + 2000);
     if (ev == NULL) {
-        rc = saga_error_set(err, SAGA_EKAFKA,
-                            "creating topics: no answer from the broker in %d ms",
-                            timeout_ms);
+        rc = saga__error_set(err, SAGA_EKAFKA,
+                             "creating topics: no answer from the broker in %d ms",
+                             timeout_ms);
     } else if (rd_kafka_event_error(ev)) {
-        rc = saga_error_set(err, SAGA_EKAFKA, "creating topics: %s",
-                            rd_kafka_event_error_string(ev));
+        rc = saga__error_set(err, SAGA_EKAFKA, "creating topics: %s",
+                             rd_kafka_event_error_string(ev));
     } else {
         res = rd_kafka_event_CreateTopics_result(ev);
         tres = rd_kafka_CreateTopics_result_topics(res, &ntres);
@@ -230,9 +231,9 @@ int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n,
             rd_kafka_resp_err_t e = rd_kafka_topic_result_error(tres[i]);
             if (e != RD_KAFKA_RESP_ERR_NO_ERROR &&
                 e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-                rc = saga_error_set(err, SAGA_EKAFKA, "creating topic %s: %s",
-                                    rd_kafka_topic_result_name(tres[i]),
-                                    rd_kafka_topic_result_error_string(tres[i]));
+                rc = saga__error_set(err, SAGA_EKAFKA, "creating topic %s: %s",
+                                     rd_kafka_topic_result_name(tres[i]),
+                                     rd_kafka_topic_result_error_string(tres[i]));
                 break;
             }
         }

@@ -386,8 +386,8 @@ static char *dup_or(const char *s, const char *dflt)
     return strdup(s != NULL && *s != '\0' ? s : dflt);
 }
 
-int saga_participant_new(const saga_participant_options *o, saga_participant **out,
-                         saga_error *err)
+static int participant_new(const saga_participant_options *o, saga_participant **out,
+                           saga_error *err)
 {
     saga_participant *p;
     rd_kafka_conf_t *conf;
@@ -397,19 +397,20 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
 
     if (o == NULL || out == NULL || o->brokers == NULL || *o->brokers == '\0' ||
         o->service == NULL || *o->service == '\0')
-        return saga_error_set(err, SAGA_EINVAL,
-                              "participant options need brokers and service (non-empty): "
-                              "brokers is %s, service is %s",
-                              o == NULL || o->brokers == NULL ? "NULL"
-                              : *o->brokers == '\0'           ? "\"\""
-                                                              : "set",
-                              o == NULL || o->service == NULL ? "NULL"
-                              : *o->service == '\0'           ? "\"\""
-                                                              : "set");
+        return saga__error_set(
+            err, SAGA_EINVAL,
+            "participant options need brokers and service (non-empty): "
+            "brokers is %s, service is %s",
+            o == NULL || o->brokers == NULL ? "NULL"
+            : *o->brokers == '\0'           ? "\"\""
+                                            : "set",
+            o == NULL || o->service == NULL ? "NULL"
+            : *o->service == '\0'           ? "\"\""
+                                            : "set");
     *out = NULL;
     p = calloc(1, sizeof *p);
     if (p == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     p->wake[0] = p->wake[1] = -1;
     atomic_init(&p->stop, 0);
     atomic_init(&p->wake_w, -1);
@@ -418,7 +419,7 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
     p->service = strdup(o->service);
     p->prefix = dup_or(o->topic_prefix, "saga.");
     if (p->service == NULL || p->prefix == NULL) {
-        rc = saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        rc = saga__error_set(err, SAGA_ENOMEM, "out of memory");
         goto fail;
     }
     saga__topic_cmd(p->cmd_topic, sizeof p->cmd_topic, p->prefix, p->service);
@@ -440,17 +441,17 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
             for (const char *c = o->db_schema; *c; c++)
                 if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
                       (*c >= '0' && *c <= '9') || *c == '_')) {
-                    rc = saga_error_set(err, SAGA_EINVAL,
-                                        "db_schema \"%s\": use letters, digits and '_'",
-                                        o->db_schema);
+                    rc = saga__error_set(err, SAGA_EINVAL,
+                                         "db_schema \"%s\": use letters, digits and '_'",
+                                         o->db_schema);
                     goto fail;
                 }
             snprintf(options, sizeof options, "-c search_path=%.200s", o->db_schema);
         }
         p->db = PQconnectdbParams(keys, vals, 1);
         if (PQstatus(p->db) != CONNECTION_OK) {
-            rc = saga_error_set(err, SAGA_EDB, "cannot connect to PostgreSQL: %s",
-                                PQerrorMessage(p->db));
+            rc = saga__error_set(err, SAGA_EDB, "cannot connect to PostgreSQL: %s",
+                                 PQerrorMessage(p->db));
             goto fail;
         }
         /* libpq prints NOTICEs (CREATE TABLE IF NOT EXISTS, a handler's
@@ -479,7 +480,7 @@ int saga_participant_new(const saga_participant_options *o, saga_participant **o
     p->producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr);
     if (p->producer == NULL) {
         rd_kafka_conf_destroy(conf);
-        rc = saga_error_set(err, SAGA_EKAFKA, "creating Kafka producer: %s", errstr);
+        rc = saga__error_set(err, SAGA_EKAFKA, "creating Kafka producer: %s", errstr);
         goto fail;
     }
     topics[0] = p->cmd_topic;
@@ -1153,7 +1154,7 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
 {
     int n = 0, group_lost = 0;
     if (p == NULL)
-        return saga_error_set(err, SAGA_EINVAL, "participant is NULL");
+        return saga__error_set(err, SAGA_EINVAL, "participant is NULL");
     if (p->wake[0] >= 0) {
         char buf[64];
         while (read(p->wake[0], buf, sizeof buf) > 0)
@@ -1175,8 +1176,8 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
                 char why[256];
                 rd_kafka_fatal_error(p->consumer, why, sizeof why);
                 rd_kafka_message_destroy(m);
-                return saga_error_set(err, SAGA_EKAFKA, "fatal Kafka consumer error: %s",
-                                      why);
+                return saga__error_set(err, SAGA_EKAFKA, "fatal Kafka consumer error: %s",
+                                       why);
             }
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 warn(p, "consumer: %s", rd_kafka_message_errstr(m));
@@ -1220,19 +1221,19 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
         p->processed = NULL;
         rd_kafka_flush(p->producer, FLUSH_TIMEOUT_MS);
         rewind_to_committed(p);
-        return saga_error_set(err, SAGA_EDB,
-                              "a database transaction failed; the commands will be "
-                              "redelivered: %s",
-                              p->warning);
+        return saga__error_set(err, SAGA_EDB,
+                               "a database transaction failed; the commands will be "
+                               "redelivered: %s",
+                               p->warning);
     }
     if (rd_kafka_flush(p->producer, FLUSH_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR ||
         p->delivery_failures > 0) {
         rd_kafka_topic_partition_list_destroy(p->processed);
         p->processed = NULL;
         rewind_to_committed(p);
-        return saga_error_set(err, SAGA_EKAFKA,
-                              "%d replies not delivered; will redeliver: %s",
-                              p->delivery_failures, p->warning);
+        return saga__error_set(err, SAGA_EKAFKA,
+                               "%d replies not delivered; will redeliver: %s",
+                               p->delivery_failures, p->warning);
     }
     forget_failed(p);
     {
@@ -1247,7 +1248,7 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
 int saga_participant_run(saga_participant *p, saga_error *err)
 {
     if (p == NULL)
-        return saga_error_set(err, SAGA_EINVAL, "participant is NULL");
+        return saga__error_set(err, SAGA_EINVAL, "participant is NULL");
     while (!p->stop) {
         int n = saga_participant_poll(p, 200, err);
         /* Delivery problems and a lost group transaction are transient
@@ -1282,14 +1283,31 @@ void saga_participant_stop(saga_participant *p)
 #define STAT_GET(field)                                                                  \
     out->field = atomic_load_explicit(&p->stats.field, memory_order_relaxed)
 
-int saga_participant_get_stats(const saga_participant *p, saga_participant_stats *out)
+/* The first layout of the options under libsaga.so.1: what every program
+ * built for it passes at least. */
+#define OPTIONS_V1_SIZE (offsetof(saga_participant_options, tx_ms) + sizeof(int))
+
+int saga_participant_new_sized(const saga_participant_options *opts, size_t opts_size,
+                               saga_participant **out, saga_error *err)
 {
-    if (p == NULL || out == NULL) {
-        if (out != NULL)
-            memset(out, 0, sizeof *out);
-        return SAGA_EINVAL;
-    }
-    memset(out, 0, sizeof *out);
+    saga_participant_options o;
+    if (opts == NULL)
+        return participant_new(NULL, out, err);
+    if (opts_size < OPTIONS_V1_SIZE)
+        return saga__error_set(
+            err, SAGA_EINVAL,
+            "participant options of %zu bytes, fewer than the %zu of "
+            "libsaga.so.1's first layout: built against other headers?",
+            opts_size, (size_t)OPTIONS_V1_SIZE);
+    /* Fields the program does not know keep their zero defaults; fields
+     * this library does not know (a newer program) are not read. */
+    memset(&o, 0, sizeof o);
+    memcpy(&o, opts, opts_size < sizeof o ? opts_size : sizeof o);
+    return participant_new(&o, out, err);
+}
+
+static void stats_fill(const saga_participant *p, saga_participant_stats *out)
+{
     STAT_GET(handled);
     STAT_GET(duplicates);
     STAT_GET(null_compensations);
@@ -1308,6 +1326,22 @@ int saga_participant_get_stats(const saga_participant *p, saga_participant_stats
     STAT_GET(undeliverable);
     STAT_GET(output_too_large);
     STAT_GET(log_suppressed);
+}
+
+int saga_participant_get_stats_sized(const saga_participant *p,
+                                     saga_participant_stats *out, size_t out_size)
+{
+    saga_participant_stats st;
+    if (out == NULL)
+        return SAGA_EINVAL;
+    /* Exactly out_size bytes are written: the caller's struct may be older
+     * (smaller) or newer (larger: its extra fields are zero) than ours. */
+    memset(out, 0, out_size);
+    if (p == NULL)
+        return SAGA_EINVAL;
+    memset(&st, 0, sizeof st);
+    stats_fill(p, &st);
+    memcpy(out, &st, out_size < sizeof st ? out_size : sizeof st);
     return SAGA_OK;
 }
 
@@ -1327,16 +1361,16 @@ int saga_participant_set_dead_letter_topic(saga_participant *p, const char *topi
     const char *topics[1];
     int rc;
     if (p == NULL)
-        return saga_error_set(err, SAGA_EINVAL, "participant is NULL");
+        return saga__error_set(err, SAGA_EINVAL, "participant is NULL");
     if (topic == NULL || *topic == '\0') {
         p->dead_topic[0] = '\0';
         return SAGA_OK;
     }
     if (!saga_topic_name_valid(topic))
-        return saga_error_set(err, SAGA_EINVAL,
-                              "dead-letter topic \"%.60s\" is not a Kafka topic name "
-                              "(1 to 249 letters, digits, '.', '_', '-')",
-                              topic);
+        return saga__error_set(err, SAGA_EINVAL,
+                               "dead-letter topic \"%.60s\" is not a Kafka topic name "
+                               "(1 to 249 letters, digits, '.', '_', '-')",
+                               topic);
     topics[0] = topic;
     if ((rc = saga__kafka_ensure_topics(p->producer, topics, 1, 4, 10000, err)) !=
         SAGA_OK)
@@ -1523,7 +1557,7 @@ int saga__participant_feed(saga_participant *p, const char *buf, size_t len,
     int lost;
     if (p->feed_rkt == NULL &&
         (p->feed_rkt = rd_kafka_topic_new(p->producer, p->cmd_topic, NULL)) == NULL)
-        return saga_error_set(err, SAGA_EKAFKA, "no topic handle for %s", p->cmd_topic);
+        return saga__error_set(err, SAGA_EKAFKA, "no topic handle for %s", p->cmd_topic);
     m.rkt = p->feed_rkt;
     m.partition = 0;
     m.offset = offset;
@@ -1538,16 +1572,16 @@ int saga__participant_feed(saga_participant *p, const char *buf, size_t len,
     p->feeding = 0;
     lost = group_end(p) != 0;
     if (rd_kafka_flush(p->producer, FLUSH_TIMEOUT_MS) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return saga_error_set(err, SAGA_EKAFKA, "replies not flushed: %s", p->warning);
+        return saga__error_set(err, SAGA_EKAFKA, "replies not flushed: %s", p->warning);
     if (lost)
-        return saga_error_set(err, SAGA_EDB, "the group transaction failed: %s",
-                              p->warning);
+        return saga__error_set(err, SAGA_EDB, "the group transaction failed: %s",
+                               p->warning);
     if (p->db != NULL && PQtransactionStatus(p->db) != PQTRANS_IDLE)
-        return saga_error_set(err, SAGA_EDB, "a transaction was left open: %s",
-                              p->warning);
+        return saga__error_set(err, SAGA_EDB, "a transaction was left open: %s",
+                               p->warning);
     if (p->delivery_failures > 0)
-        return saga_error_set(err, SAGA_EKAFKA, "%d replies not delivered: %s",
-                              p->delivery_failures, p->warning);
+        return saga__error_set(err, SAGA_EKAFKA, "%d replies not delivered: %s",
+                               p->delivery_failures, p->warning);
     return SAGA_OK;
 }
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "saga/protocol.h"
+#include "saga_shared.h"
 
 const char *saga_phase_name(saga_phase phase)
 {
@@ -108,11 +109,11 @@ static int dump(json_t *obj, char **out, size_t *len, saga_error *err)
 {
     char *text;
     if (obj == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory encoding message");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory encoding message");
     text = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII);
     json_decref(obj);
     if (text == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory encoding message");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory encoding message");
     *out = text;
     if (len != NULL)
         *len = strlen(text);
@@ -123,10 +124,10 @@ int saga_command_encode(const saga_command *c, char **out, size_t *len, saga_err
 {
     json_t *payload;
     if (c == NULL || out == NULL)
-        return saga_error_set(err, SAGA_EINVAL, "command and out must not be NULL");
+        return saga__error_set(err, SAGA_EINVAL, "command and out must not be NULL");
     if (c->saga == NULL || c->action == NULL || c->command_id == NULL ||
         c->reply_to == NULL || c->step_name == NULL)
-        return saga_error_set(
+        return saga__error_set(
             err, SAGA_EINVAL,
             "command needs saga, step_name, action, command_id, reply_to");
     payload = c->payload != NULL ? json_incref(c->payload) : json_object();
@@ -144,15 +145,15 @@ int saga_reply_encode(const saga_reply *r, char **out, size_t *len, saga_error *
 {
     json_t *obj;
     if (r == NULL || out == NULL)
-        return saga_error_set(err, SAGA_EINVAL, "reply and out must not be NULL");
+        return saga__error_set(err, SAGA_EINVAL, "reply and out must not be NULL");
     if (r->command_id == NULL)
-        return saga_error_set(err, SAGA_EINVAL, "reply needs command_id");
+        return saga__error_set(err, SAGA_EINVAL, "reply needs command_id");
     obj = json_pack("{s:i, s:s, s:i, s:s, s:s, s:i, s:s}", "v", SAGA_PROTOCOL_VERSION,
                     "saga_id", r->saga_id, "step", r->step, "phase",
                     saga_phase_name(r->phase), "command_id", r->command_id, "attempt",
                     r->attempt, "status", saga_reply_status_name(r->status));
     if (obj == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory encoding reply");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory encoding reply");
     if (r->status == SAGA_REPLY_OK) {
         json_object_set_new(obj, "output",
                             r->output != NULL ? json_incref(r->output) : json_object());
@@ -174,19 +175,19 @@ static int get_obj_root(const char *buf, size_t len, json_t **root, saga_error *
 {
     json_error_t jerr;
     if (buf == NULL)
-        return saga_error_set(err, SAGA_EPROTO, "empty message");
+        return saga__error_set(err, SAGA_EPROTO, "empty message");
     if (len > SAGA_MESSAGE_MAX)
-        return saga_error_set(err, SAGA_EPROTO,
-                              "message of %zu bytes exceeds the %d byte limit", len,
-                              SAGA_MESSAGE_MAX);
+        return saga__error_set(err, SAGA_EPROTO,
+                               "message of %zu bytes exceeds the %d byte limit", len,
+                               SAGA_MESSAGE_MAX);
     *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
     if (*root == NULL)
-        return saga_error_set(err, SAGA_EPROTO, "not JSON: %s at line %d column %d",
-                              jerr.text, jerr.line, jerr.column);
+        return saga__error_set(err, SAGA_EPROTO, "not JSON: %s at line %d column %d",
+                               jerr.text, jerr.line, jerr.column);
     if (!json_is_object(*root)) {
         json_decref(*root);
         *root = NULL;
-        return saga_error_set(err, SAGA_EPROTO, "message is not a JSON object");
+        return saga__error_set(err, SAGA_EPROTO, "message is not a JSON object");
     }
     return SAGA_OK;
 }
@@ -197,17 +198,17 @@ static int get_int(json_t *root, const char *key, json_int_t min, json_int_t max
     json_t *v = json_object_get(root, key);
     if (v == NULL || json_is_null(v)) {
         if (required)
-            return saga_error_set(err, SAGA_EPROTO, "field \"%s\" is missing", key);
+            return saga__error_set(err, SAGA_EPROTO, "field \"%s\" is missing", key);
         *out = 0;
         return SAGA_OK;
     }
     if (!json_is_integer(v))
-        return saga_error_set(err, SAGA_EPROTO, "field \"%s\" must be an integer", key);
+        return saga__error_set(err, SAGA_EPROTO, "field \"%s\" must be an integer", key);
     *out = json_integer_value(v);
     if (*out < min || *out > max)
-        return saga_error_set(err, SAGA_EPROTO,
-                              "field \"%s\" is %lld, out of range [%lld, %lld]", key,
-                              (long long)*out, (long long)min, (long long)max);
+        return saga__error_set(err, SAGA_EPROTO,
+                               "field \"%s\" is %lld, out of range [%lld, %lld]", key,
+                               (long long)*out, (long long)min, (long long)max);
     return SAGA_OK;
 }
 
@@ -219,21 +220,21 @@ static int get_str(json_t *root, const char *key, char **out, int required, size
     json_t *v = json_object_get(root, key);
     if (v == NULL || json_is_null(v)) {
         if (required)
-            return saga_error_set(err, SAGA_EPROTO, "field \"%s\" is missing", key);
+            return saga__error_set(err, SAGA_EPROTO, "field \"%s\" is missing", key);
         *out = NULL;
         return SAGA_OK;
     }
     if (!json_is_string(v))
-        return saga_error_set(err, SAGA_EPROTO, "field \"%s\" must be a string", key);
+        return saga__error_set(err, SAGA_EPROTO, "field \"%s\" must be a string", key);
     if (required && json_string_length(v) == 0)
-        return saga_error_set(err, SAGA_EPROTO, "field \"%s\" must not be empty", key);
+        return saga__error_set(err, SAGA_EPROTO, "field \"%s\" must not be empty", key);
     if (max > 0 && json_string_length(v) > max)
-        return saga_error_set(err, SAGA_EPROTO,
-                              "field \"%s\" is %zu bytes long, over the limit of %zu",
-                              key, json_string_length(v), max);
+        return saga__error_set(err, SAGA_EPROTO,
+                               "field \"%s\" is %zu bytes long, over the limit of %zu",
+                               key, json_string_length(v), max);
     *out = strdup(json_string_value(v));
     if (*out == NULL)
-        return saga_error_set(err, SAGA_ENOMEM, "out of memory");
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     return SAGA_OK;
 }
 
@@ -248,24 +249,24 @@ static int get_common(json_t *root, char saga_id[SAGA_ID_LEN + 1], int *step,
     if ((rc = get_int(root, "v", 0, 1000000, &n, 1, err)) != SAGA_OK)
         return rc;
     if (n != SAGA_PROTOCOL_VERSION)
-        return saga_error_set(err, SAGA_EPROTO,
-                              "field \"v\" is %lld; this side speaks %d", (long long)n,
-                              SAGA_PROTOCOL_VERSION);
+        return saga__error_set(err, SAGA_EPROTO,
+                               "field \"v\" is %lld; this side speaks %d", (long long)n,
+                               SAGA_PROTOCOL_VERSION);
     v = json_object_get(root, "saga_id");
     if (!json_is_string(v))
-        return saga_error_set(err, SAGA_EPROTO, "field \"saga_id\" must be a string");
+        return saga__error_set(err, SAGA_EPROTO, "field \"saga_id\" must be a string");
     s = json_string_value(v);
     if (!is_uuid(s))
-        return saga_error_set(err, SAGA_EPROTO,
-                              "field \"saga_id\" is not a UUID: \"%.40s\"", s);
+        return saga__error_set(err, SAGA_EPROTO,
+                               "field \"saga_id\" is not a UUID: \"%.40s\"", s);
     memcpy(saga_id, s, SAGA_ID_LEN + 1);
     if ((rc = get_int(root, "step", 0, 9999, &n, 1, err)) != SAGA_OK)
         return rc;
     *step = (int)n;
     v = json_object_get(root, "phase");
     if (!json_is_string(v) || saga_phase_parse(json_string_value(v), phase) != SAGA_OK)
-        return saga_error_set(err, SAGA_EPROTO,
-                              "field \"phase\" must be \"invoke\" or \"compensate\"");
+        return saga__error_set(err, SAGA_EPROTO,
+                               "field \"phase\" must be \"invoke\" or \"compensate\"");
     if ((rc = get_str(root, "command_id", command_id, 1, SAGA_COMMAND_ID_MAX, err)) !=
         SAGA_OK)
         return rc;
@@ -282,7 +283,7 @@ int saga_command_decode(const char *buf, size_t len, saga_command *out, saga_err
     int rc;
 
     if (out == NULL)
-        return saga_error_set(err, SAGA_EINVAL, "out must not be NULL");
+        return saga__error_set(err, SAGA_EINVAL, "out must not be NULL");
     memset(out, 0, sizeof *out);
     if ((rc = get_obj_root(buf, len, &root, err)) != SAGA_OK)
         return rc;
@@ -298,9 +299,9 @@ int saga_command_decode(const char *buf, size_t len, saga_command *out, saga_err
             SAGA_OK)
         goto fail;
     if (!saga_topic_name_valid(out->reply_to)) {
-        rc = saga_error_set(err, SAGA_EPROTO,
-                            "field \"reply_to\" is not a Kafka topic name (letters, "
-                            "digits, '.', '_', '-'; not \".\" or \"..\")");
+        rc = saga__error_set(err, SAGA_EPROTO,
+                             "field \"reply_to\" is not a Kafka topic name (letters, "
+                             "digits, '.', '_', '-'; not \".\" or \"..\")");
         goto fail;
     }
     if ((rc = get_int(root, "saga_version", 1, 1000000000, &n, 1, err)) != SAGA_OK)
@@ -313,7 +314,7 @@ int saga_command_decode(const char *buf, size_t len, saga_command *out, saga_err
     if (payload == NULL || json_is_null(payload)) {
         out->payload = json_object();
     } else if (!json_is_object(payload)) {
-        rc = saga_error_set(err, SAGA_EPROTO, "field \"payload\" must be an object");
+        rc = saga__error_set(err, SAGA_EPROTO, "field \"payload\" must be an object");
         goto fail;
     } else {
         out->payload = json_incref(payload);
@@ -333,7 +334,7 @@ int saga_reply_decode(const char *buf, size_t len, saga_reply *out, saga_error *
     int rc;
 
     if (out == NULL)
-        return saga_error_set(err, SAGA_EINVAL, "out must not be NULL");
+        return saga__error_set(err, SAGA_EINVAL, "out must not be NULL");
     memset(out, 0, sizeof *out);
     if ((rc = get_obj_root(buf, len, &root, err)) != SAGA_OK)
         return rc;
@@ -344,14 +345,14 @@ int saga_reply_decode(const char *buf, size_t len, saga_reply *out, saga_error *
     v = json_object_get(root, "status");
     if (!json_is_string(v) ||
         saga_reply_status_parse(json_string_value(v), &out->status) != 0) {
-        rc = saga_error_set(err, SAGA_EPROTO,
-                            "field \"status\" must be \"ok\", \"failed\" or \"retry\"");
+        rc = saga__error_set(err, SAGA_EPROTO,
+                             "field \"status\" must be \"ok\", \"failed\" or \"retry\"");
         goto fail;
     }
     v = json_object_get(root, "output");
     if (v != NULL && !json_is_null(v)) {
         if (!json_is_object(v)) {
-            rc = saga_error_set(err, SAGA_EPROTO, "field \"output\" must be an object");
+            rc = saga__error_set(err, SAGA_EPROTO, "field \"output\" must be an object");
             goto fail;
         }
         out->output = json_incref(v);
@@ -359,7 +360,7 @@ int saga_reply_decode(const char *buf, size_t len, saga_reply *out, saga_error *
     v = json_object_get(root, "error");
     if (v != NULL && !json_is_null(v)) {
         if (!json_is_object(v)) {
-            rc = saga_error_set(err, SAGA_EPROTO, "field \"error\" must be an object");
+            rc = saga__error_set(err, SAGA_EPROTO, "field \"error\" must be an object");
             goto fail;
         }
         if ((rc = get_str(v, "code", &out->error_code, 0, SAGA_NAME_MAX, err)) !=

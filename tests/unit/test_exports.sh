@@ -6,7 +6,7 @@
 # left out. And libsaga.pc.in's Version is the headers' SAGA_VERSION_STRING.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-lib=${SAGA_BUILD_DIR:-build}/lib/libsaga.so.0
+lib=${SAGA_BUILD_DIR:-build}/lib/libsaga.so.1
 [[ -f $lib ]] || { echo "test_exports: $lib is missing (build first)" >&2; exit 1; }
 declared=$(grep -ho 'SAGA_API [^(]*saga_[a-z_]*(' sdk/include/saga/*.h | grep -o 'saga_[a-z_]*($' |
            tr -d '(' | sort -u)
@@ -20,6 +20,11 @@ if [[ $declared != "$exported" ]]; then
     diff <(echo "$declared") <(echo "$exported") >&2 || true
     exit 1
 fi
+# The soname is the Makefile's (the ABI generation, docs/SDK.md).
+soname=$(readelf -d "$lib" | sed -n 's/.*Library soname: \[\(.*\)\].*/\1/p')
+want=$(sed -n 's/^SONAME *:= *//p' Makefile)
+[[ -n $want && $soname == "$want" ]] ||
+    { echo "test_exports: $lib has soname \"$soname\", the Makefile says \"$want\"" >&2; exit 1; }
 header=$(sed -n 's/^#define SAGA_VERSION_STRING "\(.*\)"$/\1/p' sdk/include/saga/error.h)
 pc=$(sed -n 's/^Version: *//p' sdk/libsaga.pc.in)
 if [[ -z $header || $pc != "@VERSION@" && $pc != "$header" ]]; then
@@ -27,4 +32,4 @@ if [[ -z $header || $pc != "@VERSION@" && $pc != "$header" ]]; then
          "SAGA_VERSION_STRING \"$header\"" >&2
     exit 1
 fi
-echo "test_exports: $(echo "$exported" | wc -l) symbols exported, all declared in sdk/include/saga; version $header"
+echo "test_exports: $(echo "$exported" | wc -l) symbols exported, all declared in sdk/include/saga (no saga__ internals); soname $soname; version $header"

@@ -76,6 +76,22 @@ static void test_grow_refuses_overflow(void **state)
     free(items);
 }
 
+static void test_error_set(void **state)
+{
+    saga_error err = {0};
+    char big[2000];
+    (void)state;
+    assert_int_equal(saga__error_set(&err, SAGA_EDB, "table %s", "t"), SAGA_EDB);
+    assert_int_equal(err.code, SAGA_EDB);
+    assert_string_equal(err.message, "table t");
+    assert_int_equal(saga__error_set(NULL, SAGA_EIO, "ignored"), SAGA_EIO);
+    /* A long message is cut to fit, still terminated. */
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_int_equal(saga__error_set(&err, SAGA_EINVAL, "%s", big), SAGA_EINVAL);
+    assert_int_equal(strlen(err.message), sizeof err.message - 1);
+}
+
 static void test_topic_names(void **state)
 {
     (void)state;
@@ -97,6 +113,7 @@ int main(void)
         cmocka_unit_test(test_grow_doubles_from_first),
         cmocka_unit_test(test_grow_default_first),
         cmocka_unit_test(test_grow_refuses_overflow),
+        cmocka_unit_test(test_error_set),
         cmocka_unit_test(test_topic_names),
     };
     return cmocka_run_group_tests_name("saga_shared.h", tests, NULL, NULL);

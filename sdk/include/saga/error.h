@@ -7,9 +7,9 @@
 /* The version of these headers. sdk/libsaga.pc.in's Version must say the
  * same (tests/unit/test_exports.sh checks it). */
 #define SAGA_VERSION_MAJOR  0
-#define SAGA_VERSION_MINOR  1
+#define SAGA_VERSION_MINOR  2
 #define SAGA_VERSION_PATCH  0
-#define SAGA_VERSION_STRING "0.1.0"
+#define SAGA_VERSION_STRING "0.2.0"
 /* For #if comparisons: 0xMMmmpp. */
 #define SAGA_VERSION_NUM                                                                 \
     ((SAGA_VERSION_MAJOR << 16) | (SAGA_VERSION_MINOR << 8) | SAGA_VERSION_PATCH)
@@ -60,16 +60,6 @@ SAGA_API const char *saga_strerror(int code);
  * and 0xMMmmpp. Thread-safe. */
 SAGA_API const char *saga_version(void);
 SAGA_API int saga_version_num(void);
-
-/* Fill err (if not NULL) with code and a printf-style message (truncated
- * to fit err->message); returns code so that
- * `return saga_error_set(err, SAGA_EINVAL, "...")` reads well. Thread-safe
- * as long as no other thread uses the same err. */
-SAGA_API int saga_error_set(saga_error *err, int code, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 3, 4)))
-#endif
-    ;
 
 #ifdef __cplusplus
 }

@@ -32,6 +32,9 @@ typedef struct saga_participant saga_participant;
  * calls. A handler that sets nothing is answered with `retry`. */
 typedef struct saga_result saga_result;
 
+/* Options of a participant. Caller-allocated, read during
+ * saga_participant_new only; new fields are only ever appended (see
+ * saga_participant_new_sized for how sizes keep old programs working). */
 typedef struct saga_participant_options {
     const char *brokers;      /* required, non-empty: Kafka bootstrap servers */
     const char *service;      /* required: consumes <topic_prefix>cmd.<service> */
@@ -81,8 +84,16 @@ typedef void (*saga_handler_fn)(const saga_command *cmd, struct pg_conn *db,
  *   SAGA_EKAFKA  the Kafka clients cannot be created, or the command topic
  *                cannot be created (e.g. no broker answers in 10 s)
  *   SAGA_ENOMEM  allocation failed */
-SAGA_API int saga_participant_new(const saga_participant_options *opts,
-                                  saga_participant **out, saga_error *err);
+SAGA_API int saga_participant_new_sized(const saga_participant_options *opts,
+                                        size_t opts_size, saga_participant **out,
+                                        saga_error *err);
+/* The call to use: it passes the size of saga_participant_options as this
+ * program was built with, so a newer libsaga reads only the fields the
+ * program knows (the others keep their defaults) and an older one ignores
+ * fields it does not know. opts_size smaller than libsaga.so.1's first
+ * layout is SAGA_EINVAL. */
+#define saga_participant_new(opts, out, err)                                             \
+    saga_participant_new_sized((opts), sizeof(saga_participant_options), (out), (err))
 
 /* Register fn for an action (phase invoke) or a compensation (phase
  * compensate) named name; fn is called with arg. name is copied. Returns
@@ -121,8 +132,10 @@ SAGA_API int saga_participant_run(saga_participant *p, saga_error *err);
 SAGA_API void saga_participant_stop(saga_participant *p);
 
 /* Counters since creation, for a service's own metrics and logs.
- * New fields are appended at the end (callers compile against the size
- * they see; recompile after upgrading libsaga 0.x). */
+ * New fields are only ever appended; saga_participant_get_stats passes the
+ * size the program was built with, and the library writes exactly that
+ * many bytes (fields it does not know are zero), so a program built
+ * against older or newer headers keeps working. */
 typedef struct saga_participant_stats {
     /* Replies sent for consumed commands as they were handled, whatever
      * produced them: a handler, the barrier's cache (duplicates), an
@@ -169,8 +182,11 @@ typedef struct saga_participant_stats {
  * move together, such as received and handled, may be read a message
  * apart). Returns SAGA_OK, or SAGA_EINVAL when p or out is NULL (then
  * *out, if given, is zeroed). */
-SAGA_API int saga_participant_get_stats(const saga_participant *p,
-                                        saga_participant_stats *out);
+SAGA_API int saga_participant_get_stats_sized(const saga_participant *p,
+                                              saga_participant_stats *out,
+                                              size_t out_size);
+#define saga_participant_get_stats(p, out)                                               \
+    saga_participant_get_stats_sized((p), (out), sizeof(saga_participant_stats))
 
 /* Where libsaga's own problems go. The library never prints; a service
  * that wants them on stderr or in its log sets a logger. */
