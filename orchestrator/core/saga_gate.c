@@ -238,14 +238,8 @@ saga_gate_verdict saga_gate_admit(saga_gate *g, const char *service,
         return SAGA_GATE_SEND;
     if ((svc = service_index(g, service)) < 0)
         return SAGA_GATE_SEND; /* more services than tracked: fail open */
-    if (g->nadm == g->capadm) {
-        int cap = g->capadm ? g->capadm * 2 : 64;
-        admitted *n = realloc(g->adm, sizeof *n * (size_t)cap);
-        if (n == NULL)
-            return SAGA_GATE_SEND;
-        g->adm = n;
-        g->capadm = cap;
-    }
+    if (saga__grow(&g->adm, &g->capadm, g->nadm + 1, sizeof *g->adm, 64) != SAGA_OK)
+        return SAGA_GATE_SEND;
     /* The bulkhead first: a full service must not use up the breaker's probe. */
     limit = saga_bulkhead_limit(g->bulkhead, service);
     if (limit > 0) {
@@ -319,14 +313,8 @@ int saga_gate_settle(saga_gate *g, const char *service, const char *command_id,
         return SAGA_EINVAL;
     if ((s.svc = service_index(g, service)) < 0)
         return SAGA_ENOMEM;
-    if (g->nset == g->capset) {
-        int cap = g->capset ? g->capset * 2 : 64;
-        settled *n = realloc(g->set, sizeof *n * (size_t)cap);
-        if (n == NULL)
-            return SAGA_ENOMEM;
-        g->set = n;
-        g->capset = cap;
-    }
+    if (saga__grow(&g->set, &g->capset, g->nset + 1, sizeof *g->set, 64) != SAGA_OK)
+        return SAGA_ENOMEM;
     if ((s.id = strdup(command_id)) == NULL)
         return SAGA_ENOMEM;
     s.outcome = outcome;
@@ -342,14 +330,9 @@ int saga_gate_note_held(saga_gate *g, const char *service, const char *saga_id,
         return SAGA_EINVAL;
     if ((h.svc = service_index(g, service)) < 0)
         return SAGA_ENOMEM;
-    if (g->npheld == g->cappheld) {
-        int cap = g->cappheld ? g->cappheld * 2 : 64;
-        held *n = realloc(g->pheld, sizeof *n * (size_t)cap);
-        if (n == NULL)
-            return SAGA_ENOMEM;
-        g->pheld = n;
-        g->cappheld = cap;
-    }
+    if (saga__grow(&g->pheld, &g->cappheld, g->npheld + 1, sizeof *g->pheld, 64) !=
+        SAGA_OK)
+        return SAGA_ENOMEM;
     memcpy(h.saga_id, saga_id, strlen(saga_id) + 1);
     g->pheld[g->npheld++] = h;
     return SAGA_OK;

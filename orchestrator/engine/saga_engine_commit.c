@@ -3,6 +3,7 @@
  * count what it did, log the sagas that failed and the breakers that
  * opened or closed; or ROLLBACK and forget all of it. */
 #include "saga_engine_state.h"
+#include "saga_shared.h"
 
 /* One warn line per saga that became failed in the transaction just
  * committed: it is stuck until an operator acts. */
@@ -68,14 +69,9 @@ void saga__engine_note_failed(saga_engine *e, const saga_state *s, const saga_ac
 {
     failed_note *f;
     const char *reason = json_string_value(json_object_get(a->detail, "reason"));
-    if (e->nfailed == e->capfailed) {
-        int cap = e->capfailed ? e->capfailed * 2 : 16;
-        failed_note *n = realloc(e->failed, sizeof *n * (size_t)cap);
-        if (n == NULL)
-            return;
-        e->failed = n;
-        e->capfailed = cap;
-    }
+    if (saga__grow(&e->failed, &e->capfailed, e->nfailed + 1, sizeof *e->failed, 16) !=
+        SAGA_OK)
+        return;
     f = &e->failed[e->nfailed++];
     memset(f, 0, sizeof *f);
     snprintf(f->id, sizeof f->id, "%s", s->id);

@@ -38,20 +38,14 @@ static void queue_dead(saga_engine *e, const rd_kafka_message_t *m, int malforme
                        int attempts, const char *ref, const char *reason)
 {
     dead_reply *d;
-    if (e->ndead == e->capdead) {
-        int cap = e->capdead ? e->capdead * 2 : 16;
-        dead_reply *n = realloc(e->dead, sizeof *n * (size_t)cap);
-        if (n == NULL) {
-            /* Skipped without a row; still counted and logged. */
-            saga_log(SAGA_LOG_ERROR,
-                     "reply at %s[%d]@%lld skipped (out of memory for its dead letter): "
-                     "%s",
-                     rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
-                     reason);
-            return;
-        }
-        e->dead = n;
-        e->capdead = cap;
+    if (saga__grow(&e->dead, &e->capdead, e->ndead + 1, sizeof *e->dead, 16) != SAGA_OK) {
+        /* Skipped without a row; still counted and logged. */
+        saga_log(SAGA_LOG_ERROR,
+                 "reply at %s[%d]@%lld skipped (out of memory for its dead letter): "
+                 "%s",
+                 rd_kafka_topic_name(m->rkt), (int)m->partition, (long long)m->offset,
+                 reason);
+        return;
     }
     d = &e->dead[e->ndead++];
     d->m = m;

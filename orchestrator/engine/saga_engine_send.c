@@ -4,6 +4,7 @@
  * as too large is noted for saga_engine_refused.c instead of being resent
  * for ever. */
 #include "saga_engine_state.h"
+#include "saga_shared.h"
 
 static int too_large(rd_kafka_resp_err_t err)
 {
@@ -28,15 +29,10 @@ int saga__engine_note_refused(saga_engine *e, int64_t id, const char *topic,
         json_decref(cmd);
         return -1;
     }
-    if (e->nrefused == e->caprefused) {
-        int cap = e->caprefused ? e->caprefused * 2 : 16;
-        refused_cmd *n = realloc(e->refused, sizeof *n * (size_t)cap);
-        if (n == NULL) {
-            json_decref(cmd);
-            return -1;
-        }
-        e->refused = n;
-        e->caprefused = cap;
+    if (saga__grow(&e->refused, &e->caprefused, e->nrefused + 1, sizeof *e->refused,
+                   16) != SAGA_OK) {
+        json_decref(cmd);
+        return -1;
     }
     r = &e->refused[e->nrefused++];
     memset(r, 0, sizeof *r);
@@ -80,14 +76,9 @@ void saga__engine_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void 
             svc[0] = t + pl + 4;
         saga_metric_add(e->m.commands_sent, svc, 1);
     }
-    if (e->ndelivered == e->capdelivered) {
-        int cap = e->capdelivered ? e->capdelivered * 2 : 1024;
-        int64_t *d = realloc(e->delivered, sizeof *d * (size_t)cap);
-        if (d == NULL)
-            return; /* the row stays; resent later, absorbed as a duplicate */
-        e->delivered = d;
-        e->capdelivered = cap;
-    }
+    if (saga__grow(&e->delivered, &e->capdelivered, e->ndelivered + 1,
+                   sizeof *e->delivered, 1024) != SAGA_OK)
+        return; /* the row stays; resent later, absorbed as a duplicate */
     e->delivered[e->ndelivered++] = id;
 }
 

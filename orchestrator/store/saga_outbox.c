@@ -27,15 +27,9 @@ int saga_outbox_push(saga_outbox *o, int64_t id, const char *topic, const char *
                      char *payload, const char *traceparent)
 {
     saga_outbox_msg *m;
-    if (o->n == o->cap) {
-        int cap = o->cap ? o->cap * 2 : 16;
-        saga_outbox_msg *it = realloc(o->items, sizeof *it * (size_t)cap);
-        if (it == NULL) {
-            free(payload);
-            return SAGA_ENOMEM;
-        }
-        o->items = it;
-        o->cap = cap;
+    if (saga__grow(&o->items, &o->cap, o->n + 1, sizeof *o->items, 16) != SAGA_OK) {
+        free(payload);
+        return SAGA_ENOMEM;
     }
     m = &o->items[o->n];
     m->id = id;

@@ -54,15 +54,9 @@ static int defs_put(saga_defs *d, saga_definition *def, const saga_definition **
         *out = have;
         return SAGA_OK;
     }
-    if (d->n == d->cap) {
-        int cap = d->cap ? d->cap * 2 : 8;
-        saga_definition **it = realloc(d->items, sizeof *it * (size_t)cap);
-        if (it == NULL) {
-            saga_definition_free(def);
-            return SAGA_ENOMEM;
-        }
-        d->items = it;
-        d->cap = cap;
+    if (saga__grow(&d->items, &d->cap, d->n + 1, sizeof *d->items, 8) != SAGA_OK) {
+        saga_definition_free(def);
+        return SAGA_ENOMEM;
     }
     d->items[d->n++] = def;
     *out = def;

@@ -694,16 +694,11 @@ static void send_reply(saga_participant *p, const saga_command *cmd, json_t *rep
     }
     if (p->group_open) {
         pending_reply *r;
-        if (p->npending == p->cappending) {
-            int cap = p->cappending ? p->cappending * 2 : 64;
-            pending_reply *n = realloc(p->pending, sizeof *n * (size_t)cap);
-            if (n == NULL) {
-                free(text);
-                p->group_failed = 1; /* redelivered: the barrier answers */
-                return;
-            }
-            p->pending = n;
-            p->cappending = cap;
+        if (saga__grow(&p->pending, &p->cappending, p->npending + 1, sizeof *p->pending,
+                       64) != SAGA_OK) {
+            free(text);
+            p->group_failed = 1; /* redelivered: the barrier answers */
+            return;
         }
         r = &p->pending[p->npending];
         r->topic = strdup(cmd->reply_to);
