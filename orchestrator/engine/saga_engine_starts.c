@@ -4,6 +4,7 @@
  * id or the reason it was refused. A request that fails alone
  * ISOLATE_TRIES times is set aside as a dead letter. */
 #include "saga_engine_state.h"
+#include "saga_start_request.h"
 #include "saga_shared.h"
 
 /* A start request that cannot be started without failing its transaction
@@ -15,21 +16,14 @@ static void set_request_aside(saga_engine *e, const char *id, int tries,
     saga_error err = {0};
     saga_outbox none = {0};
     char why[600];
-    const char *p[1] = {id};
-    PGresult *r;
+    PGresult *r = NULL;
     int rc = saga_store_exec(e->db, "BEGIN", &err);
     snprintf(why, sizeof why, "set aside after %d failed transactions: %s", tries,
              reason);
-    r = rc == SAGA_OK ? PQexecParams(e->db,
-                                     "SELECT name, input::text FROM saga.start_request"
-                                     " WHERE id = $1 AND processed_at IS NULL FOR UPDATE",
-                                     1, NULL, p, NULL, NULL, 0)
-                      : NULL;
-    if (rc == SAGA_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
-        rc = saga__error_set(&err, SAGA_EDB, "reading start request %s: %s", id,
-                             PQerrorMessage(e->db));
+    if (rc == SAGA_OK)
+        rc = saga_store_lock_start_request(e->db, id, &r, &err);
     if (rc == SAGA_OK && PQntuples(r) == 1) {
-        const char *input = PQgetvalue(r, 0, 1);
+        const char *input = PQgetvalue(r, 0, SAGA_SR_INPUT);
         saga_dead_letter dl = {.source = "start_request",
                                .ref = id,
                                .payload = input,
@@ -81,40 +75,30 @@ static int start_tx(saga_engine *e, start_work *w, const char *only_id, int *n,
     saga_outbox sent = {0};
     PGresult *r = NULL;
     int nstates = 0, rc;
-    const char *p[1] = {only_id};
 
     *n = 0;
     saga_pgerr_clear();
     if ((rc = saga_store_exec(e->db, "BEGIN", err)) != SAGA_OK)
         goto out;
-    r = PQexecParams(e->db,
-                     "SELECT id, name, input::text, idempotency_key, traceparent"
-                     " FROM saga.start_request"
-                     " WHERE processed_at IS NULL AND ($1::uuid IS NULL OR id = $1::uuid)"
-                     " ORDER BY requested_at LIMIT 200"
-                     " FOR UPDATE SKIP LOCKED",
-                     1, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        saga_pgerr_note(r);
-        rc = saga__error_set(err, SAGA_EDB, "reading start requests: %s",
-                             PQerrorMessage(e->db));
+    if ((rc = saga_store_claim_start_requests(e->db, only_id, START_BATCH, &r, err)) !=
+        SAGA_OK)
         goto out;
-    }
     *n = PQntuples(r);
     if (*n == 0) {
         rc = saga_store_exec(e->db, "COMMIT", err);
         goto out;
     }
     for (int i = 0; i < *n; i++)
-        snprintf(w->taken[i], sizeof w->taken[i], "%s", PQgetvalue(r, i, 0));
+        snprintf(w->taken[i], sizeof w->taken[i], "%s", PQgetvalue(r, i, SAGA_SR_ID));
     for (int i = 0; i < *n && rc == SAGA_OK; i++) {
-        const char *id = PQgetvalue(r, i, 0), *name = PQgetvalue(r, i, 1);
+        const char *id = PQgetvalue(r, i, SAGA_SR_ID),
+                   *name = PQgetvalue(r, i, SAGA_SR_NAME);
         const saga_definition *def = NULL;
         saga_error derr = {0};
         w->problems[i][0] = '\0';
         /* The latest version of each name once per batch, not per request. */
         for (int k = 0; k < i && def == NULL; k++)
-            if (w->latest[k] != NULL && strcmp(PQgetvalue(r, k, 1), name) == 0)
+            if (w->latest[k] != NULL && strcmp(PQgetvalue(r, k, SAGA_SR_NAME), name) == 0)
                 def = w->latest[k];
         if (def == NULL &&
             saga_store_get_definition(e->db, e->defs, name, 0, &def, &derr) != SAGA_OK) {
@@ -123,7 +107,7 @@ static int start_tx(saga_engine *e, start_work *w, const char *only_id, int *n,
         }
         w->latest[i] = def;
         if (def != NULL) {
-            json_t *input = json_loads(PQgetvalue(r, i, 2), 0, NULL);
+            json_t *input = json_loads(PQgetvalue(r, i, SAGA_SR_INPUT), 0, NULL);
             saga_state *s = saga_state_new(def, id, input);
             saga_actions acts = {0};
             saga_event ev = {
@@ -131,7 +115,9 @@ static int start_tx(saga_engine *e, start_work *w, const char *only_id, int *n,
             json_decref(input);
             /* The caller's trace goes on; without one, a new trace. */
             if (s != NULL)
-                saga_tracing_start(PQgetisnull(r, i, 4) ? NULL : PQgetvalue(r, i, 4),
+                saga_tracing_start(PQgetisnull(r, i, SAGA_SR_TRACEPARENT)
+                                       ? NULL
+                                       : PQgetvalue(r, i, SAGA_SR_TRACEPARENT),
                                    s->traceparent, sizeof s->traceparent);
             if (s == NULL || saga_machine_apply(s, &ev, &acts, NULL) != SAGA_APPLIED) {
                 saga_state_free(s);
@@ -141,7 +127,8 @@ static int start_tx(saga_engine *e, start_work *w, const char *only_id, int *n,
             } else {
                 /* The actions are recorded once we know the saga is new. */
                 w->acts_of[nstates] = acts;
-                w->keys[nstates] = PQgetisnull(r, i, 3) ? NULL : PQgetvalue(r, i, 3);
+                w->keys[nstates] =
+                    PQgetisnull(r, i, SAGA_SR_KEY) ? NULL : PQgetvalue(r, i, SAGA_SR_KEY);
                 w->which[nstates] = i;
                 w->states[nstates++] = s;
             }
@@ -170,7 +157,7 @@ static int start_tx(saga_engine *e, start_work *w, const char *only_id, int *n,
         e->batch_events++;
     }
     for (int i = 0; i < *n && rc == SAGA_OK; i++)
-        rc = saga_batch_add_request_done(e->batch, PQgetvalue(r, i, 0),
+        rc = saga_batch_add_request_done(e->batch, PQgetvalue(r, i, SAGA_SR_ID),
                                          w->problems[i][0] ? w->problems[i] : NULL, err);
     if (rc == SAGA_OK)
         rc = saga__engine_commit_batch(e, &sent, err);
@@ -178,7 +165,8 @@ static int start_tx(saga_engine *e, start_work *w, const char *only_id, int *n,
         for (int i = 0; i < *n; i++)
             if (w->problems[i][0])
                 saga_log(SAGA_LOG_WARN, "start request %s (%s) rejected: %s",
-                         PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), w->problems[i]);
+                         PQgetvalue(r, i, SAGA_SR_ID), PQgetvalue(r, i, SAGA_SR_NAME),
+                         w->problems[i]);
         saga__engine_produce(e, &sent);
     }
 out:

@@ -1294,8 +1294,16 @@ int saga_participant_new_sized(const saga_participant_options *opts, size_t opts
             "participant options of %zu bytes, fewer than the %zu of "
             "libsaga.so.1's first layout: built against other headers?",
             opts_size, (size_t)OPTIONS_V1_SIZE);
-    /* Fields the program does not know keep their zero defaults; fields
-     * this library does not know (a newer program) are not read. */
+    /* Fields the program does not know keep their zero defaults. A newer
+     * program's fields this library does not know must be unset: a setting
+     * is never ignored in silence. */
+    for (size_t i = sizeof o; i < opts_size; i++)
+        if (((const unsigned char *)opts)[i] != 0)
+            return saga__error_set(
+                err, SAGA_EINVAL,
+                "participant options: byte %zu of %zu is set, but this "
+                "libsaga (%s) knows only the first %zu: upgrade libsaga",
+                i, opts_size, saga_version(), sizeof o);
     memset(&o, 0, sizeof o);
     memcpy(&o, opts, opts_size < sizeof o ? opts_size : sizeof o);
     return participant_new(&o, out, err);

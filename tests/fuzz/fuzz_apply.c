@@ -71,6 +71,8 @@
 #include "saga_definition.h"
 #include "saga_engine.h"
 #include "saga_engine_internal.h"
+#include <librdkafka/rdkafka.h>
+
 #include "saga_shared.h"
 #include "saga_log.h"
 #include "saga_migrate.h"

@@ -308,7 +308,10 @@ static void test_health_endpoints(void **state)
     assert_int_equal(http_get("/readyz", buf, sizeof buf), 200);
     assert_int_equal(http_get("/nope", buf, sizeof buf), 404);
     /* Every definition's outcome series exists from the start, so that
-     * increase() sees the first failure; every status has its gauge. */
+     * increase() sees the first failure; every status has its gauge, from
+     * sagad's first look at the database (which /readyz does not wait for:
+     * connected is ready). */
+    assert_true(wait_sample("saga_sagas{status=\"completed\"}", 0) == 0);
     {
         char *m = scrape();
         assert_true(

@@ -89,9 +89,10 @@ SAGA_API int saga_participant_new_sized(const saga_participant_options *opts,
                                         saga_error *err);
 /* The call to use: it passes the size of saga_participant_options as this
  * program was built with, so a newer libsaga reads only the fields the
- * program knows (the others keep their defaults) and an older one ignores
- * fields it does not know. opts_size smaller than libsaga.so.1's first
- * layout is SAGA_EINVAL. */
+ * program knows (the others keep their defaults), and an older one accepts
+ * fields it does not know only when they are unset (zero): a setting it
+ * cannot honour is SAGA_EINVAL naming the byte, never ignored. opts_size
+ * smaller than libsaga.so.1's first layout is SAGA_EINVAL. */
 #define saga_participant_new(opts, out, err)                                             \
     saga_participant_new_sized((opts), sizeof(saga_participant_options), (out), (err))
 
