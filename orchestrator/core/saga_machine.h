@@ -4,8 +4,8 @@
  * time and a random number for jitter come in with the event.
  *
  * Persisting the new state and the actions atomically is the shell's job
- * (saga_store.c); sending the commands only after that commit is the
- * engine's (saga_engine.c). */
+ * (store/saga_batch.c, the one writer); sending the commands only after
+ * that commit is the engine's (engine/saga_engine_send.c). */
 #ifndef SAGA_MACHINE_H
 #define SAGA_MACHINE_H
 
