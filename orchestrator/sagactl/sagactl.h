@@ -8,6 +8,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 
+#include "saga_definition.h"
 #include "saga_shared.h"
 
 enum { EXIT_OK = 0, EXIT_REFUSED = 1, EXIT_USAGE = 2, EXIT_DB = 3 };
@@ -25,6 +26,10 @@ __attribute__((format(printf, 1, 2), noreturn)) void die_usage(const char *fmt, 
  * its value exits 2 with a message naming cmd and the option. Set
  * optind = 0 before a command's first call (a full reset in GNU getopt). */
 int sagactl_getopt(const char *cmd, int argc, char **argv, const struct option *opts);
+
+/* A definition file's problems on stderr, one line each ("FILE: where:
+ * what"), at most the 64 kept, then how many more there were. */
+void print_problems(const char *file, const saga_def_problems *probs);
 
 /* After sagactl_getopt: the one operand (a saga id, a name), NULL when
  * there is none; a second one exits 2 ("unexpected argument"). */

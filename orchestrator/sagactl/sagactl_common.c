@@ -52,6 +52,16 @@ int sagactl_getopt(const char *cmd, int argc, char **argv, const struct option *
     return c;
 }
 
+void print_problems(const char *file, const saga_def_problems *probs)
+{
+    for (int i = 0; i < probs->count && i < 64; i++)
+        fprintf(stderr, "%s: %s: %s\n", file, probs->items[i].where,
+                probs->items[i].message);
+    /* Only the first 64 are kept; say how many more there are. */
+    if (probs->count > 64)
+        fprintf(stderr, "%s: ... and %d more problems\n", file, probs->count - 64);
+}
+
 const char *sagactl_operand(const char *cmd, int argc, char **argv)
 {
     if (optind + 1 < argc)

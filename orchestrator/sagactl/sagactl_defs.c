@@ -32,13 +32,7 @@ static int deploy(int argc, char **argv)
         /* Validate everything first: deploy all or nothing. */
         if (saga_definition_load_file(argv[k], &defs[nfiles], &probs) != SAGA_OK) {
             bad++;
-            for (int i = 0; i < probs.count && i < 64; i++)
-                fprintf(stderr, "%s: %s: %s\n", argv[k], probs.items[i].where,
-                        probs.items[i].message);
-            /* Only the first 64 are kept; say how many more there are. */
-            if (probs.count > 64)
-                fprintf(stderr, "%s: ... and %d more problems\n", argv[k],
-                        probs.count - 64);
+            print_problems(argv[k], &probs);
         } else {
             nfiles++;
         }

@@ -79,14 +79,8 @@ int cmd_validate(int argc, char **argv)
         if (saga_definition_load_file(argv[k], &def, &probs) != SAGA_OK) {
             def = NULL;
             bad++;
-            if (!want_json) {
-                for (int i = 0; i < probs.count && i < 64; i++)
-                    fprintf(stderr, "%s: %s: %s\n", argv[k], probs.items[i].where,
-                            probs.items[i].message);
-                if (probs.count > 64)
-                    fprintf(stderr, "%s: ... and %d more problems\n", argv[k],
-                            probs.count - 64);
-            }
+            if (!want_json)
+                print_problems(argv[k], &probs);
         } else if (!want_json) {
             printf("%s: ok (saga \"%s\", %d steps)\n", argv[k], def->name, def->nsteps);
         }
