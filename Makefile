@@ -182,18 +182,20 @@ check: deps
 
 # Throughput and latency figures (scripts/bench; BENCH_* settings there),
 # then sagactl against a million finished sagas unless BENCH_HISTORY=0.
+# PostgreSQL runs durable here (SAGA_PG_DURABLE=1: fsync, full_page_writes,
+# synchronous_commit on); the tests keep scripts/services' fast settings.
 BENCH_HISTORY ?= 1
 bench: deps
 	$(MAKE) --no-print-directory all
-	scripts/with-services scripts/bench $(BUILD)
-	@if [ "$(BENCH_HISTORY)" != 0 ]; then scripts/with-services scripts/bench-history $(BUILD); fi
+	SAGA_PG_DURABLE=1 scripts/with-services scripts/bench $(BUILD)
+	@if [ "$(BENCH_HISTORY)" != 0 ]; then SAGA_PG_DURABLE=1 scripts/with-services scripts/bench-history $(BUILD); fi
 
 # sagactl list/stuck/show/history/stats and purge with a million finished
 # sagas (scripts/bench-history; HISTORY_* settings there).
 .PHONY: bench-history
 bench-history: deps
 	$(MAKE) --no-print-directory all
-	scripts/with-services scripts/bench-history $(BUILD)
+	SAGA_PG_DURABLE=1 scripts/with-services scripts/bench-history $(BUILD)
 
 # The libFuzzer targets (definitions, protocol, and apply: the engine and the
 # participant with a real PostgreSQL and Kafka) for FUZZ_SECONDS each.
