@@ -54,6 +54,10 @@ static int group_setup(void **state)
     return 0;
 }
 
+/* cmocka prints a failed group teardown but does not count it in its exit
+ * code, so main adds it: an unclean stop fails the program. */
+static int unclean_stop;
+
 static int group_teardown(void **state)
 {
     int rc = 0;
@@ -63,6 +67,7 @@ static int group_teardown(void **state)
         if (procs[i].pid > 0 && it_stop(&procs[i]) != 0) {
             fprintf(stderr, "%s did not exit cleanly on SIGTERM\n", procs[i].name);
             rc = -1;
+            unclean_stop = 1;
         }
     PQfinish(db);
     free((void *)prefix);
@@ -252,6 +257,7 @@ int main(void)
         cmocka_unit_test(test_failure_at_third_step),
         cmocka_unit_test(test_parallel_group),
     };
-    return cmocka_run_group_tests_name("order saga (PostgreSQL + Kafka)", tests,
-                                       group_setup, group_teardown);
+    int failed = cmocka_run_group_tests_name("order saga (PostgreSQL + Kafka)", tests,
+                                             group_setup, group_teardown);
+    return failed != 0 || unclean_stop ? 1 : 0;
 }

@@ -65,6 +65,10 @@ static int group_setup(void **state)
     return 0;
 }
 
+/* cmocka prints a failed group teardown but does not count it in its exit
+ * code, so main adds it: an unclean stop fails the program. */
+static int unclean_stop;
+
 static int group_teardown(void **state)
 {
     int rc = 0;
@@ -73,6 +77,7 @@ static int group_teardown(void **state)
         if (procs[i].pid > 0 && it_stop(&procs[i]) != 0) {
             fprintf(stderr, "%s did not exit cleanly on SIGTERM\n", procs[i].name);
             rc = -1;
+            unclean_stop = 1;
         }
     PQfinish(db);
     free((void *)prefix);
@@ -288,6 +293,7 @@ int main(void)
         cmocka_unit_test(test_group_failure_compensates_the_group),
         cmocka_unit_test(test_declined_payment_compensates_every_booking),
     };
-    return cmocka_run_group_tests_name("trip saga (PostgreSQL + Kafka)", tests,
-                                       group_setup, group_teardown);
+    int failed = cmocka_run_group_tests_name("trip saga (PostgreSQL + Kafka)", tests,
+                                             group_setup, group_teardown);
+    return failed != 0 || unclean_stop ? 1 : 0;
 }

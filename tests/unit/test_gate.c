@@ -44,6 +44,9 @@ static saga_gate_info info_of(saga_gate *g, const char *service, int64_t now)
     snprintf(s.service, sizeof s.service, "%s", service);
     s.info.in_flight = -1;
     saga_gate_foreach(g, now, visit, &s);
+    /* Not found would read as closed with no failures: say so instead. */
+    if (s.info.in_flight < 0)
+        fail_msg("service %s is not in the gate", service);
     return s.info;
 }
 

@@ -238,8 +238,33 @@ typedef struct race {
     saga_metrics *m;
     int stop;
     pthread_mutex_t lock;
-    int renders;
+    int renders, bad, most_series;
 } race;
+
+/* How many lat series text holds whose +Inf bucket equals their _count;
+ * -1 when one does not. */
+static int histograms_whole(const char *text)
+{
+    const char *p = text;
+    int n = 0;
+    while ((p = strstr(p, "lat_bucket{svc=\"")) != NULL) {
+        char svc[32], want[96];
+        const char *inf, *cnt;
+        double a, b;
+        if (sscanf(p, "lat_bucket{svc=\"%31[^\"]\",le=\"+Inf\"} %lf", svc, &a) == 2) {
+            snprintf(want, sizeof want, "lat_count{svc=\"%s\"} ", svc);
+            if ((cnt = strstr(text, want)) == NULL ||
+                sscanf(cnt + strlen(want), "%lf", &b) != 1 || a != b)
+                return -1;
+            n++;
+        }
+        inf = strchr(p, '\n');
+        if (inf == NULL)
+            break;
+        p = inf + 1;
+    }
+    return n;
+}
 
 static void *renderer(void *arg)
 {
@@ -252,9 +277,18 @@ static void *renderer(void *arg)
         pthread_mutex_unlock(&r->lock);
         if (stop)
             break;
-        if (saga_metrics_render(r->m, &buf, &cap, &len) == SAGA_OK && len > 0 &&
-            buf[len - 1] == '\n')
+        /* Whole: rendered, ends its last line, and every histogram's
+         * +Inf bucket equals its _count (a render torn by an update would
+         * show one without the other). */
+        int whole;
+        if (saga_metrics_render(r->m, &buf, &cap, &len) != SAGA_OK || len == 0 ||
+            buf[len - 1] != '\n' || (whole = histograms_whole(buf)) < 0) {
+            r->bad++;
+        } else {
             r->renders++;
+            if (whole > r->most_series)
+                r->most_series = whole;
+        }
     }
     free(buf);
     return NULL;
@@ -288,6 +322,15 @@ static void test_render_while_updating(void **state)
     pthread_mutex_unlock(&r.lock);
     pthread_join(t, NULL);
     assert_true(r.renders > 0);
+    assert_int_equal(r.bad, 0);
+    {
+        /* The check reads what the registry writes: all 50 series, whole. */
+        char *buf = NULL;
+        size_t cap = 0, len;
+        assert_int_equal(saga_metrics_render(r.m, &buf, &cap, &len), SAGA_OK);
+        assert_int_equal(histograms_whole(buf), 50);
+        free(buf);
+    }
     assert_int_equal(saga_metric_value(c, V("s7"), &v), SAGA_OK);
     assert_true(v == 400);
     pthread_mutex_destroy(&r.lock);
