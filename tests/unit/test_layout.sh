@@ -142,6 +142,22 @@ print(f"test_layout: {len(sources)} orchestrator files in {len(floors)} floors, 
       f"({len(objs)} objects, no cycle)")
 EOF
 
+# docs/ARCHITECTURE.md must match the tree: every source file it names
+# (`engine/saga_engine_replies.c`, `saga_shared.h`, globs too) exists.
+python3 - <<'EOF2'
+import glob, re, sys
+text = open("docs/ARCHITECTURE.md", encoding="utf-8").read()
+missing = []
+for name in sorted(set(re.findall(r"`([\w./*-]+\.[ch])`", text))):
+    roots = ["", "orchestrator/"] if "/" in name else ["orchestrator/*/", "sdk/*/"]
+    if not any(glob.glob(root + name) for root in roots):
+        missing.append(name)
+if missing:
+    print("test_layout: docs/ARCHITECTURE.md names files that are not in the tree: "
+          + ", ".join(missing))
+    sys.exit(1)
+EOF2
+
 # The pure core's forbidden headers must stop a build, not just sit there.
 probe=$(mktemp -d)
 trap 'rm -rf "$probe"' EXIT
@@ -162,4 +178,4 @@ grep -q 'NO_KAFKA) $(NO_PQ) $(NO_HTTP) $(CORE_INC)' Makefile || {
     echo "test_layout: the Makefile no longer puts scripts/forbid/ on the core's path" >&2
     exit 1
 }
-echo "test_layout: <librdkafka/rdkafka.h>, <libpq-fe.h> and <microhttpd.h> fail the core's build"
+echo "test_layout: <librdkafka/rdkafka.h>, <libpq-fe.h> and <microhttpd.h> fail the core's build; every file docs/ARCHITECTURE.md names exists"
