@@ -12,7 +12,7 @@ BUILD   ?= build
 SAN     ?= 0
 CC      ?= cc
 
-PKGS     := rdkafka jansson libpq uuid
+PKGS     := rdkafka jansson libpq uuid libcrypto
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # libmicrohttpd serves sagad's /metrics, /healthz and /readyz; only what

@@ -18,7 +18,9 @@ int saga_action_command(const saga_state *s, const saga_action *ac, const char *
     saga_command cmd = {0};
     char cmd_id[128], reply_to[256];
 
-    saga__topic_reply(reply_to, sizeof reply_to, prefix);
+    /* Each service answers on a topic of its own, so that the broker can
+     * let it write there and nowhere else (docs/SECURITY.md). */
+    saga__topic_reply_service(reply_to, sizeof reply_to, prefix, sd->service);
     cmd.v = SAGA_PROTOCOL_VERSION;
     memcpy(cmd.saga_id, s->id, sizeof cmd.saga_id);
     cmd.saga = s->def->name;

@@ -33,7 +33,8 @@ static int setup_kafka(saga_engine *e, saga_error *err)
          * waits for deliveries rather than queueing every command started. */
         (rc = saga__kafka_set(conf, "queue.buffering.max.messages", "10000", err)) !=
             SAGA_OK ||
-        (rc = saga__kafka_apply_options(conf, e->cfg.kafka_options, err)) != SAGA_OK) {
+        (rc = saga__kafka_apply_options(conf, e->cfg.kafka_options,
+                                        e->cfg.kafka_options_file, err)) != SAGA_OK) {
         rd_kafka_conf_destroy(conf);
         return rc;
     }
@@ -131,33 +132,51 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
                              version, SAGA_SCHEMA_VERSION);
         goto fail_defs;
     }
-    if (saga__grow(&topics, &captopics, 1, sizeof *topics, 16) != SAGA_OK ||
-        (topics[0] = strdup(e->reply_topic)) == NULL) {
-        rc = saga__error_set(err, SAGA_ENOMEM, "out of memory");
-        goto fail_defs;
+    /* The shared reply topic only for an upgrade (shared_replies): each
+     * service answers on a topic of its own, created here with its command
+     * topic, so that broker ACLs can let it write there and nowhere else. */
+    if (e->cfg.shared_replies) {
+        if (saga__grow(&topics, &captopics, 1, sizeof *topics, 16) != SAGA_OK ||
+            (topics[0] = strdup(e->reply_topic)) == NULL) {
+            rc = saga__error_set(err, SAGA_ENOMEM, "out of memory");
+            goto fail_defs;
+        }
+        ntopics = 1;
     }
-    ntopics = 1;
     for (int i = 0; i < ndefs; i++) {
         saga_definition *d = defs[i];
         int created = 0;
         defs[i] = NULL;
         for (int s = 0; s < d->nsteps; s++) {
             int dup = 0;
-            char t[256];
-            saga__topic_cmd(t, sizeof t, e->prefix, d->steps[s].service);
-            for (int k = 1; k < ntopics; k++)
-                dup |= strcmp(topics[k], t) == 0;
+            char t[2][256];
+            saga__topic_cmd(t[0], sizeof t[0], e->prefix, d->steps[s].service);
+            saga__topic_reply_service(t[1], sizeof t[1], e->prefix, d->steps[s].service);
+            for (int k = 0; k < ntopics; k++)
+                dup |= strcmp(topics[k], t[0]) == 0;
             if (dup)
                 continue;
-            if (saga__grow(&topics, &captopics, ntopics + 1, sizeof *topics, 16) !=
-                    SAGA_OK ||
-                (topics[ntopics] = strdup(t)) == NULL) {
+            if ((rc = saga__engine_load_keys(e, d->steps[s].service, err)) != SAGA_OK) {
+                for (int k = i; k < ndefs; k++)
+                    saga_definition_free(k == i ? d : defs[k]);
+                goto fail;
+            }
+            if (saga__grow(&topics, &captopics, ntopics + 2, sizeof *topics, 16) !=
+                SAGA_OK) {
+                rc = SAGA_ENOMEM;
+            } else {
+                for (int k = 0; k < 2 && rc == SAGA_OK; k++)
+                    if ((topics[ntopics] = strdup(t[k])) == NULL)
+                        rc = SAGA_ENOMEM;
+                    else
+                        ntopics++;
+            }
+            if (rc != SAGA_OK) {
                 for (int k = i; k < ndefs; k++)
                     saga_definition_free(k == i ? d : defs[k]);
                 rc = saga__error_set(err, SAGA_ENOMEM, "out of memory");
                 goto fail;
             }
-            ntopics++;
         }
         {
             char name[128];
@@ -195,15 +214,37 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
     }
     if ((rc = setup_kafka(e, err)) != SAGA_OK)
         goto fail;
-    if ((rc = saga__kafka_ensure_topics(e->producer, (const char *const *)topics, ntopics,
-                                        4, 10000, err)) != SAGA_OK)
-        goto fail;
+    for (int k = 0; k < ntopics; k += 64)
+        if ((rc = saga__kafka_ensure_topics(e->producer, (const char *const *)topics + k,
+                                            ntopics - k < 64 ? ntopics - k : 64, 4, 10000,
+                                            err)) != SAGA_OK)
+            goto fail;
     saga_health_set_broker(&e->health, 1, NULL);
-    /* Subscribe once the reply topic surely exists. */
-    if ((rc = saga__kafka_consumer_new(
-             e->cfg.brokers, "sagad", e->cfg.group_id, e->cfg.instance_id, e->reply_topic,
-             e->cfg.kafka_options, kafka_log, &e->consumer, err)) != SAGA_OK)
-        goto fail;
+    /* Subscribe once the reply topics surely exist: by pattern, so that the
+     * reply topic of a service first named by a definition deployed later
+     * is read too (found within the metadata refresh, 10 s; a reply that
+     * waits for it is read from the topic's start). The shared topic
+     * matches too: its replies are refused, and said so, unless
+     * shared_replies. */
+    {
+        char pattern[600], options[1200];
+        size_t n = 0;
+        n += (size_t)snprintf(pattern, sizeof pattern, "^");
+        for (const char *c = e->prefix; *c && n + 3 < sizeof pattern; c++) {
+            if (strchr(".^$*+?()[]{}|\\", *c) != NULL)
+                pattern[n++] = '\\';
+            pattern[n++] = *c;
+        }
+        snprintf(pattern + n, sizeof pattern - n, "reply(\\..+)?$");
+        snprintf(options, sizeof options, "topic.metadata.refresh.interval.ms=10000%s%s",
+                 e->cfg.kafka_options && *e->cfg.kafka_options ? "," : "",
+                 e->cfg.kafka_options ? e->cfg.kafka_options : "");
+        if ((rc = saga__kafka_consumer_new(e->cfg.brokers, "sagad", e->cfg.group_id,
+                                           e->cfg.instance_id, pattern, options,
+                                           e->cfg.kafka_options_file, kafka_log,
+                                           &e->consumer, err)) != SAGA_OK)
+            goto fail;
+    }
     {
         /* Wake the loop's poll() when a reply or a delivery report comes. */
         rd_kafka_queue_t *cq = rd_kafka_queue_get_consumer(e->consumer);
@@ -252,6 +293,7 @@ void saga_engine_free(saga_engine *e)
     free(e->inflight.slots);
     free(e->delivered);
     saga_gate_free(e->gate);
+    saga__engine_free_keys(e);
     saga_tally_free(&e->tally);
     free(e->failed);
     free(e->dead);

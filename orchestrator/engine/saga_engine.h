@@ -34,6 +34,18 @@ typedef struct saga_engine_config {
     /* librdkafka settings "key=value,..." applied last to sagad's producer
      * and consumer (e.g. "linger.ms=0,fetch.wait.max.ms=10"); NULL: none. */
     const char *kafka_options;
+    /* A file of librdkafka settings, one key=value a line (values may hold
+     * commas), applied after kafka_options: TLS and SASL settings and
+     * their secrets, off the command line and out of the environment. */
+    const char *kafka_options_file;
+    /* A directory of per-service signing keys, <service>.key
+     * (saga/sign.h): commands to a service with a file are signed and its
+     * replies must be; NULL: nothing is signed. */
+    const char *key_dir;
+    /* Also accept replies on the shared <prefix>reply topic (as sagad
+     * before 0.3 asked for them), from the step's service or not: for an
+     * upgrade only, while commands sent before it are answered. */
+    int shared_replies;
     /* Circuit breaker and bulkhead per participant service (saga_gate.h);
      * zeros: breaker on with its defaults, no cap. */
     saga_gate_config gate;

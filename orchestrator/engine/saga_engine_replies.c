@@ -115,8 +115,44 @@ static void log_dead_replies(saga_engine *e, int from, int to)
  * replies in order, write it all (with the dead letters dead[from..to))
  * and COMMIT, then send the commands. On failure it is rolled back and
  * err says why. */
-static int apply_replies(saga_engine *e, saga_reply *replies, const int *idx, int n,
-                         int dead_from, int dead_to, saga_error *err)
+/* Reply r (message m) may not answer for its step: set aside in the open
+ * transaction (so a rollback takes it back with the rest), counted and
+ * logged. */
+static int reject_distrusted(saga_engine *e, const rd_kafka_message_t *m,
+                             const saga_reply *r, const char *label, const char *why,
+                             saga_error *err)
+{
+    saga_dead_letter dl = {
+        .source = "reply",
+        .topic = rd_kafka_topic_name(m->rkt),
+        .partition = (int)m->partition,
+        .offset = m->offset,
+        .key = m->key,
+        .key_len = m->key_len,
+        .ref = r->saga_id,
+        .payload = m->payload,
+        .payload_len = m->len,
+        .reason = why,
+        .attempts = 1,
+    };
+    int rc = saga_batch_add_dead_letter(e->batch, &dl, err);
+    if (rc != SAGA_OK)
+        return rc;
+    e->pend.replies_rejected++;
+    e->pend.dead_letters++;
+    saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1, label, NULL, NULL);
+    saga_tally_note(&e->tally, e->m.dead_letters, 0, 1, "reply", NULL, NULL);
+    saga__engine_warn_limited(
+        &e->distrusted,
+        "reply at %s[%d]@%lld rejected (%s), set aside (sagactl dead "
+        "list): %s",
+        dl.topic, dl.partition, (long long)dl.offset, label, why);
+    return SAGA_OK;
+}
+
+static int apply_replies(saga_engine *e, rd_kafka_message_t **msgs, saga_reply *replies,
+                         const int *idx, int n, int dead_from, int dead_to,
+                         saga_error *err)
 {
     char(*ids)[SAGA_ID_LEN + 1] = malloc(sizeof *ids * (size_t)(n > 0 ? n : 1));
     saga_state **states = calloc((size_t)(n > 0 ? n : 1), sizeof *states);
@@ -159,6 +195,15 @@ static int apply_replies(saga_engine *e, saga_reply *replies, const int *idx, in
                                       "reply for unknown saga %s rejected", r->saga_id);
             continue;
         }
+        {
+            char why[600];
+            const char *label =
+                saga__engine_distrust(e, states[j], r, msgs[idx[k]], why, sizeof why);
+            if (label != NULL) {
+                rc = reject_distrusted(e, msgs[idx[k]], r, label, why, err);
+                continue;
+            }
+        }
         rc = saga__engine_apply_one(e, states[j], &ev, err);
     }
     if (rc == SAGA_OK)
@@ -189,12 +234,12 @@ out:
  * the caller consumes the batch again). */
 static int write_dead_alone(saga_engine *e, saga_error *err)
 {
-    int rc = apply_replies(e, NULL, NULL, 0, 0, e->ndead, err);
+    int rc = apply_replies(e, NULL, NULL, NULL, 0, 0, e->ndead, err);
     if (rc == SAGA_OK || !saga_pgerr_blames_data(e->db, rc))
         return rc;
     for (int i = 0; i < e->ndead; i++) {
         const dead_reply *d = &e->dead[i];
-        if ((rc = apply_replies(e, NULL, NULL, 0, i, i + 1, err)) == SAGA_OK)
+        if ((rc = apply_replies(e, NULL, NULL, NULL, 0, i, i + 1, err)) == SAGA_OK)
             continue;
         if (!saga_pgerr_blames_data(e->db, rc))
             return rc;
@@ -281,7 +326,7 @@ int saga__engine_process_replies(saga_engine *e, rd_kafka_message_t **msgs, int 
         rc = SAGA_EDB;
         goto again;
     }
-    rc = apply_replies(e, replies, idx, nvalid, 0, e->ndead, &err);
+    rc = apply_replies(e, msgs, replies, idx, nvalid, 0, e->ndead, &err);
     if (rc == SAGA_OK)
         goto offsets;
     if (!saga_pgerr_blames_data(e->db, rc)) {
@@ -298,7 +343,7 @@ int saga__engine_process_replies(saga_engine *e, rd_kafka_message_t **msgs, int 
         int tries = 0;
         do {
             memset(&err, 0, sizeof err);
-            rc = apply_replies(e, replies, &idx[k], 1, 0, 0, &err);
+            rc = apply_replies(e, msgs, replies, &idx[k], 1, 0, 0, &err);
             if (rc != SAGA_OK && !saga_pgerr_blames_data(e->db, rc)) {
                 saga__engine_warn_limited(
                     &e->rolled_replies,

@@ -88,22 +88,33 @@ void saga__engine_produce(saga_engine *e, saga_outbox *o)
     for (int i = 0; i < o->n; i++) {
         saga_outbox_msg *m = &o->items[i];
         rd_kafka_resp_err_t err;
+        char sig[SAGA_SIGNATURE_SIZE];
+        int signed_;
         if (saga__idset_has(&e->inflight, m->id))
             continue;
+        signed_ = saga__engine_sign(e, m->topic, m->key, m->payload, sig);
         if (strncmp(m->topic, e->prefix, strlen(e->prefix)) != 0)
             saga_log(SAGA_LOG_WARN,
                      "outbox %lld goes to %s, outside this sagad's prefix %s: does the "
                      "program that started saga %s use another SAGA_TOPIC_PREFIX?",
                      (long long)m->id, m->topic, e->prefix, m->key);
-        if (m->traceparent[0] != '\0') {
-            /* The attempt's span in the saga's trace (saga_tracing.h). */
-            err = rd_kafka_producev(e->producer, RD_KAFKA_V_TOPIC(m->topic),
-                                    RD_KAFKA_V_KEY(m->key, strlen(m->key)),
-                                    RD_KAFKA_V_VALUE(m->payload, strlen(m->payload)),
-                                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                    RD_KAFKA_V_HEADER("traceparent", m->traceparent, -1),
-                                    RD_KAFKA_V_OPAQUE((void *)(intptr_t)m->id),
-                                    RD_KAFKA_V_END);
+        if (m->traceparent[0] != '\0' || signed_) {
+            /* The attempt's span in the saga's trace (saga_tracing.h), and
+             * the signature when the service has keys. */
+            rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+            if (m->traceparent[0] != '\0')
+                rd_kafka_header_add(h, "traceparent", -1, m->traceparent, -1);
+            if (signed_)
+                rd_kafka_header_add(h, SAGA_SIGNATURE_HEADER, -1, sig, -1);
+            err = rd_kafka_producev(
+                e->producer, RD_KAFKA_V_TOPIC(m->topic),
+                RD_KAFKA_V_KEY(m->key, strlen(m->key)),
+                RD_KAFKA_V_VALUE(m->payload, strlen(m->payload)),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+                RD_KAFKA_V_OPAQUE((void *)(intptr_t)m->id), RD_KAFKA_V_END);
+            /* Taken over by a produce that succeeded, else ours. */
+            if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+                rd_kafka_headers_destroy(h);
         } else {
             err = rd_kafka_producev(e->producer, RD_KAFKA_V_TOPIC(m->topic),
                                     RD_KAFKA_V_KEY(m->key, strlen(m->key)),

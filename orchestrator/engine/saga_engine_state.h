@@ -21,6 +21,7 @@
 #include <libpq-fe.h>
 #include <librdkafka/rdkafka.h>
 
+#include "saga/sign.h"
 #include "saga_batch.h"
 #include "saga_engine.h"
 #include "saga_log.h"
@@ -107,6 +108,14 @@ typedef struct refused_cmd {
     char why[128];
 } refused_cmd;
 
+/* A service's signing keys, loaded from <key_dir>/<service>.key the first
+ * time the service is met (saga_engine_trust.c). */
+typedef struct service_key {
+    char service[128];
+    saga_keys *keys; /* NULL: not signed (no file), or broken */
+    int broken;      /* a file that cannot be used: its replies are refused */
+} service_key;
+
 #define BREAKERS_SEEN 256 /* the gate tracks at most this many services */
 
 #define WARN_EVERY_MS 10000 /* a repeating warning: one line per 10 s */
@@ -156,7 +165,10 @@ struct saga_engine {
     rate_limit unknown_saga, malformed, set_aside;
     /* A batch rolled back for the database's own reasons, per source. */
     rate_limit rolled_replies, rolled_timers, rolled_starts;
-    rate_limit big_outputs;   /* replies whose output was over the limit */
+    rate_limit big_outputs; /* replies whose output was over the limit */
+    rate_limit distrusted;  /* replies on the wrong topic or badly signed */
+    service_key *keys;      /* per service, as met */
+    int nkeys, capkeys;
     int64_t replies_after_ms; /* consume no replies before (mono ms) */
     int64_t next_finished_ms; /* when to count finished sagas again (mono ms) */
     /* Figures of the open transaction: added to stats when it commits,
@@ -217,6 +229,26 @@ void saga__engine_warn_limited(rate_limit *rl, const char *fmt, ...)
     ;
 
 void saga__engine_warn_flush(rate_limit *rl, const char *what);
+
+/* ---- saga_engine_trust.c ---- */
+
+/* Load service's keys now (at start, so a bad key file stops sagad rather
+ * than its replies). SAGA_OK also when it has no key file. */
+int saga__engine_load_keys(saga_engine *e, const char *service, saga_error *err);
+
+void saga__engine_free_keys(saga_engine *e);
+
+/* Sign a command to topic (<prefix>cmd.<service>) when its service has
+ * keys: 1 and sig filled, else 0. */
+int saga__engine_sign(saga_engine *e, const char *topic, const char *key,
+                      const char *payload, char sig[SAGA_SIGNATURE_SIZE]);
+
+/* Whether reply r (message m) may be applied to s: NULL if so, else the
+ * reason's label for the metrics ("wrong_topic", "unauthenticated") and
+ * why[] says it in words. */
+const char *saga__engine_distrust(saga_engine *e, const saga_state *s,
+                                  const saga_reply *r, const rd_kafka_message_t *m,
+                                  char *why, size_t size);
 
 /* ---- saga_engine_send.c ---- */
 

@@ -16,6 +16,8 @@
 #include "saga_store.h"
 
 static saga_engine *engine;
+/* The URL read from --db-file: the process's until it exits. */
+static char *db_url_read;
 
 static void on_signal(int sig)
 {
@@ -31,6 +33,9 @@ static void usage(FILE *out)
         "Runs sagas: sends step commands over Kafka, applies replies, retries,\n"
         "times out and compensates; every transition committed to PostgreSQL.\n\n"
         "  --db URL            PostgreSQL (default $SAGA_PG_URL)\n"
+        "  --db-file F         read the URL from file F instead (default\n"
+        "                      $SAGA_PG_URL_FILE): a password stays off the command\n"
+        "                      line and out of the environment; ~/.pgpass works too\n"
         "  --brokers LIST      Kafka bootstrap servers (default $SAGA_KAFKA_BROKERS)\n"
         "  --definitions DIR   folder of saga definitions, *.json (default ./sagas)\n"
         "  --prefix P          topic prefix (default $SAGA_TOPIC_PREFIX, else saga.)\n"
@@ -47,6 +52,15 @@ static void usage(FILE *out)
         "                      commands of one that stopped (default 10)\n"
         "  --kafka-options L   librdkafka settings key=value,... applied last (default\n"
         "                      $SAGA_KAFKA_OPTIONS), e.g. linger.ms=0\n"
+        "  --kafka-options-file F  more settings from file F, one key=value a line\n"
+        "                      (values may hold commas; default\n"
+        "                      $SAGA_KAFKA_OPTIONS_FILE): TLS, SASL and their secrets\n"
+        "  --key-dir DIR       signing keys per service, DIR/<service>.key (default\n"
+        "                      $SAGA_KEY_DIR): commands to a service with a key file\n"
+        "                      are signed and its replies must be (docs/SECURITY.md)\n"
+        "  --shared-replies    also accept replies on the shared <prefix>reply topic,\n"
+        "                      as sagad before 0.3 asked for them: during an upgrade\n"
+        "                      only (default: $SAGA_SHARED_REPLIES=1)\n"
         "  --batch N           replies per transaction at most (default 500)\n"
         "  --http ADDR:PORT    serve /metrics, /healthz and /readyz there (default\n"
         "                      $SAGA_HTTP; none when unset), e.g. 127.0.0.1:9464;\n"
@@ -200,25 +214,30 @@ static int start_http(const char *spec, saga_engine *e, saga_http **out, saga_er
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"db", required_argument, 0, 'd'},
-                                         {"brokers", required_argument, 0, 'b'},
-                                         {"definitions", required_argument, 0, 'D'},
-                                         {"prefix", required_argument, 0, 'p'},
-                                         {"log-level", required_argument, 0, 'l'},
-                                         {"log-format", required_argument, 0, 'F'},
-                                         {"instance-id", required_argument, 0, 'i'},
-                                         {"name", required_argument, 0, 'n'},
-                                         {"outbox-lease", required_argument, 0, 'L'},
-                                         {"kafka-options", required_argument, 0, 'k'},
-                                         {"batch", required_argument, 0, 'B'},
-                                         {"http", required_argument, 0, 'H'},
-                                         {"breaker-failures", required_argument, 0, 'f'},
-                                         {"breaker-cooldown", required_argument, 0, 'c'},
-                                         {"max-in-flight", required_argument, 0, 'm'},
-                                         {"service-limits", required_argument, 0, 's'},
-                                         {"observe-interval", required_argument, 0, 'o'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"db", required_argument, 0, 'd'},
+        {"brokers", required_argument, 0, 'b'},
+        {"definitions", required_argument, 0, 'D'},
+        {"prefix", required_argument, 0, 'p'},
+        {"log-level", required_argument, 0, 'l'},
+        {"log-format", required_argument, 0, 'F'},
+        {"instance-id", required_argument, 0, 'i'},
+        {"name", required_argument, 0, 'n'},
+        {"outbox-lease", required_argument, 0, 'L'},
+        {"kafka-options", required_argument, 0, 'k'},
+        {"batch", required_argument, 0, 'B'},
+        {"http", required_argument, 0, 'H'},
+        {"breaker-failures", required_argument, 0, 'f'},
+        {"breaker-cooldown", required_argument, 0, 'c'},
+        {"max-in-flight", required_argument, 0, 'm'},
+        {"service-limits", required_argument, 0, 's'},
+        {"observe-interval", required_argument, 0, 'o'},
+        {"db-file", required_argument, 0, 'U'},
+        {"kafka-options-file", required_argument, 0, 'K'},
+        {"key-dir", required_argument, 0, 'x'},
+        {"shared-replies", no_argument, 0, 'R'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     saga_engine_config cfg = {0};
     const char *dir = "sagas", *http = getenv("SAGA_HTTP");
     saga_http *server = NULL;
@@ -226,6 +245,7 @@ int main(int argc, char **argv)
     saga_engine_stats st;
     saga_error err = {0};
     int ndefs, c, rc, bad;
+    const char *db_file = getenv("SAGA_PG_URL_FILE");
 
     cfg.db_url = getenv("SAGA_PG_URL");
     cfg.brokers = getenv("SAGA_KAFKA_BROKERS");
@@ -233,6 +253,10 @@ int main(int argc, char **argv)
     cfg.instance_id = getenv("SAGA_INSTANCE_ID");
     cfg.name = getenv("SAGA_NAME");
     cfg.kafka_options = getenv("SAGA_KAFKA_OPTIONS");
+    cfg.kafka_options_file = getenv("SAGA_KAFKA_OPTIONS_FILE");
+    cfg.key_dir = getenv("SAGA_KEY_DIR");
+    cfg.shared_replies = getenv("SAGA_SHARED_REPLIES") != NULL &&
+                         strcmp(getenv("SAGA_SHARED_REPLIES"), "1") == 0;
     if (getenv("SAGA_LOG_FORMAT") != NULL && *getenv("SAGA_LOG_FORMAT") != '\0') {
         if (saga_log_parse_format(getenv("SAGA_LOG_FORMAT")) < 0) {
             fprintf(stderr, "sagad: SAGA_LOG_FORMAT: unknown format \"%s\"\n",
@@ -278,6 +302,18 @@ int main(int argc, char **argv)
             break;
         case 'k':
             cfg.kafka_options = optarg;
+            break;
+        case 'U':
+            db_file = optarg;
+            break;
+        case 'K':
+            cfg.kafka_options_file = optarg;
+            break;
+        case 'x':
+            cfg.key_dir = optarg;
+            break;
+        case 'R':
+            cfg.shared_replies = 1;
             break;
         case 'L':
         case 'B': {
@@ -348,6 +384,13 @@ int main(int argc, char **argv)
     if (optind < argc) {
         fprintf(stderr, "sagad: unexpected argument \"%s\"\n", argv[optind]);
         return 2;
+    }
+    if (db_file != NULL && *db_file != '\0') {
+        if (saga__read_secret(db_file, &db_url_read, &err) != SAGA_OK) {
+            fprintf(stderr, "sagad: --db-file: %s\n", err.message);
+            return 2;
+        }
+        cfg.db_url = db_url_read;
     }
     if (cfg.db_url == NULL || cfg.brokers == NULL) {
         fprintf(stderr,

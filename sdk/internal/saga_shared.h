@@ -92,6 +92,15 @@ static inline int saga__grow(void *items, int *cap, int need, size_t elem, int f
     return SAGA_OK;
 }
 
+/* ---- secrets ---- */
+
+/* The first line of the file at path that is neither blank nor a '#'
+ * comment, trimmed, into *out (new, the caller frees it). The file must
+ * not be readable or writable by others: SAGA_EIO says so (and when it
+ * cannot be read); SAGA_EINVAL when it holds no such line. The secret is
+ * never copied into err. */
+int saga__read_secret(const char *path, char **out, saga_error *err);
+
 /* ---- topic names ---- */
 
 /* <prefix>cmd.<service> and <prefix>reply (prefix NULL: "saga."), as
@@ -99,6 +108,10 @@ static inline int saga__grow(void *items, int *cap, int need, size_t elem, int f
  * when it was cut. */
 int saga__topic_cmd(char *buf, size_t size, const char *prefix, const char *service);
 int saga__topic_reply(char *buf, size_t size, const char *prefix);
+/* <prefix>reply.<service>: where a service's replies go (and nobody
+ * else's: broker ACLs can then confine each service to its own). */
+int saga__topic_reply_service(char *buf, size_t size, const char *prefix,
+                              const char *service);
 
 /* ---- Kafka (callers include <librdkafka/rdkafka.h>) ---- */
 
@@ -112,10 +125,12 @@ typedef struct rd_kafka_topic_partition_list_s rd_kafka_topic_partition_list_t;
 rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id,
                                   saga_error *err);
 
-/* Apply "key=value,key=value" librdkafka settings (NULL or "": none);
- * the error names the entry that was refused. */
+/* Apply "key=value,key=value" librdkafka settings (NULL or "": none),
+ * then those of file (NULL or "": none; one key=value a line, values may
+ * hold commas, '#' comments); the error names the entry (the file and
+ * line) that was refused, never a secret's value. */
 int saga__kafka_apply_options(rd_kafka_conf_t *conf, const char *options,
-                              saga_error *err);
+                              const char *file, saga_error *err);
 
 /* conf's integer setting key (e.g. "message.max.bytes"), or dflt when it
  * cannot be read. */
@@ -128,12 +143,14 @@ int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value,
 
 /* A consumer in group_id (static member instance_id when not NULL/empty)
  * that commits nothing by itself, starts new groups at the earliest offset,
- * and is subscribed to topic; options (saga__kafka_apply_options) are
+ * and is subscribed to topic (a name, or a regular expression starting
+ * with '^'); options and options_file (saga__kafka_apply_options) are
  * applied last. log_cb (NULL: silent) gets librdkafka's logs.
  * *out is the caller's (rd_kafka_consumer_close + rd_kafka_destroy). */
 int saga__kafka_consumer_new(const char *brokers, const char *client_id,
                              const char *group_id, const char *instance_id,
                              const char *topic, const char *options,
+                             const char *options_file,
                              void (*log_cb)(const rd_kafka_t *, int, const char *,
                                             const char *),
                              rd_kafka_t **out, saga_error *err);

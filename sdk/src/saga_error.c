@@ -30,6 +30,8 @@ const char *saga_strerror(int code)
         return "invalid saga definition";
     case SAGA_EIO:
         return "I/O error";
+    case SAGA_EAUTH:
+        return "message not authenticated (signature missing or wrong)";
     }
     return "unknown error";
 }

@@ -1,4 +1,6 @@
 /* Kafka helpers: topic names, configs, topic creation. */
+#include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,22 @@ int saga__topic_reply(char *buf, size_t size, const char *prefix)
     return snprintf(buf, size, "%sreply", prefix ? prefix : "saga.");
 }
 
+int saga__topic_reply_service(char *buf, size_t size, const char *prefix,
+                              const char *service)
+{
+    return snprintf(buf, size, "%sreply.%s", prefix ? prefix : "saga.", service);
+}
+
+/* A setting whose value is a secret (a password, a private key, a JAAS
+ * line with one in it): never written into an error message, which ends
+ * up in logs. */
+static int secret_setting(const char *key)
+{
+    return strstr(key, "password") != NULL || strstr(key, "secret") != NULL ||
+           strstr(key, "jaas") != NULL || strstr(key, "key.pem") != NULL ||
+           strstr(key, "oauthbearer.config") != NULL;
+}
+
 long long saga__kafka_conf_int(const rd_kafka_conf_t *conf, const char *key,
                                long long dflt)
 {
@@ -32,12 +50,62 @@ int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value,
 {
     char errstr[256];
     if (rd_kafka_conf_set(conf, key, value, errstr, sizeof errstr) != RD_KAFKA_CONF_OK)
-        return saga__error_set(err, SAGA_EKAFKA, "Kafka setting %s=%s: %s", key, value,
+        return saga__error_set(err, SAGA_EKAFKA, "Kafka setting %s=%s: %s", key,
+                               secret_setting(key) ? "(secret, not shown)" : value,
                                errstr);
     return SAGA_OK;
 }
 
-int saga__kafka_apply_options(rd_kafka_conf_t *conf, const char *options, saga_error *err)
+/* The file's settings: one key=value a line (the value runs to the end of
+ * the line, commas and all), blank lines and '#' comments skipped. */
+static int apply_options_file(rd_kafka_conf_t *conf, const char *path, saga_error *err)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    int lineno = 0, rc = SAGA_OK;
+    if (f == NULL)
+        return saga__error_set(err, SAGA_EIO, "Kafka options file %s: %s", path,
+                               strerror(errno));
+    while (rc == SAGA_OK && fgets(line, sizeof line, f) != NULL) {
+        size_t len = strlen(line);
+        char *k = line, *eq, *end;
+        lineno++;
+        if (len == sizeof line - 1 && line[len - 1] != '\n') {
+            rc = saga__error_set(err, SAGA_EINVAL,
+                                 "Kafka options file %s:%d: line longer than %zu bytes",
+                                 path, lineno, sizeof line - 2);
+            break;
+        }
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+            line[--len] = '\0';
+        while (isspace((unsigned char)*k))
+            k++;
+        if (*k == '\0' || *k == '#')
+            continue;
+        if ((eq = strchr(k, '=')) == NULL || eq == k) {
+            rc = saga__error_set(err, SAGA_EINVAL,
+                                 "Kafka options file %s:%d: not of the form key=value",
+                                 path, lineno);
+            break;
+        }
+        for (end = eq; end > k && isspace((unsigned char)end[-1]); end--)
+            ;
+        *end = '\0';
+        if (saga__kafka_set(conf, k, eq + 1, err) != SAGA_OK) {
+            char why[sizeof err->message];
+            snprintf(why, sizeof why, "%s", err != NULL ? err->message : "");
+            rc = saga__error_set(err, SAGA_EINVAL, "Kafka options file %s:%d: %s", path,
+                                 lineno, why);
+        }
+    }
+    /* The lines held secrets. */
+    memset(line, 0, sizeof line);
+    fclose(f);
+    return rc;
+}
+
+int saga__kafka_apply_options(rd_kafka_conf_t *conf, const char *options,
+                              const char *file, saga_error *err)
 {
     const char *p = options;
     while (p != NULL && *p != '\0') {
@@ -63,7 +131,7 @@ int saga__kafka_apply_options(rd_kafka_conf_t *conf, const char *options, saga_e
             return SAGA_EINVAL;
         }
     }
-    return SAGA_OK;
+    return file != NULL && *file != '\0' ? apply_options_file(conf, file, err) : SAGA_OK;
 }
 
 /* librdkafka logs to stderr by default; a library must not print. */
@@ -100,6 +168,7 @@ rd_kafka_conf_t *saga__kafka_conf(const char *brokers, const char *client_id,
 int saga__kafka_consumer_new(const char *brokers, const char *client_id,
                              const char *group_id, const char *instance_id,
                              const char *topic, const char *options,
+                             const char *options_file,
                              void (*log_cb)(const rd_kafka_t *, int, const char *,
                                             const char *),
                              rd_kafka_t **out, saga_error *err)
@@ -138,7 +207,7 @@ int saga__kafka_consumer_new(const char *brokers, const char *client_id,
         (instance_id != NULL && *instance_id != '\0' &&
          (rc = saga__kafka_set(conf, "group.instance.id", instance_id, err)) !=
              SAGA_OK) ||
-        (rc = saga__kafka_apply_options(conf, options, err)) != SAGA_OK) {
+        (rc = saga__kafka_apply_options(conf, options, options_file, err)) != SAGA_OK) {
         rd_kafka_conf_destroy(conf);
         return rc;
     }

@@ -15,6 +15,7 @@
 #include <libpq-fe.h>
 
 #include "saga/participant.h"
+#include "saga/sign.h"
 #include "saga_barrier.h"
 #include <librdkafka/rdkafka.h>
 
@@ -66,6 +67,7 @@ typedef struct stats_counters {
     _Atomic uint64_t undeliverable;
     _Atomic uint64_t output_too_large;
     _Atomic uint64_t log_suppressed;
+    _Atomic uint64_t unauthenticated;
 } stats_counters;
 
 /* A command whose reply the broker refused for a reason that cannot heal,
@@ -127,6 +129,7 @@ struct saga_participant {
     /* What a command's reply_to may name: <prefix>reply, <prefix>reply.<service>. */
     char reply_topic[256], own_reply_topic[520];
     char dead_topic[256]; /* "" : none */
+    saga_keys *keys;      /* key_file's: verify commands, sign replies */
     int64_t max_output_bytes, max_message_bytes;
     int max_redeliveries;
     failed_offset failed[FAILED_MAX];
@@ -392,7 +395,7 @@ static int participant_new(const saga_participant_options *o, saga_participant *
     saga_participant *p;
     rd_kafka_conf_t *conf;
     char errstr[512], group[300], client[300];
-    const char *topics[2];
+    const char *topics[3];
     int rc;
 
     if (o == NULL || out == NULL || o->brokers == NULL || *o->brokers == '\0' ||
@@ -429,6 +432,9 @@ static int participant_new(const saga_participant_options *o, saga_participant *
     snprintf(p->dead_topic, sizeof p->dead_topic, "%sdead.%s", p->prefix, p->service);
     p->max_output_bytes = 262144;
     p->max_redeliveries = 3;
+    if (o->key_file != NULL && *o->key_file != '\0' &&
+        (rc = saga_keys_load(o->key_file, &p->keys, err)) != SAGA_OK)
+        goto fail;
     p->log_window = saga__mono_ms();
 
     if (o->db_url != NULL) {
@@ -470,7 +476,8 @@ static int participant_new(const saga_participant_options *o, saga_participant *
     }
     if ((rc = saga__kafka_set(conf, "enable.idempotence", "true", err)) != SAGA_OK ||
         (rc = saga__kafka_set(conf, "linger.ms", "1", err)) != SAGA_OK ||
-        (rc = saga__kafka_apply_options(conf, o->kafka_options, err)) != SAGA_OK) {
+        (rc = saga__kafka_apply_options(conf, o->kafka_options, o->kafka_options_file,
+                                        err)) != SAGA_OK) {
         rd_kafka_conf_destroy(conf);
         goto fail;
     }
@@ -483,16 +490,20 @@ static int participant_new(const saga_participant_options *o, saga_participant *
         rc = saga__error_set(err, SAGA_EKAFKA, "creating Kafka producer: %s", errstr);
         goto fail;
     }
+    /* Its reply topic too: sagad creates it, but a service may start
+     * first. Where the broker lets it create none (ACLs), they exist. */
     topics[0] = p->cmd_topic;
     topics[1] = p->dead_topic;
-    if ((rc = saga__kafka_ensure_topics(p->producer, topics, 2, 4, 10000, err)) !=
+    topics[2] = p->own_reply_topic;
+    if ((rc = saga__kafka_ensure_topics(p->producer, topics, 3, 4, 10000, err)) !=
         SAGA_OK)
         goto fail;
 
     snprintf(group, sizeof group, "saga-svc-%s", p->service);
     if ((rc = saga__kafka_consumer_new(
              o->brokers, client, o->group_id ? o->group_id : group, o->instance_id,
-             p->cmd_topic, o->kafka_options, NULL, &p->consumer, err)) != SAGA_OK)
+             p->cmd_topic, o->kafka_options, o->kafka_options_file, NULL, &p->consumer,
+             err)) != SAGA_OK)
         goto fail;
     *out = p;
     return SAGA_OK;
@@ -583,9 +594,15 @@ static void produce_reply(saga_participant *p, const char *topic, const char *ke
         if (tag->alone)
             rd_kafka_flush(p->producer, FLUSH_TIMEOUT_MS);
     }
-    if (tp != NULL) {
-        hdrs = rd_kafka_headers_new(1);
+    if (tp != NULL || p->keys != NULL)
+        hdrs = rd_kafka_headers_new(2);
+    if (tp != NULL)
         rd_kafka_header_add(hdrs, "traceparent", -1, tp, (ssize_t)tplen);
+    if (p->keys != NULL) {
+        char sig[SAGA_SIGNATURE_SIZE];
+        if (saga_sign(p->keys, topic, key, strlen(key), text, strlen(text), sig) ==
+            SAGA_OK)
+            rd_kafka_header_add(hdrs, SAGA_SIGNATURE_HEADER, -1, sig, -1);
     }
     /* Two calls: RD_KAFKA_V_HEADERS() is two arguments (a type tag and the
      * list), which cannot be chosen between with ?: in one call. */
@@ -1019,6 +1036,31 @@ static int reply_to_ours(const saga_participant *p, const char *topic)
     return strcmp(topic, p->reply_topic) == 0 || strcmp(topic, p->own_reply_topic) == 0;
 }
 
+/* With key_file: the command must carry a signature made with one of the
+ * service's keys over this topic, key and value; one that does not is
+ * counted, dead-lettered (with why) and not handled. A forged command
+ * would otherwise run its action: release credit, reserve stock. */
+static int signed_by_sagad(saga_participant *p, const rd_kafka_message_t *m)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    const void *sig = NULL;
+    size_t siglen = 0;
+    saga_error e = {0};
+    char why[600];
+    /* A message made by saga__participant_feed has no headers. */
+    if (!p->feeding && rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        rd_kafka_header_get_last(hdrs, SAGA_SIGNATURE_HEADER, &sig, &siglen) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR)
+        sig = NULL;
+    if (saga_verify(p->keys, rd_kafka_topic_name(m->rkt), m->key, m->key_len, m->payload,
+                    m->len, sig, siglen, &e) == SAGA_OK)
+        return 1;
+    STAT_ADD(p, unauthenticated, 1);
+    snprintf(why, sizeof why, "unauthenticated: %s", e.message);
+    dead_letter(p, m, why);
+    return 0;
+}
+
 static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
 {
     saga_command cmd;
@@ -1029,6 +1071,8 @@ static void handle_message(saga_participant *p, const rd_kafka_message_t *m)
 
     STAT_ADD(p, received, 1);
     if (p->nfailed > 0 && dead_after_failures(p, m))
+        return;
+    if (p->keys != NULL && !signed_by_sagad(p, m))
         return;
     if (saga_command_decode(m->payload, m->len, &cmd, &e) != SAGA_OK) {
         char why[1200];
@@ -1329,6 +1373,7 @@ static void stats_fill(const saga_participant *p, saga_participant_stats *out)
     STAT_GET(undeliverable);
     STAT_GET(output_too_large);
     STAT_GET(log_suppressed);
+    STAT_GET(unauthenticated);
 }
 
 int saga_participant_get_stats_sized(const saga_participant *p,
@@ -1621,6 +1666,7 @@ void saga_participant_free(saga_participant *p)
     for (int i = 0; i < p->nhandlers; i++)
         free(p->handlers[i].name);
     free(p->handlers);
+    saga_keys_free(p->keys);
     free(p->service);
     free(p->prefix);
     free(p);

@@ -529,6 +529,10 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg.topic_prefix = G.prefix;
     cfg.group_id = G.prefix; /* a group nobody else is in */
     cfg.name = "fuzz-apply";
+    /* Replies are fed as if from the shared reply topic (the feed has no
+     * topic per service): accepted as during an upgrade, so that the
+     * machine, not the topic rule, decides about them. */
+    cfg.shared_replies = 1;
     cfg.batch_max = MAX_REPLIES;
     cfg.observe_interval_ms = 3600 * 1000;
     /* Commands to fzb wait behind a bulkhead of 6: the gate's holds are

@@ -106,7 +106,7 @@ static int setup(void **state)
     prefix = strdup(it_prefix("replyto"));
     setenv("SAGA_TOPIC_PREFIX", prefix, 1);
     snprintf(cmd_topic, sizeof cmd_topic, "%scmd.relay", prefix);
-    snprintf(reply_topic, sizeof reply_topic, "%sreply", prefix);
+    snprintf(reply_topic, sizeof reply_topic, "%sreply.relay", prefix);
     snprintf(dead_topic, sizeof dead_topic, "%sdead.relay", prefix);
     if (it_sagactl(NULL, 0, migrate) != 0 ||
         it_defs_dir("replyto", "tests/integration/relay_sagas/*.json", defs_dir,

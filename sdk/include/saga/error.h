@@ -7,9 +7,9 @@
 /* The version of these headers. sdk/libsaga.pc.in's Version must say the
  * same (tests/unit/test_exports.sh checks it). */
 #define SAGA_VERSION_MAJOR  0
-#define SAGA_VERSION_MINOR  2
+#define SAGA_VERSION_MINOR  3
 #define SAGA_VERSION_PATCH  0
-#define SAGA_VERSION_STRING "0.2.0"
+#define SAGA_VERSION_STRING "0.3.0"
 /* For #if comparisons: 0xMMmmpp. */
 #define SAGA_VERSION_NUM                                                                 \
     ((SAGA_VERSION_MAJOR << 16) | (SAGA_VERSION_MINOR << 8) | SAGA_VERSION_PATCH)
@@ -38,6 +38,7 @@ typedef enum saga_err {
     SAGA_ESTATE = -8,    /* the call is not valid in the current state */
     SAGA_EDEF = -9,      /* a saga definition is invalid */
     SAGA_EIO = -10,      /* reading or writing a file failed */
+    SAGA_EAUTH = -11,    /* a message's signature is missing or wrong */
 } saga_err;
 
 /* Detail for a failed call: the code plus a human-readable message that

@@ -61,6 +61,17 @@ typedef struct saga_participant_options {
      * and a handler's row locks are held until the group commits. */
     int tx_commands;
     int tx_ms;
+    /* Appended in 0.3.0. optional: a file of librdkafka settings, one
+     * key=value a line (values may hold commas; '#' comments), applied
+     * after kafka_options: where TLS and SASL settings and their secrets
+     * go, off the command line and out of the environment. */
+    const char *kafka_options_file;
+    /* optional: the service's signing keys (saga/sign.h, saga_keys_load:
+     * one hex key a line, the first signs, mode o-rwx). With it every
+     * command must carry a valid signature by one of the keys (an unsigned
+     * or badly signed one is not handled: it is counted in
+     * unauthenticated and dead-lettered), and every reply is signed. */
+    const char *key_file;
 } saga_participant_options;
 
 /* A handler. cmd and result are valid only during the call. db is the
@@ -78,7 +89,10 @@ typedef void (*saga_handler_fn)(const saga_command *cmd, struct pg_conn *db,
  * Errors, each with err saying what and where (*out is then NULL):
  *   SAGA_EINVAL  opts or out NULL; brokers or service NULL or empty;
  *                db_schema not letters, digits and '_'; a kafka_options
- *                entry that is not key=value or that librdkafka refuses
+ *                (or kafka_options_file) entry that is not key=value or
+ *                that librdkafka refuses; key_file holds no valid key
+ *   SAGA_EIO     kafka_options_file or key_file cannot be read, or
+ *                key_file is readable by others
  *   SAGA_EDB     db_url: cannot connect, or the barrier table cannot be
  *                created or its statements prepared
  *   SAGA_EKAFKA  the Kafka clients cannot be created, or the command topic
@@ -176,6 +190,10 @@ typedef struct saga_participant_stats {
     uint64_t output_too_large;
     /* Log lines not passed to the logger because of the rate limit. */
     uint64_t log_suppressed;
+    /* Appended in 0.3.0. Commands refused because key_file is set and
+     * their signature was missing or wrong (also counted in
+     * dead_lettered). */
+    uint64_t unauthenticated;
 } saga_participant_stats;
 
 /* Copy the counters of p into *out. Safe from any thread, also while

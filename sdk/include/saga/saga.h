@@ -16,5 +16,6 @@
 #include "saga/client.h"
 #include "saga/builder.h"
 #include "saga/trace.h"
+#include "saga/sign.h"
 
 #endif
