@@ -29,7 +29,10 @@ static void usage(const example_service *svc, FILE *out)
             "The example '%s' participant (docs/EXAMPLES.md).\n\n"
             "  --brokers B   Kafka bootstrap servers (default $SAGA_KAFKA_BROKERS)\n"
             "  --db URL      PostgreSQL (default $SAGA_PG_URL); tables in schema \"%s\"\n"
-            "  --prefix P    topic prefix (default $SAGA_TOPIC_PREFIX, else saga.)\n",
+            "  --prefix P    topic prefix (default $SAGA_TOPIC_PREFIX, else saga.)\n"
+            "Also: $SAGA_KAFKA_OPTIONS_FILE (librdkafka settings, one key=value a\n"
+            "line: TLS, SASL), $SAGA_KEY_FILE (the service's signing keys), and\n"
+            "libpq's own $PGPASSFILE / ~/.pgpass for the database password.\n",
             program, svc->service, svc->schema);
 }
 
@@ -132,6 +135,8 @@ int example_main(const example_service *svc, int argc, char **argv)
     o.topic_prefix = getenv("SAGA_TOPIC_PREFIX");
     o.instance_id = getenv("SAGA_INSTANCE_ID");
     o.kafka_options = getenv("SAGA_KAFKA_OPTIONS");
+    o.kafka_options_file = getenv("SAGA_KAFKA_OPTIONS_FILE");
+    o.key_file = getenv("SAGA_KEY_FILE");
     o.service = svc->service;
     o.db_schema = svc->schema;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {

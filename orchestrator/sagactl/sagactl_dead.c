@@ -207,6 +207,16 @@ static int produce_again(const char *brokers, const char *topic, const char *key
         snprintf(why, whysz, "%s", errstr);
         return -1;
     }
+    {
+        /* TLS and SASL as sagad has them (docs/SECURITY.md). */
+        saga_error e = {0};
+        if (saga__kafka_apply_options(conf, getenv("SAGA_KAFKA_OPTIONS"),
+                                      getenv("SAGA_KAFKA_OPTIONS_FILE"), &e) != SAGA_OK) {
+            rd_kafka_conf_destroy(conf);
+            snprintf(why, whysz, "%s", e.message);
+            return -1;
+        }
+    }
     if ((p = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof errstr)) == NULL) {
         rd_kafka_conf_destroy(conf);
         snprintf(why, whysz, "%s", errstr);

@@ -65,7 +65,7 @@ static const command *find(const char *name)
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: sagactl [--db URL] [--json] COMMAND [ARGS]\n");
+    fprintf(out, "usage: sagactl [--db URL | --db-file F] [--json] COMMAND [ARGS]\n");
     for (int i = 0; i < NCOMMANDS; i++) {
         const command *c = &commands[i];
         int w;
@@ -80,6 +80,9 @@ static void usage(FILE *out)
     }
     fprintf(out, "\nOptions:\n"
                  "  --db URL    PostgreSQL (default $SAGA_PG_URL)\n"
+                 "  --db-file F read the URL from file F (default $SAGA_PG_URL_FILE):\n"
+                 "              a password off the command line and out of the\n"
+                 "              environment; ~/.pgpass works too\n"
                  "  --json      machine-readable output (every command that reads)\n"
                  "  --help      this text; `sagactl help COMMAND` or `sagactl COMMAND "
                  "--help`\n"
@@ -110,10 +113,13 @@ static int help(int argc, char **argv)
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"db", required_argument, NULL, 'd'},
+                                         {"db-file", required_argument, NULL, 'f'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
     const command *c;
+    const char *db_file = getenv("SAGA_PG_URL_FILE");
+    static char *db_url_read; /* the process's until it exits */
     int o;
 
     db_url = getenv("SAGA_PG_URL");
@@ -127,6 +133,10 @@ int main(int argc, char **argv)
         switch (o) {
         case 'd':
             db_url = optarg;
+            db_file = NULL;
+            break;
+        case 'f':
+            db_file = optarg;
             break;
         case 'j':
             want_json = 1;
@@ -139,6 +149,12 @@ int main(int argc, char **argv)
         default:
             die_usage("unknown option \"%s\"", argv[optind - 1]);
         }
+    }
+    if (db_file != NULL && *db_file != '\0') {
+        saga_error err = {0};
+        if (saga__read_secret(db_file, &db_url_read, &err) != SAGA_OK)
+            die_usage("--db-file: %s", err.message);
+        db_url = db_url_read;
     }
     if (optind >= argc) {
         usage(stderr);
