@@ -25,6 +25,22 @@ static const saga_log_ctx *fields_of(saga__log_fields *f, const saga_state *s, i
     return &f->ctx;
 }
 
+/* An ignored reply that contradicts the answer recorded for the same
+ * attempt of an action: ok after failed, or failed after ok. */
+static int conflicting(const saga_state *s, const saga_reply *r)
+{
+    const saga_step_state *st;
+    if (r->phase != SAGA_PHASE_INVOKE || r->step < 0 || r->step >= s->nsteps)
+        return 0;
+    st = &s->steps[r->step];
+    if (r->attempt != st->attempts)
+        return 0;
+    return (r->status == SAGA_REPLY_OK && st->status == SAGA_STEP_FAILED) ||
+           (r->status == SAGA_REPLY_FAILED &&
+            (st->status == SAGA_STEP_SUCCEEDED || st->status == SAGA_STEP_COMPENSATING ||
+             st->status == SAGA_STEP_COMPENSATED));
+}
+
 /* Count and log an event the machine did not apply. */
 static void not_applied(saga_engine *e, const saga_state *s, const saga_event *ev, int rc,
                         const char *reason)
@@ -36,6 +52,22 @@ static void not_applied(saga_engine *e, const saga_state *s, const saga_event *e
         e->pend.replies_ignored++;
     else
         e->pend.replies_rejected++;
+    if (rc == SAGA_IGNORED && conflicting(s, ev->reply)) {
+        /* Not routine: one of two answers to one attempt is not the
+         * participant's (a forged reply got in first, or a participant
+         * without a barrier answered twice). Said at warn, always. */
+        const saga_reply *r = ev->reply;
+        saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1, "conflicting", NULL, NULL);
+        saga__engine_warn_limited(
+            &e->conflicting,
+            "saga %s: step %d (%s) attempt %d was answered %s and now %s (reply %s): "
+            "the second answer is ignored; one of them did not come from the "
+            "participant's barrier (a forged reply? docs/SECURITY.md)",
+            s->id, r->step, s->def->steps[r->step].name, r->attempt,
+            s->steps[r->step].status == SAGA_STEP_FAILED ? "failed" : "ok",
+            saga_reply_status_name(r->status), r->command_id ? r->command_id : "?");
+        return;
+    }
     saga_tally_note(&e->tally, e->m.replies_dropped, 0, 1,
                     rc == SAGA_IGNORED ? "duplicate" : "rejected", NULL, NULL);
     if (!saga_log_enabled(SAGA_LOG_DEBUG))

@@ -167,6 +167,7 @@ struct saga_engine {
     rate_limit rolled_replies, rolled_timers, rolled_starts;
     rate_limit big_outputs; /* replies whose output was over the limit */
     rate_limit distrusted;  /* replies on the wrong topic or badly signed */
+    rate_limit conflicting; /* a second answer contradicting the first */
     service_key *keys;      /* per service, as met */
     int nkeys, capkeys;
     int64_t replies_after_ms; /* consume no replies before (mono ms) */

@@ -182,8 +182,8 @@ static void produce(const char *tail, const char *key, const char *value,
     assert_int_equal(rd_kafka_flush(producer, 15000), 0);
 }
 
-/* An `ok` reply for step step (invoke, attempt 1) of saga id. */
-static char *ok_reply(const char *id, int step)
+/* A reply of status st for step step (invoke, attempt 1) of saga id. */
+static char *reply_of(const char *id, int step, saga_reply_status st)
 {
     saga_reply r = {0};
     char cmd_id[128], *text = NULL;
@@ -194,11 +194,19 @@ static char *ok_reply(const char *id, int step)
     saga_command_id_format(cmd_id, sizeof cmd_id, id, step, SAGA_PHASE_INVOKE);
     r.command_id = cmd_id;
     r.attempt = 1;
-    r.status = SAGA_REPLY_OK;
-    r.output = json_pack("{s:s}", "reservation", "forged");
+    r.status = st;
+    if (st == SAGA_REPLY_OK)
+        r.output = json_pack("{s:s}", "reservation", "forged");
+    else
+        r.error_code = (char *)(uintptr_t) "no";
     assert_int_equal(saga_reply_encode(&r, &text, NULL, NULL), SAGA_OK);
     json_decref(r.output);
     return text;
+}
+
+static char *ok_reply(const char *id, int step)
+{
+    return reply_of(id, step, SAGA_REPLY_OK);
 }
 
 static char *start(const char *saga, const char *input)
@@ -428,6 +436,28 @@ static void test_shared_topic_only_during_an_upgrade(void **state)
     free(id);
 }
 
+/* A service that does not sign has only the topic rule: a forged answer
+ * on its own topic that comes first wins. The real one that contradicts
+ * it is then not dropped in silence: logged and counted. */
+static void test_contradicting_answer_is_said(void **state)
+{
+    char *id, *failed, *ok;
+    (void)state;
+    id = start("legacy", "{}");
+    wait_dispatched(id, 0);
+    failed = reply_of(id, 0, SAGA_REPLY_FAILED);
+    ok = ok_reply(id, 0);
+    produce("reply.legacy", id, failed, NULL);
+    assert_string_equal(it_wait_final(db, id, 60000), "compensated");
+    produce("reply.legacy", id, ok, NULL);
+    assert_int_equal(it_wait_log(&procs[SAGAD], "was answered failed and now ok", 30000),
+                     0);
+    assert_true(metric("saga_replies_dropped_total{reason=\"conflicting\"}") >= 1);
+    free(failed);
+    free(ok);
+    free(id);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -435,6 +465,7 @@ int main(void)
         cmocka_unit_test(test_rotation_and_signed_saga_complete),
         cmocka_unit_test(test_forged_commands_refused),
         cmocka_unit_test(test_shared_topic_only_during_an_upgrade),
+        cmocka_unit_test(test_contradicting_answer_is_said),
     };
     int rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
     return rc != 0 ? rc : unclean_stop;
