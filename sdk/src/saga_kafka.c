@@ -56,8 +56,9 @@ int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value,
     return SAGA_OK;
 }
 
-/* The file's settings: one key=value a line (the value runs to the end of
- * the line, commas and all), blank lines and '#' comments skipped. */
+/* The file's settings: one key=value a line (the value runs from the first
+ * non-blank after '=' to the end of the line, commas and all), blank lines
+ * and '#' comments skipped. */
 static int apply_options_file(rd_kafka_conf_t *conf, const char *path, saga_error *err)
 {
     FILE *f = fopen(path, "r");
@@ -91,7 +92,10 @@ static int apply_options_file(rd_kafka_conf_t *conf, const char *path, saga_erro
         for (end = eq; end > k && isspace((unsigned char)end[-1]); end--)
             ;
         *end = '\0';
-        if (saga__kafka_set(conf, k, eq + 1, err) != SAGA_OK) {
+        /* As in a Java properties file: blanks after '=' are not the value's. */
+        for (eq++; *eq == ' ' || *eq == '\t';)
+            eq++;
+        if (saga__kafka_set(conf, k, eq, err) != SAGA_OK) {
             char why[sizeof err->message];
             snprintf(why, sizeof why, "%s", err != NULL ? err->message : "");
             rc = saga__error_set(err, SAGA_EINVAL, "Kafka options file %s:%d: %s", path,

@@ -142,6 +142,8 @@ static void test_counters(void **state)
                      RD_KAFKA_RESP_ERR_NO_ERROR);
     assert_int_equal(rd_kafka_mock_topic_create(mc, "saga.reply", 1, 1),
                      RD_KAFKA_RESP_ERR_NO_ERROR);
+    assert_int_equal(rd_kafka_mock_topic_create(mc, "saga.reply.stats", 1, 1),
+                     RD_KAFKA_RESP_ERR_NO_ERROR);
     o.brokers = rd_kafka_mock_cluster_bootstraps(mc);
     o.service = "stats";
     if (saga_participant_new(&o, &p, &err) != SAGA_OK)

@@ -125,6 +125,16 @@ static void test_participant_misuse(void **state)
     assert_int_equal(err.code, SAGA_EINVAL);
     assert_non_null(strstr(err.message, "no.such.setting"));
     o.kafka_options = NULL;
+    /* Files that cannot be read are said with their path, before any
+     * connection is tried. */
+    o.kafka_options_file = "/nonexistent/kafka.conf";
+    assert_int_equal(saga_participant_new(&o, &p, &err), SAGA_EIO);
+    assert_non_null(strstr(err.message, "/nonexistent/kafka.conf"));
+    o.kafka_options_file = NULL;
+    o.key_file = "/nonexistent/payment.key";
+    assert_int_equal(saga_participant_new(&o, &p, &err), SAGA_EIO);
+    assert_non_null(strstr(err.message, "/nonexistent/payment.key"));
+    o.key_file = NULL;
     o.db_url = "postgresql://nobody@127.0.0.1:1/none";
     o.db_schema = "bad schema";
     assert_int_equal(saga_participant_new(&o, &p, &err), SAGA_EINVAL);
@@ -200,7 +210,8 @@ static int mock_setup(void **state)
     if (mock_rk == NULL || (mock = rd_kafka_mock_cluster_new(mock_rk, 1)) == NULL ||
         rd_kafka_mock_topic_create(mock, "saga.cmd.api", 1, 1) != 0 ||
         rd_kafka_mock_topic_create(mock, "saga.dead.api", 1, 1) != 0 ||
-        rd_kafka_mock_topic_create(mock, "saga.reply", 1, 1) != 0)
+        rd_kafka_mock_topic_create(mock, "saga.reply", 1, 1) != 0 ||
+        rd_kafka_mock_topic_create(mock, "saga.reply.api", 1, 1) != 0)
         return -1;
     o.brokers = rd_kafka_mock_cluster_bootstraps(mock);
     o.service = "api";

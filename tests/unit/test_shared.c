@@ -11,6 +11,9 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <librdkafka/rdkafka.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "saga/error.h"
 #include "saga_shared.h"
@@ -107,6 +110,82 @@ static void test_topic_names(void **state)
     assert_string_equal(buf, "saga.cmd.");
 }
 
+/* Settings from a file: one key=value a line, commas in values kept,
+ * comments and blank lines skipped, errors with the file and line, never a
+ * secret's value. */
+static void test_kafka_options_file(void **state)
+{
+    char path[] = "/tmp/saga-test-kafkaXXXXXX", v[64];
+    size_t vlen = sizeof v;
+    saga_error err = {0};
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    FILE *f;
+    int fd = mkstemp(path);
+    (void)state;
+    assert_true(fd >= 0);
+    f = fdopen(fd, "w");
+    fputs("# TLS and SASL\n\n  client.id = a,b=c\r\nlinger.ms=7\n", f);
+    fclose(f);
+    assert_int_equal(saga__kafka_apply_options(conf, "linger.ms=1", path, &err), SAGA_OK);
+    assert_int_equal(rd_kafka_conf_get(conf, "client.id", v, &vlen), RD_KAFKA_CONF_OK);
+    /* The value runs to the end of the line, commas and '=' and all. */
+    assert_string_equal(v, "a,b=c");
+    vlen = sizeof v;
+    assert_int_equal(rd_kafka_conf_get(conf, "linger.ms", v, &vlen), RD_KAFKA_CONF_OK);
+    assert_string_equal(v, "7"); /* the file comes after the string */
+
+    f = fopen(path, "w");
+    fputs("linger.ms=1\nsasl.password\n", f);
+    fclose(f);
+    assert_int_equal(saga__kafka_apply_options(conf, NULL, path, &err), SAGA_EINVAL);
+    assert_non_null(strstr(err.message, ":2: not of the form key=value"));
+    f = fopen(path, "w");
+    fputs("sasl.mechanisms=SCRAM-SHA-512\nssl.key.password=hunter2\nno.such=hunter2\n",
+          f);
+    fclose(f);
+    assert_int_equal(saga__kafka_apply_options(conf, NULL, path, &err), SAGA_EINVAL);
+    assert_non_null(strstr(err.message, ":3: Kafka setting no.such"));
+    /* A refused secret setting is named, its value is not shown. */
+    assert_int_equal(
+        saga__kafka_apply_options(conf, "sasl.password.nope=hunter2", NULL, &err),
+        SAGA_EINVAL);
+    assert_null(strstr(err.message, "hunter2"));
+    assert_non_null(strstr(err.message, "sasl.password.nope"));
+    unlink(path);
+    assert_int_equal(saga__kafka_apply_options(conf, NULL, path, &err), SAGA_EIO);
+    assert_non_null(strstr(err.message, path));
+    rd_kafka_conf_destroy(conf);
+}
+
+/* A secret file: its first line that is not a comment, trimmed; refused
+ * when others may read it. */
+static void test_read_secret(void **state)
+{
+    char path[] = "/tmp/saga-test-secretXXXXXX", *out = NULL;
+    saga_error err = {0};
+    int fd = mkstemp(path);
+    FILE *f = fdopen(fd, "w");
+    (void)state;
+    fputs("# the orchestrator's database\n\n  postgresql://u:pw@h/db  \n", f);
+    fclose(f);
+    assert_int_equal(chmod(path, 0640), 0);
+    assert_int_equal(saga__read_secret(path, &out, &err), SAGA_OK);
+    assert_string_equal(out, "postgresql://u:pw@h/db");
+    free(out);
+    assert_int_equal(chmod(path, 0604), 0);
+    assert_int_equal(saga__read_secret(path, &out, &err), SAGA_EIO);
+    assert_null(out);
+    assert_non_null(strstr(err.message, "chmod o-rwx"));
+    assert_null(strstr(err.message, "pw@"));
+    f = fopen(path, "w");
+    fputs("# nothing\n", f);
+    fclose(f);
+    assert_int_equal(chmod(path, 0600), 0);
+    assert_int_equal(saga__read_secret(path, &out, &err), SAGA_EINVAL);
+    unlink(path);
+    assert_int_equal(saga__read_secret(path, &out, &err), SAGA_EIO);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -115,6 +194,8 @@ int main(void)
         cmocka_unit_test(test_grow_refuses_overflow),
         cmocka_unit_test(test_error_set),
         cmocka_unit_test(test_topic_names),
+        cmocka_unit_test(test_kafka_options_file),
+        cmocka_unit_test(test_read_secret),
     };
     return cmocka_run_group_tests_name("saga_shared.h", tests, NULL, NULL);
 }
