@@ -1,5 +1,5 @@
 /* sagad against a real broker and database: bad replies on every partition
- * of the reply topic never crash it or block the replies behind them;
+ * of a reply topic (payment's) never crash it or block the replies behind them;
  * starting with an idempotency key twice, or from 8 processes at once,
  * gives one saga; a saga deadline compensates a slow step; the history is
  * the saga's story; SIGTERM under load ends cleanly and a restart carries
@@ -131,7 +131,7 @@ static void produce_reply(rd_kafka_t *p, int part, const char *key, const void *
                           size_t len)
 {
     char topic[256];
-    snprintf(topic, sizeof topic, "%sreply", prefix);
+    snprintf(topic, sizeof topic, "%sreply.payment", prefix);
     assert_int_equal(
         rd_kafka_producev(p, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(part),
                           RD_KAFKA_V_KEY(key, strlen(key)),
@@ -200,7 +200,7 @@ static int reply_watermarks(rd_kafka_t *k, int64_t *high)
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_topic_t *t;
     int n;
-    snprintf(topic, sizeof topic, "%sreply", prefix);
+    snprintf(topic, sizeof topic, "%sreply.payment", prefix);
     t = rd_kafka_topic_new(k, topic, NULL);
     assert_int_equal(rd_kafka_metadata(k, 0, t, &md, 10000), RD_KAFKA_RESP_ERR_NO_ERROR);
     assert_int_equal(md->topic_cnt, 1);
@@ -227,7 +227,7 @@ static int partitions_with_later_replies(int nparts, const int64_t *from, char *
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(nparts);
     char topic[256];
     int covered = 0;
-    snprintf(topic, sizeof topic, "%sreply", prefix);
+    snprintf(topic, sizeof topic, "%sreply.payment", prefix);
     for (int p = 0; p < nparts; p++) {
         rd_kafka_topic_partition_list_add(parts, topic, p)->offset = from[p];
         seen[p] = 0;
@@ -312,8 +312,8 @@ static void test_bad_replies_are_counted_and_do_not_block(void **state)
                  idle, idle);
         produce_reply(p, part, idle, reply, strlen(reply));
         snprintf(reply, sizeof reply,
-                 "{\"v\":1,\"saga_id\":\"%s\",\"step\":3,\"phase\":\"invoke\","
-                 "\"command_id\":\"%s/3/invoke\",\"attempt\":1,\"status\":\"ok\","
+                 "{\"v\":1,\"saga_id\":\"%s\",\"step\":1,\"phase\":\"invoke\","
+                 "\"command_id\":\"%s/1/invoke\",\"attempt\":1,\"status\":\"ok\","
                  "\"output\":{}}",
                  done, done);
         produce_reply(p, part, done, reply, strlen(reply));
@@ -327,7 +327,7 @@ static void test_bad_replies_are_counted_and_do_not_block(void **state)
      * complete. Participants key replies by saga id with librdkafka's
      * default partitioner: start sagas until every partition should get
      * one; the consumer below checks where the replies really went. */
-    snprintf(topic, sizeof topic, "%sreply", prefix);
+    snprintf(topic, sizeof topic, "%sreply.payment", prefix);
     rkt = rd_kafka_topic_new(p, topic, NULL);
     while (covered < nparts && nprobes < MAXPROBES) {
         int part;
@@ -349,7 +349,7 @@ static void test_bad_replies_are_counted_and_do_not_block(void **state)
      * be summarised after its first line, so only the first is certain). */
     {
         char needle[300];
-        snprintf(needle, sizeof needle, "malformed reply at %sreply[", prefix);
+        snprintf(needle, sizeof needle, "malformed reply at %sreply.payment[", prefix);
         if (!file_has(sagad.log, needle))
             fail_msg("sagad's log has no \"%s\"", needle);
     }
