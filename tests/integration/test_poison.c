@@ -141,8 +141,9 @@ static const char *status_of(const char *id)
     return buf;
 }
 
-/* A reply to partition 0 of the reply topic (so that a batch holds them
- * all, in this order), keyed by saga id. extra: more JSON fields. */
+/* A reply to partition 0 of the reply topic of the step's service (so
+ * that a batch holds them all, in this order), keyed by saga id. extra:
+ * more JSON fields. */
 static void reply(const char *id, int step, const char *phase, int attempt,
                   const char *status, const char *extra)
 {
@@ -150,7 +151,20 @@ static void reply(const char *id, int step, const char *phase, int attempt,
     size_t cap = 512 + (extra ? strlen(extra) : 0);
     char *msg = malloc(cap);
     assert_non_null(msg);
-    snprintf(topic, sizeof topic, "%sreply", prefix);
+    {
+        /* The reply topic of the step's service, as its participant would. */
+        char stepno[16], *svc;
+        const char *q[2] = {id, stepno};
+        snprintf(stepno, sizeof stepno, "%d", step);
+        svc = it_value(db,
+                       "SELECT d.body->'steps'->($2::int)->>'service' FROM saga.saga s"
+                       " JOIN saga.saga_definition d ON d.name = s.name AND"
+                       " d.version = s.version WHERE s.id = $1::uuid",
+                       2, q);
+        assert_non_null(svc);
+        snprintf(topic, sizeof topic, "%sreply.%s", prefix, svc);
+        free(svc);
+    }
     snprintf(msg, cap,
              "{\"v\":1,\"saga_id\":\"%s\",\"step\":%d,\"phase\":\"%s\",\"command_id\":"
              "\"%s/%d/%s\",\"attempt\":%d,\"status\":\"%s\"%s%s}",

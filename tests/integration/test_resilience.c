@@ -248,7 +248,8 @@ static void produce_replies(const char *const *texts, int n)
     char errstr[512], topic[256];
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_t *rk;
-    snprintf(topic, sizeof topic, "%sreply", getenv("SAGA_TOPIC_PREFIX"));
+    /* The fast service's reply topic: the duplicate is its reply. */
+    snprintf(topic, sizeof topic, "%sreply.fast", getenv("SAGA_TOPIC_PREFIX"));
     assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers",
                                        it_env("SAGA_KAFKA_BROKERS"), errstr,
                                        sizeof errstr),

@@ -142,7 +142,17 @@ static int check_replies(const char *id, const char *trace)
                   " AND kind IN ('step_dispatched', 'compensation_dispatched')",
                   1, (const char *[]){id});
 
-    snprintf(topic, sizeof topic, "%sreply", prefix);
+    {
+        /* Every service's reply topic: <prefix>reply.<service>, by pattern. */
+        size_t n = 0;
+        topic[n++] = '^';
+        for (const char *c = prefix; *c && n < sizeof topic - 16; c++) {
+            if (*c == '.')
+                topic[n++] = '\\';
+            topic[n++] = *c;
+        }
+        snprintf(topic + n, sizeof topic - n, "reply\\..+");
+    }
     snprintf(group, sizeof group, "trace-replies-%d-%d", (int)getpid(), groups++);
     assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers",
                                        it_env("SAGA_KAFKA_BROKERS"), errstr,
