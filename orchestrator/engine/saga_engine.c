@@ -134,7 +134,8 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
     }
     /* The shared reply topic only for an upgrade (shared_replies): each
      * service answers on a topic of its own, created here with its command
-     * topic, so that broker ACLs can let it write there and nowhere else. */
+     * and dead-letter topics, so that broker ACLs can let it write there
+     * and nowhere else. */
     if (e->cfg.shared_replies) {
         if (saga__grow(&topics, &captopics, 1, sizeof *topics, 16) != SAGA_OK ||
             (topics[0] = strdup(e->reply_topic)) == NULL) {
@@ -149,9 +150,12 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
         defs[i] = NULL;
         for (int s = 0; s < d->nsteps; s++) {
             int dup = 0;
-            char t[2][256];
+            char t[3][256];
             saga__topic_cmd(t[0], sizeof t[0], e->prefix, d->steps[s].service);
             saga__topic_reply_service(t[1], sizeof t[1], e->prefix, d->steps[s].service);
+            /* Its dead-letter topic too: with broker ACLs a service may
+             * create nothing, so all of a service's topics come from here. */
+            snprintf(t[2], sizeof t[2], "%sdead.%s", e->prefix, d->steps[s].service);
             for (int k = 0; k < ntopics; k++)
                 dup |= strcmp(topics[k], t[0]) == 0;
             if (dup)
@@ -161,11 +165,11 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
                     saga_definition_free(k == i ? d : defs[k]);
                 goto fail;
             }
-            if (saga__grow(&topics, &captopics, ntopics + 2, sizeof *topics, 16) !=
+            if (saga__grow(&topics, &captopics, ntopics + 3, sizeof *topics, 16) !=
                 SAGA_OK) {
                 rc = SAGA_ENOMEM;
             } else {
-                for (int k = 0; k < 2 && rc == SAGA_OK; k++)
+                for (int k = 0; k < 3 && rc == SAGA_OK; k++)
                     if ((topics[ntopics] = strdup(t[k])) == NULL)
                         rc = SAGA_ENOMEM;
                     else
