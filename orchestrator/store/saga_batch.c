@@ -28,7 +28,8 @@ static char *dump(json_t *a)
 }
 
 int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *const *keys,
-                          int n, char (*existing)[SAGA_ID_LEN + 1], saga_error *err)
+                          const char *const *callers, int n,
+                          char (*existing)[SAGA_ID_LEN + 1], saga_error *err)
 {
     json_t *rows = json_array(), *keyarr = json_array();
     char *text = NULL, *keytext = NULL;
@@ -54,9 +55,12 @@ int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *con
         json_object_set_new(o, "status", json_string(saga_status_name(s->status)));
         set_i64(o, "cursor_step", s->cursor);
         json_object_set(o, "input", s->input);
+        if (callers != NULL && callers[i] != NULL)
+            json_object_set_new(o, "started_by", json_string(callers[i]));
         if (keys[i] != NULL) {
             json_object_set_new(o, "idempotency_key", json_string(keys[i]));
-            json_array_append_new(keyarr, json_string(keys[i]));
+            json_array_append_new(keyarr, json_pack("{s:s, s:s?}", "k", keys[i], "caller",
+                                                    callers != NULL ? callers[i] : NULL));
             nkeys++;
         }
         set_ms(o, "deadline_at", s->deadline_at);
@@ -112,7 +116,9 @@ int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *con
             if (was_made)
                 continue;
             for (int k = 0; k < PQntuples(r); k++)
-                if (strcmp(PQgetvalue(r, k, 0), keys[i]) == 0)
+                if (strcmp(PQgetvalue(r, k, 0), keys[i]) == 0 &&
+                    (callers == NULL || callers[i] == NULL ||
+                     strcmp(PQgetvalue(r, k, 2), callers[i]) == 0))
                     snprintf(existing[i], SAGA_ID_LEN + 1, "%s", PQgetvalue(r, k, 1));
         }
         free(made);

@@ -87,16 +87,17 @@ static const char finish_requests_sql[] =
 static const char insert_sagas_sql[] =
     "INSERT INTO saga.saga (id, name, version, status, cursor_step, input,"
     " idempotency_key, deadline_at, wake_at, created_at, updated_at, progressed_at,"
-    " traceparent)"
+    " traceparent, started_by)"
     " SELECT id, name, version, status, cursor_step, input, idempotency_key,"
     " to_timestamp(deadline_at / 1000.0), to_timestamp(wake_at / 1000.0), "
     "to_timestamp(created_at / 1000.0), to_timestamp(created_at / 1000.0),"
-    " to_timestamp(created_at / 1000.0), traceparent"
+    " to_timestamp(created_at / 1000.0), traceparent, coalesce(started_by, current_user)"
     " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, id uuid, name text, version int,"
     "   status text, cursor_step int, input jsonb, idempotency_key text,"
-    "   deadline_at bigint, wake_at bigint, created_at bigint, traceparent text)"
+    "   deadline_at bigint, wake_at bigint, created_at bigint, traceparent text,"
+    "   started_by name)"
     " ORDER BY seq"
-    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id";
+    " ON CONFLICT (started_by, idempotency_key) DO NOTHING RETURNING id";
 
 /* A message is kept whole up to 64 KiB; bytes travel as hex (a Kafka
  * message may hold NUL or bytes that are not UTF-8). A reply consumed
@@ -123,9 +124,11 @@ static const char set_aside_timers_sql[] =
     " SELECT id, clock_timestamp(), kind, jsonb_build_object('reason', reason),"
     " $2 FROM s ORDER BY seq";
 
+/* The sagas holding these (caller, key) pairs: a key is its caller's. */
 static const char key_holders_sql[] =
-    "SELECT idempotency_key, id FROM saga.saga WHERE idempotency_key IN"
-    " (SELECT jsonb_array_elements_text($1::jsonb))";
+    "SELECT s.idempotency_key, s.id, s.started_by FROM saga.saga s"
+    " JOIN jsonb_to_recordset($1::jsonb) AS x(k text, caller name)"
+    " ON s.idempotency_key = x.k AND s.started_by = coalesce(x.caller, current_user)";
 
 static const struct {
     const char *name, *sql;

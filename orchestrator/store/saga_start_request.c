@@ -6,7 +6,7 @@
 #include "saga_shared.h"
 #include "saga_start_request.h"
 
-#define COLUMNS "id, name, input::text, idempotency_key, traceparent"
+#define COLUMNS "id, name, input::text, idempotency_key, traceparent, requested_by"
 
 static int query(PGconn *db, const char *sql, const char *param, const char *what,
                  PGresult **out, saga_error *err)

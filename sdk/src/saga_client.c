@@ -142,10 +142,11 @@ int saga_client_start_traced(saga_client *c, const char *name, json_t *input,
                   "WITH ins AS (INSERT INTO saga.start_request (id, name, input, "
                   "idempotency_key, traceparent)"
                   " VALUES (gen_random_uuid(), $1, $2::jsonb, $3, $4)"
-                  " ON CONFLICT (idempotency_key) DO NOTHING RETURNING id)"
+                  " ON CONFLICT (requested_by, idempotency_key) DO NOTHING RETURNING id)"
                   " SELECT id, false, pg_notify('saga_outbox', 'start') FROM ins"
                   " UNION ALL SELECT id, true, NULL FROM saga.start_request"
-                  " WHERE idempotency_key = $3 AND NOT EXISTS (SELECT 1 FROM ins)",
+                  " WHERE idempotency_key = $3 AND requested_by = current_user"
+                  " AND NOT EXISTS (SELECT 1 FROM ins)",
                   4, p);
     }
     free(text);
@@ -158,8 +159,9 @@ int saga_client_start_traced(saga_client *c, const char *name, json_t *input,
         const char *k[1] = {idempotency_key};
         PQclear(r);
         r = query(c, 1,
-                  "SELECT id, true FROM saga.start_request WHERE idempotency_key = $1", 1,
-                  k);
+                  "SELECT id, true FROM saga.start_request WHERE idempotency_key = $1"
+                  " AND requested_by = current_user",
+                  1, k);
     }
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
