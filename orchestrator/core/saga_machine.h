@@ -108,11 +108,12 @@ typedef enum saga_event_kind {
 
 typedef struct saga_event {
     saga_event_kind kind;
-    int64_t now;             /* ms since epoch */
-    double random;           /* in [0,1): jitter */
-    const saga_reply *reply; /* SAGA_EV_REPLY: borrowed */
-    const char *actor;       /* operator events: who (recorded in the history) */
-    const char *reason;      /* operator events: why (required) */
+    int64_t now;              /* ms since epoch */
+    double random;            /* in [0,1): jitter */
+    const saga_reply *reply;  /* SAGA_EV_REPLY: borrowed */
+    const char *actor;        /* operator events: who (recorded in the history) */
+    const char *on_behalf_of; /* operator events: for whom, free text (NULL: none) */
+    const char *reason;       /* operator events: why (required) */
     int step;       /* SAGA_EV_OP_SKIP: the step, which must be the current one */
     json_t *output; /* SAGA_EV_OP_SKIP: the step's output (borrowed; NULL = {}) */
 } saga_event;

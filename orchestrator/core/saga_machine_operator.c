@@ -5,10 +5,15 @@
 
 /* ---- operator commands ---- */
 
+/* Who (the authenticated operator; the database stamps it again on
+ * insert), for whom when said, and why. */
 static json_t *op_detail(const saga_event *ev)
 {
-    return json_pack("{s:s, s:s}", "operator", ev->actor ? ev->actor : "?", "reason",
-                     ev->reason ? ev->reason : "");
+    json_t *d = json_pack("{s:s, s:s}", "operator", ev->actor ? ev->actor : "?", "reason",
+                          ev->reason ? ev->reason : "");
+    if (d != NULL && ev->on_behalf_of != NULL && ev->on_behalf_of[0] != '\0')
+        json_object_set_new(d, "on_behalf_of", json_string(ev->on_behalf_of));
+    return d;
 }
 
 static int on_op_retry(saga__machine_ctx *c, const char **reason)

@@ -40,7 +40,7 @@ static void help(void)
     printf("usage: sagactl dead list [--source reply|timer|start_request] [--since DUR]\n"
            "                         [--limit N] [--all] [--json]\n"
            "       sagactl dead show ID [--json]\n"
-           "       sagactl dead replay ID --reason TEXT [--as NAME] [--brokers LIST]\n"
+           "       sagactl dead replay ID --reason TEXT [--as TEXT] [--brokers LIST]\n"
            "       sagactl dead purge --older-than DUR\n\n"
            "What sagad set aside so that it could not stall the work around it: a\n"
            "reply it could not decode or whose transaction failed alone 3 times, a\n"
@@ -50,8 +50,8 @@ static void help(void)
            "replay: a reply is produced again to its topic with its key (Kafka from\n"
            "--brokers or SAGA_KAFKA_BROKERS); a timer is due again now; a start request\n"
            "is pending again. Refused when it was replayed already or its message was\n"
-           "kept only in part (over 64 KiB). The operator (--as, else $USER) and the\n"
-           "reason are kept on the row.\n"
+           "kept only in part (over 64 KiB). The operator (the database role; --as\n"
+           "TEXT: on whose behalf) and the reason are kept on the row.\n"
            "purge: delete dead letters older than DUR.\n"
            "Exit codes: 0 ok, 1 not found or refused, 2 usage, 3 database.\n");
 }
@@ -254,7 +254,7 @@ static int dead_replay(int argc, char **argv)
                                          {"as", required_argument, NULL, 'a'},
                                          {"brokers", required_argument, NULL, 'b'},
                                          {NULL, 0, NULL, 0}};
-    const char *id, *reason = NULL, *as = getenv("USER");
+    const char *id, *reason = NULL, *as = NULL;
     const char *brokers = getenv("SAGA_KAFKA_BROKERS");
     const char *p[1] = {NULL};
     PGresult *r;
@@ -272,8 +272,6 @@ static int dead_replay(int argc, char **argv)
     p[0] = id;
     if (reason == NULL || reason[0] == '\0')
         die_usage("dead replay: --reason TEXT is required (it is kept on the row)");
-    if (as == NULL || as[0] == '\0')
-        as = "unknown";
     db = connect_db(1);
     PQclear(PQexec(db, "BEGIN"));
     r = PQexecParams(
@@ -353,7 +351,8 @@ static int dead_replay(int argc, char **argv)
         const char *u[3] = {id, as, reason};
         r = PQexecParams(
             db,
-            "UPDATE saga.dead_letter SET replayed_at = now(), replayed_by = $2,"
+            "UPDATE saga.dead_letter SET replayed_at = now(), replayed_by = session_user"
+            " || coalesce(' (on behalf of ' || nullif($2, '') || ')', ''),"
             " replay_reason = $3 WHERE id = $1::bigint",
             3, NULL, u, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {

@@ -2,7 +2,6 @@
  * definition may be (saga.limits, migration 0011). Every door reads the
  * table: sagactl start and defs deploy, libsaga's client, the database's
  * triggers, and sagad for outputs. */
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,7 +87,7 @@ static int show(void)
 
 static int set(int argc, char **argv)
 {
-    const char *name = NULL, *bytes = NULL, *reason = NULL, *as = getenv("USER");
+    const char *name = NULL, *bytes = NULL, *reason = NULL, *as = NULL;
     char value[32], n1[32], n2[32];
     const char *p[4];
     long v;
@@ -113,7 +112,7 @@ static int set(int argc, char **argv)
     name = optind < argc ? argv[optind] : NULL;
     bytes = optind + 1 < argc ? argv[optind + 1] : NULL;
     if (name == NULL || bytes == NULL)
-        die_usage("limits set: usage: limits set NAME BYTES --reason TEXT [--as NAME]");
+        die_usage("limits set: usage: limits set NAME BYTES --reason TEXT [--as TEXT]");
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         known |= strcmp(name, names[i]) == 0;
     if (!known)
@@ -123,10 +122,6 @@ static int set(int argc, char **argv)
     v = parse_number("limits set", "BYTES", bytes, 1, MOST_BYTES);
     if (reason == NULL || *reason == '\0')
         die_usage("limits set: --reason is required: say why, for the next operator");
-    if (as == NULL || *as == '\0') {
-        struct passwd *pw = getpwuid(geteuid());
-        as = pw != NULL ? pw->pw_name : "unknown";
-    }
     snprintf(value, sizeof value, "%ld", v);
     p[0] = name;
     p[1] = value;
@@ -137,7 +132,8 @@ static int set(int argc, char **argv)
      * before it that a concurrent set could overtake. */
     r = PQexecParams(db,
                      "UPDATE saga.limits l SET value = $2::bigint, updated_at = now(),"
-                     " updated_by = $3, reason = $4"
+                     " updated_by = session_user || coalesce(' (on behalf of ' ||"
+                     " nullif($3, '') || ')', ''), reason = $4"
                      " FROM (SELECT name, value FROM saga.limits WHERE name = $1"
                      "       FOR UPDATE) o WHERE l.name = o.name RETURNING o.value",
                      4, NULL, p, NULL, NULL, 0);
@@ -171,7 +167,7 @@ int cmd_limits(int argc, char **argv)
     const char *sub = argc > 1 ? argv[1] : NULL;
     if (sub != NULL && strcmp(sub, "--help") == 0) {
         printf("usage: sagactl limits [--json]\n"
-               "       sagactl limits set NAME BYTES --reason TEXT [--as NAME]\n"
+               "       sagactl limits set NAME BYTES --reason TEXT [--as TEXT]\n"
                "The largest saga input, step output and definition, in bytes of JSON\n"
                "text as PostgreSQL stores it (saga.limits). set changes one for every\n"
                "door at once (sagactl, libsaga's client, the database's triggers,\n"

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <pwd.h>
 #include <unistd.h>
 
 #include "saga/saga.h"
@@ -39,9 +38,9 @@ static const repair repairs[] = {
 
 static int run_repair(const repair *rp, int argc, char **argv)
 {
-    const char *id = NULL, *reason = NULL, *as = getenv("USER"), *step_name = NULL;
+    const char *id = NULL, *reason = NULL, *as = NULL, *step_name = NULL;
     const char *output_text = NULL;
-    char actor[160];
+    char actor[160], role[130];
     json_t *output = NULL;
     saga_defs *defs;
     saga_state *s = NULL;
@@ -77,9 +76,9 @@ static int run_repair(const repair *rp, int argc, char **argv)
         else if (c == 'j')
             want_json = 1;
         else {
-            printf("usage: sagactl %s ID %s--reason TEXT [--as NAME]\n%s\n"
-                   "The operator (--as, else $USER) and the reason go into the saga's "
-                   "history.\n",
+            printf("usage: sagactl %s ID %s--reason TEXT [--as TEXT]\n%s\n"
+                   "The operator (the database role sagactl logs in as), the reason and\n"
+                   "--as (free text: on whose behalf) go into the saga's history.\n",
                    rp->name,
                    rp->kind == SAGA_EV_OP_SKIP ? "--step NAME [--output JSON] " : "",
                    rp->help);
@@ -95,13 +94,6 @@ static int run_repair(const repair *rp, int argc, char **argv)
     check_uuid(rp->name, id);
     if (reason == NULL || *reason == '\0')
         die_usage("%s: --reason is required: say why, for the history", rp->name);
-    if (as == NULL || *as == '\0') {
-        /* No $USER (cron, containers): the login name of this uid. */
-        struct passwd *pw = getpwuid(geteuid());
-        as = pw != NULL ? pw->pw_name : NULL;
-    }
-    if (as == NULL || *as == '\0')
-        die_usage("%s: say who you are with --as NAME ($USER is not set)", rp->name);
     if (rp->kind == SAGA_EV_OP_SKIP && step_name == NULL)
         die_usage("skip: --step NAME is required: the step to mark done (see `sagactl "
                   "show`)");
@@ -112,9 +104,24 @@ static int run_repair(const repair *rp, int argc, char **argv)
             die_usage("skip: --output must be a JSON object: %s",
                       output ? "found another JSON value" : jerr.text);
     }
-    snprintf(actor, sizeof actor, "operator:%.140s", as);
-
     db = connect_db(1);
+    /* Who did it is who the database let in, not what anyone types: the
+     * role this connection authenticated as (a trigger on the history
+     * stamps it again, for rows written by other means). */
+    {
+        PGresult *who = PQexec(db, "SELECT session_user");
+        if (PQresultStatus(who) != PGRES_TUPLES_OK || PQntuples(who) != 1) {
+            fprintf(stderr, "sagactl %s: reading the database role: %s", rp->name,
+                    PQerrorMessage(db));
+            PQclear(who);
+            PQfinish(db);
+            json_decref(output);
+            return EXIT_DB;
+        }
+        snprintf(role, sizeof role, "%s", PQgetvalue(who, 0, 0));
+        PQclear(who);
+    }
+    snprintf(actor, sizeof actor, "operator:%.140s", role);
     defs = saga_defs_new();
     /* The one writer of sagas, steps, history and outbox (sagad's): the
      * outbox rows are nobody's, so whichever sagad sees them sends them. */
@@ -143,7 +150,8 @@ static int run_repair(const repair *rp, int argc, char **argv)
         saga_event ev = {.kind = rp->kind,
                          .now = saga_now_ms(),
                          .random = (double)rand() / ((double)RAND_MAX + 1.0),
-                         .actor = as,
+                         .actor = role,
+                         .on_behalf_of = as,
                          .reason = reason,
                          .step = step,
                          .output = output};

@@ -232,7 +232,9 @@ static void test_a_changed_limit_holds_at_every_door(void **state)
             continue;
         seen++;
         assert_int_equal(json_integer_value(json_object_get(row, "value")), 3000000);
-        assert_string_equal(json_string_value(json_object_get(row, "updated_by")), "ops");
+        /* The database role, and --as beside it. */
+        assert_string_equal(json_string_value(json_object_get(row, "updated_by")),
+                            "saga (on behalf of ops)");
         assert_string_equal(json_string_value(json_object_get(row, "reason")),
                             "a bulk import");
     }

@@ -324,8 +324,16 @@ static void test_oncall_story(void **state)
         }
         if (strcmp(kind, "operator_retry") == 0) {
             saw_retry = 1;
+            /* Who: the database role sagactl logged in as; --as is only
+             * "on behalf of", beside it. */
             assert_string_equal(json_string_value(json_object_get(ev, "actor")),
-                                "operator:oncall-alice");
+                                "operator:saga");
+            assert_string_equal(json_string_value(json_object_get(
+                                    json_object_get(ev, "detail"), "operator")),
+                                "saga");
+            assert_string_equal(json_string_value(json_object_get(
+                                    json_object_get(ev, "detail"), "on_behalf_of")),
+                                "oncall-alice");
             assert_string_equal(json_string_value(json_object_get(
                                     json_object_get(ev, "detail"), "reason")),
                                 "payment is back");
@@ -351,7 +359,8 @@ static void test_oncall_story(void **state)
         assert_int_equal(lines, (int)json_array_size(events) + 2);
     }
     assert_non_null(strstr(out, "operator_retry"));
-    assert_non_null(strstr(out, "operator:oncall-alice"));
+    assert_non_null(strstr(out, "operator:saga"));
+    assert_non_null(strstr(out, "\"on_behalf_of\":\"oncall-alice\""));
     assert_non_null(strstr(out, "reserve_credit#3"));
     assert_non_null(strstr(out, "{\"reason\":\"payment is back\""));
     assert_non_null(strstr(out, " ago)"));
@@ -359,7 +368,7 @@ static void test_oncall_story(void **state)
     assert_int_equal(column_of(out, "saga_started", "saga_started"),
                      column_of(out, "operator_retry", "operator_retry"));
     assert_int_equal(column_of(out, "AT ", "ACTOR"),
-                     column_of(out, "operator_retry", "operator:oncall-alice"));
+                     column_of(out, "operator_retry", "operator:saga"));
     json_decref(events);
     /* Nothing is stuck any more (of this run). */
     assert_int_equal(it_sagactl_all(out, sizeof out, 0, stuck), 0);
@@ -648,7 +657,8 @@ static void test_resolve_race(void **state)
         /* The one who won is the one the history names. */
         assert_int_equal(it_int(db,
                                 "SELECT count(*) FROM saga.saga_event WHERE saga_id = $1"
-                                " AND actor LIKE 'operator:op%'",
+                                " AND actor = 'operator:saga'"
+                                " AND detail->>'on_behalf_of' LIKE 'op%'",
                                 1, p),
                          1);
     }
