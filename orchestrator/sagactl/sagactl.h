@@ -113,5 +113,6 @@ int cmd_defs(int argc, char **argv);
 int cmd_purge(int argc, char **argv);
 int cmd_dead(int argc, char **argv);
 int cmd_limits(int argc, char **argv);
+int cmd_roles(int argc, char **argv);
 
 #endif

@@ -30,7 +30,9 @@ static const command commands[] = {
     {"history", cmd_history, NULL, "ID", "its timeline, operator actions included"},
     {"wait", cmd_wait, NULL, "ID [--timeout DUR]",
      "wait for it to end, print its status"},
-    {"retry", cmd_retry, "Repairing (--reason TEXT required; --as NAME, else $USER):",
+    {"retry", cmd_retry,
+     "Repairing (--reason TEXT required; done as the database role; --as TEXT: for "
+     "whom):",
      "ID", "re-send the outstanding step/compensation"},
     {"compensate", cmd_compensate, NULL, "ID", "abort a running saga and compensate it"},
     {"skip", cmd_skip, NULL, "ID --step NAME [--output JSON]",
@@ -44,6 +46,7 @@ static const command commands[] = {
      "stored definitions"},
     {"limits", cmd_limits, NULL, "[set NAME BYTES --reason T]",
      "the largest input, output, definition"},
+    {"roles", cmd_roles, NULL, "create", "the database roles and row-level security"},
     {"purge", cmd_purge, "Keeping history:",
      "--older-than DUR [--status S] [--batch N] [--archive FILE] [--dry-run]",
      "delete finished sagas by age"},

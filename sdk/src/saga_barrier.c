@@ -23,6 +23,15 @@ int saga__pg_exec(PGconn *db, const char *sql, saga_error *err)
 
 int saga__barrier_init(PGconn *db, saga_error *err)
 {
+    /* Made once by the service's owner (migrations/participant/barrier.sql)
+     * where the service's role may not create tables: a CREATE ... IF NOT
+     * EXISTS would still need that right, so look first. */
+    PGresult *res = PQexec(db, "SELECT to_regclass('saga_barrier') IS NOT NULL");
+    int exists = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+                 strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    PQclear(res);
+    if (exists)
+        return SAGA_OK;
     return saga__pg_exec(db,
                          "CREATE TABLE IF NOT EXISTS saga_barrier ("
                          " saga_id uuid NOT NULL,"

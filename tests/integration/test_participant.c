@@ -876,6 +876,56 @@ static void test_stop_from_another_thread_wakes_the_fd(void **state)
     assert_int_equal(pthread_join(t, NULL), 0);
 }
 
+/* A service's role needs no right to create tables: its owner made the
+ * barrier table once (migrations/participant/barrier.sql), and libsaga
+ * only uses it. Where it is missing, the same role is refused, with the
+ * database's reason. */
+static void test_barrier_made_by_the_owner_needs_no_ddl_right(void **state)
+{
+    char role[64], url[600], sql[600];
+    const char *base = it_env("SAGA_PG_URL"), *at = strchr(base, '@'), *scheme;
+    saga_participant_options o = {0};
+    saga_participant *p = NULL;
+    saga_error err = {0};
+    (void)state;
+    snprintf(role, sizeof role, "it_noddl_%ld", (long)getpid());
+    scheme = strstr(base, "://");
+    assert_non_null(scheme);
+    assert_non_null(at);
+    snprintf(url, sizeof url, "%.*s%s%s", (int)(scheme + 3 - base), base, role, at);
+    snprintf(
+        sql, sizeof sql,
+        "DROP SCHEMA IF EXISTS it_noddl CASCADE; DROP SCHEMA IF EXISTS it_noddl2 "
+        "CASCADE; CREATE SCHEMA it_noddl; CREATE SCHEMA it_noddl2;"
+        " DROP ROLE IF EXISTS %s; CREATE ROLE %s LOGIN;"
+        " GRANT USAGE ON SCHEMA it_noddl, it_noddl2 TO %s; SET search_path = it_noddl",
+        role, role, role);
+    it_exec(db, sql);
+    it_exec_file(db, "migrations/participant/barrier.sql");
+    snprintf(
+        sql, sizeof sql,
+        "RESET search_path; GRANT SELECT, INSERT, UPDATE ON it_noddl.saga_barrier TO %s",
+        role);
+    it_exec(db, sql);
+    o.brokers = it_env("SAGA_KAFKA_BROKERS");
+    o.service = "noddl";
+    o.topic_prefix = prefix;
+    o.db_url = url;
+    o.db_schema = "it_noddl";
+    assert_int_equal(saga_participant_new(&o, &p, &err), SAGA_OK);
+    saga_participant_free(p);
+    p = NULL;
+    o.db_schema = "it_noddl2"; /* no barrier table there, and no right to make one */
+    assert_int_equal(saga_participant_new(&o, &p, &err), SAGA_EDB);
+    assert_null(p);
+    assert_non_null(strstr(err.message, "permission denied"));
+    snprintf(sql, sizeof sql,
+             "DROP SCHEMA it_noddl CASCADE; DROP SCHEMA it_noddl2 CASCADE;"
+             " DROP OWNED BY %s; DROP ROLE %s",
+             role, role);
+    it_exec(db, sql);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -895,6 +945,7 @@ int main(void)
         cmocka_unit_test(test_event_loop_fd_more_than_a_batch),
         cmocka_unit_test(test_group_commit_keeps_each_command_atomic),
         cmocka_unit_test(test_stop_from_another_thread_wakes_the_fd),
+        cmocka_unit_test(test_barrier_made_by_the_owner_needs_no_ddl_right),
     };
     return cmocka_run_group_tests_name("participant and barrier (PostgreSQL + Kafka)",
                                        tests, setup, teardown);
