@@ -25,7 +25,8 @@ CREATE INDEX saga_started_by_idx ON saga.saga (started_by, created_at);
 CREATE FUNCTION saga.stamp_operator() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     NEW.actor := 'operator:' || session_user;
-    IF NEW.detail IS NOT NULL AND jsonb_typeof(NEW.detail) = 'object' THEN
+    IF NEW.kind LIKE 'operator\_%' AND NEW.detail IS NOT NULL
+       AND jsonb_typeof(NEW.detail) = 'object' THEN
         NEW.detail := jsonb_set(NEW.detail, '{operator}', to_jsonb(session_user::text));
     END IF;
     RETURN NEW;

@@ -134,8 +134,8 @@ ok "the reader reads everything and writes nothing"
 row=$(psql "$owner" -At -c "SELECT actor || '|' || (detail->>'operator') || '|' || (detail->>'on_behalf_of') FROM saga.saga_event WHERE saga_id = '$a1' AND kind = 'operator_compensate'")
 [[ $row == "operator:op_$n|op_$n|ticket-42" ]] || fail "the repair's history line says $row"
 # A line written by hand cannot claim another operator.
-as op "INSERT INTO saga.saga_event (saga_id, at, kind, detail, actor) VALUES ('$a1', now(), 'note', '{\"operator\":\"someone-else\"}', 'operator:someone-else')" >/dev/null
-row=$(psql "$owner" -At -c "SELECT actor || '|' || (detail->>'operator') FROM saga.saga_event WHERE saga_id = '$a1' AND kind = 'note'")
+as op "INSERT INTO saga.saga_event (saga_id, at, kind, detail, actor) VALUES ('$a1', now(), 'operator_note', '{\"operator\":\"someone-else\"}', 'operator:someone-else')" >/dev/null
+row=$(psql "$owner" -At -c "SELECT actor || '|' || (detail->>'operator') FROM saga.saga_event WHERE saga_id = '$a1' AND kind = 'operator_note'")
 [[ $row == "operator:op_$n|op_$n" ]] || fail "a hand-written operator line kept its claim: $row"
 refused op "CREATE TABLE saga.x (i int)"
 refused op "DROP TABLE saga.outbox"
