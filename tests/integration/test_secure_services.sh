@@ -10,6 +10,7 @@
 # test.cmd.inventory. Prints PASS/FAIL lines; exits non-zero on a failure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+PG_BIN_DIR=${SAGA_PG_BIN:-/usr/lib/postgresql/15/bin}
 # Ports of its own, below the ephemeral range, apart from the plain
 # services' and test_secure's, so that it can run beside them.
 export SAGA_SECURE=1 SAGA_PG_PORT=${SAGA_SECURE_SERVICES_PG_PORT:-25652} \
@@ -19,14 +20,16 @@ unset SAGA_PG_URL SAGA_KAFKA_BROKERS SAGA_SERVICES_OWN_PG SAGA_SERVICES_OWN_KAFK
 name=test_secure_services
 failed=0
 out=$SAGA_RUN_DIR/test
-pass() { echo "$name: PASS: $*"; }
-fail() { echo "$name: FAIL: $*"; failed=1; }
+at() { local ms=$(( $(date +%s%3N) - t0 )); printf '%d.%d s' $((ms / 1000)) $((ms % 1000 / 100)); }
+pass() { echo "$name: PASS: $* [$(at)]"; }
+fail() { echo "$name: FAIL: $* [$(at)]"; failed=1; }
 # A step without which nothing after it means anything.
 fatal() { fail "$*"; exit 1; }
 cleanup() {
     local rc=$?
     [[ $failed -eq 0 ]] || rc=1
-    scripts/services down >/dev/null 2>&1 || true
+    # Whatever env said, these services are this test's own.
+    SAGA_SERVICES_OWN_PG=1 SAGA_SERVICES_OWN_KAFKA=1 scripts/services down >/dev/null 2>&1 || true
     rm -rf "$SAGA_RUN_DIR"
     if [[ $rc -eq 0 ]]; then echo "$name: passed in $(( $(date +%s%3N) - t0 )) ms"; else echo "$name: FAILED"; fi
     exit "$rc"
@@ -90,26 +93,31 @@ if kcat "${admin[@]}" -X ssl.endpoint.identification.algorithm=https -L -m 10 >"
 else
     fail "kcat as admin: $(cat "$out/meta.err")"
 fi
-if kcat -b "$SAGA_KAFKA_BROKERS" -L -m 3 >/dev/null 2>&1; then
+# Three clients that must get nothing; each waits out its 3 s, so at once.
+kcat -b "$SAGA_KAFKA_BROKERS" -L -m 3 >/dev/null 2>&1 &
+plain=$!
+kcat -b "$SAGA_KAFKA_BROKERS" -X security.protocol=SSL -X ssl.ca.location="$SAGA_TLS_DIR/ca.pem" \
+    -L -m 3 >/dev/null 2>&1 &
+tls_only=$!
+sed 's/^sasl.password=.*/sasl.password=wrong/' "$SAGA_SECRETS_DIR/kafka-payment.conf" >"$out/wrong.conf"
+kcat -F "$out/wrong.conf" -b "$SAGA_KAFKA_BROKERS" -L -m 3 >/dev/null 2>"$out/wrong.err" &
+wrong=$!
+if wait "$plain"; then
     fail "the broker answered a client without TLS and SASL"
 else
     pass "kcat without TLS and SASL gets nothing"
 fi
-if kcat -b "$SAGA_KAFKA_BROKERS" -X security.protocol=SSL -X ssl.ca.location="$SAGA_TLS_DIR/ca.pem" \
-    -L -m 3 >/dev/null 2>&1; then
+if wait "$tls_only"; then
     fail "the broker answered a client with TLS but without SASL"
 else
     pass "kcat with TLS but without SASL gets nothing"
 fi
-sed 's/^sasl.password=.*/sasl.password=wrong/' "$SAGA_SECRETS_DIR/kafka-payment.conf" >"$out/wrong.conf"
-if kcat -F "$out/wrong.conf" -b "$SAGA_KAFKA_BROKERS" -L -m 3 >/dev/null 2>"$out/wrong.err"; then
+if wait "$wrong"; then
     fail "a wrong password was accepted"
+elif grep -q "SASL authentication error" "$out/wrong.err"; then
+    pass "a wrong SCRAM password refused"
 else
-    if grep -q "SASL authentication error" "$out/wrong.err"; then
-        pass "a wrong SCRAM password refused"
-    else
-        fail "a wrong password failed, but not in SASL: $(tail -n 2 "$out/wrong.err")"
-    fi
+    fail "a wrong password failed, but not in SASL: $(tail -n 2 "$out/wrong.err")"
 fi
 
 # ---- ACLs
@@ -117,11 +125,30 @@ t1=$(date +%s%3N)
 scripts/kafka-acls test. order payment inventory 2>"$out/acls.log" ||
     { cat "$out/acls.log"; fatal "scripts/kafka-acls test. order payment inventory"; }
 pass "scripts/kafka-acls: $(grep -c '^kafka-acls.sh ' "$out/acls.log") commands in $(( $(date +%s%3N) - t1 )) ms"
-# sagad creates the topics of each service (the services may not).
+# sagad creates the topics of each service (the services may not): a
+# metadata request for a missing topic creates it when the asker may.
 sagad=(-F "$SAGA_SECRETS_DIR/kafka-sagad.conf" -b "$SAGA_KAFKA_BROKERS")
-for t in test.cmd.payment test.reply.payment test.dead.payment test.cmd.inventory test.reply.inventory; do
-    echo "from-sagad" | kcat "${sagad[@]}" -P -t "$t" 2>>"$out/sagad.err" || true
+topics=(test.cmd.payment test.reply.payment test.dead.payment test.cmd.inventory test.reply.inventory)
+for t in "${topics[@]}"; do
+    kcat "${sagad[@]}" -L -t "$t" -m 5 >/dev/null 2>&1 || true
 done
+all_there() {
+    local md t
+    md=$(kcat "${admin[@]}" -L -m 5 2>/dev/null) || return 1
+    for t in "${topics[@]}"; do
+        [[ $md == *"topic \"$t\" with 4 partitions"* ]] || return 1
+    done
+}
+for _ in $(seq 1 100); do
+    all_there && break
+    sleep 0.1
+done
+if all_there; then pass "sagad created ${topics[*]}"; else fatal "sagad could not create ${topics[*]}"; fi
+if echo "from-sagad" | kcat "${sagad[@]}" -X enable.idempotence=true -P -t test.cmd.payment 2>"$out/s1.err"; then
+    pass "sagad produces to test.cmd.payment (idempotent producer)"
+else
+    fail "sagad producing to test.cmd.payment: $(cat "$out/s1.err")"
+fi
 # As libsaga's participant does: an idempotent producer.
 pay=(-F "$SAGA_SECRETS_DIR/kafka-payment.conf" -b "$SAGA_KAFKA_BROKERS")
 if echo "payment-reply" | kcat "${pay[@]}" -X enable.idempotence=true -P -t test.reply.payment 2>"$out/p1.err"; then
@@ -157,4 +184,35 @@ if [[ -z $got ]] && grep -qi "authoriz" "$out/c3.err"; then
     pass "payment in inventory's group saga-svc-inventory refused: authorization"
 else
     fail "payment in group saga-svc-inventory: got '$got': $(cat "$out/c3.err")"
+fi
+
+# sagad's consumer: all reply topics by pattern, as group sagad.
+got=$(timeout 30 kcat "${sagad[@]}" -G sagad -X auto.offset.reset=earliest -c 1 -e -q '^test\.reply(\..+)?$' 2>"$out/c4.err") || true
+if [[ $got == *payment-reply* ]]; then
+    pass "sagad consumes ^test\.reply(\..+)?\$ in group sagad (payment's reply)"
+else
+    fail "sagad consuming the reply topics: got '$got': $(cat "$out/c4.err")"
+fi
+# The operator (sagactl dead replay) writes a reply again; reads nothing.
+op=(-F "$SAGA_SECRETS_DIR/kafka-operator.conf" -b "$SAGA_KAFKA_BROKERS")
+if echo "replayed" | kcat "${op[@]}" -X enable.idempotence=true -P -t test.reply.payment 2>"$out/o1.err"; then
+    pass "operator produces to test.reply.payment"
+else
+    fail "operator producing to test.reply.payment: $(cat "$out/o1.err")"
+fi
+got=$(timeout 30 kcat "${op[@]}" -G saga-svc-payment -X auto.offset.reset=earliest -c 1 -e -q test.cmd.payment 2>"$out/o2.err") || true
+if [[ -z $got ]] && grep -qi "authoriz" "$out/o2.err"; then
+    pass "operator consuming test.cmd.payment refused: authorization"
+else
+    fail "operator consuming test.cmd.payment: got '$got': $(cat "$out/o2.err")"
+fi
+
+# ---- down, with the environment env gave (as after the README's eval):
+# both are recognised as ours and stopped.
+scripts/services down 2>"$out/down.log" || fail "scripts/services down: $(cat "$out/down.log")"
+if grep -q "postgresql stopped" "$out/down.log" && grep -q "kafka stopped" "$out/down.log" &&
+    ! "$PG_BIN_DIR/pg_isready" -q -h 127.0.0.1 -p "$SAGA_PG_PORT"; then
+    pass "down after eval env stops PostgreSQL and Kafka"
+else
+    fail "down after eval env: $(cat "$out/down.log")"
 fi
