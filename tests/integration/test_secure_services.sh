@@ -16,7 +16,8 @@ PG_BIN_DIR=${SAGA_PG_BIN:-/usr/lib/postgresql/15/bin}
 export SAGA_SECURE=1 SAGA_PG_PORT=${SAGA_SECURE_SERVICES_PG_PORT:-25652} \
     SAGA_KAFKA_PORT=${SAGA_SECURE_SERVICES_KAFKA_PORT:-29412}
 export SAGA_RUN_DIR=${TMPDIR:-/tmp}/saga-secure-services-$$
-unset SAGA_PG_URL SAGA_KAFKA_BROKERS SAGA_SERVICES_OWN_PG SAGA_SERVICES_OWN_KAFKA PGPASSWORD PGPASSFILE
+unset SAGA_PG_URL SAGA_KAFKA_BROKERS SAGA_SERVICES_OWN_PG SAGA_SERVICES_OWN_KAFKA PGPASSWORD PGPASSFILE \
+    SAGA_SECURE_USERS SAGA_KAFKA_ADMIN_CONFIG
 name=test_secure_services
 failed=0
 out=$SAGA_RUN_DIR/test
@@ -28,6 +29,9 @@ fatal() { fail "$*"; exit 1; }
 cleanup() {
     local rc=$?
     [[ $failed -eq 0 ]] || rc=1
+    if [[ $rc -ne 0 ]]; then
+        tail -n 15 "$SAGA_RUN_DIR/kafka/kafka.log" "$SAGA_RUN_DIR/pg/postgres.log" 2>/dev/null || true
+    fi
     # Whatever env said, these services are this test's own.
     SAGA_SERVICES_OWN_PG=1 SAGA_SERVICES_OWN_KAFKA=1 scripts/services down >/dev/null 2>&1 || true
     rm -rf "$SAGA_RUN_DIR"
