@@ -126,6 +126,11 @@ static void test_kafka_options_file(void **state)
     f = fdopen(fd, "w");
     fputs("# TLS and SASL\n\n  client.id = a,b=c\r\nlinger.ms=7\n", f);
     fclose(f);
+    /* It holds passwords: readable by others, it is refused. */
+    assert_int_equal(chmod(path, 0644), 0);
+    assert_int_equal(saga__kafka_apply_options(conf, NULL, path, &err), SAGA_EIO);
+    assert_non_null(strstr(err.message, "readable or writable by others"));
+    assert_int_equal(chmod(path, 0640), 0);
     assert_int_equal(saga__kafka_apply_options(conf, "linger.ms=1", path, &err), SAGA_OK);
     assert_int_equal(rd_kafka_conf_get(conf, "client.id", v, &vlen), RD_KAFKA_CONF_OK);
     /* The value runs to the end of the line, commas and '=' and all. */

@@ -92,7 +92,7 @@ typedef void (*saga_handler_fn)(const saga_command *cmd, struct pg_conn *db,
  *                (or kafka_options_file) entry that is not key=value or
  *                that librdkafka refuses; key_file holds no valid key
  *   SAGA_EIO     kafka_options_file or key_file cannot be read, or
- *                key_file is readable by others
+ *                is readable by others (they hold secrets)
  *   SAGA_EDB     db_url: cannot connect, or the barrier table cannot be
  *                created or its statements prepared
  *   SAGA_EKAFKA  the Kafka clients cannot be created, or the command topic
