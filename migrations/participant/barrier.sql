@@ -1,7 +1,7 @@
 -- The barrier table of a participant service (docs/SDK.md, "Exactly once:
 -- the barrier"), for its owner to create once, so that the service's own
 -- role needs no right to create tables. libsaga creates the same table by
--- itself when it is missing and its role may (tests/integration/test_roles.sh
+-- itself when it is missing and its role may (tests/integration/test_participant.c
 -- checks the two are the same). Run it in the service's schema:
 --   PGOPTIONS='-c search_path=payment' psql "$URL" -v ON_ERROR_STOP=1 \
 --       -f migrations/participant/barrier.sql

@@ -879,7 +879,7 @@ static void test_stop_from_another_thread_wakes_the_fd(void **state)
 /* A service's role needs no right to create tables: its owner made the
  * barrier table once (migrations/participant/barrier.sql), and libsaga
  * only uses it. Where it is missing, the same role is refused, with the
- * database's reason. */
+ * database's reason; given the right, it makes the same table. */
 static void test_barrier_made_by_the_owner_needs_no_ddl_right(void **state)
 {
     char role[64], url[600], sql[600];
@@ -919,6 +919,35 @@ static void test_barrier_made_by_the_owner_needs_no_ddl_right(void **state)
     assert_int_equal(saga_participant_new(&o, &p, &err), SAGA_EDB);
     assert_null(p);
     assert_non_null(strstr(err.message, "permission denied"));
+    /* With the right, libsaga still makes the table itself, and it is the
+     * table barrier.sql makes: the same columns and constraints. */
+    snprintf(sql, sizeof sql, "GRANT CREATE ON SCHEMA it_noddl2 TO %s", role);
+    it_exec(db, sql);
+    assert_int_equal(saga_participant_new(&o, &p, &err), SAGA_OK);
+    saga_participant_free(p);
+    p = NULL;
+    /* Each schema's columns (name type not-null default) and constraints. */
+#define BARRIER_DEFS                                                                     \
+    "WITH d AS (SELECT c.relnamespace::regnamespace::text AS s,"                         \
+    "  a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' '"                  \
+    "  || a.attnotnull || ' ' || coalesce(pg_get_expr(ad.adbin, ad.adrelid), '')"        \
+    "  AS what FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"                \
+    "  LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum"       \
+    "  WHERE c.relname = 'saga_barrier' AND a.attnum > 0 AND NOT a.attisdropped"         \
+    " UNION ALL SELECT c.relnamespace::regnamespace::text,"                              \
+    "  pg_get_constraintdef(k.oid) FROM pg_constraint k"                                 \
+    "  JOIN pg_class c ON c.oid = k.conrelid WHERE c.relname = 'saga_barrier'),"         \
+    " one AS (SELECT what FROM d WHERE s = 'it_noddl'),"                                 \
+    " two AS (SELECT what FROM d WHERE s = 'it_noddl2')"
+    /* 7 columns, the phase check, the primary key */
+    assert_int_equal(it_int(db, BARRIER_DEFS " SELECT count(*) FROM one", 0, NULL), 9);
+    assert_int_equal(it_int(db,
+                            BARRIER_DEFS
+                            " SELECT count(*) FROM ((TABLE one EXCEPT TABLE two)"
+                            " UNION ALL (TABLE two EXCEPT TABLE one)) x",
+                            0, NULL),
+                     0);
+#undef BARRIER_DEFS
     snprintf(sql, sizeof sql,
              "DROP SCHEMA it_noddl CASCADE; DROP SCHEMA it_noddl2 CASCADE;"
              " DROP OWNED BY %s; DROP ROLE %s",

@@ -119,6 +119,7 @@ if "$bin/sagactl" --db "$(url "app_a_$n")" compensate "$a1" --reason "mine" >"$w
     fail "starter a repaired a saga"
 fi
 grep -q "permission denied" "$work/repair.log" || fail "starter a's repair refused for another reason: $(cat "$work/repair.log")"
+"$bin/sagactl" --db "$(url "app_a_$n")" show "$a1" >/dev/null || fail "starter a cannot show its own saga"
 ok "a starter sees only its own requests, sagas, steps and history; cannot ask in another's name, write a saga or the history, or repair"
 
 # ---- reader
@@ -126,7 +127,31 @@ ok "a starter sees only its own requests, sagas, steps and history; cannot ask i
 refused rd "INSERT INTO saga.start_request (id, name, input) VALUES (gen_random_uuid(), 'order', '{}')"
 refused rd "UPDATE saga.limits SET value = 1"
 refused rd "DELETE FROM saga.dead_letter"
-ok "the reader reads everything and writes nothing"
+# Every table of the schema, every way of writing (a right is checked
+# before any row is looked at, so WHERE false is enough to be refused).
+tables=$(psql "$owner" -At -c "SELECT tablename FROM pg_tables WHERE schemaname = 'saga'")
+[[ $(wc -w <<<"$tables") -ge 10 ]] || fail "only these tables in schema saga: $tables"
+for t in $tables; do
+    col=$(psql "$owner" -At -c "SELECT attname FROM pg_attribute WHERE attrelid = 'saga.$t'::regclass AND attnum = 1")
+    for who in rd app_a; do
+        [[ $who == app_a && $t == start_request ]] ||
+            refused "$who" "INSERT INTO saga.$t SELECT * FROM saga.$t WHERE false"
+        refused "$who" "UPDATE saga.$t SET $col = $col WHERE false"
+        refused "$who" "DELETE FROM saga.$t WHERE false"
+        refused "$who" "TRUNCATE saga.$t"
+    done
+done
+for cmd in list stuck stats "show $a1" "history $a1"; do
+    rc=0 # stuck exits 1 when it finds some
+    # shellcheck disable=SC2086 # cmd is words
+    "$bin/sagactl" --db "$(url "rd_$n")" $cmd >"$work/rd.log" 2>&1 || rc=$?
+    [[ $rc -eq 0 || ($cmd == stuck && $rc -eq 1) ]] || fail "the reader's sagactl $cmd: $(cat "$work/rd.log")"
+done
+if "$bin/sagactl" --db "$(url "rd_$n")" resolve "$b1" --reason "x" >"$work/rd.log" 2>&1; then
+    fail "the reader repaired a saga"
+fi
+grep -q "permission denied" "$work/rd.log" || fail "the reader's repair refused for another reason: $(cat "$work/rd.log")"
+ok "the reader reads everything (sagactl list, stuck, stats, show, history) and writes nothing, in no table"
 
 # ---- operator: repairs, recorded as its role; no DDL
 "$bin/sagactl" --db "$(url "op_$n")" compensate "$a1" --reason "customer cancelled" --as "ticket-42" \
@@ -137,6 +162,13 @@ row=$(psql "$owner" -At -c "SELECT actor || '|' || (detail->>'operator') || '|' 
 as op "INSERT INTO saga.saga_event (saga_id, at, kind, detail, actor) VALUES ('$a1', now(), 'operator_note', '{\"operator\":\"someone-else\"}', 'operator:someone-else')" >/dev/null
 row=$(psql "$owner" -At -c "SELECT actor || '|' || (detail->>'operator') FROM saga.saga_event WHERE saga_id = '$a1' AND kind = 'operator_note'")
 [[ $row == "operator:op_$n|op_$n" ]] || fail "a hand-written operator line kept its claim: $row"
+"$bin/sagactl" --db "$(url "op_$n")" history "$a1" >"$work/history.log" || fail "the operator's history"
+grep "operator_compensate" "$work/history.log" | grep -q "operator:op_$n .*\"on_behalf_of\":\"ticket-42\"" ||
+    fail "sagactl history does not show the role and on-behalf-of: $(grep operator_ "$work/history.log")"
+"$bin/sagactl" --db "$(url "op_$n")" limits set max_input_bytes 300000 --reason "bulk" --as "ticket-7" \
+    >/dev/null || fail "the operator's limits set"
+[[ $(psql "$owner" -Atc "SELECT updated_by FROM saga.limits WHERE name = 'max_input_bytes'") == "op_$n (on behalf of ticket-7)" ]] ||
+    fail "limits set does not record the operator's role"
 refused op "CREATE TABLE saga.x (i int)"
 refused op "DROP TABLE saga.outbox"
 ok "the operator repairs; the history names its database role (--as only as on-behalf-of), even for a line written by hand; no DDL"
