@@ -421,11 +421,12 @@ int cmd_wait(int argc, char **argv)
     for (;;) {
         const char *p[1] = {id};
         /* A start request not yet taken by sagad is waited for like a saga
-         * (pending); one it rejected ends the wait. */
+         * (pending); one it rejected ends the wait, and so does an id with
+         * neither (or one row security hides: another caller's). */
         PGresult *r = PQexecParams(
             db,
             "SELECT coalesce(s.status, CASE WHEN r.error IS NOT NULL THEN 'rejected'"
-            " WHEN r.processed_at IS NULL THEN 'pending' END)"
+            " WHEN r.id IS NOT NULL AND r.processed_at IS NULL THEN 'pending' END)"
             " FROM (SELECT $1::uuid AS id) q"
             " LEFT JOIN saga.saga s ON s.id = q.id"
             " LEFT JOIN saga.start_request r ON r.id = q.id",

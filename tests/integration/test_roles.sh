@@ -5,8 +5,9 @@
 # idempotency keys, cannot ask in the other's name, cannot repair), a
 # reader (reads, writes nothing), an operator (repairs, and the history
 # names its role whatever it claims; no DDL), and sagad itself running as a
-# role granted only saga_engine (starts sagas and sends their commands; no
-# DDL).
+# role granted only saga_engine (starts sagas, sends their commands, applies
+# the example services' replies until one saga completes and the repaired
+# one is compensated; no DDL).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin=$PWD/${SAGA_BUILD_DIR:-build}/bin
@@ -22,8 +23,10 @@ url() { echo "postgresql://$1@$hostport/$db"; } # trust auth: the role is the lo
 fail() { echo "test_roles: FAIL: $*" >&2; exit 1; }
 ok() { echo "test_roles: ok: $*"; }
 sagad_pid=
+svc_pids=()
 cleanup() {
     local rc=$?
+    for p in "${svc_pids[@]}"; do kill -TERM "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
     [[ -n $sagad_pid ]] && { kill -TERM "$sagad_pid" 2>/dev/null; wait "$sagad_pid" 2>/dev/null || true; }
     [[ $rc -ne 0 ]] && tail -n 20 "$work/sagad.log" >&2 2>/dev/null
     psql "$admin_url" -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
@@ -172,4 +175,26 @@ grep "operator_compensate" "$work/history.log" | grep -q "operator:op_$n .*\"on_
 refused op "CREATE TABLE saga.x (i int)"
 refused op "DROP TABLE saga.outbox"
 ok "the operator repairs; the history names its database role (--as only as on-behalf-of), even for a line written by hand; no DDL"
+
+# ---- the participants answer: sagad as saga_engine applies their replies
+# and takes both sagas to their end (a1 compensated, as the operator said;
+# b1 completed), and each starter waits for its own saga only.
+for svc in order payment inventory; do
+    SAGA_PG_URL=$owner "$bin/$svc-service" >"$work/$svc.log" 2>&1 &
+    svc_pids+=($!)
+done
+for svc in order payment inventory; do
+    for _ in $(seq 1 300); do grep -q "ready" "$work/$svc.log" && break; sleep 0.1; done
+    grep -q "ready" "$work/$svc.log" || fail "the $svc service did not start: $(tail -n 5 "$work/$svc.log")"
+done
+psql "$owner" -q -v ON_ERROR_STOP=1 -f examples/seed.sql >/dev/null
+[[ $("$bin/sagactl" --db "$(url "app_b_$n")" wait "$b1" --timeout 60s) == completed ]] ||
+    fail "b's saga did not complete for b (sagad as saga_engine)"
+[[ $("$bin/sagactl" --db "$(url "app_a_$n")" wait "$a1" --timeout 60s) == compensated ]] ||
+    fail "a's saga was not compensated for a (sagad as saga_engine)"
+if "$bin/sagactl" --db "$(url "app_a_$n")" wait "$b1" --timeout 1s >"$work/wait.log" 2>&1; then
+    fail "starter a waited for b's saga: $(cat "$work/wait.log")"
+fi
+grep -q "no saga" "$work/wait.log" || fail "sagactl wait of b's saga as a said: $(cat "$work/wait.log")"
+ok "sagad as saga_engine completed one saga and compensated the other; each starter waits for its own only"
 echo "test_roles: passed"
