@@ -95,8 +95,14 @@ int saga_engine_run(saga_engine *e, saga_error *err)
             rd_kafka_queue_destroy(cq);
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     }
-    saga_log(SAGA_LOG_INFO, "sagad running as %s: replies from %s", e->owner,
-             e->reply_topic);
+    saga_log(SAGA_LOG_INFO, "sagad running as %s: replies from %s.<service>%s", e->owner,
+             e->reply_topic,
+             e->cfg.shared_replies ? " and, for the upgrade, the shared " : "");
+    if (e->cfg.shared_replies)
+        saga_log(SAGA_LOG_WARN,
+                 "--shared-replies: replies on %s are accepted for any step; turn it off "
+                 "once the upgrade is done (docs/OPERATIONS.md)",
+                 e->reply_topic);
     while (!e->stop) {
         int n, full, db_ok;
         int64_t now, wait;

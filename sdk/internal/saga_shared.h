@@ -15,6 +15,7 @@
 #define SAGA_SHARED_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +94,11 @@ static inline int saga__grow(void *items, int *cap, int need, size_t elem, int f
 }
 
 /* ---- secrets ---- */
+
+/* Open the file at path for reading when others may neither read nor
+ * write it (it holds a secret); NULL with err (SAGA_EIO, starting with
+ * what, e.g. "key file ") saying why otherwise. The caller fcloses it. */
+FILE *saga__open_secret(const char *path, const char *what, saga_error *err);
 
 /* The first line of the file at path that is neither blank nor a '#'
  * comment, trimmed, into *out (new, the caller frees it). The file must

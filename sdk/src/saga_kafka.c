@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -62,22 +61,11 @@ int saga__kafka_set(rd_kafka_conf_t *conf, const char *key, const char *value,
  * and '#' comments skipped. */
 static int apply_options_file(rd_kafka_conf_t *conf, const char *path, saga_error *err)
 {
-    FILE *f = fopen(path, "r");
+    FILE *f = saga__open_secret(path, "Kafka options file ", err);
     char line[4096];
     int lineno = 0, rc = SAGA_OK;
-    struct stat st;
     if (f == NULL)
-        return saga__error_set(err, SAGA_EIO, "Kafka options file %s: %s", path,
-                               strerror(errno));
-    /* It holds passwords: a file anyone on the machine may read is
-     * refused, as key files are. */
-    if (fstat(fileno(f), &st) != 0 || (st.st_mode & (S_IROTH | S_IWOTH)) != 0) {
-        fclose(f);
-        return saga__error_set(err, SAGA_EIO,
-                               "Kafka options file %s: readable or writable by others "
-                               "(mode %04o): run chmod o-rwx %s",
-                               path, (unsigned)(st.st_mode & 07777), path);
-    }
+        return SAGA_EIO;
     while (rc == SAGA_OK && fgets(line, sizeof line, f) != NULL) {
         size_t len = strlen(line);
         char *k = line, *eq, *end;

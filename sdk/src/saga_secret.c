@@ -9,23 +9,34 @@
 
 #include "saga_shared.h"
 
+FILE *saga__open_secret(const char *path, const char *what, saga_error *err)
+{
+    FILE *f = fopen(path, "r");
+    struct stat st;
+    if (f == NULL) {
+        saga__error_set(err, SAGA_EIO, "%s%s: %s", what, path, strerror(errno));
+        return NULL;
+    }
+    if (fstat(fileno(f), &st) != 0 || (st.st_mode & (S_IROTH | S_IWOTH)) != 0) {
+        fclose(f);
+        saga__error_set(
+            err, SAGA_EIO,
+            "%s%s: readable or writable by others (mode %04o): run chmod o-rwx "
+            "%s",
+            what, path, (unsigned)(st.st_mode & 07777), path);
+        return NULL;
+    }
+    return f;
+}
+
 int saga__read_secret(const char *path, char **out, saga_error *err)
 {
     FILE *f;
-    struct stat st;
     char line[4096];
     int rc = SAGA_OK;
     *out = NULL;
-    if ((f = fopen(path, "r")) == NULL)
-        return saga__error_set(err, SAGA_EIO, "%s: %s", path, strerror(errno));
-    if (fstat(fileno(f), &st) != 0 || (st.st_mode & (S_IROTH | S_IWOTH)) != 0) {
-        fclose(f);
-        return saga__error_set(
-            err, SAGA_EIO,
-            "%s: readable or writable by others (mode %04o): run chmod "
-            "o-rwx %s",
-            path, (unsigned)(st.st_mode & 07777), path);
-    }
+    if ((f = saga__open_secret(path, "", err)) == NULL)
+        return SAGA_EIO;
     for (;;) {
         size_t len;
         char *s = line;

@@ -3,12 +3,10 @@
  * four length-prefixed fields, so no two different messages give the same
  * input: the label "saga.v1", the topic, the key and the value. */
 #include <ctype.h>
-#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -96,7 +94,6 @@ int saga_keys_from_hex(const char *const *hex, int n, saga_keys **out, saga_erro
 int saga_keys_load(const char *path, saga_keys **out, saga_error *err)
 {
     FILE *f;
-    struct stat st;
     char line[1024];
     int lineno = 0, rc = SAGA_OK;
     saga_keys *k;
@@ -106,15 +103,8 @@ int saga_keys_load(const char *path, saga_keys **out, saga_error *err)
     if (path == NULL || out == NULL)
         return saga__error_set(err, SAGA_EINVAL,
                                "saga_keys_load: path and out are needed");
-    if ((f = fopen(path, "r")) == NULL)
-        return saga__error_set(err, SAGA_EIO, "key file %s: %s", path, strerror(errno));
-    if (fstat(fileno(f), &st) != 0 || (st.st_mode & (S_IROTH | S_IWOTH)) != 0) {
-        fclose(f);
-        return saga__error_set(err, SAGA_EIO,
-                               "key file %s: readable or writable by others (mode %04o): "
-                               "run chmod o-rwx %s",
-                               path, (unsigned)(st.st_mode & 07777), path);
-    }
+    if ((f = saga__open_secret(path, "key file ", err)) == NULL)
+        return SAGA_EIO;
     if ((k = calloc(1, sizeof *k)) == NULL) {
         fclose(f);
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
