@@ -43,14 +43,16 @@ CORE_INC  := $(SDK_INC) -Iorchestrator/core
 OBS_INC   := $(CORE_INC) -Iorchestrator/obs
 STORE_INC := $(OBS_INC) -Iorchestrator/store
 ENGINE_INC := $(STORE_INC) -Iorchestrator/engine
+API_INC   := $(STORE_INC) -Iorchestrator/api
 FLOOR_CFLAGS = $(SDK_INC) -Isdk/src $(PKG_CFLAGS)
 $(BUILD)/orchestrator/core/%.o: FLOOR_CFLAGS = $(NO_KAFKA) $(NO_PQ) $(NO_HTTP) $(CORE_INC) $(JANSSON_CFLAGS)
 $(BUILD)/orchestrator/obs/%.o: FLOOR_CFLAGS = $(NO_KAFKA) $(NO_PQ) $(OBS_INC) $(JANSSON_CFLAGS) $(MHD_CFLAGS)
 $(BUILD)/orchestrator/store/%.o: FLOOR_CFLAGS = $(NO_KAFKA) $(NO_HTTP) $(STORE_INC) $(JANSSON_CFLAGS) $(PQ_CFLAGS)
 $(BUILD)/orchestrator/engine/%.o: FLOOR_CFLAGS = $(ENGINE_INC) $(PKG_CFLAGS) $(MHD_CFLAGS)
-$(BUILD)/orchestrator/sagad/%.o: FLOOR_CFLAGS = $(ENGINE_INC) $(PKG_CFLAGS) $(MHD_CFLAGS)
+$(BUILD)/orchestrator/api/%.o: FLOOR_CFLAGS = $(NO_KAFKA) $(NO_HTTP) $(API_INC) $(JANSSON_CFLAGS) $(PQ_CFLAGS)
+$(BUILD)/orchestrator/sagad/%.o: FLOOR_CFLAGS = $(ENGINE_INC) -Iorchestrator/api $(PKG_CFLAGS) $(MHD_CFLAGS)
 $(BUILD)/orchestrator/sagactl/%.o: FLOOR_CFLAGS = $(NO_HTTP) $(STORE_INC) -Iorchestrator/sagactl $(PKG_CFLAGS)
-$(BUILD)/tests/%.o: FLOOR_CFLAGS = $(ENGINE_INC) -Isdk/src -Iorchestrator/sagactl $(PKG_CFLAGS) $(MHD_CFLAGS)
+$(BUILD)/tests/%.o: FLOOR_CFLAGS = $(ENGINE_INC) -Iorchestrator/api -Isdk/src -Iorchestrator/sagactl $(PKG_CFLAGS) $(MHD_CFLAGS)
 $(BUILD)/examples/%.o: FLOOR_CFLAGS = $(SDK_INC) $(PKG_CFLAGS)
 ALL_CFLAGS = $(BASE_CFLAGS) $(FLOOR_CFLAGS)
 
@@ -62,7 +64,7 @@ endif
 SDK_SRC  := $(wildcard sdk/src/*.c)
 SAGACTL_SRC := $(wildcard orchestrator/sagactl/*.c)
 CORE_SRC := $(wildcard orchestrator/core/*.c orchestrator/obs/*.c orchestrator/store/*.c \
-                       orchestrator/engine/*.c)
+                       orchestrator/engine/*.c orchestrator/api/*.c)
 SDK_OBJ  := $(SDK_SRC:%.c=$(BUILD)/%.o)
 SDK_PIC  := $(SDK_SRC:%.c=$(BUILD)/pic/%.o)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)

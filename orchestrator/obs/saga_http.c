@@ -59,6 +59,146 @@ static enum MHD_Result check(struct MHD_Connection *c, saga_http_check_fn fn, vo
     return text(c, MHD_HTTP_SERVICE_UNAVAILABLE, body);
 }
 
+/* ---- the API's requests ---- */
+
+/* A request's state between libmicrohttpd's calls: its body so far. */
+typedef struct api_call {
+    char *body;
+    size_t len, cap;
+    int too_large;
+} api_call;
+
+#define MAX_ARGS 32
+
+const char *saga_http_request_header(const saga_http_request *r, const char *name)
+{
+    return MHD_lookup_connection_value((struct MHD_Connection *)r->conn, MHD_HEADER_KIND,
+                                       name);
+}
+
+const char *saga_http_request_arg(const saga_http_request *r, const char *name)
+{
+    return MHD_lookup_connection_value((struct MHD_Connection *)r->conn,
+                                       MHD_GET_ARGUMENT_KIND, name);
+}
+
+typedef struct arg_names {
+    const char *names[MAX_ARGS + 1];
+    int n;
+} arg_names;
+
+static enum MHD_Result collect_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    arg_names *a = cls;
+    (void)kind;
+    (void)value;
+    if (a->n < MAX_ARGS)
+        a->names[a->n++] = key;
+    return MHD_YES;
+}
+
+static enum MHD_Result api_answer(struct MHD_Connection *c, saga_http_response *res)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer(
+        res->len, res->body != NULL ? res->body : (char *)"",
+        res->body != NULL ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result rc;
+    if (r == NULL) {
+        free(res->body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+                            res->type != NULL ? res->type : TEXT_TYPE);
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (res->location[0] != '\0')
+        MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, res->location);
+    if (res->allow != NULL)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, res->allow);
+    rc = MHD_queue_response(c, res->status, r);
+    MHD_destroy_response(r);
+    return rc;
+}
+
+static enum MHD_Result serve_api(saga_http *h, struct MHD_Connection *c, const char *url,
+                                 const char *method, const char *upload_data,
+                                 size_t *upload_data_size, api_call *call)
+{
+    size_t max = h->cfg.max_body > 0 ? h->cfg.max_body : (size_t)1 << 20;
+    if (*upload_data_size != 0) {
+        /* Kept while it fits; beyond the limit only counted away. */
+        if (!call->too_large && call->len + *upload_data_size <= max) {
+            if (call->len + *upload_data_size > call->cap) {
+                size_t cap = call->cap ? call->cap : 4096;
+                char *b;
+                while (cap < call->len + *upload_data_size)
+                    cap *= 2;
+                if ((b = realloc(call->body, cap)) == NULL) {
+                    call->too_large = 1;
+                } else {
+                    call->body = b;
+                    call->cap = cap;
+                }
+            }
+            if (!call->too_large) {
+                memcpy(call->body + call->len, upload_data, *upload_data_size);
+                call->len += *upload_data_size;
+            }
+        } else {
+            call->too_large = 1;
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    {
+        saga_http_response res = {0};
+        arg_names args = {{0}, 0};
+        saga_http_request req = {.method = method,
+                                 .path = url,
+                                 .body = call->body,
+                                 .body_len = call->len,
+                                 .conn = c};
+        if (call->too_large) {
+            char msg[200];
+            snprintf(msg, sizeof msg,
+                     "{\"type\":\"urn:saga:problem:body_too_large\",\"title\":\"Content "
+                     "Too Large\",\"status\":413,\"code\":\"body_too_large\",\"detail\":"
+                     "\"the body is over %zu bytes\"}",
+                     max);
+            res.status = 413;
+            res.type = "application/problem+json";
+            res.body = strdup(msg);
+            res.len = res.body != NULL ? strlen(res.body) : 0;
+            return api_answer(c, &res);
+        }
+        MHD_get_connection_values(c, MHD_GET_ARGUMENT_KIND, collect_arg, &args);
+        req.args = args.names;
+        res.status = 500;
+        h->cfg.api(h->cfg.api_arg, &req, &res);
+        return api_answer(c, &res);
+    }
+}
+
+static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    saga_http *h = cls;
+    (void)c;
+    (void)toe;
+    if (*con_cls != NULL && *con_cls != (void *)h) {
+        api_call *call = *con_cls;
+        free(call->body);
+        free(call);
+    }
+    *con_cls = NULL;
+}
+
+static int is_api(const saga_http *h, const char *url)
+{
+    return h->cfg.api != NULL && strncmp(url, "/v1", 3) == 0 &&
+           (url[3] == '\0' || url[3] == '/');
+}
+
 static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *url,
                              const char *method, const char *version,
                              const char *upload_data, size_t *upload_data_size,
@@ -66,13 +206,21 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *ur
 {
     saga_http *h = cls;
     (void)version;
-    (void)upload_data;
     /* The first call for a request only announces its headers; answering
      * then would be premature when a body follows. */
     if (*con_cls == NULL) {
-        *con_cls = h;
+        if (is_api(h, url)) {
+            api_call *call = calloc(1, sizeof *call);
+            if (call == NULL)
+                return MHD_NO;
+            *con_cls = call;
+        } else {
+            *con_cls = h;
+        }
         return MHD_YES;
     }
+    if (*con_cls != (void *)h)
+        return serve_api(h, c, url, method, upload_data, upload_data_size, *con_cls);
     if (*upload_data_size != 0) {
         *upload_data_size = 0; /* a body is read and ignored */
         return MHD_YES;
@@ -134,10 +282,19 @@ int saga_http_start(const saga_http_config *cfg, saga_http **out, saga_error *er
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     h->cfg = *cfg;
     h->cfg.address = NULL; /* not kept: the caller's string may go */
+    /* With the API: a pool of threads (a request waits on the database
+     * on its thread), more connections, and each request's state freed
+     * when it ends. */
     h->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, serve, h, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT, (unsigned int)32,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10, MHD_OPTION_END);
+        (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)(cfg->api != NULL ? 1024 : 32), MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)10, MHD_OPTION_NOTIFY_COMPLETED, request_done, h,
+        MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned int)(cfg->api == NULL   ? 1
+                       : cfg->threads > 0 ? cfg->threads
+                                          : 4),
+        MHD_OPTION_END);
     if (h->daemon == NULL) {
         free(h);
         return saga__error_set(err, SAGA_EIO,

@@ -3,6 +3,7 @@
  *   GET /metrics  200, text/plain; version=0.0.4 (a saga_metrics registry)
  *   GET /healthz  200 "ok" when the healthy callback says so, else 503 + reason
  *   GET /readyz   200 "ok" when the ready callback says so, else 503 + reason
+ *   /v1/...       the API's handler (saga_http_config.api), when given
  *   anything else 404; methods other than GET and HEAD 405
  *
  * Liveness is "the engine loop ticked recently"; readiness is "PostgreSQL
@@ -26,6 +27,40 @@
  * quick (no I/O: read state the engine published). */
 typedef int (*saga_http_check_fn)(void *arg, char *reason, size_t size);
 
+/* A request under the API prefix, handed to the API's handler once its
+ * body has arrived (whole, up to max_body bytes; a larger one is answered
+ * 413 without the handler). Valid during the call only. */
+typedef struct saga_http_request {
+    const char *method; /* "GET", "POST", ... */
+    const char *path;   /* without the query string */
+    const char *body;   /* body_len bytes, not NUL-terminated; NULL: none */
+    size_t body_len;
+    const char *const *args; /* the query parameters' names, NULL-terminated */
+    void *conn;              /* the server's (for the two calls below) */
+} saga_http_request;
+
+/* A request header's value (the name in any case), or NULL. */
+const char *saga_http_request_header(const saga_http_request *r, const char *name);
+
+/* A query parameter's value ("" when given without one), or NULL. */
+const char *saga_http_request_arg(const saga_http_request *r, const char *name);
+
+/* What the handler answers: status, a content type (static), a body (the
+ * handler's malloc'd text, taken over; NULL: empty), and optionally a
+ * Location and an Allow header. */
+typedef struct saga_http_response {
+    unsigned int status;
+    const char *type;
+    char *body;
+    size_t len;
+    char location[300];
+    const char *allow;
+} saga_http_response;
+
+/* Called on one of the server's threads (several at once). */
+typedef void (*saga_http_handler_fn)(void *arg, const saga_http_request *req,
+                                     saga_http_response *res);
+
 typedef struct saga_http_config {
     const char *address;        /* numeric IPv4 or IPv6; NULL: "127.0.0.1" */
     int port;                   /* 0: an ephemeral port (see saga_http_port) */
@@ -34,6 +69,14 @@ typedef struct saga_http_config {
     void *healthy_arg;
     saga_http_check_fn ready; /* NULL: always ready */
     void *ready_arg;
+    /* Requests whose path starts with "/v1/" (or is "/v1"), for the API
+     * (NULL: 404 like any unknown path); bodies up to max_body bytes
+     * (0: 1 MiB). With a handler the server runs `threads` threads
+     * (0: 4), so that a slow request does not hold the others up. */
+    saga_http_handler_fn api;
+    void *api_arg;
+    size_t max_body;
+    int threads;
 } saga_http_config;
 
 typedef struct saga_http saga_http;

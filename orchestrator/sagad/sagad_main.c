@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "saga/saga.h"
+#include "saga_api.h"
 #include "saga_duration.h"
 #include "saga_engine.h"
 #include "saga_http.h"
@@ -190,8 +191,17 @@ static int parse_http(const char *spec, char *addr, int *port_out, saga_error *e
     return SAGA_OK;
 }
 
-/* Serve /metrics, /healthz, /readyz on spec (see parse_http). */
-static int start_http(const char *spec, saga_engine *e, saga_http **out, saga_error *err)
+/* Loopback: the only place the API may listen until it has tokens. */
+static int is_loopback(const char *addr)
+{
+    return *addr == '\0' || strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0 ||
+           strcmp(addr, "localhost") == 0;
+}
+
+/* Serve /metrics, /healthz, /readyz on spec (see parse_http), and the
+ * HTTP API when api is given and the address is loopback. */
+static int start_http(const char *spec, saga_engine *e, saga_api *api, saga_http **out,
+                      saga_error *err)
 {
     char addr[128];
     saga_http_config hc = {0};
@@ -199,6 +209,16 @@ static int start_http(const char *spec, saga_engine *e, saga_http **out, saga_er
 
     if ((rc = parse_http(spec, addr, &hc.port, err)) != SAGA_OK)
         return rc;
+    if (api != NULL && is_loopback(addr)) {
+        hc.api = saga_api_handle;
+        hc.api_arg = api;
+    } else if (api != NULL) {
+        saga_log(SAGA_LOG_WARN,
+                 "the HTTP API (/v1) is not served on %s: without API tokens it "
+                 "listens on loopback only (127.0.0.1, ::1); /metrics, /healthz and "
+                 "/readyz are",
+                 addr);
+    }
     hc.address = addr;
     hc.metrics = saga_engine_metrics(e);
     hc.healthy = saga_health_check_live;
@@ -207,7 +227,8 @@ static int start_http(const char *spec, saga_engine *e, saga_http **out, saga_er
     hc.ready_arg = saga_engine_health(e);
     if ((rc = saga_http_start(&hc, out, err)) != SAGA_OK)
         return rc;
-    saga_log(SAGA_LOG_INFO, "serving /metrics, /healthz, /readyz on %s:%d",
+    saga_log(SAGA_LOG_INFO, "serving /metrics, /healthz, /readyz%s on %s:%d",
+             hc.api != NULL ? " and the API (/v1; no tokens: loopback only)" : "",
              addr[0] ? addr : "127.0.0.1", saga_http_port(*out));
     return SAGA_OK;
 }
@@ -241,6 +262,7 @@ int main(int argc, char **argv)
     saga_engine_config cfg = {0};
     const char *dir = "sagas", *http = getenv("SAGA_HTTP");
     saga_http *server = NULL;
+    saga_api *api = NULL;
     saga_definition **defs;
     saga_engine_stats st;
     saga_error err = {0};
@@ -431,17 +453,22 @@ int main(int argc, char **argv)
         saga_log(SAGA_LOG_ERROR, "cannot start: %s", err.message);
         return rc == SAGA_EDB ? 3 : 1;
     }
-    if (http != NULL && *http != '\0' &&
-        (rc = start_http(http, engine, &server, &err)) != SAGA_OK) {
-        saga_log(SAGA_LOG_ERROR, "cannot start: %s", err.message);
-        saga_engine_free(engine);
-        return rc == SAGA_EINVAL ? 2 : 1;
+    if (http != NULL && *http != '\0') {
+        saga_api_config ac = {.db_url = cfg.db_url};
+        if ((rc = saga_api_new(&ac, &api, &err)) != SAGA_OK ||
+            (rc = start_http(http, engine, api, &server, &err)) != SAGA_OK) {
+            saga_log(SAGA_LOG_ERROR, "cannot start: %s", err.message);
+            saga_api_free(api);
+            saga_engine_free(engine);
+            return rc == SAGA_EINVAL ? 2 : 1;
+        }
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
     rc = saga_engine_run(engine, &err);
-    saga_http_stop(server); /* before the engine's registry goes */
+    saga_http_stop(server); /* before the engine's registry and the API go */
+    saga_api_free(api);
     saga_engine_get_stats(engine, &st);
     saga_log(SAGA_LOG_INFO,
              "stopped: %llu replies applied, %llu duplicates ignored, %llu rejected, "

@@ -22,7 +22,8 @@ floors = {
     "obs": ["obs", "core"],
     "store": ["store", "obs", "core"],
     "engine": ["engine", "store", "obs", "core"],
-    "sagad": ["sagad", "engine", "store", "obs", "core"],
+    "api": ["api", "store", "obs", "core"],
+    "sagad": ["sagad", "engine", "api", "store", "obs", "core"],
     "sagactl": ["sagactl", "store", "obs", "core"],
 }
 MAX_LINES = 600

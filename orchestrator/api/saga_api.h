@@ -1,0 +1,35 @@
+/* saga_api.h - the HTTP API under /v1 (docs/API.md): start a saga, read
+ * one, search them. It answers requests that obs/saga_http.c hands it, on
+ * the HTTP server's threads, with database connections of its own (a
+ * small pool), so that no request waits on, or slows, the engine loop.
+ * Errors are RFC 9457 problem documents (application/problem+json). */
+#ifndef SAGA_API_H
+#define SAGA_API_H
+
+#include "saga/error.h"
+#include "saga_http.h"
+
+typedef struct saga_api saga_api;
+
+typedef struct saga_api_config {
+    const char *db_url; /* required; copied */
+    int connections;    /* database connections at most (default 4) */
+    /* The caller every start request is recorded for (requested_by:
+     * idempotency keys are per caller). Default "http". */
+    const char *caller;
+} saga_api_config;
+
+/* Make the API (no connection is opened until a request needs one).
+ * *out is the caller's (saga_api_free) on SAGA_OK; SAGA_EINVAL for a NULL
+ * db_url, SAGA_ENOMEM. */
+int saga_api_new(const saga_api_config *cfg, saga_api **out, saga_error *err);
+
+/* The saga_http_handler_fn to give saga_http (arg: the saga_api).
+ * Thread-safe: any number of server threads may call it at once. */
+void saga_api_handle(void *arg, const saga_http_request *req, saga_http_response *res);
+
+/* Close the connections and free api (NULL: nothing). Only once the HTTP
+ * server that calls it has stopped. */
+void saga_api_free(saga_api *api);
+
+#endif

@@ -1,0 +1,122 @@
+/* saga_read.c - sagas as JSON, built by PostgreSQL (see saga_read.h). */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "saga_pgerr.h"
+#include "saga/protocol.h"
+#include "saga_read.h"
+#include "saga_shared.h"
+
+/* A saga with its steps, else its start request, as one JSON object. */
+static const char saga_sql[] =
+    "SELECT coalesce((SELECT json_build_object('id', s.id, 'name', s.name,"
+    " 'version', s.version, 'status', s.status, 'step', s.cursor_step, 'input', s.input,"
+    " 'idempotency_key', s.idempotency_key, 'created_at', saga.iso(s.created_at),"
+    " 'updated_at', saga.iso(s.updated_at), 'deadline_at', saga.iso(s.deadline_at),"
+    " 'traceparent', s.traceparent, 'trace_id', nullif(split_part(s.traceparent, '-', "
+    "2), ''),"
+    " 'steps', (SELECT coalesce(json_agg(json_build_object("
+    "   'index', st.idx, 'name', st.name, 'status', st.status, 'attempts', st.attempts,"
+    "   'started_at', saga.iso(st.started_at), 'finished_at', saga.iso(st.finished_at),"
+    "   'output', st.output, 'error', st.error) ORDER BY st.idx), '[]')"
+    "  FROM saga.saga_step st WHERE st.saga_id = s.id))"
+    " FROM saga.saga s WHERE s.id = $1::uuid),"
+    " (SELECT json_build_object('id', r.id, 'name', r.name,"
+    "  'status', CASE WHEN r.error IS NOT NULL THEN 'rejected' ELSE 'pending' END,"
+    "  'input', r.input, 'idempotency_key', r.idempotency_key,"
+    "  'created_at', saga.iso(r.requested_at), 'error', r.error, 'steps', '[]'::json)"
+    "  FROM saga.start_request r WHERE r.id = $1::uuid))::text";
+
+/* One page of a search, newest first, one more row than asked to tell
+ * whether there is a next page. The cursor is the last row's created_at
+ * in microseconds since the epoch and its id: exact, and in the order
+ * of the index on created_at. */
+static const char search_sql[] =
+    "WITH page AS (SELECT s.id, s.name, s.version, s.status, s.cursor_step,"
+    "  s.created_at, s.updated_at, s.traceparent FROM saga.saga s"
+    "  WHERE ($1::text IS NULL OR s.status = $1)"
+    "  AND ($2::text IS NULL OR s.name = $2)"
+    "  AND ($3::timestamptz IS NULL OR s.created_at >= $3::timestamptz)"
+    "  AND ($4::timestamptz IS NULL OR s.created_at < $4::timestamptz)"
+    "  AND ($5::bigint IS NULL OR (s.created_at, s.id) <"
+    "   ('epoch'::timestamptz + $5::bigint * interval '1 microsecond', $6::uuid))"
+    "  ORDER BY s.created_at DESC, s.id DESC LIMIT $7::int + 1),"
+    " shown AS (SELECT * FROM page ORDER BY created_at DESC, id DESC LIMIT $7::int)"
+    " SELECT json_build_object('sagas', coalesce((SELECT json_agg(json_build_object("
+    "   'id', id, 'name', name, 'version', version, 'status', status, 'step', "
+    "cursor_step,"
+    "   'created_at', saga.iso(created_at), 'updated_at', saga.iso(updated_at),"
+    "   'trace_id', nullif(split_part(traceparent, '-', 2), ''))"
+    "   ORDER BY created_at DESC, id DESC) FROM shown), '[]'::json),"
+    " 'next_cursor', CASE WHEN (SELECT count(*) FROM page) > $7::int THEN"
+    "  (SELECT (extract(epoch FROM created_at) * 1000000)::bigint || '_' || id FROM shown"
+    "   ORDER BY created_at ASC, id ASC LIMIT 1) END)::text";
+
+static int one_json(PGconn *db, const char *sql, int n, const char *const *p, char **json,
+                    const char *what, saga_error *err)
+{
+    PGresult *r = PQexecParams(db, sql, n, NULL, p, NULL, NULL, 0);
+    int rc = SAGA_OK;
+    *json = NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        saga_pgerr_note(r);
+        rc = saga__error_set(err, SAGA_EDB, "%s: %s", what, PQerrorMessage(db));
+    } else if (PQntuples(r) != 1 || PQgetisnull(r, 0, 0)) {
+        rc = saga__error_set(err, SAGA_ENOTFOUND, "%s: not found", what);
+    } else if ((*json = strdup(PQgetvalue(r, 0, 0))) == NULL) {
+        rc = saga__error_set(err, SAGA_ENOMEM, "out of memory");
+    }
+    PQclear(r);
+    return rc;
+}
+
+int saga_read_saga(PGconn *db, const char *id, char **json, saga_error *err)
+{
+    const char *p[1] = {id};
+    return one_json(db, saga_sql, 1, p, json, "reading a saga", err);
+}
+
+static const char *or_null(const char *s)
+{
+    return s != NULL && *s != '\0' ? s : NULL;
+}
+
+int saga_read_search(PGconn *db, const saga_read_filter *f, char **json, saga_error *err)
+{
+    char micros[24] = "", id[SAGA_ID_LEN + 1] = "", limit[16];
+    const char *p[7];
+    *json = NULL;
+    if (f->limit < 1 || f->limit > 1000)
+        return saga__error_set(err, SAGA_EINVAL, "limit %d: from 1 to 1000", f->limit);
+    if (or_null(f->cursor) != NULL) {
+        /* <digits>_<uuid>, as next_cursor gives it. */
+        const char *u = strchr(f->cursor, '_');
+        size_t nd = u != NULL ? (size_t)(u - f->cursor) : 0;
+        int ok =
+            u != NULL && nd >= 1 && nd < sizeof micros && strlen(u + 1) == SAGA_ID_LEN;
+        for (size_t i = 0; ok && i < nd; i++)
+            ok = isdigit((unsigned char)f->cursor[i]) != 0;
+        for (size_t i = 0; ok && i < SAGA_ID_LEN; i++)
+            ok = (i == 8 || i == 13 || i == 18 || i == 23)
+                     ? u[1 + i] == '-'
+                     : isxdigit((unsigned char)u[1 + i]) != 0;
+        if (!ok)
+            return saga__error_set(
+                err, SAGA_EINVAL, "cursor \"%.60s\" is not one a page gave (next_cursor)",
+                f->cursor);
+        memcpy(micros, f->cursor, nd);
+        micros[nd] = '\0';
+        memcpy(id, u + 1, SAGA_ID_LEN + 1);
+    }
+    snprintf(limit, sizeof limit, "%d", f->limit);
+    p[0] = or_null(f->status);
+    p[1] = or_null(f->definition);
+    p[2] = or_null(f->since);
+    p[3] = or_null(f->older_than);
+    p[4] = micros[0] ? micros : NULL;
+    p[5] = id[0] ? id : NULL;
+    p[6] = limit;
+    return one_json(db, search_sql, 7, p, json, "searching sagas", err);
+}

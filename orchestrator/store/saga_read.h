@@ -1,0 +1,38 @@
+/* saga_read.h - reading sagas as JSON for the HTTP API (and anything else
+ * that shows them): one saga with its steps, a start request not (yet) a
+ * saga, and a page of a search with keyset pagination. The JSON is built
+ * by PostgreSQL. Each call is one statement on db; thread safety: one
+ * connection per thread. */
+#ifndef SAGA_READ_H
+#define SAGA_READ_H
+
+#include <libpq-fe.h>
+
+#include "saga/error.h"
+
+/* The saga id (a UUID) as a JSON object into *json (new, the caller frees
+ * it): id, name, version, status, step, input, idempotency_key,
+ * created_at, updated_at, deadline_at, trace_id, traceparent and steps
+ * (index, name, status, attempts, started_at, finished_at, output,
+ * error); when there is no saga but a start request with that id, the
+ * request (status pending or rejected, with error). SAGA_ENOTFOUND when
+ * neither exists (*json NULL), SAGA_EDB when the database fails. */
+int saga_read_saga(PGconn *db, const char *id, char **json, saga_error *err);
+
+/* A search. NULL or "" fields are not filtered on. */
+typedef struct saga_read_filter {
+    const char *status;     /* running, compensating, completed, ... */
+    const char *definition; /* the definition's name */
+    const char *since;      /* created at or after (ISO 8601 timestamp) */
+    const char *older_than; /* created before (ISO 8601 timestamp) */
+    const char *cursor;     /* the last page's next_cursor */
+    int limit;              /* 1..1000 */
+} saga_read_filter;
+
+/* One page, newest first, as {"sagas": [...], "next_cursor": "..."|null}
+ * into *json (new). A cursor is opaque to callers (the created time and
+ * id of the last saga of a page); one that is not of that form is
+ * SAGA_EINVAL with err naming it. SAGA_EDB when the database fails. */
+int saga_read_search(PGconn *db, const saga_read_filter *f, char **json, saga_error *err);
+
+#endif

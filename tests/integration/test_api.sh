@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# The HTTP API's first resources (docs/API.md) against a real sagad, with
+# nothing but HTTP: start a saga (201, then 200 for the same
+# Idempotency-Key, with Location), follow it to its end (GET
+# /v1/sagas/{id}), a caller's traceparent kept, search with keyset
+# pagination (every saga once, newest first), and every error as a problem
+# document with its status and where: 400 malformed JSON and bad
+# parameters, 404, 405, 413, 415, 422 unknown definition, field or input.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bin=$PWD/${SAGA_BUILD_DIR:-build}/bin
+: "${SAGA_PG_URL:?run through make check (or scripts/with-services)}"
+: "${SAGA_KAFKA_BROKERS:?run through make check (or scripts/with-services)}"
+work=$PWD/${SAGA_BUILD_DIR:-build}/tests/api-$$
+mkdir -p "$work"
+hostport=$(sed -E 's#^[a-z]+://([^@]*@)?([^/?]*).*#\2#' <<<"$SAGA_PG_URL")
+user=$(sed -E 's#^[a-z]+://([^@:]*).*#\1#' <<<"$SAGA_PG_URL")
+db=it_api_$$
+export SAGA_PG_URL="postgresql://$user@$hostport/$db" SAGA_TOPIC_PREFIX="api$$."
+admin="postgresql://$user@$hostport/postgres"
+pids=()
+fail() { echo "test_api: FAIL: $*" >&2; exit 1; }
+ok() { echo "test_api: ok: $*"; }
+cleanup() {
+    local rc=$?
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+    [[ $rc -ne 0 ]] && tail -n 20 "$work"/*.log >&2 2>/dev/null
+    psql "$admin" -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
+    [[ $rc -eq 0 ]] && rm -rf "$work"
+}
+trap cleanup EXIT
+psql "$admin" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
+"$bin/sagactl" migrate --dir migrations >/dev/null
+for svc in order payment inventory; do
+    "$bin/$svc-service" >"$work/$svc.log" 2>&1 &
+    pids+=($!)
+done
+for svc in order payment inventory; do
+    for _ in $(seq 1 600); do grep -q ready "$work/$svc.log" && break; sleep 0.1; done
+done
+psql "$SAGA_PG_URL" -q -v ON_ERROR_STOP=1 -f examples/seed.sql >/dev/null
+"$bin/sagad" --definitions sagas --http 127.0.0.1:0 >"$work/sagad.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 600); do grep -q "sagad running" "$work/sagad.log" && break; sleep 0.1; done
+grep -q "and the API (/v1; no tokens: loopback only)" "$work/sagad.log" || fail "sagad does not say it serves the API"
+base="http://$(grep -m 1 -o '/readyz and the API (/v1; no tokens: loopback only) on 127.0.0.1:[0-9]*' "$work/sagad.log" | sed 's/.* on //')"
+
+# req METHOD PATH [BODY [HEADER...]]: status in $status, headers in
+# $work/h, body in $work/b.
+req() {
+    local method=$1 path=$2 body=${3-} args=()
+    shift 3 || shift $#
+    for h in "$@"; do args+=(-H "$h"); done
+    if [[ -n $body ]]; then args+=(--data-binary "$body"); fi
+    status=$(curl -sS -o "$work/b" -D "$work/h" -w '%{http_code}' -X "$method" "${args[@]}" "$base$path")
+}
+field() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval("d"+sys.argv[2]))' "$work/b" "$1"; }
+header() { grep -i "^$1:" "$work/h" | head -n 1 | sed 's/^[^:]*: *//' | tr -d '\r'; }
+problem() { # status code [pointer|parameter]
+    [[ $status == "$1" ]] || fail "expected $1, got $status: $(cat "$work/b")"
+    [[ $(header content-type) == application/problem+json ]] || fail "$1 is not a problem document: $(header content-type)"
+    [[ $(field "['code']") == "$2" ]] || fail "expected code $2: $(cat "$work/b")"
+    [[ $(field "['status']") == "$1" ]] || fail "status field: $(cat "$work/b")"
+    if [[ -n ${3-} ]]; then
+        grep -q "\"$3\"" "$work/b" || fail "the problem does not say where ($3): $(cat "$work/b")"
+    fi
+}
+json='Content-Type: application/json'
+
+# ---- start, idempotently, with the caller's trace
+tp=00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01
+req POST /v1/sagas '{"definition":"order","input":{"customer_id":"alice","sku":"widget","quantity":1,"amount":100}}' \
+    "$json" "Idempotency-Key: order-4711" "traceparent: $tp"
+[[ $status == 201 ]] || fail "start: $status $(cat "$work/b")"
+id=$(field "['id']")
+[[ $(header location) == "/v1/sagas/$id" ]] || fail "Location: $(header location)"
+req POST /v1/sagas '{"definition":"order","input":{"customer_id":"alice","sku":"widget","quantity":1,"amount":100}}' \
+    "$json" "Idempotency-Key: order-4711"
+[[ $status == 200 && $(field "['id']") == "$id" ]] || fail "the same key gave $status $(cat "$work/b")"
+ok "POST /v1/sagas: 201 with Location, then 200 and the same saga for the same Idempotency-Key"
+
+# ---- follow it to its end
+for _ in $(seq 1 300); do
+    req GET "/v1/sagas/$id"
+    [[ $status == 200 ]] || fail "GET saga: $status $(cat "$work/b")"
+    [[ $(field "['status']") == completed ]] && break
+    sleep 0.1
+done
+[[ $(field "['status']") == completed ]] || fail "the saga did not complete: $(cat "$work/b")"
+[[ $(field "['trace_id']") == 4bf92f3577b34da6a3ce929d0e0e4736 ]] || fail "the caller's trace was not kept: $(field "['trace_id']")"
+[[ $(field "['steps'][3]['status']") == succeeded && $(field "['steps'][1]['output']['amount']") == 100 ]] ||
+    fail "steps: $(cat "$work/b")"
+ok "GET /v1/sagas/{id}: the saga completed, its steps with outputs, the caller's trace id"
+
+# ---- search, page by page
+for i in 1 2 3 4; do
+    req POST /v1/sagas '{"definition":"order","input":{"customer_id":"bob","sku":"widget","quantity":1,"amount":1}}' "$json"
+    [[ $status == 201 ]] || fail "start $i: $status"
+done
+for _ in $(seq 1 300); do
+    req GET "/v1/sagas?definition=order&limit=1000"
+    [[ $(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["sagas"]))' "$work/b") -ge 5 ]] && break
+    sleep 0.1
+done
+seen=() cursor=
+while :; do
+    req GET "/v1/sagas?definition=order&limit=2${cursor:+&cursor=$cursor}"
+    [[ $status == 200 ]] || fail "search: $status $(cat "$work/b")"
+    mapfile -t page < <(python3 -c 'import json,sys; [print(s["id"]) for s in json.load(open(sys.argv[1]))["sagas"]]' "$work/b")
+    seen+=("${page[@]}")
+    cursor=$(field "['next_cursor'] or ''")
+    [[ -n $cursor ]] || break
+done
+[[ ${#seen[@]} -eq 5 ]] || fail "pages gave ${#seen[@]} sagas, not 5: ${seen[*]}"
+[[ $(printf '%s\n' "${seen[@]}" | sort -u | wc -l) -eq 5 ]] || fail "a saga came twice: ${seen[*]}"
+[[ ${seen[4]} == "$id" ]] || fail "not newest first: the first saga is not last"
+req GET "/v1/sagas?status=completed&definition=order&since=1h"
+[[ $status == 200 ]] && grep -q "$id" "$work/b" || fail "status/since filter: $(cat "$work/b")"
+req GET "/v1/sagas?definition=nothing"
+[[ $status == 200 && $(field "['sagas']") == "[]" && $(field "['next_cursor']") == None ]] || fail "empty search: $(cat "$work/b")"
+ok "GET /v1/sagas: keyset pages of 2 gave all 5 sagas once, newest first; status, definition and since filter"
+
+# ---- every error a problem document, saying where
+req POST /v1/sagas '{"definition":' "$json"; problem 400 malformed_json
+req POST /v1/sagas '[1]' "$json"; problem 400 malformed_json
+req POST /v1/sagas '{"definition":"order"}' "Content-Type: text/plain"; problem 415 unsupported_media_type
+req POST /v1/sagas '{"definition":"nope"}' "$json"; problem 422 unknown_definition /definition
+req POST /v1/sagas '{"definition":"order","input":[1]}' "$json"; problem 422 invalid_field /input
+req POST /v1/sagas '{"definition":"order","extra":1}' "$json"; problem 422 unknown_field /extra
+req POST /v1/sagas '{"input":{}}' "$json"; problem 422 invalid_field /definition
+req POST /v1/sagas '{"definition":"order"}' "$json" "traceparent: nonsense"; problem 400 invalid_header traceparent
+python3 -c 'print("{\"definition\":\"order\",\"input\":{\"x\":\"" + "a" * 300000 + "\"}}")' >"$work/big"
+req POST /v1/sagas "@$work/big" "$json"; problem 413 input_too_large /input
+python3 -c 'print("x" * 1100000)' >"$work/huge"
+status=$(curl -sS -o "$work/b" -D "$work/h" -w '%{http_code}' -H "$json" --data-binary @"$work/huge" "$base/v1/sagas")
+problem 413 body_too_large
+req GET /v1/sagas/00000000-0000-4000-8000-000000000000; problem 404 not_found
+req GET /v1/sagas/not-a-uuid; problem 404 not_found
+req GET /v1/nothing; problem 404 not_found
+req DELETE "/v1/sagas/$id"; problem 405 method_not_allowed
+[[ $(header allow) == "GET, HEAD" ]] || fail "405 without Allow: $(header allow)"
+req GET "/v1/sagas?status=done"; problem 400 invalid_parameter status
+req GET "/v1/sagas?limit=0"; problem 400 invalid_parameter limit
+req GET "/v1/sagas?cursor=xyz"; problem 400 invalid_parameter cursor
+req GET "/v1/sagas?bogus=1"; problem 400 unknown_parameter bogus
+req GET "/v1/sagas?since=yesterday"; problem 400 invalid_parameter since
+# sagad is still fine, and so are its other endpoints.
+req GET /readyz; [[ $status == 200 ]] || fail "readyz after the errors: $status"
+ok "errors: 400 (JSON, header, parameters), 404, 405 with Allow, 413 (input, body), 415, 422 (definition, field, input), each a problem document saying where"
+echo "test_api: passed"
