@@ -17,6 +17,7 @@
 #include "saga_definition.h"
 #include "saga_duration.h"
 #include "saga_machine.h"
+#include "saga_read.h"
 #include "saga_migrate.h"
 #include "saga_shared.h"
 #include "saga_store.h"
@@ -239,47 +240,6 @@ int cmd_show(int argc, char **argv)
 
 /* ---- history ---- */
 
-/* Events oldest first, with the time since the previous one. */
-static const char history_sql[] =
-    "SELECT CASE WHEN EXISTS (SELECT 1 FROM saga.saga WHERE id = $1) THEN"
-    " (SELECT coalesce(json_agg(x ORDER BY x.seq), '[]') FROM ("
-    "  SELECT e.id AS seq,"
-    "   saga.iso(e.at) AS at,"
-    "   e.kind, e.step, st.name AS step_name, e.phase, e.attempt, e.detail, e.actor,"
-    "   round(extract(epoch from e.at - lag(e.at) OVER (ORDER BY e.id)) * 1000)"
-    "    AS since_previous_ms"
-    "  FROM saga.saga_event e LEFT JOIN saga.saga_step st"
-    "   ON st.saga_id = e.saga_id AND st.idx = e.step"
-    "  WHERE e.saga_id = $1) x) END";
-
-/* Each event gets the saga's trace id and, when it concerns a step
- * attempt, the attempt's span id (the one its command carried). */
-static void add_spans(json_t *events, const char *saga_tp)
-{
-    char trace_id[SAGA_TRACE_ID_HEX_SIZE], span_id[SAGA_SPAN_ID_HEX_SIZE];
-    size_t i;
-    json_t *ev;
-    saga_tracing_ids(saga_tp, trace_id, span_id);
-    json_array_foreach(events, i, ev)
-    {
-        json_t *step = json_object_get(ev, "step"),
-               *attempt = json_object_get(ev, "attempt");
-        char tp[SAGA_TRACEPARENT_LEN + 1] = "", t2[SAGA_TRACE_ID_HEX_SIZE];
-        json_object_set_new(ev, "trace_id",
-                            trace_id[0] ? json_string(trace_id) : json_null());
-        if (json_is_integer(step) && json_is_integer(attempt) &&
-            json_integer_value(attempt) > 0)
-            saga_tracing_step(saga_tp, (int)json_integer_value(step),
-                              strcmp(str(ev, "phase"), "compensate") == 0
-                                  ? SAGA_PHASE_COMPENSATE
-                                  : SAGA_PHASE_INVOKE,
-                              (int)json_integer_value(attempt), tp, sizeof tp);
-        saga_tracing_ids(tp, t2, span_id);
-        json_object_set_new(ev, "span_id",
-                            span_id[0] ? json_string(span_id) : json_null());
-    }
-}
-
 /* An event's STEP column: "name#attempt", the step's name, or "". */
 static void history_step(const json_t *ev, char *buf, size_t size)
 {
@@ -295,7 +255,7 @@ int cmd_history(int argc, char **argv)
 {
     const char *id = NULL;
     char traceparent[SAGA_TRACEPARENT_LEN + 1] = "";
-    json_t *events, *ev, *req;
+    json_t *events = NULL, *ev, *req;
     size_t i;
     double now;
     PGconn *db;
@@ -319,9 +279,16 @@ int cmd_history(int argc, char **argv)
     check_uuid("history", id);
     db = connect_db(1);
     {
+        saga_error err = {0};
         const char *p[1] = {id};
         PGresult *r;
-        events = query_json(db, history_sql, 1, p);
+        int rc = saga_read_history(db, id, &events, &err);
+        if (rc != SAGA_OK && rc != SAGA_ENOTFOUND) {
+            fprintf(stderr, "sagactl history: %s\n", err.message);
+            PQfinish(db);
+            return EXIT_DB;
+        }
+        /* For the header: the saga's own span. */
         r = PQexecParams(db, "SELECT traceparent FROM saga.saga WHERE id = $1", 1, NULL,
                          p, NULL, NULL, 0);
         if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
@@ -336,7 +303,6 @@ int cmd_history(int argc, char **argv)
         json_decref(req);
         return EXIT_REFUSED;
     }
-    add_spans(events, traceparent);
     if (want_json) {
         print_json(events);
     } else {

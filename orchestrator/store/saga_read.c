@@ -8,6 +8,7 @@
 #include "saga/protocol.h"
 #include "saga_read.h"
 #include "saga_shared.h"
+#include "saga_tracing.h"
 
 /* A saga with its steps, else its start request, as one JSON object. */
 static const char saga_sql[] =
@@ -119,4 +120,108 @@ int saga_read_search(PGconn *db, const saga_read_filter *f, char **json, saga_er
     p[5] = id[0] ? id : NULL;
     p[6] = limit;
     return one_json(db, search_sql, 7, p, json, "searching sagas", err);
+}
+
+/* ---- history ---- */
+
+/* Events oldest first, with the time since the previous one. */
+static const char history_sql[] =
+    "SELECT CASE WHEN EXISTS (SELECT 1 FROM saga.saga WHERE id = $1::uuid) THEN"
+    " (SELECT coalesce(json_agg(x ORDER BY x.seq), '[]') FROM ("
+    "  SELECT e.id AS seq,"
+    "   saga.iso(e.at) AS at,"
+    "   e.kind, e.step, st.name AS step_name, e.phase, e.attempt, e.detail, e.actor,"
+    "   round(extract(epoch from e.at - lag(e.at) OVER (ORDER BY e.id)) * 1000)"
+    "    AS since_previous_ms"
+    "  FROM saga.saga_event e LEFT JOIN saga.saga_step st"
+    "   ON st.saga_id = e.saga_id AND st.idx = e.step"
+    "  WHERE e.saga_id = $1::uuid) x) END::text";
+
+/* Each event gets the saga's trace id and, when it concerns a step
+ * attempt, the attempt's span id (the one its command carried). */
+static void add_spans(json_t *events, const char *saga_tp)
+{
+    char trace_id[SAGA_TRACE_ID_HEX_SIZE], span_id[SAGA_SPAN_ID_HEX_SIZE];
+    size_t i;
+    json_t *ev;
+    saga_tracing_ids(saga_tp, trace_id, span_id);
+    json_array_foreach(events, i, ev)
+    {
+        json_t *step = json_object_get(ev, "step"),
+               *attempt = json_object_get(ev, "attempt");
+        char tp[SAGA_TRACEPARENT_LEN + 1] = "", t2[SAGA_TRACE_ID_HEX_SIZE];
+        json_object_set_new(ev, "trace_id",
+                            trace_id[0] ? json_string(trace_id) : json_null());
+        if (json_is_integer(step) && json_is_integer(attempt) &&
+            json_integer_value(attempt) > 0)
+            saga_tracing_step(
+                saga_tp, (int)json_integer_value(step),
+                json_is_string(json_object_get(ev, "phase")) &&
+                        strcmp(json_string_value(json_object_get(ev, "phase")),
+                               "compensate") == 0
+                    ? SAGA_PHASE_COMPENSATE
+                    : SAGA_PHASE_INVOKE,
+                (int)json_integer_value(attempt), tp, sizeof tp);
+        saga_tracing_ids(tp, t2, span_id);
+        json_object_set_new(ev, "span_id",
+                            span_id[0] ? json_string(span_id) : json_null());
+    }
+}
+
+int saga_read_history(PGconn *db, const char *id, json_t **events, saga_error *err)
+{
+    const char *p[1] = {id};
+    char *text = NULL;
+    char tp[SAGA_TRACEPARENT_LEN + 1] = "";
+    PGresult *r;
+    int rc;
+    *events = NULL;
+    if ((rc = one_json(db, history_sql, 1, p, &text, "reading a saga's history", err)) !=
+        SAGA_OK)
+        return rc;
+    r = PQexecParams(db, "SELECT traceparent FROM saga.saga WHERE id = $1::uuid", 1, NULL,
+                     p, NULL, NULL, 0);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+        !PQgetisnull(r, 0, 0))
+        snprintf(tp, sizeof tp, "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    *events = json_loads(text, 0, NULL);
+    free(text);
+    if (*events == NULL)
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
+    add_spans(*events, tp);
+    return SAGA_OK;
+}
+
+/* ---- definitions ---- */
+
+static const char definitions_sql[] =
+    "SELECT coalesce(json_agg(x ORDER BY x.name), '[]')::text FROM ("
+    " SELECT d.name, max(d.version) AS latest, count(*) AS versions,"
+    "  saga.iso(max(d.created_at)) AS deployed_at,"
+    "  (SELECT count(*) FROM saga.saga s WHERE s.name = d.name"
+    "   AND s.status IN ('running', 'compensating')) AS active_sagas"
+    " FROM saga.saga_definition d GROUP BY d.name) x";
+
+static const char definition_sql[] =
+    "SELECT json_build_object('name', d.name, 'version', d.version, 'digest', d.digest,"
+    " 'deployed_at', saga.iso(d.created_at),"
+    " 'versions', (SELECT json_agg(v.version ORDER BY v.version) FROM"
+    "  saga.saga_definition v WHERE v.name = d.name), 'definition', d.body)::text"
+    " FROM saga.saga_definition d WHERE d.name = $1 AND"
+    " d.version = CASE WHEN $2::int > 0 THEN $2::int ELSE (SELECT max(version) FROM"
+    "  saga.saga_definition WHERE name = $1) END";
+
+int saga_read_definitions(PGconn *db, char **json, saga_error *err)
+{
+    return one_json(db, definitions_sql, 0, NULL, json, "reading definitions", err);
+}
+
+int saga_read_definition(PGconn *db, const char *name, int version, char **json,
+                         saga_error *err)
+{
+    char v[16];
+    const char *p[2] = {name, v};
+    snprintf(v, sizeof v, "%d", version);
+    return one_json(db, definition_sql, 2, p, json, "reading a definition", err);
 }

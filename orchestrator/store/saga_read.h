@@ -6,6 +6,7 @@
 #ifndef SAGA_READ_H
 #define SAGA_READ_H
 
+#include <jansson.h>
 #include <libpq-fe.h>
 
 #include "saga/error.h"
@@ -18,6 +19,24 @@
  * request (status pending or rejected, with error). SAGA_ENOTFOUND when
  * neither exists (*json NULL), SAGA_EDB when the database fails. */
 int saga_read_saga(PGconn *db, const char *id, char **json, saga_error *err);
+
+/* The saga's timeline as a JSON array into *events (new reference),
+ * oldest first: seq, at, kind, step, step_name, phase, attempt, detail,
+ * actor, since_previous_ms, and the saga's trace_id and, for an event of
+ * a step attempt, the span_id its command carried. SAGA_ENOTFOUND when
+ * there is no saga id, SAGA_EDB when the database fails. */
+int saga_read_history(PGconn *db, const char *id, json_t **events, saga_error *err);
+
+/* Every definition: name, latest version, number of versions, when the
+ * latest was deployed, sagas still active, as a JSON array (*json new).
+ * SAGA_EDB when the database fails. */
+int saga_read_definitions(PGconn *db, char **json, saga_error *err);
+
+/* Definition name at version (0: the latest) as {"name", "version",
+ * "digest", "deployed_at", "versions": [1, 2, ...], "definition": {...}}.
+ * SAGA_ENOTFOUND when there is no such name or version. */
+int saga_read_definition(PGconn *db, const char *name, int version, char **json,
+                         saga_error *err);
 
 /* A search. NULL or "" fields are not filtered on. */
 typedef struct saga_read_filter {

@@ -93,6 +93,34 @@ done
     fail "steps: $(cat "$work/b")"
 ok "GET /v1/sagas/{id}: the saga completed, its steps with outputs, the caller's trace id"
 
+# ---- its history, as sagactl history --json gives it
+req GET "/v1/sagas/$id/history"
+[[ $status == 200 ]] || fail "history: $status $(cat "$work/b")"
+"$bin/sagactl" history "$id" --json >"$work/cli.json"
+python3 - "$work/b" "$work/cli.json" <<'PY' || fail "the API's history differs from sagactl's"
+import json, sys
+api, cli = (json.load(open(f)) for f in sys.argv[1:3])
+assert api == cli, (api, cli)
+assert api[0]["kind"] == "saga_started" and api[-1]["kind"] == "saga_completed"
+assert all(e["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736" for e in api)
+PY
+req GET /v1/sagas/00000000-0000-4000-8000-000000000000/history; problem 404 not_found
+ok "GET /v1/sagas/{id}/history: the timeline, the same as sagactl history --json"
+
+# ---- definitions
+req GET /v1/definitions
+[[ $status == 200 ]] && python3 -c 'import json,sys; d={x["name"]: x for x in json.load(open(sys.argv[1]))}; assert d["order"]["latest"] == 1 and d["order"]["versions"] == 1' "$work/b" ||
+    fail "definitions: $(cat "$work/b")"
+req GET /v1/definitions/order
+[[ $status == 200 && $(field "['version']") == 1 && $(field "['definition']['steps'][1]['service']") == payment ]] ||
+    fail "definition order: $(cat "$work/b")"
+req GET /v1/definitions/order/versions/1
+[[ $status == 200 && $(field "['versions']") == "[1]" ]] || fail "order version 1: $(cat "$work/b")"
+req GET /v1/definitions/order/versions/2; problem 404 not_found
+req GET /v1/definitions/nothing; problem 404 not_found
+req POST /v1/definitions '{}' "$json"; problem 405 method_not_allowed
+ok "GET /v1/definitions, /v1/definitions/{name}, .../versions/{v}"
+
 # ---- search, page by page
 for i in 1 2 3 4; do
     req POST /v1/sagas '{"definition":"order","input":{"customer_id":"bob","sku":"widget","quantity":1,"amount":1}}' "$json"

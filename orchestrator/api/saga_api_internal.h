@@ -1,0 +1,66 @@
+/* saga_api_internal.h - what the API's files share (not installed): the
+ * connection pool and the answers (saga_api_pool.c), the handlers
+ * (saga_api_start.c, saga_api_read.c), called by the routing in
+ * saga_api.c. Calls go one way: routing -> handlers -> pool. */
+#ifndef SAGA_API_INTERNAL_H
+#define SAGA_API_INTERNAL_H
+
+#include <pthread.h>
+
+#include <libpq-fe.h>
+
+#include "saga_api.h"
+
+#define PROBLEM_TYPE "application/problem+json"
+#define JSON_TYPE    "application/json"
+
+struct saga_api {
+    char *db_url, *caller;
+    pthread_mutex_t lock;
+    pthread_cond_t freed;
+    PGconn **idle; /* connections not in use */
+    int nidle, nopen, max;
+};
+
+/* ---- saga_api_pool.c ---- */
+
+/* A connection of the pool (waiting while all are in use), or NULL when
+ * the database cannot be reached; give it back after the request. */
+PGconn *saga__api_take(saga_api *a);
+void saga__api_give_back(saga_api *a, PGconn *db);
+
+/* Answer with body (malloc'd text, taken; NULL: empty). */
+void saga__api_answer(saga_http_response *res, unsigned int status, const char *type,
+                      char *body);
+
+/* An RFC 9457 problem: code is the stable part (also in type), detail
+ * says what; pointer (into the body) or parameter (query or header) says
+ * where, when known. */
+void saga__api_problem(saga_http_response *res, unsigned int status, const char *code,
+                       const char *title, const char *instance, const char *pointer,
+                       const char *parameter, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 8, 9)))
+#endif
+    ;
+
+void saga__api_unavailable(saga_http_response *res, const char *path);
+
+int saga__api_is_uuid(const char *s);
+
+/* ---- saga_api_start.c ---- */
+
+void saga__api_start_saga(saga_api *a, const saga_http_request *req,
+                          saga_http_response *res);
+
+/* ---- saga_api_read.c ---- */
+
+void saga__api_get_saga(saga_api *a, const saga_http_request *req, const char *id,
+                        saga_http_response *res);
+void saga__api_history(saga_api *a, const saga_http_request *req, const char *id,
+                       saga_http_response *res);
+void saga__api_definitions(saga_api *a, const saga_http_request *req, const char *rest,
+                           saga_http_response *res);
+void saga__api_search(saga_api *a, const saga_http_request *req, saga_http_response *res);
+
+#endif

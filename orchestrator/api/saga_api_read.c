@@ -1,0 +1,260 @@
+/* saga_api_read.c - the API's reads: a saga, its history, a search with
+ * keyset pagination, the definitions. */
+#include <ctype.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <libpq-fe.h>
+
+#include "saga/protocol.h"
+#include "saga/trace.h"
+#include "saga_api.h"
+#include "saga_api_internal.h"
+#include "saga_duration.h"
+#include "saga_read.h"
+#include "saga_shared.h"
+
+/* ---- GET /v1/sagas/{id} ---- */
+
+void saga__api_get_saga(saga_api *a, const saga_http_request *req, const char *id,
+                        saga_http_response *res)
+{
+    PGconn *db;
+    char *json = NULL;
+    saga_error err = {0};
+    int rc;
+    if (!saga__api_is_uuid(id)) {
+        saga__api_problem(res, 404, "not_found", "Not Found", req->path, NULL, NULL,
+                          "no saga \"%.60s\": a saga id is a UUID", id);
+        return;
+    }
+    if ((db = saga__api_take(a)) == NULL) {
+        saga__api_unavailable(res, req->path);
+        return;
+    }
+    rc = saga_read_saga(db, id, &json, &err);
+    if (rc == SAGA_OK)
+        saga__api_answer(res, 200, JSON_TYPE, json);
+    else if (rc == SAGA_ENOTFOUND)
+        saga__api_problem(res, 404, "not_found", "Not Found", req->path, NULL, NULL,
+                          "no saga %s", id);
+    else if (PQstatus(db) != CONNECTION_OK)
+        saga__api_unavailable(res, req->path);
+    else
+        saga__api_problem(res, 500, "database_error", "Internal Server Error", req->path,
+                          NULL, NULL, "%s", err.message);
+    saga__api_give_back(a, db);
+}
+
+/* ---- GET /v1/sagas/{id}/history, /v1/definitions... ---- */
+
+void saga__api_history(saga_api *a, const saga_http_request *req, const char *id,
+                       saga_http_response *res)
+{
+    PGconn *db;
+    json_t *events = NULL;
+    saga_error err = {0};
+    int rc;
+    if (!saga__api_is_uuid(id)) {
+        saga__api_problem(res, 404, "not_found", "Not Found", req->path, NULL, NULL,
+                          "no saga \"%.60s\": a saga id is a UUID", id);
+        return;
+    }
+    if ((db = saga__api_take(a)) == NULL) {
+        saga__api_unavailable(res, req->path);
+        return;
+    }
+    rc = saga_read_history(db, id, &events, &err);
+    if (rc == SAGA_OK)
+        saga__api_answer(res, 200, JSON_TYPE, json_dumps(events, JSON_COMPACT));
+    else if (rc == SAGA_ENOTFOUND)
+        saga__api_problem(res, 404, "not_found", "Not Found", req->path, NULL, NULL,
+                          "no saga %s", id);
+    else if (PQstatus(db) != CONNECTION_OK)
+        saga__api_unavailable(res, req->path);
+    else
+        saga__api_problem(res, 500, "database_error", "Internal Server Error", req->path,
+                          NULL, NULL, "%s", err.message);
+    json_decref(events);
+    saga__api_give_back(a, db);
+}
+
+/* GET /v1/definitions, /v1/definitions/{name}, .../{name}/versions/{v}. */
+void saga__api_definitions(saga_api *a, const saga_http_request *req, const char *rest,
+                           saga_http_response *res)
+{
+    char name[128] = "";
+    int version = 0;
+    char *json = NULL;
+    saga_error err = {0};
+    PGconn *db;
+    int rc;
+    if (*rest != '\0') {
+        const char *slash = strchr(rest, '/');
+        size_t n = slash ? (size_t)(slash - rest) : strlen(rest);
+        if (n == 0 || n >= sizeof name) {
+            saga__api_problem(res, 404, "not_found", "Not Found", req->path, NULL, NULL,
+                              "no resource %.200s", req->path);
+            return;
+        }
+        memcpy(name, rest, n);
+        if (slash != NULL) {
+            char *end;
+            long v;
+            if (strncmp(slash, "/versions/", 10) != 0 ||
+                (v = strtol(slash + 10, &end, 10)) < 1 || *end != '\0' || v > 1000000) {
+                saga__api_problem(
+                    res, 404, "not_found", "Not Found", req->path, NULL, NULL,
+                    "no resource %.200s (a version is /versions/N, N from 1)", req->path);
+                return;
+            }
+            version = (int)v;
+        }
+    }
+    if ((db = saga__api_take(a)) == NULL) {
+        saga__api_unavailable(res, req->path);
+        return;
+    }
+    rc = name[0] ? saga_read_definition(db, name, version, &json, &err)
+                 : saga_read_definitions(db, &json, &err);
+    if (rc == SAGA_OK)
+        saga__api_answer(res, 200, JSON_TYPE, json);
+    else if (rc == SAGA_ENOTFOUND && version > 0)
+        saga__api_problem(res, 404, "not_found", "Not Found", req->path, NULL, NULL,
+                          "no version %d of definition \"%.100s\"", version, name);
+    else if (rc == SAGA_ENOTFOUND)
+        saga__api_problem(res, 404, "not_found", "Not Found", req->path, NULL, NULL,
+                          "no definition \"%.100s\"", name);
+    else if (PQstatus(db) != CONNECTION_OK)
+        saga__api_unavailable(res, req->path);
+    else
+        saga__api_problem(res, 500, "database_error", "Internal Server Error", req->path,
+                          NULL, NULL, "%s", err.message);
+    saga__api_give_back(a, db);
+}
+
+/* ---- GET /v1/sagas ---- */
+
+/* A time filter: an RFC 3339 timestamp, or a duration back from now
+ * ("30m", "2h"). Into buf as a timestamp PostgreSQL reads. */
+static int time_arg(const char *v, char *buf, size_t size)
+{
+    int64_t ms;
+    if (saga_duration_parse(v, &ms) == 0) {
+        time_t t = (time_t)((saga__wall_ms() - ms) / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        return 0;
+    }
+    /* YYYY-MM-DDTHH:MM:SS with an optional fraction and a zone. */
+    if (strlen(v) < 20 || strlen(v) > 40)
+        return -1;
+    for (const char *c = v; *c; c++)
+        if (!isdigit((unsigned char)*c) && strchr("-:T.Z+", *c) == NULL)
+            return -1;
+    if (v[4] != '-' || v[7] != '-' || v[10] != 'T' || v[13] != ':' || v[16] != ':')
+        return -1;
+    snprintf(buf, size, "%s", v);
+    return 0;
+}
+
+void saga__api_search(saga_api *a, const saga_http_request *req, saga_http_response *res)
+{
+    static const char *const statuses[] = {"running",     "compensating", "completed",
+                                           "compensated", "failed",       "resolved",
+                                           NULL};
+    static const char *const known[] = {"status", "definition", "since", "older_than",
+                                        "limit",  "cursor",     NULL};
+    saga_read_filter f = {.limit = 50};
+    char since[48], older[48], *json = NULL;
+    const char *v;
+    saga_error err = {0};
+    PGconn *db;
+    int rc;
+
+    for (int i = 0; req->args != NULL && req->args[i] != NULL; i++) {
+        int ok = 0;
+        for (int k = 0; known[k] != NULL; k++)
+            ok |= strcmp(req->args[i], known[k]) == 0;
+        if (!ok) {
+            saga__api_problem(
+                res, 400, "unknown_parameter", "Bad Request", req->path, NULL,
+                req->args[i],
+                "unknown query parameter \"%.60s\" (expected status, definition, "
+                "since, older_than, limit, cursor)",
+                req->args[i]);
+            return;
+        }
+    }
+    if ((v = saga_http_request_arg(req, "status")) != NULL) {
+        int ok = 0;
+        for (int i = 0; statuses[i] != NULL; i++)
+            ok |= strcmp(v, statuses[i]) == 0;
+        if (!ok) {
+            saga__api_problem(
+                res, 400, "invalid_parameter", "Bad Request", req->path, NULL, "status",
+                "status \"%.40s\" is not one of running, compensating, completed, "
+                "compensated, failed, resolved",
+                v);
+            return;
+        }
+        f.status = v;
+    }
+    f.definition = saga_http_request_arg(req, "definition");
+    if ((v = saga_http_request_arg(req, "since")) != NULL) {
+        if (time_arg(v, since, sizeof since) != 0) {
+            saga__api_problem(
+                res, 400, "invalid_parameter", "Bad Request", req->path, NULL, "since",
+                "since \"%.40s\" is neither a duration (30m, 2h) nor an RFC 3339 time",
+                v);
+            return;
+        }
+        f.since = since;
+    }
+    if ((v = saga_http_request_arg(req, "older_than")) != NULL) {
+        if (time_arg(v, older, sizeof older) != 0) {
+            saga__api_problem(
+                res, 400, "invalid_parameter", "Bad Request", req->path, NULL,
+                "older_than",
+                "older_than \"%.40s\" is neither a duration (30m, 2h) nor an RFC 3339 "
+                "time",
+                v);
+            return;
+        }
+        f.older_than = older;
+    }
+    if ((v = saga_http_request_arg(req, "limit")) != NULL) {
+        char *end;
+        long n = strtol(v, &end, 10);
+        if (*v == '\0' || *end != '\0' || n < 1 || n > 1000) {
+            saga__api_problem(res, 400, "invalid_parameter", "Bad Request", req->path,
+                              NULL, "limit",
+                              "limit \"%.40s\": a whole number from 1 to 1000", v);
+            return;
+        }
+        f.limit = (int)n;
+    }
+    f.cursor = saga_http_request_arg(req, "cursor");
+    if ((db = saga__api_take(a)) == NULL) {
+        saga__api_unavailable(res, req->path);
+        return;
+    }
+    rc = saga_read_search(db, &f, &json, &err);
+    if (rc == SAGA_OK)
+        saga__api_answer(res, 200, JSON_TYPE, json);
+    else if (rc == SAGA_EINVAL)
+        saga__api_problem(res, 400, "invalid_parameter", "Bad Request", req->path, NULL,
+                          "cursor", "%s", err.message);
+    else if (PQstatus(db) != CONNECTION_OK)
+        saga__api_unavailable(res, req->path);
+    else
+        saga__api_problem(res, 500, "database_error", "Internal Server Error", req->path,
+                          NULL, NULL, "%s", err.message);
+    saga__api_give_back(a, db);
+}
