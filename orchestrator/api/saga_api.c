@@ -21,6 +21,20 @@
 
 /* ---- routing ---- */
 
+/* 405 with the methods the resource has. */
+static void not_allowed(saga_http_response *res, const char *path, const char *method,
+                        const char *allow, const char *what)
+{
+    res->allow = allow;
+    saga__api_problem(res, 405, "method_not_allowed", "Method Not Allowed", path, NULL,
+                      NULL, "%s is not allowed on %s (%s)", method, what, allow);
+}
+
+static int is_get(const char *m)
+{
+    return strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0;
+}
+
 void saga_api_handle(void *arg, const saga_http_request *req, saga_http_response *res)
 {
     saga_api *a = arg;
@@ -28,54 +42,34 @@ void saga_api_handle(void *arg, const saga_http_request *req, saga_http_response
     if (strcmp(p, "/v1/sagas") == 0) {
         if (strcmp(m, "POST") == 0)
             saga__api_start_saga(a, req, res);
-        else if (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0)
+        else if (is_get(m))
             saga__api_search(a, req, res);
-        else {
-            res->allow = "GET, HEAD, POST";
-            saga__api_problem(res, 405, "method_not_allowed", "Method Not Allowed", p,
-                              NULL, NULL,
-                              "%s is not allowed on /v1/sagas (GET, HEAD, POST)", m);
-        }
-        return;
-    }
-    if (strncmp(p, "/v1/sagas/", 10) == 0 && strchr(p + 10, '/') == NULL && p[10]) {
-        if (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0)
+        else
+            not_allowed(res, p, m, "GET, HEAD, POST", "/v1/sagas");
+    } else if (strncmp(p, "/v1/sagas/", 10) == 0 && strchr(p + 10, '/') == NULL &&
+               p[10]) {
+        if (is_get(m))
             saga__api_get_saga(a, req, p + 10, res);
-        else {
-            res->allow = "GET, HEAD";
-            saga__api_problem(res, 405, "method_not_allowed", "Method Not Allowed", p,
-                              NULL, NULL, "%s is not allowed on a saga (GET, HEAD)", m);
-        }
-        return;
-    }
-    if (strncmp(p, "/v1/sagas/", 10) == 0 && strlen(p) == 10 + SAGA_ID_LEN + 8 &&
-        strcmp(p + 10 + SAGA_ID_LEN, "/history") == 0) {
+        else
+            not_allowed(res, p, m, "GET, HEAD", "a saga");
+    } else if (strncmp(p, "/v1/sagas/", 10) == 0 && strlen(p) == 10 + SAGA_ID_LEN + 8 &&
+               strcmp(p + 10 + SAGA_ID_LEN, "/history") == 0) {
         char id[SAGA_ID_LEN + 1];
         memcpy(id, p + 10, SAGA_ID_LEN);
         id[SAGA_ID_LEN] = '\0';
-        if (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0)
+        if (is_get(m))
             saga__api_history(a, req, id, res);
-        else {
-            res->allow = "GET, HEAD";
-            saga__api_problem(res, 405, "method_not_allowed", "Method Not Allowed", p,
-                              NULL, NULL,
-                              "%s is not allowed on a saga's history (GET, HEAD)", m);
-        }
-        return;
-    }
-    if (strcmp(p, "/v1/definitions") == 0 || strncmp(p, "/v1/definitions/", 16) == 0) {
-        if (strcmp(m, "GET") == 0 || strcmp(m, "HEAD") == 0)
+        else
+            not_allowed(res, p, m, "GET, HEAD", "a saga's history");
+    } else if (strcmp(p, "/v1/definitions") == 0 ||
+               strncmp(p, "/v1/definitions/", 16) == 0) {
+        /* Deploying over HTTP is still to come: sagactl defs deploy. */
+        if (is_get(m))
             saga__api_definitions(a, req, p[15] == '/' ? p + 16 : "", res);
-        else {
-            res->allow = "GET, HEAD";
-            saga__api_problem(
-                res, 405, "method_not_allowed", "Method Not Allowed", p, NULL, NULL,
-                "%s is not allowed on definitions (GET, HEAD; deploying over HTTP "
-                "is not there yet: sagactl defs deploy)",
-                m);
-        }
-        return;
+        else
+            not_allowed(res, p, m, "GET, HEAD", "definitions");
+    } else {
+        saga__api_problem(res, 404, "not_found", "Not Found", p, NULL, NULL,
+                          "no resource %.200s (see docs/API.md)", p);
     }
-    saga__api_problem(res, 404, "not_found", "Not Found", p, NULL, NULL,
-                      "no resource %.200s (see docs/API.md)", p);
 }

@@ -19,44 +19,14 @@
 #include "saga_read.h"
 #include "saga_shared.h"
 
-/* ---- GET /v1/sagas/{id} ---- */
+/* ---- GET /v1/sagas/{id} and /v1/sagas/{id}/history ---- */
 
-void saga__api_get_saga(saga_api *a, const saga_http_request *req, const char *id,
-                        saga_http_response *res)
+/* One saga (history 0) or its timeline (history 1), or why not. */
+static void read_saga(saga_api *a, const saga_http_request *req, const char *id,
+                      int history, saga_http_response *res)
 {
     PGconn *db;
     char *json = NULL;
-    saga_error err = {0};
-    int rc;
-    if (!saga__api_is_uuid(id)) {
-        saga__api_problem(res, 404, "not_found", "Not Found", req->path, NULL, NULL,
-                          "no saga \"%.60s\": a saga id is a UUID", id);
-        return;
-    }
-    if ((db = saga__api_take(a)) == NULL) {
-        saga__api_unavailable(res, req->path);
-        return;
-    }
-    rc = saga_read_saga(db, id, &json, &err);
-    if (rc == SAGA_OK)
-        saga__api_answer(res, 200, JSON_TYPE, json);
-    else if (rc == SAGA_ENOTFOUND)
-        saga__api_problem(res, 404, "not_found", "Not Found", req->path, NULL, NULL,
-                          "no saga %s", id);
-    else if (PQstatus(db) != CONNECTION_OK)
-        saga__api_unavailable(res, req->path);
-    else
-        saga__api_problem(res, 500, "database_error", "Internal Server Error", req->path,
-                          NULL, NULL, "%s", err.message);
-    saga__api_give_back(a, db);
-}
-
-/* ---- GET /v1/sagas/{id}/history, /v1/definitions... ---- */
-
-void saga__api_history(saga_api *a, const saga_http_request *req, const char *id,
-                       saga_http_response *res)
-{
-    PGconn *db;
     json_t *events = NULL;
     saga_error err = {0};
     int rc;
@@ -69,9 +39,11 @@ void saga__api_history(saga_api *a, const saga_http_request *req, const char *id
         saga__api_unavailable(res, req->path);
         return;
     }
-    rc = saga_read_history(db, id, &events, &err);
+    rc = history ? saga_read_history(db, id, &events, &err)
+                 : saga_read_saga(db, id, &json, &err);
     if (rc == SAGA_OK)
-        saga__api_answer(res, 200, JSON_TYPE, json_dumps(events, JSON_COMPACT));
+        saga__api_answer(res, 200, JSON_TYPE,
+                         history ? json_dumps(events, JSON_COMPACT) : json);
     else if (rc == SAGA_ENOTFOUND)
         saga__api_problem(res, 404, "not_found", "Not Found", req->path, NULL, NULL,
                           "no saga %s", id);
@@ -83,6 +55,20 @@ void saga__api_history(saga_api *a, const saga_http_request *req, const char *id
     json_decref(events);
     saga__api_give_back(a, db);
 }
+
+void saga__api_get_saga(saga_api *a, const saga_http_request *req, const char *id,
+                        saga_http_response *res)
+{
+    read_saga(a, req, id, 0, res);
+}
+
+void saga__api_history(saga_api *a, const saga_http_request *req, const char *id,
+                       saga_http_response *res)
+{
+    read_saga(a, req, id, 1, res);
+}
+
+/* ---- GET /v1/definitions... ---- */
 
 /* GET /v1/definitions, /v1/definitions/{name}, .../{name}/versions/{v}. */
 void saga__api_definitions(saga_api *a, const saga_http_request *req, const char *rest,
