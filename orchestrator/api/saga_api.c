@@ -39,17 +39,20 @@ void saga_api_handle(void *arg, const saga_http_request *req, saga_http_response
 {
     saga_api *a = arg;
     const char *p = req->path, *m = req->method;
+    saga__api_caller who;
+    if (saga__api_authenticate(a, req, &who, res) != 0)
+        return;
     if (strcmp(p, "/v1/sagas") == 0) {
         if (strcmp(m, "POST") == 0)
-            saga__api_start_saga(a, req, res);
+            saga__api_start_saga(a, &who, req, res);
         else if (is_get(m))
-            saga__api_search(a, req, res);
+            saga__api_search(a, &who, req, res);
         else
             not_allowed(res, p, m, "GET, HEAD, POST", "/v1/sagas");
     } else if (strncmp(p, "/v1/sagas/", 10) == 0 && strchr(p + 10, '/') == NULL &&
                p[10]) {
         if (is_get(m))
-            saga__api_get_saga(a, req, p + 10, res);
+            saga__api_get_saga(a, &who, req, p + 10, res);
         else
             not_allowed(res, p, m, "GET, HEAD", "a saga");
     } else if (strncmp(p, "/v1/sagas/", 10) == 0 && strlen(p) == 10 + SAGA_ID_LEN + 8 &&
@@ -58,14 +61,14 @@ void saga_api_handle(void *arg, const saga_http_request *req, saga_http_response
         memcpy(id, p + 10, SAGA_ID_LEN);
         id[SAGA_ID_LEN] = '\0';
         if (is_get(m))
-            saga__api_history(a, req, id, res);
+            saga__api_history(a, &who, req, id, res);
         else
             not_allowed(res, p, m, "GET, HEAD", "a saga's history");
     } else if (strcmp(p, "/v1/definitions") == 0 ||
                strncmp(p, "/v1/definitions/", 16) == 0) {
         /* Deploying over HTTP is still to come: sagactl defs deploy. */
         if (is_get(m))
-            saga__api_definitions(a, req, p[15] == '/' ? p + 16 : "", res);
+            saga__api_definitions(a, &who, req, p[15] == '/' ? p + 16 : "", res);
         else
             not_allowed(res, p, m, "GET, HEAD", "definitions");
     } else {

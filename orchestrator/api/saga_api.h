@@ -14,9 +14,10 @@ typedef struct saga_api saga_api;
 typedef struct saga_api_config {
     const char *db_url; /* required; copied */
     int connections;    /* database connections at most (default 4) */
-    /* The caller every start request is recorded for (requested_by:
-     * idempotency keys are per caller). Default "http". */
-    const char *caller;
+    /* Served on a loopback address: while no token exists, callers need
+     * none (and may do everything). Elsewhere every request needs a
+     * token (docs/API.md). */
+    int local;
 } saga_api_config;
 
 /* Make the API (no connection is opened until a request needs one).

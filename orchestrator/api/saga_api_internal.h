@@ -1,7 +1,8 @@
 /* saga_api_internal.h - what the API's files share (not installed): the
  * connection pool and the answers (saga_api_pool.c), the handlers
- * (saga_api_start.c, saga_api_read.c), called by the routing in
- * saga_api.c. Calls go one way: routing -> handlers -> pool. */
+ * (saga_api_start.c, saga_api_read.c) and who asks (saga_api_auth.c),
+ * called by the routing in saga_api.c. Calls go one way: routing ->
+ * handlers and auth -> pool. */
 #ifndef SAGA_API_INTERNAL_H
 #define SAGA_API_INTERNAL_H
 
@@ -15,7 +16,8 @@
 #define JSON_TYPE    "application/json"
 
 struct saga_api {
-    char *db_url, *caller;
+    int local; /* served on loopback: without tokens, callers need none */
+    char *db_url;
     pthread_mutex_t lock;
     pthread_cond_t freed;
     PGconn **idle; /* connections not in use */
@@ -48,19 +50,44 @@ void saga__api_unavailable(saga_http_response *res, const char *path);
 
 int saga__api_is_uuid(const char *s);
 
+/* Who asks: the token's name as the caller recorded on what it starts
+ * ("token:<name>"; "http" for a local caller without tokens) and its
+ * role: "starter", "operator", "reader", or "local" (no tokens exist,
+ * loopback: everything the API has). */
+typedef struct saga__api_caller {
+    char name[64];
+    char role[16];
+} saga__api_caller;
+
+/* ---- saga_api_auth.c ---- */
+
+/* The caller of req, from its Authorization: Bearer token. 0, or -1 with
+ * res answered (401 with WWW-Authenticate, 503). */
+int saga__api_authenticate(saga_api *a, const saga_http_request *req,
+                           saga__api_caller *who, saga_http_response *res);
+
+/* Whether who may start sagas (not a reader), and the owner its reads are
+ * limited to (a starter: its own; NULL: everyone's). */
+int saga__api_may_start(const saga__api_caller *who);
+const char *saga__api_owner(const saga__api_caller *who);
+
 /* ---- saga_api_start.c ---- */
 
-void saga__api_start_saga(saga_api *a, const saga_http_request *req,
-                          saga_http_response *res);
+void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
+                          const saga_http_request *req, saga_http_response *res);
 
 /* ---- saga_api_read.c ---- */
 
-void saga__api_get_saga(saga_api *a, const saga_http_request *req, const char *id,
+void saga__api_get_saga(saga_api *a, const saga__api_caller *who,
+                        const saga_http_request *req, const char *id,
                         saga_http_response *res);
-void saga__api_history(saga_api *a, const saga_http_request *req, const char *id,
+void saga__api_history(saga_api *a, const saga__api_caller *who,
+                       const saga_http_request *req, const char *id,
                        saga_http_response *res);
-void saga__api_definitions(saga_api *a, const saga_http_request *req, const char *rest,
+void saga__api_definitions(saga_api *a, const saga__api_caller *who,
+                           const saga_http_request *req, const char *rest,
                            saga_http_response *res);
-void saga__api_search(saga_api *a, const saga_http_request *req, saga_http_response *res);
+void saga__api_search(saga_api *a, const saga__api_caller *who,
+                      const saga_http_request *req, saga_http_response *res);
 
 #endif

@@ -28,13 +28,11 @@ int saga_api_new(const saga_api_config *cfg, saga_api **out, saga_error *err)
     if ((a = calloc(1, sizeof *a)) == NULL)
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     a->max = cfg->connections > 0 ? cfg->connections : 4;
+    a->local = cfg->local != 0;
     a->db_url = strdup(cfg->db_url);
-    a->caller = strdup(cfg->caller != NULL && *cfg->caller ? cfg->caller : "http");
     a->idle = calloc((size_t)a->max, sizeof *a->idle);
-    if (a->db_url == NULL || a->caller == NULL || a->idle == NULL ||
-        pthread_mutex_init(&a->lock, NULL) != 0) {
+    if (a->db_url == NULL || a->idle == NULL || pthread_mutex_init(&a->lock, NULL) != 0) {
         free(a->db_url);
-        free(a->caller);
         free(a->idle);
         free(a);
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
@@ -54,7 +52,6 @@ void saga_api_free(saga_api *a)
     pthread_mutex_destroy(&a->lock);
     free(a->idle);
     free(a->db_url);
-    free(a->caller);
     free(a);
 }
 

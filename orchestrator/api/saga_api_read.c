@@ -22,8 +22,9 @@
 /* ---- GET /v1/sagas/{id} and /v1/sagas/{id}/history ---- */
 
 /* One saga (history 0) or its timeline (history 1), or why not. */
-static void read_saga(saga_api *a, const saga_http_request *req, const char *id,
-                      int history, saga_http_response *res)
+static void read_saga(saga_api *a, const saga__api_caller *who,
+                      const saga_http_request *req, const char *id, int history,
+                      saga_http_response *res)
 {
     PGconn *db;
     char *json = NULL;
@@ -39,8 +40,8 @@ static void read_saga(saga_api *a, const saga_http_request *req, const char *id,
         saga__api_unavailable(res, req->path);
         return;
     }
-    rc = history ? saga_read_history(db, id, &events, &err)
-                 : saga_read_saga(db, id, &json, &err);
+    rc = history ? saga_read_history(db, id, saga__api_owner(who), &events, &err)
+                 : saga_read_saga(db, id, saga__api_owner(who), &json, &err);
     if (rc == SAGA_OK)
         saga__api_answer(res, 200, JSON_TYPE,
                          history ? json_dumps(events, JSON_COMPACT) : json);
@@ -56,26 +57,30 @@ static void read_saga(saga_api *a, const saga_http_request *req, const char *id,
     saga__api_give_back(a, db);
 }
 
-void saga__api_get_saga(saga_api *a, const saga_http_request *req, const char *id,
+void saga__api_get_saga(saga_api *a, const saga__api_caller *who,
+                        const saga_http_request *req, const char *id,
                         saga_http_response *res)
 {
-    read_saga(a, req, id, 0, res);
+    read_saga(a, who, req, id, 0, res);
 }
 
-void saga__api_history(saga_api *a, const saga_http_request *req, const char *id,
+void saga__api_history(saga_api *a, const saga__api_caller *who,
+                       const saga_http_request *req, const char *id,
                        saga_http_response *res)
 {
-    read_saga(a, req, id, 1, res);
+    read_saga(a, who, req, id, 1, res);
 }
 
 /* ---- GET /v1/definitions... ---- */
 
 /* GET /v1/definitions, /v1/definitions/{name}, .../{name}/versions/{v}. */
-void saga__api_definitions(saga_api *a, const saga_http_request *req, const char *rest,
+void saga__api_definitions(saga_api *a, const saga__api_caller *who,
+                           const saga_http_request *req, const char *rest,
                            saga_http_response *res)
 {
     char name[128] = "";
     int version = 0;
+    (void)who; /* every role reads definitions */
     char *json = NULL;
     saga_error err = {0};
     PGconn *db;
@@ -150,7 +155,8 @@ static int time_arg(const char *v, char *buf, size_t size)
     return 0;
 }
 
-void saga__api_search(saga_api *a, const saga_http_request *req, saga_http_response *res)
+void saga__api_search(saga_api *a, const saga__api_caller *who,
+                      const saga_http_request *req, saga_http_response *res)
 {
     static const char *const statuses[] = {"running",     "compensating", "completed",
                                            "compensated", "failed",       "resolved",
@@ -227,6 +233,7 @@ void saga__api_search(saga_api *a, const saga_http_request *req, saga_http_respo
         f.limit = (int)n;
     }
     f.cursor = saga_http_request_arg(req, "cursor");
+    f.owner = saga__api_owner(who);
     if ((db = saga__api_take(a)) == NULL) {
         saga__api_unavailable(res, req->path);
         return;

@@ -53,8 +53,8 @@ static int json_body(const saga_http_request *req, saga_http_response *res, json
     return 0;
 }
 
-void saga__api_start_saga(saga_api *a, const saga_http_request *req,
-                          saga_http_response *res)
+void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
+                          const saga_http_request *req, saga_http_response *res)
 {
     static const char *const allowed[] = {"definition", "input", NULL};
     json_t *body, *input;
@@ -65,6 +65,13 @@ void saga__api_start_saga(saga_api *a, const saga_http_request *req,
     PGconn *db;
     PGresult *r;
 
+    if (!saga__api_may_start(who)) {
+        saga__api_problem(res, 403, "forbidden", "Forbidden", req->path, NULL, NULL,
+                          "caller %s has role %s, which may not start sagas (starter or "
+                          "operator may)",
+                          who->name, who->role);
+        return;
+    }
     if (json_body(req, res, &body) != 0)
         return;
     json_object_foreach(body, k, v)
@@ -131,7 +138,7 @@ void saga__api_start_saga(saga_api *a, const saga_http_request *req,
         /* The definition must exist now (a request for one that does not
          * would only be rejected later); then insert, or find the caller's
          * request with that key, and wake sagad, in one statement. */
-        const char *p[5] = {name, text, key, tp, a->caller};
+        const char *p[5] = {name, text, key, tp, who->name};
         r = PQexecParams(
             db,
             "WITH d AS (SELECT 1 FROM saga.saga_definition WHERE name = $1 LIMIT 1),"
@@ -177,7 +184,7 @@ void saga__api_start_saga(saga_api *a, const saga_http_request *req,
         int existed = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
         char *saga = NULL;
         snprintf(res->location, sizeof res->location, "/v1/sagas/%s", id);
-        if (saga_read_saga(db, id, &saga, NULL) != SAGA_OK) {
+        if (saga_read_saga(db, id, NULL, &saga, NULL) != SAGA_OK) {
             json_t *o = json_pack("{s:s, s:s}", "id", id, "status", "pending");
             saga = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
             json_decref(o);

@@ -115,6 +115,9 @@ static enum MHD_Result api_answer(struct MHD_Connection *c, saga_http_response *
         MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, res->location);
     if (res->allow != NULL)
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, res->allow);
+    if (res->www_authenticate != NULL)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+                                res->www_authenticate);
     rc = MHD_queue_response(c, res->status, r);
     MHD_destroy_response(r);
     return rc;

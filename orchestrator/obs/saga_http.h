@@ -55,6 +55,7 @@ typedef struct saga_http_response {
     size_t len;
     char location[300];
     const char *allow;
+    const char *www_authenticate; /* static; NULL: none */
 } saga_http_response;
 
 /* Called on one of the server's threads (several at once). */

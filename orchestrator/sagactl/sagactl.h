@@ -114,5 +114,6 @@ int cmd_purge(int argc, char **argv);
 int cmd_dead(int argc, char **argv);
 int cmd_limits(int argc, char **argv);
 int cmd_roles(int argc, char **argv);
+int cmd_tokens(int argc, char **argv);
 
 #endif

@@ -47,6 +47,8 @@ static const command commands[] = {
     {"limits", cmd_limits, NULL, "[set NAME BYTES --reason T]",
      "the largest input, output, definition"},
     {"roles", cmd_roles, NULL, "create", "the database roles and row-level security"},
+    {"tokens", cmd_tokens, NULL, "create --role R --name N | list | revoke NAME",
+     "the HTTP API's bearer tokens"},
     {"purge", cmd_purge, "Keeping history:",
      "--older-than DUR [--status S] [--batch N] [--archive FILE] [--dry-run]",
      "delete finished sagas by age"},

@@ -282,7 +282,7 @@ int cmd_history(int argc, char **argv)
         saga_error err = {0};
         const char *p[1] = {id};
         PGresult *r;
-        int rc = saga_read_history(db, id, &events, &err);
+        int rc = saga_read_history(db, id, NULL, &events, &err);
         if (rc != SAGA_OK && rc != SAGA_ENOTFOUND) {
             fprintf(stderr, "sagactl history: %s\n", err.message);
             PQfinish(db);

@@ -65,8 +65,9 @@ static void usage(FILE *out)
         "  --batch N           replies per transaction at most (default 500)\n"
         "  --http ADDR:PORT    serve /metrics, /healthz and /readyz there (default\n"
         "                      $SAGA_HTTP; none when unset), e.g. 127.0.0.1:9464;\n"
-        "                      port 0 picks a free one (logged); on a loopback\n"
-        "                      address also the HTTP API, /v1 (docs/API.md)\n"
+        "                      port 0 picks a free one (logged), and the HTTP\n"
+        "                      API, /v1 (docs/API.md: bearer tokens, except on\n"
+        "                      loopback while none exist)\n"
         "  --breaker-failures N  transient failures in a row (retry replies,\n"
         "                      timeouts) that open a service's circuit breaker\n"
         "                      (default 5; 0 turns the breaker off)\n"
@@ -192,7 +193,8 @@ static int parse_http(const char *spec, char *addr, int *port_out, saga_error *e
     return SAGA_OK;
 }
 
-/* Loopback: the only place the API may listen until it has tokens. */
+/* Loopback: where the API takes callers without a token while no token
+ * exists (elsewhere every request needs one). */
 static int is_loopback(const char *addr)
 {
     return *addr == '\0' || strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0 ||
@@ -200,7 +202,7 @@ static int is_loopback(const char *addr)
 }
 
 /* Serve /metrics, /healthz, /readyz on spec (see parse_http), and the
- * HTTP API when api is given and the address is loopback. */
+ * HTTP API when api is given. */
 static int start_http(const char *spec, saga_engine *e, saga_api *api, saga_http **out,
                       saga_error *err)
 {
@@ -210,15 +212,9 @@ static int start_http(const char *spec, saga_engine *e, saga_api *api, saga_http
 
     if ((rc = parse_http(spec, addr, &hc.port, err)) != SAGA_OK)
         return rc;
-    if (api != NULL && is_loopback(addr)) {
+    if (api != NULL) {
         hc.api = saga_api_handle;
         hc.api_arg = api;
-    } else if (api != NULL) {
-        saga_log(SAGA_LOG_WARN,
-                 "the HTTP API (/v1) is not served on %s: without API tokens it "
-                 "listens on loopback only (127.0.0.1, ::1); /metrics, /healthz and "
-                 "/readyz are",
-                 addr);
     }
     hc.address = addr;
     hc.metrics = saga_engine_metrics(e);
@@ -228,8 +224,10 @@ static int start_http(const char *spec, saga_engine *e, saga_api *api, saga_http
     hc.ready_arg = saga_engine_health(e);
     if ((rc = saga_http_start(&hc, out, err)) != SAGA_OK)
         return rc;
-    saga_log(SAGA_LOG_INFO, "serving /metrics, /healthz, /readyz%s on %s:%d",
-             hc.api != NULL ? " and the API (/v1; no tokens: loopback only)" : "",
+    saga_log(SAGA_LOG_INFO,
+             "serving /metrics, /healthz, /readyz and the API (/v1: %s) on %s:%d",
+             is_loopback(addr) ? "a bearer token once tokens exist, none before: loopback"
+                               : "a bearer token always: not a loopback address",
              addr[0] ? addr : "127.0.0.1", saga_http_port(*out));
     return SAGA_OK;
 }
@@ -455,7 +453,9 @@ int main(int argc, char **argv)
         return rc == SAGA_EDB ? 3 : 1;
     }
     if (http != NULL && *http != '\0') {
+        char addr[128];
         saga_api_config ac = {.db_url = cfg.db_url};
+        ac.local = parse_http(http, addr, NULL, NULL) == SAGA_OK && is_loopback(addr);
         if ((rc = saga_api_new(&ac, &api, &err)) != SAGA_OK ||
             (rc = start_http(http, engine, api, &server, &err)) != SAGA_OK) {
             saga_log(SAGA_LOG_ERROR, "cannot start: %s", err.message);

@@ -23,12 +23,14 @@ static const char saga_sql[] =
     "   'started_at', saga.iso(st.started_at), 'finished_at', saga.iso(st.finished_at),"
     "   'output', st.output, 'error', st.error) ORDER BY st.idx), '[]')"
     "  FROM saga.saga_step st WHERE st.saga_id = s.id))"
-    " FROM saga.saga s WHERE s.id = $1::uuid),"
+    " FROM saga.saga s WHERE s.id = $1::uuid AND ($2::name IS NULL OR s.started_by = "
+    "$2)),"
     " (SELECT json_build_object('id', r.id, 'name', r.name,"
     "  'status', CASE WHEN r.error IS NOT NULL THEN 'rejected' ELSE 'pending' END,"
     "  'input', r.input, 'idempotency_key', r.idempotency_key,"
     "  'created_at', saga.iso(r.requested_at), 'error', r.error, 'steps', '[]'::json)"
-    "  FROM saga.start_request r WHERE r.id = $1::uuid))::text";
+    "  FROM saga.start_request r WHERE r.id = $1::uuid AND ($2::name IS NULL OR"
+    "  r.requested_by = $2)))::text";
 
 /* One page of a search, newest first, one more row than asked to tell
  * whether there is a next page. The cursor is the last row's created_at
@@ -38,7 +40,7 @@ static const char search_sql[] =
     "WITH page AS (SELECT s.id, s.name, s.version, s.status, s.cursor_step,"
     "  s.created_at, s.updated_at, s.traceparent FROM saga.saga s"
     "  WHERE ($1::text IS NULL OR s.status = $1)"
-    "  AND ($2::text IS NULL OR s.name = $2)"
+    "  AND ($2::text IS NULL OR s.name = $2) AND ($8::name IS NULL OR s.started_by = $8)"
     "  AND ($3::timestamptz IS NULL OR s.created_at >= $3::timestamptz)"
     "  AND ($4::timestamptz IS NULL OR s.created_at < $4::timestamptz)"
     "  AND ($5::bigint IS NULL OR (s.created_at, s.id) <"
@@ -73,10 +75,11 @@ static int one_json(PGconn *db, const char *sql, int n, const char *const *p, ch
     return rc;
 }
 
-int saga_read_saga(PGconn *db, const char *id, char **json, saga_error *err)
+int saga_read_saga(PGconn *db, const char *id, const char *owner, char **json,
+                   saga_error *err)
 {
-    const char *p[1] = {id};
-    return one_json(db, saga_sql, 1, p, json, "reading a saga", err);
+    const char *p[2] = {id, owner};
+    return one_json(db, saga_sql, 2, p, json, "reading a saga", err);
 }
 
 static const char *or_null(const char *s)
@@ -87,7 +90,7 @@ static const char *or_null(const char *s)
 int saga_read_search(PGconn *db, const saga_read_filter *f, char **json, saga_error *err)
 {
     char micros[24] = "", id[SAGA_ID_LEN + 1] = "", limit[16];
-    const char *p[7];
+    const char *p[8];
     *json = NULL;
     if (f->limit < 1 || f->limit > 1000)
         return saga__error_set(err, SAGA_EINVAL, "limit %d: from 1 to 1000", f->limit);
@@ -119,14 +122,16 @@ int saga_read_search(PGconn *db, const saga_read_filter *f, char **json, saga_er
     p[4] = micros[0] ? micros : NULL;
     p[5] = id[0] ? id : NULL;
     p[6] = limit;
-    return one_json(db, search_sql, 7, p, json, "searching sagas", err);
+    p[7] = or_null(f->owner);
+    return one_json(db, search_sql, 8, p, json, "searching sagas", err);
 }
 
 /* ---- history ---- */
 
 /* Events oldest first, with the time since the previous one. */
 static const char history_sql[] =
-    "SELECT CASE WHEN EXISTS (SELECT 1 FROM saga.saga WHERE id = $1::uuid) THEN"
+    "SELECT CASE WHEN EXISTS (SELECT 1 FROM saga.saga WHERE id = $1::uuid AND"
+    " ($2::name IS NULL OR started_by = $2)) THEN"
     " (SELECT coalesce(json_agg(x ORDER BY x.seq), '[]') FROM ("
     "  SELECT e.id AS seq,"
     "   saga.iso(e.at) AS at,"
@@ -168,15 +173,16 @@ static void add_spans(json_t *events, const char *saga_tp)
     }
 }
 
-int saga_read_history(PGconn *db, const char *id, json_t **events, saga_error *err)
+int saga_read_history(PGconn *db, const char *id, const char *owner, json_t **events,
+                      saga_error *err)
 {
-    const char *p[1] = {id};
+    const char *p[2] = {id, owner};
     char *text = NULL;
     char tp[SAGA_TRACEPARENT_LEN + 1] = "";
     PGresult *r;
     int rc;
     *events = NULL;
-    if ((rc = one_json(db, history_sql, 1, p, &text, "reading a saga's history", err)) !=
+    if ((rc = one_json(db, history_sql, 2, p, &text, "reading a saga's history", err)) !=
         SAGA_OK)
         return rc;
     r = PQexecParams(db, "SELECT traceparent FROM saga.saga WHERE id = $1::uuid", 1, NULL,

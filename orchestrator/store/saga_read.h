@@ -17,15 +17,20 @@
  * (index, name, status, attempts, started_at, finished_at, output,
  * error); when there is no saga but a start request with that id, the
  * request (status pending or rejected, with error). SAGA_ENOTFOUND when
- * neither exists (*json NULL), SAGA_EDB when the database fails. */
-int saga_read_saga(PGconn *db, const char *id, char **json, saga_error *err);
+ * neither exists (*json NULL), SAGA_EDB when the database fails. owner
+ * (NULL: anyone's) limits it to the sagas and requests of that caller
+ * (started_by, requested_by): another's is SAGA_ENOTFOUND. */
+int saga_read_saga(PGconn *db, const char *id, const char *owner, char **json,
+                   saga_error *err);
 
 /* The saga's timeline as a JSON array into *events (new reference),
  * oldest first: seq, at, kind, step, step_name, phase, attempt, detail,
  * actor, since_previous_ms, and the saga's trace_id and, for an event of
  * a step attempt, the span_id its command carried. SAGA_ENOTFOUND when
- * there is no saga id, SAGA_EDB when the database fails. */
-int saga_read_history(PGconn *db, const char *id, json_t **events, saga_error *err);
+ * there is no saga id (or it is not owner's, owner not NULL), SAGA_EDB
+ * when the database fails. */
+int saga_read_history(PGconn *db, const char *id, const char *owner, json_t **events,
+                      saga_error *err);
 
 /* Every definition: name, latest version, number of versions, when the
  * latest was deployed, sagas still active, as a JSON array (*json new).
@@ -45,6 +50,7 @@ typedef struct saga_read_filter {
     const char *since;      /* created at or after (ISO 8601 timestamp) */
     const char *older_than; /* created before (ISO 8601 timestamp) */
     const char *cursor;     /* the last page's next_cursor */
+    const char *owner;      /* only the sagas this caller started (started_by) */
     int limit;              /* 1..1000 */
 } saga_read_filter;
 

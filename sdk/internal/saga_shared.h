@@ -107,6 +107,10 @@ FILE *saga__open_secret(const char *path, const char *what, saga_error *err);
  * never copied into err. */
 int saga__read_secret(const char *path, char **out, saga_error *err);
 
+/* The SHA-256 of len bytes at data as 64 lower-case hex digits and a NUL
+ * (libcrypto). 0, or -1 when libcrypto fails. */
+int saga__sha256_hex(const void *data, size_t len, char out[65]);
+
 /* ---- topic names ---- */
 
 /* <prefix>cmd.<service> and <prefix>reply (prefix NULL: "saga."), as

@@ -1,5 +1,6 @@
 /* saga_sign.c - HMAC-SHA256 signatures of messages (saga/sign.h) with
- * libcrypto's EVP_MAC, and the key files they come from. The MAC covers
+ * libcrypto's EVP_MAC, the key files they come from, and the SHA-256 the
+ * API keeps of its tokens. The MAC covers
  * four length-prefixed fields, so no two different messages give the same
  * input: the label "saga.v1", the topic, the key and the value. */
 #include <ctype.h>
@@ -243,4 +244,19 @@ int saga_verify(const saga_keys *k, const char *topic, const void *key, size_t k
     return saga__error_set(err, SAGA_EAUTH,
                            "bad signature: made by none of the %d key(s) for topic %s",
                            k->n, topic);
+}
+
+int saga__sha256_hex(const void *data, size_t len, char out[65])
+{
+    static const char digits[] = "0123456789abcdef";
+    unsigned char md[32];
+    unsigned int n = 0;
+    if (EVP_Digest(data, len, md, &n, EVP_sha256(), NULL) != 1 || n != 32)
+        return -1;
+    for (int i = 0; i < 32; i++) {
+        out[2 * i] = digits[md[i] >> 4];
+        out[2 * i + 1] = digits[md[i] & 15];
+    }
+    out[64] = '\0';
+    return 0;
 }

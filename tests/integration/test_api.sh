@@ -43,8 +43,9 @@ psql "$SAGA_PG_URL" -q -v ON_ERROR_STOP=1 -f examples/seed.sql >/dev/null
 "$bin/sagad" --definitions sagas --http 127.0.0.1:0 >"$work/sagad.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 600); do grep -q "sagad running" "$work/sagad.log" && break; sleep 0.1; done
-grep -q "and the API (/v1; no tokens: loopback only)" "$work/sagad.log" || fail "sagad does not say it serves the API"
-base="http://$(grep -m 1 -o '/readyz and the API (/v1; no tokens: loopback only) on 127.0.0.1:[0-9]*' "$work/sagad.log" | sed 's/.* on //')"
+grep -q "and the API (/v1: a bearer token once tokens exist, none before: loopback)" "$work/sagad.log" ||
+    fail "sagad does not say it serves the API"
+base="http://$(grep -m 1 -o 'none before: loopback) on 127.0.0.1:[0-9]*' "$work/sagad.log" | sed 's/.* on //')"
 
 # req METHOD PATH [BODY [HEADER...]]: status in $status, headers in
 # $work/h, body in $work/b.
@@ -176,4 +177,43 @@ req GET "/v1/sagas?since=yesterday"; problem 400 invalid_parameter since
 # sagad is still fine, and so are its other endpoints.
 req GET /readyz; [[ $status == 200 ]] || fail "readyz after the errors: $status"
 ok "errors: 400 (JSON, header, parameters), 404, 405 with Allow, 413 (input, body), 415, 422 (definition, field, input), each a problem document saying where"
+# ---- tokens: once one exists, every caller needs one; roles
+tok() { "$bin/sagactl" tokens create --role "$1" --name "$2" 2>/dev/null; }
+rd=$(tok reader dash) s1=$(tok starter orders) s2=$(tok starter billing)
+[[ ${#rd} -eq 68 && $rd == sgt_* ]] || fail "a token is not sgt_ and 64 hex digits: $rd"
+[[ $(psql "$SAGA_PG_URL" -Atc "SELECT count(*) FROM saga.api_token WHERE hash LIKE '%$(cut -c5-20 <<<"$rd")%'") == 0 ]] ||
+    fail "the token itself is stored"
+if "$bin/sagactl" tokens create --role reader --name dash >/dev/null 2>&1; then fail "a token name reused"; fi
+req GET /v1/sagas; problem 401 unauthorized Authorization
+[[ $(header www-authenticate) == Bearer* ]] || fail "401 without WWW-Authenticate"
+req GET /v1/sagas "" "Authorization: Bearer sgt_nothing"; problem 401 unauthorized
+req GET /v1/sagas "" "Authorization: Basic eDp5"; problem 401 unauthorized
+start_as() { # token key
+    req POST /v1/sagas '{"definition":"order","input":{"customer_id":"bob","sku":"widget","quantity":1,"amount":1}}' \
+        "$json" "Authorization: Bearer $1" ${2:+"Idempotency-Key: $2"}
+}
+start_as "$rd" k; problem 403 forbidden
+start_as "$s1" shared-key; [[ $status == 201 ]] || fail "starter orders: $status $(cat "$work/b")"
+o1=$(field "['id']")
+start_as "$s2" shared-key; [[ $status == 201 ]] || fail "starter billing: $status $(cat "$work/b")"
+b1=$(field "['id']")
+[[ $o1 != "$b1" ]] || fail "one Idempotency-Key gave two tokens the same saga"
+start_as "$s1" shared-key; [[ $status == 200 && $(field "['id']") == "$o1" ]] || fail "orders' own key: $status"
+req GET "/v1/sagas/$o1" "" "Authorization: Bearer $s1"; [[ $status == 200 ]] || fail "orders reads its saga: $status"
+req GET "/v1/sagas/$o1" "" "Authorization: Bearer $s2"; problem 404 not_found
+req GET "/v1/sagas/$o1/history" "" "Authorization: Bearer $s2"; problem 404 not_found
+for _ in $(seq 1 300); do
+    req GET "/v1/sagas?limit=1000" "" "Authorization: Bearer $s2"
+    grep -q "$b1" "$work/b" && break
+    sleep 0.1
+done
+python3 -c 'import json,sys; ids=[s["id"] for s in json.load(open(sys.argv[1]))["sagas"]]; assert ids == [sys.argv[2]], ids' "$work/b" "$b1" ||
+    fail "billing's search shows more than its own saga: $(cat "$work/b")"
+req GET "/v1/sagas/$o1" "" "Authorization: Bearer $rd"; [[ $status == 200 ]] || fail "the reader reads: $status"
+[[ $(psql "$SAGA_PG_URL" -Atc "SELECT started_by FROM saga.saga WHERE id = '$o1'") == token:orders ]] ||
+    fail "the saga does not record the token's name"
+"$bin/sagactl" tokens revoke orders >/dev/null || fail "revoke"
+req GET "/v1/sagas/$o1" "" "Authorization: Bearer $s1"; problem 401 unauthorized
+"$bin/sagactl" tokens list | grep -q "^orders .* 20" || fail "tokens list does not show the revocation"
+ok "tokens: none stored (only a hash), names never reused; once one exists, none is 401 (WWW-Authenticate); a reader may not start (403) but reads; starters see only their own sagas and keys; the saga records token:<name>; a revoked token is 401"
 echo "test_api: passed"
