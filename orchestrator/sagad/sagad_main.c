@@ -224,11 +224,12 @@ static int start_http(const char *spec, saga_engine *e, saga_api *api, saga_http
     hc.ready_arg = saga_engine_health(e);
     if ((rc = saga_http_start(&hc, out, err)) != SAGA_OK)
         return rc;
+    /* "/readyz on ADDR:PORT" first: scripts and tests read the port there. */
     saga_log(SAGA_LOG_INFO,
-             "serving /metrics, /healthz, /readyz and the API (/v1: %s) on %s:%d",
+             "serving /metrics, /healthz, /readyz on %s:%d, and the API (/v1: %s)",
+             addr[0] ? addr : "127.0.0.1", saga_http_port(*out),
              is_loopback(addr) ? "a bearer token once tokens exist, none before: loopback"
-                               : "a bearer token always: not a loopback address",
-             addr[0] ? addr : "127.0.0.1", saga_http_port(*out));
+                               : "a bearer token always: not a loopback address");
     return SAGA_OK;
 }
 

@@ -45,7 +45,7 @@ pids+=($!)
 for _ in $(seq 1 600); do grep -q "sagad running" "$work/sagad.log" && break; sleep 0.1; done
 grep -q "and the API (/v1: a bearer token once tokens exist, none before: loopback)" "$work/sagad.log" ||
     fail "sagad does not say it serves the API"
-base="http://$(grep -m 1 -o 'none before: loopback) on 127.0.0.1:[0-9]*' "$work/sagad.log" | sed 's/.* on //')"
+base="http://$(grep -m 1 -o '/readyz on 127.0.0.1:[0-9]*' "$work/sagad.log" | sed 's/.* on //')"
 
 # req METHOD PATH [BODY [HEADER...]]: status in $status, headers in
 # $work/h, body in $work/b.
