@@ -160,6 +160,12 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
                 dup |= strcmp(topics[k], t[0]) == 0;
             if (dup)
                 continue;
+            if (saga__engine_know_service(e, d->steps[s].service) != 0) {
+                for (int k = i; k < ndefs; k++)
+                    saga_definition_free(k == i ? d : defs[k]);
+                rc = saga__error_set(err, SAGA_ENOMEM, "out of memory");
+                goto fail;
+            }
             if ((rc = saga__engine_load_keys(e, d->steps[s].service, err)) != SAGA_OK) {
                 for (int k = i; k < ndefs; k++)
                     saga_definition_free(k == i ? d : defs[k]);
@@ -240,6 +246,7 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
             pattern[n++] = *c;
         }
         snprintf(pattern + n, sizeof pattern - n, "reply(\\..+)?$");
+        snprintf(e->reply_pattern, sizeof e->reply_pattern, "%s", pattern);
         snprintf(options, sizeof options, "topic.metadata.refresh.interval.ms=10000%s%s",
                  e->cfg.kafka_options && *e->cfg.kafka_options ? "," : "",
                  e->cfg.kafka_options ? e->cfg.kafka_options : "");
@@ -298,6 +305,7 @@ void saga_engine_free(saga_engine *e)
     free(e->delivered);
     saga_gate_free(e->gate);
     saga__engine_free_keys(e);
+    saga__engine_free_services(e);
     saga_tally_free(&e->tally);
     free(e->failed);
     free(e->dead);

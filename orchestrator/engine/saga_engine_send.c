@@ -92,6 +92,7 @@ void saga__engine_produce(saga_engine *e, saga_outbox *o)
         int signed_;
         if (saga__idset_has(&e->inflight, m->id))
             continue;
+        saga__engine_meet_service(e, m->topic);
         signed_ = saga__engine_sign(e, m->topic, m->key, m->payload, sig);
         if (strncmp(m->topic, e->prefix, strlen(e->prefix)) != 0)
             saga_log(SAGA_LOG_WARN,

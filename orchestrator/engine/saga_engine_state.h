@@ -165,10 +165,15 @@ struct saga_engine {
     rate_limit unknown_saga, malformed, set_aside;
     /* A batch rolled back for the database's own reasons, per source. */
     rate_limit rolled_replies, rolled_timers, rolled_starts;
-    rate_limit big_outputs; /* replies whose output was over the limit */
-    rate_limit distrusted;  /* replies on the wrong topic or badly signed */
-    rate_limit conflicting; /* a second answer contradicting the first */
-    service_key *keys;      /* per service, as met */
+    rate_limit big_outputs;  /* replies whose output was over the limit */
+    rate_limit distrusted;   /* replies on the wrong topic or badly signed */
+    rate_limit conflicting;  /* a second answer contradicting the first */
+    service_key *keys;       /* per service, as met */
+    char reply_pattern[600]; /* the reply topics' subscription (a regex) */
+    /* Services whose topics this sagad made sure of (those of the
+     * definitions it started with; later ones on their first command). */
+    char **services;
+    int nservices, capservices;
     int nkeys, capkeys;
     int64_t replies_after_ms; /* consume no replies before (mono ms) */
     int64_t next_finished_ms; /* when to count finished sagas again (mono ms) */
@@ -250,6 +255,19 @@ int saga__engine_sign(saga_engine *e, const char *topic, const char *key,
 const char *saga__engine_distrust(saga_engine *e, const saga_state *s,
                                   const saga_reply *r, const rd_kafka_message_t *m,
                                   char *why, size_t size);
+
+/* ---- saga_engine_topics.c ---- */
+
+/* Note service as one whose topics exist (at start). 0, or -1 (no memory). */
+int saga__engine_know_service(saga_engine *e, const char *service);
+
+/* Before the first command to a service this sagad has not met (its
+ * definition was deployed after the start): create its reply and
+ * dead-letter topics and subscribe again, so that its replies are read
+ * at once rather than after the next metadata refresh. */
+void saga__engine_meet_service(saga_engine *e, const char *topic);
+
+void saga__engine_free_services(saga_engine *e);
 
 /* ---- saga_engine_send.c ---- */
 
