@@ -48,6 +48,11 @@ void saga__api_problem(saga_http_response *res, unsigned int status, const char 
 
 void saga__api_unavailable(saga_http_response *res, const char *path);
 
+/* A read on db failed with err: 503 when the connection is gone (the
+ * database is not there), else 500 with the database's word. */
+void saga__api_db_failed(saga_http_response *res, const char *path, PGconn *db,
+                         const saga_error *err);
+
 int saga__api_is_uuid(const char *s);
 
 /* Who asks: the token's name as the caller recorded on what it starts

@@ -148,3 +148,13 @@ int saga__api_is_uuid(const char *s)
             return 0;
     return 1;
 }
+
+void saga__api_db_failed(saga_http_response *res, const char *path, PGconn *db,
+                         const saga_error *err)
+{
+    if (PQstatus(db) != CONNECTION_OK)
+        saga__api_unavailable(res, path);
+    else
+        saga__api_problem(res, 500, "database_error", "Internal Server Error", path, NULL,
+                          NULL, "%s", err->message);
+}

@@ -48,11 +48,8 @@ static void read_saga(saga_api *a, const saga__api_caller *who,
     else if (rc == SAGA_ENOTFOUND)
         saga__api_problem(res, 404, "not_found", "Not Found", req->path, NULL, NULL,
                           "no saga %s", id);
-    else if (PQstatus(db) != CONNECTION_OK)
-        saga__api_unavailable(res, req->path);
     else
-        saga__api_problem(res, 500, "database_error", "Internal Server Error", req->path,
-                          NULL, NULL, "%s", err.message);
+        saga__api_db_failed(res, req->path, db, &err);
     json_decref(events);
     saga__api_give_back(a, db);
 }
@@ -121,11 +118,8 @@ void saga__api_definitions(saga_api *a, const saga__api_caller *who,
     else if (rc == SAGA_ENOTFOUND)
         saga__api_problem(res, 404, "not_found", "Not Found", req->path, NULL, NULL,
                           "no definition \"%.100s\"", name);
-    else if (PQstatus(db) != CONNECTION_OK)
-        saga__api_unavailable(res, req->path);
     else
-        saga__api_problem(res, 500, "database_error", "Internal Server Error", req->path,
-                          NULL, NULL, "%s", err.message);
+        saga__api_db_failed(res, req->path, db, &err);
     saga__api_give_back(a, db);
 }
 
@@ -244,10 +238,7 @@ void saga__api_search(saga_api *a, const saga__api_caller *who,
     else if (rc == SAGA_EINVAL)
         saga__api_problem(res, 400, "invalid_parameter", "Bad Request", req->path, NULL,
                           "cursor", "%s", err.message);
-    else if (PQstatus(db) != CONNECTION_OK)
-        saga__api_unavailable(res, req->path);
     else
-        saga__api_problem(res, 500, "database_error", "Internal Server Error", req->path,
-                          NULL, NULL, "%s", err.message);
+        saga__api_db_failed(res, req->path, db, &err);
     saga__api_give_back(a, db);
 }

@@ -94,3 +94,11 @@ int saga__engine_find_id(char (*ids)[SAGA_ID_LEN + 1], int n, const char *id)
     char(*hit)[SAGA_ID_LEN + 1] = bsearch(id, ids, (size_t)n, sizeof *ids, cmp_id);
     return hit ? (int)(hit - ids) : -1;
 }
+
+const char *saga__engine_cmd_service(const saga_engine *e, const char *topic)
+{
+    size_t pl = strlen(e->prefix);
+    if (strncmp(topic, e->prefix, pl) != 0 || strncmp(topic + pl, "cmd.", 4) != 0)
+        return NULL;
+    return topic + pl + 4;
+}

@@ -69,11 +69,8 @@ void saga__engine_on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void 
     }
     e->stats.commands_sent++;
     {
-        /* The service is the topic's tail: <prefix>cmd.<service>. */
-        const char *t = rd_kafka_topic_name(m->rkt), *svc[1] = {t};
-        size_t pl = strlen(e->prefix);
-        if (strncmp(t, e->prefix, pl) == 0 && strncmp(t + pl, "cmd.", 4) == 0)
-            svc[0] = t + pl + 4;
+        const char *t = rd_kafka_topic_name(m->rkt), *s = saga__engine_cmd_service(e, t);
+        const char *svc[1] = {s != NULL ? s : t};
         saga_metric_add(e->m.commands_sent, svc, 1);
     }
     if (saga__grow(&e->delivered, &e->capdelivered, e->ndelivered + 1,
@@ -89,11 +86,13 @@ void saga__engine_produce(saga_engine *e, saga_outbox *o)
         saga_outbox_msg *m = &o->items[i];
         rd_kafka_resp_err_t err;
         char sig[SAGA_SIGNATURE_SIZE];
+        const char *service;
         int signed_;
         if (saga__idset_has(&e->inflight, m->id))
             continue;
-        saga__engine_meet_service(e, m->topic);
-        signed_ = saga__engine_sign(e, m->topic, m->key, m->payload, sig);
+        service = saga__engine_cmd_service(e, m->topic);
+        saga__engine_meet_service(e, service);
+        signed_ = saga__engine_sign(e, service, m->topic, m->key, m->payload, sig);
         if (strncmp(m->topic, e->prefix, strlen(e->prefix)) != 0)
             saga_log(SAGA_LOG_WARN,
                      "outbox %lld goes to %s, outside this sagad's prefix %s: does the "

@@ -223,6 +223,10 @@ int saga__engine_sort_unique(char (*ids)[SAGA_ID_LEN + 1], int n);
 
 int saga__engine_find_id(char (*ids)[SAGA_ID_LEN + 1], int n, const char *id);
 
+/* The service a command topic is for (its tail: <prefix>cmd.<service>),
+ * or NULL for a topic outside this sagad's prefix. */
+const char *saga__engine_cmd_service(const saga_engine *e, const char *topic);
+
 /* ---- saga_engine_warn.c ---- */
 
 /* Write a warning that could repeat once per message at most once per
@@ -244,10 +248,11 @@ int saga__engine_load_keys(saga_engine *e, const char *service, saga_error *err)
 
 void saga__engine_free_keys(saga_engine *e);
 
-/* Sign a command to topic (<prefix>cmd.<service>) when its service has
+/* Sign a command to topic for service (NULL: none) when the service has
  * keys: 1 and sig filled, else 0. */
-int saga__engine_sign(saga_engine *e, const char *topic, const char *key,
-                      const char *payload, char sig[SAGA_SIGNATURE_SIZE]);
+int saga__engine_sign(saga_engine *e, const char *service, const char *topic,
+                      const char *key, const char *payload,
+                      char sig[SAGA_SIGNATURE_SIZE]);
 
 /* Whether reply r (message m) may be applied to s: NULL if so, else the
  * reason's label for the metrics ("wrong_topic", "unauthenticated") and
@@ -265,7 +270,7 @@ int saga__engine_know_service(saga_engine *e, const char *service);
  * definition was deployed after the start): create its reply and
  * dead-letter topics and subscribe again, so that its replies are read
  * at once rather than after the next metadata refresh. */
-void saga__engine_meet_service(saga_engine *e, const char *topic);
+void saga__engine_meet_service(saga_engine *e, const char *service);
 
 void saga__engine_free_services(saga_engine *e);
 

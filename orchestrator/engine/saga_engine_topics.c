@@ -27,18 +27,14 @@ int saga__engine_know_service(saga_engine *e, const char *service)
     return 0;
 }
 
-void saga__engine_meet_service(saga_engine *e, const char *topic)
+void saga__engine_meet_service(saga_engine *e, const char *service)
 {
-    size_t pl = strlen(e->prefix);
-    const char *service;
     char reply[300], dead[300];
     const char *topics[2] = {reply, dead};
     saga_error err = {0};
     rd_kafka_topic_partition_list_t *sub;
-    if (strncmp(topic, e->prefix, pl) != 0 || strncmp(topic + pl, "cmd.", 4) != 0)
-        return;
-    service = topic + pl + 4;
-    if (known(e, service) || saga__engine_know_service(e, service) != 0)
+    if (service == NULL || known(e, service) ||
+        saga__engine_know_service(e, service) != 0)
         return;
     saga__topic_reply_service(reply, sizeof reply, e->prefix, service);
     snprintf(dead, sizeof dead, "%sdead.%s", e->prefix, service);

@@ -74,16 +74,12 @@ void saga__engine_free_keys(saga_engine *e)
     e->nkeys = e->capkeys = 0;
 }
 
-int saga__engine_sign(saga_engine *e, const char *topic, const char *key,
-                      const char *payload, char sig[SAGA_SIGNATURE_SIZE])
+int saga__engine_sign(saga_engine *e, const char *service, const char *topic,
+                      const char *key, const char *payload, char sig[SAGA_SIGNATURE_SIZE])
 {
-    size_t pl = strlen(e->prefix);
     const saga_keys *k;
     int broken;
-    /* The service is the topic's tail: <prefix>cmd.<service>. */
-    if (strncmp(topic, e->prefix, pl) != 0 || strncmp(topic + pl, "cmd.", 4) != 0)
-        return 0;
-    if ((k = service_keys(e, topic + pl + 4, &broken)) == NULL)
+    if (service == NULL || (k = service_keys(e, service, &broken)) == NULL)
         return 0;
     return saga_sign(k, topic, key, strlen(key), payload, strlen(payload), sig) ==
            SAGA_OK;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -247,8 +248,13 @@ static int topics_exist(rd_kafka_t *rk, const char *const *topics, int n, int ti
     for (int i = 0; i < n; i++)
         for (int t = 0; t < md->topic_cnt; t++)
             if (strcmp(md->topics[t].topic, topics[i]) == 0 &&
-                md->topics[t].err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-                found++;
+                md->topics[t].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+                md->topics[t].partition_cnt > 0) {
+                /* Served: every partition has its leader. */
+                int led = 1;
+                for (int p = 0; p < md->topics[t].partition_cnt; p++)
+                    led &= md->topics[t].partitions[p].leader >= 0;
+                found += led;
                 break;
             }
     rd_kafka_metadata_destroy(md);
@@ -316,6 +322,15 @@ int saga__kafka_ensure_topics(rd_kafka_t *rk, const char *const *topics, int n,
     rd_kafka_queue_destroy(q);
     for (int i = 0; i < n; i++)
         rd_kafka_NewTopic_destroy(nt[i]);
+    /* Created is not yet served: until the topics' leaders are in the
+     * metadata, a consumer subscribing to them finds them "unknown" and
+     * looks again only at its next refresh. Wait for them (bounded). */
+    if (rc == SAGA_OK) {
+        int64_t deadline = saga__mono_ms() + timeout_ms;
+        struct timespec pause = {0, 100 * 1000000L};
+        while (!topics_exist(rk, topics, n, 1000) && saga__mono_ms() < deadline)
+            nanosleep(&pause, NULL);
+    }
     return rc;
 }
 

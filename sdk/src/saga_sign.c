@@ -23,10 +23,22 @@
 #define SIG_LABEL "saga.v1"
 
 struct saga_keys {
+    EVP_MAC *hmac; /* fetched once: a fetch per message costs a lookup */
     int n;
     size_t len[SAGA_KEYS_MAX];
     unsigned char key[SAGA_KEYS_MAX][KEY_MAX];
 };
+
+/* A new, empty saga_keys with libcrypto's HMAC fetched, or NULL. */
+static saga_keys *keys_alloc(void)
+{
+    saga_keys *k = calloc(1, sizeof *k);
+    if (k != NULL && (k->hmac = EVP_MAC_fetch(NULL, "HMAC", NULL)) == NULL) {
+        free(k);
+        k = NULL;
+    }
+    return k;
+}
 
 static int hex_value(int c)
 {
@@ -80,7 +92,7 @@ int saga_keys_from_hex(const char *const *hex, int n, saga_keys **out, saga_erro
     if (out == NULL || hex == NULL || n < 1 || n > SAGA_KEYS_MAX)
         return saga__error_set(err, SAGA_EINVAL,
                                "saga_keys_from_hex: 1 or 2 keys, and out");
-    if ((k = calloc(1, sizeof *k)) == NULL)
+    if ((k = keys_alloc()) == NULL)
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     for (int i = 0; i < n; i++)
         if (hex[i] == NULL || add_key(k, hex[i], strlen(hex[i]), &why) != 0) {
@@ -106,7 +118,7 @@ int saga_keys_load(const char *path, saga_keys **out, saga_error *err)
                                "saga_keys_load: path and out are needed");
     if ((f = saga__open_secret(path, "key file ", err)) == NULL)
         return SAGA_EIO;
-    if ((k = calloc(1, sizeof *k)) == NULL) {
+    if ((k = keys_alloc()) == NULL) {
         fclose(f);
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     }
@@ -151,6 +163,7 @@ void saga_keys_free(saga_keys *k)
 {
     if (k == NULL)
         return;
+    EVP_MAC_free(k->hmac);
     OPENSSL_cleanse(k, sizeof *k);
     free(k);
 }
@@ -174,8 +187,7 @@ static int compute(const saga_keys *k, int i, const char *topic, const void *key
                    size_t key_len, const void *value, size_t value_len,
                    unsigned char mac[MAC_LEN])
 {
-    EVP_MAC *m = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *c = m != NULL ? EVP_MAC_CTX_new(m) : NULL;
+    EVP_MAC_CTX *c = EVP_MAC_CTX_new(k->hmac);
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
         OSSL_PARAM_construct_end()};
@@ -186,7 +198,6 @@ static int compute(const saga_keys *k, int i, const char *topic, const void *key
              mac_field(c, value, value_len) && EVP_MAC_final(c, mac, &outl, MAC_LEN) &&
              outl == MAC_LEN;
     EVP_MAC_CTX_free(c);
-    EVP_MAC_free(m);
     return ok ? 0 : -1;
 }
 
