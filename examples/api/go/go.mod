@@ -1,0 +1,3 @@
+module example.com/sagaapi
+
+go 1.19
