@@ -46,6 +46,8 @@ def _problem(status: int, raw: bytes) -> APIError:
 
 
 class SagaClient:
+    """The API at base_url (http://host:port), called with a bearer token."""
+
     def __init__(self, base_url: str, token: str, attempts: int = 6,
                  backoff: float = 0.2) -> None:
         self.base_url, self.token = base_url.rstrip("/"), token
@@ -67,7 +69,11 @@ class SagaClient:
                                          method=method)
             try:
                 with urllib.request.urlopen(req, timeout=timeout) as res:
-                    return res.status, json.load(res)
+                    status, raw = res.status, res.read()
+                try:
+                    return status, json.loads(raw)
+                except ValueError:
+                    raise _problem(status, raw) from None
             except urllib.error.HTTPError as e:
                 if e.code not in RETRIED or attempt == self.attempts:
                     raise _problem(e.code, e.read()) from None
