@@ -55,15 +55,35 @@ void saga_api_handle(void *arg, const saga_http_request *req, saga_http_response
             saga__api_get_saga(a, &who, req, p + 10, res);
         else
             not_allowed(res, p, m, "GET, HEAD", "a saga");
-    } else if (strncmp(p, "/v1/sagas/", 10) == 0 && strlen(p) == 10 + SAGA_ID_LEN + 8 &&
-               strcmp(p + 10 + SAGA_ID_LEN, "/history") == 0) {
+    } else if (strncmp(p, "/v1/sagas/", 10) == 0 && strlen(p) > 10 + SAGA_ID_LEN + 1 &&
+               p[10 + SAGA_ID_LEN] == '/' && strchr(p + 11 + SAGA_ID_LEN, '/') == NULL) {
+        /* /v1/sagas/{id}/{what} */
         char id[SAGA_ID_LEN + 1];
+        const char *what = p + 11 + SAGA_ID_LEN;
         memcpy(id, p + 10, SAGA_ID_LEN);
         id[SAGA_ID_LEN] = '\0';
-        if (is_get(m))
-            saga__api_history(a, &who, req, id, res);
+        if (strcmp(what, "history") == 0) {
+            if (is_get(m))
+                saga__api_history(a, &who, req, id, res);
+            else
+                not_allowed(res, p, m, "GET, HEAD", "a saga's history");
+        } else if (strcmp(what, "retry") == 0 || strcmp(what, "compensate") == 0 ||
+                   strcmp(what, "skip") == 0 || strcmp(what, "resolve") == 0) {
+            if (strcmp(m, "POST") == 0)
+                saga__api_repair(a, &who, req, id, what, res);
+            else
+                not_allowed(res, p, m, "POST", "a repair");
+        } else {
+            saga__api_problem(res, 404, "not_found", "Not Found", p, NULL, NULL,
+                              "no resource %.200s (a saga has history, retry, "
+                              "compensate, skip, resolve)",
+                              p);
+        }
+    } else if (strcmp(p, "/v1/repairs") == 0) {
+        if (strcmp(m, "POST") == 0)
+            saga__api_bulk_repair(a, &who, req, res);
         else
-            not_allowed(res, p, m, "GET, HEAD", "a saga's history");
+            not_allowed(res, p, m, "POST", "bulk repairs");
     } else if (strcmp(p, "/v1/definitions") == 0 ||
                strncmp(p, "/v1/definitions/", 16) == 0) {
         /* Deploying over HTTP is still to come: sagactl defs deploy. */

@@ -87,6 +87,11 @@ int saga__api_may_start(const saga__api_caller *who)
     return strcmp(who->role, "reader") != 0;
 }
 
+int saga__api_may_operate(const saga__api_caller *who)
+{
+    return strcmp(who->role, "operator") == 0 || strcmp(who->role, "local") == 0;
+}
+
 const char *saga__api_owner(const saga__api_caller *who)
 {
     return strcmp(who->role, "starter") == 0 ? who->name : NULL;

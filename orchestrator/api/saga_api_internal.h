@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 
+#include <jansson.h>
 #include <libpq-fe.h>
 
 #include "saga_api.h"
@@ -55,6 +56,24 @@ void saga__api_db_failed(saga_http_response *res, const char *path, PGconn *db,
 
 int saga__api_is_uuid(const char *s);
 
+/* The request's body as a JSON object into *out (new), or -1 with res
+ * answered: 415 when it is not application/json, 400 when it is not a
+ * JSON object. */
+int saga__api_json_body(const saga_http_request *req, saga_http_response *res,
+                        json_t **out);
+
+/* A time filter: an RFC 3339 time, or a duration back from now ("30m",
+ * "2h"), into buf as a timestamp PostgreSQL reads; -1 when it is
+ * neither. */
+int saga__api_time_arg(const char *v, char *buf, size_t size);
+
+/* 0 when every member of body is one of allowed (NULL-terminated), else
+ * -1 with res answered 422 naming the first other (expected lists them;
+ * where is body's JSON pointer, "" for the request's body). */
+int saga__api_known_fields(const json_t *body, const char *const *allowed,
+                           const char *expected, const char *where,
+                           const saga_http_request *req, saga_http_response *res);
+
 /* Who asks: the token's name as the caller recorded on what it starts
  * ("token:<name>"; "http" for a local caller without tokens) and its
  * role: "starter", "operator", "reader", or "local" (no tokens exist,
@@ -74,12 +93,24 @@ int saga__api_authenticate(saga_api *a, const saga_http_request *req,
 /* Whether who may start sagas (not a reader), and the owner its reads are
  * limited to (a starter: its own; NULL: everyone's). */
 int saga__api_may_start(const saga__api_caller *who);
+/* Whether who may repair sagas and deploy definitions (an operator). */
+int saga__api_may_operate(const saga__api_caller *who);
 const char *saga__api_owner(const saga__api_caller *who);
 
 /* ---- saga_api_start.c ---- */
 
 void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
                           const saga_http_request *req, saga_http_response *res);
+
+/* ---- saga_api_repair.c ---- */
+
+/* POST /v1/sagas/{id}/{action} (retry, compensate, skip, resolve). */
+void saga__api_repair(saga_api *a, const saga__api_caller *who,
+                      const saga_http_request *req, const char *id, const char *action,
+                      saga_http_response *res);
+/* POST /v1/repairs: every saga a filter matches, or a dry run. */
+void saga__api_bulk_repair(saga_api *a, const saga__api_caller *who,
+                           const saga_http_request *req, saga_http_response *res);
 
 /* ---- saga_api_read.c ---- */
 

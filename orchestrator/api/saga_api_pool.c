@@ -158,3 +158,82 @@ void saga__api_db_failed(saga_http_response *res, const char *path, PGconn *db,
         saga__api_problem(res, 500, "database_error", "Internal Server Error", path, NULL,
                           NULL, "%s", err->message);
 }
+
+int saga__api_json_body(const saga_http_request *req, saga_http_response *res,
+                        json_t **out)
+{
+    const char *ct = saga_http_request_header(req, "Content-Type");
+    json_error_t je;
+    *out = NULL;
+    if (ct == NULL || strncmp(ct, JSON_TYPE, strlen(JSON_TYPE)) != 0 ||
+        (ct[strlen(JSON_TYPE)] != '\0' && ct[strlen(JSON_TYPE)] != ';')) {
+        saga__api_problem(res, 415, "unsupported_media_type", "Unsupported Media Type",
+                          req->path, NULL, NULL,
+                          "the body must be %s (Content-Type is %s%s%s)", JSON_TYPE,
+                          ct ? "\"" : "", ct ? ct : "missing", ct ? "\"" : "");
+        return -1;
+    }
+    *out = json_loadb(req->body != NULL ? req->body : "", req->body_len,
+                      JSON_REJECT_DUPLICATES, &je);
+    if (*out == NULL) {
+        saga__api_problem(res, 400, "malformed_json", "Bad Request", req->path, NULL,
+                          NULL, "the body is not JSON: %s at line %d, column %d", je.text,
+                          je.line, je.column);
+        return -1;
+    }
+    if (!json_is_object(*out)) {
+        saga__api_problem(res, 400, "malformed_json", "Bad Request", req->path, "", NULL,
+                          "the body must be a JSON object");
+        json_decref(*out);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int saga__api_known_fields(const json_t *body, const char *const *allowed,
+                           const char *expected, const char *where,
+                           const saga_http_request *req, saga_http_response *res)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)body, k, v)
+    {
+        int ok = 0;
+        for (int i = 0; allowed[i] != NULL; i++)
+            ok |= strcmp(k, allowed[i]) == 0;
+        if (!ok) {
+            char ptr[300];
+            snprintf(ptr, sizeof ptr, "%s/%.250s", where, k);
+            saga__api_problem(res, 422, "unknown_field", "Unprocessable Content",
+                              req->path, ptr, NULL,
+                              "unknown field \"%.100s\" (expected %s)", k, expected);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A time filter: an RFC 3339 timestamp, or a duration back from now
+ * ("30m", "2h"). Into buf as a timestamp PostgreSQL reads. */
+int saga__api_time_arg(const char *v, char *buf, size_t size)
+{
+    int64_t ms;
+    if (saga_duration_parse(v, &ms) == 0) {
+        time_t t = (time_t)((saga__wall_ms() - ms) / 1000);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        return 0;
+    }
+    /* YYYY-MM-DDTHH:MM:SS with an optional fraction and a zone. */
+    if (strlen(v) < 20 || strlen(v) > 40)
+        return -1;
+    for (const char *c = v; *c; c++)
+        if (!isdigit((unsigned char)*c) && strchr("-:T.Z+", *c) == NULL)
+            return -1;
+    if (v[4] != '-' || v[7] != '-' || v[10] != 'T' || v[13] != ':' || v[16] != ':')
+        return -1;
+    snprintf(buf, size, "%s", v);
+    return 0;
+}

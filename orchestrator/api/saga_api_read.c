@@ -125,38 +125,15 @@ void saga__api_definitions(saga_api *a, const saga__api_caller *who,
 
 /* ---- GET /v1/sagas ---- */
 
-/* A time filter: an RFC 3339 timestamp, or a duration back from now
- * ("30m", "2h"). Into buf as a timestamp PostgreSQL reads. */
-static int time_arg(const char *v, char *buf, size_t size)
-{
-    int64_t ms;
-    if (saga_duration_parse(v, &ms) == 0) {
-        time_t t = (time_t)((saga__wall_ms() - ms) / 1000);
-        struct tm tm;
-        gmtime_r(&t, &tm);
-        strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        return 0;
-    }
-    /* YYYY-MM-DDTHH:MM:SS with an optional fraction and a zone. */
-    if (strlen(v) < 20 || strlen(v) > 40)
-        return -1;
-    for (const char *c = v; *c; c++)
-        if (!isdigit((unsigned char)*c) && strchr("-:T.Z+", *c) == NULL)
-            return -1;
-    if (v[4] != '-' || v[7] != '-' || v[10] != 'T' || v[13] != ':' || v[16] != ':')
-        return -1;
-    snprintf(buf, size, "%s", v);
-    return 0;
-}
-
 void saga__api_search(saga_api *a, const saga__api_caller *who,
                       const saga_http_request *req, saga_http_response *res)
 {
     static const char *const statuses[] = {"running",     "compensating", "completed",
                                            "compensated", "failed",       "resolved",
                                            NULL};
-    static const char *const known[] = {"status", "definition", "since", "older_than",
-                                        "limit",  "cursor",     NULL};
+    static const char *const known[] = {"status", "definition", "business_key",
+                                        "since",  "older_than", "limit",
+                                        "cursor", NULL};
     saga_read_filter f = {.limit = 50};
     char since[48], older[48], *json = NULL;
     const char *v;
@@ -173,7 +150,7 @@ void saga__api_search(saga_api *a, const saga__api_caller *who,
                 res, 400, "unknown_parameter", "Bad Request", req->path, NULL,
                 req->args[i],
                 "unknown query parameter \"%.60s\" (expected status, definition, "
-                "since, older_than, limit, cursor)",
+                "business_key, since, older_than, limit, cursor)",
                 req->args[i]);
             return;
         }
@@ -193,8 +170,9 @@ void saga__api_search(saga_api *a, const saga__api_caller *who,
         f.status = v;
     }
     f.definition = saga_http_request_arg(req, "definition");
+    f.business_key = saga_http_request_arg(req, "business_key");
     if ((v = saga_http_request_arg(req, "since")) != NULL) {
-        if (time_arg(v, since, sizeof since) != 0) {
+        if (saga__api_time_arg(v, since, sizeof since) != 0) {
             saga__api_problem(
                 res, 400, "invalid_parameter", "Bad Request", req->path, NULL, "since",
                 "since \"%.40s\" is neither a duration (30m, 2h) nor an RFC 3339 time",
@@ -204,7 +182,7 @@ void saga__api_search(saga_api *a, const saga__api_caller *who,
         f.since = since;
     }
     if ((v = saga_http_request_arg(req, "older_than")) != NULL) {
-        if (time_arg(v, older, sizeof older) != 0) {
+        if (saga__api_time_arg(v, older, sizeof older) != 0) {
             saga__api_problem(
                 res, 400, "invalid_parameter", "Bad Request", req->path, NULL,
                 "older_than",

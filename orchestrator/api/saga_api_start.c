@@ -22,44 +22,14 @@
 
 /* ---- POST /v1/sagas ---- */
 
-static int json_body(const saga_http_request *req, saga_http_response *res, json_t **out)
-{
-    const char *ct = saga_http_request_header(req, "Content-Type");
-    json_error_t je;
-    *out = NULL;
-    if (ct == NULL || strncmp(ct, JSON_TYPE, strlen(JSON_TYPE)) != 0 ||
-        (ct[strlen(JSON_TYPE)] != '\0' && ct[strlen(JSON_TYPE)] != ';')) {
-        saga__api_problem(res, 415, "unsupported_media_type", "Unsupported Media Type",
-                          req->path, NULL, NULL,
-                          "the body must be %s (Content-Type is %s%s%s)", JSON_TYPE,
-                          ct ? "\"" : "", ct ? ct : "missing", ct ? "\"" : "");
-        return -1;
-    }
-    *out = json_loadb(req->body != NULL ? req->body : "", req->body_len,
-                      JSON_REJECT_DUPLICATES, &je);
-    if (*out == NULL) {
-        saga__api_problem(res, 400, "malformed_json", "Bad Request", req->path, NULL,
-                          NULL, "the body is not JSON: %s at line %d, column %d", je.text,
-                          je.line, je.column);
-        return -1;
-    }
-    if (!json_is_object(*out)) {
-        saga__api_problem(res, 400, "malformed_json", "Bad Request", req->path, "", NULL,
-                          "the body must be a JSON object");
-        json_decref(*out);
-        *out = NULL;
-        return -1;
-    }
-    return 0;
-}
-
 void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
                           const saga_http_request *req, saga_http_response *res)
 {
-    static const char *const allowed[] = {"definition", "input", NULL};
+    static const char *const allowed[] = {"definition", "input", "business_key", NULL};
     json_t *body, *input;
-    const char *name, *key = saga_http_request_header(req, "Idempotency-Key"),
-                      *tp = saga_http_request_header(req, "traceparent"), *k;
+    const char *name, *bkey = NULL,
+                      *key = saga_http_request_header(req, "Idempotency-Key"),
+                      *tp = saga_http_request_header(req, "traceparent");
     char *text = NULL;
     json_t *v;
     PGconn *db;
@@ -72,22 +42,12 @@ void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
                           who->name, who->role);
         return;
     }
-    if (json_body(req, res, &body) != 0)
+    if (saga__api_json_body(req, res, &body) != 0)
         return;
-    json_object_foreach(body, k, v)
-    {
-        int ok = 0;
-        for (int i = 0; allowed[i] != NULL; i++)
-            ok |= strcmp(k, allowed[i]) == 0;
-        if (!ok) {
-            char ptr[300];
-            snprintf(ptr, sizeof ptr, "/%.250s", k);
-            saga__api_problem(
-                res, 422, "unknown_field", "Unprocessable Content", req->path, ptr, NULL,
-                "unknown field \"%.100s\" (expected definition and input)", k);
-            json_decref(body);
-            return;
-        }
+    if (saga__api_known_fields(body, allowed, "definition, input and business_key", "",
+                               req, res) != 0) {
+        json_decref(body);
+        return;
     }
     name = json_string_value(json_object_get(body, "definition"));
     if (name == NULL || *name == '\0') {
@@ -103,6 +63,17 @@ void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
                           "/input", NULL, "\"input\" must be a JSON object");
         json_decref(body);
         return;
+    }
+    v = json_object_get(body, "business_key");
+    if (v != NULL && !json_is_null(v)) {
+        bkey = json_string_value(v);
+        if (bkey == NULL || *bkey == '\0' || strlen(bkey) > 200) {
+            saga__api_problem(res, 422, "invalid_field", "Unprocessable Content",
+                              req->path, "/business_key", NULL,
+                              "\"business_key\" must be a string of 1 to 200 bytes");
+            json_decref(body);
+            return;
+        }
     }
     if (key != NULL && (*key == '\0' || strlen(key) > 255)) {
         saga__api_problem(res, 400, "invalid_header", "Bad Request", req->path, NULL,
@@ -138,13 +109,13 @@ void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
         /* The definition must exist now (a request for one that does not
          * would only be rejected later); then insert, or find the caller's
          * request with that key, and wake sagad, in one statement. */
-        const char *p[5] = {name, text, key, tp, who->name};
+        const char *p[6] = {name, text, key, tp, who->name, bkey};
         r = PQexecParams(
             db,
             "WITH d AS (SELECT 1 FROM saga.saga_definition WHERE name = $1 LIMIT 1),"
             " ins AS (INSERT INTO saga.start_request (id, name, input, idempotency_key,"
-            "  traceparent, requested_by) SELECT gen_random_uuid(), $1, $2::jsonb, $3, "
-            "$4, $5"
+            "  traceparent, requested_by, business_key) SELECT gen_random_uuid(), $1,"
+            "  $2::jsonb, $3, $4, $5, $6"
             "  FROM d ON CONFLICT (requested_by, idempotency_key) DO NOTHING RETURNING "
             "id)"
             " SELECT id, false, pg_notify('saga_outbox', 'start') FROM ins"
@@ -153,7 +124,7 @@ void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
             "ins)"
             "  AND EXISTS (SELECT 1 FROM d)"
             " UNION ALL SELECT NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM d)",
-            5, NULL, p, NULL, NULL, 0);
+            6, NULL, p, NULL, NULL, 0);
     }
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);

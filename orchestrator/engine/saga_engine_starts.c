@@ -59,6 +59,7 @@ typedef struct start_work {
     saga_state *states[START_BATCH];
     const char *keys[START_BATCH];
     const char *callers[START_BATCH]; /* requested_by of states[i] */
+    const char *business_keys[START_BATCH];
     char problems[START_BATCH][600];
     char existing[START_BATCH][SAGA_ID_LEN + 1];
     int which[START_BATCH];                     /* request row of states[i] */
@@ -131,14 +132,17 @@ static int start_tx(saga_engine *e, start_work *w, const char *only_id, int *n,
                 w->keys[nstates] =
                     PQgetisnull(r, i, SAGA_SR_KEY) ? NULL : PQgetvalue(r, i, SAGA_SR_KEY);
                 w->callers[nstates] = PQgetvalue(r, i, SAGA_SR_BY);
+                w->business_keys[nstates] = PQgetisnull(r, i, SAGA_SR_BUSINESS_KEY)
+                                                ? NULL
+                                                : PQgetvalue(r, i, SAGA_SR_BUSINESS_KEY);
                 w->which[nstates] = i;
                 w->states[nstates++] = s;
             }
         }
     }
     if (rc == SAGA_OK && nstates > 0)
-        rc = saga_batch_insert_new(e->db, w->states, w->keys, w->callers, nstates,
-                                   w->existing, err);
+        rc = saga_batch_insert_new(e->db, w->states, w->keys, w->callers,
+                                   w->business_keys, nstates, w->existing, err);
     for (int k = 0; k < nstates && rc == SAGA_OK; k++) {
         if (w->existing[k][0] != '\0') {
             snprintf(w->problems[w->which[k]], sizeof w->problems[w->which[k]],

@@ -300,17 +300,21 @@ int cmd_stats(int argc, char **argv)
 
 /* ---- list ---- */
 
-/* $1 status, $2 name, $3 limit, $4 started within ms, $5 started before ms.
+/* $1 status, $2 name, $3 limit, $4 started within ms, $5 started before ms
+ * ($6 the business key, in key_sql).
  * One index range per status, newest first, each stopping after $3 rows,
  * then merged: (status, created_at) or (name, status, created_at) answers
  * every filter without sorting all matches, however rare the combination. */
-static const char list_sql[] =
-    "SELECT coalesce(json_agg(x.j ORDER BY x.ts DESC), '[]') FROM ("
-    " SELECT json_build_object('id', s.id, 'name', s.name, 'version', s.version,"
-    "  'status', s.status, 'step', s.cursor_step, 'step_name', st.name,"
-    "  'created_at', saga.iso(s.created_at), 'updated_at', saga.iso(s.updated_at),"
-    "  'idle_seconds', round(extract(epoch FROM now() - s.updated_at)::numeric, 3)) AS j,"
+#define LIST_ROW                                                                         \
+    "SELECT coalesce(json_agg(x.j ORDER BY x.ts DESC), '[]') FROM ("                     \
+    " SELECT json_build_object('id', s.id, 'name', s.name, 'version', s.version,"        \
+    "  'status', s.status, 'step', s.cursor_step, 'step_name', st.name,"                 \
+    "  'business_key', s.business_key,"                                                  \
+    "  'created_at', saga.iso(s.created_at), 'updated_at', saga.iso(s.updated_at),"      \
+    "  'idle_seconds', round(extract(epoch FROM now() - s.updated_at)::numeric, 3)) AS " \
+    "j,"                                                                                 \
     "  s.created_at AS ts"
+static const char list_sql[] = LIST_ROW
     " FROM unnest(CASE WHEN $1::text IS NULL THEN ARRAY['running', 'compensating',"
     "   'completed', 'compensated', 'failed', 'resolved'] ELSE ARRAY[$1::text] END) "
     "f(status),"
@@ -322,11 +326,22 @@ static const char list_sql[] =
     " LEFT JOIN saga.saga_step st ON st.saga_id = s.id AND st.idx = s.cursor_step"
     " ORDER BY s.created_at DESC LIMIT $3::int) x";
 
+/* With a business key: that key's index range, newest first. */
+static const char key_sql[] = LIST_ROW
+    " FROM saga.saga s LEFT JOIN saga.saga_step st ON st.saga_id = s.id"
+    "  AND st.idx = s.cursor_step"
+    " WHERE s.business_key = $6 AND ($1::text IS NULL OR s.status = $1)"
+    "  AND ($2::text IS NULL OR s.name = $2)"
+    "  AND ($4::bigint IS NULL OR s.created_at >= now() - $4::bigint * interval '1 ms')"
+    "  AND ($5::bigint IS NULL OR s.created_at < now() - $5::bigint * interval '1 ms')"
+    " ORDER BY s.created_at DESC, s.id DESC LIMIT $3::int) x";
+
 int cmd_list(int argc, char **argv)
 {
-    const char *status = NULL, *name = NULL, *since = NULL, *older = NULL;
+    const char *status = NULL, *name = NULL, *since = NULL, *older = NULL, *key = NULL;
     char since_ms[32], older_ms[32], limit[32] = "50";
-    const char *p[5];
+    const char *p[6];
+    int keys = 0;
     json_t *rows, *row;
     size_t i;
     double now;
@@ -334,6 +349,7 @@ int cmd_list(int argc, char **argv)
 
     static const struct option opts[] = {{"status", required_argument, NULL, 's'},
                                          {"saga", required_argument, NULL, 'n'},
+                                         {"key", required_argument, NULL, 'k'},
                                          {"limit", required_argument, NULL, 'l'},
                                          {"since", required_argument, NULL, 'S'},
                                          {"older-than", required_argument, NULL, 'o'},
@@ -351,6 +367,10 @@ int cmd_list(int argc, char **argv)
                     status);
         } else if (c == 'n') {
             name = optarg;
+        } else if (c == 'k') {
+            if (*optarg == '\0' || strlen(optarg) > 200)
+                die_usage("list: --key is a business key of 1 to 200 bytes");
+            key = optarg;
         } else if (c == 'l') {
             long n = parse_number("list", "--limit", optarg, 1, 100000);
             snprintf(limit, sizeof limit, "%ld", n);
@@ -365,10 +385,11 @@ int cmd_list(int argc, char **argv)
         } else if (c == 'j') {
             want_json = 1;
         } else {
-            printf("usage: sagactl list [--status S] [--saga NAME] [--since DUR] "
-                   "[--older-than DUR] [--limit N] [--json]\n"
+            printf("usage: sagactl list [--status S] [--saga NAME] [--key KEY] [--since "
+                   "DUR] [--older-than DUR] [--limit N] [--json]\n"
                    "Lists sagas, newest first: --since 1h started in the last hour,\n"
-                   "--older-than 10m started more than ten minutes ago.\n");
+                   "--older-than 10m started more than ten minutes ago, --key those\n"
+                   "started with that business key.\n");
             return EXIT_OK;
         }
     }
@@ -379,8 +400,9 @@ int cmd_list(int argc, char **argv)
     p[2] = limit;
     p[3] = since;
     p[4] = older;
+    p[5] = key;
     db = connect_db(1);
-    rows = query_json(db, list_sql, 5, p);
+    rows = key != NULL ? query_json(db, key_sql, 6, p) : query_json(db, list_sql, 5, p);
     now = db_now(db);
     PQfinish(db);
     if (want_json) {
@@ -397,9 +419,10 @@ int cmd_list(int argc, char **argv)
             wsaga = widen(wsaga, saga);
             wstatus = widen(wstatus, str(row, "status"));
             wstep = widen(wstep, str(row, "step_name"));
+            keys |= json_is_string(json_object_get(row, "business_key"));
         }
-        printf("%-36s  %-*s  %-*s  %-*s  %s\n", "ID", wsaga, "SAGA", wstatus, "STATUS",
-               wstep, "STEP", "UPDATED");
+        printf("%-36s  %-*s  %-*s  %-*s  %-*s%s\n", "ID", wsaga, "SAGA", wstatus,
+               "STATUS", wstep, "STEP", keys ? 14 : 0, "UPDATED", keys ? "  KEY" : "");
         json_array_foreach(rows, i, row)
         {
             char saga[300], when[96];
@@ -407,9 +430,10 @@ int cmd_list(int argc, char **argv)
             snprintf(saga, sizeof saga, "%s@%lld", str(row, "name"),
                      (long long)json_integer_value(json_object_get(row, "version")));
             format_when(str(row, "updated_at"), now, 0, when, sizeof when);
-            printf("%-36s  %-*s  %s%-*s%s  %-*s  %s\n", str(row, "id"), wsaga, saga,
+            printf("%-36s  %-*s  %s%-*s%s  %-*s  %-*s%s%s\n", str(row, "id"), wsaga, saga,
                    color_for_status(st), wstatus, st, color_reset(), wstep,
-                   str(row, "step_name"), when);
+                   str(row, "step_name"), keys ? 14 : 0, when, keys ? "  " : "",
+                   keys ? str(row, "business_key") : "");
         }
     }
     json_decref(rows);

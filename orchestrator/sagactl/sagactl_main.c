@@ -22,7 +22,9 @@ typedef struct command {
 
 static const command commands[] = {
     {"list", cmd_list, "Finding:",
-     "[--status S] [--saga NAME] [--since DUR] [--older-than DUR] [--limit N]", NULL},
+     "[--status S] [--saga NAME] [--key KEY] [--since DUR] [--older-than DUR]\n"
+     "       [--limit N]",
+     NULL},
     {"stuck", cmd_stuck, NULL, "[--older-than DUR]",
      "sagas that need an operator, with why"},
     {"stats", cmd_stats, NULL, "", "counts by status and definition, rates"},
@@ -38,6 +40,10 @@ static const command commands[] = {
     {"skip", cmd_skip, NULL, "ID --step NAME [--output JSON]",
      "mark the current step done by hand"},
     {"resolve", cmd_resolve, NULL, "ID", "close a failed saga by hand"},
+    {NULL, NULL, NULL,
+     "retry|compensate|resolve --all [--definition NAME] [--status S] [--at-step STEP]\n"
+     "       [--key KEY] [--since DUR] [--older-than DUR] [--limit N] [--dry-run]",
+     NULL},
     {"start", cmd_start, "Running:", "NAME [--input JSON|@FILE|-] [--key K]",
      "start a saga, print its id"},
     {"migrate", cmd_migrate, NULL, "[--dir DIR]", "apply pending schema migrations"},
@@ -63,7 +69,7 @@ enum { NCOMMANDS = sizeof commands / sizeof commands[0] };
 static const command *find(const char *name)
 {
     for (int i = 0; i < NCOMMANDS; i++)
-        if (strcmp(commands[i].name, name) == 0)
+        if (commands[i].name != NULL && strcmp(commands[i].name, name) == 0)
             return &commands[i];
     return NULL;
 }
@@ -76,7 +82,9 @@ static void usage(FILE *out)
         int w;
         if (c->section != NULL)
             fprintf(out, "%s%s\n", i == 0 ? "\n" : "", c->section);
-        w = fprintf(out, "  %s%s%s", c->name, c->args[0] ? " " : "", c->args);
+        /* A NULL name: another form of the commands above. */
+        w = fprintf(out, "  %s%s%s", c->name ? c->name : "",
+                    c->name && c->args[0] ? " " : "", c->args);
         if (c->summary != NULL)
             fprintf(out, w < 38 ? "%*s%s\n" : "\n%*s%s\n", w < 38 ? 38 - w : 38, "",
                     c->summary);

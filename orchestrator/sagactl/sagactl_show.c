@@ -30,7 +30,8 @@
 static const char show_sql[] =
     "SELECT json_build_object('id', s.id, 'name', s.name, 'version', s.version,"
     " 'status', s.status, 'step', s.cursor_step, 'input', s.input,"
-    " 'idempotency_key', s.idempotency_key, 'created_at', saga.iso(s.created_at),"
+    " 'idempotency_key', s.idempotency_key, 'business_key', s.business_key,"
+    " 'created_at', saga.iso(s.created_at),"
     " 'updated_at', saga.iso(s.updated_at), 'deadline_at', saga.iso(s.deadline_at),"
     " 'wake_at', saga.iso(s.wake_at), 'traceparent', s.traceparent,"
     " 'trace_id', split_part(s.traceparent, '-', 2),"
@@ -50,7 +51,7 @@ static const char request_sql[] =
     "SELECT json_build_object('id', id, 'name', name,"
     " 'status', CASE WHEN error IS NOT NULL THEN 'rejected'"
     "  WHEN processed_at IS NULL THEN 'pending' ELSE 'processed' END,"
-    " 'input', input, 'idempotency_key', idempotency_key,"
+    " 'input', input, 'idempotency_key', idempotency_key, 'business_key', business_key,"
     " 'requested_at', saga.iso(requested_at), 'processed_at', saga.iso(processed_at),"
     " 'error', error) FROM saga.start_request WHERE id = $1";
 
@@ -112,6 +113,8 @@ static int show_request(json_t *req, double now)
         printf("requested %s\n", when);
         if (json_is_string(json_object_get(req, "idempotency_key")))
             printf("key       %s\n", str(req, "idempotency_key"));
+        if (json_is_string(json_object_get(req, "business_key")))
+            printf("business  %s (business key)\n", str(req, "business_key"));
         {
             char *in = json_dumps(json_object_get(req, "input"), JSON_COMPACT);
             printf("input     %s\n", in ? in : "{}");
@@ -199,6 +202,8 @@ int cmd_show(int argc, char **argv)
         format_when(str(saga, "wake_at"), now, 0, when, sizeof when);
         printf("next      %s (a timeout or retry)\n", when);
     }
+    if (json_is_string(json_object_get(saga, "business_key")))
+        printf("business  %s (business key)\n", str(saga, "business_key"));
     if (json_string_length(json_object_get(saga, "trace_id")) > 0)
         printf("trace     %s\n", str(saga, "trace_id"));
     {

@@ -28,8 +28,8 @@ static char *dump(json_t *a)
 }
 
 int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *const *keys,
-                          const char *const *callers, int n,
-                          char (*existing)[SAGA_ID_LEN + 1], saga_error *err)
+                          const char *const *callers, const char *const *business_keys,
+                          int n, char (*existing)[SAGA_ID_LEN + 1], saga_error *err)
 {
     json_t *rows = json_array(), *keyarr = json_array();
     char *text = NULL, *keytext = NULL;
@@ -57,6 +57,8 @@ int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *con
         json_object_set(o, "input", s->input);
         if (callers != NULL && callers[i] != NULL)
             json_object_set_new(o, "started_by", json_string(callers[i]));
+        if (business_keys != NULL && business_keys[i] != NULL)
+            json_object_set_new(o, "business_key", json_string(business_keys[i]));
         if (keys[i] != NULL) {
             json_object_set_new(o, "idempotency_key", json_string(keys[i]));
             json_array_append_new(keyarr, json_pack("{s:s, s:s?}", "k", keys[i], "caller",

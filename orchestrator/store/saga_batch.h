@@ -43,12 +43,14 @@ int saga_batch_claim_due(PGconn *db, int limit, char (*ids)[SAGA_ID_LEN + 1], in
 /* Insert sagas just started (START applied) inside an open transaction.
  * keys[i] is the idempotency key of states[i] or NULL; callers[i] the
  * role that asked for it (its start request's requested_by: a key is its
- * caller's), NULL (or callers NULL) for the role writing. On return
+ * caller's), NULL (or callers NULL) for the role writing;
+ * business_keys[i] its business key, NULL (or business_keys NULL) for
+ * none. On return
  * existing[i] is "" when states[i] was created, else the id of the saga
  * that already holds its caller's key (nothing written for it). */
 int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *const *keys,
-                          const char *const *callers, int n,
-                          char (*existing)[SAGA_ID_LEN + 1], saga_error *err);
+                          const char *const *callers, const char *const *business_keys,
+                          int n, char (*existing)[SAGA_ID_LEN + 1], saga_error *err);
 
 /* The writes of one batch, accumulated in memory. */
 typedef struct saga_batch saga_batch;

@@ -87,15 +87,16 @@ static const char finish_requests_sql[] =
 static const char insert_sagas_sql[] =
     "INSERT INTO saga.saga (id, name, version, status, cursor_step, input,"
     " idempotency_key, deadline_at, wake_at, created_at, updated_at, progressed_at,"
-    " traceparent, started_by)"
+    " traceparent, started_by, business_key)"
     " SELECT id, name, version, status, cursor_step, input, idempotency_key,"
     " to_timestamp(deadline_at / 1000.0), to_timestamp(wake_at / 1000.0), "
     "to_timestamp(created_at / 1000.0), to_timestamp(created_at / 1000.0),"
-    " to_timestamp(created_at / 1000.0), traceparent, coalesce(started_by, current_user)"
-    " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, id uuid, name text, version int,"
+    " to_timestamp(created_at / 1000.0), traceparent, coalesce(started_by, current_user),"
+    " business_key FROM jsonb_to_recordset($1::jsonb) AS x(seq int, id uuid, name text, "
+    "version int,"
     "   status text, cursor_step int, input jsonb, idempotency_key text,"
     "   deadline_at bigint, wake_at bigint, created_at bigint, traceparent text,"
-    "   started_by name)"
+    "   started_by name, business_key text)"
     " ORDER BY seq"
     " ON CONFLICT (started_by, idempotency_key) DO NOTHING RETURNING id";
 

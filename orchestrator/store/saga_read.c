@@ -14,7 +14,8 @@
 static const char saga_sql[] =
     "SELECT coalesce((SELECT json_build_object('id', s.id, 'name', s.name,"
     " 'version', s.version, 'status', s.status, 'step', s.cursor_step, 'input', s.input,"
-    " 'idempotency_key', s.idempotency_key, 'created_at', saga.iso(s.created_at),"
+    " 'idempotency_key', s.idempotency_key, 'business_key', s.business_key,"
+    " 'created_at', saga.iso(s.created_at),"
     " 'updated_at', saga.iso(s.updated_at), 'deadline_at', saga.iso(s.deadline_at),"
     " 'traceparent', s.traceparent, 'trace_id', nullif(split_part(s.traceparent, '-', "
     "2), ''),"
@@ -28,6 +29,7 @@ static const char saga_sql[] =
     " (SELECT json_build_object('id', r.id, 'name', r.name,"
     "  'status', CASE WHEN r.error IS NOT NULL THEN 'rejected' ELSE 'pending' END,"
     "  'input', r.input, 'idempotency_key', r.idempotency_key,"
+    "  'business_key', r.business_key,"
     "  'created_at', saga.iso(r.requested_at), 'error', r.error, 'steps', '[]'::json)"
     "  FROM saga.start_request r WHERE r.id = $1::uuid AND ($2::name IS NULL OR"
     "  r.requested_by = $2)))::text";
@@ -38,9 +40,11 @@ static const char saga_sql[] =
  * of the index on created_at. */
 static const char search_sql[] =
     "WITH page AS (SELECT s.id, s.name, s.version, s.status, s.cursor_step,"
-    "  s.created_at, s.updated_at, s.traceparent FROM saga.saga s"
+    "  s.created_at, s.updated_at, s.traceparent, s.business_key FROM saga.saga s"
     "  WHERE ($1::text IS NULL OR s.status = $1)"
-    "  AND ($2::text IS NULL OR s.name = $2) AND ($8::name IS NULL OR s.started_by = $8)"
+    "  AND ($2::text IS NULL OR s.name = $2) AND ($9::text IS NULL OR s.business_key = "
+    "$9)"
+    "  AND ($8::name IS NULL OR s.started_by = $8)"
     "  AND ($3::timestamptz IS NULL OR s.created_at >= $3::timestamptz)"
     "  AND ($4::timestamptz IS NULL OR s.created_at < $4::timestamptz)"
     "  AND ($5::bigint IS NULL OR (s.created_at, s.id) <"
@@ -50,6 +54,7 @@ static const char search_sql[] =
     " SELECT json_build_object('sagas', coalesce((SELECT json_agg(json_build_object("
     "   'id', id, 'name', name, 'version', version, 'status', status, 'step', "
     "cursor_step,"
+    "   'business_key', business_key,"
     "   'created_at', saga.iso(created_at), 'updated_at', saga.iso(updated_at),"
     "   'trace_id', nullif(split_part(traceparent, '-', 2), ''))"
     "   ORDER BY created_at DESC, id DESC) FROM shown), '[]'::json),"
@@ -90,7 +95,7 @@ static const char *or_null(const char *s)
 int saga_read_search(PGconn *db, const saga_read_filter *f, char **json, saga_error *err)
 {
     char micros[24] = "", id[SAGA_ID_LEN + 1] = "", limit[16];
-    const char *p[8];
+    const char *p[9];
     *json = NULL;
     if (f->limit < 1 || f->limit > 1000)
         return saga__error_set(err, SAGA_EINVAL, "limit %d: from 1 to 1000", f->limit);
@@ -123,7 +128,8 @@ int saga_read_search(PGconn *db, const saga_read_filter *f, char **json, saga_er
     p[5] = id[0] ? id : NULL;
     p[6] = limit;
     p[7] = or_null(f->owner);
-    return one_json(db, search_sql, 8, p, json, "searching sagas", err);
+    p[8] = or_null(f->business_key);
+    return one_json(db, search_sql, 9, p, json, "searching sagas", err);
 }
 
 /* ---- history ---- */

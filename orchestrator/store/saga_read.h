@@ -13,7 +13,7 @@
 
 /* The saga id (a UUID) as a JSON object into *json (new, the caller frees
  * it): id, name, version, status, step, input, idempotency_key,
- * created_at, updated_at, deadline_at, trace_id, traceparent and steps
+ * business_key, created_at, updated_at, deadline_at, trace_id, traceparent and steps
  * (index, name, status, attempts, started_at, finished_at, output,
  * error); when there is no saga but a start request with that id, the
  * request (status pending or rejected, with error). SAGA_ENOTFOUND when
@@ -45,13 +45,14 @@ int saga_read_definition(PGconn *db, const char *name, int version, char **json,
 
 /* A search. NULL or "" fields are not filtered on. */
 typedef struct saga_read_filter {
-    const char *status;     /* running, compensating, completed, ... */
-    const char *definition; /* the definition's name */
-    const char *since;      /* created at or after (ISO 8601 timestamp) */
-    const char *older_than; /* created before (ISO 8601 timestamp) */
-    const char *cursor;     /* the last page's next_cursor */
-    const char *owner;      /* only the sagas this caller started (started_by) */
-    int limit;              /* 1..1000 */
+    const char *status;       /* running, compensating, completed, ... */
+    const char *definition;   /* the definition's name */
+    const char *business_key; /* exactly this business key */
+    const char *since;        /* created at or after (ISO 8601 timestamp) */
+    const char *older_than;   /* created before (ISO 8601 timestamp) */
+    const char *cursor;       /* the last page's next_cursor */
+    const char *owner;        /* only the sagas this caller started (started_by) */
+    int limit;                /* 1..1000 */
 } saga_read_filter;
 
 /* One page, newest first, as {"sagas": [...], "next_cursor": "..."|null}

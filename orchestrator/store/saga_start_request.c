@@ -6,7 +6,8 @@
 #include "saga_shared.h"
 #include "saga_start_request.h"
 
-#define COLUMNS "id, name, input::text, idempotency_key, traceparent, requested_by"
+#define COLUMNS                                                                          \
+    "id, name, input::text, idempotency_key, traceparent, requested_by, business_key"
 
 static int query(PGconn *db, const char *sql, const char *param, const char *what,
                  PGresult **out, saga_error *err)

@@ -15,7 +15,8 @@ enum {
     SAGA_SR_INPUT, /* the input's JSON text */
     SAGA_SR_KEY,   /* the idempotency key, NULL when none */
     SAGA_SR_TRACEPARENT,
-    SAGA_SR_BY /* requested_by: the role that inserted it */
+    SAGA_SR_BY,          /* requested_by: the role that inserted it */
+    SAGA_SR_BUSINESS_KEY /* NULL when none */
 };
 
 /* Inside an open transaction: lock and return up to limit pending requests

@@ -70,7 +70,8 @@ void ow_start_wave(PGconn *db, saga_defs *defs, const char *prefix, int n, int w
         json_decref(input);
         assert_int_equal(saga_machine_apply(s, &ev, &acts, NULL), SAGA_APPLIED);
         snprintf(key, sizeof key, "%s%d", prefix, k);
-        assert_int_equal(saga_batch_insert_new(db, &s, keys, NULL, 1, existing, &err), 0);
+        assert_int_equal(
+            saga_batch_insert_new(db, &s, keys, NULL, NULL, 1, existing, &err), 0);
         assert_string_equal(existing[0], "");
         assert_int_equal(saga_batch_add(b, s, &acts, 1, &err), 0);
         saga_actions_clear(&acts);

@@ -114,7 +114,8 @@ static void create_sagas(saga_defs *defs, const char *group, int n)
         assert_non_null(s);
         assert_int_equal(saga_machine_apply(s, &ev, &acts, NULL), SAGA_APPLIED);
         snprintf(key, sizeof key, "%s%s-%d", prefix, group, i);
-        assert_int_equal(saga_batch_insert_new(db, &s, keys, NULL, 1, existing, &err), 0);
+        assert_int_equal(
+            saga_batch_insert_new(db, &s, keys, NULL, NULL, 1, existing, &err), 0);
         assert_string_equal(existing[0], "");
         assert_int_equal(saga_batch_add(b, s, &acts, 1, &err), 0);
         saga_actions_clear(&acts);
