@@ -102,6 +102,14 @@ $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -c $< -o $@
 
+# The API's OpenAPI document, built into sagad as a C array
+# (saga_api_openapi.c serves it); only that object sees $(BUILD)/gen.
+$(BUILD)/gen/saga_openapi_json.h: orchestrator/api/openapi.json scripts/embed
+	@mkdir -p $(dir $@)
+	scripts/embed saga_openapi_json $< $@
+$(BUILD)/orchestrator/api/saga_api_openapi.o: $(BUILD)/gen/saga_openapi_json.h
+$(BUILD)/orchestrator/api/saga_api_openapi.o: FLOOR_CFLAGS += -I$(BUILD)/gen
+
 $(LIBSAGA_A): $(SDK_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
