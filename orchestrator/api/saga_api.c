@@ -15,6 +15,7 @@
 #include "saga/trace.h"
 #include "saga_api.h"
 #include "saga_api_internal.h"
+#include "saga_api_openapi.h"
 #include "saga_duration.h"
 #include "saga_read.h"
 #include "saga_shared.h"
@@ -40,6 +41,12 @@ void saga_api_handle(void *arg, const saga_http_request *req, saga_http_response
     saga_api *a = arg;
     const char *p = req->path, *m = req->method;
     saga__api_caller who;
+    /* The API's description is public: a client reads it before it has
+     * a token. */
+    if (strcmp(p, "/v1/openapi.json") == 0) {
+        saga__api_openapi(req, res);
+        return;
+    }
     if (saga__api_authenticate(a, req, &who, res) != 0)
         return;
     if (strcmp(p, "/v1/sagas") == 0) {

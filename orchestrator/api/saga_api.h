@@ -29,6 +29,15 @@ int saga_api_new(const saga_api_config *cfg, saga_api **out, saga_error *err);
  * Thread-safe: any number of server threads may call it at once. */
 void saga_api_handle(void *arg, const saga_http_request *req, saga_http_response *res);
 
+/* The saga_http_config.api_done to give saga_http with saga_api_handle:
+ * frees what a request left (a long poll's waiter). */
+void saga_api_done(void *arg, void *state);
+
+/* Answer every held long poll now, and hold none from now on: call it
+ * before stopping the HTTP server (which must not stop while requests
+ * are held). NULL: nothing. */
+void saga_api_quiesce(saga_api *api);
+
 /* Close the connections and free api (NULL: nothing). Only once the HTTP
  * server that calls it has stopped. */
 void saga_api_free(saga_api *api);

@@ -16,8 +16,15 @@
 #define PROBLEM_TYPE "application/problem+json"
 #define JSON_TYPE    "application/json"
 
+typedef struct saga__api_hub saga__api_hub;
+typedef struct saga__api_waiter saga__api_waiter;
+
+/* The longest ?wait= a request may ask for. */
+#define SAGA_API_MAX_WAIT_MS (5 * 60 * 1000)
+
 struct saga_api {
-    int local; /* served on loopback: without tokens, callers need none */
+    int local;          /* served on loopback: without tokens, callers need none */
+    saga__api_hub *hub; /* long polls (saga_api_wait.c) */
     char *db_url;
     pthread_mutex_t lock;
     pthread_cond_t freed;
@@ -111,6 +118,27 @@ void saga__api_repair(saga_api *a, const saga__api_caller *who,
 /* POST /v1/repairs: every saga a filter matches, or a dry run. */
 void saga__api_bulk_repair(saga_api *a, const saga__api_caller *who,
                            const saga_http_request *req, saga_http_response *res);
+
+/* ---- saga_api_wait.c ---- */
+
+/* The thread that wakes long polls: start (SAGA_OK or SAGA_ENOMEM), stop
+ * (every held request resumed; later ones are answered at once), free. */
+int saga__api_hub_start(saga_api *a);
+void saga__api_hub_stop(saga_api *a);
+void saga__api_hub_free(saga_api *a);
+
+/* List req as waiting for saga id until deadline (monotonic ms): a new
+ * waiter when w is NULL (NULL back when nothing would wake it: the hub
+ * is not listening; answer at once), or w again after a wake. */
+saga__api_waiter *saga__api_wait_list(saga_api *a, saga__api_waiter *w, const char *id,
+                                      int64_t deadline, const saga_http_request *req);
+/* Hold req (saga_http_suspend) unless w was woken since it was listed:
+ * 1 when held (answer nothing now), 0 when woken (look again). */
+int saga__api_wait_hold(saga_api *a, saga__api_waiter *w, const saga_http_request *req);
+/* Whether w's time is up (or the hub stopped, or does not listen). */
+int saga__api_wait_over(saga_api *a, const saga__api_waiter *w);
+/* Requests waiting now. */
+int saga__api_waiting(saga_api *a);
 
 /* ---- saga_api_read.c ---- */
 

@@ -38,14 +38,25 @@ int saga_api_new(const saga_api_config *cfg, saga_api **out, saga_error *err)
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     }
     pthread_cond_init(&a->freed, NULL);
+    if (saga__api_hub_start(a) != SAGA_OK) {
+        saga_api_free(a);
+        return saga__error_set(err, SAGA_ENOMEM, "api: cannot start its waiting thread");
+    }
     *out = a;
     return SAGA_OK;
+}
+
+void saga_api_quiesce(saga_api *a)
+{
+    if (a != NULL)
+        saga__api_hub_stop(a);
 }
 
 void saga_api_free(saga_api *a)
 {
     if (a == NULL)
         return;
+    saga__api_hub_free(a);
     for (int i = 0; i < a->nidle; i++)
         PQfinish(a->idle[i]);
     pthread_cond_destroy(&a->freed);

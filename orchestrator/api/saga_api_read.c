@@ -54,11 +54,100 @@ static void read_saga(saga_api *a, const saga__api_caller *who,
     saga__api_give_back(a, db);
 }
 
+/* Whether the saga (JSON text) has stopped: ended, stuck for an operator,
+ * or its start request refused. */
+static int stopped(const char *json)
+{
+    static const char *const ends[] = {"completed", "compensated", "failed",
+                                       "resolved",  "rejected",    NULL};
+    json_t *o = json_loads(json, 0, NULL);
+    const char *st = json_string_value(json_object_get(o, "status"));
+    int yes = 0;
+    for (int i = 0; st != NULL && ends[i] != NULL; i++)
+        yes |= strcmp(st, ends[i]) == 0;
+    json_decref(o);
+    return yes;
+}
+
+/* The saga as JSON into *json, or -1 with res answered (404, 503, 500). */
+static int read_one(saga_api *a, const saga__api_caller *who,
+                    const saga_http_request *req, const char *id, char **json,
+                    saga_http_response *res)
+{
+    saga_error err = {0};
+    PGconn *db;
+    int rc;
+    if ((db = saga__api_take(a)) == NULL) {
+        saga__api_unavailable(res, req->path);
+        return -1;
+    }
+    rc = saga_read_saga(db, id, saga__api_owner(who), json, &err);
+    if (rc == SAGA_ENOTFOUND)
+        saga__api_problem(res, 404, "not_found", "Not Found", req->path, NULL, NULL,
+                          "no saga %s", id);
+    else if (rc != SAGA_OK)
+        saga__api_db_failed(res, req->path, db, &err);
+    saga__api_give_back(a, db);
+    return rc == SAGA_OK ? 0 : -1;
+}
+
+/* GET /v1/sagas/{id}[?wait=DURATION]: with wait, the request is held
+ * (saga_api_wait.c) until the saga stops or the time is up, then
+ * answered with the saga as it is. */
 void saga__api_get_saga(saga_api *a, const saga__api_caller *who,
                         const saga_http_request *req, const char *id,
                         saga_http_response *res)
 {
-    read_saga(a, who, req, id, 0, res);
+    saga__api_waiter *w = *req->state;
+    char *json = NULL;
+    if (w == NULL) {
+        const char *wait = saga_http_request_arg(req, "wait");
+        int64_t ms = 0;
+        for (int i = 0; req->args != NULL && req->args[i] != NULL; i++)
+            if (strcmp(req->args[i], "wait") != 0) {
+                saga__api_problem(res, 400, "unknown_parameter", "Bad Request", req->path,
+                                  NULL, req->args[i],
+                                  "unknown query parameter \"%.60s\" (expected wait)",
+                                  req->args[i]);
+                return;
+            }
+        if (wait != NULL && (saga_duration_parse(wait, &ms) != 0 || ms < 0 ||
+                             ms > SAGA_API_MAX_WAIT_MS)) {
+            saga__api_problem(res, 400, "invalid_parameter", "Bad Request", req->path,
+                              NULL, "wait",
+                              "wait \"%.40s\" must be a duration from 0 to 5m (500ms, "
+                              "30s, 2m)",
+                              wait);
+            return;
+        }
+        if (!saga__api_is_uuid(id)) {
+            saga__api_problem(res, 404, "not_found", "Not Found", req->path, NULL, NULL,
+                              "no saga \"%.60s\": a saga id is a UUID", id);
+            return;
+        }
+        /* Listed before the saga is read, so that an end in between is
+         * not missed. */
+        if (ms > 0)
+            *req->state = w = saga__api_wait_list(a, NULL, id, saga__mono_ms() + ms, req);
+    } else if (!saga__api_wait_over(a, w)) {
+        saga__api_wait_list(a, w, id, 0, req); /* woken early: wait on */
+    }
+    for (int tries = 0;; tries++) {
+        if (read_one(a, who, req, id, &json, res) != 0)
+            return;
+        if (w == NULL || tries == 2 || stopped(json) || saga__api_wait_over(a, w))
+            break;
+        if (saga__api_wait_hold(a, w, req)) {
+            free(json);
+            res->suspended = 1;
+            return;
+        }
+        /* Woken between the read and the hold: read again. */
+        free(json);
+        json = NULL;
+        saga__api_wait_list(a, w, id, 0, req);
+    }
+    saga__api_answer(res, 200, JSON_TYPE, json);
 }
 
 void saga__api_history(saga_api *a, const saga__api_caller *who,

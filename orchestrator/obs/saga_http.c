@@ -66,6 +66,7 @@ typedef struct api_call {
     char *body;
     size_t len, cap;
     int too_large;
+    void *state; /* the handler's (saga_http_request.state) */
 } api_call;
 
 #define MAX_ARGS 32
@@ -74,6 +75,16 @@ const char *saga_http_request_header(const saga_http_request *r, const char *nam
 {
     return MHD_lookup_connection_value((struct MHD_Connection *)r->conn, MHD_HEADER_KIND,
                                        name);
+}
+
+void saga_http_suspend(const saga_http_request *r)
+{
+    MHD_suspend_connection((struct MHD_Connection *)r->conn);
+}
+
+void saga_http_resume(void *conn)
+{
+    MHD_resume_connection((struct MHD_Connection *)conn);
 }
 
 const char *saga_http_request_arg(const saga_http_request *r, const char *name)
@@ -160,7 +171,8 @@ static enum MHD_Result serve_api(saga_http *h, struct MHD_Connection *c, const c
                                  .path = url,
                                  .body = call->body,
                                  .body_len = call->len,
-                                 .conn = c};
+                                 .conn = c,
+                                 .state = &call->state};
         if (call->too_large) {
             char msg[200];
             snprintf(msg, sizeof msg,
@@ -178,6 +190,10 @@ static enum MHD_Result serve_api(saga_http *h, struct MHD_Connection *c, const c
         req.args = args.names;
         res.status = 500;
         h->cfg.api(h->cfg.api_arg, &req, &res);
+        if (res.suspended) {
+            free(res.body);
+            return MHD_YES;
+        }
         return api_answer(c, &res);
     }
 }
@@ -190,6 +206,8 @@ static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
     (void)toe;
     if (*con_cls != NULL && *con_cls != (void *)h) {
         api_call *call = *con_cls;
+        if (call->state != NULL && h->cfg.api_done != NULL)
+            h->cfg.api_done(h->cfg.api_arg, call->state);
         free(call->body);
         free(call);
     }
@@ -256,6 +274,7 @@ int saga_http_start(const saga_http_config *cfg, saga_http **out, saga_error *er
     const char *addr;
     const union MHD_DaemonInfo *info;
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO;
+    unsigned int max_conns;
 
     if (out == NULL || cfg == NULL)
         return saga__error_set(err, SAGA_EINVAL, "http: no configuration");
@@ -281,8 +300,13 @@ int saga_http_start(const saga_http_config *cfg, saga_http **out, saga_error *er
                                    addr);
         }
     }
+    max_conns = cfg->max_connections > 0 ? cfg->max_connections
+                : cfg->api != NULL       ? 1024
+                                         : 32;
     if ((h = calloc(1, sizeof *h)) == NULL)
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
+    if (cfg->api != NULL)
+        flags |= MHD_ALLOW_SUSPEND_RESUME; /* long polls: held, threadless */
     h->cfg = *cfg;
     h->cfg.address = NULL; /* not kept: the caller's string may go */
     /* With the API: a pool of threads (a request waits on the database
@@ -290,10 +314,9 @@ int saga_http_start(const saga_http_config *cfg, saga_http **out, saga_error *er
      * when it ends. */
     h->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->port, NULL, NULL, serve, h, MHD_OPTION_SOCK_ADDR,
-        (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)(cfg->api != NULL ? 1024 : 32), MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)10, MHD_OPTION_NOTIFY_COMPLETED, request_done, h,
-        MHD_OPTION_THREAD_POOL_SIZE,
+        (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT, max_conns,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10, MHD_OPTION_NOTIFY_COMPLETED,
+        request_done, h, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned int)(cfg->api == NULL   ? 1
                        : cfg->threads > 0 ? cfg->threads
                                           : 4),

@@ -36,7 +36,10 @@ typedef struct saga_http_request {
     const char *body;   /* body_len bytes, not NUL-terminated; NULL: none */
     size_t body_len;
     const char *const *args; /* the query parameters' names, NULL-terminated */
-    void *conn;              /* the server's (for the two calls below) */
+    void *conn;              /* the server's (for the calls below) */
+    /* The handler's own state for this request, kept across a suspension
+     * (NULL at first); config.api_done frees it when the request ends. */
+    void **state;
 } saga_http_request;
 
 /* A request header's value (the name in any case), or NULL. */
@@ -44,6 +47,14 @@ const char *saga_http_request_header(const saga_http_request *r, const char *nam
 
 /* A query parameter's value ("" when given without one), or NULL. */
 const char *saga_http_request_arg(const saga_http_request *r, const char *name);
+
+/* Inside the handler only: hold the request without answering (set
+ * res->suspended too) until saga_http_resume(req->conn) is called, from
+ * any thread; the handler is then called again for it. A held request
+ * takes no thread. Every held request must be resumed before
+ * saga_http_stop. */
+void saga_http_suspend(const saga_http_request *r);
+void saga_http_resume(void *conn);
 
 /* What the handler answers: status, a content type (static), a body (the
  * handler's malloc'd text, taken over; NULL: empty), and optionally a
@@ -56,6 +67,7 @@ typedef struct saga_http_response {
     char location[300];
     const char *allow;
     const char *www_authenticate; /* static; NULL: none */
+    int suspended;                /* saga_http_suspend was called: no answer yet */
 } saga_http_response;
 
 /* Called on one of the server's threads (several at once). */
@@ -78,6 +90,12 @@ typedef struct saga_http_config {
     void *api_arg;
     size_t max_body;
     int threads;
+    /* Called when a request whose *state the handler set has ended
+     * (answered, or the client went away), to free that state. */
+    void (*api_done)(void *arg, void *state);
+    /* Connections at once (0: 1024 with the API, else 32); held requests
+     * count. */
+    unsigned int max_connections;
 } saga_http_config;
 
 typedef struct saga_http saga_http;

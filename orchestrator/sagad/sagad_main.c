@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "saga/saga.h"
 #include "saga_api.h"
@@ -201,6 +202,26 @@ static int is_loopback(const char *addr)
            strcmp(addr, "localhost") == 0;
 }
 
+/* Connections the API may hold (long polls wait without a thread, but
+ * each is a file descriptor): the soft limit on open files raised toward
+ * the hard one, less room for Kafka, PostgreSQL and the rest. */
+static unsigned int api_connections(void)
+{
+    struct rlimit rl;
+    rlim_t want = 16384, spare = 512;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return 0;
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        rl.rlim_cur =
+            rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > want)
+        rl.rlim_cur = want;
+    return rl.rlim_cur > 2 * spare ? (unsigned int)(rl.rlim_cur - spare) : 0;
+}
+
 /* Serve /metrics, /healthz, /readyz on spec (see parse_http), and the
  * HTTP API when api is given. */
 static int start_http(const char *spec, saga_engine *e, saga_api *api, saga_http **out,
@@ -214,7 +235,9 @@ static int start_http(const char *spec, saga_engine *e, saga_api *api, saga_http
         return rc;
     if (api != NULL) {
         hc.api = saga_api_handle;
+        hc.api_done = saga_api_done;
         hc.api_arg = api;
+        hc.max_connections = api_connections();
     }
     hc.address = addr;
     hc.metrics = saga_engine_metrics(e);
@@ -469,6 +492,7 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
     rc = saga_engine_run(engine, &err);
+    saga_api_quiesce(api);  /* held long polls answered: the server may stop */
     saga_http_stop(server); /* before the engine's registry and the API go */
     saga_api_free(api);
     saga_engine_get_stats(engine, &st);
