@@ -139,6 +139,7 @@ func (c *Client) Start(ctx context.Context, definition string, input any, busine
 func (c *Client) Wait(ctx context.Context, id string, timeout time.Duration) (*Saga, error) {
 	deadline := time.Now().Add(timeout)
 	for {
+		asked := time.Now()
 		left := time.Until(deadline).Round(time.Second)
 		if left < time.Second {
 			left = time.Second
@@ -153,6 +154,7 @@ func (c *Client) Wait(ctx context.Context, id string, timeout time.Duration) (*S
 		if !s.Running() || time.Now().After(deadline) {
 			return &s, nil
 		}
+		time.Sleep(time.Until(asked.Add(500 * time.Millisecond))) // never more than 2/s
 	}
 }
 

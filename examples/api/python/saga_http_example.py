@@ -98,11 +98,13 @@ class SagaClient:
         """The saga once it has ended, or as it is after `timeout` seconds."""
         deadline = time.monotonic() + timeout
         while True:
-            left = max(1, min(30, round(deadline - time.monotonic())))
+            asked = time.monotonic()
+            left = max(1, min(30, round(deadline - asked)))
             _, saga = self._call("GET", f"/v1/sagas/{urllib.parse.quote(id)}?wait={left}s",
                                  timeout=left + 10)
             if saga["status"] not in RUNNING or time.monotonic() >= deadline:
                 return dict(saga)
+            time.sleep(max(0.0, asked + 0.5 - time.monotonic()))  # never more than 2/s
 
     def find_by_business_key(self, key: str) -> list[Saga]:
         q = urllib.parse.urlencode({"business_key": key})
