@@ -71,12 +71,12 @@ for svc in order payment inventory; do
     pids+=($!)
 done
 for svc in order payment inventory; do
-    for _ in $(seq 1 600); do grep -q ready "$work/$svc.log" && break; sleep 0.1; done
+    for _ in $(seq 1 600); do grep -qs ready "$work/$svc.log" && break; sleep 0.1; done
 done
 psql "$SAGA_PG_URL" -q -v ON_ERROR_STOP=1 -f examples/seed.sql >/dev/null
 "$bin/sagad" --definitions sagas --http 127.0.0.1:0 >"$work/sagad.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 600); do grep -q "sagad running" "$work/sagad.log" && break; sleep 0.1; done
+for _ in $(seq 1 600); do grep -qs "sagad running" "$work/sagad.log" && break; sleep 0.1; done
 port=$(grep -m 1 -o '/readyz on 127.0.0.1:[0-9]*' "$work/sagad.log" | sed 's/.*://') ||
     fail "sagad did not say where it serves the API"
 token=$("$bin/sagactl" tokens create --role starter --name examples 2>/dev/null) || fail "tokens create"
