@@ -93,11 +93,14 @@ void saga_api_handle(void *arg, const saga_http_request *req, saga_http_response
             not_allowed(res, p, m, "POST", "bulk repairs");
     } else if (strcmp(p, "/v1/definitions") == 0 ||
                strncmp(p, "/v1/definitions/", 16) == 0) {
-        /* Deploying over HTTP is still to come: sagactl defs deploy. */
         if (is_get(m))
             saga__api_definitions(a, &who, req, p[15] == '/' ? p + 16 : "", res);
+        else if (strcmp(m, "POST") == 0 && p[15] == '\0')
+            saga__api_deploy(a, &who, req, res);
+        else if (p[15] == '\0')
+            not_allowed(res, p, m, "GET, HEAD, POST", "definitions");
         else
-            not_allowed(res, p, m, "GET, HEAD", "definitions");
+            not_allowed(res, p, m, "GET, HEAD", "a definition");
     } else {
         saga__api_problem(res, 404, "not_found", "Not Found", p, NULL, NULL,
                           "no resource %.200s (see docs/API.md)", p);

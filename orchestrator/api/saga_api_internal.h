@@ -140,6 +140,12 @@ int saga__api_wait_over(saga_api *a, const saga__api_waiter *w);
 /* Requests waiting now. */
 int saga__api_waiting(saga_api *a);
 
+/* ---- saga_api_defs.c ---- */
+
+/* POST /v1/definitions: validate and deploy one definition. */
+void saga__api_deploy(saga_api *a, const saga__api_caller *who,
+                      const saga_http_request *req, saga_http_response *res);
+
 /* ---- saga_api_read.c ---- */
 
 void saga__api_get_saga(saga_api *a, const saga__api_caller *who,

@@ -16,6 +16,7 @@
 #include "saga_api.h"
 #include "saga_api_internal.h"
 #include "saga_duration.h"
+#include "saga_pgerr.h"
 #include "saga_read.h"
 #include "saga_shared.h"
 
@@ -70,6 +71,7 @@ void saga_api_free(saga_api *a)
  * NULL when the database cannot be reached. */
 PGconn *saga__api_take(saga_api *a)
 {
+    saga_pgerr_clear(); /* what a failure on it notes is this request's */
     PGconn *db = NULL;
     pthread_mutex_lock(&a->lock);
     while (a->nidle == 0 && a->nopen >= a->max)
@@ -118,11 +120,48 @@ void saga__api_answer(saga_http_response *res, unsigned int status, const char *
 /* An RFC 9457 problem: code is the stable part (also in type), detail
  * says what and where; pointer (a JSON pointer into the request body) or
  * parameter (a query parameter) says exactly where, when known. */
+/* s as valid UTF-8 in buf: a byte that does not start or continue a
+ * well-formed sequence (a caller's bytes, or a character cut by %.200s)
+ * becomes '?', so that the problem can always be written as JSON. */
+static const char *utf8_clean(const char *s, char *buf, size_t size)
+{
+    size_t n = 0;
+    const unsigned char *c = (const unsigned char *)s;
+    while (*c && n + 1 < size) {
+        int len = *c < 0x80             ? 1
+                  : (*c & 0xE0) == 0xC0 ? 2
+                  : (*c & 0xF0) == 0xE0 ? 3
+                  : (*c & 0xF8) == 0xF0 ? 4
+                                        : 0;
+        int ok = len > 0 && n + (size_t)len < size;
+        for (int i = 1; ok && i < len; i++)
+            ok = (c[i] & 0xC0) == 0x80;
+        /* Overlong forms and surrogates are not UTF-8 either. */
+        if (ok && len == 2)
+            ok = *c >= 0xC2;
+        if (ok && len == 3)
+            ok = !(*c == 0xE0 && c[1] < 0xA0) && !(*c == 0xED && c[1] >= 0xA0);
+        if (ok && len == 4)
+            ok = !(*c == 0xF0 && c[1] < 0x90) && !(*c == 0xF4 && c[1] >= 0x90) &&
+                 *c <= 0xF4;
+        if (!ok) {
+            buf[n++] = '?';
+            c++;
+            continue;
+        }
+        memcpy(buf + n, c, (size_t)len);
+        n += (size_t)len;
+        c += len;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
 void saga__api_problem(saga_http_response *res, unsigned int status, const char *code,
                        const char *title, const char *instance, const char *pointer,
                        const char *parameter, const char *fmt, ...)
 {
-    char detail[600], type[96];
+    char detail[600], type[96], d[600], in[300], ptr[300], par[300];
     va_list ap;
     json_t *p;
     va_start(ap, fmt);
@@ -130,12 +169,14 @@ void saga__api_problem(saga_http_response *res, unsigned int status, const char 
     va_end(ap);
     snprintf(type, sizeof type, "urn:saga:problem:%s", code);
     p = json_pack("{s:s, s:s, s:i, s:s, s:s, s:s}", "type", type, "title", title,
-                  "status", (int)status, "detail", detail, "instance", instance, "code",
-                  code);
+                  "status", (int)status, "detail", utf8_clean(detail, d, sizeof d),
+                  "instance", utf8_clean(instance, in, sizeof in), "code", code);
     if (p != NULL && pointer != NULL)
-        json_object_set_new(p, "pointer", json_string(pointer));
+        json_object_set_new(p, "pointer",
+                            json_string(utf8_clean(pointer, ptr, sizeof ptr)));
     if (p != NULL && parameter != NULL)
-        json_object_set_new(p, "parameter", json_string(parameter));
+        json_object_set_new(p, "parameter",
+                            json_string(utf8_clean(parameter, par, sizeof par)));
     saga__api_answer(res, status, PROBLEM_TYPE,
                      p != NULL ? json_dumps(p, JSON_COMPACT) : NULL);
     json_decref(p);
@@ -165,6 +206,12 @@ void saga__api_db_failed(saga_http_response *res, const char *path, PGconn *db,
 {
     if (PQstatus(db) != CONNECTION_OK)
         saga__api_unavailable(res, path);
+    else if (strncmp(saga_pgerr_sqlstate(), "22", 2) == 0)
+        /* A data exception: a value the caller gave that PostgreSQL will
+         * not take (a date that does not exist, a number out of range,
+         * bytes that are not UTF-8). */
+        saga__api_problem(res, 400, "invalid_parameter", "Bad Request", path, NULL, NULL,
+                          "a value of the request is refused: %s", err->message);
     else
         saga__api_problem(res, 500, "database_error", "Internal Server Error", path, NULL,
                           NULL, "%s", err->message);

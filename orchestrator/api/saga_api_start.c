@@ -135,6 +135,10 @@ void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
                               msg ? msg : "the input is over the limit");
         else if (PQstatus(db) != CONNECTION_OK)
             saga__api_unavailable(res, req->path);
+        else if (state != NULL && strncmp(state, "22", 2) == 0) /* e.g. not UTF-8 */
+            saga__api_problem(res, 400, "invalid_parameter", "Bad Request", req->path,
+                              NULL, NULL, "a value of the request is refused: %s",
+                              msg ? msg : "invalid value");
         else
             saga__api_problem(res, 500, "database_error", "Internal Server Error",
                               req->path, NULL, NULL, "starting saga %.100s: %s", name,

@@ -119,8 +119,36 @@ req GET /v1/definitions/order/versions/1
 [[ $status == 200 && $(field "['versions']") == "[1]" ]] || fail "order version 1: $(cat "$work/b")"
 req GET /v1/definitions/order/versions/2; problem 404 not_found
 req GET /v1/definitions/nothing; problem 404 not_found
-req POST /v1/definitions '{}' "$json"; problem 405 method_not_allowed
+req PUT /v1/definitions '{}' "$json"; problem 405 method_not_allowed
+req POST /v1/definitions/order '{}' "$json"; problem 405 method_not_allowed
 ok "GET /v1/definitions, /v1/definitions/{name}, .../versions/{v}"
+
+# ---- deploy: validated exactly as sagactl validate does
+bad='{"name":"refund","steps":[{"name":"a","service":"s","action":"a","retry":{"max_attempts":0}},{"name":"a"}]}'
+req POST /v1/definitions "$bad" "$json"; problem 422 invalid_definition
+printf '%s' "$bad" >"$work/bad.json"
+"$bin/sagactl" validate --json "$work/bad.json" >"$work/validate.json" || true
+python3 - "$work/b" "$work/validate.json" <<'PY' || fail "the API's problems differ from sagactl validate's: $(cat "$work/b")"
+import json, sys
+api, cli = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))[0]
+assert [(e["where"], e["message"]) for e in api["errors"]] == \
+       [(p["where"], p["message"]) for p in cli["problems"]], (api, cli)
+ptrs = [e["pointer"] for e in api["errors"]]
+assert ptrs[:4] == ["/steps/0/retry/max_attempts", "/steps/1/service", "/steps/1/action", "/steps/1"], ptrs
+PY
+req POST /v1/definitions '{"name":"refund","steps":' "$json"; problem 400 malformed_json
+req POST /v1/definitions '[1]' "$json"; problem 400 malformed_json
+req POST /v1/definitions 'name: refund' "Content-Type: text/yaml"; problem 415 unsupported_media_type
+good='{"name":"refund","steps":[{"name":"refund_payment","service":"payment","action":"refund","compensation":null}]}'
+req POST /v1/definitions "$good" "$json"
+[[ $status == 201 && $(field "['version']") == 1 && $(field "['created']") == True &&
+   $(header location) == /v1/definitions/refund/versions/1 ]] || fail "deploy: $status $(cat "$work/b")"
+req POST /v1/definitions "$good" "$json"
+[[ $status == 200 && $(field "['version']") == 1 && $(field "['created']") == False ]] || fail "deploy again: $status $(cat "$work/b")"
+req POST /v1/definitions "${good/refund_payment/refund_card}" "$json"
+[[ $status == 201 && $(field "['version']") == 2 && $(field "['versions']") == "[1, 2]" ]] || fail "deploy changed: $status $(cat "$work/b")"
+"$bin/sagactl" defs list | grep -q "^refund .*2" || fail "sagactl defs list does not show refund version 2: $("$bin/sagactl" defs list)"
+ok "POST /v1/definitions: an invalid one 422 with every problem as sagactl validate words it (where, message, JSON pointer); bad JSON 400, not JSON 415; deployed 201 (version 1, Location), the same again 200 (unchanged), changed 201 (version 2)"
 
 # ---- search, page by page
 for i in 1 2 3 4; do
@@ -174,6 +202,16 @@ req GET "/v1/sagas?limit=0"; problem 400 invalid_parameter limit
 req GET "/v1/sagas?cursor=xyz"; problem 400 invalid_parameter cursor
 req GET "/v1/sagas?bogus=1"; problem 400 unknown_parameter bogus
 req GET "/v1/sagas?since=yesterday"; problem 400 invalid_parameter since
+# Values PostgreSQL refuses are the caller's mistake (400), not sagad's:
+# a date that does not exist, a cursor out of range, bytes not UTF-8 —
+# and a problem is still JSON when what it quotes is not UTF-8.
+req GET "/v1/sagas?since=2024-02-30T00:00:00Z"; problem 400 invalid_parameter
+req GET "/v1/sagas?cursor=123456789012345678901234_$id"; problem 400 invalid_parameter
+req GET "/v1/sagas?definition=%FF"; problem 400 invalid_parameter
+req GET "/v1/definitions/%FF"; problem 400 invalid_parameter
+req GET "/v1/nothing%FF"; problem 404 not_found
+req GET "/v1/sagas?bogus%FF=1"; problem 400 unknown_parameter
+req POST /v1/sagas '{"definition":"order","input":{}}' "$json" "Idempotency-Key: caf$(printf '\xe9')"; problem 400 invalid_parameter
 # sagad is still fine, and so are its other endpoints.
 req GET /readyz; [[ $status == 200 ]] || fail "readyz after the errors: $status"
 ok "errors: 400 (JSON, header, parameters), 404, 405 with Allow, 413 (input, body), 415, 422 (definition, field, input), each a problem document saying where"

@@ -175,6 +175,8 @@ req POST "/v1/sagas/${ids[0]}/retry" '{"reason":"payment is back"}' "$json" "$as
 req POST "/v1/sagas/${ids[0]}/retry" '{"reason":"payment is back"}' "$json" "$as_starter"; problem 403 forbidden
 req POST "/v1/sagas/${ids[0]}/retry" '{"reason":"payment is back"}' "$json"; problem 401 unauthorized
 req POST /v1/repairs '{"action":"retry","reason":"x","filter":{"status":"failed"}}' "$json" "$as_reader"; problem 403 forbidden
+req POST /v1/definitions '{"name":"x","steps":[{"name":"a","service":"s","action":"a"}]}' "$json" "$as_reader"; problem 403 forbidden
+req POST /v1/definitions '{"name":"x","steps":[{"name":"a","service":"s","action":"a"}]}' "$json" "$as_starter"; problem 403 forbidden
 # bad requests, each saying where
 req POST "/v1/sagas/${ids[0]}/retry" '{}' "$json" "$as_ops"; problem 422 missing_field /reason
 req POST "/v1/sagas/${ids[0]}/retry" '{"reason":""}' "$json" "$as_ops"; problem 422 invalid_field /reason
@@ -188,7 +190,7 @@ req POST /v1/sagas/00000000-0000-4000-8000-000000000000/retry '{"reason":"x"}' "
 # the machine refuses: a completed saga cannot be resolved
 req POST "/v1/sagas/$keyed/resolve" '{"reason":"tidy up"}' "$json" "$as_ops"; problem 409 refused
 grep -q "only a failed saga can be resolved" "$work/b" || fail "409 does not say why: $(cat "$work/b")"
-ok "repairs: reader and starter 403, no token 401; missing/empty reason, a field of skip, bad JSON, bad type, unknown action or saga each refused saying where; a refused repair is 409 with the machine's reason"
+ok "repairs (and deploying): reader and starter 403, no token 401; missing/empty reason, a field of skip, bad JSON, bad type, unknown action or saga each refused saying where; a refused repair is 409 with the machine's reason"
 
 # ---- the service is back: repair one, then all the others
 start_svc payment
