@@ -8,7 +8,8 @@
 # keys, starts the first again (the same saga), waits for each (GET
 # /v1/sagas/{id}?wait=) and finds the first by its business key; checked
 # here too: every saga it printed is completed in the database with its
-# key, and GET /v1/sagas?business_key= finds it alone.
+# key, and GET /v1/sagas?business_key= finds it alone. With an unknown
+# token each exits 1 showing the 401 problem.
 # mypy and pytest (pinned) live in build/venv-examples, Go's caches in
 # build/go-examples: made once, then reused.
 set -euo pipefail
@@ -114,6 +115,17 @@ t0=$(date +%s%N)
     fail "the Go example: $(cat "$work/go.out" "$work/go-run.log")"
 check go "$(sed -nE '1s/^[^ ]+ (order-go-[0-9a-f]+-)0 .*/\1/p' "$work/go.out")"
 ok "Go: $count sagas started (a retry gave the same saga), each completed, found by its business key ($((($(date +%s%N) - t0) / 1000000)) ms)"
+
+# ---- a problem is shown, and the exit status says so
+if SAGA_API_TOKEN=sgt_nothing python3 -I -B examples/api/python/saga_http_example.py 1 >/dev/null 2>"$work/python.log"; then
+    fail "the Python example passed with an unknown token"
+fi
+grep -q "HTTP 401 unauthorized: " "$work/python.log" || fail "the Python example's 401: $(cat "$work/python.log")"
+if (cd examples/api/go && SAGA_API_TOKEN=sgt_nothing go run . 1) >/dev/null 2>"$work/go-run.log"; then
+    fail "the Go example passed with an unknown token"
+fi
+grep -q "HTTP 401 unauthorized: " "$work/go-run.log" || fail "the Go example's 401: $(cat "$work/go-run.log")"
+ok "an unknown token: both exit 1 with the problem's status, code and detail"
 
 [[ $(psql "$SAGA_PG_URL" -Atc "SELECT count(*) FROM saga.saga WHERE started_by = 'token:examples' AND status = 'completed'") == $((2 * count)) ]] ||
     fail "not $((2 * count)) completed sagas started by token:examples"
