@@ -125,7 +125,7 @@ $(LIBCORE_A): $(CORE_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/bin/sagad: $(BUILD)/orchestrator/sagad/sagad_main.o $(LIBCORE_A) $(LIBSAGA_A)
+$(BUILD)/bin/sagad: $(patsubst %.c,$(BUILD)/%.o,$(wildcard orchestrator/sagad/*.c)) $(LIBCORE_A) $(LIBSAGA_A)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(CORE_LDLIBS)
 

@@ -1,4 +1,6 @@
-/* saga_http.c - /metrics, /healthz and /readyz on libmicrohttpd. */
+/* saga_http.c - /metrics, /healthz and /readyz on libmicrohttpd, and the
+ * API's requests handed to its handler (held ones included), over TLS
+ * when given a certificate. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -249,6 +251,8 @@ static enum MHD_Result serve(void *cls, struct MHD_Connection *c, const char *ur
     if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 &&
         strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
         return text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+    if (h->cfg.no_ops)
+        return text(c, MHD_HTTP_NOT_FOUND, "not found\n");
     if (strcmp(url, "/metrics") == 0) {
         char *buf = NULL;
         size_t cap = 0, len = 0;
@@ -282,6 +286,12 @@ int saga_http_start(const saga_http_config *cfg, saga_http **out, saga_error *er
     if (cfg->port < 0 || cfg->port > 65535)
         return saga__error_set(err, SAGA_EINVAL, "http: port %d is out of range",
                                cfg->port);
+    if ((cfg->tls_cert_pem == NULL) != (cfg->tls_key_pem == NULL))
+        return saga__error_set(err, SAGA_EINVAL,
+                               "http: TLS needs both a certificate and its key");
+    if (cfg->tls_cert_pem != NULL && MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+        return saga__error_set(err, SAGA_EIO,
+                               "http: this libmicrohttpd was built without TLS");
     addr = cfg->address != NULL && *cfg->address ? cfg->address : "127.0.0.1";
     memset(&ss, 0, sizeof ss);
     {
@@ -307,8 +317,11 @@ int saga_http_start(const saga_http_config *cfg, saga_http **out, saga_error *er
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     if (cfg->api != NULL)
         flags |= MHD_ALLOW_SUSPEND_RESUME; /* long polls: held, threadless */
+    if (cfg->tls_cert_pem != NULL)
+        flags |= MHD_USE_TLS;
     h->cfg = *cfg;
     h->cfg.address = NULL; /* not kept: the caller's string may go */
+    h->cfg.tls_cert_pem = h->cfg.tls_key_pem = NULL;
     /* With the API: a pool of threads (a request waits on the database
      * on its thread), more connections, and each request's state freed
      * when it ends. */
@@ -320,13 +333,19 @@ int saga_http_start(const saga_http_config *cfg, saga_http **out, saga_error *er
         (unsigned int)(cfg->api == NULL   ? 1
                        : cfg->threads > 0 ? cfg->threads
                                           : 4),
-        MHD_OPTION_END);
+        /* Without TLS the list ends here (MHD_OPTION_END is 0). */
+        cfg->tls_cert_pem != NULL ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END,
+        cfg->tls_cert_pem, MHD_OPTION_HTTPS_MEM_KEY, cfg->tls_key_pem, MHD_OPTION_END);
     if (h->daemon == NULL) {
         free(h);
-        return saga__error_set(err, SAGA_EIO,
-                               "http: cannot listen on %s port %d (in use, or not an "
-                               "address of this host)",
-                               addr, cfg->port);
+        return saga__error_set(
+            err, SAGA_EIO,
+            "http: cannot listen on %s port %d (in use, or not an address of this "
+            "host%s)",
+            addr, cfg->port,
+            cfg->tls_cert_pem != NULL ? "; or the TLS certificate and key are not a "
+                                        "matching PEM pair"
+                                      : "");
     }
     info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info != NULL ? info->port : cfg->port;

@@ -96,6 +96,13 @@ typedef struct saga_http_config {
     /* Connections at once (0: 1024 with the API, else 32); held requests
      * count. */
     unsigned int max_connections;
+    /* Set: /metrics, /healthz and /readyz are not served here (another
+     * listener has them): 404 like any unknown path. */
+    int no_ops;
+    /* TLS: the certificate (chain) and its private key, PEM text (not
+     * kept: copied by the server); both or neither. */
+    const char *tls_cert_pem;
+    const char *tls_key_pem;
 } saga_http_config;
 
 typedef struct saga_http saga_http;
@@ -104,7 +111,9 @@ typedef struct saga_http saga_http;
  * callback args) must outlive the server; the strings are not kept.
  * *out is NULL on failure, owned by the caller on success:
  * saga_http_stop(). Returns SAGA_OK, SAGA_EINVAL (NULL, bad address or
- * port), SAGA_EIO (cannot bind or start: err says why), SAGA_ENOMEM. */
+ * port; one of the TLS pair without the other), SAGA_EIO (cannot bind
+ * or start, or the TLS certificate and key are unusable: err says why),
+ * SAGA_ENOMEM. */
 int saga_http_start(const saga_http_config *cfg, saga_http **out, saga_error *err);
 
 /* The port the server listens on (the chosen one when cfg.port was 0). */

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 
 #include "saga/saga.h"
 #include "saga_api.h"
@@ -16,6 +15,7 @@
 #include "saga_log.h"
 #include "saga_shared.h"
 #include "saga_store.h"
+#include "sagad_http.h"
 
 static saga_engine *engine;
 /* The URL read from --db-file: the process's until it exits. */
@@ -69,6 +69,13 @@ static void usage(FILE *out)
         "                      port 0 picks a free one (logged), and the HTTP\n"
         "                      API, /v1 (docs/API.md: bearer tokens, except on\n"
         "                      loopback while none exist)\n"
+        "  --metrics ADDR:PORT  serve /metrics, /healthz and /readyz there instead\n"
+        "                      (default $SAGA_METRICS), plain HTTP, no token: --http\n"
+        "                      then serves the API alone\n"
+        "  --tls-cert FILE     the API's listener over TLS with this PEM certificate\n"
+        "                      (chain) (default $SAGA_TLS_CERT) ...\n"
+        "  --tls-key FILE      ... and its PEM private key, a file others may not\n"
+        "                      read (default $SAGA_TLS_KEY)\n"
         "  --breaker-failures N  transient failures in a row (retry replies,\n"
         "                      timeouts) that open a service's circuit breaker\n"
         "                      (default 5; 0 turns the breaker off)\n"
@@ -161,101 +168,6 @@ static int load_definitions(const char *dir, int64_t max_bytes, saga_definition 
     return bad;
 }
 
-/* Split "ADDR:PORT" ("[v6]:PORT", ":PORT") into addr (128 bytes) and
- * *port; either may be NULL to only check. */
-static int parse_http(const char *spec, char *addr, int *port_out, saga_error *err)
-{
-    const char *colon = strrchr(spec, ':');
-    char *end;
-    long port;
-    size_t alen;
-
-    if (colon == NULL)
-        return saga__error_set(
-            err, SAGA_EINVAL, "--http \"%s\": expected ADDRESS:PORT, e.g. 127.0.0.1:9464",
-            spec);
-    port = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || end == colon + 1 || port < 0 || port > 65535)
-        return saga__error_set(err, SAGA_EINVAL,
-                               "--http \"%s\": the port must be 0 to 65535", spec);
-    alen = (size_t)(colon - spec);
-    if (alen >= 2 && spec[0] == '[' && spec[alen - 1] == ']') {
-        spec++;
-        alen -= 2;
-    }
-    if (alen >= 128)
-        return saga__error_set(err, SAGA_EINVAL, "--http \"%s\": address too long", spec);
-    if (addr != NULL) {
-        memcpy(addr, spec, alen);
-        addr[alen] = '\0';
-    }
-    if (port_out != NULL)
-        *port_out = (int)port;
-    return SAGA_OK;
-}
-
-/* Loopback: where the API takes callers without a token while no token
- * exists (elsewhere every request needs one). */
-static int is_loopback(const char *addr)
-{
-    return *addr == '\0' || strncmp(addr, "127.", 4) == 0 || strcmp(addr, "::1") == 0 ||
-           strcmp(addr, "localhost") == 0;
-}
-
-/* Connections the API may hold (long polls wait without a thread, but
- * each is a file descriptor): the soft limit on open files raised toward
- * the hard one, less room for Kafka, PostgreSQL and the rest. */
-static unsigned int api_connections(void)
-{
-    struct rlimit rl;
-    rlim_t want = 16384, spare = 512;
-    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-        return 0;
-    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
-        rl.rlim_cur =
-            rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
-        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-            getrlimit(RLIMIT_NOFILE, &rl);
-    }
-    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > want)
-        rl.rlim_cur = want;
-    return rl.rlim_cur > 2 * spare ? (unsigned int)(rl.rlim_cur - spare) : 0;
-}
-
-/* Serve /metrics, /healthz, /readyz on spec (see parse_http), and the
- * HTTP API when api is given. */
-static int start_http(const char *spec, saga_engine *e, saga_api *api, saga_http **out,
-                      saga_error *err)
-{
-    char addr[128];
-    saga_http_config hc = {0};
-    int rc;
-
-    if ((rc = parse_http(spec, addr, &hc.port, err)) != SAGA_OK)
-        return rc;
-    if (api != NULL) {
-        hc.api = saga_api_handle;
-        hc.api_done = saga_api_done;
-        hc.api_arg = api;
-        hc.max_connections = api_connections();
-    }
-    hc.address = addr;
-    hc.metrics = saga_engine_metrics(e);
-    hc.healthy = saga_health_check_live;
-    hc.healthy_arg = saga_engine_health(e);
-    hc.ready = saga_health_check_ready;
-    hc.ready_arg = saga_engine_health(e);
-    if ((rc = saga_http_start(&hc, out, err)) != SAGA_OK)
-        return rc;
-    /* "/readyz on ADDR:PORT" first: scripts and tests read the port there. */
-    saga_log(SAGA_LOG_INFO,
-             "serving /metrics, /healthz, /readyz on %s:%d, and the API (/v1: %s)",
-             addr[0] ? addr : "127.0.0.1", saga_http_port(*out),
-             is_loopback(addr) ? "a bearer token once tokens exist, none before: loopback"
-                               : "a bearer token always: not a loopback address");
-    return SAGA_OK;
-}
-
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -271,6 +183,9 @@ int main(int argc, char **argv)
         {"kafka-options", required_argument, 0, 'k'},
         {"batch", required_argument, 0, 'B'},
         {"http", required_argument, 0, 'H'},
+        {"metrics", required_argument, 0, 'M'},
+        {"tls-cert", required_argument, 0, 'C'},
+        {"tls-key", required_argument, 0, 'T'},
         {"breaker-failures", required_argument, 0, 'f'},
         {"breaker-cooldown", required_argument, 0, 'c'},
         {"max-in-flight", required_argument, 0, 'm'},
@@ -283,9 +198,12 @@ int main(int argc, char **argv)
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     saga_engine_config cfg = {0};
-    const char *dir = "sagas", *http = getenv("SAGA_HTTP");
-    saga_http *server = NULL;
-    saga_api *api = NULL;
+    const char *dir = "sagas";
+    sagad_http_opts ho = {.http = getenv("SAGA_HTTP"),
+                          .metrics = getenv("SAGA_METRICS"),
+                          .tls_cert = getenv("SAGA_TLS_CERT"),
+                          .tls_key = getenv("SAGA_TLS_KEY")};
+    sagad_http served = {0};
     saga_definition **defs;
     saga_engine_stats st;
     saga_error err = {0};
@@ -378,7 +296,16 @@ int main(int argc, char **argv)
             break;
         }
         case 'H':
-            http = optarg;
+            ho.http = optarg;
+            break;
+        case 'M':
+            ho.metrics = optarg;
+            break;
+        case 'C':
+            ho.tls_cert = optarg;
+            break;
+        case 'T':
+            ho.tls_key = optarg;
             break;
         case 'f':
         case 'm': {
@@ -452,10 +379,9 @@ int main(int argc, char **argv)
             return 2;
         }
         saga_gate_free(probe);
-        if (http != NULL && *http != '\0' &&
-            parse_http(http, NULL, NULL, &err) != SAGA_OK) {
+        if ((rc = sagad_http_check(&ho, &err)) != SAGA_OK) {
             fprintf(stderr, "sagad: %s\n", err.message);
-            return 2;
+            return rc == SAGA_EINVAL ? 2 : 1;
         }
     }
     bad = load_definitions(dir, definition_limit(cfg.db_url), &defs, &ndefs);
@@ -476,25 +402,16 @@ int main(int argc, char **argv)
         saga_log(SAGA_LOG_ERROR, "cannot start: %s", err.message);
         return rc == SAGA_EDB ? 3 : 1;
     }
-    if (http != NULL && *http != '\0') {
-        char addr[128];
-        saga_api_config ac = {.db_url = cfg.db_url};
-        ac.local = parse_http(http, addr, NULL, NULL) == SAGA_OK && is_loopback(addr);
-        if ((rc = saga_api_new(&ac, &api, &err)) != SAGA_OK ||
-            (rc = start_http(http, engine, api, &server, &err)) != SAGA_OK) {
-            saga_log(SAGA_LOG_ERROR, "cannot start: %s", err.message);
-            saga_api_free(api);
-            saga_engine_free(engine);
-            return rc == SAGA_EINVAL ? 2 : 1;
-        }
+    if ((rc = sagad_http_start(&ho, engine, cfg.db_url, &served, &err)) != SAGA_OK) {
+        saga_log(SAGA_LOG_ERROR, "cannot start: %s", err.message);
+        saga_engine_free(engine);
+        return rc == SAGA_EINVAL ? 2 : 1;
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
     rc = saga_engine_run(engine, &err);
-    saga_api_quiesce(api);  /* held long polls answered: the server may stop */
-    saga_http_stop(server); /* before the engine's registry and the API go */
-    saga_api_free(api);
+    sagad_http_stop(&served); /* before the engine's registry goes */
     saga_engine_get_stats(engine, &st);
     saga_log(SAGA_LOG_INFO,
              "stopped: %llu replies applied, %llu duplicates ignored, %llu rejected, "
