@@ -1,7 +1,11 @@
 /* saga_api_auth.c - who asks: the bearer token's name and role (only a
  * SHA-256 of each token is stored, saga.api_token), or, on a loopback
- * listener while no token exists, the local caller "http". */
+ * listener while no token exists, the local caller "http". What the
+ * database said is kept for a second (SAGA_API_AUTH_TTL_MS), so that a
+ * request costs one round trip, not two: a revoked token stops working
+ * within that second (a repair is checked again as it is written). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <libpq-fe.h>
@@ -14,6 +18,39 @@ static void unauthorized(saga_http_response *res, const char *path, const char *
     res->www_authenticate = "Bearer realm=\"sagad\"";
     saga__api_problem(res, 401, "unauthorized", "Unauthorized", path, NULL,
                       "Authorization", "%s", why);
+}
+
+/* The cache: a slot by the hash's first two hex digits; "" as hash is
+ * the answer for no token (whether none exists). */
+static unsigned slot_of(const char *hash)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 2 && hash[i]; i++)
+        v = v * 16 + (unsigned)(hash[i] <= '9' ? hash[i] - '0' : hash[i] - 'a' + 10);
+    return v % SAGA_API_AUTH_SLOTS;
+}
+
+static int cached(saga_api *a, const char *hash, saga__api_caller *who)
+{
+    unsigned slot = slot_of(hash);
+    int hit = 0;
+    pthread_mutex_lock(&a->lock);
+    if (a->auth[slot].until > saga__mono_ms() && strcmp(a->auth[slot].hash, hash) == 0) {
+        *who = a->auth[slot].who;
+        hit = 1;
+    }
+    pthread_mutex_unlock(&a->lock);
+    return hit;
+}
+
+static void remember(saga_api *a, const char *hash, const saga__api_caller *who)
+{
+    unsigned slot = slot_of(hash);
+    pthread_mutex_lock(&a->lock);
+    snprintf(a->auth[slot].hash, sizeof a->auth[slot].hash, "%s", hash);
+    a->auth[slot].who = *who;
+    a->auth[slot].until = saga__mono_ms() + SAGA_API_AUTH_TTL_MS;
+    pthread_mutex_unlock(&a->lock);
 }
 
 int saga__api_authenticate(saga_api *a, const saga_http_request *req,
@@ -42,6 +79,10 @@ int saga__api_authenticate(saga_api *a, const saga_http_request *req,
                      "not a loopback address)");
         return -1;
     }
+    if (h == NULL)
+        hash[0] = '\0';
+    if (cached(a, hash, who))
+        return 0;
     if ((db = saga__api_take(a)) == NULL) {
         saga__api_unavailable(res, req->path);
         return -1;
@@ -73,9 +114,11 @@ int saga__api_authenticate(saga_api *a, const saga_http_request *req,
     } else if (h != NULL) {
         snprintf(who->name, sizeof who->name, "token:%s", PQgetvalue(r, 0, 0));
         snprintf(who->role, sizeof who->role, "%s", PQgetvalue(r, 0, 1));
+        remember(a, hash, who);
     } else {
         snprintf(who->name, sizeof who->name, "http");
         snprintf(who->role, sizeof who->role, "local");
+        remember(a, hash, who);
     }
     PQclear(r);
     saga__api_give_back(a, db);

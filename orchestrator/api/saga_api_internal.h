@@ -22,6 +22,20 @@ typedef struct saga__api_waiter saga__api_waiter;
 /* The longest ?wait= a request may ask for. */
 #define SAGA_API_MAX_WAIT_MS (5 * 60 * 1000)
 
+/* Who the database said a token is, kept this long (saga_api_auth.c). */
+#define SAGA_API_AUTH_TTL_MS 1000
+#define SAGA_API_AUTH_SLOTS  256
+
+typedef struct saga__api_caller saga__api_caller;
+/* Who asks: the token's name as the caller recorded on what it starts
+ * ("token:<name>"; "http" for a local caller without tokens) and its
+ * role: "starter", "operator", "reader", or "local" (no tokens exist,
+ * loopback: everything the API has). */
+struct saga__api_caller {
+    char name[64];
+    char role[16];
+};
+
 struct saga_api {
     int local;          /* served on loopback: without tokens, callers need none */
     saga__api_hub *hub; /* long polls (saga_api_wait.c) */
@@ -30,6 +44,11 @@ struct saga_api {
     pthread_cond_t freed;
     PGconn **idle; /* connections not in use */
     int nidle, nopen, max;
+    struct {
+        char hash[65]; /* "": the caller without a token */
+        saga__api_caller who;
+        int64_t until;           /* monotonic ms */
+    } auth[SAGA_API_AUTH_SLOTS]; /* under lock */
 };
 
 /* ---- saga_api_pool.c ---- */
@@ -80,15 +99,6 @@ int saga__api_time_arg(const char *v, char *buf, size_t size);
 int saga__api_known_fields(const json_t *body, const char *const *allowed,
                            const char *expected, const char *where,
                            const saga_http_request *req, saga_http_response *res);
-
-/* Who asks: the token's name as the caller recorded on what it starts
- * ("token:<name>"; "http" for a local caller without tokens) and its
- * role: "starter", "operator", "reader", or "local" (no tokens exist,
- * loopback: everything the API has). */
-typedef struct saga__api_caller {
-    char name[64];
-    char role[16];
-} saga__api_caller;
 
 /* ---- saga_api_auth.c ---- */
 
