@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"unicode/utf8"
 )
@@ -81,6 +82,8 @@ func (c *Command) Bind(v any) error {
 type ReplyError struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// absent in the decoded message (not only empty)
+	noCode, noMessage bool
 }
 
 // Reply is a participant's answer (docs/PROTOCOL.md, "Reply").
@@ -96,14 +99,19 @@ type Reply struct {
 	RetryAfter int64           // with retry: ms, 0: the step's backoff
 }
 
-// ProtocolError is a malformed message: Reason says which field and why,
-// in libsaga's words.
-type ProtocolError struct{ Reason string }
+// ProtocolError is a malformed message: Field is the field at fault
+// ("error.code" for one inside error; "" when the message as a whole is:
+// not JSON, not an object, too large), Reason says why in libsaga's words.
+type ProtocolError struct{ Field, Reason string }
 
 func (e *ProtocolError) Error() string { return "malformed: " + e.Reason }
 
 func protoErr(format string, a ...any) error {
 	return &ProtocolError{Reason: fmt.Sprintf(format, a...)}
+}
+
+func fieldErr(field, format string, a ...any) error {
+	return &ProtocolError{Field: field, Reason: fmt.Sprintf(format, a...)}
 }
 
 // IsProtocolError tells whether err is a malformed message.
@@ -196,6 +204,15 @@ func checkDuplicates(buf []byte) error {
 			}
 			continue
 		}
+		if n, ok := tok.(json.Number); ok {
+			if isInteger(json.RawMessage(n)) {
+				if _, err := strconv.ParseInt(string(n), 10, 64); err != nil {
+					return protoErr("not JSON: too big integer")
+				}
+			} else if f, err := strconv.ParseFloat(string(n), 64); err != nil && math.IsInf(f, 0) {
+				return protoErr("not JSON: real number overflow")
+			}
+		}
 		if top != nil && top.object {
 			if top.key {
 				k := tok.(string)
@@ -242,8 +259,12 @@ func parseObject(buf []byte) (fields, error) {
 	if dec.More() {
 		return nil, protoErr("not JSON: end of file expected")
 	}
-	if _, ok := v.(map[string]any); !ok {
+	switch v.(type) {
+	case map[string]any:
+	case []any:
 		return nil, protoErr("message is not a JSON object")
+	default: // jansson reads only an object or an array at the top
+		return nil, protoErr("not JSON: '[' or '{' expected near the start")
 	}
 	var f fields
 	if err := json.Unmarshal(buf, &f); err != nil {
@@ -275,19 +296,19 @@ func (f fields) int(key string, min, max int64, required bool) (int64, error) {
 	raw, ok := f[key]
 	if !ok || isNull(raw) {
 		if required {
-			return 0, protoErr("field %q is missing", key)
+			return 0, fieldErr(key, "field %q is missing", key)
 		}
 		return 0, nil
 	}
 	if !isInteger(raw) {
-		return 0, protoErr("field %q must be an integer", key)
+		return 0, fieldErr(key, "field %q must be an integer", key)
 	}
 	n, err := strconv.ParseInt(string(raw), 10, 64)
 	if err != nil {
 		return 0, protoErr("not JSON: too big integer")
 	}
 	if n < min || n > max {
-		return 0, protoErr("field %q is %d, out of range [%d, %d]", key, n, min, max)
+		return 0, fieldErr(key, "field %q is %d, out of range [%d, %d]", key, n, min, max)
 	}
 	return n, nil
 }
@@ -298,19 +319,19 @@ func (f fields) str(key string, required bool, max int) (string, error) {
 	raw, ok := f[key]
 	if !ok || isNull(raw) {
 		if required {
-			return "", protoErr("field %q is missing", key)
+			return "", fieldErr(key, "field %q is missing", key)
 		}
 		return "", nil
 	}
 	var s string
 	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
-		return "", protoErr("field %q must be a string", key)
+		return "", fieldErr(key, "field %q must be a string", key)
 	}
 	if required && s == "" {
-		return "", protoErr("field %q must not be empty", key)
+		return "", fieldErr(key, "field %q must not be empty", key)
 	}
 	if max > 0 && len(s) > max {
-		return "", protoErr("field %q is %d bytes long, over the limit of %d", key, len(s), max)
+		return "", fieldErr(key, "field %q is %d bytes long, over the limit of %d", key, len(s), max)
 	}
 	return s, nil
 }
@@ -365,14 +386,14 @@ func (f fields) common() (c common, err error) {
 		return c, err
 	}
 	if n != ProtocolVersion {
-		return c, protoErr("field \"v\" is %d; this side speaks %d", n, ProtocolVersion)
+		return c, fieldErr("v", "field \"v\" is %d; this side speaks %d", n, ProtocolVersion)
 	}
 	var id string
 	if raw := f["saga_id"]; len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &id) != nil {
-		return c, protoErr("field \"saga_id\" must be a string")
+		return c, fieldErr("saga_id", "field \"saga_id\" must be a string")
 	}
 	if !isUUID(id) {
-		return c, protoErr("field \"saga_id\" is not a UUID: %q", truncate(id, 40))
+		return c, fieldErr("saga_id", "field \"saga_id\" is not a UUID: \"%s\"", truncate(id, 40))
 	}
 	c.sagaID = id
 	if n, err = f.int("step", 0, 9999, true); err != nil {
@@ -382,7 +403,7 @@ func (f fields) common() (c common, err error) {
 	var ph string
 	if raw := f["phase"]; len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &ph) != nil ||
 		(ph != string(Invoke) && ph != string(Compensate)) {
-		return c, protoErr("field \"phase\" must be \"invoke\" or \"compensate\"")
+		return c, fieldErr("phase", "field \"phase\" must be \"invoke\" or \"compensate\"")
 	}
 	c.phase = Phase(ph)
 	if c.commandID, err = f.str("command_id", true, CommandIDMax); err != nil {
@@ -420,7 +441,7 @@ func DecodeCommand(buf []byte) (*Command, error) {
 		return nil, err
 	}
 	if !TopicNameValid(cmd.ReplyTo) {
-		return nil, protoErr("field \"reply_to\" is not a Kafka topic name (letters, digits, '.', '_', '-'; not \".\" or \"..\")")
+		return nil, fieldErr("reply_to", "field \"reply_to\" is not a Kafka topic name (letters, digits, '.', '_', '-'; not \".\" or \"..\")")
 	}
 	n, err := f.int("saga_version", 1, 1000000000, true)
 	if err != nil {
@@ -435,7 +456,7 @@ func DecodeCommand(buf []byte) (*Command, error) {
 	case isNull(raw):
 		cmd.Payload = json.RawMessage("{}")
 	case raw[0] != '{':
-		return nil, protoErr("field \"payload\" must be an object")
+		return nil, fieldErr("payload", "field \"payload\" must be an object")
 	default:
 		cmd.Payload = append(json.RawMessage(nil), raw...)
 	}
@@ -456,32 +477,34 @@ func DecodeReply(buf []byte) (*Reply, error) {
 	var st string
 	if raw := f["status"]; len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &st) != nil ||
 		(st != "ok" && st != "failed" && st != "retry") {
-		return nil, protoErr("field \"status\" must be \"ok\", \"failed\" or \"retry\"")
+		return nil, fieldErr("status", "field \"status\" must be \"ok\", \"failed\" or \"retry\"")
 	}
 	r.Status = Status(st)
 	if raw := f["output"]; !isNull(raw) {
 		if raw[0] != '{' {
-			return nil, protoErr("field \"output\" must be an object")
+			return nil, fieldErr("output", "field \"output\" must be an object")
 		}
 		r.Output = append(json.RawMessage(nil), raw...)
 	}
 	if raw := f["error"]; !isNull(raw) {
 		if raw[0] != '{' {
-			return nil, protoErr("field \"error\" must be an object")
+			return nil, fieldErr("error", "field \"error\" must be an object")
 		}
 		var ef fields
 		if err := json.Unmarshal(raw, &ef); err != nil {
-			return nil, protoErr("field \"error\" must be an object")
+			return nil, fieldErr("error", "field \"error\" must be an object")
 		}
 		code, err := ef.str("code", false, NameMax)
 		if err == nil {
 			var msg string
 			if msg, err = ef.str("message", false, 0); err == nil {
-				r.Error = &ReplyError{Code: code, Message: truncate(msg, ErrorMessageMax)}
+				r.Error = &ReplyError{Code: code, Message: truncate(msg, ErrorMessageMax),
+					noCode: isNull(ef["code"]), noMessage: isNull(ef["message"])}
 			}
 		}
 		if err != nil {
-			return nil, protoErr("in \"error\": %s", err.(*ProtocolError).Reason)
+			pe := err.(*ProtocolError)
+			return nil, fieldErr("error."+pe.Field, "in \"error\": %s", pe.Reason)
 		}
 	}
 	if r.RetryAfter, err = f.int("retry_after", 0, RetryAfterMax, false); err != nil {
