@@ -74,6 +74,11 @@ void saga_api_handle(void *arg, const saga_http_request *req, saga_http_response
                 saga__api_history(a, &who, req, id, res);
             else
                 not_allowed(res, p, m, "GET, HEAD", "a saga's history");
+        } else if (strcmp(what, "cancel") == 0) {
+            if (strcmp(m, "POST") == 0)
+                saga__api_cancel(a, &who, req, id, res);
+            else
+                not_allowed(res, p, m, "POST", "a cancel");
         } else if (strcmp(what, "retry") == 0 || strcmp(what, "compensate") == 0 ||
                    strcmp(what, "skip") == 0 || strcmp(what, "resolve") == 0) {
             if (strcmp(m, "POST") == 0)
@@ -83,7 +88,7 @@ void saga_api_handle(void *arg, const saga_http_request *req, saga_http_response
         } else {
             saga__api_problem(res, 404, "not_found", "Not Found", p, NULL, NULL,
                               "no resource %.200s (a saga has history, retry, "
-                              "compensate, skip, resolve)",
+                              "compensate, skip, resolve, cancel)",
                               p);
         }
     } else if (strcmp(p, "/v1/repairs") == 0) {

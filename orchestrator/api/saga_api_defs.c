@@ -154,7 +154,7 @@ void saga__api_deploy(saga_api *a, const saga__api_caller *who,
     }
     if (rc == SAGA_OK)
         rc = saga_read_definition(db, name, version, &json, &err);
-    if (rc == SAGA_OK && (out = json_loads(json, 0, NULL)) != NULL) {
+    if (rc == SAGA_OK && (out = saga__json_from_pg(json, 0, NULL)) != NULL) {
         json_object_set_new(out, "created", json_boolean(created));
         snprintf(res->location, sizeof res->location,
                  "/v1/definitions/%.200s/versions/%d", name, version);

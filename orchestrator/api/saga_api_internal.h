@@ -118,6 +118,10 @@ const char *saga__api_owner(const saga__api_caller *who);
 
 void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
                           const saga_http_request *req, saga_http_response *res);
+/* POST /v1/sagas/{id}/cancel: a saga not started yet (scheduled). */
+void saga__api_cancel(saga_api *a, const saga__api_caller *who,
+                      const saga_http_request *req, const char *id,
+                      saga_http_response *res);
 
 /* ---- saga_api_repair.c ---- */
 

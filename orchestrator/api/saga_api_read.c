@@ -58,9 +58,9 @@ static void read_saga(saga_api *a, const saga__api_caller *who,
  * or its start request refused. */
 static int stopped(const char *json)
 {
-    static const char *const ends[] = {"completed", "compensated", "failed",
-                                       "resolved",  "rejected",    NULL};
-    json_t *o = json_loads(json, 0, NULL);
+    static const char *const ends[] = {"completed", "compensated", "failed", "resolved",
+                                       "rejected",  "cancelled",   NULL};
+    json_t *o = saga__json_from_pg(json, 0, NULL);
     const char *st = json_string_value(json_object_get(o, "status"));
     int yes = 0;
     for (int i = 0; st != NULL && ends[i] != NULL; i++)

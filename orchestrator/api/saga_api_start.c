@@ -22,11 +22,61 @@
 
 /* ---- POST /v1/sagas ---- */
 
+/* "start_at" (an RFC 3339 time) or "start_in" (a duration from now) into
+ * at as a timestamp PostgreSQL reads ("" when neither); -1 with res
+ * answered when malformed or both are given. */
+static int start_time(const json_t *body, char *at, size_t size,
+                      const saga_http_request *req, saga_http_response *res)
+{
+    const json_t *a = json_object_get(body, "start_at"),
+                 *in = json_object_get(body, "start_in");
+    int64_t ms;
+    at[0] = '\0';
+    if (a != NULL && in != NULL) {
+        saga__api_problem(res, 422, "invalid_field", "Unprocessable Content", req->path,
+                          "/start_in", NULL, "\"start_at\" or \"start_in\", not both");
+        return -1;
+    }
+    if (in != NULL) {
+        if (!json_is_string(in) || saga_duration_parse(json_string_value(in), &ms) != 0 ||
+            ms < 0 || ms > (int64_t)366 * 24 * 3600 * 1000 * 10) {
+            saga__api_problem(res, 422, "invalid_field", "Unprocessable Content",
+                              req->path, "/start_in", NULL,
+                              "\"start_in\" must be a duration (\"90s\", \"2h\") up to "
+                              "ten years");
+            return -1;
+        }
+        {
+            int64_t when = saga__wall_ms() + ms;
+            time_t t = (time_t)(when / 1000);
+            struct tm tm;
+            gmtime_r(&t, &tm);
+            snprintf(at, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     (int)(when % 1000));
+        }
+    } else if (a != NULL) {
+        const char *v = json_string_value(a);
+        if (v == NULL || strchr(v, 'T') == NULL || (v[0] >= 'a' && v[0] <= 'z') ||
+            saga__api_time_arg(v, at, size) != 0) {
+            saga__api_problem(res, 422, "invalid_field", "Unprocessable Content",
+                              req->path, "/start_at", NULL,
+                              "\"start_at\" must be an RFC 3339 time "
+                              "(2026-12-24T08:00:00Z)");
+            at[0] = '\0';
+            return -1;
+        }
+    }
+    return 0;
+}
+
 void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
                           const saga_http_request *req, saga_http_response *res)
 {
-    static const char *const allowed[] = {"definition", "input", "business_key", NULL};
+    static const char *const allowed[] = {"definition", "input",    "business_key",
+                                          "start_at",   "start_in", NULL};
     json_t *body, *input;
+    char start_at[48] = "";
     const char *name, *bkey = NULL,
                       *key = saga_http_request_header(req, "Idempotency-Key"),
                       *tp = saga_http_request_header(req, "traceparent");
@@ -44,8 +94,9 @@ void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
     }
     if (saga__api_json_body(req, res, &body) != 0)
         return;
-    if (saga__api_known_fields(body, allowed, "definition, input and business_key", "",
-                               req, res) != 0) {
+    if (saga__api_known_fields(body, allowed,
+                               "definition, input, business_key, start_at and start_in",
+                               "", req, res) != 0) {
         json_decref(body);
         return;
     }
@@ -74,6 +125,10 @@ void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
             json_decref(body);
             return;
         }
+    }
+    if (start_time(body, start_at, sizeof start_at, req, res) != 0) {
+        json_decref(body);
+        return;
     }
     if (key != NULL && (*key == '\0' || strlen(key) > 255)) {
         saga__api_problem(res, 400, "invalid_header", "Bad Request", req->path, NULL,
@@ -109,13 +164,14 @@ void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
         /* The definition must exist now (a request for one that does not
          * would only be rejected later); then insert, or find the caller's
          * request with that key, and wake sagad, in one statement. */
-        const char *p[6] = {name, text, key, tp, who->name, bkey};
+        const char *p[7] = {
+            name, text, key, tp, who->name, bkey, start_at[0] ? start_at : NULL};
         r = PQexecParams(
             db,
             "WITH d AS (SELECT 1 FROM saga.saga_definition WHERE name = $1 LIMIT 1),"
             " ins AS (INSERT INTO saga.start_request (id, name, input, idempotency_key,"
-            "  traceparent, requested_by, business_key) SELECT gen_random_uuid(), $1,"
-            "  $2::jsonb, $3, $4, $5, $6"
+            "  traceparent, requested_by, business_key, start_at) SELECT"
+            "  gen_random_uuid(), $1, $2::jsonb, $3, $4, $5, $6, $7::timestamptz"
             "  FROM d ON CONFLICT (requested_by, idempotency_key) DO NOTHING RETURNING "
             "id)"
             " SELECT id, false, pg_notify('saga_outbox', 'start') FROM ins"
@@ -124,7 +180,7 @@ void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
             "ins)"
             "  AND EXISTS (SELECT 1 FROM d)"
             " UNION ALL SELECT NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM d)",
-            6, NULL, p, NULL, NULL, 0);
+            7, NULL, p, NULL, NULL, 0);
     }
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
@@ -169,5 +225,94 @@ void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
     PQclear(r);
     saga__api_give_back(a, db);
     free(text);
+    json_decref(body);
+}
+
+/* ---- POST /v1/sagas/{id}/cancel ---- */
+
+void saga__api_cancel(saga_api *a, const saga__api_caller *who,
+                      const saga_http_request *req, const char *id,
+                      saga_http_response *res)
+{
+    static const char *const allowed[] = {"reason", NULL};
+    const char *reason;
+    json_t *body = NULL;
+    PGconn *db;
+    PGresult *r;
+    if (!saga__api_is_uuid(id)) {
+        saga__api_problem(res, 404, "not_found", "Not Found", req->path, NULL, NULL,
+                          "no saga \"%.60s\": a saga id is a UUID", id);
+        return;
+    }
+    if (!saga__api_may_start(who)) {
+        saga__api_problem(res, 403, "forbidden", "Forbidden", req->path, NULL, NULL,
+                          "caller %s has role %s, which may not cancel sagas (starter, "
+                          "for its own, or operator may)",
+                          who->name, who->role);
+        return;
+    }
+    if (saga__api_json_body(req, res, &body) != 0)
+        return;
+    if (saga__api_known_fields(body, allowed, "reason", "", req, res) != 0) {
+        json_decref(body);
+        return;
+    }
+    reason = json_string_value(json_object_get(body, "reason"));
+    if (reason == NULL || *reason == '\0' || strlen(reason) > 1000) {
+        saga__api_problem(
+            res, 422, json_object_get(body, "reason") ? "invalid_field" : "missing_field",
+            "Unprocessable Content", req->path, "/reason", NULL,
+            "\"reason\" is required: a string of 1 to 1000 bytes (why, "
+            "for the record)");
+        json_decref(body);
+        return;
+    }
+    if ((db = saga__api_take(a)) == NULL) {
+        saga__api_unavailable(res, req->path);
+        json_decref(body);
+        return;
+    }
+    {
+        /* Closed only while sagad has not taken it (it holds the row while
+         * it starts the saga; this UPDATE then finds it processed). A
+         * starter cancels only what it asked for. */
+        const char *p[4] = {id, reason, who->name, saga__api_owner(who)};
+        r = PQexecParams(db,
+                         "WITH c AS (UPDATE saga.start_request SET processed_at = now(),"
+                         " cancelled_at = now(), cancelled_by = $3,"
+                         " error = 'cancelled by ' || $3 || ': ' || $2"
+                         " WHERE id = $1::uuid AND processed_at IS NULL"
+                         " AND ($4::name IS NULL OR requested_by = $4) RETURNING id)"
+                         " SELECT (SELECT count(*) FROM c),"
+                         " (SELECT CASE WHEN cancelled_at IS NOT NULL THEN 'cancelled'"
+                         "  WHEN error IS NOT NULL THEN 'rejected' ELSE 'started' END"
+                         "  FROM saga.start_request WHERE id = $1::uuid"
+                         "  AND ($4::name IS NULL OR requested_by = $4))",
+                         4, NULL, p, NULL, NULL, 0);
+    }
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        saga_error err = {0};
+        saga__error_set(&err, SAGA_EDB, "cancelling saga %s: %s", id, PQerrorMessage(db));
+        saga__api_db_failed(res, req->path, db, &err);
+    } else if (strcmp(PQgetvalue(r, 0, 0), "1") == 0) {
+        char *json = NULL;
+        if (saga_read_saga(db, id, NULL, &json, NULL) != SAGA_OK)
+            json = NULL;
+        saga__api_answer(res, 200, JSON_TYPE, json);
+    } else if (PQgetisnull(r, 0, 1)) {
+        saga__api_problem(res, 404, "not_found", "Not Found", req->path, NULL, NULL,
+                          "no saga %s", id);
+    } else if (strcmp(PQgetvalue(r, 0, 1), "started") == 0) {
+        saga__api_problem(res, 409, "refused", "Conflict", req->path, NULL, NULL,
+                          "cancel refused: saga %s has started; only a saga that has not "
+                          "started can be cancelled (compensate it instead)",
+                          id);
+    } else {
+        saga__api_problem(res, 409, "refused", "Conflict", req->path, NULL, NULL,
+                          "cancel refused: saga %s was %s already", id,
+                          PQgetvalue(r, 0, 1));
+    }
+    PQclear(r);
+    saga__api_give_back(a, db);
     json_decref(body);
 }

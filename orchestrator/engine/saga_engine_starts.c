@@ -109,7 +109,7 @@ static int start_tx(saga_engine *e, start_work *w, const char *only_id, int *n,
         }
         w->latest[i] = def;
         if (def != NULL) {
-            json_t *input = json_loads(PQgetvalue(r, i, SAGA_SR_INPUT), 0, NULL);
+            json_t *input = saga__json_from_pg(PQgetvalue(r, i, SAGA_SR_INPUT), 0, NULL);
             saga_state *s = saga_state_new(def, id, input);
             saga_actions acts = {0};
             saga_event ev = {

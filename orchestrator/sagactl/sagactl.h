@@ -98,6 +98,7 @@ int64_t limit_bytes(PGconn *db, const char *name);
 /* The commands, one file each or a few per file. */
 int cmd_migrate(int argc, char **argv);
 int cmd_start(int argc, char **argv);
+int cmd_cancel(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_show(int argc, char **argv);
 int cmd_history(int argc, char **argv);

@@ -144,7 +144,7 @@ json_t *query_json(PGconn *db, const char *sql, int n, const char *const *params
         exit(EXIT_DB);
     }
     if (PQntuples(r) > 0 && !PQgetisnull(r, 0, 0))
-        j = json_loads(PQgetvalue(r, 0, 0), JSON_DECODE_ANY, NULL);
+        j = saga__json_from_pg(PQgetvalue(r, 0, 0), JSON_DECODE_ANY, NULL);
     PQclear(r);
     return j;
 }

@@ -326,6 +326,18 @@ static const char list_sql[] = LIST_ROW
     " LEFT JOIN saga.saga_step st ON st.saga_id = s.id AND st.idx = s.cursor_step"
     " ORDER BY s.created_at DESC LIMIT $3::int) x";
 
+/* Sagas scheduled to start later (start requests not yet due), soonest
+ * first; $1 name, $2 limit, $3 business key. */
+static const char scheduled_sql[] =
+    "SELECT coalesce(json_agg(json_build_object('id', r.id, 'name', r.name,"
+    " 'status', 'scheduled', 'start_at', saga.iso(r.start_at),"
+    " 'business_key', r.business_key, 'requested_at', saga.iso(r.requested_at))"
+    " ORDER BY r.start_at), '[]') FROM (SELECT * FROM saga.start_request"
+    " WHERE processed_at IS NULL AND start_at > now()"
+    " AND ($3::text IS NULL OR business_key = $3)"
+    " AND ($1::text IS NULL OR name = $1)"
+    " ORDER BY coalesce(start_at, requested_at) LIMIT $2::int) r";
+
 /* With a business key: that key's index range, newest first. */
 static const char key_sql[] = LIST_ROW
     " FROM saga.saga s LEFT JOIN saga.saga_step st ON st.saga_id = s.id"
@@ -335,6 +347,28 @@ static const char key_sql[] = LIST_ROW
     "  AND ($4::bigint IS NULL OR s.created_at >= now() - $4::bigint * interval '1 ms')"
     "  AND ($5::bigint IS NULL OR s.created_at < now() - $5::bigint * interval '1 ms')"
     " ORDER BY s.created_at DESC, s.id DESC LIMIT $3::int) x";
+
+/* `list --status scheduled`: when each starts. */
+static int print_scheduled(json_t *rows, double now)
+{
+    size_t i;
+    json_t *row;
+    if (want_json) {
+        print_json(rows);
+    } else if (json_array_size(rows) == 0) {
+        printf("(no sagas scheduled)\n");
+    } else {
+        printf("%-36s  %-20s  %s\n", "ID", "SAGA", "STARTS");
+        json_array_foreach(rows, i, row)
+        {
+            char when[96];
+            format_when(str(row, "start_at"), now, 0, when, sizeof when);
+            printf("%-36s  %-20s  %s\n", str(row, "id"), str(row, "name"), when);
+        }
+    }
+    json_decref(rows);
+    return EXIT_OK;
+}
 
 int cmd_list(int argc, char **argv)
 {
@@ -360,10 +394,11 @@ int cmd_list(int argc, char **argv)
         if (c == 's') {
             saga_status st;
             status = optarg;
-            if (saga_status_parse(status, &st) != 0 || st == SAGA_ST_NEW)
+            if (strcmp(status, "scheduled") != 0 &&
+                (saga_status_parse(status, &st) != 0 || st == SAGA_ST_NEW))
                 die_usage(
                     "list: unknown status \"%s\" (running, compensating, completed, "
-                    "compensated, failed, resolved)",
+                    "compensated, failed, resolved; scheduled: not started yet)",
                     status);
         } else if (c == 'n') {
             name = optarg;
@@ -389,7 +424,8 @@ int cmd_list(int argc, char **argv)
                    "DUR] [--older-than DUR] [--limit N] [--json]\n"
                    "Lists sagas, newest first: --since 1h started in the last hour,\n"
                    "--older-than 10m started more than ten minutes ago, --key those\n"
-                   "started with that business key.\n");
+                   "started with that business key; --status scheduled: those to start "
+                   "later.\n");
             return EXIT_OK;
         }
     }
@@ -402,6 +438,13 @@ int cmd_list(int argc, char **argv)
     p[4] = older;
     p[5] = key;
     db = connect_db(1);
+    if (status != NULL && strcmp(status, "scheduled") == 0) {
+        const char *q[3] = {name, limit, key};
+        rows = query_json(db, scheduled_sql, 3, q);
+        now = db_now(db);
+        PQfinish(db);
+        return print_scheduled(rows, now);
+    }
     rows = key != NULL ? query_json(db, key_sql, 6, p) : query_json(db, list_sql, 5, p);
     now = db_now(db);
     PQfinish(db);

@@ -44,8 +44,11 @@ static const command commands[] = {
      "retry|compensate|resolve --all [--definition NAME] [--status S] [--at-step STEP]\n"
      "       [--key KEY] [--since DUR] [--older-than DUR] [--limit N] [--dry-run]",
      NULL},
-    {"start", cmd_start, "Running:", "NAME [--input JSON|@FILE|-] [--key K]",
-     "start a saga, print its id"},
+    {"start", cmd_start, "Running:",
+     "NAME [--input JSON|@FILE|-] [--key K] [--business-key B]\n"
+     "       [--at TIME | --in DUR]",
+     "start a saga (now or later), print its id"},
+    {"cancel", cmd_cancel, NULL, "ID --reason TEXT", "cancel a saga not started yet"},
     {"migrate", cmd_migrate, NULL, "[--dir DIR]", "apply pending schema migrations"},
     {"validate", cmd_validate, NULL, "FILE... [--json]", "check definition files"},
     {"defs", cmd_defs, NULL, "deploy FILE... | list | show NAME [--version N]",

@@ -49,8 +49,12 @@ static const char show_sql[] =
  * processed (it became a saga). */
 static const char request_sql[] =
     "SELECT json_build_object('id', id, 'name', name,"
-    " 'status', CASE WHEN error IS NOT NULL THEN 'rejected'"
+    " 'status', CASE WHEN cancelled_at IS NOT NULL THEN 'cancelled'"
+    "  WHEN error IS NOT NULL THEN 'rejected'"
+    "  WHEN processed_at IS NULL AND start_at > now() THEN 'scheduled'"
     "  WHEN processed_at IS NULL THEN 'pending' ELSE 'processed' END,"
+    " 'start_at', saga.iso(start_at), 'cancelled_at', saga.iso(cancelled_at),"
+    " 'cancelled_by', cancelled_by,"
     " 'input', input, 'idempotency_key', idempotency_key, 'business_key', business_key,"
     " 'requested_at', saga.iso(requested_at), 'processed_at', saga.iso(processed_at),"
     " 'error', error) FROM saga.start_request WHERE id = $1";
@@ -79,6 +83,14 @@ static void say_no_saga(const char *cmd, const char *id, const json_t *req, doub
                 "sagactl %s: saga %s is requested but not started yet (start request for "
                 "%s from %s, waiting for sagad)\n",
                 cmd, id, str(req, "name"), when);
+    else if (strcmp(status, "scheduled") == 0)
+        fprintf(stderr,
+                "sagactl %s: saga %s is scheduled, not started yet (%s, from %s; "
+                "`sagactl show %s` says when)\n",
+                cmd, id, str(req, "name"), when, id);
+    else if (strcmp(status, "cancelled") == 0)
+        fprintf(stderr, "sagactl %s: saga %s was cancelled before it started: %s\n", cmd,
+                id, str(req, "error"));
     else if (strcmp(status, "rejected") == 0)
         fprintf(stderr,
                 "sagactl %s: saga %s was never started: its start request for %s from %s "
@@ -103,10 +115,18 @@ static int show_request(json_t *req, double now)
     } else {
         printf("saga      %s\n", str(req, "id"));
         printf("name      %s\n", str(req, "name"));
-        if (strcmp(status, "pending") == 0)
+        if (strcmp(status, "pending") == 0) {
             printf("status    pending: requested but not started yet (waiting for "
                    "sagad)\n");
-        else
+        } else if (strcmp(status, "scheduled") == 0) {
+            format_when(str(req, "start_at"), now, 0, when, sizeof when);
+            printf("status    scheduled: starts %s (sagactl cancel ID --reason T "
+                   "cancels it)\n",
+                   when);
+        } else if (strcmp(status, "cancelled") == 0) {
+            format_when(str(req, "cancelled_at"), now, 0, when, sizeof when);
+            printf("status    cancelled %s: %s\n", when, str(req, "error"));
+        } else
             printf("status    rejected: its start request was refused: %s\n",
                    str(req, "error"));
         format_when(str(req, "requested_at"), now, 0, when, sizeof when);
@@ -121,7 +141,9 @@ static int show_request(json_t *req, double now)
             free(in);
         }
     }
-    return strcmp(status, "pending") == 0 ? EXIT_OK : EXIT_REFUSED;
+    return strcmp(status, "pending") == 0 || strcmp(status, "scheduled") == 0
+               ? EXIT_OK
+               : EXIT_REFUSED;
 }
 
 /* A step's error is shown where it explains the step's status: the
@@ -178,7 +200,8 @@ int cmd_show(int argc, char **argv)
     if (saga == NULL) {
         const char *rs = str(req, "status");
         int rc = EXIT_REFUSED;
-        if (strcmp(rs, "pending") == 0 || strcmp(rs, "rejected") == 0)
+        if (strcmp(rs, "pending") == 0 || strcmp(rs, "rejected") == 0 ||
+            strcmp(rs, "scheduled") == 0 || strcmp(rs, "cancelled") == 0)
             rc = show_request(req, now);
         else
             say_no_saga("show", id, req, now);

@@ -61,6 +61,9 @@ static json_t *load_input(const char *arg)
 int cmd_start(int argc, char **argv)
 {
     const char *name = NULL, *input_arg = NULL, *key = NULL, *traceparent = NULL;
+    const char *business_key = NULL, *at = NULL;
+    saga_start_options so = SAGA_START_OPTIONS_INIT;
+    int64_t in_ms = -1;
     saga_client *client = NULL;
     saga_error err = {0};
     saga_trace_context tc;
@@ -71,6 +74,9 @@ int cmd_start(int argc, char **argv)
     static const struct option opts[] = {{"input", required_argument, NULL, 'i'},
                                          {"key", required_argument, NULL, 'k'},
                                          {"traceparent", required_argument, NULL, 't'},
+                                         {"business-key", required_argument, NULL, 'b'},
+                                         {"at", required_argument, NULL, 'A'},
+                                         {"in", required_argument, NULL, 'I'},
                                          {"no-wait", no_argument, NULL, 'n'},
                                          {"json", no_argument, NULL, 'j'},
                                          {"help", no_argument, NULL, 'h'},
@@ -82,6 +88,12 @@ int cmd_start(int argc, char **argv)
             key = optarg;
         else if (c == 't')
             traceparent = optarg;
+        else if (c == 'b')
+            business_key = optarg;
+        else if (c == 'A')
+            at = optarg;
+        else if (c == 'I')
+            in_ms = parse_duration_opt("start", "--in", optarg, "30m or 2h");
         else if (c == 'n')
             wait_ms = 0;
         else if (c == 'j')
@@ -99,7 +111,12 @@ int cmd_start(int argc, char **argv)
                    "limit.\n"
                    "With --key, starting twice with the same key gives the same saga "
                    "(an empty\nkey is refused: leave --key out for none).\n"
-                   "With --traceparent (W3C), the saga continues that trace.\n");
+                   "With --traceparent (W3C), the saga continues that trace.\n"
+                   "--business-key KEY: your name for it (1 to 200 bytes), for `list "
+                   "--key`.\n"
+                   "--in 30m / --at 2026-12-24T08:00:00Z: start it later; until then "
+                   "it is\nscheduled (`show`) and `sagactl cancel ID --reason T` "
+                   "cancels it.\n");
             return EXIT_OK;
         }
     }
@@ -115,6 +132,32 @@ int cmd_start(int argc, char **argv)
         die_usage("start: --traceparent \"%.80s\" is not a W3C traceparent "
                   "(00-<32 hex digits>-<16 hex digits>-<2 hex digits>)",
                   traceparent);
+    if (business_key != NULL && (*business_key == '\0' || strlen(business_key) > 200))
+        die_usage("start: --business-key is 1 to 200 bytes");
+    if (at != NULL && in_ms >= 0)
+        die_usage("start: --at or --in, not both");
+    if (at != NULL) {
+        struct tm tm = {0};
+        char z[2] = "";
+        int n = sscanf(at, "%4d-%2d-%2dT%2d:%2d:%2d%1[Z]", &tm.tm_year, &tm.tm_mon,
+                       &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, z);
+        if ((n != 6 && n != 7) || strlen(at) != (size_t)(n == 7 ? 20 : 19) ||
+            tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 || tm.tm_mday > 31 ||
+            tm.tm_hour > 23 || tm.tm_min > 59 || tm.tm_sec > 60 || tm.tm_year < 1970)
+            die_usage("start: --at \"%s\": expected a UTC time like "
+                      "2026-12-24T08:00:00Z",
+                      at);
+        tm.tm_year -= 1900;
+        tm.tm_mon -= 1;
+        so.start_at_ms = (int64_t)timegm(&tm) * 1000;
+    } else if (in_ms >= 0) {
+        so.start_at_ms = saga__wall_ms() + in_ms;
+    }
+    if (so.start_at_ms > 0)
+        wait_ms = 0; /* it starts later: nothing to wait for now */
+    so.idempotency_key = key;
+    so.traceparent = traceparent;
+    so.business_key = business_key;
     input = input_arg != NULL ? load_input(input_arg) : json_object();
     if (db_url == NULL) {
         json_decref(input);
@@ -123,8 +166,7 @@ int cmd_start(int argc, char **argv)
     /* Through a start request, as libsaga's client does: sagad creates the
      * saga and sends its first command through its circuit breakers. */
     if ((rc = saga_client_new(db_url, &client, &err)) == SAGA_OK)
-        rc = saga_client_start_traced(client, name, input, key, traceparent, id, &existed,
-                                      &err);
+        rc = saga_client_start_with(client, name, input, &so, id, &existed, &err);
     json_decref(input);
     if (rc == SAGA_OK && wait_ms > 0) {
         for (int waited = 0; waited < wait_ms; waited += 20) {
@@ -160,5 +202,51 @@ int cmd_start(int argc, char **argv)
         printf("{\"id\": \"%s\", \"existed\": %s}\n", id, existed ? "true" : "false");
     else
         printf("%s\n", id);
+    return EXIT_OK;
+}
+
+/* ---- cancel ---- */
+
+int cmd_cancel(int argc, char **argv)
+{
+    const char *id, *reason = NULL;
+    saga_client *client = NULL;
+    saga_error err = {0};
+    int rc;
+    static const struct option opts[] = {{"reason", required_argument, NULL, 'r'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    for (int c; (c = sagactl_getopt("cancel", argc, argv, opts)) != -1;) {
+        if (c == 'r') {
+            reason = optarg;
+        } else {
+            printf("usage: sagactl cancel ID --reason TEXT\n"
+                   "Cancels a saga that has not started yet (scheduled with start --at/"
+                   "--in,\nor pending): sagad will not start it; the role and the "
+                   "reason are recorded.\nA saga that has started is compensated "
+                   "instead (sagactl compensate).\n");
+            return EXIT_OK;
+        }
+    }
+    id = sagactl_operand("cancel", argc, argv);
+    if (id == NULL)
+        die_usage("cancel: missing the saga %s", "ID");
+    check_uuid("cancel", id);
+    if (reason == NULL || *reason == '\0')
+        die_usage("cancel: --reason is required: say why, it is recorded");
+    if (db_url == NULL)
+        connect_db(0); /* says what is missing and exits */
+    if ((rc = saga_client_new(db_url, &client, &err)) == SAGA_OK)
+        rc = saga_client_cancel(client, id, reason, &err);
+    saga_client_free(client);
+    if (rc == SAGA_ESTATE || rc == SAGA_ENOTFOUND) {
+        fprintf(stderr, "sagactl cancel: refused: %s\n", err.message);
+        return EXIT_REFUSED;
+    }
+    if (rc != SAGA_OK) {
+        fprintf(stderr, "sagactl cancel: %s\n", err.message);
+        return rc == SAGA_EINVAL ? EXIT_USAGE : EXIT_DB;
+    }
+    printf("cancel: saga %s is cancelled: it will not start\n", id);
     return EXIT_OK;
 }

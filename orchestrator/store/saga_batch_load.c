@@ -9,7 +9,7 @@ static json_t *get_json(PGresult *r, int row, int col)
 {
     return PQgetisnull(r, row, col)
                ? NULL
-               : json_loads(PQgetvalue(r, row, col), JSON_DECODE_ANY, NULL);
+               : saga__json_from_pg(PQgetvalue(r, row, col), JSON_DECODE_ANY, NULL);
 }
 
 /* "{id,id,...}": ids are validated UUIDs, so no quoting is needed. */

@@ -27,7 +27,10 @@ static const char saga_sql[] =
     " FROM saga.saga s WHERE s.id = $1::uuid AND ($2::name IS NULL OR s.started_by = "
     "$2)),"
     " (SELECT json_build_object('id', r.id, 'name', r.name,"
-    "  'status', CASE WHEN r.error IS NOT NULL THEN 'rejected' ELSE 'pending' END,"
+    "  'status', CASE WHEN r.cancelled_at IS NOT NULL THEN 'cancelled'"
+    "   WHEN r.error IS NOT NULL THEN 'rejected'"
+    "   WHEN r.start_at > now() THEN 'scheduled' ELSE 'pending' END,"
+    "  'start_at', saga.iso(r.start_at),"
     "  'input', r.input, 'idempotency_key', r.idempotency_key,"
     "  'business_key', r.business_key,"
     "  'created_at', saga.iso(r.requested_at), 'error', r.error, 'steps', '[]'::json)"
@@ -197,7 +200,7 @@ int saga_read_history(PGconn *db, const char *id, const char *owner, json_t **ev
         !PQgetisnull(r, 0, 0))
         snprintf(tp, sizeof tp, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
-    *events = json_loads(text, 0, NULL);
+    *events = saga__json_from_pg(text, 0, NULL);
     free(text);
     if (*events == NULL)
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");

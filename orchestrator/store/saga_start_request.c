@@ -29,11 +29,12 @@ static int query(PGconn *db, const char *sql, const char *param, const char *wha
 int saga_store_claim_start_requests(PGconn *db, const char *only_id, int limit,
                                     PGresult **out, saga_error *err)
 {
-    char sql[320];
+    char sql[400];
     snprintf(sql, sizeof sql,
              "SELECT " COLUMNS " FROM saga.start_request"
-             " WHERE processed_at IS NULL AND ($1::uuid IS NULL OR id = $1::uuid)"
-             " ORDER BY requested_at LIMIT %d FOR UPDATE SKIP LOCKED",
+             " WHERE processed_at IS NULL AND coalesce(start_at, requested_at) <= now()"
+             " AND ($1::uuid IS NULL OR id = $1::uuid)"
+             " ORDER BY coalesce(start_at, requested_at) LIMIT %d FOR UPDATE SKIP LOCKED",
              limit > 0 ? limit : 1);
     return query(db, sql, only_id, "reading start requests", out, err);
 }
@@ -45,6 +46,7 @@ int saga_store_lock_start_request(PGconn *db, const char *id, PGresult **out,
     snprintf(what, sizeof what, "reading start request %s", id);
     return query(db,
                  "SELECT " COLUMNS " FROM saga.start_request"
-                 " WHERE id = $1 AND processed_at IS NULL FOR UPDATE",
+                 " WHERE id = $1 AND processed_at IS NULL"
+                 " AND coalesce(start_at, requested_at) <= now() FOR UPDATE",
                  id, what, out, err);
 }

@@ -20,14 +20,15 @@ enum {
 };
 
 /* Inside an open transaction: lock and return up to limit pending requests
- * (only only_id when not NULL), oldest first, skipping those another
+ * that are due (a scheduled one once its start_at has come; only only_id
+ * when not NULL), the longest due first, skipping those another
  * sagad holds (FOR UPDATE SKIP LOCKED). *out is the caller's (PQclear);
  * SAGA_EDB with err, and the SQLSTATE noted for saga_pgerr, on failure. */
 int saga_store_claim_start_requests(PGconn *db, const char *only_id, int limit,
                                     PGresult **out, saga_error *err);
 
 /* Inside an open transaction: lock and return request id if it is still
- * pending (no row when it is not), with the same columns. */
+ * pending and due (no row when it is not), with the same columns. */
 int saga_store_lock_start_request(PGconn *db, const char *id, PGresult **out,
                                   saga_error *err);
 

@@ -148,8 +148,19 @@ int saga_store_get_definition(PGconn *db, saga_defs *defs, const char *name, int
     /* It was valid when deployed; a later release's stricter rules must not
      * strand the sagas that run on it. */
     probs.stored = 1;
-    rc = saga_definition_parse(PQgetvalue(r, 0, 1), strlen(PQgetvalue(r, 0, 1)), &def,
-                               &probs);
+    {
+        /* As PostgreSQL prints it: numbers too long for jansson read as reals. */
+        json_error_t jerr;
+        json_t *body =
+            saga__json_from_pg(PQgetvalue(r, 0, 1), JSON_REJECT_DUPLICATES, &jerr);
+        if (body != NULL) {
+            rc = saga_definition_from_json(body, &def, &probs);
+            json_decref(body);
+        } else {
+            rc = saga_definition_parse(PQgetvalue(r, 0, 1), strlen(PQgetvalue(r, 0, 1)),
+                                       &def, &probs);
+        }
+    }
     PQclear(r);
     if (rc == SAGA_ENOMEM) /* passing, not the definition's fault */
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");

@@ -21,6 +21,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "saga/error.h"
 
 /* ---- errors ---- */
@@ -197,5 +199,12 @@ typedef struct pg_conn PGconn;
  * code nor a tool's output should carry them. Errors still come back
  * through results. */
 void saga__pq_quiet(PGconn *db);
+
+/* JSON text PostgreSQL printed (a jsonb or json value) as a jansson value
+ * (new reference; NULL with err when it is not JSON). PostgreSQL prints a
+ * number such as 1e300 with all its digits, an integer literal too big
+ * for jansson, which refuses the whole text: such a literal is read as
+ * the real number it is, so that a value that went in comes out. */
+json_t *saga__json_from_pg(const char *text, size_t flags, json_error_t *err);
 
 #endif

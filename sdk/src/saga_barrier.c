@@ -118,7 +118,7 @@ static int lookup(PGconn *db, const char *saga_id, int step, const char *phase,
     } else if (PQntuples(res) == 1) {
         *outcome = strdup(PQgetvalue(res, 0, 0));
         if (!PQgetisnull(res, 0, 1))
-            *reply = json_loads(PQgetvalue(res, 0, 1), 0, NULL);
+            *reply = saga__json_from_pg(PQgetvalue(res, 0, 1), 0, NULL);
     }
     PQclear(res);
     return rc;

@@ -1,6 +1,7 @@
 /* The client API: start requests in the orchestrator's database. */
 #include <ctype.h>
 #include <stdint.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,10 +106,36 @@ int saga_client_start_traced(saga_client *c, const char *name, json_t *input,
                              const char *idempotency_key, const char *traceparent,
                              char id[SAGA_ID_LEN + 1], int *existed, saga_error *err)
 {
-    char *text;
+    saga_start_options o = SAGA_START_OPTIONS_INIT;
+    o.idempotency_key = idempotency_key;
+    o.traceparent = traceparent;
+    return saga_client_start_with(c, name, input, &o, id, existed, err);
+}
+
+int saga_client_start_with(saga_client *c, const char *name, json_t *input,
+                           const saga_start_options *opts, char id[SAGA_ID_LEN + 1],
+                           int *existed, saga_error *err)
+{
+    char *text, at[32] = "";
     PGresult *r;
     int rc = SAGA_OK;
     saga_trace_context ctx;
+    saga_start_options o = SAGA_START_OPTIONS_INIT;
+    const char *idempotency_key, *traceparent, *business_key;
+
+    /* Only the fields the caller's struct has (it may be an older one). */
+    if (opts != NULL) {
+        if (opts->size < offsetof(saga_start_options, business_key))
+            return saga__error_set(err, SAGA_EINVAL,
+                                   "start options: size %zu is not a saga_start_options "
+                                   "(use SAGA_START_OPTIONS_INIT)",
+                                   opts->size);
+        memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
+        o.size = sizeof o;
+    }
+    idempotency_key = o.idempotency_key;
+    traceparent = o.traceparent;
+    business_key = o.business_key;
 
     if (existed != NULL)
         *existed = 0;
@@ -128,6 +155,16 @@ int saga_client_start_traced(saga_client *c, const char *name, json_t *input,
                                "traceparent \"%.80s\" is not a W3C traceparent "
                                "(00-<32 hex digits>-<16 hex digits>-<2 hex digits>)",
                                traceparent);
+    if (business_key != NULL && (*business_key == '\0' || strlen(business_key) > 200))
+        return saga__error_set(err, SAGA_EINVAL,
+                               "business key: 1 to 200 bytes (NULL for none), not %zu",
+                               strlen(business_key));
+    if (o.start_at_ms < 0)
+        return saga__error_set(err, SAGA_EINVAL,
+                               "start_at_ms %lld: milliseconds since 1970 (0: now)",
+                               (long long)o.start_at_ms);
+    if (o.start_at_ms > 0)
+        snprintf(at, sizeof at, "%lld", (long long)o.start_at_ms);
     if ((rc = input_fits(c, name, input, err)) != SAGA_OK)
         return rc;
     text = input != NULL ? json_dumps(input, JSON_COMPACT) : strdup("{}");
@@ -135,19 +172,21 @@ int saga_client_start_traced(saga_client *c, const char *name, json_t *input,
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     {
         /* One round trip: insert (or find) the request and wake sagad. */
-        const char *p[4] = {name, text, idempotency_key, traceparent};
+        const char *p[6] = {name,        text,         idempotency_key,
+                            traceparent, business_key, at[0] ? at : NULL};
         /* Not re-run after a lost connection: it may have committed. Retry
          * with the same idempotency key instead. */
         r = query(c, 0,
                   "WITH ins AS (INSERT INTO saga.start_request (id, name, input, "
-                  "idempotency_key, traceparent)"
-                  " VALUES (gen_random_uuid(), $1, $2::jsonb, $3, $4)"
+                  "idempotency_key, traceparent, business_key, start_at)"
+                  " VALUES (gen_random_uuid(), $1, $2::jsonb, $3, $4, $5,"
+                  "  to_timestamp($6::bigint / 1000.0))"
                   " ON CONFLICT (requested_by, idempotency_key) DO NOTHING RETURNING id)"
                   " SELECT id, false, pg_notify('saga_outbox', 'start') FROM ins"
                   " UNION ALL SELECT id, true, NULL FROM saga.start_request"
                   " WHERE idempotency_key = $3 AND requested_by = current_user"
                   " AND NOT EXISTS (SELECT 1 FROM ins)",
-                  4, p);
+                  6, p);
     }
     free(text);
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 0 &&
@@ -209,7 +248,9 @@ int saga_client_status(saga_client *c, const char *id, char status[32], saga_err
         return saga__error_set(err, SAGA_EINVAL, "\"%.40s\" is not a saga id (a UUID)",
                                id ? id : "(null)");
     r = query(c, 1,
-              "SELECT coalesce(s.status, CASE WHEN r.error IS NOT NULL THEN 'rejected'"
+              "SELECT coalesce(s.status, CASE WHEN r.cancelled_at IS NOT NULL THEN"
+              " 'cancelled' WHEN r.error IS NOT NULL THEN 'rejected'"
+              " WHEN r.start_at > now() THEN 'scheduled'"
               " WHEN r.id IS NOT NULL THEN 'pending' END), r.error"
               " FROM (SELECT $1::uuid AS id) q"
               " LEFT JOIN saga.saga s ON s.id = q.id"
@@ -231,8 +272,8 @@ int saga_client_status(saga_client *c, const char *id, char status[32], saga_err
 
 static int ended(const char *status)
 {
-    static const char *const names[] = {"completed", "compensated", "failed", "resolved",
-                                        "rejected"};
+    static const char *const names[] = {"completed", "compensated", "failed",
+                                        "resolved",  "rejected",    "cancelled"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strcmp(status, names[i]) == 0)
             return 1;
@@ -263,6 +304,53 @@ int saga_client_wait(saga_client *c, const char *id, int timeout_ms, char status
         ts.tv_nsec = (long)left * 1000L;
         nanosleep(&ts, NULL);
     }
+}
+
+int saga_client_cancel(saga_client *c, const char *id, const char *reason,
+                       saga_error *err)
+{
+    const char *p[2] = {id, reason};
+    PGresult *r;
+    int rc = SAGA_OK;
+    if (c == NULL)
+        return saga__error_set(err, SAGA_EINVAL, "client must be given");
+    if (!is_uuid(id))
+        return saga__error_set(err, SAGA_EINVAL, "\"%.40s\" is not a saga id (a UUID)",
+                               id ? id : "(null)");
+    if (reason == NULL || *reason == '\0' || strlen(reason) > 1000)
+        return saga__error_set(err, SAGA_EINVAL,
+                               "a reason is needed (1 to 1000 bytes): it is recorded");
+    /* Closed only while not taken: sagad holds the row while it starts the
+     * saga, and this UPDATE then finds it processed. */
+    r = query(c, 0,
+              "WITH c AS (UPDATE saga.start_request SET processed_at = now(),"
+              " cancelled_at = now(), cancelled_by = current_user,"
+              " error = 'cancelled by ' || current_user || ': ' || $2"
+              " WHERE id = $1::uuid AND processed_at IS NULL RETURNING id)"
+              " SELECT (SELECT count(*) FROM c),"
+              " (SELECT CASE WHEN cancelled_at IS NOT NULL THEN 'cancelled'"
+              "  WHEN error IS NOT NULL THEN 'rejected' ELSE 'started' END"
+              "  FROM saga.start_request WHERE id = $1::uuid)",
+              2, p);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        rc = saga__error_set(err, SAGA_EDB, "cancelling saga %s: %s", id,
+                             PQerrorMessage(c->db));
+    else if (strcmp(PQgetvalue(r, 0, 0), "1") == 0)
+        rc = SAGA_OK;
+    else if (PQgetisnull(r, 0, 1))
+        rc = saga__error_set(err, SAGA_ENOTFOUND,
+                             "no saga %s (or it was not started with a start request)",
+                             id);
+    else if (strcmp(PQgetvalue(r, 0, 1), "started") == 0)
+        rc = saga__error_set(err, SAGA_ESTATE,
+                             "saga %s has started: only a saga that has not started can "
+                             "be cancelled (compensate it instead)",
+                             id);
+    else
+        rc = saga__error_set(err, SAGA_ESTATE, "saga %s was %s already", id,
+                             PQgetvalue(r, 0, 1));
+    PQclear(r);
+    return rc;
 }
 
 void saga_client_free(saga_client *c)

@@ -148,7 +148,14 @@ req POST /v1/definitions "$good" "$json"
 req POST /v1/definitions "${good/refund_payment/refund_card}" "$json"
 [[ $status == 201 && $(field "['version']") == 2 && $(field "['versions']") == "[1, 2]" ]] || fail "deploy changed: $status $(cat "$work/b")"
 "$bin/sagactl" defs list | grep -q "^refund .*2" || fail "sagactl defs list does not show refund version 2: $("$bin/sagactl" defs list)"
-ok "POST /v1/definitions: an invalid one 422 with every problem as sagactl validate words it (where, message, JSON pointer); bad JSON 400, not JSON 415; deployed 201 (version 1, Location), the same again 200 (unchanged), changed 201 (version 2)"
+# Numbers PostgreSQL prints with all their digits (1e300) come back whole:
+# in a definition, and in a saga's input that sagad reads back to start it.
+req POST /v1/definitions '{"name":"huge","steps":[{"name":"a","service":"payment","action":"a","compensation":null,"input":{"x":-1.7976931348623155e+308}}]}' "$json"
+[[ $status == 201 ]] || fail "deploy with a huge number: $status $(cat "$work/b")"
+req GET /v1/definitions/huge
+[[ $status == 200 ]] && python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert float(d["definition"]["steps"][0]["input"]["x"]) == -1.7976931348623155e+308' "$work/b" ||
+    fail "read a huge number: $(cat "$work/b")"
+ok "POST /v1/definitions: an invalid one 422 with every problem as sagactl validate words it (where, message, JSON pointer); bad JSON 400, not JSON 415; deployed 201 (version 1, Location), the same again 200 (unchanged), changed 201 (version 2); numbers like 1e300 survive PostgreSQL"
 
 # ---- search, page by page
 for i in 1 2 3 4; do
@@ -215,6 +222,16 @@ req POST /v1/sagas '{"definition":"order","input":{}}' "$json" "Idempotency-Key:
 # sagad is still fine, and so are its other endpoints.
 req GET /readyz; [[ $status == 200 ]] || fail "readyz after the errors: $status"
 ok "errors: 400 (JSON, header, parameters), 404, 405 with Allow, 413 (input, body), 415, 422 (definition, field, input), each a problem document saying where"
+# A saga's input with 1e300 (PostgreSQL prints every digit) comes back whole.
+req POST /v1/sagas '{"definition":"order","input":{"customer_id":"alice","sku":"widget","quantity":1,"amount":1,"note":1e300}}' "$json"
+huge=$(field "['id']")
+for _ in $(seq 1 300); do
+    req GET "/v1/sagas/$huge"
+    [[ $(field "['status']") == completed ]] && break
+    sleep 0.1
+done
+[[ $(field "['status']") == completed ]] && python3 -c 'import json,sys; assert float(json.load(open(sys.argv[1]))["input"]["note"]) == 1e300' "$work/b" || fail "a saga with 1e300 in its input: $(cat "$work/b")"
+ok "a saga whose input holds 1e300 completed, its input read back whole"
 # ---- tokens: once one exists, every caller needs one; roles
 tok() { "$bin/sagactl" tokens create --role "$1" --name "$2" 2>/dev/null; }
 rd=$(tok reader dash) s1=$(tok starter orders) s2=$(tok starter billing)

@@ -191,6 +191,35 @@ static void test_read_secret(void **state)
     assert_int_equal(saga__read_secret(path, &out, &err), SAGA_EIO);
 }
 
+/* JSON as PostgreSQL prints it: an integer literal too long for jansson
+ * (1e300 printed with all its digits) is read as a real; strings and
+ * ordinary integers stay as they are; what is not JSON stays refused. */
+static void test_json_from_pg(void **state)
+{
+    json_error_t jerr;
+    char text[600];
+    json_t *j;
+    (void)state;
+    snprintf(text, sizeof text,
+             "{\"big\": -1%0300d, \"s\": \"12345678901234567890123\\\" 9\", \"n\": 5,"
+             " \"a\": [12345678901234567890, 1.5]}",
+             0);
+    j = saga__json_from_pg(text, 0, &jerr);
+    assert_non_null(j);
+    assert_true(json_is_real(json_object_get(j, "big")));
+    assert_true(json_real_value(json_object_get(j, "big")) == -1e300);
+    assert_string_equal(json_string_value(json_object_get(j, "s")),
+                        "12345678901234567890123\" 9");
+    assert_int_equal(json_integer_value(json_object_get(j, "n")), 5);
+    assert_true(json_is_real(json_array_get(json_object_get(j, "a"), 0)));
+    json_decref(j);
+    j = saga__json_from_pg("{\"n\": 123456789012345678}", 0, &jerr);
+    assert_true(json_is_integer(json_object_get(j, "n")));
+    json_decref(j);
+    assert_null(saga__json_from_pg("{\"n\": 1234567890123456789012", 0, &jerr));
+    assert_null(saga__json_from_pg("not json", 0, &jerr));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -201,6 +230,7 @@ int main(void)
         cmocka_unit_test(test_topic_names),
         cmocka_unit_test(test_kafka_options_file),
         cmocka_unit_test(test_read_secret),
+        cmocka_unit_test(test_json_from_pg),
     };
     return cmocka_run_group_tests_name("saga_shared.h", tests, NULL, NULL);
 }

@@ -6,6 +6,7 @@
 #ifndef SAGA_CLIENT_H
 #define SAGA_CLIENT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -66,7 +67,48 @@ SAGA_API int saga_client_start_traced(saga_client *c, const char *name, json_t *
                                       const char *traceparent, char id[SAGA_ID_LEN + 1],
                                       int *existed, saga_error *err);
 
-/* The saga's status: "pending" (requested, not yet created), "running",
+/* Options of saga_client_start_with (0.4.0). size says which fields the
+ * caller has (fields are only ever appended): start from
+ * SAGA_START_OPTIONS_INIT, then set what you need. */
+typedef struct saga_start_options {
+    size_t size;                 /* sizeof(saga_start_options) */
+    const char *idempotency_key; /* as saga_client_start; NULL or "": none */
+    const char *traceparent;     /* as saga_client_start_traced; NULL: a new trace */
+    const char *business_key;    /* your name for the saga, 1 to 200 bytes, not
+                                    unique, searchable (sagactl list --key, the
+                                    HTTP API); NULL: none */
+    int64_t start_at_ms;         /* start it then (wall clock, ms since 1970; sagad
+                                    takes it within about a second of it); until
+                                    then its status is "scheduled" and it may be
+                                    cancelled (saga_client_cancel). 0 or a time
+                                    past: now */
+} saga_start_options;
+
+#define SAGA_START_OPTIONS_INIT                                                          \
+    {                                                                                    \
+        sizeof(saga_start_options), NULL, NULL, NULL, 0                                  \
+    }
+
+/* As saga_client_start_traced, with the options above. SAGA_EINVAL also
+ * for options whose size is too small to be a saga_start_options, a
+ * business key empty or over 200 bytes, a negative start_at_ms (nothing
+ * is recorded then). opts NULL: no options. */
+SAGA_API int saga_client_start_with(saga_client *c, const char *name, json_t *input,
+                                    const saga_start_options *opts,
+                                    char id[SAGA_ID_LEN + 1], int *existed,
+                                    saga_error *err);
+
+/* Cancel a saga that has not started yet (scheduled, or pending), with a
+ * reason (1 to 1000 bytes, recorded with the role that cancelled it): its
+ * status becomes "cancelled" and sagad never starts it. SAGA_ESTATE when
+ * it has started already (compensate it instead: sagactl compensate), or
+ * was cancelled or rejected before; SAGA_ENOTFOUND for an unknown id;
+ * SAGA_EINVAL for an id that is not a UUID or a missing reason; SAGA_EDB. */
+SAGA_API int saga_client_cancel(saga_client *c, const char *id, const char *reason,
+                                saga_error *err);
+
+/* The saga's status: "pending" (requested, not yet created), "scheduled"
+ * (to start later), "cancelled" (cancelled before it started), "running",
  * "compensating", "completed", "compensated", "failed", "resolved" or
  * "rejected" (the request could not become a saga). For "rejected" the
  * call returns SAGA_OK and, unlike other successful calls, fills err (if
@@ -78,8 +120,8 @@ SAGA_API int saga_client_status(saga_client *c, const char *id, char status[32],
                                 saga_error *err);
 
 /* Wait up to timeout_ms (measured on the monotonic clock; 0 or negative:
- * look once) for the saga to end (completed, compensated, failed, resolved
- * or rejected), checking every 50 ms; status and err as for
+ * look once) for the saga to end (completed, compensated, failed, resolved,
+ * rejected or cancelled), checking every 50 ms; status and err as for
  * saga_client_status (SAGA_OK for any of the end states — check status).
  * SAGA_ESTATE on timeout, status then holding the last one seen; other
  * errors as for saga_client_status. Blocks the calling thread. */
