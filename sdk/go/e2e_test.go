@@ -7,6 +7,7 @@ package saga
 //
 //	TestE2EGo     inventory served by inventory-go alone
 //	TestE2EC      then by the C inventory-service alone, on the same database
+//	TestE2EGoAfterC then by inventory-go again
 //	TestE2EMixed  then by one of each in one consumer group
 
 import (
@@ -21,6 +22,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/sagad/saga-go/client"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -270,9 +272,38 @@ func TestE2EGoAfterC(t *testing.T) {
 // barrier table serve the order saga together.
 func TestE2EMixed(t *testing.T) {
 	e := newE2E(t)
+	// The group forms with both (franz-go offers librdkafka's range and
+	// roundrobin assignors) and each owns partitions.
+	adm := kadm.NewClient(e.cl)
+	var members string
+	for deadline := time.Now().Add(40 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		groups, err := adm.DescribeGroups(e.ctx, "saga-svc-inventory")
+		g, ok := groups["saga-svc-inventory"]
+		owners := 0
+		members = ""
+		if err == nil && ok && g.State == "Stable" {
+			for _, m := range g.Members {
+				if a, ok := m.Assigned.AsConsumer(); ok && len(a.Topics) > 0 && len(a.Topics[0].Partitions) > 0 {
+					owners++
+				}
+				members += fmt.Sprintf(" %s(%s)", m.ClientID, g.Protocol)
+			}
+		}
+		if owners == 2 && len(g.Members) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the group saga-svc-inventory did not become two members owning partitions: %+v %v", g, err)
+		}
+	}
+	t.Logf("group saga-svc-inventory:%s", members)
+	if _, err := e.db.Exec(e.ctx, "UPDATE inventory.stock SET available = 100 WHERE sku = 'widget'"); err != nil {
+		t.Fatal(err)
+	}
+	const n = 12
 	before := e.int("SELECT available FROM inventory.stock WHERE sku = 'widget'")
 	var ids []string
-	for i := 0; i < 6; i++ {
+	for i := 0; i < n; i++ {
 		s, err := e.api.Start(e.ctx, "order", map[string]any{"customer_id": "alice", "sku": "widget", "quantity": 1, "amount": 1},
 			client.StartOptions{BusinessKey: fmt.Sprintf("mixed-%d", i)})
 		if err != nil {
@@ -286,11 +317,11 @@ func TestE2EMixed(t *testing.T) {
 			t.Fatalf("saga %s: %+v %v", id, s, err)
 		}
 	}
-	if got := e.int("SELECT available FROM inventory.stock WHERE sku = 'widget'"); got != before-6 {
-		t.Fatalf("stock %d, want %d", got, before-6)
+	if got := e.int("SELECT available FROM inventory.stock WHERE sku = 'widget'"); got != before-n {
+		t.Fatalf("stock %d, want %d", got, before-n)
 	}
-	if got := e.int("SELECT count(*) FROM inventory.reservations WHERE saga_id = ANY($1::uuid[])", ids); got != 6 {
-		t.Fatalf("%d reservations, want 6", got)
+	if got := e.int("SELECT count(*) FROM inventory.reservations WHERE saga_id = ANY($1::uuid[])", ids); got != n {
+		t.Fatalf("%d reservations, want %d", got, n)
 	}
 	b, _ := json.Marshal(ids)
 	e.save("mixed", string(b))
