@@ -27,9 +27,9 @@ def message(v: dict[str, Any]) -> bytes:
     if "message" in v:
         return str(v["message"]).encode()
     if "message_base64" in v:
-        return base64.b64decode(v["message_base64"])
+        return base64.b64decode(str(v["message_base64"]))
     r = v["message_repeat"]
-    return (r["prefix"] + r["fill"] * r["count"] + r["suffix"]).encode()
+    return str(r["prefix"] + r["fill"] * r["count"] + r["suffix"]).encode()
 
 
 def check_error(name: str, want: dict[str, Any], e: ProtocolError) -> None:

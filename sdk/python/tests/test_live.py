@@ -1,0 +1,236 @@
+"""The participant against a real PostgreSQL and Kafka (make check's):
+every hazard of the barrier, dead letters, traceparent, signatures,
+offsets committed, and librdkafka's partitioner on a real broker."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from conftest import VECTORS, services
+from saga_sdk import Command, Keys, Participant, decode_reply, failed, ok, retry
+from saga_sdk.participant import Outcome
+from saga_sdk.protocol import Phase, command_id
+from saga_sdk.sign import SIGNATURE_HEADER
+
+TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-3a1d0c8e5b7f9a21-01"
+
+
+class World:
+    """A prefix and a schema of their own; produce commands as sagad would,
+    read the replies and dead letters."""
+
+    def __init__(self, pg: str, brokers: str, keys: Keys | None = None) -> None:
+        tag = uuid.uuid4().hex[:10]
+        self.pg, self.brokers, self.keys = pg, brokers, keys
+        self.prefix, self.schema, self.service = f"pyt{tag}.", f"pyt_{tag}", "svc"
+        self.reply_topic = f"{self.prefix}reply.{self.service}"
+        self.cmd_topic = f"{self.prefix}cmd.{self.service}"
+        self.producer = Producer({"bootstrap.servers": brokers})
+        with psycopg.connect(pg, autocommit=True) as c:
+            c.execute(f"CREATE SCHEMA {self.schema}")
+            c.execute(f"CREATE TABLE {self.schema}.effects (saga_id uuid, step int, phase text)")
+        self.calls: dict[str, int] = {}
+        self.replies: list[tuple[Any, list[tuple[str, bytes]]]] = []
+        self.dead: list[dict[str, bytes]] = []
+
+    def participant(self, **kw: Any) -> Participant:
+        p = Participant(self.service, self.brokers, db_url=self.pg, db_schema=self.schema,
+                        topic_prefix=self.prefix, **kw)
+
+        def handler(cmd: Command, db: psycopg.Connection[Any] | None) -> Outcome:
+            self.calls[cmd.command_id] = self.calls.get(cmd.command_id, 0) + 1
+            assert db is not None
+            db.execute("INSERT INTO effects VALUES (%s, %s, %s)",
+                       (cmd.saga_id, cmd.step, cmd.phase))
+            do = cmd.payload.get("do", "ok")
+            if do == "fail":
+                return failed("no", "refused")
+            if do == "retry":
+                return retry("busy", 250)
+            return ok({"echo": cmd.payload.get("n", 0)})
+        p.on("invoke", "act", handler)
+        p.on("compensate", "undo", handler)
+        return p
+
+    def send(self, saga_id: str, phase: Phase, attempt: int = 1, *, step: int = 0,
+             payload: dict[str, Any] | None = None, action: str | None = None,
+             raw: bytes | None = None, reply_to: str | None = None,
+             sign: bool = True) -> None:
+        value = raw if raw is not None else json.dumps({
+            "v": 1, "saga_id": saga_id, "saga": "t", "saga_version": 1, "step": step,
+            "step_name": "s", "phase": phase,
+            "action": action or ("act" if phase == "invoke" else "undo"),
+            "command_id": command_id(saga_id, step, phase), "attempt": attempt,
+            "reply_to": reply_to or self.reply_topic, "payload": payload or {}}).encode()
+        headers: list[tuple[str, str | bytes | None]] = [("traceparent", TP.encode())]
+        if self.keys is not None and sign:
+            headers.append((SIGNATURE_HEADER,
+                            self.keys.sign(self.cmd_topic, saga_id.encode(), value).encode()))
+        self.producer.produce(self.cmd_topic, value=value, key=saga_id.encode(), headers=headers)
+        self.producer.flush(10)
+
+    def read(self, topic: str, count: int, timeout_s: float = 30.0) -> list[Any]:
+        c = Consumer({"bootstrap.servers": self.brokers, "group.id": f"reader-{uuid.uuid4()}",
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        c.subscribe([topic])
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        try:
+            while len(out) < count and time.monotonic() < deadline:
+                m = c.poll(0.2)
+                if m is not None and m.error() is None:
+                    out.append(m)
+        finally:
+            c.close()
+        assert len(out) >= count, f"{len(out)} of {count} messages on {topic}"
+        return out
+
+
+@pytest.fixture
+def world() -> World:
+    pg, brokers = services()
+    return World(pg, brokers)
+
+
+def running(p: Participant) -> Iterator[None]:
+    t = threading.Thread(target=p.run, daemon=True)
+    t.start()
+    yield
+    p.stop()
+    t.join(10)
+    p.close()
+
+
+def replies_by(msgs: list[Any]) -> list[tuple[Any, dict[str, bytes]]]:
+    return [(decode_reply(m.value()), dict(m.headers() or [])) for m in msgs]
+
+
+def test_barrier_hazards(world: World) -> None:
+    a, b, c, d, e = (str(uuid.uuid4()) for _ in range(5))
+    p = world.participant()
+    gen = running(p)
+    next(gen)
+    sent = [(a, "invoke", 1, {"n": 7}), (a, "invoke", 2, {"n": 7}),     # a duplicate
+            (b, "invoke", 1, {"do": "fail"}), (b, "invoke", 2, {"do": "fail"}),
+            (c, "invoke", 1, {"do": "retry"}), (c, "invoke", 2, {"do": "retry"}),
+            (d, "compensate", 1, {}), (d, "invoke", 1, {}),           # null comp., hanging
+            (a, "compensate", 1, {}), (b, "compensate", 1, {})]
+    for saga, phase, attempt, payload in sent:
+        world.send(saga, phase, attempt, payload=payload)  # type: ignore[arg-type]
+    world.send(e, "invoke", action="nobody")
+    world.send(e, "invoke", raw=b"{not json", step=1)
+    world.send(e, "invoke", step=2, reply_to="elsewhere.reply")
+    got = replies_by(world.read(world.reply_topic, len(sent) + 1))
+    dead = world.read(f"{world.prefix}dead.{world.service}", 2)
+    next(gen, None)
+
+    def one(saga: str, phase: str, attempt: int) -> Any:
+        [r] = [r for r, _ in got if (r.saga_id, r.phase, r.attempt) == (saga, phase, attempt)]
+        return r
+    assert one(a, "invoke", 1).output == {"echo": 7}
+    assert one(a, "invoke", 2).output == {"echo": 7}          # from the barrier
+    assert world.calls[command_id(a, 0, "invoke")] == 1
+    assert one(b, "invoke", 2).error_code == "no" and world.calls[command_id(b, 0, "invoke")] == 1
+    assert one(c, "invoke", 2).status == "retry" and one(c, "invoke", 2).retry_after == 250
+    assert world.calls[command_id(c, 0, "invoke")] == 2        # retry is not kept
+    assert one(d, "compensate", 1).output == {"null_compensation": True}
+    assert one(d, "invoke", 1).error_code == "hanging_action"
+    assert command_id(d, 0, "compensate") not in world.calls
+    assert command_id(d, 0, "invoke") not in world.calls
+    assert one(a, "compensate", 1).output == {"echo": 0}     # the action ran: undone
+    assert one(b, "compensate", 1).output == {"null_compensation": True}  # it had failed
+    assert one(e, "invoke", 1).error_code == "unknown_action"
+    assert all(h.get("traceparent") == TP.encode() for _, h in got)
+    reasons = sorted(dict(m.headers())["saga-dead-reason"].decode() for m in dead)
+    assert reasons[0].startswith("malformed: field \"reply_to\" is \"elsewhere.reply\"")
+    assert reasons[1].startswith("malformed: not JSON")
+    with psycopg.connect(world.pg) as conn:
+        rows = conn.execute(f"SELECT saga_id::text, phase FROM {world.schema}.effects").fetchall()
+        barrier = dict(((r[0], r[1]), r[2]) for r in conn.execute(
+            f"SELECT saga_id::text, phase, outcome FROM {world.schema}.saga_barrier"))
+    assert sorted(rows) == sorted([(a, "invoke"), (a, "compensate")])  # no other effect
+    assert barrier[(d, "invoke")] == "blocked"
+    assert barrier[(d, "compensate")] == "null_compensation"
+    assert (c, "invoke") not in barrier
+    assert p.stats.duplicates == 2 and p.stats.null_compensations == 2
+    # The offsets were committed: the group's position is past every command.
+    cons = Consumer({"bootstrap.servers": world.brokers, "group.id": f"saga-svc-{world.service}"})
+    parts = [TopicPartition(world.cmd_topic, i) for i in range(4)]
+    committed = cons.committed(parts, timeout=10)
+    ends = [cons.get_watermark_offsets(tp, timeout=10)[1] for tp in parts]
+    cons.close()
+    assert [tp.offset if tp.offset >= 0 else 0 for tp in committed] == ends
+
+
+def test_signed(world: World, tmp_path: Path) -> None:
+    key = "ab" * 32
+    world.keys = Keys.from_hex([key])
+    kf = tmp_path / "svc.key"
+    kf.write_text(f"# the service's key\n{key}\n")
+    kf.chmod(0o644)
+    with pytest.raises(PermissionError):
+        world.participant(key_file=str(kf))
+    kf.chmod(0o600)
+    p = world.participant(key_file=str(kf))
+    gen = running(p)
+    next(gen)
+    s1, s2 = str(uuid.uuid4()), str(uuid.uuid4())
+    world.send(s1, "invoke", sign=False)
+    world.send(s2, "invoke")
+    [m] = world.read(world.reply_topic, 1)
+    [dead] = world.read(f"{world.prefix}dead.{world.service}", 1)
+    next(gen, None)
+    assert decode_reply(m.value()).saga_id == s2
+    world.keys.verify(world.reply_topic, m.key(), m.value(), dict(m.headers())[SIGNATURE_HEADER])
+    assert dict(dead.headers())["saga-dead-reason"].startswith(b"unauthenticated: ")
+    assert p.stats.unauthenticated == 1
+
+
+@pytest.mark.parametrize("count", [4, 12])
+def test_partitions_on_the_broker(count: int) -> None:
+    """confluent-kafka's default partitioner is librdkafka's: each vector
+    key lands where tests/vectors/partitions.json says."""
+    _, brokers = services()
+    topic = f"pyt-part-{uuid.uuid4().hex[:8]}-{count}"
+    admin = AdminClient({"bootstrap.servers": brokers})
+    for f in admin.create_topics([NewTopic(topic, count, 1)]).values():
+        f.result(30)
+    doc = json.loads((VECTORS / "partitions.json").read_text(encoding="utf-8"))
+    got: dict[str, int] = {}
+    prod = Producer({"bootstrap.servers": brokers})
+    for _ in range(100):  # until the new topic's metadata is there
+        if len(prod.list_topics(topic, timeout=5).topics[topic].partitions) == count:
+            break
+        time.sleep(0.1)
+    for v in doc["vectors"]:
+        prod.produce(topic, key=v["key"].encode(), value=b"x",
+                     on_delivery=lambda err, m: got.__setitem__(
+                         (m.key() or b"").decode(), m.partition() or 0))
+    assert prod.flush(30) == 0
+    assert got == {v["key"]: v["partitions"][str(count)] for v in doc["vectors"]}
+    admin.delete_topics([topic])
+
+
+def test_stop_is_prompt(world: World) -> None:
+    p = world.participant()
+    t = threading.Thread(target=p.run, daemon=True)
+    t.start()
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    p.stop()
+    t.join(5)
+    assert not t.is_alive() and time.monotonic() - t0 < 2
+    p.close()
+    assert p.poll(0) == 0
