@@ -64,9 +64,16 @@ sdk_hash=$(find sdk/python/pyproject.toml sdk/python/src -type f -not -path '*/_
 rm -rf sdk/python/build sdk/python/src/*.egg-info
 py=$venv/bin/python
 "$venv/bin/pip" check >"$work/pip.log" 2>&1 || fail "pip check: $(cat "$work/pip.log")"
+# docs/SDK-PYTHON.md's participant, as printed: type-checked with the rest
+# and under 60 lines.
+mkdir -p "$work/tutorial"
+awk '/<!-- python-tutorial: credit_participant.py -->/ {f=1; next} f && /^```python/ {g=1; next}
+     g && /^```/ {exit} g' docs/SDK-PYTHON.md >"$work/tutorial/credit_participant.py"
+lines=$(wc -l <"$work/tutorial/credit_participant.py")
+[[ $lines -gt 20 && $lines -lt 60 ]] || fail "docs/SDK-PYTHON.md's participant is $lines lines"
 "$venv/bin/mypy" --strict --cache-dir "$venv/mypy-cache" sdk/python/src sdk/python/tests \
-    sdk/python/examples >"$work/mypy.log" 2>&1 || fail "mypy --strict: $(cat "$work/mypy.log")"
-ok "pip install ./sdk/python[test] ($(grep -o 'confluent-kafka==[^ ]*\|psycopg\[binary\]==[^ ]*' <<<"$pins" | tr '\n' ' ')), mypy --strict clean"
+    sdk/python/examples "$work/tutorial" >"$work/mypy.log" 2>&1 || fail "mypy --strict: $(cat "$work/mypy.log")"
+ok "pip install ./sdk/python[test] ($(grep -o 'confluent-kafka==[^ ]*\|psycopg\[binary\]==[^ ]*' <<<"$pins" | tr '\n' ' ')), mypy --strict clean (docs/SDK-PYTHON.md's participant too: $lines lines)"
 
 # ---- pytest: vectors and the live tests, in a database of their own
 psql "$admin" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
