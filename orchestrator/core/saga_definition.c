@@ -3,6 +3,7 @@
  * the steps (saga_definition_steps.c); and freeing it, and finding a step.
  * Validation goes on after the first problem so that a user fixes a file
  * in one pass. */
+#include "saga_condition.h"
 #include "saga_definition_internal.h"
 
 int saga_definition_from_json(json_t *body, saga_definition **out,
@@ -196,6 +197,7 @@ void saga_definition_free(saga_definition *def)
         free(def->steps[i].compensation);
         free(def->steps[i].group);
         json_decref(def->steps[i].input);
+        saga_condition_free(def->steps[i].when);
     }
     free(def->steps);
     free(def->name);

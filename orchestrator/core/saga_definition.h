@@ -33,6 +33,9 @@ typedef struct saga_step_def {
     int stage_last;   /* [stage_first, stage_last] (itself when not in a group) */
     int irreversible; /* no "compensation" key: an effect it may have had cannot be
                          undone, so an unknown outcome is retried, never given up */
+    /* "when": run only when this is true when the step's turn comes (else
+     * it is not run, and there is nothing to compensate); NULL: always. */
+    struct saga_condition *when;
 } saga_step_def;
 
 typedef struct saga_definition {

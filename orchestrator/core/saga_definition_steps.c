@@ -1,6 +1,7 @@
 /* saga_definition_steps.c - a definition's steps: each step's fields, and
  * the rules between steps (unique names, groups, the pivot, compensations,
  * and which earlier steps a step's input may refer to). */
+#include "saga_condition.h"
 #include "saga_definition_internal.h"
 
 static int seg_is(const saga_ref_seg *seg, const char *word)
@@ -88,7 +89,8 @@ void saga__def_parse_step(json_t *s, int i, saga_definition *def,
     static const char *const keys[] = {
         "name",  "service",     "action", "compensation",
         "input", "timeout",     "retry",  "compensation_retry",
-        "pivot", "description", "group",  NULL};
+        "pivot", "description", "group",  "when",
+        NULL};
     saga_step_def *st = &def->steps[i];
     retry_from rfrom = dflt->retry_from, cfrom = dflt->comp_from;
     char where[64], path[96];
@@ -141,6 +143,39 @@ void saga__def_parse_step(json_t *s, int i, saga_definition *def,
     if (v != NULL && !json_is_string(v))
         saga__def_problem(p, path, "found %s, expected a string", saga__def_type_name(v));
     st->group = saga__def_get_string(s, "group", where, 0, 1, p);
+    v = json_object_get(s, "when");
+    snprintf(path, sizeof path, "%s.when", where);
+    if (v != NULL && !json_is_string(v)) {
+        saga__def_problem(
+            p, path,
+            "found %s, expected a condition (a string such as \"${input.amount} "
+            "> 1000\")",
+            saga__def_type_name(v));
+    } else if (v != NULL) {
+        char why[300];
+        int column;
+        int rc = saga_condition_parse(json_string_value(v), &st->when, &column, why,
+                                      sizeof why);
+        if (rc == SAGA_EDEF)
+            saga__def_problem(p, path, "column %d: %s", column, why);
+        else if (rc != SAGA_OK)
+            saga__def_problem(p, path, "out of memory");
+    }
+}
+
+/* A reference in a step's "when", checked as one in its input is, with
+ * its column. */
+typedef struct when_check {
+    ref_check *rc;
+    const char *where;
+} when_check;
+
+static int check_when_ref(const char *path, size_t len, int column, void *arg)
+{
+    when_check *w = arg;
+    char where[96];
+    snprintf(where, sizeof where, "%s, column %d", w->where, column);
+    return check_ref(path, len, where, w->rc);
 }
 
 /* The rules that need every step parsed: names, the pivot, groups and
@@ -220,6 +255,11 @@ void saga__def_check_steps(saga_definition *def, json_t *steps, saga_def_problem
         snprintf(where, sizeof where, "steps[%d].input", i);
         if (st->input != NULL)
             saga_template_refs(st->input, where, check_ref, &rc);
+        if (st->when != NULL) {
+            when_check wc = {&rc, where};
+            snprintf(where, sizeof where, "steps[%d].when", i);
+            saga_condition_refs(st->when, check_when_ref, &wc);
+        }
         snprintf(where, sizeof where, "steps[%d]", i);
         for (int j = 0; j < def->nsteps && st->group != NULL; j++)
             if (def->steps[j].group != NULL &&

@@ -33,6 +33,7 @@ static const char *const names[SAGA_HIST__COUNT] = {
     [SAGA_HIST_SAGA_RESOLVED] = "saga_resolved",
     [SAGA_HIST_SAGA_SET_ASIDE] = "saga_set_aside",
     [SAGA_HIST_DEFINITION_UNAVAILABLE] = "definition_unavailable",
+    [SAGA_HIST_STEP_NOT_RUN] = "step_not_run",
 };
 
 const char *saga_history_kind_name(saga_history_kind kind)

@@ -33,6 +33,7 @@ typedef enum saga_history_kind {
     SAGA_HIST_SAGA_RESOLVED,
     SAGA_HIST_SAGA_SET_ASIDE,         /* by the store: a timer that kept failing */
     SAGA_HIST_DEFINITION_UNAVAILABLE, /* by the store: its definition cannot be read */
+    SAGA_HIST_STEP_NOT_RUN,           /* its "when" was false */
     SAGA_HIST__COUNT
 } saga_history_kind;
 

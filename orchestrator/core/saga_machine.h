@@ -38,10 +38,11 @@ typedef enum saga_step_status {
     SAGA_STEP_COMPENSATED,
     SAGA_STEP_COMPENSATION_FAILED, /* compensation gave up: saga is stuck */
     SAGA_STEP_SKIPPED,
+    SAGA_STEP_NOT_RUN, /* its "when" was false: never sent, nothing to undo */
 } saga_step_status;
 
 #define SAGA_STATUS_COUNT      7
-#define SAGA_STEP_STATUS_COUNT 9
+#define SAGA_STEP_STATUS_COUNT 10
 
 const char *saga_status_name(saga_status s);
 int saga_status_parse(const char *text, saga_status *out);

@@ -6,8 +6,8 @@
 static const char *const status_names[] = {
     "new", "running", "compensating", "completed", "compensated", "failed", "resolved"};
 static const char *const step_status_names[] = {
-    "pending",      "dispatched",  "succeeded",           "failed", "unknown",
-    "compensating", "compensated", "compensation_failed", "skipped"};
+    "pending",      "dispatched",  "succeeded",           "failed",  "unknown",
+    "compensating", "compensated", "compensation_failed", "skipped", "not_run"};
 
 const char *saga_status_name(saga_status s)
 {

@@ -2,6 +2,7 @@
  * its parallel group), advance past what succeeded, fail a stage and walk
  * the compensations back in reverse order, retry what failed transiently
  * with back-off, and arm the saga's next timer. Pure. */
+#include "saga_condition.h"
 #include "saga_machine_internal.h"
 
 /* Has the saga passed the point where a deadline may still undo it? Past a
@@ -127,13 +128,36 @@ void saga__machine_advance(saga__machine_ctx *c, int i)
         return;
     }
     s->cursor = i;
-    /* Every step of the stage goes out at once; they run in parallel. */
+    /* Every step of the stage goes out at once; they run in parallel. A
+     * step whose "when" is false is not run (nothing to undo later). */
     for (int j = i; j <= s->def->steps[i].stage_last && s->status == SAGA_ST_RUNNING;
          j++) {
+        const saga_step_def *sd = &s->def->steps[j];
+        if (sd->when != NULL) {
+            json_t *ctxj = saga_state_context(s);
+            int run = ctxj != NULL && saga_condition_eval(sd->when, ctxj);
+            json_decref(ctxj);
+            if (ctxj == NULL) {
+                c->oom = 1;
+                return;
+            }
+            if (!run) {
+                s->steps[j].status = SAGA_STEP_NOT_RUN;
+                s->steps[j].finished_at = c->ev->now;
+                s->steps[j].dirty = 1;
+                saga__machine_history(
+                    c, SAGA_HIST_STEP_NOT_RUN, j, 0,
+                    json_pack("{s:s}", "reason", "its condition is false"));
+                continue;
+            }
+        }
         s->steps[j].status = SAGA_STEP_DISPATCHED;
         s->steps[j].attempts = 0;
         saga__machine_dispatch(c, j);
     }
+    /* Nothing of the stage went out: on to the next. */
+    if (s->status == SAGA_ST_RUNNING)
+        saga__machine_stage_done_or_wait(c);
 }
 
 /* Step `step` of the running stage failed or its outcome is unknown: the
@@ -168,7 +192,8 @@ void saga__machine_stage_done_or_wait(saga__machine_ctx *c)
     saga__machine_stage_of(s, &first, &last);
     for (int j = first; j <= last; j++)
         if (s->steps[j].status != SAGA_STEP_SUCCEEDED &&
-            s->steps[j].status != SAGA_STEP_SKIPPED)
+            s->steps[j].status != SAGA_STEP_SKIPPED &&
+            s->steps[j].status != SAGA_STEP_NOT_RUN)
             return;
     saga__machine_advance(c, last + 1);
 }
@@ -266,7 +291,8 @@ int saga__machine_cursor_consistent(const saga_state *s)
             saga_step_status sj = s->steps[j].status;
             if (sj == SAGA_STEP_DISPATCHED)
                 waiting = 1;
-            else if (sj != SAGA_STEP_SUCCEEDED && sj != SAGA_STEP_SKIPPED)
+            else if (sj != SAGA_STEP_SUCCEEDED && sj != SAGA_STEP_SKIPPED &&
+                     sj != SAGA_STEP_NOT_RUN)
                 return 0;
         }
         return waiting;

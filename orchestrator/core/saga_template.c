@@ -144,6 +144,13 @@ static json_t *lookup(const json_t *ctx, const char *path, size_t len, int *bad,
     return cur;
 }
 
+const json_t *saga_template_lookup(const json_t *ctx, const char *path, size_t len)
+{
+    char why[160];
+    int bad;
+    return lookup(ctx, path, len, &bad, why, sizeof why);
+}
+
 /* Growable string for interpolation. */
 typedef struct sbuf {
     char *p;

@@ -35,6 +35,10 @@ typedef struct saga_ref_seg {
 int saga_template_parse_ref(const char *path, size_t len, saga_ref_seg *segs, int max,
                             char *why, size_t why_size);
 
+/* The value the reference path (len bytes, the text inside ${...}) names
+ * in ctx, borrowed; NULL when it names nothing or is malformed. */
+const json_t *saga_template_lookup(const json_t *ctx, const char *path, size_t len);
+
 /* Call fn for every reference in tmpl: path is the text inside ${...}, len
  * bytes (not NUL-terminated), where the JSON path of the string within
  * tmpl. An unterminated "${" is reported as path NULL and the walk goes on,
