@@ -91,6 +91,16 @@ void saga_api_handle(void *arg, const saga_http_request *req, saga_http_response
                               "compensate, skip, resolve, cancel)",
                               p);
         }
+    } else if (strncmp(p, "/v1/sagas/", 10) == 0 && strlen(p) > 10 + SAGA_ID_LEN + 9 &&
+               strncmp(p + 10 + SAGA_ID_LEN, "/signals/", 9) == 0 &&
+               strchr(p + 10 + SAGA_ID_LEN + 9, '/') == NULL) {
+        char id[SAGA_ID_LEN + 1];
+        memcpy(id, p + 10, SAGA_ID_LEN);
+        id[SAGA_ID_LEN] = '\0';
+        if (strcmp(m, "POST") == 0)
+            saga__api_signal(a, &who, req, id, p + 10 + SAGA_ID_LEN + 9, res);
+        else
+            not_allowed(res, p, m, "POST", "a signal");
     } else if (strcmp(p, "/v1/repairs") == 0) {
         if (strcmp(m, "POST") == 0)
             saga__api_bulk_repair(a, &who, req, res);

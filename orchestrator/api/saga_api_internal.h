@@ -154,6 +154,13 @@ int saga__api_wait_over(saga_api *a, const saga__api_waiter *w);
 /* Requests waiting now. */
 int saga__api_waiting(saga_api *a);
 
+/* ---- saga_api_signal.c ---- */
+
+/* POST /v1/sagas/{id}/signals/{name}. */
+void saga__api_signal(saga_api *a, const saga__api_caller *who,
+                      const saga_http_request *req, const char *id, const char *name,
+                      saga_http_response *res);
+
 /* ---- saga_api_defs.c ---- */
 
 /* POST /v1/definitions: validate and deploy one definition. */

@@ -198,6 +198,8 @@ void saga_definition_free(saga_definition *def)
         free(def->steps[i].group);
         json_decref(def->steps[i].input);
         saga_condition_free(def->steps[i].when);
+        free(def->steps[i].wait_signal);
+        json_decref(def->steps[i].wait_default);
     }
     free(def->steps);
     free(def->name);

@@ -36,6 +36,13 @@ typedef struct saga_step_def {
     /* "when": run only when this is true when the step's turn comes (else
      * it is not run, and there is nothing to compensate); NULL: always. */
     struct saga_condition *when;
+    /* A wait step ("wait"): it sends nothing and waits for the signal of
+     * this name (NULL: a step a service runs), at most wait_timeout_ms (0:
+     * as long as it takes); at the timeout its output is wait_default, or,
+     * without one, the step fails. */
+    char *wait_signal;
+    int64_t wait_timeout_ms;
+    json_t *wait_default;
 } saga_step_def;
 
 typedef struct saga_definition {

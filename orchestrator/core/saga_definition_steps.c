@@ -83,6 +83,94 @@ static int check_ref(const char *path, size_t len, const char *where, void *arg)
     return 0;
 }
 
+/* A step's "when", parsed (its references are checked with the others). */
+static void parse_when(json_t *s, const char *where, saga_step_def *st,
+                       saga_def_problems *p)
+{
+    json_t *v = json_object_get(s, "when");
+    char path[96];
+    snprintf(path, sizeof path, "%s.when", where);
+    if (v != NULL && !json_is_string(v)) {
+        saga__def_problem(p, path,
+                          "found %s, expected a condition (a string such as "
+                          "\"${input.amount} > 1000\")",
+                          saga__def_type_name(v));
+    } else if (v != NULL) {
+        char why[300];
+        int column;
+        int rc = saga_condition_parse(json_string_value(v), &st->when, &column, why,
+                                      sizeof why);
+        if (rc == SAGA_EDEF)
+            saga__def_problem(p, path, "column %d: %s", column, why);
+        else if (rc != SAGA_OK)
+            saga__def_problem(p, path, "out of memory");
+    }
+}
+
+/* A wait step: {"name", "wait": {"signal", "timeout"?, "default"?}, "when"?,
+ * "group"?, "description"?}. It runs no service: the keys of one are
+ * refused, each saying why. */
+static void parse_wait(json_t *s, const char *where, saga_step_def *st,
+                       saga_def_problems *p)
+{
+    static const char *const keys[] = {"signal", "timeout", "default", NULL};
+    static const char *const not_here[] = {
+        "service", "action", "compensation",       "input",
+        "timeout", "retry",  "compensation_retry", "pivot",
+        NULL};
+    json_t *w = json_object_get(s, "wait"), *v;
+    char path[96];
+    snprintf(path, sizeof path, "%s.wait", where);
+    for (int k = 0; not_here[k] != NULL; k++)
+        if (json_object_get(s, not_here[k]) != NULL) {
+            char kp[128];
+            snprintf(kp, sizeof kp, "%s.%s", where, not_here[k]);
+            saga__def_problem(p, kp,
+                              "a wait step sends nothing and has nothing to undo: "
+                              "\"%s\" has no place here (%s)",
+                              not_here[k],
+                              strcmp(not_here[k], "timeout") == 0
+                                  ? "its timeout is wait.timeout"
+                                  : "remove it, or make this a step a service runs");
+        }
+    if (!json_is_object(w)) {
+        saga__def_problem(p, path,
+                          "found %s, expected an object such as {\"signal\": "
+                          "\"approval\", \"timeout\": \"48h\"}",
+                          saga__def_type_name(w));
+        return;
+    }
+    saga__def_check_keys(w, path, keys, NULL, p);
+    st->wait_signal = saga__def_get_string(w, "signal", path, 1, 1, p);
+    if (json_object_get(w, "timeout") != NULL)
+        saga__def_get_duration(w, "timeout", path, &st->wait_timeout_ms, p);
+    v = json_object_get(w, "default");
+    if (v != NULL && !json_is_object(v)) {
+        char dp[128];
+        snprintf(dp, sizeof dp, "%s.default", path);
+        saga__def_problem(p, dp,
+                          "found %s, expected an object (the step's output at the "
+                          "timeout)",
+                          saga__def_type_name(v));
+    } else if (v != NULL && json_object_get(w, "timeout") == NULL) {
+        char dp[128];
+        snprintf(dp, sizeof dp, "%s.default", path);
+        saga__def_rule(p, dp,
+                       "a default is taken at the timeout, and this wait has none (add "
+                       "\"timeout\")");
+    } else if (v != NULL) {
+        st->wait_default = json_incref(v);
+    }
+    st->input = json_object();
+    v = json_object_get(s, "description");
+    if (v != NULL && !json_is_string(v)) {
+        snprintf(path, sizeof path, "%s.description", where);
+        saga__def_problem(p, path, "found %s, expected a string", saga__def_type_name(v));
+    }
+    st->group = saga__def_get_string(s, "group", where, 0, 1, p);
+    parse_when(s, where, st, p);
+}
+
 void saga__def_parse_step(json_t *s, int i, saga_definition *def,
                           const step_defaults *dflt, saga_def_problems *p)
 {
@@ -90,7 +178,7 @@ void saga__def_parse_step(json_t *s, int i, saga_definition *def,
         "name",  "service",     "action", "compensation",
         "input", "timeout",     "retry",  "compensation_retry",
         "pivot", "description", "group",  "when",
-        NULL};
+        "wait",  NULL};
     saga_step_def *st = &def->steps[i];
     retry_from rfrom = dflt->retry_from, cfrom = dflt->comp_from;
     char where[64], path[96];
@@ -114,6 +202,10 @@ void saga__def_parse_step(json_t *s, int i, saga_definition *def,
             "\"%s\": a step name cannot contain '.', because references such as "
             "${steps.NAME.output} split on '.' and could never name this step",
             st->name);
+    }
+    if (json_object_get(s, "wait") != NULL) {
+        parse_wait(s, where, st, p);
+        return;
     }
     st->service = saga__def_get_string(s, "service", where, 1, 1, p);
     st->action = saga__def_get_string(s, "action", where, 1, 1, p);
@@ -143,24 +235,7 @@ void saga__def_parse_step(json_t *s, int i, saga_definition *def,
     if (v != NULL && !json_is_string(v))
         saga__def_problem(p, path, "found %s, expected a string", saga__def_type_name(v));
     st->group = saga__def_get_string(s, "group", where, 0, 1, p);
-    v = json_object_get(s, "when");
-    snprintf(path, sizeof path, "%s.when", where);
-    if (v != NULL && !json_is_string(v)) {
-        saga__def_problem(
-            p, path,
-            "found %s, expected a condition (a string such as \"${input.amount} "
-            "> 1000\")",
-            saga__def_type_name(v));
-    } else if (v != NULL) {
-        char why[300];
-        int column;
-        int rc = saga_condition_parse(json_string_value(v), &st->when, &column, why,
-                                      sizeof why);
-        if (rc == SAGA_EDEF)
-            saga__def_problem(p, path, "column %d: %s", column, why);
-        else if (rc != SAGA_OK)
-            saga__def_problem(p, path, "out of memory");
-    }
+    parse_when(s, where, st, p);
 }
 
 /* A reference in a step's "when", checked as one in its input is, with
@@ -204,7 +279,9 @@ void saga__def_check_steps(saga_definition *def, json_t *steps, saga_def_problem
             first_pivot = i;
         }
         st->forward_only = first_pivot >= 0;
+        /* A wait step has no effect to undo: never irreversible. */
         st->irreversible =
+            st->wait_signal == NULL &&
             json_object_get(json_array_get(steps, (size_t)i), "compensation") == NULL;
         if (st->compensation != NULL && st->forward_only) {
             snprintf(path, sizeof path, "%s.compensation", where);
@@ -276,7 +353,7 @@ void saga__def_check_steps(saga_definition *def, json_t *steps, saga_def_problem
                 st->group);
         }
         if (!json_is_object(s) || json_object_get(s, "compensation") != NULL ||
-            st->forward_only)
+            st->forward_only || json_object_get(s, "wait") != NULL)
             continue;
         /* A member of a group can be given up while it is in flight: when
          * another member fails, the engine compensates and ignores its late

@@ -34,6 +34,9 @@ static const char *const names[SAGA_HIST__COUNT] = {
     [SAGA_HIST_SAGA_SET_ASIDE] = "saga_set_aside",
     [SAGA_HIST_DEFINITION_UNAVAILABLE] = "definition_unavailable",
     [SAGA_HIST_STEP_NOT_RUN] = "step_not_run",
+    [SAGA_HIST_STEP_WAITING] = "step_waiting",
+    [SAGA_HIST_SIGNAL_RECEIVED] = "signal_received",
+    [SAGA_HIST_SIGNAL_TIMED_OUT] = "signal_timed_out",
 };
 
 const char *saga_history_kind_name(saga_history_kind kind)

@@ -34,6 +34,9 @@ typedef enum saga_history_kind {
     SAGA_HIST_SAGA_SET_ASIDE,         /* by the store: a timer that kept failing */
     SAGA_HIST_DEFINITION_UNAVAILABLE, /* by the store: its definition cannot be read */
     SAGA_HIST_STEP_NOT_RUN,           /* its "when" was false */
+    SAGA_HIST_STEP_WAITING,           /* a wait step waits for its signal */
+    SAGA_HIST_SIGNAL_RECEIVED,        /* the signal came (ok or a failing verdict) */
+    SAGA_HIST_SIGNAL_TIMED_OUT,       /* it did not come in time */
     SAGA_HIST__COUNT
 } saga_history_kind;
 

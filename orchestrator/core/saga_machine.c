@@ -54,6 +54,11 @@ static int on_reply(saga__machine_ctx *c, const char **reason)
         *reason = "the saga's current step is in a state that awaits no reply";
         return SAGA_REJECTED;
     }
+    if (s->def->steps[r->step].wait_signal != NULL) {
+        /* No command went out for it: only its signal ends it. */
+        *reason = "a reply for a wait step (it takes a signal, not a reply)";
+        return SAGA_IGNORED;
+    }
     st = &s->steps[r->step];
     compensate = s->status == SAGA_ST_COMPENSATING;
     if (!compensate && st->status != SAGA_STEP_DISPATCHED) {
@@ -178,7 +183,10 @@ static int on_wake(saga__machine_ctx *c, const char **reason)
         if (before == SAGA_ST_RUNNING && st->status != SAGA_STEP_DISPATCHED)
             continue;
         fired = 1;
-        if (st->awaiting) {
+        if (st->awaiting && s->def->steps[i].wait_signal != NULL &&
+            before == SAGA_ST_RUNNING) {
+            saga__machine_wait_timed_out(c, i);
+        } else if (st->awaiting) {
             char msg[128];
             snprintf(msg, sizeof msg, "no reply within %lld ms",
                      (long long)s->def->steps[i].timeout_ms);
@@ -231,6 +239,9 @@ int saga_machine_apply(saga_state *s, const saga_event *ev, saga_actions *out,
     case SAGA_EV_OP_SKIP:
     case SAGA_EV_OP_RESOLVE:
         rc = saga__machine_on_operator(&c, reason);
+        break;
+    case SAGA_EV_SIGNAL:
+        rc = saga__machine_on_signal(&c, reason);
         break;
     default:
         *reason = "unknown event kind";

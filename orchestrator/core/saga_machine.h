@@ -104,6 +104,8 @@ typedef enum saga_event_kind {
     SAGA_EV_OP_COMPENSATE, /* abort a running saga and compensate it */
     SAGA_EV_OP_SKIP,       /* mark the outstanding step (or compensation) done by hand */
     SAGA_EV_OP_RESOLVE,    /* close a failed saga as resolved by hand */
+    SAGA_EV_SIGNAL,        /* a signal for a wait step: signal, signal_id, output
+                              (its payload), signal_failed and reason */
     SAGA_EV_KIND_COUNT
 } saga_event_kind;
 
@@ -115,8 +117,12 @@ typedef struct saga_event {
     const char *actor;        /* operator events: who (recorded in the history) */
     const char *on_behalf_of; /* operator events: for whom, free text (NULL: none) */
     const char *reason;       /* operator events: why (required) */
-    int step;       /* SAGA_EV_OP_SKIP: the step, which must be the current one */
-    json_t *output; /* SAGA_EV_OP_SKIP: the step's output (borrowed; NULL = {}) */
+    int step;              /* SAGA_EV_OP_SKIP: the step, which must be the current one */
+    json_t *output;        /* SAGA_EV_OP_SKIP: the step's output; SAGA_EV_SIGNAL: the
+                              payload (borrowed; NULL = {}) */
+    const char *signal;    /* SAGA_EV_SIGNAL: its name */
+    const char *signal_id; /* SAGA_EV_SIGNAL: its id (for the history) */
+    int signal_failed;     /* SAGA_EV_SIGNAL: a verdict that fails the step (reason) */
 } saga_event;
 
 typedef enum saga_action_kind {

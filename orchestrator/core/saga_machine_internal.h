@@ -66,4 +66,13 @@ int saga__machine_on_operator(saga__machine_ctx *c, const char **reason);
 
 /* ---- saga_machine.c ---- */
 
+/* ---- saga_machine_signal.c ---- */
+
+/* SAGA_EV_SIGNAL: the wait step of the running stage that waits for it
+ * ends (its payload the output; a failing verdict fails it). */
+int saga__machine_on_signal(saga__machine_ctx *c, const char **reason);
+
+/* Wait step i's time is up: its default output, or it fails. */
+void saga__machine_wait_timed_out(saga__machine_ctx *c, int i);
+
 #endif

@@ -60,6 +60,21 @@ void saga__machine_dispatch(saga__machine_ctx *c, int i)
     json_t *ctxj = saga_state_context(s), *payload;
     saga_action *a;
 
+    if (sd->wait_signal != NULL && !compensate) {
+        /* Nothing is sent: the step waits for its signal (and its timeout,
+         * if it has one). */
+        json_decref(ctxj);
+        st->attempts++;
+        st->awaiting = 1;
+        st->due_at = sd->wait_timeout_ms > 0 ? c->ev->now + sd->wait_timeout_ms : 0;
+        if (st->attempts == 1)
+            st->started_at = c->ev->now;
+        st->dirty = 1;
+        saga__machine_history(c, SAGA_HIST_STEP_WAITING, i, st->attempts,
+                              json_pack("{s:s, s:I}", "signal", sd->wait_signal,
+                                        "timeout_ms", (json_int_t)sd->wait_timeout_ms));
+        return;
+    }
     payload = ctxj ? saga_template_resolve(sd->input, ctxj, &err) : NULL;
     json_decref(ctxj);
     if (payload == NULL && !compensate) {

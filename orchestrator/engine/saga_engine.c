@@ -151,6 +151,8 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
         for (int s = 0; s < d->nsteps; s++) {
             int dup = 0;
             char t[3][256];
+            if (d->steps[s].service == NULL)
+                continue; /* a wait step: no service, no topics */
             saga__topic_cmd(t[0], sizeof t[0], e->prefix, d->steps[s].service);
             saga__topic_reply_service(t[1], sizeof t[1], e->prefix, d->steps[s].service);
             /* Its dead-letter topic too: with broker ACLs a service may

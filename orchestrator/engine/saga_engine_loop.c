@@ -147,6 +147,7 @@ int saga_engine_run(saga_engine *e, saga_error *err)
         if (now >= next_scan) {
             while (saga__engine_process_start_requests(e) == START_BATCH && !e->stop)
                 ;
+            saga__engine_process_signals(e);
             saga__engine_scan_outbox(e);
             next_scan = now + OUTBOX_SCAN_MS;
         }
@@ -221,6 +222,7 @@ int saga__engine_turn(saga_engine *e)
         ;
     while (saga__engine_process_start_requests(e) == START_BATCH && !e->stop)
         ;
+    saga__engine_process_signals(e);
     saga__engine_scan_outbox(e);
     rd_kafka_poll(e->producer, 0);
     saga__engine_forget_delivered(e);

@@ -328,6 +328,11 @@ int saga__engine_process_timers(saga_engine *e);
 
 int saga__engine_process_start_requests(saga_engine *e);
 
+/* ---- saga_engine_signals.c ---- */
+
+/* Deliver the signals sagas wait for now; close those of ended sagas. */
+void saga__engine_process_signals(saga_engine *e);
+
 /* ---- saga_engine_refused.c ---- */
 
 void saga__engine_fail_refused(saga_engine *e);

@@ -96,6 +96,14 @@ const char *saga__engine_distrust(saga_engine *e, const saga_state *s,
     if (r->step < 0 || r->step >= s->def->nsteps)
         return NULL; /* the machine refuses an unknown step */
     service = s->def->steps[r->step].service;
+    if (service == NULL) {
+        /* A wait step: no command went out, so no service answers for it. */
+        snprintf(why, size,
+                 "a reply for step %d (%s) of saga %s, a wait step: it takes a signal, "
+                 "never a reply",
+                 r->step, s->def->steps[r->step].name, s->id);
+        return "wrong_topic";
+    }
     saga__topic_reply_service(own, sizeof own, e->prefix, service);
     if (strcmp(topic, own) != 0 &&
         !(e->cfg.shared_replies && strcmp(topic, e->reply_topic) == 0)) {

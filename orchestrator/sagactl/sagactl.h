@@ -99,6 +99,7 @@ int64_t limit_bytes(PGconn *db, const char *name);
 int cmd_migrate(int argc, char **argv);
 int cmd_start(int argc, char **argv);
 int cmd_cancel(int argc, char **argv);
+int cmd_signal(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_show(int argc, char **argv);
 int cmd_history(int argc, char **argv);

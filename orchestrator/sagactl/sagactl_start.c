@@ -25,10 +25,10 @@
 
 /* ---- start ---- */
 
-/* The --input value as JSON: the text itself, @FILE, or - (stdin), so
- * that an input too long for a command line can be given. Exit 2 naming
- * what is wrong. */
-static json_t *load_input(const char *arg)
+/* The value of option opt of command cmd as JSON: the text itself, @FILE,
+ * or - (stdin), so that a value too long for a command line can be given.
+ * Exit 2 naming what is wrong. */
+static json_t *load_json_arg(const char *cmd, const char *opt, const char *arg)
 {
     json_error_t jerr;
     json_t *input;
@@ -36,26 +36,31 @@ static json_t *load_input(const char *arg)
 
     if (strcmp(arg, "-") == 0) {
         input = json_loadf(stdin, 0, &jerr);
-        snprintf(what, sizeof what, "--input - (stdin)");
+        snprintf(what, sizeof what, "%s - (stdin)", opt);
     } else if (arg[0] == '@') { /* no JSON text starts with '@' */
         FILE *f = fopen(arg + 1, "rb");
         if (f == NULL)
-            die_usage("start: --input %s: cannot open: %s", arg, strerror(errno));
+            die_usage("%s: %s %s: cannot open: %s", cmd, opt, arg, strerror(errno));
         input = json_loadf(f, 0, &jerr);
         fclose(f);
-        snprintf(what, sizeof what, "--input %.280s", arg);
+        snprintf(what, sizeof what, "%s %.280s", opt, arg);
     } else {
         input = json_loads(arg, 0, &jerr);
     }
     if (input == NULL && what[0] == '\0')
-        die_usage("start: --input must be a JSON object: %s", jerr.text);
+        die_usage("%s: %s must be a JSON object: %s", cmd, opt, jerr.text);
     if (input == NULL)
-        die_usage("start: %s: line %d, column %d: %s", what, jerr.line, jerr.column,
+        die_usage("%s: %s: line %d, column %d: %s", cmd, what, jerr.line, jerr.column,
                   jerr.text);
     if (!json_is_object(input))
-        die_usage("start: %s must be a JSON object: found another JSON value",
-                  what[0] ? what : "--input");
+        die_usage("%s: %s must be a JSON object: found another JSON value", cmd,
+                  what[0] ? what : opt);
     return input;
+}
+
+static json_t *load_input(const char *arg)
+{
+    return load_json_arg("start", "--input", arg);
 }
 
 int cmd_start(int argc, char **argv)
@@ -248,5 +253,79 @@ int cmd_cancel(int argc, char **argv)
         return rc == SAGA_EINVAL ? EXIT_USAGE : EXIT_DB;
     }
     printf("cancel: saga %s is cancelled: it will not start\n", id);
+    return EXIT_OK;
+}
+
+/* ---- signal ---- */
+
+int cmd_signal(int argc, char **argv)
+{
+    const char *id, *name, *payload_text = NULL, *signal_id = NULL, *reason = NULL;
+    saga_client *client = NULL;
+    saga_error err = {0};
+    json_t *payload = NULL;
+    int rc, failed = 0, duplicate = 0;
+    static const struct option opts[] = {{"payload", required_argument, NULL, 'p'},
+                                         {"id", required_argument, NULL, 'i'},
+                                         {"fail", no_argument, NULL, 'f'},
+                                         {"reason", required_argument, NULL, 'r'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    for (int c; (c = sagactl_getopt("signal", argc, argv, opts)) != -1;) {
+        if (c == 'p')
+            payload_text = optarg;
+        else if (c == 'i')
+            signal_id = optarg;
+        else if (c == 'f')
+            failed = 1;
+        else if (c == 'r')
+            reason = optarg;
+        else {
+            printf("usage: sagactl signal ID NAME [--payload JSON|@FILE|-] [--id "
+                   "SIGNAL_ID]\n"
+                   "                               [--fail --reason TEXT]\n"
+                   "Sends signal NAME to saga ID, for its wait step of that signal: the "
+                   "payload\n(a JSON object) becomes the step's output; --fail is a "
+                   "verdict that fails\nthe step (the saga is compensated), --reason "
+                   "says why. A signal that comes\nbefore the saga waits for it is kept "
+                   "until it does. With --id, sending again\nis harmless: the same id is "
+                   "absorbed. A saga that has ended takes no signal\n(exit 1).\n");
+            return EXIT_OK;
+        }
+    }
+    if (optind + 2 != argc)
+        die_usage("signal: expected ID NAME%s",
+                  optind + 2 < argc ? " (one signal at a time)" : "");
+    id = argv[optind];
+    name = argv[optind + 1];
+    check_uuid("signal", id);
+    if (failed && (reason == NULL || *reason == '\0'))
+        die_usage("signal: --fail needs --reason TEXT (it becomes the step's error)");
+    if (!failed && reason != NULL)
+        die_usage("signal: --reason goes with --fail");
+    if (payload_text != NULL)
+        payload = load_json_arg("signal", "--payload", payload_text);
+    if (db_url == NULL) {
+        json_decref(payload);
+        connect_db(0); /* says what is missing and exits */
+    }
+    if ((rc = saga_client_new(db_url, &client, &err)) == SAGA_OK)
+        rc = saga_client_signal(client, id, name, signal_id, payload, failed, reason,
+                                &duplicate, &err);
+    saga_client_free(client);
+    json_decref(payload);
+    if (rc == SAGA_ESTATE || rc == SAGA_ENOTFOUND) {
+        fprintf(stderr, "sagactl signal: refused: %s\n", err.message);
+        return EXIT_REFUSED;
+    }
+    if (rc == SAGA_EINVAL)
+        die_usage("signal: %s", err.message);
+    if (rc != SAGA_OK) {
+        fprintf(stderr, "sagactl signal: %s\n", err.message);
+        return EXIT_DB;
+    }
+    printf("signal: %s for saga %s %s\n", name, id,
+           duplicate ? "was sent before (this one is absorbed)"
+                     : "kept: delivered when the saga waits for it (sagactl show)");
     return EXIT_OK;
 }

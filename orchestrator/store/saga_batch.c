@@ -252,6 +252,11 @@ int saga_batch_add(saga_batch *b, const saga_state *s, const saga_actions *a, in
                 json_object_set(o, "error", st->error);
             set_ms(o, "started_at", st->started_at);
             set_ms(o, "finished_at", st->finished_at);
+            /* A wait step waiting: the signal sagad may deliver to it. */
+            if (s->def->steps[i].wait_signal != NULL &&
+                st->status == SAGA_STEP_DISPATCHED)
+                json_object_set_new(o, "waiting_for",
+                                    json_string(s->def->steps[i].wait_signal));
         }
         if ((rc = append(b->steps, o, err)) != SAGA_OK)
             return rc;

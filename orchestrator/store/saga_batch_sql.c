@@ -46,20 +46,20 @@ static const char update_sagas_sql[] =
 
 static const char upsert_steps_sql[] =
     "INSERT INTO saga.saga_step (saga_id, idx, name, status, attempts, attempt_base,"
-    " awaiting, due_at, output, error, started_at, finished_at)"
+    " awaiting, due_at, output, error, started_at, finished_at, waiting_for)"
     " SELECT saga_id, idx, name, status, attempts, attempt_base, awaiting,"
     " to_timestamp(due_at / 1000.0), output, error, to_timestamp(started_at / 1000.0), "
-    "to_timestamp(finished_at / 1000.0)"
+    "to_timestamp(finished_at / 1000.0), waiting_for"
     " FROM (SELECT DISTINCT ON (saga_id, idx) * FROM jsonb_to_recordset($1::jsonb)"
     "   AS r(seq int, saga_id uuid, idx int, name text, status text, attempts int,"
     "        attempt_base int, awaiting bool, due_at bigint, output jsonb, error jsonb,"
-    "        started_at bigint, finished_at bigint)"
+    "        started_at bigint, finished_at bigint, waiting_for text)"
     "   ORDER BY saga_id, idx, seq DESC) AS x"
     " ON CONFLICT (saga_id, idx) DO UPDATE SET status = EXCLUDED.status,"
     " attempts = EXCLUDED.attempts, attempt_base = EXCLUDED.attempt_base,"
     " awaiting = EXCLUDED.awaiting, due_at = EXCLUDED.due_at, output = EXCLUDED.output,"
     " error = EXCLUDED.error, started_at = EXCLUDED.started_at,"
-    " finished_at = EXCLUDED.finished_at";
+    " finished_at = EXCLUDED.finished_at, waiting_for = EXCLUDED.waiting_for";
 
 /* History ids follow the order the machine produced the events in. */
 static const char insert_events_sql[] =

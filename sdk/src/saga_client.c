@@ -353,6 +353,88 @@ int saga_client_cancel(saga_client *c, const char *id, const char *reason,
     return rc;
 }
 
+static int signal_name_ok(const char *s)
+{
+    size_t n = s != NULL ? strlen(s) : 0;
+    if (n == 0 || n > 100)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum((unsigned char)s[i]) && strchr("_-.", s[i]) == NULL)
+            return 0;
+    return 1;
+}
+
+int saga_client_signal(saga_client *c, const char *id, const char *name,
+                       const char *signal_id, json_t *payload, int failed,
+                       const char *reason, int *duplicate, saga_error *err)
+{
+    char *text = NULL;
+    PGresult *r;
+    int rc = SAGA_OK;
+    if (duplicate != NULL)
+        *duplicate = 0;
+    if (c == NULL)
+        return saga__error_set(err, SAGA_EINVAL, "client must be given");
+    if (!is_uuid(id))
+        return saga__error_set(err, SAGA_EINVAL, "\"%.40s\" is not a saga id (a UUID)",
+                               id ? id : "(null)");
+    if (!signal_name_ok(name))
+        return saga__error_set(
+            err, SAGA_EINVAL,
+            "signal name \"%.60s\": 1 to 100 letters, digits, '_', '-', "
+            "'.'",
+            name ? name : "(null)");
+    if (signal_id != NULL && (*signal_id == '\0' || strlen(signal_id) > 200))
+        return saga__error_set(err, SAGA_EINVAL, "a signal id is 1 to 200 bytes");
+    if (payload != NULL && !json_is_object(payload))
+        return saga__error_set(err, SAGA_EINVAL, "a signal's payload is a JSON object");
+    if (failed && (reason == NULL || *reason == '\0'))
+        return saga__error_set(
+            err, SAGA_EINVAL,
+            "a failing verdict needs a reason (it is the step's error)");
+    if (reason != NULL && strlen(reason) > 1000)
+        return saga__error_set(err, SAGA_EINVAL, "a reason is at most 1000 bytes");
+    if (payload != NULL && (text = json_dumps(payload, JSON_COMPACT)) == NULL)
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
+    {
+        /* The same row saga_signal_send writes (orchestrator/store): kept
+         * while the saga runs, absorbed when its id was seen. */
+        const char *p[6] = {id, name, signal_id, text, failed ? "t" : "f", reason};
+        r = query(c, 0,
+                  "WITH s AS (SELECT status FROM saga.saga WHERE id = $1::uuid),"
+                  " dup AS (SELECT 1 FROM saga.saga_signal WHERE saga_id = $1::uuid"
+                  "  AND name = $2 AND signal_id = $3),"
+                  " ins AS (INSERT INTO saga.saga_signal (saga_id, name, signal_id, "
+                  "payload, failed, reason)"
+                  "  SELECT $1::uuid, $2, coalesce($3, gen_random_uuid()::text),"
+                  "   coalesce($4::jsonb, '{}'::jsonb), $5::bool, $6"
+                  "  FROM s WHERE s.status = 'running' AND NOT EXISTS (SELECT 1 FROM dup)"
+                  "  ON CONFLICT (saga_id, name, signal_id) DO NOTHING RETURNING 1)"
+                  " SELECT (SELECT status FROM s), (SELECT count(*) FROM ins),"
+                  "  (SELECT count(*) FROM dup),"
+                  "  (SELECT pg_notify('saga_outbox', 'signal') FROM ins)",
+                  6, p);
+    }
+    free(text);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        rc = saga__error_set(err, SAGA_EDB, "signalling saga %s: %s", id,
+                             PQerrorMessage(c->db));
+    else if (!PQgetisnull(r, 0, 0) && strcmp(PQgetvalue(r, 0, 2), "0") != 0) {
+        if (duplicate != NULL) /* sent before: absorbed, whatever the saga is now */
+            *duplicate = 1;
+    } else if (PQgetisnull(r, 0, 0))
+        rc = saga__error_set(err, SAGA_ENOTFOUND,
+                             "no saga %s (a saga not started yet takes no signal)", id);
+    else if (strcmp(PQgetvalue(r, 0, 0), "running") != 0)
+        rc = saga__error_set(err, SAGA_ESTATE,
+                             "saga %s is %s: it waits for no signal any more", id,
+                             PQgetvalue(r, 0, 0));
+    else if (duplicate != NULL)
+        *duplicate = strcmp(PQgetvalue(r, 0, 1), "1") != 0;
+    PQclear(r);
+    return rc;
+}
+
 void saga_client_free(saga_client *c)
 {
     if (c == NULL)

@@ -107,6 +107,22 @@ SAGA_API int saga_client_start_with(saga_client *c, const char *name, json_t *in
 SAGA_API int saga_client_cancel(saga_client *c, const char *id, const char *reason,
                                 saga_error *err);
 
+/* Send signal name (1 to 100 letters, digits, '_', '-', '.') to saga id
+ * (0.4.0), for its wait step of that signal (docs/DEFINITIONS.md, "Waiting
+ * for a signal"): payload (a JSON object, borrowed; NULL: {}) becomes the
+ * step's output; failed != 0 is a verdict that fails the step instead,
+ * with reason (the saga is then compensated). A signal that comes before
+ * the saga waits for it is kept and delivered when it does. signal_id
+ * (1 to 200 bytes) makes sending again harmless: a second signal with the
+ * same id is absorbed (*duplicate = 1; duplicate may be NULL); NULL: a new
+ * id. SAGA_ENOTFOUND for no such saga; SAGA_ESTATE when the saga is not
+ * running (it has ended, or is compensating: it waits for no signal);
+ * SAGA_EINVAL for a bad name, id, payload or a failed verdict without a
+ * reason; SAGA_EDB. */
+SAGA_API int saga_client_signal(saga_client *c, const char *id, const char *name,
+                                const char *signal_id, json_t *payload, int failed,
+                                const char *reason, int *duplicate, saga_error *err);
+
 /* The saga's status: "pending" (requested, not yet created), "scheduled"
  * (to start later), "cancelled" (cancelled before it started), "running",
  * "compensating", "completed", "compensated", "failed", "resolved" or
