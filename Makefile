@@ -79,7 +79,8 @@ LIBCORE_A  := $(BUILD)/lib/libsagacore.a
 BINS := $(BUILD)/bin/sagad $(BUILD)/bin/sagactl \
         $(BUILD)/bin/order-service $(BUILD)/bin/payment-service $(BUILD)/bin/inventory-service \
         $(BUILD)/bin/travel-service \
-        $(BUILD)/bin/bench-service $(BUILD)/bin/saga-bench $(BUILD)/bin/bare-pipeline
+        $(BUILD)/bin/bench-service $(BUILD)/bin/saga-bench $(BUILD)/bin/bare-pipeline \
+        $(BUILD)/bin/api-load
 
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BINS  := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
@@ -140,6 +141,11 @@ $(BUILD)/bin/saga-bench: $(BUILD)/tests/bench/saga_bench.o $(LIBCORE_A) $(LIBSAG
 $(BUILD)/bin/bare-pipeline: $(BUILD)/tests/bench/bare_pipeline.o
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ -lrdkafka -lpq -lpthread
+
+# The HTTP API's load driver: plain sockets and epoll, no library.
+$(BUILD)/bin/api-load: $(BUILD)/tests/bench/api_load.o
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/bin/%-service: $(BUILD)/examples/%_service.o $(BUILD)/examples/example_common.o $(LIBSAGA_A)
 	@mkdir -p $(dir $@)
