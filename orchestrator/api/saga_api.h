@@ -18,6 +18,11 @@ typedef struct saga_api_config {
      * none (and may do everything). Elsewhere every request needs a
      * token (docs/API.md). */
     int local;
+    /* Called (any thread) when a start request was written, to wake the
+     * engine in this process (saga_engine_kick); NULL: a NOTIFY wakes
+     * whichever sagad listens. */
+    void (*kick)(void *arg);
+    void *kick_arg;
 } saga_api_config;
 
 /* Make the API (no connection is opened until a request needs one).

@@ -37,8 +37,10 @@ struct saga__api_caller {
 };
 
 struct saga_api {
-    int local;          /* served on loopback: without tokens, callers need none */
-    saga__api_hub *hub; /* long polls (saga_api_wait.c) */
+    int local;               /* served on loopback: without tokens, callers need none */
+    saga__api_hub *hub;      /* long polls (saga_api_wait.c) */
+    void (*kick)(void *arg); /* saga_api_config.kick */
+    void *kick_arg;
     char *db_url;
     pthread_mutex_t lock;
     pthread_cond_t freed;
@@ -57,6 +59,12 @@ struct saga_api {
  * the database cannot be reached; give it back after the request. */
 PGconn *saga__api_take(saga_api *a);
 void saga__api_give_back(saga_api *a, PGconn *db);
+
+/* Run sql as the prepared statement name on db (prepared on first use,
+ * and again after a reconnection), n text parameters. The result is the
+ * caller's (PQclear). */
+PGresult *saga__api_exec(PGconn *db, const char *name, const char *sql, int n,
+                         const char *const *params);
 
 /* Answer with body (malloc'd text, taken; NULL: empty). */
 void saga__api_answer(saga_http_response *res, unsigned int status, const char *type,

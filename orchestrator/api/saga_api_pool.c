@@ -30,6 +30,8 @@ int saga_api_new(const saga_api_config *cfg, saga_api **out, saga_error *err)
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     a->max = cfg->connections > 0 ? cfg->connections : 4;
     a->local = cfg->local != 0;
+    a->kick = cfg->kick;
+    a->kick_arg = cfg->kick_arg;
     a->db_url = strdup(cfg->db_url);
     a->idle = calloc((size_t)a->max, sizeof *a->idle);
     if (a->db_url == NULL || a->idle == NULL || pthread_mutex_init(&a->lock, NULL) != 0) {
@@ -96,6 +98,24 @@ PGconn *saga__api_take(saga_api *a)
         return NULL;
     }
     return db;
+}
+
+PGresult *saga__api_exec(PGconn *db, const char *name, const char *sql, int n,
+                         const char *const *params)
+{
+    PGresult *r = PQexecPrepared(db, name, n, params, NULL, NULL, 0);
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    /* 26000: not prepared on this connection (new, or reset) yet. */
+    if (PQresultStatus(r) == PGRES_FATAL_ERROR && state != NULL &&
+        strcmp(state, "26000") == 0) {
+        PQclear(r);
+        r = PQprepare(db, name, sql, n, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            return r;
+        PQclear(r);
+        r = PQexecPrepared(db, name, n, params, NULL, NULL, 0);
+    }
+    return r;
 }
 
 void saga__api_give_back(saga_api *a, PGconn *db)

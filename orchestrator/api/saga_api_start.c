@@ -70,6 +70,28 @@ static int start_time(const json_t *body, char *at, size_t size,
     return 0;
 }
 
+/* The definition must exist now (a request for one that does not would
+ * only be rejected later); then insert, answering with the request as GET
+ * shows it (one round trip), or find the caller's request with that key;
+ * sagad is woken by a NOTIFY only when it cannot be kicked ($8). */
+static const char start_sql[] =
+    "WITH d AS (SELECT 1 FROM saga.saga_definition WHERE name = $1 LIMIT 1),"
+    " ins AS (INSERT INTO saga.start_request (id, name, input, idempotency_key,"
+    "  traceparent, requested_by, business_key, start_at) SELECT"
+    "  gen_random_uuid(), $1, $2::jsonb, $3, $4, $5, $6, $7::timestamptz"
+    "  FROM d ON CONFLICT (requested_by, idempotency_key) DO NOTHING"
+    "  RETURNING id, name, input, idempotency_key, business_key, requested_at, start_at)"
+    " SELECT id, false, json_build_object('id', id, 'name', name,"
+    "  'status', CASE WHEN start_at > now() THEN 'scheduled' ELSE 'pending' END,"
+    "  'start_at', saga.iso(start_at), 'input', input,"
+    "  'idempotency_key', idempotency_key, 'business_key', business_key,"
+    "  'created_at', saga.iso(requested_at), 'error', NULL, 'steps', '[]'::json)::text,"
+    "  CASE WHEN $8::bool THEN pg_notify('saga_outbox', 'start') END FROM ins"
+    " UNION ALL SELECT id, true, NULL, NULL FROM saga.start_request WHERE"
+    "  idempotency_key = $3 AND requested_by = $5 AND NOT EXISTS (SELECT 1 FROM ins)"
+    "  AND EXISTS (SELECT 1 FROM d)"
+    " UNION ALL SELECT NULL, NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM d)";
+
 void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
                           const saga_http_request *req, saga_http_response *res)
 {
@@ -164,23 +186,15 @@ void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
         /* The definition must exist now (a request for one that does not
          * would only be rejected later); then insert, or find the caller's
          * request with that key, and wake sagad, in one statement. */
-        const char *p[7] = {
-            name, text, key, tp, who->name, bkey, start_at[0] ? start_at : NULL};
-        r = PQexecParams(
-            db,
-            "WITH d AS (SELECT 1 FROM saga.saga_definition WHERE name = $1 LIMIT 1),"
-            " ins AS (INSERT INTO saga.start_request (id, name, input, idempotency_key,"
-            "  traceparent, requested_by, business_key, start_at) SELECT"
-            "  gen_random_uuid(), $1, $2::jsonb, $3, $4, $5, $6, $7::timestamptz"
-            "  FROM d ON CONFLICT (requested_by, idempotency_key) DO NOTHING RETURNING "
-            "id)"
-            " SELECT id, false, pg_notify('saga_outbox', 'start') FROM ins"
-            " UNION ALL SELECT id, true, NULL FROM saga.start_request WHERE"
-            "  idempotency_key = $3 AND requested_by = $5 AND NOT EXISTS (SELECT 1 FROM "
-            "ins)"
-            "  AND EXISTS (SELECT 1 FROM d)"
-            " UNION ALL SELECT NULL, NULL, NULL WHERE NOT EXISTS (SELECT 1 FROM d)",
-            7, NULL, p, NULL, NULL, 0);
+        const char *p[8] = {name,
+                            text,
+                            key,
+                            tp,
+                            who->name,
+                            bkey,
+                            start_at[0] ? start_at : NULL,
+                            a->kick != NULL ? "f" : "t"};
+        r = saga__api_exec(db, "api_start", start_sql, 8, p);
     }
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
@@ -215,7 +229,11 @@ void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
         int existed = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
         char *saga = NULL;
         snprintf(res->location, sizeof res->location, "/v1/sagas/%s", id);
-        if (saga_read_saga(db, id, NULL, &saga, NULL) != SAGA_OK) {
+        if (!existed && !PQgetisnull(r, 0, 2)) {
+            saga = strdup(PQgetvalue(r, 0, 2)); /* the request just written */
+            if (a->kick != NULL)
+                a->kick(a->kick_arg);
+        } else if (saga_read_saga(db, id, NULL, &saga, NULL) != SAGA_OK) {
             json_t *o = json_pack("{s:s, s:s}", "id", id, "status", "pending");
             saga = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
             json_decref(o);

@@ -80,6 +80,13 @@ int saga_engine_run(saga_engine *e, saga_error *err);
 /* Async-signal-safe. */
 void saga_engine_stop(saga_engine *e);
 
+/* Start requests were just written in this process (the HTTP API): look
+ * at them soon, without a NOTIFY (whose commit-time lock serialises every
+ * writer's commits). Kicks that come close together are taken together,
+ * START_COALESCE_MS apart at most, so that a busy API makes large start
+ * batches. Any thread; async-signal-unsafe. NULL: nothing. */
+void saga_engine_kick(saga_engine *e);
+
 void saga_engine_get_stats(const saga_engine *e, saga_engine_stats *out);
 
 /* The engine's metrics registry and health (borrowed: valid until

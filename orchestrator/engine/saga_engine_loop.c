@@ -87,7 +87,7 @@ int saga_engine_run(saga_engine *e, saga_error *err)
 {
     rd_kafka_message_t **msgs = calloc((size_t)e->cfg.batch_max, sizeof *msgs);
     rd_kafka_queue_t *cq = rd_kafka_queue_get_consumer(e->consumer);
-    int64_t next_timer = 0, next_scan = 0, next_observe = 0;
+    int64_t next_timer = 0, next_scan = 0, next_observe = 0, last_scan = 0;
 
     if (msgs == NULL || cq == NULL) {
         free(msgs);
@@ -138,6 +138,9 @@ int saga_engine_run(saga_engine *e, saga_error *err)
         now = saga__mono_ms();
         if (PQstatus(e->db) == CONNECTION_OK && notified(e))
             next_scan = 0;
+        /* Starts written by this process's API: soon, but together. */
+        if (atomic_load(&e->kicked) && next_scan > last_scan + START_COALESCE_MS)
+            next_scan = last_scan + START_COALESCE_MS;
         if (now >= next_timer) {
             saga__engine_wake_early(e);
             while (saga__engine_process_timers(e) == TIMER_CLAIM_LIMIT && !e->stop)
@@ -145,6 +148,8 @@ int saga_engine_run(saga_engine *e, saga_error *err)
             next_timer = now + e->cfg.timer_interval_ms;
         }
         if (now >= next_scan) {
+            atomic_store(&e->kicked, 0);
+            last_scan = now;
             while (saga__engine_process_start_requests(e) == START_BATCH && !e->stop)
                 ;
             saga__engine_process_signals(e);
@@ -189,6 +194,15 @@ int saga_engine_run(saga_engine *e, saga_error *err)
     saga__engine_forget_delivered(e);
     rd_kafka_commit(e->consumer, NULL, 0);
     return SAGA_OK;
+}
+
+void saga_engine_kick(saga_engine *e)
+{
+    if (e == NULL || atomic_exchange(&e->kicked, 1) != 0)
+        return; /* already kicked: one wake is enough */
+    if (write(e->wake[1], "k", 1) < 0) {
+        /* The pipe is full: the loop is awake already. */
+    }
 }
 
 void saga_engine_stop(saga_engine *e)

@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <stdarg.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,6 +36,8 @@
 #include "saga_tracing.h"
 
 #define OUTBOX_SCAN_MS 1000
+/* Kicked start scans are at least this far apart (saga_engine_kick). */
+#define START_COALESCE_MS 20
 
 #define OUTBOX_SCAN_LIMIT 2000
 
@@ -141,6 +144,7 @@ struct saga_engine {
     int64_t *delivered; /* confirmed ids waiting to be deleted from the outbox */
     int ndelivered, capdelivered;
     volatile sig_atomic_t stop;
+    atomic_int kicked; /* saga_engine_kick: start requests are waiting */
     saga_engine_stats stats;
     uint64_t rng;
     saga_gate *gate;

@@ -40,6 +40,10 @@ static const char roles_sql[] =
      * schema version are read on the way. */
     "REVOKE ALL ON ALL TABLES IN SCHEMA saga FROM saga_starter;"
     "GRANT SELECT, INSERT ON saga.start_request TO saga_starter;"
+    /* ... cancel what it scheduled, and signal its sagas' wait steps. */
+    "GRANT UPDATE (processed_at, cancelled_at, cancelled_by, error) ON saga.start_request"
+    "  TO saga_starter;"
+    "GRANT SELECT, INSERT ON saga.saga_signal TO saga_starter;"
     "GRANT SELECT ON saga.saga, saga.saga_step, saga.saga_event, saga.limits,"
     "  saga.schema_migrations TO saga_starter;"
     /* Tables a later migration adds get the same grants (objects this
@@ -54,10 +58,13 @@ static const char roles_sql[] =
     "ALTER TABLE saga.saga ENABLE ROW LEVEL SECURITY;"
     "ALTER TABLE saga.saga_step ENABLE ROW LEVEL SECURITY;"
     "ALTER TABLE saga.saga_event ENABLE ROW LEVEL SECURITY;"
+    "ALTER TABLE saga.saga_signal ENABLE ROW LEVEL SECURITY;"
     "DROP POLICY IF EXISTS every_row ON saga.start_request;"
     "DROP POLICY IF EXISTS every_row ON saga.saga;"
     "DROP POLICY IF EXISTS every_row ON saga.saga_step;"
     "DROP POLICY IF EXISTS every_row ON saga.saga_event;"
+    "DROP POLICY IF EXISTS every_row ON saga.saga_signal;"
+    "DROP POLICY IF EXISTS own_rows ON saga.saga_signal;"
     "DROP POLICY IF EXISTS own_rows ON saga.start_request;"
     "DROP POLICY IF EXISTS own_rows ON saga.saga;"
     "DROP POLICY IF EXISTS own_rows ON saga.saga_step;"
@@ -70,6 +77,12 @@ static const char roles_sql[] =
     "  saga_reader USING (true) WITH CHECK (true);"
     "CREATE POLICY every_row ON saga.saga_event TO saga_engine, saga_operator,"
     "  saga_reader USING (true) WITH CHECK (true);"
+    "CREATE POLICY every_row ON saga.saga_signal TO saga_engine, saga_operator,"
+    "  saga_reader USING (true) WITH CHECK (true);"
+    "CREATE POLICY own_rows ON saga.saga_signal TO saga_starter"
+    "  USING (EXISTS (SELECT 1 FROM saga.saga s WHERE s.id = saga_id"
+    "  AND s.started_by = current_user)) WITH CHECK (EXISTS (SELECT 1 FROM saga.saga s"
+    "  WHERE s.id = saga_id AND s.started_by = current_user));"
     /* requested_by defaults to current_user; the check makes it the only
      * value a starter may write, so nobody asks in another's name. */
     "CREATE POLICY own_rows ON saga.start_request TO saga_starter"

@@ -136,6 +136,12 @@ int sagad_http_check(const sagad_http_opts *o, saga_error *err)
     return rc;
 }
 
+/* saga_api_config.kick: the API wrote a start request. */
+static void kick_engine(void *engine)
+{
+    saga_engine_kick(engine);
+}
+
 static void ops(saga_http_config *hc, saga_engine *e)
 {
     hc->metrics = saga_engine_metrics(e);
@@ -172,7 +178,10 @@ int sagad_http_start(const sagad_http_opts *o, saga_engine *e, const char *db_ur
         (rc = read_pem("tls-cert", o->tls_cert, 0, &cert, err)) == SAGA_OK)
         rc = read_pem("tls-key", o->tls_key, 1, &key, err);
     if (rc == SAGA_OK) {
-        saga_api_config ac = {.db_url = db_url, .local = is_loopback(addr)};
+        saga_api_config ac = {.db_url = db_url,
+                              .local = is_loopback(addr),
+                              .kick = kick_engine,
+                              .kick_arg = e};
         rc = saga_api_new(&ac, &out->api, err);
     }
     if (rc == SAGA_OK) {
