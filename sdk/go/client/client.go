@@ -1,9 +1,10 @@
-// Package client starts sagas and waits for them through sagad's HTTP API
-// (docs/API.md), with nothing but Go's standard library.
+// Package client starts sagas, waits for them and signals them through
+// sagad's HTTP API (docs/API.md), with nothing but Go's standard library.
 //
 //	c := client.New("http://127.0.0.1:9464", os.Getenv("SAGA_API_TOKEN"))
 //	s, err := c.Start(ctx, "order", input, client.StartOptions{BusinessKey: "order-4711"})
 //	s, err = c.Wait(ctx, s.ID, time.Minute)
+//	_, err = c.Signal(ctx, s.ID, "approval", client.SignalOptions{Payload: map[string]any{"ok": true}})
 package client
 
 import (
@@ -86,6 +87,13 @@ type StartOptions struct {
 // at most Attempts times, and decodes a 2xx answer into out.
 func (c *Client) call(ctx context.Context, method, path string, body any, hdr map[string]string,
 	timeout time.Duration, out any) error {
+	return c.callRetrying(ctx, method, path, body, hdr, timeout, out, http.StatusConflict)
+}
+
+// callRetrying is call retrying 503, connection errors and the status
+// also (0: none more).
+func (c *Client) callRetrying(ctx context.Context, method, path string, body any, hdr map[string]string,
+	timeout time.Duration, out any, also int) error {
 	var data []byte
 	if body != nil {
 		var err error
@@ -119,7 +127,7 @@ func (c *Client) call(ctx context.Context, method, path string, body any, hdr ma
 			p := &Problem{Status: status, Code: "?", Detail: string(raw)}
 			_ = json.Unmarshal(raw, p) // a problem document, or the raw answer
 			p.Status = status
-			if status != http.StatusServiceUnavailable && status != http.StatusConflict {
+			if status != http.StatusServiceUnavailable && (also == 0 || status != also) {
 				return p
 			}
 			last = p
@@ -245,4 +253,65 @@ func (c *Client) Find(ctx context.Context, businessKey string) ([]Saga, error) {
 	err := c.call(ctx, http.MethodGet, "/v1/sagas?"+url.Values{"business_key": {businessKey}}.Encode(),
 		nil, nil, 10*time.Second, &page)
 	return page.Sagas, err
+}
+
+// SignalOptions are a signal's optional parts.
+type SignalOptions struct {
+	// Payload becomes the wait step's output: a JSON object (a struct, a
+	// map, json.RawMessage); nil sends none.
+	Payload any
+	// ID makes a resend harmless: a signal with an id sent before is
+	// absorbed (Duplicate). Default: a random one, so that the client's own
+	// retries (a 503, a connection error) never deliver it twice; give
+	// your own to make your caller's retries safe too (1-200 bytes).
+	ID string
+	// Failed sends the verdict "failed": the step fails and the saga is
+	// compensated. Reason is then required (it becomes the step's error).
+	Failed bool
+	Reason string
+}
+
+// SignalResult is what a signal was answered.
+type SignalResult struct {
+	SagaID    string `json:"saga_id"`
+	Name      string `json:"name"`
+	ID        string `json:"id"`
+	Duplicate bool   `json:"duplicate"` // this id had been sent before: absorbed
+}
+
+// Signal sends the signal name to the saga's wait step (kept until the
+// saga waits for it): POST /v1/sagas/{id}/signals/{name}. 202 and 200 (a
+// duplicate id) are success; a saga that is not running refuses it (a
+// *Problem with Status 409, Code "refused"), no such saga is a 404, a
+// bad payload, id, verdict or reason a 422. A 503 and connection errors
+// are retried with the same id.
+func (c *Client) Signal(ctx context.Context, sagaID, name string, o SignalOptions) (*SignalResult, error) {
+	body := map[string]any{}
+	if o.Payload != nil {
+		body["payload"] = o.Payload
+	}
+	id := o.ID
+	if id == "" {
+		b := make([]byte, 16)
+		if _, err := rand.Read(b); err != nil {
+			return nil, err
+		}
+		id = "go-" + hex.EncodeToString(b)
+	}
+	body["id"] = id
+	if o.Failed {
+		body["verdict"] = "failed"
+	}
+	if o.Reason != "" {
+		body["reason"] = o.Reason
+	}
+	r := SignalResult{SagaID: sagaID, Name: name}
+	path := "/v1/sagas/" + url.PathEscape(sagaID) + "/signals/" + url.PathEscape(name)
+	if err := c.callRetrying(ctx, http.MethodPost, path, body, nil, 10*time.Second, &r, 0); err != nil {
+		return nil, err
+	}
+	if r.ID == "" {
+		r.ID = id
+	}
+	return &r, nil
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -83,5 +85,86 @@ func TestWaitLongPolls(t *testing.T) {
 	found, err := New(srv2.URL, "").Find(context.Background(), "k")
 	if err != nil || len(found) != 1 || found[0].ID != "a" {
 		t.Fatalf("find: %v %v", found, err)
+	}
+}
+
+func TestSignal(t *testing.T) {
+	type got struct {
+		path string
+		body map[string]any
+	}
+	var seen []got
+	answers := []struct {
+		status int
+		body   string
+	}{
+		{202, `{"saga_id":"s1","name":"approval","id":"ann-1","duplicate":false}`},
+		{200, `{"saga_id":"s1","name":"approval","id":"ann-1","duplicate":true}`},
+		{503, `{"status":503,"code":"database_unavailable","detail":"down"}`},
+		{202, `{"saga_id":"s1","name":"approval","id":null,"duplicate":false}`},
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s with Content-Type %q", r.Method, r.Header.Get("Content-Type"))
+		}
+		var body map[string]any
+		json.NewDecoder(r.Body).Decode(&body)
+		seen = append(seen, got{r.URL.EscapedPath(), body})
+		a := answers[len(seen)-1]
+		w.WriteHeader(a.status)
+		w.Write([]byte(a.body))
+	}))
+	defer srv.Close()
+	c := &Client{BaseURL: srv.URL, Backoff: time.Millisecond}
+	ctx := context.Background()
+	r, err := c.Signal(ctx, "s1", "approval", SignalOptions{Payload: map[string]any{"approved": true}, ID: "ann-1"})
+	if err != nil || r.Duplicate || r.ID != "ann-1" || r.SagaID != "s1" {
+		t.Fatalf("signal: %+v %v", r, err)
+	}
+	if seen[0].path != "/v1/sagas/s1/signals/approval" || seen[0].body["id"] != "ann-1" ||
+		seen[0].body["payload"].(map[string]any)["approved"] != true || len(seen[0].body) != 2 {
+		t.Fatalf("sent %+v", seen[0])
+	}
+	if r, err = c.Signal(ctx, "s1", "approval", SignalOptions{ID: "ann-1"}); err != nil || !r.Duplicate {
+		t.Fatalf("the same id again: %+v %v", r, err)
+	}
+	// No id: one of its own, the same on the retry of the 503.
+	r, err = c.Signal(ctx, "s1", "approval", SignalOptions{Failed: true, Reason: "over budget"})
+	if err != nil || len(seen) != 4 {
+		t.Fatalf("failed verdict: %+v %v (%d requests)", r, err, len(seen))
+	}
+	id, _ := seen[2].body["id"].(string)
+	if !strings.HasPrefix(id, "go-") || seen[3].body["id"] != id || r.ID != id ||
+		seen[3].body["verdict"] != "failed" || seen[3].body["reason"] != "over budget" {
+		t.Fatalf("sent %+v then %+v, answered %+v", seen[2], seen[3], r)
+	}
+	if _, has := seen[3].body["payload"]; has {
+		t.Fatalf("a payload sent though none was given: %+v", seen[3])
+	}
+}
+
+func TestSignalRefusalsNotRetried(t *testing.T) {
+	for _, a := range []struct {
+		status int
+		code   string
+	}{{409, "refused"}, {404, "not_found"}, {422, "invalid_field"}} {
+		var calls atomic.Int32
+		var path string
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			calls.Add(1)
+			path = r.URL.EscapedPath()
+			w.WriteHeader(a.status)
+			fmt.Fprintf(w, `{"status":%d,"code":%q,"detail":"no"}`, a.status, a.code)
+		}))
+		_, err := (&Client{BaseURL: srv.URL, Backoff: time.Millisecond}).Signal(context.Background(),
+			"s1", "bad name/x", SignalOptions{})
+		srv.Close()
+		var p *Problem
+		if !errors.As(err, &p) || p.Status != a.status || p.Code != a.code || calls.Load() != 1 {
+			t.Fatalf("%d: %v (%d calls)", a.status, err, calls.Load())
+		}
+		if path != "/v1/sagas/s1/signals/bad%20name%2Fx" {
+			t.Fatalf("path %s", path)
+		}
 	}
 }

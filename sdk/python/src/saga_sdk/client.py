@@ -1,5 +1,5 @@
 """A client of sagad's HTTP API (docs/API.md): start a saga, wait for its
-end, find sagas by business key. Standard library only: one request at a
+end, find sagas by business key, send a signal to a waiting step. Standard library only: one request at a
 time needs no HTTP library, and the SDK's dependencies stay the two that
 matter (confluent-kafka and psycopg)."""
 
@@ -35,6 +35,18 @@ class WaitTimeout(TimeoutError):
     def __init__(self, saga: Saga, seconds: float) -> None:
         super().__init__(f"saga {saga.id} is still {saga.status} after {seconds:g} s")
         self.saga = saga
+
+
+@dataclass(frozen=True)
+class Signal:
+    """What POST /v1/sagas/{id}/signals/{name} answered: the signal's id
+    (the one given, or the one sagad made) and whether that id had been
+    sent before (absorbed: a resend is harmless)."""
+
+    saga_id: str
+    name: str
+    id: str
+    duplicate: bool
 
 
 @dataclass(frozen=True)
@@ -83,7 +95,8 @@ class Client:
 
     def _call(self, method: str, path: str, body: Any = None,
               headers: dict[str, str] | None = None,
-              timeout_s: float | None = None) -> tuple[int, Any]:
+              timeout_s: float | None = None,
+              retried: frozenset[int] = _RETRIED) -> tuple[int, Any]:
         data = None if body is None else json.dumps(body).encode()
         hdrs = {"Accept": "application/json", **(headers or {})}
         if self.token:
@@ -101,7 +114,7 @@ class Client:
                 except ValueError:
                     raise _problem(status, raw) from None
             except urllib.error.HTTPError as e:
-                if e.code not in _RETRIED or attempt == self.attempts:
+                if e.code not in retried or attempt == self.attempts:
                     raise _problem(e.code, e.read()) from None
             except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
                 if attempt == self.attempts:
@@ -158,3 +171,30 @@ class Client:
         q = urllib.parse.urlencode({"business_key": business_key, "limit": limit})
         _, o = self._call("GET", f"/v1/sagas?{q}")
         return [Saga.from_json(s) for s in o.get("sagas", [])]
+
+    def signal(self, saga_id: str, name: str, payload: dict[str, Any] | None = None, *,
+               id: str | None = None, failed: bool = False,
+               reason: str | None = None) -> Signal:
+        """POST /v1/sagas/{id}/signals/{name}: a signal for the saga's wait
+        step named `name` (kept until the saga waits for it). `payload`
+        becomes the step's output; failed=True (with a reason) fails the
+        step and the saga is compensated. The `id` makes a resend harmless
+        (absorbed: .duplicate is True); without one the client makes one
+        (`py-<uuid>`), so its own retries (a 503, a connection error) never
+        deliver the signal twice — give your own to make your caller's
+        retries safe too. A saga that is not running refuses it:
+        APIError 409 "refused"; no such saga: 404; a bad payload, id,
+        verdict or reason: 422."""
+        body: dict[str, Any] = {}
+        if payload is not None:
+            body["payload"] = payload
+        body["id"] = id if id is not None else f"py-{uuid.uuid4()}"
+        if failed:
+            body["verdict"] = "failed"
+        if reason is not None:
+            body["reason"] = reason
+        q = urllib.parse.quote
+        _, o = self._call("POST", f"/v1/sagas/{q(saga_id, safe='')}/signals/{q(name, safe='')}",
+                          body, retried=frozenset({503}))
+        return Signal(saga_id=str(o.get("saga_id", saga_id)), name=str(o.get("name", name)),
+                      id=str(o.get("id") or body["id"]), duplicate=bool(o.get("duplicate", False)))
