@@ -7,45 +7,12 @@
 # document with its status and where: 400 malformed JSON and bad
 # parameters, 404, 405, 413, 415, 422 unknown definition, field or input.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-bin=$PWD/${SAGA_BUILD_DIR:-build}/bin
-: "${SAGA_PG_URL:?run through make check (or scripts/with-services)}"
-: "${SAGA_KAFKA_BROKERS:?run through make check (or scripts/with-services)}"
-work=$PWD/${SAGA_BUILD_DIR:-build}/tests/api-$$
-mkdir -p "$work"
-hostport=$(sed -E 's#^[a-z]+://([^@]*@)?([^/?]*).*#\2#' <<<"$SAGA_PG_URL")
-user=$(sed -E 's#^[a-z]+://([^@:]*).*#\1#' <<<"$SAGA_PG_URL")
-db=it_api_$$
-export SAGA_PG_URL="postgresql://$user@$hostport/$db" SAGA_TOPIC_PREFIX="api$$."
-admin="postgresql://$user@$hostport/postgres"
-pids=()
-fail() { echo "test_api: FAIL: $*" >&2; exit 1; }
-ok() { echo "test_api: ok: $*"; }
-cleanup() {
-    local rc=$?
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    [[ $rc -ne 0 ]] && tail -n 20 "$work"/*.log >&2 2>/dev/null
-    psql "$admin" -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    [[ $rc -eq 0 ]] && rm -rf "$work"
-}
-trap cleanup EXIT
-psql "$admin" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
-"$bin/sagactl" migrate --dir migrations >/dev/null
-for svc in order payment inventory; do
-    "$bin/$svc-service" >"$work/$svc.log" 2>&1 &
-    pids+=($!)
-done
-for svc in order payment inventory; do
-    for _ in $(seq 1 600); do grep -q ready "$work/$svc.log" && break; sleep 0.1; done
-done
-psql "$SAGA_PG_URL" -q -v ON_ERROR_STOP=1 -f examples/seed.sql >/dev/null
-"$bin/sagad" --definitions sagas --http 127.0.0.1:0 >"$work/sagad.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 600); do grep -q "sagad running" "$work/sagad.log" && break; sleep 0.1; done
+source "$(dirname "$0")/it_lib.sh"
+it_init api
+it_services
+it_sagad sagas
 grep -q "and the API (/v1: a bearer token once tokens exist, none before: loopback)" "$work/sagad.log" ||
     fail "sagad does not say it serves the API"
-base="http://$(grep -m 1 -o '/readyz on 127.0.0.1:[0-9]*' "$work/sagad.log" | sed 's/.* on //')"
 
 # req METHOD PATH [BODY [HEADER...]]: status in $status, headers in
 # $work/h, body in $work/b.

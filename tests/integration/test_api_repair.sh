@@ -8,39 +8,16 @@
 # bad bodies 400/415/422 saying where; nobody but sagad may write history
 # in a token's name; sagactl retry --all does the same from a terminal.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-bin=$PWD/${SAGA_BUILD_DIR:-build}/bin
-: "${SAGA_PG_URL:?run through make check (or scripts/with-services)}"
-: "${SAGA_KAFKA_BROKERS:?run through make check (or scripts/with-services)}"
-work=$PWD/${SAGA_BUILD_DIR:-build}/tests/api-repair-$$
-mkdir -p "$work"
-hostport=$(sed -E 's#^[a-z]+://([^@]*@)?([^/?]*).*#\2#' <<<"$SAGA_PG_URL")
-user=$(sed -E 's#^[a-z]+://([^@:]*).*#\1#' <<<"$SAGA_PG_URL")
-db=it_api_repair_$$
+source "$(dirname "$0")/it_lib.sh"
+it_init api_repair
 forger=it_forger_$$
-export SAGA_PG_URL="postgresql://$user@$hostport/$db" SAGA_TOPIC_PREFIX="apirep$$."
-admin="postgresql://$user@$hostport/postgres"
-pids=()
-payment_pid= inventory_pid=
-fail() { echo "test_api_repair: FAIL: $*" >&2; exit 1; }
-ok() { echo "test_api_repair: ok: $*"; }
-cleanup() {
-    local rc=$?
-    for p in "${pids[@]}" $payment_pid $inventory_pid; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}" $payment_pid $inventory_pid; do wait "$p" 2>/dev/null || true; done
-    [[ $rc -ne 0 ]] && tail -n 20 "$work"/*.log >&2 2>/dev/null
-    psql "$admin" -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    psql "$admin" -q -c "DROP ROLE IF EXISTS $forger" >/dev/null 2>&1 || true
-    [[ $rc -eq 0 ]] && rm -rf "$work"
-}
-trap cleanup EXIT
-psql "$admin" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
-"$bin/sagactl" migrate --dir migrations >/dev/null
+it_atexit() { psql "$admin" -q -c "DROP ROLE IF EXISTS $forger" >/dev/null 2>&1; }
 start_svc() { # name: (re)start it, its pid in <name>_pid
     local n
     n=$(grep -c ready "$work/$1.log" 2>/dev/null || true)
     "$bin/$1-service" >>"$work/$1.log" 2>&1 &
     printf -v "$1_pid" %s $!
+    pids+=($!)
     for _ in $(seq 1 600); do [[ $(grep -c ready "$work/$1.log") -gt $n ]] && return; sleep 0.1; done
     fail "$1-service did not start"
 }
@@ -89,10 +66,7 @@ cat >"$work/sagas/stock.json" <<'JSON'
   ]
 }
 JSON
-"$bin/sagad" --definitions "$work/sagas" --http 127.0.0.1:0 >"$work/sagad.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 600); do grep -q "sagad running" "$work/sagad.log" && break; sleep 0.1; done
-base="http://$(grep -m 1 -o '/readyz on 127.0.0.1:[0-9]*' "$work/sagad.log" | sed 's/.* on //')"
+it_sagad "$work/sagas"
 
 req() {
     local method=$1 path=$2 body=${3-} args=()

@@ -8,30 +8,8 @@
 # may read, a key that does not match, or half of the pair stop sagad
 # at start saying why.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-bin=$PWD/${SAGA_BUILD_DIR:-build}/bin
-: "${SAGA_PG_URL:?run through make check (or scripts/with-services)}"
-: "${SAGA_KAFKA_BROKERS:?run through make check (or scripts/with-services)}"
-work=$PWD/${SAGA_BUILD_DIR:-build}/tests/api-tls-$$
-mkdir -p "$work"
-hostport=$(sed -E 's#^[a-z]+://([^@]*@)?([^/?]*).*#\2#' <<<"$SAGA_PG_URL")
-user=$(sed -E 's#^[a-z]+://([^@:]*).*#\1#' <<<"$SAGA_PG_URL")
-db=it_api_tls_$$
-export SAGA_PG_URL="postgresql://$user@$hostport/$db" SAGA_TOPIC_PREFIX="apitls$$."
-admin="postgresql://$user@$hostport/postgres"
-sagad_pid=
-fail() { echo "test_api_tls: FAIL: $*" >&2; exit 1; }
-ok() { echo "test_api_tls: ok: $*"; }
-cleanup() {
-    local rc=$?
-    [[ -n $sagad_pid ]] && { kill -TERM "$sagad_pid" 2>/dev/null || true; wait "$sagad_pid" 2>/dev/null || true; }
-    [[ $rc -ne 0 ]] && tail -n 20 "$work"/*.log >&2 2>/dev/null
-    psql "$admin" -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    [[ $rc -eq 0 ]] && rm -rf "$work"
-}
-trap cleanup EXIT
-psql "$admin" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
-"$bin/sagactl" migrate --dir migrations >/dev/null
+source "$(dirname "$0")/it_lib.sh"
+it_init api_tls
 mkdir -p "$work/sagas"
 cat >"$work/sagas/ghost.json" <<'JSON'
 {"name": "ghost", "steps": [{"name": "haunt", "service": "ghost", "action": "haunt",

@@ -6,41 +6,11 @@
 # connection each; a bad wait is 400; sagad stopping answers the
 # requests it holds and exits cleanly.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-bin=$PWD/${SAGA_BUILD_DIR:-build}/bin
-: "${SAGA_PG_URL:?run through make check (or scripts/with-services)}"
-: "${SAGA_KAFKA_BROKERS:?run through make check (or scripts/with-services)}"
-work=$PWD/${SAGA_BUILD_DIR:-build}/tests/api-wait-$$
-mkdir -p "$work"
-hostport=$(sed -E 's#^[a-z]+://([^@]*@)?([^/?]*).*#\2#' <<<"$SAGA_PG_URL")
-user=$(sed -E 's#^[a-z]+://([^@:]*).*#\1#' <<<"$SAGA_PG_URL")
-db=it_api_wait_$$
-export SAGA_PG_URL="postgresql://$user@$hostport/$db" SAGA_TOPIC_PREFIX="apiwait$$."
-admin="postgresql://$user@$hostport/postgres"
-pids=()
-sagad_pid=
-fail() { echo "test_api_wait: FAIL: $*" >&2; exit 1; }
-ok() { echo "test_api_wait: ok: $*"; }
-cleanup() {
-    local rc=$?
-    for p in "${pids[@]}" $sagad_pid; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}" $sagad_pid; do wait "$p" 2>/dev/null || true; done
-    [[ $rc -ne 0 ]] && tail -n 20 "$work"/*.log >&2 2>/dev/null
-    psql "$admin" -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    [[ $rc -eq 0 ]] && rm -rf "$work"
-}
-trap cleanup EXIT
-psql "$admin" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
-"$bin/sagactl" migrate --dir migrations >/dev/null
+source "$(dirname "$0")/it_lib.sh"
+it_init api_wait
 # Each step takes 300 ms, so that a saga is still running when asked.
-for svc in order payment inventory; do
-    SAGA_EXAMPLE_DELAY_MS=300 "$bin/$svc-service" >"$work/$svc.log" 2>&1 &
-    pids+=($!)
-done
-for svc in order payment inventory; do
-    for _ in $(seq 1 600); do grep -q ready "$work/$svc.log" && break; sleep 0.1; done
-done
-psql "$SAGA_PG_URL" -q -v ON_ERROR_STOP=1 -f examples/seed.sql >/dev/null
+it_env_order=SAGA_EXAMPLE_DELAY_MS=300 it_env_payment=SAGA_EXAMPLE_DELAY_MS=300 \
+    it_env_inventory=SAGA_EXAMPLE_DELAY_MS=300 it_services
 mkdir -p "$work/sagas"
 cp sagas/order.json "$work/sagas/"
 # A step on a service nobody runs: its saga stays running (one attempt,
@@ -49,10 +19,7 @@ cat >"$work/sagas/ghost.json" <<'JSON'
 {"name": "ghost", "steps": [{"name": "haunt", "service": "ghost", "action": "haunt",
   "timeout": "10m", "retry": {"max_attempts": 1}}]}
 JSON
-"$bin/sagad" --definitions "$work/sagas" --http 127.0.0.1:0 >"$work/sagad.log" 2>&1 &
-sagad_pid=$!
-for _ in $(seq 1 600); do grep -q "sagad running" "$work/sagad.log" && break; sleep 0.1; done
-base="http://$(grep -m 1 -o '/readyz on 127.0.0.1:[0-9]*' "$work/sagad.log" | sed 's/.* on //')"
+it_sagad "$work/sagas"
 json='Content-Type: application/json'
 start() { # definition input -> id
     curl -sS -X POST "$base/v1/sagas" -H "$json" -d "{\"definition\":\"$1\",\"input\":$2}" |

@@ -6,39 +6,9 @@
 # is compensated (no release_credit for the step that did not run); an
 # order with an amount reserves credit as usual.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-bin=$PWD/${SAGA_BUILD_DIR:-build}/bin
-: "${SAGA_PG_URL:?run through make check (or scripts/with-services)}"
-: "${SAGA_KAFKA_BROKERS:?run through make check (or scripts/with-services)}"
-work=$PWD/${SAGA_BUILD_DIR:-build}/tests/conditions-$$
-mkdir -p "$work"
-hostport=$(sed -E 's#^[a-z]+://([^@]*@)?([^/?]*).*#\2#' <<<"$SAGA_PG_URL")
-user=$(sed -E 's#^[a-z]+://([^@:]*).*#\1#' <<<"$SAGA_PG_URL")
-db=it_conditions_$$
-export SAGA_PG_URL="postgresql://$user@$hostport/$db" SAGA_TOPIC_PREFIX="cond$$."
-admin="postgresql://$user@$hostport/postgres"
-pids=()
-fail() { echo "test_conditions: FAIL: $*" >&2; exit 1; }
-ok() { echo "test_conditions: ok: $*"; }
-cleanup() {
-    local rc=$?
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    [[ $rc -ne 0 ]] && tail -n 20 "$work"/*.log >&2 2>/dev/null
-    psql "$admin" -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    [[ $rc -eq 0 ]] && rm -rf "$work"
-}
-trap cleanup EXIT
-psql "$admin" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
-"$bin/sagactl" migrate --dir migrations >/dev/null
-for svc in order payment inventory; do
-    "$bin/$svc-service" >"$work/$svc.log" 2>&1 &
-    pids+=($!)
-done
-for svc in order payment inventory; do
-    for _ in $(seq 1 600); do grep -q ready "$work/$svc.log" && break; sleep 0.1; done
-done
-psql "$SAGA_PG_URL" -q -v ON_ERROR_STOP=1 -f examples/seed.sql >/dev/null
+source "$(dirname "$0")/it_lib.sh"
+it_init conditions
+it_services
 mkdir -p "$work/sagas"
 # The order saga, its credit step only for an order not paid by voucher
 # (an order without "payment" is paid on credit: != is true for missing).
@@ -52,10 +22,7 @@ for s in d["steps"]:
 json.dump(d, open(sys.argv[2], "w"), indent=2)
 PY
 "$bin/sagactl" validate "$work/sagas/order_voucher.json" >/dev/null
-"$bin/sagad" --definitions "$work/sagas" --http 127.0.0.1:0 >"$work/sagad.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 600); do grep -q "sagad running" "$work/sagad.log" && break; sleep 0.1; done
-base="http://$(grep -m 1 -o '/readyz on 127.0.0.1:[0-9]*' "$work/sagad.log" | sed 's/.* on //')"
+it_sagad "$work/sagas"
 reserved() { psql "$SAGA_PG_URL" -Atq -c "SELECT reserved FROM payment.customers WHERE id = 'alice'"; }
 step_status() { psql "$SAGA_PG_URL" -Atq -c "SELECT status FROM saga.saga_step WHERE saga_id = '$1' AND name = '$2'"; }
 events() { psql "$SAGA_PG_URL" -Atq -c "SELECT string_agg(e.kind || ':' || coalesce(st.name, ''), ' ' ORDER BY e.id) FROM saga.saga_event e LEFT JOIN saga.saga_step st ON st.saga_id = e.saga_id AND st.idx = e.step WHERE e.saga_id = '$1'"; }

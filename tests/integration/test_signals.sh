@@ -8,41 +8,10 @@
 # another name is kept and, when the saga ends, closed as discarded; a
 # saga that has ended takes no signal (sagactl exit 1, the API 409).
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-bin=$PWD/${SAGA_BUILD_DIR:-build}/bin
-: "${SAGA_PG_URL:?run through make check (or scripts/with-services)}"
-: "${SAGA_KAFKA_BROKERS:?run through make check (or scripts/with-services)}"
-work=$PWD/${SAGA_BUILD_DIR:-build}/tests/signals-$$
-mkdir -p "$work"
-hostport=$(sed -E 's#^[a-z]+://([^@]*@)?([^/?]*).*#\2#' <<<"$SAGA_PG_URL")
-user=$(sed -E 's#^[a-z]+://([^@:]*).*#\1#' <<<"$SAGA_PG_URL")
-db=it_signals_$$
-export SAGA_PG_URL="postgresql://$user@$hostport/$db" SAGA_TOPIC_PREFIX="sig$$."
-admin="postgresql://$user@$hostport/postgres"
-pids=()
-fail() { echo "test_signals: FAIL: $*" >&2; exit 1; }
-ok() { echo "test_signals: ok: $*"; }
-cleanup() {
-    local rc=$?
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    [[ $rc -ne 0 ]] && tail -n 20 "$work"/*.log >&2 2>/dev/null
-    psql "$admin" -q -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || true
-    [[ $rc -eq 0 ]] && rm -rf "$work"
-}
-trap cleanup EXIT
-psql "$admin" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
-"$bin/sagactl" migrate --dir migrations >/dev/null
+source "$(dirname "$0")/it_lib.sh"
+it_init signals
 # create_order takes a second, so that a signal can come before the wait.
-for svc in order payment inventory; do
-    SAGA_EXAMPLE_DELAY_MS=$([[ $svc == order ]] && echo 1000 || echo 0) \
-        "$bin/$svc-service" >"$work/$svc.log" 2>&1 &
-    pids+=($!)
-done
-for svc in order payment inventory; do
-    for _ in $(seq 1 600); do grep -q ready "$work/$svc.log" && break; sleep 0.1; done
-done
-psql "$SAGA_PG_URL" -q -v ON_ERROR_STOP=1 -f examples/seed.sql >/dev/null
+it_env_order="SAGA_EXAMPLE_DELAY_MS=1000" it_services
 mkdir -p "$work/sagas"
 # The order saga with a manager's approval after create_order: waiting
 # forever (approved), 2 s then a default (auto), 1 s then a failure.
@@ -58,10 +27,7 @@ for name, wait in [("approved_order", {"signal": "approval"}),
     d["steps"].insert(1, {"name": "manager_approval", "wait": wait})
     json.dump(d, open(f"{sys.argv[2]}/{name}.json", "w"), indent=2)
 PY
-"$bin/sagad" --definitions "$work/sagas" --http 127.0.0.1:0 >"$work/sagad.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 600); do grep -q "sagad running" "$work/sagad.log" && break; sleep 0.1; done
-base="http://$(grep -m 1 -o '/readyz on 127.0.0.1:[0-9]*' "$work/sagad.log" | sed 's/.* on //')"
+it_sagad "$work/sagas"
 input='{"customer_id":"alice","sku":"widget","quantity":1,"amount":10}'
 q() { psql "$SAGA_PG_URL" -Atq -c "$1"; }
 wait_for() { # sql value what
