@@ -31,6 +31,10 @@
  * to fit err->message); returns code so that
  * `return saga__error_set(err, SAGA_EINVAL, "...")` reads well. Thread-safe
  * as long as no other thread uses the same err. */
+/* s (len bytes) was cut at len: if that cut a UTF-8 character in two,
+ * end s before it, so that the text stays valid UTF-8 (JSON needs it). */
+void saga__utf8_trim_tail(char *s, size_t len);
+
 int saga__error_set(saga_error *err, int code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))

@@ -36,14 +36,33 @@ const char *saga_strerror(int code)
     return "unknown error";
 }
 
+void saga__utf8_trim_tail(char *s, size_t len)
+{
+    size_t i = len, cont = 0;
+    /* Back over continuation bytes to the last character's first byte. */
+    while (i > 0 && cont < 4 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) {
+        i--;
+        cont++;
+    }
+    if (i > 0) {
+        unsigned char lead = (unsigned char)s[i - 1];
+        size_t need = lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : 0;
+        if (lead >= 0xC0 && cont < need)
+            s[i - 1] = '\0'; /* cut where the character began */
+    }
+}
+
 int saga__error_set(saga_error *err, int code, const char *fmt, ...)
 {
     if (err != NULL) {
         va_list ap;
+        int n;
         err->code = code;
         va_start(ap, fmt);
-        vsnprintf(err->message, sizeof err->message, fmt, ap);
+        n = vsnprintf(err->message, sizeof err->message, fmt, ap);
         va_end(ap);
+        if (n >= (int)sizeof err->message) /* cut: not inside a character */
+            saga__utf8_trim_tail(err->message, sizeof err->message - 1);
     }
     return code;
 }

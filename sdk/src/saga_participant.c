@@ -182,8 +182,14 @@ static void result_error(saga_result *r, saga_reply_status st, const char *code,
     r->output = NULL;
     r->set = 1;
     r->status = st;
-    snprintf(r->code, sizeof r->code, "%s", code ? code : "error");
-    vsnprintf(r->message, sizeof r->message, fmt ? fmt : "", ap);
+    /* Cut to fit, but never inside a UTF-8 character: the reply's JSON
+     * would not hold it, and the error would be lost. */
+    if (snprintf(r->code, sizeof r->code, "%s", code ? code : "error") >=
+        (int)sizeof r->code)
+        saga__utf8_trim_tail(r->code, sizeof r->code - 1);
+    if (vsnprintf(r->message, sizeof r->message, fmt ? fmt : "", ap) >=
+        (int)sizeof r->message)
+        saga__utf8_trim_tail(r->message, sizeof r->message - 1);
     r->retry_after = after;
 }
 

@@ -220,6 +220,25 @@ static void test_json_from_pg(void **state)
     assert_null(saga__json_from_pg("not json", 0, &jerr));
 }
 
+/* A text cut inside a UTF-8 character ends before it; one cut between
+ * characters stays whole. */
+static void test_utf8_trim_tail(void **state)
+{
+    char a[] = "ab\xc3\xa9\xe2\x82"; /* "abé" and 2 of the 3 bytes of "€" */
+    char b[] = "ab\xc3\xa9";         /* "abé": whole */
+    char c[] = "\xf0\x9f\x98";       /* 3 of the 4 bytes of an emoji */
+    char d[] = "plain";
+    (void)state;
+    saga__utf8_trim_tail(a, strlen(a));
+    assert_string_equal(a, "ab\xc3\xa9");
+    saga__utf8_trim_tail(b, strlen(b));
+    assert_string_equal(b, "ab\xc3\xa9");
+    saga__utf8_trim_tail(c, strlen(c));
+    assert_string_equal(c, "");
+    saga__utf8_trim_tail(d, strlen(d));
+    assert_string_equal(d, "plain");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -231,6 +250,7 @@ int main(void)
         cmocka_unit_test(test_kafka_options_file),
         cmocka_unit_test(test_read_secret),
         cmocka_unit_test(test_json_from_pg),
+        cmocka_unit_test(test_utf8_trim_tail),
     };
     return cmocka_run_group_tests_name("saga_shared.h", tests, NULL, NULL);
 }
