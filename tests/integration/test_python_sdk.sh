@@ -38,30 +38,11 @@ cleanup() {
 trap cleanup EXIT
 
 # ---- the virtualenv: pinned tools once; the SDK again when it changed
+# (sdk/python/scripts/venv.sh, shared with test_mixed_sdk.sh and
+# test_tutorials.sh)
 export PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 venv=$PWD/build/venv-sdk
-pins="setuptools==80.9.0 confluent-kafka==2.16.1 psycopg[binary]==3.3.9 mypy==2.4.1 pytest==9.2.0"
-sdk_hash=$(find sdk/python/pyproject.toml sdk/python/src -type f -not -path '*/__pycache__/*' \
-    -not -path '*.egg-info*' | sort | xargs sha256sum | sha256sum | cut -c1-16)
-(
-    flock 9 # two runs at once share one venv
-    if [[ $(cat "$venv/pins" 2>/dev/null) != "$pins" ]]; then
-        rm -rf "$venv"
-        python3 -m venv "$venv" || fail "python3 -m venv failed (install python3-venv)"
-        # shellcheck disable=SC2086
-        "$venv/bin/pip" install -q $pins >"$work/pip.log" 2>&1 || fail "pip: $(tail -5 "$work/pip.log")"
-        echo "$pins" >"$venv/pins"
-    fi
-    if [[ $(cat "$venv/sdk-hash" 2>/dev/null) != "$sdk_hash" ]]; then
-        # What a user runs, `pip install ./sdk/python[test]`, against the
-        # pinned set above (no build isolation: nothing fetched again).
-        "$venv/bin/pip" install -q --no-build-isolation --force-reinstall --no-deps ./sdk/python \
-            >"$work/pip.log" 2>&1 && "$venv/bin/pip" install -q --no-build-isolation \
-            "./sdk/python[test]" >>"$work/pip.log" 2>&1 || fail "pip install ./sdk/python: $(tail -5 "$work/pip.log")"
-        echo "$sdk_hash" >"$venv/sdk-hash"
-    fi
-) 9>"$PWD/build/venv-sdk.lock" || exit 1
-rm -rf sdk/python/build sdk/python/src/*.egg-info
+pins=$(sdk/python/scripts/venv.sh "$venv" "$work/pip.log") || fail "the virtualenv (sdk/python/scripts/venv.sh)"
 py=$venv/bin/python
 "$venv/bin/pip" check >"$work/pip.log" 2>&1 || fail "pip check: $(cat "$work/pip.log")"
 # docs/SDK-PYTHON.md's participant, as printed: type-checked with the rest

@@ -5,6 +5,11 @@ same tables in schema "payment" and the same barrier table, so it can
 replace the C service or run beside it in one consumer group.
 
     SAGA_KAFKA_BROKERS=... SAGA_PG_URL=... python3 payment_participant.py
+
+Also SAGA_TOPIC_PREFIX, SAGA_KEY_FILE, SAGA_INSTANCE_ID (static group
+membership); for tests, SAGA_EXAMPLE_STALL_MS: each reserve_credit sleeps
+this long after its writes, before its transaction commits
+(tests/integration/test_mixed_sdk.sh kills it there).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from typing import Any
 
 import psycopg
@@ -82,6 +88,10 @@ def reserve_credit(cmd: Command, db: Db | None) -> Outcome:
     db.execute("UPDATE customers SET reserved = reserved + %s WHERE id = %s", (amount, customer))
     db.execute("INSERT INTO reservations (saga_id, order_id, customer_id, amount, status)"
                " VALUES (%s, %s, %s, %s, 'reserved')", (cmd.saga_id, order_id, customer, amount))
+    stall = int(os.environ.get("SAGA_EXAMPLE_STALL_MS") or 0)
+    if stall > 0:
+        print(f"stalling {stall} ms saga={cmd.saga_id}", file=sys.stderr, flush=True)
+        time.sleep(stall / 1000)
     return ok({"reservation_id": cmd.saga_id, "amount": amount})
 
 
@@ -129,7 +139,8 @@ def main() -> int:
         c.execute(SCHEMA)
     p = Participant("payment", brokers, db_url=db_url, db_schema="payment",
                     topic_prefix=os.environ.get("SAGA_TOPIC_PREFIX"),
-                    key_file=os.environ.get("SAGA_KEY_FILE"))
+                    key_file=os.environ.get("SAGA_KEY_FILE"),
+                    instance_id=os.environ.get("SAGA_INSTANCE_ID") or None)
     p.on("invoke", "reserve_credit", reserve_credit)
     p.on("compensate", "release_credit", release_credit)
     p.on("invoke", "charge", charge)

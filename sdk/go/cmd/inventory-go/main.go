@@ -2,7 +2,9 @@
 // (examples/inventory_service.c) written with the Go SDK: the same actions,
 // tables and replies, so a C and a Go instance can serve one service
 // together. Environment: SAGA_KAFKA_BROKERS, SAGA_PG_URL, SAGA_TOPIC_PREFIX,
-// SAGA_KEY_FILE, SAGA_INSTANCE_ID.
+// SAGA_KEY_FILE, SAGA_INSTANCE_ID; for tests, SAGA_EXAMPLE_STALL_MS: each
+// reserve_stock sleeps this long after its writes, before its transaction
+// commits (tests/integration/test_mixed_sdk.sh kills it there).
 package main
 
 import (
@@ -12,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -71,6 +74,10 @@ func reserveStock(ctx context.Context, tx pgx.Tx, c *saga.Command) saga.Result {
 	if _, err := tx.Exec(ctx, `INSERT INTO reservations (saga_id, order_id, sku, quantity, status)
 		VALUES ($1, $2, $3, $4, 'reserved')`, c.SagaID, in.OrderID, in.SKU, in.Quantity); err != nil {
 		return saga.Retry(retryDB, "database: %v", err)
+	}
+	if ms, _ := strconv.Atoi(os.Getenv("SAGA_EXAMPLE_STALL_MS")); ms > 0 {
+		fmt.Fprintf(os.Stderr, "stalling %d ms saga=%s\n", ms, c.SagaID)
+		time.Sleep(time.Duration(ms) * time.Millisecond)
 	}
 	return saga.OK(map[string]any{"sku": in.SKU, "reserved": in.Quantity})
 }
