@@ -208,7 +208,7 @@ killed() {
     key=mixed-kill-$name
     SAGA_EXAMPLE_STALL_MS=60000 start "$name" "$@"
     id=$(run "$key" "$input") || fail "starting $key"
-    for _ in $(seq 1 300); do grep -qs "stalling .* saga=$id" "$work/$name.log" && break; sleep 0.1; done
+    for _ in $(seq 1 600); do grep -qs "stalling .* saga=$id" "$work/$name.log" && break; sleep 0.1; done
     grep -qs "stalling .* saga=$id" "$work/$name.log" || fail "$name's handler did not run for $id"
     expect "SELECT count(*) FROM $table WHERE saga_id = '$id'" 0 "$name's effect before it committed"
     kill -KILL "${pid[$name]}"
