@@ -12,7 +12,12 @@
 #   3. a participant killed mid-handler (kill -9 while its handler's
 #      transaction is open: SAGA_EXAMPLE_STALL_MS), then started again
 #      (the same static group member): the saga completes once, its effect
-#      is there once — for the Go and for the Python participant.
+#      is there once — for the Go and for the Python participant;
+#   4. signals through both SDKs' clients: a saga (Python credit, a wait
+#      step, Go stock) goes on with the payload the Python client sent
+#      (its resend absorbed as a duplicate), one is compensated by the Go
+#      client's failed verdict, a signal to an ended saga is refused (409)
+#      in both.
 # The business state (orders.orders, payment.customers/reservations,
 # inventory.stock/reservations, each service's command_log) is checked
 # after each. Reuses test_python_sdk.sh's virtualenv (build/venv-sdk) and
@@ -54,6 +59,69 @@ command -v go >/dev/null || fail "no go on PATH (Go 1.26 or later)"
     GOFLAGS="-mod=mod -buildvcs=false" GOTOOLCHAIN=local GOMAXPROCS=2
  cd sdk/go && go build -o "$work/inventory-go" ./cmd/inventory-go) >"$work/go.log" 2>&1 ||
     fail "go build ./cmd/inventory-go: $(cat "$work/go.log")"
+# go-signal SAGA NAME PAYLOAD ID [REASON]: the Go client's Signal (REASON:
+# the failed verdict); prints the result or the problem's status and code.
+mkdir -p "$work/go-signal"
+cat >"$work/go-signal/main.go" <<'GO'
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/sagad/saga-go/client"
+)
+
+func main() {
+	o := client.SignalOptions{ID: os.Args[4]}
+	if os.Args[3] != "" {
+		o.Payload = json.RawMessage(os.Args[3])
+	}
+	if len(os.Args) > 5 {
+		o.Failed, o.Reason = true, os.Args[5]
+	}
+	r, err := client.New(os.Getenv("SAGA_API_URL"), "").Signal(context.Background(), os.Args[1], os.Args[2], o)
+	var p *client.Problem
+	switch {
+	case errors.As(err, &p):
+		fmt.Println("problem", p.Status, p.Code)
+	case err != nil:
+		fmt.Println("error", err)
+		os.Exit(1)
+	default:
+		fmt.Println("signal", r.ID, "duplicate", r.Duplicate)
+	}
+}
+GO
+(export GOCACHE=$root/build/go-sdk/cache GOPATH=$root/build/go-sdk/path \
+    GOFLAGS="-mod=mod -buildvcs=false" GOTOOLCHAIN=local GOMAXPROCS=2
+ cd "$work/go-signal" && go mod init go-signal &&
+ go mod edit -require github.com/sagad/saga-go@v0.0.0 -replace "github.com/sagad/saga-go=$root/sdk/go" &&
+ go mod tidy && go build -o "$work/go-signal/go-signal" .) >"$work/go.log" 2>&1 ||
+    fail "go build of the Go client's signal: $(cat "$work/go.log")"
+# The order saga, and one with a wait step between a Python and a Go step.
+mkdir -p "$work/sagas"
+cp sagas/order.json "$work/sagas/"
+cat >"$work/sagas/mixed_approval.json" <<'JSON'
+{
+  "name": "mixed_approval",
+  "defaults": { "timeout": "10s" },
+  "steps": [
+    { "name": "reserve_credit", "service": "payment", "action": "reserve_credit",
+      "compensation": "release_credit",
+      "input": { "customer_id": "${input.customer_id}", "amount": "${input.amount}",
+                 "order_id": "${input.order_id}" } },
+    { "name": "approval", "wait": { "signal": "approval", "timeout": "60s" } },
+    { "name": "reserve_stock", "service": "inventory", "action": "reserve_stock",
+      "compensation": "release_stock",
+      "input": { "sku": "${input.sku}", "quantity": "${steps.approval.output.quantity}",
+                 "order_id": "${input.order_id}" } }
+  ]
+}
+JSON
 ok "the Python SDK in build/venv-sdk, inventory-go built"
 
 # ---- the services and sagad, as test_api.sh starts them
@@ -86,7 +154,7 @@ start order "$bin/order-service"
 SAGA_INSTANCE_ID=payment-py-$$ start payment-py "$py" sdk/python/examples/payment_participant.py
 SAGA_INSTANCE_ID=inventory-go-$$ start inventory-go "$work/inventory-go"
 psql "$SAGA_PG_URL" -q -v ON_ERROR_STOP=1 -f examples/seed.sql >/dev/null
-"$bin/sagad" --definitions sagas --http 127.0.0.1:0 >"$work/sagad.log" 2>&1 &
+"$bin/sagad" --definitions "$work/sagas" --http 127.0.0.1:0 >"$work/sagad.log" 2>&1 &
 pid[sagad]=$!
 for _ in $(seq 1 600); do grep -qs "sagad running" "$work/sagad.log" && break; sleep 0.1; done
 port=$(grep -m 1 -o '/readyz on 127.0.0.1:[0-9]*' "$work/sagad.log" | sed 's/.*://') ||
@@ -247,9 +315,67 @@ expect "SELECT available FROM inventory.stock WHERE sku = 'widget'" $((before_st
 expect "SELECT status FROM orders.orders WHERE saga_id = '$py_id'" approved "its order"
 ok "payment_participant.py killed (SIGKILL) in reserve_credit's open transaction for $py_id, started again: the saga completed once, 250 reserved once"
 
+# ---- 4. signals through the Python and the Go client
+# start_approval KEY INPUT: a mixed_approval saga, waited for until it
+# waits at its signal (reserve_credit done in Python); prints its id.
+start_approval() {
+    local id
+    id=$("$py" -c '
+import json, os, sys
+from saga_sdk import Client
+print(Client(os.environ["SAGA_API_URL"]).start("mixed_approval", json.loads(sys.argv[2]),
+      business_key=sys.argv[1], idempotency_key=sys.argv[1]).id)' "$1" "$2") || return 1
+    for _ in $(seq 1 300); do
+        [[ $(q "SELECT status FROM payment.reservations WHERE saga_id = '$id'") == reserved ]] && break
+        sleep 0.1
+    done
+    echo "$id"
+}
+# py_signal SAGA NAME [PAYLOAD-JSON ID FAILED REASON]: the Python client's signal
+py_signal() {
+    "$py" - "$@" <<'PY'
+import json, os, sys
+from saga_sdk import APIError, Client
+a = sys.argv[1:] + [""] * 6
+try:
+    s = Client(os.environ["SAGA_API_URL"]).signal(a[0], a[1], json.loads(a[2]) if a[2] else None,
+        id=a[3] or None, failed=a[4] == "failed", reason=a[5] or None)
+    print("signal", s.id, "duplicate", s.duplicate)
+except APIError as e:
+    print("problem", e.status, e.code)
+PY
+}
+yes_id=$(start_approval mixed-approve '{"customer_id":"alice","amount":200,"sku":"widget","order_id":"o-yes"}') ||
+    fail "starting mixed-approve"
+rej_id=$(start_approval mixed-reject '{"customer_id":"alice","amount":300,"sku":"widget","order_id":"o-no"}') ||
+    fail "starting mixed-reject"
+stock=$(q "SELECT available FROM inventory.stock WHERE sku = 'widget'")
+out=$(py_signal "$yes_id" approval '{"quantity":2,"by":"ann"}' ann-1)
+[[ $out == "signal ann-1 duplicate False" ]] || fail "the Python client's signal: $out"
+out=$(py_signal "$yes_id" approval '{"quantity":2,"by":"ann"}' ann-1)
+[[ $out == "signal ann-1 duplicate True" ]] || fail "the Python client's signal again: $out"
+out=$("$work/go-signal/go-signal" "$rej_id" approval "" bob-1 "over budget")
+[[ $out == "signal bob-1 duplicate false" ]] || fail "the Go client's failed verdict: $out"
+run_wait() { "$py" -c '
+import os, sys
+from saga_sdk import Client
+print(Client(os.environ["SAGA_API_URL"]).wait(sys.argv[1], 60).status)' "$1"; }
+[[ $(run_wait "$yes_id") == completed ]] || fail "the approved saga: $(run_wait "$yes_id")"
+[[ $(run_wait "$rej_id") == compensated ]] || fail "the rejected saga: $(run_wait "$rej_id")"
+expect "SELECT quantity || ' ' || status FROM inventory.reservations WHERE saga_id = '$yes_id'" "2 reserved" \
+    "the stock reserved with the signal's quantity (Go)"
+expect "SELECT available FROM inventory.stock WHERE sku = 'widget'" $((stock - 2)) "widget's stock"
+expect "SELECT status FROM payment.reservations WHERE saga_id = '$rej_id'" released "the rejected saga's credit (Python)"
+expect "SELECT reserved FROM payment.customers WHERE id = 'alice'" 1700 "alice's reserved credit (1500 + 200)"
+out=$(py_signal "$yes_id" approval '{"quantity":1}' ann-2)
+[[ $out == "problem 409 refused" ]] || fail "the Python client's signal to an ended saga: $out"
+out=$("$work/go-signal/go-signal" "$rej_id" approval '{"quantity":1}' bob-2)
+[[ $out == "problem 409 refused" ]] || fail "the Go client's signal to an ended saga: $out"
+ok "signals: $yes_id went on with the Python client's payload (quantity 2 reserved by Go; the resend absorbed), $rej_id was compensated by the Go client's failed verdict (credit released); both clients refused (409) for an ended saga"
+
 # ---- the end: every saga's business state once more, graceful stops
-expect "SELECT count(*) FROM saga.saga WHERE status = 'completed'" 3 "completed sagas"
-expect "SELECT count(*) FROM saga.saga WHERE status = 'compensated'" 1 "compensated sagas"
+expect "SELECT count(*) FROM saga.saga WHERE name = 'order' AND status = 'completed'" 3 "completed sagas"
+expect "SELECT count(*) FROM saga.saga WHERE name = 'order' AND status = 'compensated'" 1 "compensated sagas"
 expect "SELECT status || ':' || count(*) FROM orders.orders GROUP BY status ORDER BY status" \
     $'approved:3\ncancelled:1' "orders"
 stop payment-py
