@@ -137,7 +137,9 @@ tables=$(psql "$owner" -At -c "SELECT tablename FROM pg_tables WHERE schemaname 
 for t in $tables; do
     col=$(psql "$owner" -At -c "SELECT attname FROM pg_attribute WHERE attrelid = 'saga.$t'::regclass AND attnum = 1")
     for who in rd app_a; do
-        [[ $who == app_a && $t == start_request ]] ||
+        # A starter asks for sagas and signals its own (row-level security
+        # below keeps it to its own).
+        [[ $who == app_a && ($t == start_request || $t == saga_signal) ]] ||
             refused "$who" "INSERT INTO saga.$t SELECT * FROM saga.$t WHERE false"
         refused "$who" "UPDATE saga.$t SET $col = $col WHERE false"
         refused "$who" "DELETE FROM saga.$t WHERE false"
@@ -155,6 +157,11 @@ if "$bin/sagactl" --db "$(url "rd_$n")" resolve "$b1" --reason "x" >"$work/rd.lo
 fi
 grep -q "permission denied" "$work/rd.log" || fail "the reader's repair refused for another reason: $(cat "$work/rd.log")"
 ok "the reader reads everything (sagactl list, stuck, stats, show, history) and writes nothing, in no table"
+# A starter signals only its own sagas.
+refused app_a "INSERT INTO saga.saga_signal (saga_id, name, signal_id) VALUES ('$b1', 'approval', 'x')"
+as app_a "INSERT INTO saga.saga_signal (saga_id, name, signal_id) VALUES ('$a1', 'approval', 'x')" >/dev/null ||
+    fail "starter a cannot signal its own saga"
+ok "a starter signals its own sagas, not another's (row-level security)"
 
 # ---- operator: repairs, recorded as its role; no DDL
 "$bin/sagactl" --db "$(url "op_$n")" compensate "$a1" --reason "customer cancelled" --as "ticket-42" \
