@@ -30,7 +30,7 @@ void saga__api_signal(saga_api *a, const saga__api_caller *who,
     static const char *const allowed[] = {"payload", "id", "verdict", "reason", NULL};
     const char *signal_id = NULL, *verdict = NULL, *reason = NULL;
     json_t *body = NULL, *payload, *v, *out;
-    char *text = NULL, status[32];
+    char *text = NULL, status[32], given[201];
     saga_signal_outcome outcome;
     saga_error err = {0};
     PGconn *db;
@@ -109,7 +109,7 @@ void saga__api_signal(saga_api *a, const saga__api_caller *who,
     }
     rc = saga_signal_send(db, id, name, signal_id, text,
                           verdict != NULL && strcmp(verdict, "failed") == 0, reason,
-                          who->name, saga__api_owner(who), &outcome, status, &err);
+                          who->name, saga__api_owner(who), &outcome, status, given, &err);
     if (rc != SAGA_OK)
         saga__api_db_failed(res, req->path, db, &err);
     else if (outcome == SAGA_SIGNAL_NO_SAGA)
@@ -120,7 +120,8 @@ void saga__api_signal(saga_api *a, const saga__api_caller *who,
                           "saga %s is %s: it waits for no signal any more", id, status);
     else {
         out = json_pack("{s:s, s:s, s:s?, s:b}", "saga_id", id, "name", name, "id",
-                        signal_id, "duplicate", outcome == SAGA_SIGNAL_DUPLICATE);
+                        given[0] ? given : NULL, "duplicate",
+                        outcome == SAGA_SIGNAL_DUPLICATE);
         saga__api_answer(res, outcome == SAGA_SIGNAL_DUPLICATE ? 200 : 202, JSON_TYPE,
                          out != NULL ? json_dumps(out, JSON_COMPACT) : NULL);
         json_decref(out);

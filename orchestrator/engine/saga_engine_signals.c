@@ -17,8 +17,12 @@ static int cmp_id(const void *a, const void *b)
     return strcmp((const char *)a, (const char *)b);
 }
 
+/* How long a signal whose saga cannot be loaded now is left alone. */
+#define SIGNAL_DEFER_S 60
+
 /* One transaction: claim, load the sagas, apply, close, commit. Returns
- * how many signals were claimed (-1 on failure, rolled back). */
+ * how many signals were claimed (-1 on failure, rolled back); every one
+ * claimed is closed or deferred, so the next claim moves on. */
 static int signals_tx(saga_engine *e)
 {
     char(*ids)[SAGA_ID_LEN + 1] = NULL;
@@ -62,8 +66,13 @@ static int signals_tx(saga_engine *e)
         for (int k = 0; k < nids && s == NULL; k++)
             if (strcmp(ids[k], sid) == 0)
                 s = states[k];
-        if (s == NULL)
-            continue; /* set aside (its definition): left for later */
+        if (s == NULL) {
+            /* Set aside (its definition cannot be read): left for later,
+             * not claimed again at once. */
+            rc = saga_signal_defer(e->db, sid, PQgetvalue(r, i, SAGA_SIG_NAME),
+                                   PQgetvalue(r, i, SAGA_SIG_ID), SIGNAL_DEFER_S, &err);
+            continue;
+        }
         {
             json_t *payload =
                 saga__json_from_pg(PQgetvalue(r, i, SAGA_SIG_PAYLOAD), 0, NULL);
@@ -98,6 +107,9 @@ static int signals_tx(saga_engine *e)
         if (rc == SAGA_OK && outcome != NULL)
             rc = saga_signal_done(e->db, sid, PQgetvalue(r, i, SAGA_SIG_NAME),
                                   PQgetvalue(r, i, SAGA_SIG_ID), outcome, &err);
+        else if (rc == SAGA_OK) /* the machine would not take it now (not waiting) */
+            rc = saga_signal_defer(e->db, sid, PQgetvalue(r, i, SAGA_SIG_NAME),
+                                   PQgetvalue(r, i, SAGA_SIG_ID), 1, &err);
     }
     if (rc == SAGA_OK)
         rc = saga__engine_commit_batch(e, &sent, &err);

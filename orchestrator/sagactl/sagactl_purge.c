@@ -170,9 +170,13 @@ static int write_all(int fd, const char *p, size_t n)
 
 /* The oldest finished sagas of one status, locked; rows sagad or an operator
  * holds are skipped, never waited for. Oldest first because the index
- * (status, updated_at) serves exactly that range. */
+ * (status, updated_at) serves exactly that range. A saga with a signal
+ * sagad has not closed yet waits for it (sagad locks the signal, then the
+ * saga: taking both the other way round could deadlock). */
 static const char pick_sql[] =
-    "SELECT id FROM saga.saga WHERE status = $1 AND updated_at < $2::timestamptz"
+    "SELECT id FROM saga.saga s WHERE status = $1 AND updated_at < $2::timestamptz"
+    " AND NOT EXISTS (SELECT 1 FROM saga.saga_signal g WHERE g.saga_id = s.id"
+    "  AND g.consumed_at IS NULL)"
     " ORDER BY updated_at LIMIT $3::int FOR UPDATE SKIP LOCKED";
 
 /* One JSON line per saga: everything the DELETEs below remove. */
@@ -184,6 +188,8 @@ static const char archive_sql[] =
     "  FROM saga.saga_event e WHERE e.saga_id = s.id), '[]'),"
     " 'outbox', coalesce((SELECT jsonb_agg(to_jsonb(o) ORDER BY o.id)"
     "  FROM saga.outbox o WHERE o.saga_id = s.id), '[]'),"
+    " 'signals', coalesce((SELECT jsonb_agg(to_jsonb(g) ORDER BY g.received_at)"
+    "  FROM saga.saga_signal g WHERE g.saga_id = s.id), '[]'),"
     " 'start_request', (SELECT to_jsonb(r) FROM saga.start_request r WHERE r.id = s.id)"
     ")::text FROM saga.saga s WHERE s.id = ANY($1::uuid[]) ORDER BY s.updated_at";
 
@@ -193,6 +199,7 @@ static const char *const delete_sql[] = {
     "DELETE FROM saga.saga_event WHERE saga_id = ANY($1::uuid[])",
     "DELETE FROM saga.saga_step WHERE saga_id = ANY($1::uuid[])",
     "DELETE FROM saga.outbox WHERE saga_id = ANY($1::uuid[])",
+    "DELETE FROM saga.saga_signal WHERE saga_id = ANY($1::uuid[])",
     "DELETE FROM saga.start_request WHERE id = ANY($1::uuid[])",
 };
 

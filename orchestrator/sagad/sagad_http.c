@@ -72,7 +72,10 @@ static unsigned int api_connections(void)
     }
     if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > want)
         rl.rlim_cur = want;
-    return rl.rlim_cur > 2 * spare ? (unsigned int)(rl.rlim_cur - spare) : 0;
+    /* A low limit still leaves the rest of sagad its descriptors. */
+    return rl.rlim_cur > spare + 64
+               ? (unsigned int)(rl.rlim_cur - spare)
+               : (unsigned int)(rl.rlim_cur > 128 ? rl.rlim_cur / 2 : 16);
 }
 
 /* A PEM file's text (new) into *out; the key through saga__open_secret,

@@ -21,13 +21,16 @@ typedef enum saga_signal_outcome {
  * payload (JSON object text; NULL: {}), failed (a verdict that fails the
  * waiting step, with reason), as sent_by; signal_id (1-200 bytes) makes
  * sending again harmless (NULL: a new one). owner (NULL: anyone's) limits
- * it to the sagas that caller started. *out says what became of it and
- * status the saga's status (for NOT_RUNNING). Wakes sagad (NOTIFY).
- * SAGA_EDB on failure (nothing kept). */
+ * it to the sagas that caller started. *out says what became of it,
+ * status the saga's status (for NOT_RUNNING), id_out (may be NULL) the
+ * signal's id (the one generated when signal_id was NULL, for the caller
+ * to send again with). Wakes sagad (NOTIFY). SAGA_EDB on failure (nothing
+ * kept). */
 int saga_signal_send(PGconn *db, const char *saga_id, const char *name,
                      const char *signal_id, const char *payload, int failed,
                      const char *reason, const char *sent_by, const char *owner,
-                     saga_signal_outcome *out, char status[32], saga_error *err);
+                     saga_signal_outcome *out, char status[32], char id_out[201],
+                     saga_error *err);
 
 /* The columns of saga_signal_claim's rows, by index. */
 enum {
@@ -44,6 +47,11 @@ enum {
  * has ended (to close) — oldest first, locked (SKIP LOCKED: several sagad
  * share them). *out is the caller's (PQclear). */
 int saga_signal_claim(PGconn *db, int limit, PGresult **out, saga_error *err);
+
+/* Leave a claimed signal for seconds (its saga cannot be loaded now): not
+ * claimed again before then (in the transaction). */
+int saga_signal_defer(PGconn *db, const char *saga_id, const char *name,
+                      const char *signal_id, int seconds, saga_error *err);
 
 /* Close a claimed signal: delivered, or why not (in the transaction). */
 int saga_signal_done(PGconn *db, const char *saga_id, const char *name,

@@ -123,15 +123,20 @@ int saga_client_start_with(saga_client *c, const char *name, json_t *input,
     saga_start_options o = SAGA_START_OPTIONS_INIT;
     const char *idempotency_key, *traceparent, *business_key;
 
-    /* Only the fields the caller's struct has (it may be an older one). */
+    /* Only the fields the caller's struct has whole (it may be an older
+     * one); a newer caller's fields past ours are not ours to read. */
     if (opts != NULL) {
         if (opts->size < offsetof(saga_start_options, business_key))
             return saga__error_set(err, SAGA_EINVAL,
                                    "start options: size %zu is not a saga_start_options "
                                    "(use SAGA_START_OPTIONS_INIT)",
                                    opts->size);
-        memcpy(&o, opts, opts->size < sizeof o ? opts->size : sizeof o);
-        o.size = sizeof o;
+#define HAS(f) (opts->size >= offsetof(saga_start_options, f) + sizeof opts->f)
+        o.idempotency_key = HAS(idempotency_key) ? opts->idempotency_key : NULL;
+        o.traceparent = HAS(traceparent) ? opts->traceparent : NULL;
+        o.business_key = HAS(business_key) ? opts->business_key : NULL;
+        o.start_at_ms = HAS(start_at_ms) ? opts->start_at_ms : 0;
+#undef HAS
     }
     idempotency_key = o.idempotency_key;
     traceparent = o.traceparent;

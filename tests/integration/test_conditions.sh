@@ -22,6 +22,10 @@ for s in d["steps"]:
 json.dump(d, open(sys.argv[2], "w"), indent=2)
 PY
 "$bin/sagactl" validate "$work/sagas/order_voucher.json" >/dev/null
+cat >"$work/sagas/noop.json" <<'JSON'
+{"name": "noop", "steps": [{"name": "never", "service": "order", "action": "create_order",
+  "when": "false"}]}
+JSON
 it_sagad "$work/sagas"
 reserved() { psql "$SAGA_PG_URL" -Atq -c "SELECT reserved FROM payment.customers WHERE id = 'alice'"; }
 step_status() { psql "$SAGA_PG_URL" -Atq -c "SELECT status FROM saga.saga_step WHERE saga_id = '$1' AND name = '$2'"; }
@@ -38,6 +42,13 @@ out=$("$bin/sagactl" wait "$id" --timeout 60s) || true
 "$bin/sagactl" show "$id" | grep -q "reserve_credit.*not_run" || fail "sagactl show: $("$bin/sagactl" show "$id")"
 curl -sS "$base/v1/sagas/$id" | python3 -c 'import json,sys; s=json.load(sys.stdin); assert s["steps"][1]["status"] == "not_run", s' ||
     fail "the API does not show not_run"
+# A saga with nothing to run ends as it starts: a long poll on it is
+# answered at once (its row is inserted already completed).
+id=$(curl -sS -X POST "$base/v1/sagas" -H 'Content-Type: application/json' \
+    -d '{"definition":"noop","input":{}}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+t0=$(date +%s)
+out=$(curl -sS "$base/v1/sagas/$id?wait=60s")
+(($(date +%s) - t0 < 30)) && [[ $out == *'"completed"'* ]] || fail "a saga with nothing to run: $out"
 ok "paid by voucher: reserve_credit not run (database, history, sagactl show, the API), the order completed, credit untouched"
 
 id=$("$bin/sagactl" start order_voucher --input '{"customer_id":"alice","sku":"gadget","quantity":5,"amount":30,"payment":"voucher"}')

@@ -71,8 +71,19 @@ req POST "/v1/sagas/$later/cancel" '{"reason":"not mine"}' "$other"
 [[ $status == 404 ]] || fail "another starter cancelled it: $status $(cat "$work/b")"
 req POST "/v1/sagas/$later/cancel" '{}' "$starter"
 [[ $status == 422 && $(field "['pointer']") == /reason ]] || fail "cancel without a reason: $status $(cat "$work/b")"
+# A long poll on it is answered when it is cancelled, not at its deadline.
+curl -sS -o "$work/waited.json" -H "Authorization: Bearer $starter" "$base/v1/sagas/$later?wait=60s" &
+waiter=$!
+for _ in $(seq 1 100); do
+    (($(ss -Htn state established "( dport = :${base##*:} )" | wc -l) >= 1)) && break
+    sleep 0.1
+done
+t0=$(date +%s)
 req POST "/v1/sagas/$later/cancel" '{"reason":"order withdrawn"}' "$starter"
 [[ $status == 200 && $(field "['status']") == cancelled ]] || fail "API cancel: $status $(cat "$work/b")"
+wait "$waiter"
+(($(date +%s) - t0 < 30)) && grep -q '"cancelled"' "$work/waited.json" ||
+    fail "the long poll was not answered by the cancel: $(cat "$work/waited.json")"
 req POST "/v1/sagas/$later/cancel" '{"reason":"again"}' "$starter"
 [[ $status == 409 && $(field "['code']") == refused ]] || fail "API second cancel: $status $(cat "$work/b")"
 req POST "/v1/sagas/$soon/cancel" '{"reason":"too late"}' "$starter"

@@ -62,6 +62,9 @@ id=$(curl -sS -X POST "$base/v1/sagas" -H 'Content-Type: application/json' \
 wait_for "SELECT status FROM saga.saga_step WHERE saga_id = '$id' AND name = 'manager_approval'" dispatched "the saga does not wait"
 "$bin/sagactl" show "$id" | grep -q "manager_approval" || fail "show"
 req() { status=$(curl -sS -o "$work/b" -w '%{http_code}' -X POST "$base$1" -H 'Content-Type: application/json' -d "$2"); }
+field() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval("d"+sys.argv[2]))' "$work/b" "$1"; }
+req "/v1/sagas/$id/signals/unrelated" '{}'
+[[ $status == 202 && $(field "['id']") != None ]] || fail "a signal without an id is not told the id it got: $(cat "$work/b")"
 req "/v1/sagas/$id/signals/approval" '{"id":"no-1","verdict":"failed"}'
 [[ $status == 422 ]] && grep -q '"/reason"' "$work/b" || fail "a no without a reason: $status $(cat "$work/b")"
 req "/v1/sagas/$id/signals/approval" '{"id":"no-1","payload":[1]}'
@@ -76,7 +79,7 @@ out=$("$bin/sagactl" wait "$id" --timeout 60s) || true
 [[ $out == *compensated* ]] || fail "the refused order: $out"
 [[ $(q "SELECT error->>'message' FROM saga.saga_step WHERE saga_id = '$id' AND name = 'manager_approval'") == "over budget" ]] || fail "the step's error"
 [[ $(q "SELECT status FROM orders.orders WHERE saga_id = '$id'" 2>/dev/null || q "SELECT status FROM order_svc.orders WHERE saga_id = '$id'" 2>/dev/null || echo "?") != created ]] || true
-[[ $(q "SELECT count(*) FROM saga.saga_signal WHERE saga_id = '$id'") == 1 ]] || fail "the duplicate was stored"
+[[ $(q "SELECT count(*) FROM saga.saga_signal WHERE saga_id = '$id' AND name = 'approval'") == 1 ]] || fail "the duplicate was stored"
 req "/v1/sagas/$id/signals/approval" '{"id":"late"}'
 [[ $status == 409 ]] || fail "a signal for a compensated saga: $status $(cat "$work/b")"
 ok "the API: 422 for a no without a reason or a bad payload, 202 then 200 (duplicate) for the same id, the no compensated the order, a signal after the end 409"
