@@ -207,7 +207,9 @@ static node *parse_value(parser *p)
         memcpy(num, p->text + p->start, len < sizeof num ? len : sizeof num - 1);
         num[len < sizeof num ? len : sizeof num - 1] = '\0';
         d = strtod(num, &end);
-        if (*end != '\0' || len >= sizeof num || !isfinite(d)) {
+        /* Decimal only: strtod would also take "0x10" and "inf". */
+        if (*end != '\0' || len >= sizeof num || !isfinite(d) ||
+            strspn(num, "-+0123456789.eE") != strlen(num)) {
             fail(p, p->column, "%s is not a number", found(p, buf, sizeof buf));
         } else if ((n = mk(p, N_LIT)) != NULL && (n->lit = json_real(d)) == NULL) {
             p->nomem = 1;

@@ -46,9 +46,10 @@ int saga_condition_refs(const saga_condition *c, saga_condition_ref_fn fn, void 
  * 1 true, 0 false. A reference to nothing (a step that did not run, a
  * missing field) is "missing": every comparison with it is false except
  * !=, and exists() is false for it and for null. A value standing alone
- * is true only when it is the boolean true. Numbers compare as numbers,
- * strings byte by byte; < and > between other kinds are false; == and !=
- * compare any JSON values by content. */
+ * is true only when it is the boolean true. Numbers compare as numbers
+ * (as doubles: integers beyond 2^53 may compare equal), strings byte by
+ * byte; < and > between other kinds are false; == and != compare other
+ * JSON values by content (inside an object or array, 1 and 1.0 differ). */
 int saga_condition_eval(const saga_condition *c, const json_t *ctx);
 
 #endif

@@ -51,6 +51,7 @@ static void test_errors_say_where(void **state)
                  "expected a value (a ${reference}, a number, a 'string', true, false, "
                  "null, exists(...) or \"(\"), found \"or\"");
     expect_error("1e999 > 1", 1, "\"1e999\" is not a number");
+    expect_error("0x10 > 1", 1, "\"0x10\" is not a number");
     expect_error("$x", 1,
                  "expected a value (a ${reference}, a number, a 'string', true, false, "
                  "null, exists(...) or \"(\"), found \"$\"");
