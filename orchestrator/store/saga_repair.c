@@ -39,15 +39,18 @@ static int repair_ids(PGconn *db, const saga_repair_req *rq, char (*ids)[SAGA_ID
     saga_defs *defs = saga_defs_new();
     saga_batch *batch = saga_batch_new(&so, NULL, 0);
     saga_state **s = calloc((size_t)n, sizeof *s);
+    unsigned char *aside = calloc((size_t)n, 1);
     saga_outbox sent = {0};
     int rc = SAGA_OK, sends = 0;
 
-    if (defs == NULL || batch == NULL || s == NULL)
+    if (defs == NULL || batch == NULL || s == NULL || aside == NULL)
         rc = saga__error_set(err, SAGA_ENOMEM, "out of memory");
     if (rc == SAGA_OK)
         rc = saga_batch_prepare(db, err);
     if (rc == SAGA_OK)
-        rc = saga_batch_load(db, defs, ids, n, 1, s, NULL, err);
+        /* A saga whose definition cannot be read is set aside (and said
+         * so), not allowed to fail the repair of the others. */
+        rc = saga_batch_load(db, defs, ids, n, 1, s, aside, err);
     for (int i = 0; i < n && rc == SAGA_OK; i++) {
         saga_repair_result *r = &out[i];
         saga_actions acts = {0};
@@ -55,6 +58,13 @@ static int repair_ids(PGconn *db, const saga_repair_req *rq, char (*ids)[SAGA_ID
         int step = -1, applied;
         memset(r, 0, sizeof *r);
         memcpy(r->id, ids[i], sizeof r->id);
+        if (s[i] == NULL && aside[i]) {
+            r->outcome = SAGA_REPAIR_REFUSED;
+            snprintf(r->why, sizeof r->why,
+                     "its definition cannot be read (sagactl show says why)");
+            snprintf(r->status, sizeof r->status, "unknown");
+            continue;
+        }
         if (s[i] == NULL) {
             r->outcome = SAGA_REPAIR_NOT_FOUND;
             continue;
@@ -112,6 +122,7 @@ static int repair_ids(PGconn *db, const saga_repair_req *rq, char (*ids)[SAGA_ID
     for (int i = 0; s != NULL && i < n; i++)
         saga_state_free(s[i]);
     free(s);
+    free(aside);
     saga_outbox_clear(&sent);
     saga_batch_free(batch);
     saga_defs_free(defs);
