@@ -67,19 +67,13 @@ ok "Go: gofmt'd, go vet clean, go test: $(tail -n 1 "$work/go.log") ($(go env GO
 # ---- the services and sagad, as test_api.sh starts them
 psql "$admin" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
 "$bin/sagactl" migrate --dir migrations >/dev/null
-for svc in order payment inventory; do
-    "$bin/$svc-service" >"$work/$svc.log" 2>&1 &
-    pids+=($!)
-done
-for svc in order payment inventory; do
-    for _ in $(seq 1 600); do grep -qs ready "$work/$svc.log" && break; sleep 0.1; done
-done
-psql "$SAGA_PG_URL" -q -v ON_ERROR_STOP=1 -f examples/seed.sql >/dev/null
-"$bin/sagad" --definitions sagas --http 127.0.0.1:0 >"$work/sagad.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 600); do grep -qs "sagad running" "$work/sagad.log" && break; sleep 0.1; done
-port=$(grep -m 1 -o '/readyz on 127.0.0.1:[0-9]*' "$work/sagad.log" | sed 's/.*://') ||
-    fail "sagad did not say where it serves the API"
+it_name=api_examples
+# shellcheck source=tests/integration/it_lib.sh
+source tests/integration/it_lib.sh # it_services, it_sagad (this test cleans up itself)
+it_services
+it_sagad sagas
+pids+=("$sagad_pid")
+port=${base##*:}
 token=$("$bin/sagactl" tokens create --role starter --name examples 2>/dev/null) || fail "tokens create"
 export SAGA_API_URL=http://127.0.0.1:$port SAGA_API_TOKEN=$token
 

@@ -73,19 +73,12 @@ ok "orchestrator/api/openapi.json is valid OpenAPI $(python3 -c 'import json,sys
 # ---- a database, the example services and sagad, as test_api.sh has them
 psql "$admin" -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE $db" >/dev/null
 "$bin/sagactl" migrate --dir migrations >/dev/null
-for svc in order payment inventory; do
-    "$bin/$svc-service" >"$work/$svc.log" 2>&1 &
-    pids+=($!)
-done
-for svc in order payment inventory; do
-    for _ in $(seq 1 600); do grep -q ready "$work/$svc.log" && break; sleep 0.1; done
-done
-psql "$SAGA_PG_URL" -q -v ON_ERROR_STOP=1 -f examples/seed.sql >/dev/null
-"$bin/sagad" --definitions sagas --http 127.0.0.1:0 >"$work/sagad.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 600); do grep -q "sagad running" "$work/sagad.log" && break; sleep 0.1; done
-grep -q "sagad running" "$work/sagad.log" || fail "sagad did not start"
-base="http://$(grep -m 1 -o '/readyz on 127.0.0.1:[0-9]*' "$work/sagad.log" | sed 's/.* on //')"
+it_name=api_schema
+# shellcheck source=tests/integration/it_lib.sh
+source tests/integration/it_lib.sh # it_services, it_sagad (this test cleans up itself)
+it_services
+it_sagad sagas
+pids+=("$sagad_pid")
 token=$("$bin/sagactl" tokens create --role operator --name schema 2>/dev/null)
 [[ $token == sgt_* ]] || fail "no operator token: $token"
 
