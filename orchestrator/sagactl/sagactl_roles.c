@@ -43,7 +43,12 @@ static const char roles_sql[] =
     /* ... cancel what it scheduled, and signal its sagas' wait steps. */
     "GRANT UPDATE (processed_at, cancelled_at, cancelled_by, error) ON saga.start_request"
     "  TO saga_starter;"
-    "GRANT SELECT, INSERT ON saga.saga_signal TO saga_starter;"
+    /* Who sent it (sent_by, its default) and what became of it are not
+     * the starter's to write. */
+    "REVOKE INSERT ON saga.saga_signal FROM saga_starter;"
+    "GRANT SELECT ON saga.saga_signal TO saga_starter;"
+    "GRANT INSERT (saga_id, name, signal_id, payload, failed, reason)"
+    "  ON saga.saga_signal TO saga_starter;"
     "GRANT SELECT ON saga.saga, saga.saga_step, saga.saga_event, saga.limits,"
     "  saga.schema_migrations TO saga_starter;"
     /* Tables a later migration adds get the same grants (objects this

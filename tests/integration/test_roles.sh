@@ -161,7 +161,8 @@ ok "the reader reads everything (sagactl list, stuck, stats, show, history) and 
 refused app_a "INSERT INTO saga.saga_signal (saga_id, name, signal_id) VALUES ('$b1', 'approval', 'x')"
 as app_a "INSERT INTO saga.saga_signal (saga_id, name, signal_id) VALUES ('$a1', 'approval', 'x')" >/dev/null ||
     fail "starter a cannot signal its own saga"
-ok "a starter signals its own sagas, not another's (row-level security)"
+refused app_a "INSERT INTO saga.saga_signal (saga_id, name, signal_id, sent_by) VALUES ('$a1', 'approval', 'y', 'someone')"
+ok "a starter signals its own sagas, not another's (row-level security), and cannot say it was someone else"
 
 # ---- operator: repairs, recorded as its role; no DDL
 "$bin/sagactl" --db "$(url "op_$n")" compensate "$a1" --reason "customer cancelled" --as "ticket-42" \
