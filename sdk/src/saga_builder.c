@@ -248,6 +248,34 @@ int saga_def_step_group(saga_def_step *s, const char *group)
     return s ? set_str(step_obj(s), "group", group) : SAGA_EINVAL;
 }
 
+int saga_def_step_when(saga_def_step *s, const char *condition)
+{
+    return s ? set_str(step_obj(s), "when", condition) : SAGA_EINVAL;
+}
+
+saga_def_step *saga_def_add_wait(saga_def *d, const char *name, const char *signal,
+                                 const char *timeout, json_t *default_output)
+{
+    json_t *s, *w;
+    if (d == NULL || name == NULL || *name == '\0' || signal == NULL || *signal == '\0' ||
+        (timeout != NULL && *timeout == '\0') ||
+        (default_output != NULL &&
+         (!json_is_object(default_output) || timeout == NULL))) {
+        json_decref(default_output);
+        return NULL;
+    }
+    w = json_pack("{s:s}", "signal", signal);
+    if (w != NULL && timeout != NULL)
+        json_object_set_new(w, "timeout", json_string(timeout));
+    if (w != NULL && default_output != NULL)
+        json_object_set(w, "default", default_output);
+    json_decref(default_output);
+    s = w != NULL ? json_pack("{s:s, s:o}", "name", name, "wait", w) : NULL;
+    if (s == NULL || json_array_append_new(json_object_get(d->obj, "steps"), s) != 0)
+        return NULL;
+    return (saga_def_step *)s;
+}
+
 int saga_def_step_pivot(saga_def_step *s, int pivot)
 {
     if (s == NULL)

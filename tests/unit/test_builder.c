@@ -113,10 +113,16 @@ static saga_def *rebuild(json_t *j)
     }
     json_array_foreach(json_object_get(j, "steps"), i, step)
     {
+        json_t *wait = json_object_get(step, "wait");
         saga_def_step *s =
-            saga_def_add_step(d, json_string_value(json_object_get(step, "name")),
-                              json_string_value(json_object_get(step, "service")),
-                              json_string_value(json_object_get(step, "action")));
+            wait != NULL
+                ? saga_def_add_wait(d, json_string_value(json_object_get(step, "name")),
+                                    json_string_value(json_object_get(wait, "signal")),
+                                    json_string_value(json_object_get(wait, "timeout")),
+                                    json_deep_copy(json_object_get(wait, "default")))
+                : saga_def_add_step(d, json_string_value(json_object_get(step, "name")),
+                                    json_string_value(json_object_get(step, "service")),
+                                    json_string_value(json_object_get(step, "action")));
         assert_non_null(s);
         if ((v = json_object_get(step, "compensation")) != NULL)
             saga_def_step_compensation(s, json_string_value(v)); /* NULL for null */
@@ -138,6 +144,8 @@ static saga_def *rebuild(json_t *j)
             saga_def_step_pivot(s, json_is_true(v));
         if ((v = json_object_get(step, "group")) != NULL)
             saga_def_step_group(s, json_string_value(v));
+        if ((v = json_object_get(step, "when")) != NULL)
+            saga_def_step_when(s, json_string_value(v));
     }
     return d;
 }
@@ -164,6 +172,8 @@ static const char *const builder_keys[] = {"$.name",
                                            "step.pivot:false",
                                            "step.description",
                                            "step.group",
+                                           "step.when",
+                                           "step.wait",
                                            "retry.max_attempts",
                                            "retry.backoff",
                                            "retry.max_backoff",

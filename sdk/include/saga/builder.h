@@ -82,6 +82,19 @@ SAGA_API int saga_def_step_description(saga_def_step *s, const char *text);
 SAGA_API int saga_def_step_pivot(saga_def_step *s, int pivot);
 /* Run with the adjacent steps of the same group, in parallel. */
 SAGA_API int saga_def_step_group(saga_def_step *s, const char *group);
+/* (0.4.0) Run the step only when condition (docs/DEFINITIONS.md,
+ * "Conditions") is true at its turn; checked when the definition is
+ * loaded. */
+SAGA_API int saga_def_step_when(saga_def_step *s, const char *condition);
+/* (0.4.0) Append a wait step: it sends nothing and waits for the signal
+ * named signal (docs/DEFINITIONS.md, "Waiting for a signal"), at most
+ * timeout (a duration; NULL: as long as it takes); at the timeout its
+ * output is default_output (an object, stolen, also on failure; NULL: the
+ * step fails instead). when, description and group apply to it too. NULL
+ * as for saga_def_add_step, and for a default without a timeout. */
+SAGA_API saga_def_step *saga_def_add_wait(saga_def *d, const char *name,
+                                          const char *signal, const char *timeout,
+                                          json_t *default_output);
 
 /* The definition as JSON: a new reference the caller decrefs (NULL when d
  * is NULL or on allocation failure). */
