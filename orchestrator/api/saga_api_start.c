@@ -307,6 +307,21 @@ void saga__api_cancel(saga_api *a, const saga__api_caller *who,
                          "  FROM saga.start_request WHERE id = $1::uuid"
                          "  AND ($4::name IS NULL OR requested_by = $4))",
                          4, NULL, p, NULL, NULL, 0);
+        /* Not cancelled: say why as the request is now. The statement's
+         * snapshot predates what sagad committed while the UPDATE waited
+         * for its lock (a rejection would read as "started"). */
+        if (PQresultStatus(r) == PGRES_TUPLES_OK &&
+            strcmp(PQgetvalue(r, 0, 0), "1") != 0) {
+            const char *q[2] = {id, saga__api_owner(who)};
+            PQclear(r);
+            r = PQexecParams(
+                db,
+                "SELECT 0, (SELECT CASE WHEN cancelled_at IS NOT NULL THEN"
+                " 'cancelled' WHEN error IS NOT NULL THEN 'rejected'"
+                " ELSE 'started' END FROM saga.start_request WHERE id = $1::uuid"
+                " AND ($2::name IS NULL OR requested_by = $2))",
+                2, NULL, q, NULL, NULL, 0);
+        }
     }
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         saga_error err = {0};

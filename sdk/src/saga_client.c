@@ -337,6 +337,16 @@ int saga_client_cancel(saga_client *c, const char *id, const char *reason,
               "  WHEN error IS NOT NULL THEN 'rejected' ELSE 'started' END"
               "  FROM saga.start_request WHERE id = $1::uuid)",
               2, p);
+    /* Not cancelled: read why with a new snapshot (the statement's
+     * predates what sagad committed while the UPDATE waited for it). */
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && strcmp(PQgetvalue(r, 0, 0), "1") != 0) {
+        PQclear(r);
+        r = query(c, 1,
+                  "SELECT 0, (SELECT CASE WHEN cancelled_at IS NOT NULL THEN 'cancelled'"
+                  " WHEN error IS NOT NULL THEN 'rejected' ELSE 'started' END"
+                  " FROM saga.start_request WHERE id = $1::uuid)",
+                  1, p);
+    }
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
         rc = saga__error_set(err, SAGA_EDB, "cancelling saga %s: %s", id,
                              PQerrorMessage(c->db));
