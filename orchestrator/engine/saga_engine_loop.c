@@ -88,6 +88,7 @@ int saga_engine_run(saga_engine *e, saga_error *err)
     rd_kafka_message_t **msgs = calloc((size_t)e->cfg.batch_max, sizeof *msgs);
     rd_kafka_queue_t *cq = rd_kafka_queue_get_consumer(e->consumer);
     int64_t next_timer = 0, next_scan = 0, next_observe = 0, last_scan = 0;
+    int64_t next_starts = INT64_MAX;
 
     if (msgs == NULL || cq == NULL) {
         free(msgs);
@@ -138,9 +139,17 @@ int saga_engine_run(saga_engine *e, saga_error *err)
         now = saga__mono_ms();
         if (PQstatus(e->db) == CONNECTION_OK && notified(e))
             next_scan = 0;
-        /* Starts written by this process's API: soon, but together. */
-        if (atomic_load(&e->kicked) && next_scan > last_scan + START_COALESCE_MS)
-            next_scan = last_scan + START_COALESCE_MS;
+        /* Starts written by this process's API: soon, but together; only
+         * the start requests (signals and the outbox keep their scan). */
+        if (atomic_load(&e->kicked) && next_starts == INT64_MAX)
+            next_starts = last_scan + START_COALESCE_MS;
+        if (now >= next_starts && now < next_scan) {
+            atomic_store(&e->kicked, 0);
+            next_starts = INT64_MAX;
+            last_scan = now;
+            while (saga__engine_process_start_requests(e) == START_BATCH && !e->stop)
+                ;
+        }
         if (now >= next_timer) {
             saga__engine_wake_early(e);
             while (saga__engine_process_timers(e) == TIMER_CLAIM_LIMIT && !e->stop)
@@ -149,6 +158,7 @@ int saga_engine_run(saga_engine *e, saga_error *err)
         }
         if (now >= next_scan) {
             atomic_store(&e->kicked, 0);
+            next_starts = INT64_MAX;
             last_scan = now;
             while (saga__engine_process_start_requests(e) == START_BATCH && !e->stop)
                 ;
@@ -180,6 +190,8 @@ int saga_engine_run(saga_engine *e, saga_error *err)
             continue;
         now = saga__mono_ms();
         wait = (next_timer < next_scan ? next_timer : next_scan) - now;
+        if (next_starts - now < wait)
+            wait = next_starts - now;
         if (next_observe - now < wait)
             wait = next_observe - now;
         if (!db_ok || saga__mono_ms() < e->replies_after_ms)

@@ -23,7 +23,7 @@ static int cmp_id(const void *a, const void *b)
 /* One transaction: claim, load the sagas, apply, close, commit. Returns
  * how many signals were claimed (-1 on failure, rolled back); every one
  * claimed is closed or deferred, so the next claim moves on. */
-static int signals_tx(saga_engine *e)
+static int signals_tx(saga_engine *e, int limit, saga_error *failed)
 {
     char(*ids)[SAGA_ID_LEN + 1] = NULL;
     saga_state **states = NULL;
@@ -34,7 +34,7 @@ static int signals_tx(saga_engine *e)
     int n = 0, nids = 0, rc;
 
     if ((rc = saga_store_exec(e->db, "BEGIN", &err)) != SAGA_OK ||
-        (rc = saga_signal_claim(e->db, SIGNAL_BATCH, &r, &err)) != SAGA_OK)
+        (rc = saga_signal_claim(e->db, limit, &r, &err)) != SAGA_OK)
         goto out;
     if ((n = PQntuples(r)) == 0) {
         rc = saga_store_exec(e->db, "COMMIT", &err);
@@ -120,6 +120,8 @@ out:
         saga__engine_rollback(e);
         saga__engine_warn_limited(&e->rolled_starts, "signals rolled back: %s",
                                   err.message);
+        if (failed != NULL)
+            *failed = err;
         n = -1;
     }
     for (int k = 0; states != NULL && k < nids; k++)
@@ -132,10 +134,54 @@ out:
     return n;
 }
 
+/* The oldest deliverable signal, alone, failed its transaction because of
+ * its data (say, a payload over the output limit): close it as refused,
+ * with why, so that it cannot fail every later batch (one try alone, as
+ * for start requests). */
+static void refuse_oldest(saga_engine *e, const saga_error *why)
+{
+    saga_error err = {0};
+    PGresult *r = NULL;
+    char outcome[600];
+    int rc = saga_store_exec(e->db, "BEGIN", &err);
+    if (rc == SAGA_OK)
+        rc = saga_signal_claim(e->db, 1, &r, &err);
+    if (rc == SAGA_OK && PQntuples(r) == 1) {
+        snprintf(outcome, sizeof outcome, "refused: %s", why->message);
+        rc = saga_signal_done(e->db, PQgetvalue(r, 0, SAGA_SIG_SAGA_ID),
+                              PQgetvalue(r, 0, SAGA_SIG_NAME),
+                              PQgetvalue(r, 0, SAGA_SIG_ID), outcome, &err);
+        if (rc == SAGA_OK)
+            saga_log(SAGA_LOG_WARN, "signal %s of saga %s refused: %s",
+                     PQgetvalue(r, 0, SAGA_SIG_NAME), PQgetvalue(r, 0, SAGA_SIG_SAGA_ID),
+                     why->message);
+    }
+    if (rc == SAGA_OK)
+        rc = saga_store_exec(e->db, "COMMIT", &err);
+    if (rc != SAGA_OK)
+        saga__engine_rollback(e);
+    PQclear(r);
+}
+
 void saga__engine_process_signals(saga_engine *e)
 {
+    saga_error failed = {0};
+    int n;
     if (saga__engine_ensure_db(e) != 0)
         return;
-    while (!e->stop && signals_tx(e) == SIGNAL_BATCH)
+    while (!e->stop && (n = signals_tx(e, SIGNAL_BATCH, &failed)) == SIGNAL_BATCH)
         ;
+    /* A batch failed because of a signal in it: one at a time, so that the
+     * others go through and the one to blame is refused. */
+    for (int k = 0;
+         n < 0 && k < SIGNAL_BATCH && !e->stop && saga_pgerr_blames_data(e->db, SAGA_EDB);
+         k++) {
+        if ((n = signals_tx(e, 1, &failed)) < 0 &&
+            saga_pgerr_blames_data(e->db, SAGA_EDB)) {
+            refuse_oldest(e, &failed);
+            n = -1;
+        } else if (n <= 0) {
+            break;
+        }
+    }
 }
