@@ -72,7 +72,7 @@ CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
 LIBSAGA_A  := $(BUILD)/lib/libsaga.a
 # The soname counts ABI generations: any incompatible change bumps it
 # (docs/SDK.md, "ABI and versions").
-SONAME     := libsaga.so.1
+SONAME     := libsaga.so.2
 LIBSAGA_SO := $(BUILD)/lib/$(SONAME)
 LIBCORE_A  := $(BUILD)/lib/libsagacore.a
 

@@ -63,6 +63,17 @@ int saga_command_id_format(char *buf, size_t size, const char *saga_id, int step
     return snprintf(buf, size, "%s/%d/%s", saga_id, step, saga_phase_name(phase));
 }
 
+int saga_command_id_format_element(char *buf, size_t size, const char *saga_id, int step,
+                                   saga_phase phase, int element)
+{
+    if (element < 0)
+        return saga_command_id_format(buf, size, saga_id, step, phase);
+    if (saga_id == NULL || (buf == NULL && size > 0))
+        return SAGA_EINVAL;
+    return snprintf(buf, size, "%s/%d/%s/%d", saga_id, step, saga_phase_name(phase),
+                    element);
+}
+
 static int is_uuid(const char *s)
 {
     static const int dash[] = {8, 13, 18, 23};
@@ -120,6 +131,23 @@ static int dump(json_t *obj, char **out, size_t *len, saga_error *err)
     return SAGA_OK;
 }
 
+/* The version a message is sent as: 2 for an element's, else 1. */
+static int version_of(int v)
+{
+    return v == SAGA_PROTOCOL_VERSION_ELEMENTS ? v : SAGA_PROTOCOL_VERSION;
+}
+
+/* Add "element" to a version 2 message (obj stolen; NULL on failure). */
+static json_t *with_element(json_t *obj, int v, int element)
+{
+    if (obj != NULL && v == SAGA_PROTOCOL_VERSION_ELEMENTS &&
+        json_object_set_new(obj, "element", json_integer(element)) != 0) {
+        json_decref(obj);
+        return NULL;
+    }
+    return obj;
+}
+
 int saga_command_encode(const saga_command *c, char **out, size_t *len, saga_error *err)
 {
     json_t *payload;
@@ -130,14 +158,21 @@ int saga_command_encode(const saga_command *c, char **out, size_t *len, saga_err
         return saga__error_set(
             err, SAGA_EINVAL,
             "command needs saga, step_name, action, command_id, reply_to");
+    if (c->v == SAGA_PROTOCOL_VERSION_ELEMENTS &&
+        (c->element < 0 || c->element >= SAGA_ELEMENTS_MAX))
+        return saga__error_set(err, SAGA_EINVAL, "element %d out of range [0, %d]",
+                               c->element, SAGA_ELEMENTS_MAX - 1);
     payload = c->payload != NULL ? json_incref(c->payload) : json_object();
     return dump(
-        json_pack("{s:i, s:s, s:s, s:i, s:i, s:s, s:s, s:s, s:s, s:i, s:I, s:s, s:o}",
-                  "v", SAGA_PROTOCOL_VERSION, "saga_id", c->saga_id, "saga", c->saga,
-                  "saga_version", c->saga_version, "step", c->step, "step_name",
-                  c->step_name, "phase", saga_phase_name(c->phase), "action", c->action,
-                  "command_id", c->command_id, "attempt", c->attempt, "deadline",
-                  (json_int_t)c->deadline, "reply_to", c->reply_to, "payload", payload),
+        with_element(
+            json_pack("{s:i, s:s, s:s, s:i, s:i, s:s, s:s, s:s, s:s, s:i, s:I, s:s, s:o}",
+                      "v", version_of(c->v), "saga_id", c->saga_id, "saga", c->saga,
+                      "saga_version", c->saga_version, "step", c->step, "step_name",
+                      c->step_name, "phase", saga_phase_name(c->phase), "action",
+                      c->action, "command_id", c->command_id, "attempt", c->attempt,
+                      "deadline", (json_int_t)c->deadline, "reply_to", c->reply_to,
+                      "payload", payload),
+            c->v, c->element),
         out, len, err);
 }
 
@@ -148,10 +183,15 @@ int saga_reply_encode(const saga_reply *r, char **out, size_t *len, saga_error *
         return saga__error_set(err, SAGA_EINVAL, "reply and out must not be NULL");
     if (r->command_id == NULL)
         return saga__error_set(err, SAGA_EINVAL, "reply needs command_id");
-    obj = json_pack("{s:i, s:s, s:i, s:s, s:s, s:i, s:s}", "v", SAGA_PROTOCOL_VERSION,
+    if (r->v == SAGA_PROTOCOL_VERSION_ELEMENTS &&
+        (r->element < 0 || r->element >= SAGA_ELEMENTS_MAX))
+        return saga__error_set(err, SAGA_EINVAL, "element %d out of range [0, %d]",
+                               r->element, SAGA_ELEMENTS_MAX - 1);
+    obj = json_pack("{s:i, s:s, s:i, s:s, s:s, s:i, s:s}", "v", version_of(r->v),
                     "saga_id", r->saga_id, "step", r->step, "phase",
                     saga_phase_name(r->phase), "command_id", r->command_id, "attempt",
                     r->attempt, "status", saga_reply_status_name(r->status));
+    obj = with_element(obj, r->v, r->element);
     if (obj == NULL)
         return saga__error_set(err, SAGA_ENOMEM, "out of memory encoding reply");
     if (r->status == SAGA_REPLY_OK) {
@@ -238,8 +278,9 @@ static int get_str(json_t *root, const char *key, char **out, int required, size
     return SAGA_OK;
 }
 
-static int get_common(json_t *root, char saga_id[SAGA_ID_LEN + 1], int *step,
-                      saga_phase *phase, char **command_id, int *attempt, saga_error *err)
+static int get_common(json_t *root, int *version, int *element,
+                      char saga_id[SAGA_ID_LEN + 1], int *step, saga_phase *phase,
+                      char **command_id, int *attempt, saga_error *err)
 {
     json_int_t n;
     json_t *v;
@@ -248,10 +289,19 @@ static int get_common(json_t *root, char saga_id[SAGA_ID_LEN + 1], int *step,
 
     if ((rc = get_int(root, "v", 0, 1000000, &n, 1, err)) != SAGA_OK)
         return rc;
-    if (n != SAGA_PROTOCOL_VERSION)
-        return saga__error_set(err, SAGA_EPROTO,
-                               "field \"v\" is %lld; this side speaks %d", (long long)n,
-                               SAGA_PROTOCOL_VERSION);
+    if (n != SAGA_PROTOCOL_VERSION && n != SAGA_PROTOCOL_VERSION_ELEMENTS)
+        return saga__error_set(
+            err, SAGA_EPROTO, "field \"v\" is %lld; this side speaks %d and %d",
+            (long long)n, SAGA_PROTOCOL_VERSION, SAGA_PROTOCOL_VERSION_ELEMENTS);
+    *version = (int)n;
+    /* Only a version 2 message has an element; a version 1 message's
+     * "element", if any, is not ours to read (as any unknown field). */
+    if (n == SAGA_PROTOCOL_VERSION_ELEMENTS) {
+        if ((rc = get_int(root, "element", 0, SAGA_ELEMENTS_MAX - 1, &n, 1, err)) !=
+            SAGA_OK)
+            return rc;
+        *element = (int)n;
+    }
     v = json_object_get(root, "saga_id");
     if (!json_is_string(v))
         return saga__error_set(err, SAGA_EPROTO, "field \"saga_id\" must be a string");
@@ -287,9 +337,8 @@ int saga_command_decode(const char *buf, size_t len, saga_command *out, saga_err
     memset(out, 0, sizeof *out);
     if ((rc = get_obj_root(buf, len, &root, err)) != SAGA_OK)
         return rc;
-    out->v = SAGA_PROTOCOL_VERSION;
-    if ((rc = get_common(root, out->saga_id, &out->step, &out->phase, &out->command_id,
-                         &out->attempt, err)) != SAGA_OK)
+    if ((rc = get_common(root, &out->v, &out->element, out->saga_id, &out->step,
+                         &out->phase, &out->command_id, &out->attempt, err)) != SAGA_OK)
         goto fail;
     if ((rc = get_str(root, "saga", &out->saga, 1, SAGA_NAME_MAX, err)) != SAGA_OK ||
         (rc = get_str(root, "step_name", &out->step_name, 1, SAGA_NAME_MAX, err)) !=
@@ -338,9 +387,8 @@ int saga_reply_decode(const char *buf, size_t len, saga_reply *out, saga_error *
     memset(out, 0, sizeof *out);
     if ((rc = get_obj_root(buf, len, &root, err)) != SAGA_OK)
         return rc;
-    out->v = SAGA_PROTOCOL_VERSION;
-    if ((rc = get_common(root, out->saga_id, &out->step, &out->phase, &out->command_id,
-                         &out->attempt, err)) != SAGA_OK)
+    if ((rc = get_common(root, &out->v, &out->element, out->saga_id, &out->step,
+                         &out->phase, &out->command_id, &out->attempt, err)) != SAGA_OK)
         goto fail;
     v = json_object_get(root, "status");
     if (!json_is_string(v) ||

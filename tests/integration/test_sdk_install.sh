@@ -74,6 +74,6 @@ greeting=$("$ctl" show --json "$id" |
 # is read whole: with pipefail, `ldd | grep -q` fails whenever grep's early
 # exit makes ldd die of SIGPIPE.)
 libs=$(LD_LIBRARY_PATH="$work/prefix/lib" ldd "$work/hello") || fail "ldd $work/hello failed"
-[[ $libs == *"$work/prefix/lib/libsaga.so.1"* ]] ||
+[[ $libs == *"$work/prefix/lib/libsaga.so.2"* ]] ||
     fail "hello is not linked to the installed libsaga: $libs"
 echo "test_sdk_install: installed, built out of tree with pkg-config, saga $id completed: $greeting"

@@ -6,7 +6,7 @@
 # left out. And libsaga.pc.in's Version is the headers' SAGA_VERSION_STRING.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-lib=${SAGA_BUILD_DIR:-build}/lib/libsaga.so.1
+lib=${SAGA_BUILD_DIR:-build}/lib/libsaga.so.2
 [[ -f $lib ]] || { echo "test_exports: $lib is missing (build first)" >&2; exit 1; }
 declared=$(grep -ho 'SAGA_API [^(]*saga_[a-z_]*(' sdk/include/saga/*.h | grep -o 'saga_[a-z_]*($' |
            tr -d '(' | sort -u)

@@ -32,11 +32,11 @@ static void test_version(void **state)
     assert_int_equal(SAGA_VERSION_MAJOR, 0);
     assert_int_equal(SAGA_VERSION_MINOR, 4);
     assert_int_equal(SAGA_VERSION_PATCH, 0);
-    assert_int_equal(SAGA_VERSION_NUM, 0x000400);
-    assert_string_equal(SAGA_VERSION_STRING, "0.4.0");
+    assert_int_equal(SAGA_VERSION_NUM, 0x000500);
+    assert_string_equal(SAGA_VERSION_STRING, "0.5.0");
     /* The library linked says the same as these headers. */
-    assert_string_equal(saga_version(), "0.4.0");
-    assert_int_equal(saga_version_num(), 0x000400);
+    assert_string_equal(saga_version(), "0.5.0");
+    assert_int_equal(saga_version_num(), 0x000500);
 }
 
 /* The structs a caller allocates can grow: a program built against other

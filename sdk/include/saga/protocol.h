@@ -18,6 +18,14 @@ extern "C" {
 #endif
 
 #define SAGA_PROTOCOL_VERSION 1
+/* (0.5.0) The version of a command to one element of a fan-out step
+ * ("for_each", docs/DEFINITIONS.md) and of its reply: version 1 plus
+ * "element". Every other message stays version 1, so participants on an
+ * older SDK go on working; one that cannot tell elements apart refuses an
+ * element's command (its "v" is 2) instead of taking it for a duplicate. */
+#define SAGA_PROTOCOL_VERSION_ELEMENTS 2
+/* Elements of one fan-out step: 0 .. this - 1. */
+#define SAGA_ELEMENTS_MAX 100000
 /* Messages larger than this are rejected as malformed without parsing. */
 #define SAGA_MESSAGE_MAX (1024 * 1024)
 /* A saga id is a UUID in its 36-character text form. */
@@ -49,7 +57,8 @@ typedef enum saga_reply_status {
  * the struct after saga_command_decode(); saga_command_clear() frees them.
  * For saga_command_encode() the caller keeps ownership of everything. */
 typedef struct saga_command {
-    int v;
+    int v; /* SAGA_PROTOCOL_VERSION, or SAGA_PROTOCOL_VERSION_ELEMENTS for an
+              element of a fan-out step (then element says which) */
     char saga_id[SAGA_ID_LEN + 1];
     char *saga;       /* definition name */
     int saga_version; /* definition version the saga runs */
@@ -68,11 +77,15 @@ typedef struct saga_command {
      * runs; owned like the strings above (saga_command_clear frees it);
      * saga_command_decode leaves it NULL. See saga_command_trace(). */
     char *traceparent;
+    /* (0.5.0) v == SAGA_PROTOCOL_VERSION_ELEMENTS: the element's 0-based
+     * index in the fan-out step's list (the command id and the barrier
+     * tell elements apart by it); otherwise 0 and not sent. */
+    int element;
 } saga_command;
 
 /* A reply from a participant to sagad. Ownership as for saga_command. */
 typedef struct saga_reply {
-    int v;
+    int v; /* as the command's: a reply to an element's command is version 2 */
     char saga_id[SAGA_ID_LEN + 1];
     int step;
     saga_phase phase;
@@ -83,6 +96,7 @@ typedef struct saga_reply {
     char *error_code;    /* status failed/retry: short machine code, may be NULL */
     char *error_message; /* status failed/retry: human text, may be NULL */
     int64_t retry_after; /* status retry: hint in ms, 0 = use policy */
+    int element;         /* (0.5.0) as saga_command's element */
 } saga_reply;
 
 /* The wire name of a phase: "invoke" or "compensate". A value outside
@@ -146,6 +160,12 @@ SAGA_API void saga_reply_clear(saga_reply *reply);
  * Thread-safe. */
 SAGA_API int saga_command_id_format(char *buf, size_t size, const char *saga_id, int step,
                                     saga_phase phase);
+
+/* (0.5.0) The command id of element `element` of a fan-out step:
+ * "<saga_id>/<step>/<phase>/<element>"; a negative element gives
+ * saga_command_id_format's. As saga_command_id_format otherwise. */
+SAGA_API int saga_command_id_format_element(char *buf, size_t size, const char *saga_id,
+                                            int step, saga_phase phase, int element);
 
 /* 1 if s can name a Kafka topic (1 to SAGA_TOPIC_MAX letters, digits,
  * '.', '_' or '-'; not "." or ".."), else 0 (also for NULL). A command's
