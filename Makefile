@@ -111,6 +111,16 @@ $(BUILD)/gen/saga_openapi_json.h: orchestrator/api/openapi.json scripts/embed
 $(BUILD)/orchestrator/api/saga_api_openapi.o: $(BUILD)/gen/saga_openapi_json.h
 $(BUILD)/orchestrator/api/saga_api_openapi.o: FLOOR_CFLAGS += -I$(BUILD)/gen
 
+# The operator console's files (docs/CONSOLE.md), built into sagad the
+# same way (saga_api_console.c serves them): no build step, no npm.
+CONSOLE_FILES := $(sort $(wildcard orchestrator/console/*.html orchestrator/console/*.js \
+                                   orchestrator/console/*.css orchestrator/console/*.svg))
+$(BUILD)/gen/saga_console_files.h: $(CONSOLE_FILES) scripts/embed scripts/embed-files
+	@mkdir -p $(dir $@)
+	scripts/embed-files $@ $(CONSOLE_FILES)
+$(BUILD)/orchestrator/api/saga_api_console.o: $(BUILD)/gen/saga_console_files.h
+$(BUILD)/orchestrator/api/saga_api_console.o: FLOOR_CFLAGS += -I$(BUILD)/gen
+
 $(LIBSAGA_A): $(SDK_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^

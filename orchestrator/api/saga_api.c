@@ -47,9 +47,30 @@ void saga_api_handle(void *arg, const saga_http_request *req, saga_http_response
         saga__api_openapi(req, res);
         return;
     }
-    if (saga__api_authenticate(a, req, &who, res) != 0)
+    /* The console's files hold no data; its session authenticates itself
+     * (a login has no session yet, a logout may have a stale one). */
+    if (strcmp(p, "/") == 0 || strncmp(p, "/console/", 9) == 0) {
+        saga__api_console(req, res);
         return;
-    if (strcmp(p, "/v1/sagas") == 0) {
+    }
+    if (strcmp(p, "/v1/session") == 0) {
+        saga__api_session(a, req, res);
+        return;
+    }
+    if (saga__api_authenticate(a, req, &who, res) != 0 ||
+        saga__api_csrf_check(&who, req, res) != 0)
+        return;
+    if (strcmp(p, "/v1/attention") == 0 || strcmp(p, "/v1/stats") == 0 ||
+        strcmp(p, "/v1/services") == 0) {
+        if (!is_get(m))
+            not_allowed(res, p, m, "GET, HEAD", p);
+        else if (p[4] == 'a')
+            saga__api_attention(a, &who, req, res);
+        else if (p[5] == 't')
+            saga__api_stats(a, &who, req, res);
+        else
+            saga__api_services(a, &who, req, res);
+    } else if (strcmp(p, "/v1/sagas") == 0) {
         if (strcmp(m, "POST") == 0)
             saga__api_start_saga(a, &who, req, res);
         else if (is_get(m))

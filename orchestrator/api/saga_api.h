@@ -23,6 +23,13 @@ typedef struct saga_api_config {
      * whichever sagad listens. */
     void (*kick)(void *arg);
     void *kick_arg;
+    /* The console (docs/CONSOLE.md): a tracing UI's URL with "{trace_id}"
+     * where the trace id goes (NULL: no links; copied); tls: served over
+     * TLS (its cookie is Secure); this sagad's metrics (borrowed, NULL:
+     * none), whose per-service counters /v1/services shows. */
+    const char *trace_url;
+    int tls;
+    saga_metrics *metrics;
 } saga_api_config;
 
 /* Make the API (no connection is opened until a request needs one).

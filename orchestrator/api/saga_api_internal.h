@@ -34,7 +34,15 @@ typedef struct saga__api_caller saga__api_caller;
 struct saga__api_caller {
     char name[64];
     char role[16];
+    int cookie;    /* it came as the console's cookie: changes need csrf */
+    char csrf[65]; /* with cookie: the X-CSRF-Token its changes must carry */
 };
+
+/* The console's session cookie (the token itself, HttpOnly), the header
+ * that carries its CSRF token, and the longest token taken. */
+#define SAGA_API_COOKIE      "saga_console"
+#define SAGA_API_CSRF_HEADER "X-CSRF-Token"
+#define SAGA_API_TOKEN_MAX   200
 
 struct saga_api {
     int local;               /* served on loopback: without tokens, callers need none */
@@ -42,6 +50,9 @@ struct saga_api {
     void (*kick)(void *arg); /* saga_api_config.kick */
     void *kick_arg;
     char *db_url;
+    char *trace_url;       /* saga_api_config.trace_url (NULL: none) */
+    int tls;               /* the console's cookie is Secure */
+    saga_metrics *metrics; /* this sagad's counters, for /v1/services */
     pthread_mutex_t lock;
     pthread_cond_t freed;
     PGconn **idle; /* connections not in use */
@@ -121,6 +132,42 @@ int saga__api_may_start(const saga__api_caller *who);
 /* Whether who may repair sagas and deploy definitions (an operator). */
 int saga__api_may_operate(const saga__api_caller *who);
 const char *saga__api_owner(const saga__api_caller *who);
+
+/* The console's token from its cookie into buf: 1, or 0 when there is
+ * none (or it does not fit). */
+int saga__api_cookie_token(const saga_http_request *req, char *buf, size_t size);
+/* Who token is, as the console's session (cookie set, csrf derived): 0,
+ * or -1 with res answered (401, 503). */
+int saga__api_login(saga_api *a, const char *token, const char *path,
+                    saga__api_caller *who, saga_http_response *res);
+/* A change asked with the console's cookie must come from the same
+ * origin and carry its X-CSRF-Token: 0, or -1 with res answered 403
+ * "csrf". Bearer tokens and reads pass. */
+int saga__api_csrf_check(const saga__api_caller *who, const saga_http_request *req,
+                         saga_http_response *res);
+
+/* ---- saga_api_session.c ---- */
+
+/* /v1/session: GET (who am I, the CSRF token), POST (log in with a
+ * token: the cookie), DELETE (log out). Authenticates by itself. */
+void saga__api_session(saga_api *a, const saga_http_request *req,
+                       saga_http_response *res);
+
+/* ---- saga_api_console.c ---- */
+
+/* GET / and /console/...: the console's embedded files, public (they
+ * hold no data: the data come from /v1 with the session). */
+void saga__api_console(const saga_http_request *req, saga_http_response *res);
+
+/* ---- saga_api_ops.c ---- */
+
+/* GET /v1/attention, /v1/stats, /v1/services (readers and operators). */
+void saga__api_attention(saga_api *a, const saga__api_caller *who,
+                         const saga_http_request *req, saga_http_response *res);
+void saga__api_stats(saga_api *a, const saga__api_caller *who,
+                     const saga_http_request *req, saga_http_response *res);
+void saga__api_services(saga_api *a, const saga__api_caller *who,
+                        const saga_http_request *req, saga_http_response *res);
 
 /* ---- saga_api_start.c ---- */
 

@@ -33,8 +33,15 @@ int saga_api_new(const saga_api_config *cfg, saga_api **out, saga_error *err)
     a->kick = cfg->kick;
     a->kick_arg = cfg->kick_arg;
     a->db_url = strdup(cfg->db_url);
+    a->tls = cfg->tls != 0;
+    a->metrics = cfg->metrics;
+    a->trace_url =
+        cfg->trace_url != NULL && *cfg->trace_url ? strdup(cfg->trace_url) : NULL;
     a->idle = calloc((size_t)a->max, sizeof *a->idle);
-    if (a->db_url == NULL || a->idle == NULL || pthread_mutex_init(&a->lock, NULL) != 0) {
+    if (a->db_url == NULL || a->idle == NULL ||
+        (cfg->trace_url != NULL && *cfg->trace_url && a->trace_url == NULL) ||
+        pthread_mutex_init(&a->lock, NULL) != 0) {
+        free(a->trace_url);
         free(a->db_url);
         free(a->idle);
         free(a);
@@ -66,6 +73,7 @@ void saga_api_free(saga_api *a)
     pthread_mutex_destroy(&a->lock);
     free(a->idle);
     free(a->db_url);
+    free(a->trace_url);
     free(a);
 }
 

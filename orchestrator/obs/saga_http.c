@@ -123,7 +123,17 @@ static enum MHD_Result api_answer(struct MHD_Connection *c, saga_http_response *
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
                             res->type != NULL ? res->type : TEXT_TYPE);
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL,
+                            res->cache_control != NULL ? res->cache_control : "no-store");
+    /* A browser must take JSON for JSON, never guess it is a page. */
+    MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+    if (res->csp != NULL) {
+        MHD_add_response_header(r, "Content-Security-Policy", res->csp);
+        MHD_add_response_header(r, "X-Frame-Options", "DENY");
+        MHD_add_response_header(r, "Referrer-Policy", "no-referrer");
+    }
+    if (res->set_cookie[0] != '\0')
+        MHD_add_response_header(r, MHD_HTTP_HEADER_SET_COOKIE, res->set_cookie);
     if (res->location[0] != '\0')
         MHD_add_response_header(r, MHD_HTTP_HEADER_LOCATION, res->location);
     if (res->allow != NULL)
@@ -218,6 +228,9 @@ static void request_done(void *cls, struct MHD_Connection *c, void **con_cls,
 
 static int is_api(const saga_http *h, const char *url)
 {
+    if (h->cfg.api != NULL && h->cfg.console &&
+        (strcmp(url, "/") == 0 || strncmp(url, "/console/", 9) == 0))
+        return 1;
     return h->cfg.api != NULL && strncmp(url, "/v1", 3) == 0 &&
            (url[3] == '\0' || url[3] == '/');
 }

@@ -4,6 +4,7 @@
  *   GET /healthz  200 "ok" when the healthy callback says so, else 503 + reason
  *   GET /readyz   200 "ok" when the ready callback says so, else 503 + reason
  *   /v1/...       the API's handler (saga_http_config.api), when given
+ *   /, /console/  the same handler too, with saga_http_config.console
  *   anything else 404; methods other than GET and HEAD 405
  *
  * Liveness is "the engine loop ticked recently"; readiness is "PostgreSQL
@@ -68,6 +69,13 @@ typedef struct saga_http_response {
     const char *allow;
     const char *www_authenticate; /* static; NULL: none */
     int suspended;                /* saga_http_suspend was called: no answer yet */
+    /* The console's pages: a Set-Cookie header ("": none), a
+     * Content-Security-Policy (static; NULL: none; with one, framing and
+     * referrers are refused too) and a Cache-Control (static; NULL:
+     * no-store). */
+    char set_cookie[600];
+    const char *csp;
+    const char *cache_control;
 } saga_http_response;
 
 /* Called on one of the server's threads (several at once). */
@@ -96,6 +104,9 @@ typedef struct saga_http_config {
     /* Connections at once (0: 1024 with the API, else 32); held requests
      * count. */
     unsigned int max_connections;
+    /* Set (with api): "/" and paths under "/console/" go to api too, for
+     * the operator console's pages. */
+    int console;
     /* Set: /metrics, /healthz and /readyz are not served here (another
      * listener has them): 404 like any unknown path. */
     int no_ops;

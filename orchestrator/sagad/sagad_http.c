@@ -184,7 +184,10 @@ int sagad_http_start(const sagad_http_opts *o, saga_engine *e, const char *db_ur
         saga_api_config ac = {.db_url = db_url,
                               .local = is_loopback(addr),
                               .kick = kick_engine,
-                              .kick_arg = e};
+                              .kick_arg = e,
+                              .trace_url = o->trace_url,
+                              .tls = o->tls_cert != NULL,
+                              .metrics = saga_engine_metrics(e)};
         rc = saga_api_new(&ac, &out->api, err);
     }
     if (rc == SAGA_OK) {
@@ -196,6 +199,7 @@ int sagad_http_start(const sagad_http_opts *o, saga_engine *e, const char *db_ur
         hc.tls_cert_pem = cert;
         hc.tls_key_pem = key;
         hc.no_ops = separate;
+        hc.console = 1; /* the operator console at / (docs/CONSOLE.md) */
         if (!separate)
             ops(&hc, e);
         rc = saga_http_start(&hc, &out->server, err);
@@ -214,12 +218,14 @@ int sagad_http_start(const sagad_http_opts *o, saga_engine *e, const char *db_ur
                               : "a bearer token always: not a loopback address";
         const char *tls = o->tls_cert != NULL ? " over TLS" : "";
         if (separate)
-            saga_log(SAGA_LOG_INFO, "serving the API (/v1: %s) on %s:%d%s", who,
+            saga_log(SAGA_LOG_INFO,
+                     "serving the API (/v1: %s) and the console (/) on %s:%d%s", who,
                      addr[0] ? addr : "127.0.0.1", saga_http_port(out->server), tls);
         else
             saga_log(
                 SAGA_LOG_INFO,
-                "serving /metrics, /healthz, /readyz on %s:%d%s, and the API (/v1: %s)",
+                "serving /metrics, /healthz, /readyz on %s:%d%s, and the API (/v1: %s), "
+                "with the console at /",
                 addr[0] ? addr : "127.0.0.1", saga_http_port(out->server), tls, who);
     }
     return SAGA_OK;

@@ -15,6 +15,9 @@ typedef struct sagad_http_opts {
     const char *metrics;  /* ADDR:PORT of the probes alone; NULL: on http */
     const char *tls_cert; /* PEM file: the API's listener over TLS */
     const char *tls_key;  /* its key's PEM file (not readable by others) */
+    /* The console's link from a trace id to a tracing UI: a URL with
+     * {trace_id} in it (NULL: no link). */
+    const char *trace_url;
 } sagad_http_opts;
 
 typedef struct sagad_http {

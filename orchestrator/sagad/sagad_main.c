@@ -76,6 +76,8 @@ static void usage(FILE *out)
         "                      (chain) (default $SAGA_TLS_CERT) ...\n"
         "  --tls-key FILE      ... and its PEM private key, a file others may not\n"
         "                      read (default $SAGA_TLS_KEY)\n"
+        "  --trace-url URL     the console links a trace id to this tracing UI's URL,\n"
+        "                      {trace_id} replaced (default $SAGA_TRACE_URL)\n"
         "  --breaker-failures N  transient failures in a row (retry replies,\n"
         "                      timeouts) that open a service's circuit breaker\n"
         "                      (default 5; 0 turns the breaker off)\n"
@@ -186,6 +188,7 @@ int main(int argc, char **argv)
         {"metrics", required_argument, 0, 'M'},
         {"tls-cert", required_argument, 0, 'C'},
         {"tls-key", required_argument, 0, 'T'},
+        {"trace-url", required_argument, 0, 'Z'},
         {"breaker-failures", required_argument, 0, 'f'},
         {"breaker-cooldown", required_argument, 0, 'c'},
         {"max-in-flight", required_argument, 0, 'm'},
@@ -202,7 +205,8 @@ int main(int argc, char **argv)
     sagad_http_opts ho = {.http = getenv("SAGA_HTTP"),
                           .metrics = getenv("SAGA_METRICS"),
                           .tls_cert = getenv("SAGA_TLS_CERT"),
-                          .tls_key = getenv("SAGA_TLS_KEY")};
+                          .tls_key = getenv("SAGA_TLS_KEY"),
+                          .trace_url = getenv("SAGA_TRACE_URL")};
     sagad_http served = {0};
     saga_definition **defs;
     saga_engine_stats st;
@@ -306,6 +310,9 @@ int main(int argc, char **argv)
             break;
         case 'T':
             ho.tls_key = optarg;
+            break;
+        case 'Z':
+            ho.trace_url = optarg;
             break;
         case 'f':
         case 'm': {
