@@ -1,4 +1,5 @@
-/* Wire protocol: round trips and every way a message can be malformed. */
+/* Wire protocol: round trips and every way a message can be malformed;
+ * version 2 (an element of a fan-out step) beside version 1. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -131,7 +132,10 @@ static void test_malformed_replies(void **state)
         const char *key, *raw, *fragment;
     } cases[] = {
         {"v", NULL, "\"v\" is missing"},
-        {"v", "2", "\"v\" is 2"},
+        {"v", "3", "field \"v\" is 3; this side speaks 1 and 2"},
+        {"v", "0", "field \"v\" is 0; this side speaks 1 and 2"},
+        /* version 2 is an element's: without one it is malformed */
+        {"v", "2", "field \"element\" is missing"},
         {"v", "\"1\"", "\"v\" must be an integer"},
         {"saga_id", NULL, "saga_id"},
         {"saga_id", "\"not-a-uuid\"", "not a UUID"},
@@ -357,6 +361,202 @@ static void test_names_and_command_id(void **state)
     assert_string_equal(saga_strerror(12345), "unknown error");
 }
 
+/* good_reply as version 2 with "element" set to a raw JSON value (or
+ * absent if NULL). */
+static char *element_reply(const char *raw)
+{
+    json_t *o = json_loads(good_reply, 0, NULL);
+    char *t;
+    json_object_set_new(o, "v", json_integer(SAGA_PROTOCOL_VERSION_ELEMENTS));
+    if (raw != NULL)
+        json_object_set_new(o, "element", json_loads(raw, JSON_DECODE_ANY, NULL));
+    t = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return t;
+}
+
+/* A command to an element of a fan-out step: "v": 2 and its element, both
+ * kept through a round trip; the exact bytes put "element" last. */
+static void test_element_command_round_trip(void **state)
+{
+    saga_command c = {0}, d;
+    saga_error err = {0};
+    char *text, cid[128];
+    (void)state;
+    memcpy(c.saga_id, ID, sizeof c.saga_id);
+    c.v = SAGA_PROTOCOL_VERSION_ELEMENTS;
+    c.element = 7;
+    c.saga = "notify";
+    c.saga_version = 1;
+    c.step = 2;
+    c.step_name = "send";
+    c.phase = SAGA_PHASE_INVOKE;
+    c.action = "send";
+    saga_command_id_format_element(cid, sizeof cid, ID, 2, SAGA_PHASE_INVOKE, 7);
+    assert_string_equal(cid, ID "/2/invoke/7");
+    c.command_id = cid;
+    c.attempt = 1;
+    c.reply_to = "saga.reply.notify";
+    assert_int_equal(saga_command_encode(&c, &text, NULL, &err), SAGA_OK);
+    assert_string_equal(text,
+                        "{\"v\":2,\"saga_id\":\"" ID "\",\"saga\":\"notify\","
+                        "\"saga_version\":1,\"step\":2,\"step_name\":\"send\","
+                        "\"phase\":\"invoke\",\"action\":\"send\",\"command_id\":\"" ID
+                        "/2/invoke/7\",\"attempt\":1,\"deadline\":0,"
+                        "\"reply_to\":\"saga.reply.notify\",\"payload\":{},"
+                        "\"element\":7}");
+    assert_int_equal(saga_command_decode(text, strlen(text), &d, &err), SAGA_OK);
+    assert_int_equal(d.v, SAGA_PROTOCOL_VERSION_ELEMENTS);
+    assert_int_equal(d.element, 7);
+    assert_string_equal(d.command_id, ID "/2/invoke/7");
+    saga_command_clear(&d);
+    free(text);
+    /* The last element there can be, and element 0. */
+    for (int i = 0; i < 2; i++) {
+        c.element = i == 0 ? SAGA_ELEMENTS_MAX - 1 : 0;
+        assert_int_equal(saga_command_encode(&c, &text, NULL, &err), SAGA_OK);
+        assert_int_equal(saga_command_decode(text, strlen(text), &d, &err), SAGA_OK);
+        assert_int_equal(d.v, 2);
+        assert_int_equal(d.element, c.element);
+        saga_command_clear(&d);
+        free(text);
+    }
+    /* Out of range is refused on encode, nothing made. */
+    text = NULL;
+    c.element = SAGA_ELEMENTS_MAX;
+    assert_int_equal(saga_command_encode(&c, &text, NULL, &err), SAGA_EINVAL);
+    assert_string_equal(err.message, "element 100000 out of range [0, 99999]");
+    c.element = -1;
+    assert_int_equal(saga_command_encode(&c, &text, NULL, &err), SAGA_EINVAL);
+    assert_null(text);
+    /* Version 1 sends no element, whatever the field holds. */
+    c.v = SAGA_PROTOCOL_VERSION;
+    c.element = 5;
+    assert_int_equal(saga_command_encode(&c, &text, NULL, &err), SAGA_OK);
+    assert_null(strstr(text, "element"));
+    assert_int_equal(saga_command_decode(text, strlen(text), &d, &err), SAGA_OK);
+    assert_int_equal(d.v, SAGA_PROTOCOL_VERSION);
+    assert_int_equal(d.element, 0);
+    saga_command_clear(&d);
+    free(text);
+}
+
+/* A reply to an element's command is version 2 with the element, for
+ * every status; the bytes are saga_reply_encode's order. */
+static void test_element_reply_round_trips(void **state)
+{
+    saga_reply r = {0}, d;
+    saga_error err = {0};
+    char *text;
+    (void)state;
+    memcpy(r.saga_id, ID, sizeof r.saga_id);
+    r.v = SAGA_PROTOCOL_VERSION_ELEMENTS;
+    r.element = 3;
+    r.step = 1;
+    r.phase = SAGA_PHASE_COMPENSATE;
+    r.command_id = ID "/1/compensate/3";
+    r.attempt = 2;
+    r.status = SAGA_REPLY_OK;
+    r.output = json_pack("{s:b}", "null_compensation", 1);
+    assert_int_equal(saga_reply_encode(&r, &text, NULL, &err), SAGA_OK);
+    assert_string_equal(text, "{\"v\":2,\"saga_id\":\"" ID "\",\"step\":1,"
+                              "\"phase\":\"compensate\",\"command_id\":\"" ID
+                              "/1/compensate/3\",\"attempt\":2,\"status\":\"ok\","
+                              "\"element\":3,\"output\":{\"null_compensation\":true}}");
+    assert_int_equal(saga_reply_decode(text, strlen(text), &d, &err), SAGA_OK);
+    assert_int_equal(d.v, 2);
+    assert_int_equal(d.element, 3);
+    assert_true(json_equal(d.output, r.output));
+    saga_reply_clear(&d);
+    free(text);
+    json_decref(r.output);
+    r.output = NULL;
+    r.status = SAGA_REPLY_RETRY;
+    r.error_code = "retry";
+    r.error_message = "busy";
+    r.retry_after = 100;
+    r.element = 0;
+    assert_int_equal(saga_reply_encode(&r, &text, NULL, &err), SAGA_OK);
+    assert_non_null(strstr(text, "\"status\":\"retry\",\"element\":0,\"error\":"));
+    assert_int_equal(saga_reply_decode(text, strlen(text), &d, &err), SAGA_OK);
+    assert_int_equal(d.v, 2);
+    assert_int_equal(d.element, 0);
+    assert_int_equal(d.retry_after, 100);
+    saga_reply_clear(&d);
+    free(text);
+    r.element = SAGA_ELEMENTS_MAX;
+    assert_int_equal(saga_reply_encode(&r, &text, NULL, &err), SAGA_EINVAL);
+    assert_non_null(strstr(err.message, "out of range [0, 99999]"));
+}
+
+/* What a decoder refuses of version 2, and what version 1 ignores. */
+static void test_element_field(void **state)
+{
+    static const struct {
+        const char *raw, *message;
+    } bad[] = {
+        {NULL, "field \"element\" is missing"},
+        {"null", "field \"element\" is missing"},
+        {"-1", "field \"element\" is -1, out of range [0, 99999]"},
+        {"100000", "field \"element\" is 100000, out of range [0, 99999]"},
+        {"\"1\"", "field \"element\" must be an integer"},
+        {"1.0", "field \"element\" must be an integer"},
+        {"true", "field \"element\" must be an integer"},
+    };
+    saga_reply r;
+    saga_command c;
+    saga_error err = {0};
+    char *t;
+    (void)state;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        t = element_reply(bad[i].raw);
+        assert_int_equal(saga_reply_decode(t, strlen(t), &r, &err), SAGA_EPROTO);
+        assert_string_equal(err.message, bad[i].message);
+        free(t);
+    }
+    t = element_reply("99999");
+    assert_int_equal(saga_reply_decode(t, strlen(t), &r, &err), SAGA_OK);
+    assert_int_equal(r.element, 99999);
+    saga_reply_clear(&r);
+    free(t);
+    /* Version 1: "element" is an unknown field, whatever it holds. */
+    t = with("element", "\"not a number\"");
+    assert_int_equal(saga_reply_decode(t, strlen(t), &r, &err), SAGA_OK);
+    assert_int_equal(r.v, 1);
+    assert_int_equal(r.element, 0);
+    saga_reply_clear(&r);
+    free(t);
+    t = with("element", "4");
+    assert_int_equal(saga_reply_decode(t, strlen(t), &r, &err), SAGA_OK);
+    assert_int_equal(r.element, 0);
+    saga_reply_clear(&r);
+    free(t);
+    {
+        const char *cmd =
+            "{\"v\":2,\"saga_id\":\"" ID "\",\"saga\":\"order\",\"saga_version\":1,"
+            "\"step\":0,\"step_name\":\"a\",\"phase\":\"invoke\",\"action\":\"x\","
+            "\"command_id\":\"c\",\"attempt\":1,\"reply_to\":\"r\"}";
+        assert_int_equal(saga_command_decode(cmd, strlen(cmd), &c, &err), SAGA_EPROTO);
+        assert_string_equal(err.message, "field \"element\" is missing");
+    }
+    /* The element's command id; a negative element gives the step's. */
+    {
+        char buf[128];
+        assert_int_equal(saga_command_id_format_element(buf, sizeof buf, ID, 0,
+                                                        SAGA_PHASE_COMPENSATE, 99999),
+                         (int)strlen(ID "/0/compensate/99999"));
+        assert_string_equal(buf, ID "/0/compensate/99999");
+        saga_command_id_format_element(buf, sizeof buf, ID, 4, SAGA_PHASE_INVOKE, -1);
+        assert_string_equal(buf, ID "/4/invoke");
+        assert_int_equal(
+            saga_command_id_format_element(NULL, 0, ID, 4, SAGA_PHASE_INVOKE, 12),
+            (int)strlen(ID "/4/invoke/12"));
+        assert_int_equal(saga_command_id_format_element(buf, sizeof buf, NULL, 4,
+                                                        SAGA_PHASE_INVOKE, 12),
+                         SAGA_EINVAL);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -369,6 +569,9 @@ int main(void)
         cmocka_unit_test(test_malformed_commands),
         cmocka_unit_test(test_encode_rejects_incomplete),
         cmocka_unit_test(test_names_and_command_id),
+        cmocka_unit_test(test_element_command_round_trip),
+        cmocka_unit_test(test_element_reply_round_trips),
+        cmocka_unit_test(test_element_field),
     };
     return cmocka_run_group_tests_name("protocol", tests, NULL, NULL);
 }

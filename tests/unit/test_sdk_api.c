@@ -30,7 +30,7 @@ static void test_version(void **state)
     /* Against literal numbers, not the expression that defines them: a
      * release changes this test on purpose. */
     assert_int_equal(SAGA_VERSION_MAJOR, 0);
-    assert_int_equal(SAGA_VERSION_MINOR, 4);
+    assert_int_equal(SAGA_VERSION_MINOR, 5);
     assert_int_equal(SAGA_VERSION_PATCH, 0);
     assert_int_equal(SAGA_VERSION_NUM, 0x000500);
     assert_string_equal(SAGA_VERSION_STRING, "0.5.0");
