@@ -6,6 +6,9 @@
 --   PGOPTIONS='-c search_path=payment' psql "$URL" -v ON_ERROR_STOP=1 \
 --       -f migrations/participant/barrier.sql
 -- then: GRANT SELECT, INSERT, UPDATE ON saga_barrier TO <the service's role>;
+-- A table made by an SDK before libsaga 0.5.0 has no "element" column:
+-- upgrade it with migrations/participant/barrier_element.sql. The column
+-- comes last, where that upgrade adds it, so both tables are the same.
 CREATE TABLE IF NOT EXISTS saga_barrier (
     saga_id uuid NOT NULL,
     step int NOT NULL,
@@ -14,5 +17,6 @@ CREATE TABLE IF NOT EXISTS saga_barrier (
     outcome text NOT NULL,
     reply jsonb,
     created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (saga_id, step, phase)
+    element int NOT NULL DEFAULT 0,
+    PRIMARY KEY (saga_id, step, element, phase)
 );

@@ -1,8 +1,10 @@
-/* The barrier: one row per (saga, step, phase) in the participant's own
- * database, written in the transaction of the business effect. The classic
- * technique (as in DTM's "sub-transaction barrier"): a compensation that
- * finds no action row inserts a "blocked" action row, so the action, if it
- * ever arrives, conflicts and is refused. */
+/* The barrier: one row per (saga, step, element, phase) in the
+ * participant's own database, written in the transaction of the business
+ * effect. The classic technique (as in DTM's "sub-transaction barrier"): a
+ * compensation that finds no action row inserts a "blocked" action row, so
+ * the action, if it ever arrives, conflicts and is refused. A command of
+ * version 1 is element 0: a step either fans out or not, so the elements of
+ * one step never meet a command without one. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,90 @@ int saga__pg_exec(PGconn *db, const char *sql, saga_error *err)
     return rc;
 }
 
+/* The upgrade of a table made before 0.5.0, the text of
+ * migrations/participant/barrier_element.sql without its comments (the
+ * test of the participant checks that both give the same table). */
+static const char upgrade_sql[] =
+    "DO $$\n"
+    "DECLARE\n"
+    "    pk name;\n"
+    "BEGIN\n"
+    "    IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
+    "'saga_barrier'::regclass\n"
+    "               AND attname = 'element' AND NOT attisdropped) THEN\n"
+    "        RETURN;\n"
+    "    END IF;\n"
+    "    LOCK TABLE saga_barrier IN ACCESS EXCLUSIVE MODE;\n"
+    "    IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = "
+    "'saga_barrier'::regclass\n"
+    "               AND attname = 'element' AND NOT attisdropped) THEN\n"
+    "        RETURN;\n"
+    "    END IF;\n"
+    "    ALTER TABLE saga_barrier ADD COLUMN element int NOT NULL DEFAULT 0;\n"
+    "    SELECT conname INTO pk FROM pg_constraint\n"
+    "     WHERE conrelid = 'saga_barrier'::regclass AND contype = 'p';\n"
+    "    IF pk IS NOT NULL THEN\n"
+    "        EXECUTE format('ALTER TABLE saga_barrier DROP CONSTRAINT %I', pk);\n"
+    "    END IF;\n"
+    "    ALTER TABLE saga_barrier ADD PRIMARY KEY (saga_id, step, element, phase);\n"
+    "END\n"
+    "$$";
+
+/* A table of an earlier release keys rows without the element: give it
+ * the column and the new key, in one transaction, when this role owns the
+ * table; otherwise say who must do what. Running on with the old key would
+ * take element 1 of a step for a duplicate of element 0. */
+static int upgrade(PGconn *db, saga_error *err)
+{
+    PGresult *res = PQexec(
+        db, "SELECT NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = c.oid"
+            "  AND attname = 'element' AND NOT attisdropped),"
+            " pg_has_role(c.relowner, 'USAGE'), c.relnamespace::regnamespace::text,"
+            " current_user::text"
+            " FROM pg_class c WHERE c.oid = to_regclass('saga_barrier')");
+    int missing, may, rc;
+    char schema[128], role[128];
+    saga_error e = {0};
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        rc = saga__error_set(err, SAGA_EDB, "reading the barrier table's columns: %s",
+                             PQerrorMessage(db));
+        PQclear(res);
+        return rc;
+    }
+    missing = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    may = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    snprintf(schema, sizeof schema, "%s", PQgetvalue(res, 0, 2));
+    snprintf(role, sizeof role, "%s", PQgetvalue(res, 0, 3));
+    PQclear(res);
+    if (!missing)
+        return SAGA_OK;
+    if (!may)
+        return saga__error_set(
+            err, SAGA_EDB,
+            "the barrier table %s.saga_barrier predates fan-out elements (it has no "
+            "column \"element\") and role %s may not alter it: its owner must run "
+            "migrations/participant/barrier_element.sql in schema %s",
+            schema, role, schema);
+    if (saga__pg_exec(db, "BEGIN", &e) == SAGA_OK) {
+        /* Not saga__pg_exec: its message would quote the whole block. */
+        res = PQexec(db, upgrade_sql);
+        if (PQresultStatus(res) == PGRES_COMMAND_OK)
+            rc = saga__pg_exec(db, "COMMIT", &e);
+        else
+            rc = saga__error_set(&e, SAGA_EDB, "%s", PQerrorMessage(db));
+        PQclear(res);
+        if (rc == SAGA_OK)
+            return SAGA_OK;
+        saga__pg_exec(db, "ROLLBACK", NULL);
+    }
+    return saga__error_set(err, SAGA_EDB,
+                           "upgrading the barrier table %s.saga_barrier for fan-out "
+                           "elements failed (its owner can run "
+                           "migrations/participant/barrier_element.sql): %s",
+                           schema, e.message);
+}
+
 int saga__barrier_init(PGconn *db, saga_error *err)
 {
     /* Made once by the service's owner (migrations/participant/barrier.sql)
@@ -31,7 +117,7 @@ int saga__barrier_init(PGconn *db, saga_error *err)
                  strcmp(PQgetvalue(res, 0, 0), "t") == 0;
     PQclear(res);
     if (exists)
-        return SAGA_OK;
+        return upgrade(db, err);
     return saga__pg_exec(db,
                          "CREATE TABLE IF NOT EXISTS saga_barrier ("
                          " saga_id uuid NOT NULL,"
@@ -41,7 +127,8 @@ int saga__barrier_init(PGconn *db, saga_error *err)
                          " outcome text NOT NULL,"
                          " reply jsonb,"
                          " created_at timestamptz NOT NULL DEFAULT clock_timestamp(),"
-                         " PRIMARY KEY (saga_id, step, phase))",
+                         " element int NOT NULL DEFAULT 0,"
+                         " PRIMARY KEY (saga_id, step, element, phase))",
                          err);
 }
 
@@ -53,17 +140,17 @@ static const struct {
     int nparams;
 } statements[] = {
     {"saga_barrier_claim",
-     "INSERT INTO saga_barrier (saga_id, step, phase, command_id, outcome)"
-     " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-     5},
+     "INSERT INTO saga_barrier (saga_id, step, element, phase, command_id, outcome)"
+     " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+     6},
     {"saga_barrier_lookup",
      "SELECT outcome, reply::text FROM saga_barrier"
-     " WHERE saga_id = $1 AND step = $2 AND phase = $3",
-     3},
+     " WHERE saga_id = $1 AND step = $2 AND element = $3 AND phase = $4",
+     4},
     {"saga_barrier_record",
-     "UPDATE saga_barrier SET reply = $4::jsonb, outcome = $5"
-     " WHERE saga_id = $1 AND step = $2 AND phase = $3",
-     5},
+     "UPDATE saga_barrier SET reply = $5::jsonb, outcome = $6"
+     " WHERE saga_id = $1 AND step = $2 AND element = $3 AND phase = $4",
+     6},
 };
 
 int saga__barrier_prepare(PGconn *db, saga_error *err)
@@ -80,18 +167,35 @@ int saga__barrier_prepare(PGconn *db, saga_error *err)
     return SAGA_OK;
 }
 
-/* INSERT ... ON CONFLICT DO NOTHING; *inserted tells whether it was new. */
-static int claim(PGconn *db, const char *saga_id, int step, const char *phase,
-                 const char *command_id, const char *outcome, int *inserted,
-                 saga_error *err)
+int saga__barrier_element(const saga_command *cmd)
 {
-    char stepbuf[16];
-    const char *params[5] = {saga_id, stepbuf, phase, command_id, outcome};
+    return cmd->v == SAGA_PROTOCOL_VERSION_ELEMENTS ? cmd->element : 0;
+}
+
+/* A row's key as text parameters: saga_id, step, element, phase. */
+typedef struct row_key {
+    const char *saga_id, *phase;
+    char step[16], element[16];
+} row_key;
+
+static void key_of(row_key *k, const saga_command *cmd, const char *phase)
+{
+    k->saga_id = cmd->saga_id;
+    k->phase = phase;
+    snprintf(k->step, sizeof k->step, "%d", cmd->step);
+    snprintf(k->element, sizeof k->element, "%d", saga__barrier_element(cmd));
+}
+
+/* INSERT ... ON CONFLICT DO NOTHING; *inserted tells whether it was new. */
+static int claim(PGconn *db, const row_key *k, const char *command_id,
+                 const char *outcome, int *inserted, saga_error *err)
+{
+    const char *params[6] = {k->saga_id, k->step,    k->element,
+                             k->phase,   command_id, outcome};
     PGresult *res;
     int rc = SAGA_OK;
 
-    snprintf(stepbuf, sizeof stepbuf, "%d", step);
-    res = PQexecPrepared(db, "saga_barrier_claim", 5, params, NULL, NULL, 0);
+    res = PQexecPrepared(db, "saga_barrier_claim", 6, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
         rc = saga__error_set(err, SAGA_EDB, "barrier insert: %s", PQerrorMessage(db));
     else
@@ -101,18 +205,16 @@ static int claim(PGconn *db, const char *saga_id, int step, const char *phase,
 }
 
 /* Read a row's outcome and reply (NULL when absent). */
-static int lookup(PGconn *db, const char *saga_id, int step, const char *phase,
-                  char **outcome, json_t **reply, saga_error *err)
+static int lookup(PGconn *db, const row_key *k, char **outcome, json_t **reply,
+                  saga_error *err)
 {
-    char stepbuf[16];
-    const char *params[3] = {saga_id, stepbuf, phase};
+    const char *params[4] = {k->saga_id, k->step, k->element, k->phase};
     PGresult *res;
     int rc = SAGA_OK;
 
     *outcome = NULL;
     *reply = NULL;
-    snprintf(stepbuf, sizeof stepbuf, "%d", step);
-    res = PQexecPrepared(db, "saga_barrier_lookup", 3, params, NULL, NULL, 0);
+    res = PQexecPrepared(db, "saga_barrier_lookup", 4, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = saga__error_set(err, SAGA_EDB, "barrier lookup: %s", PQerrorMessage(db));
     } else if (PQntuples(res) == 1) {
@@ -130,15 +232,15 @@ int saga__barrier_enter(PGconn *db, const saga_command *cmd,
     int inserted = 0, rc;
     char *outcome = NULL;
     json_t *reply = NULL;
+    row_key own, action;
 
     *cached = NULL;
-    rc = claim(db, cmd->saga_id, cmd->step, saga_phase_name(cmd->phase), cmd->command_id,
-               "handled", &inserted, err);
+    key_of(&own, cmd, saga_phase_name(cmd->phase));
+    rc = claim(db, &own, cmd->command_id, "handled", &inserted, err);
     if (rc != SAGA_OK)
         return rc;
     if (!inserted) {
-        if ((rc = lookup(db, cmd->saga_id, cmd->step, saga_phase_name(cmd->phase),
-                         &outcome, &reply, err)) != SAGA_OK)
+        if ((rc = lookup(db, &own, &outcome, &reply, err)) != SAGA_OK)
             return rc;
         if (cmd->phase == SAGA_PHASE_INVOKE && outcome != NULL &&
             strcmp(outcome, "blocked") == 0) {
@@ -155,14 +257,16 @@ int saga__barrier_enter(PGconn *db, const saga_command *cmd,
         *verdict = SAGA__BARRIER_PROCEED;
         return SAGA_OK;
     }
-    /* A compensation: did the action run? If we can claim its row, it did
-     * not, and from now on it never will (the row blocks it). */
+    /* A compensation: did the action (of the same element) run? If we can
+     * claim its row, it did not, and from now on it never will (the row
+     * blocks it). */
+    key_of(&action, cmd, "invoke");
     {
         char invoke_id[128];
-        saga_command_id_format(invoke_id, sizeof invoke_id, cmd->saga_id, cmd->step,
-                               SAGA_PHASE_INVOKE);
-        rc = claim(db, cmd->saga_id, cmd->step, "invoke", invoke_id, "blocked", &inserted,
-                   err);
+        saga_command_id_format_element(
+            invoke_id, sizeof invoke_id, cmd->saga_id, cmd->step, SAGA_PHASE_INVOKE,
+            cmd->v == SAGA_PROTOCOL_VERSION_ELEMENTS ? cmd->element : -1);
+        rc = claim(db, &action, invoke_id, "blocked", &inserted, err);
     }
     if (rc != SAGA_OK)
         return rc;
@@ -172,8 +276,7 @@ int saga__barrier_enter(PGconn *db, const saga_command *cmd,
     }
     /* The action ran. If it ended in a definite failure there is nothing
      * to undo either: its writes were rolled back. */
-    if ((rc = lookup(db, cmd->saga_id, cmd->step, "invoke", &outcome, &reply, err)) !=
-        SAGA_OK)
+    if ((rc = lookup(db, &action, &outcome, &reply, err)) != SAGA_OK)
         return rc;
     {
         json_t *st = json_object_get(reply, "status");
@@ -188,17 +291,22 @@ int saga__barrier_enter(PGconn *db, const saga_command *cmd,
 int saga__barrier_record(PGconn *db, const saga_command *cmd, json_t *reply,
                          const char *outcome, saga_error *err)
 {
-    char stepbuf[16];
     char *text = json_dumps(reply, JSON_COMPACT);
-    const char *params[5] = {cmd->saga_id, stepbuf, saga_phase_name(cmd->phase), text,
-                             outcome};
+    row_key k;
+    const char *params[6];
     PGresult *res;
     int rc = SAGA_OK;
 
     if (text == NULL)
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
-    snprintf(stepbuf, sizeof stepbuf, "%d", cmd->step);
-    res = PQexecPrepared(db, "saga_barrier_record", 5, params, NULL, NULL, 0);
+    key_of(&k, cmd, saga_phase_name(cmd->phase));
+    params[0] = k.saga_id;
+    params[1] = k.step;
+    params[2] = k.element;
+    params[3] = k.phase;
+    params[4] = text;
+    params[5] = outcome;
+    res = PQexecPrepared(db, "saga_barrier_record", 6, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
         rc = saga__error_set(err, SAGA_EDB, "barrier record: %s", PQerrorMessage(db));
     PQclear(res);

@@ -14,14 +14,23 @@ typedef enum saga__barrier_verdict {
     SAGA__BARRIER_HANGING,   /* action arriving after its compensation */
 } saga__barrier_verdict;
 
-/* Create the barrier table if missing (in the connection's search_path). */
+/* Create the barrier table if missing (in the connection's search_path);
+ * upgrade one made before 0.5.0 (no "element" column) in one transaction
+ * when this role owns it, else SAGA_EDB naming
+ * migrations/participant/barrier_element.sql. */
 int saga__barrier_init(PGconn *db, saga_error *err);
+
+/* The element of cmd the barrier keys its rows on: cmd->element for a
+ * command of version 2 (an element of a fan-out step), else 0. */
+int saga__barrier_element(const saga_command *cmd);
 
 /* Prepare the barrier's statements on db: after connecting and after every
  * PQreset(). */
 int saga__barrier_prepare(PGconn *db, saga_error *err);
 
-/* Inside an open transaction: classify cmd and claim its barrier row.
+/* Inside an open transaction: classify cmd and claim its barrier row
+ * (saga_id, step, element, phase); a compensation looks at its own
+ * element's action only.
  * On DUPLICATE *cached is the stored reply object (caller decrefs). */
 int saga__barrier_enter(PGconn *db, const saga_command *cmd,
                         saga__barrier_verdict *verdict, json_t **cached, saga_error *err);

@@ -554,16 +554,26 @@ static const handler *find_handler(const saga_participant *p, saga_phase phase,
     return NULL;
 }
 
-/* The reply as a JSON object (for the barrier cache). */
+static int is_element(const saga_command *cmd)
+{
+    return cmd->v == SAGA_PROTOCOL_VERSION_ELEMENTS;
+}
+
+/* The reply as a JSON object (for the barrier cache), the fields in
+ * saga_reply_encode's order: a reply to an element's command is version 2
+ * and carries its element, after "status". */
 static json_t *reply_object(const saga_command *cmd, const saga_result *r)
 {
-    json_t *o =
-        json_pack("{s:i, s:s, s:i, s:s, s:s, s:i, s:s}", "v", SAGA_PROTOCOL_VERSION,
-                  "saga_id", cmd->saga_id, "step", cmd->step, "phase",
-                  saga_phase_name(cmd->phase), "command_id", cmd->command_id, "attempt",
-                  cmd->attempt, "status", saga_reply_status_name(r->status));
+    json_t *o = json_pack(
+        "{s:i, s:s, s:i, s:s, s:s, s:i, s:s}", "v",
+        is_element(cmd) ? SAGA_PROTOCOL_VERSION_ELEMENTS : SAGA_PROTOCOL_VERSION,
+        "saga_id", cmd->saga_id, "step", cmd->step, "phase", saga_phase_name(cmd->phase),
+        "command_id", cmd->command_id, "attempt", cmd->attempt, "status",
+        saga_reply_status_name(r->status));
     if (o == NULL)
         return NULL;
+    if (is_element(cmd))
+        json_object_set_new(o, "element", json_integer(cmd->element));
     if (r->status == SAGA_REPLY_OK)
         json_object_set(o, "output", r->output ? r->output : json_object());
     else
@@ -572,6 +582,20 @@ static json_t *reply_object(const saga_command *cmd, const saga_result *r)
     if (r->status == SAGA_REPLY_RETRY && r->retry_after > 0)
         json_object_set_new(o, "retry_after", json_integer(r->retry_after));
     return o;
+}
+
+/* The answer to an action that came after its compensation. */
+static void refuse_hanging(saga_result *res, const saga_command *cmd)
+{
+    if (is_element(cmd))
+        saga_result_fail(res, "hanging_action",
+                         "step %d element %d of saga %s was already compensated; action "
+                         "refused",
+                         cmd->step, cmd->element, cmd->saga_id);
+    else
+        saga_result_fail(res, "hanging_action",
+                         "step %d of saga %s was already compensated; action refused",
+                         cmd->step, cmd->saga_id);
 }
 
 /* Hand a reply (text is taken) to the producer. partition and offset are
@@ -697,8 +721,18 @@ static void send_reply(saga_participant *p, const saga_command *cmd, json_t *rep
     const void *tp = NULL;
     size_t tplen = 0;
 
-    /* Replies carry the attempt they answer, even when cached. */
+    /* Replies carry the attempt they answer, even when cached; and the
+     * command's version and element (the barrier keys on the element, so a
+     * cached reply has them already, unless a row of version 1 was kept
+     * for element 0). */
     json_object_set_new(reply, "attempt", json_integer(cmd->attempt));
+    json_object_set_new(reply, "v",
+                        json_integer(is_element(cmd) ? SAGA_PROTOCOL_VERSION_ELEMENTS
+                                                     : SAGA_PROTOCOL_VERSION));
+    if (is_element(cmd))
+        json_object_set_new(reply, "element", json_integer(cmd->element));
+    else
+        json_object_del(reply, "element");
     text = json_dumps(reply, JSON_COMPACT | JSON_ENSURE_ASCII);
     if (text == NULL) {
         p->delivery_failures++;
@@ -889,9 +923,7 @@ static void run_with_barrier(saga_participant *p, const handler *h,
     case SAGA__BARRIER_HANGING:
         STAT_ADD(p, hanging_refused, 1);
         cmd_rollback(p);
-        saga_result_fail(res, "hanging_action",
-                         "step %d of saga %s was already compensated; action refused",
-                         cmd->step, cmd->saga_id);
+        refuse_hanging(res, cmd);
         return;
     case SAGA__BARRIER_NULL_COMP:
         STAT_ADD(p, null_compensations, 1);
@@ -1519,9 +1551,7 @@ static int complete(saga_participant *p, saga_deferred *d, saga_result *res)
             rc = saga__barrier_enter(p->db, &d->cmd, &v, &cached, &e);
         if (rc == SAGA_OK && v == SAGA__BARRIER_HANGING) {
             result_reset(res);
-            saga_result_fail(res, "hanging_action",
-                             "step %d of saga %s was already compensated; action refused",
-                             d->cmd.step, d->cmd.saga_id);
+            refuse_hanging(res, &d->cmd);
         } else if (rc == SAGA_OK && v == SAGA__BARRIER_NULL_COMP) {
             result_reset(res);
             saga_result_ok(res, json_pack("{s:b}", "null_compensation", 1));

@@ -1,5 +1,7 @@
 /* libsaga's participant against a real Kafka broker and PostgreSQL: the
  * barrier's three hazards (duplicate, null compensation, hanging action),
+ * also per element of a fan-out step (commands of version 2), a barrier
+ * table of an earlier release upgraded (by libsaga, or by its owner),
  * failed and retry results, malformed commands and unknown actions,
  * deferred replies (also completed from inside a handler, which is
  * refused), and an event loop driven by the fd alone through more than a
@@ -245,6 +247,29 @@ static void send_cmd(const char *saga_id, saga_phase phase, int attempt, const c
     assert_int_equal(saga_command_encode(&c, &text, NULL, NULL), SAGA_OK);
     send_raw(saga_id, text);
     json_decref(c.payload);
+    free(text);
+}
+
+/* A command to element `element` of step 0 (version 2), action "do" or
+ * compensation "undo". */
+static void send_element(const char *saga_id, saga_phase phase, int element, int attempt)
+{
+    saga_command c = {0};
+    char cid[128], *text;
+    memcpy(c.saga_id, saga_id, sizeof c.saga_id);
+    c.v = SAGA_PROTOCOL_VERSION_ELEMENTS;
+    c.element = element;
+    c.saga = "it";
+    c.saga_version = 1;
+    c.step_name = "thing";
+    c.phase = phase;
+    c.action = phase == SAGA_PHASE_INVOKE ? "do" : "undo";
+    saga_command_id_format_element(cid, sizeof cid, saga_id, 0, phase, element);
+    c.command_id = cid;
+    c.attempt = attempt;
+    c.reply_to = reply_topic;
+    assert_int_equal(saga_command_encode(&c, &text, NULL, NULL), SAGA_OK);
+    send_raw(saga_id, text);
     free(text);
 }
 
@@ -839,6 +864,258 @@ static void test_group_commit_keeps_each_command_atomic(void **state)
     }
 }
 
+/* A reply to an element's command: version 2, the same element, its
+ * command id. */
+static void assert_element_reply(const saga_reply *r, const char *id, saga_phase phase,
+                                 int element)
+{
+    char cid[128];
+    saga_command_id_format_element(cid, sizeof cid, id, 0, phase, element);
+    assert_int_equal(r->v, SAGA_PROTOCOL_VERSION_ELEMENTS);
+    assert_int_equal(r->element, element);
+    assert_string_equal(r->command_id, cid);
+    assert_int_equal(r->phase, phase);
+}
+
+/* The elements of one fan-out step are commands of their own: each runs,
+ * each has its own barrier row and its own reply; a duplicate of one is
+ * absorbed by that element's row; a compensation of one that never ran
+ * blocks that element's action only. */
+static void test_elements_of_a_step_each_run_once(void **state)
+{
+    char id[37];
+    saga_reply r, r1;
+    int inv = invoked, comp = compensated;
+    const char *p[1];
+    saga_participant_stats before, after;
+    (void)state;
+    new_id(id);
+    p[0] = id;
+    saga_participant_get_stats(part, &before);
+    /* Elements 0 and 1 both run: the same step, not duplicates. */
+    send_element(id, SAGA_PHASE_INVOKE, 0, 1);
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_OK);
+    assert_element_reply(&r, id, SAGA_PHASE_INVOKE, 0);
+    saga_reply_clear(&r);
+    send_element(id, SAGA_PHASE_INVOKE, 1, 1);
+    handle(1, &r1);
+    assert_int_equal(r1.status, SAGA_REPLY_OK);
+    assert_element_reply(&r1, id, SAGA_PHASE_INVOKE, 1);
+    assert_int_equal(invoked, inv + 2);
+    assert_int_equal(things(id), 2);
+    assert_int_equal(
+        it_int(
+            db,
+            "SELECT count(*) FROM it_things.saga_barrier WHERE saga_id = $1"
+            " AND step = 0 AND phase = 'invoke' AND outcome = 'handled'"
+            " AND element IN (0, 1) AND command_id = saga_id || '/0/invoke/' || element",
+            1, p),
+        2);
+    /* A duplicate of element 1: its own answer again, no second effect. */
+    send_element(id, SAGA_PHASE_INVOKE, 1, 2);
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_OK);
+    assert_element_reply(&r, id, SAGA_PHASE_INVOKE, 1);
+    assert_int_equal(r.attempt, 2);
+    assert_true(json_equal(r.output, r1.output));
+    assert_int_equal(invoked, inv + 2);
+    assert_int_equal(things(id), 2);
+    saga_reply_clear(&r);
+    saga_reply_clear(&r1);
+    /* Element 2's compensation overtakes its action: a null compensation
+     * that blocks element 2's action, and only that one. */
+    send_element(id, SAGA_PHASE_COMPENSATE, 2, 1);
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_OK);
+    assert_element_reply(&r, id, SAGA_PHASE_COMPENSATE, 2);
+    assert_true(json_is_true(json_object_get(r.output, "null_compensation")));
+    assert_int_equal(compensated, comp);
+    saga_reply_clear(&r);
+    assert_int_equal(
+        it_int(db,
+               "SELECT count(*) FROM it_things.saga_barrier WHERE saga_id = $1"
+               " AND element = 2 AND phase = 'invoke' AND outcome = 'blocked'"
+               " AND command_id = saga_id || '/0/invoke/2'",
+               1, p),
+        1);
+    send_element(id, SAGA_PHASE_INVOKE, 2, 1);
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_FAILED);
+    assert_element_reply(&r, id, SAGA_PHASE_INVOKE, 2);
+    assert_string_equal(r.error_code, "hanging_action");
+    assert_non_null(strstr(r.error_message, "step 0 element 2 of saga"));
+    assert_int_equal(invoked, inv + 2);
+    saga_reply_clear(&r);
+    /* Element 0's compensation finds its action done: the handler runs. */
+    send_element(id, SAGA_PHASE_COMPENSATE, 0, 1);
+    handle(1, &r);
+    assert_int_equal(r.status, SAGA_REPLY_OK);
+    assert_element_reply(&r, id, SAGA_PHASE_COMPENSATE, 0);
+    assert_null(json_object_get(r.output, "null_compensation"));
+    assert_int_equal(compensated, comp + 1);
+    saga_reply_clear(&r);
+    saga_participant_get_stats(part, &after);
+    assert_int_equal(after.duplicates, before.duplicates + 1);
+    assert_int_equal(after.null_compensations, before.null_compensations + 1);
+    assert_int_equal(after.hanging_refused, before.hanging_refused + 1);
+    /* A command of version 1 to the same saga's step 1 is element 0 there,
+     * and its reply is version 1. */
+    {
+        saga_command c = {0};
+        char cid[128], *text;
+        memcpy(c.saga_id, id, sizeof c.saga_id);
+        c.saga = "it";
+        c.saga_version = 1;
+        c.step = 1;
+        c.step_name = "other";
+        c.action = "do";
+        saga_command_id_format(cid, sizeof cid, id, 1, SAGA_PHASE_INVOKE);
+        c.command_id = cid;
+        c.attempt = 1;
+        c.reply_to = reply_topic;
+        assert_int_equal(saga_command_encode(&c, &text, NULL, NULL), SAGA_OK);
+        send_raw(id, text);
+        free(text);
+        handle(1, &r);
+        assert_int_equal(r.v, SAGA_PROTOCOL_VERSION);
+        assert_int_equal(r.element, 0);
+        assert_int_equal(r.status, SAGA_REPLY_OK);
+        saga_reply_clear(&r);
+        assert_int_equal(it_int(db,
+                                "SELECT count(*) FROM it_things.saga_barrier"
+                                " WHERE saga_id = $1 AND step = 1 AND element = 0",
+                                1, p),
+                         1);
+    }
+}
+
+/* The layout of it_things.saga_barrier, against another schema's. */
+#define BARRIER_LAYOUT                                                                   \
+    "WITH d AS (SELECT c.relnamespace::regnamespace::text AS s,"                         \
+    "  a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' '"                  \
+    "  || a.attnotnull || ' ' || coalesce(pg_get_expr(ad.adbin, ad.adrelid), '')"        \
+    "  AS what FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"                \
+    "  LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum"       \
+    "  WHERE c.relname = 'saga_barrier' AND a.attnum > 0 AND NOT a.attisdropped"         \
+    " UNION ALL SELECT c.relnamespace::regnamespace::text,"                              \
+    "  pg_get_constraintdef(k.oid) FROM pg_constraint k"                                 \
+    "  JOIN pg_class c ON c.oid = k.conrelid WHERE c.relname = 'saga_barrier'),"         \
+    " one AS (SELECT what FROM d WHERE s = 'it_things'),"                                \
+    " two AS (SELECT what FROM d WHERE s = $1)"
+
+/* How many columns and constraints of schema's barrier table differ from
+ * the one libsaga made in it_things. */
+static long long layout_differs(const char *schema)
+{
+    const char *p[1] = {schema};
+    assert_int_equal(it_int(db, BARRIER_LAYOUT " SELECT count(*) FROM two", 1, p), 10);
+    return it_int(db,
+                  BARRIER_LAYOUT " SELECT count(*) FROM ((TABLE one EXCEPT TABLE two)"
+                                 " UNION ALL (TABLE two EXCEPT TABLE one)) x",
+                  1, p);
+}
+
+/* The barrier table as libsaga 0.4 and the SDKs of its time made it. */
+#define OLD_BARRIER                                                                      \
+    "CREATE TABLE saga_barrier (saga_id uuid NOT NULL, step int NOT NULL,"               \
+    " phase text NOT NULL CHECK (phase IN ('invoke','compensate')),"                     \
+    " command_id text NOT NULL, outcome text NOT NULL, reply jsonb,"                     \
+    " created_at timestamptz NOT NULL DEFAULT clock_timestamp(),"                        \
+    " PRIMARY KEY (saga_id, step, phase));"                                              \
+    "INSERT INTO saga_barrier (saga_id, step, phase, command_id, outcome, reply)"        \
+    " VALUES ('" OLD_ID "', 0, 'invoke', '" OLD_ID "/0/invoke', 'handled',"              \
+    " '{\"v\":1,\"status\":\"ok\",\"output\":{\"kept\":true}}');"
+#define OLD_ID "7a1d0c8e-5b7f-4a21-9c3e-2b7d8e9f0a1b"
+
+/* A barrier table made by an earlier release has no element column and
+ * keys rows on (saga_id, step, phase). A participant whose role owns it
+ * upgrades it at start, in one transaction, keeping its rows (element 0);
+ * one whose role does not is refused with the script to run, and its
+ * owner's run of migrations/participant/barrier_element.sql (idempotent)
+ * makes the same table. */
+static void test_old_barrier_table_is_upgraded(void **state)
+{
+    char role[64], url[600], sql[1400];
+    const char *base = it_env("SAGA_PG_URL"), *at = strchr(base, '@'), *scheme;
+    saga_participant_options o = {0};
+    saga_participant *p = NULL;
+    saga_error err = {0};
+    const char *old[1] = {OLD_ID};
+    (void)state;
+    it_exec(db, "DROP SCHEMA IF EXISTS it_old CASCADE; CREATE SCHEMA it_old;"
+                " SET search_path = it_old; " OLD_BARRIER " RESET search_path");
+    o.brokers = it_env("SAGA_KAFKA_BROKERS");
+    o.service = "old";
+    o.topic_prefix = prefix;
+    o.db_url = it_env("SAGA_PG_URL");
+    o.db_schema = "it_old";
+    /* The test's role owns it: libsaga upgrades it. */
+    assert_int_equal(saga_participant_new(&o, &p, &err), SAGA_OK);
+    saga_participant_free(p);
+    p = NULL;
+    assert_int_equal(layout_differs("it_old"), 0);
+    assert_int_equal(it_int(db,
+                            "SELECT count(*) FROM it_old.saga_barrier WHERE saga_id = $1"
+                            " AND element = 0 AND reply->'output'->>'kept' = 'true'",
+                            1, old),
+                     1);
+    /* Again: nothing left to do. */
+    assert_int_equal(saga_participant_new(&o, &p, &err), SAGA_OK);
+    saga_participant_free(p);
+    p = NULL;
+
+    /* A role that may only use the table: refused, the table untouched. */
+    snprintf(role, sizeof role, "it_oldsvc_%ld", (long)getpid());
+    scheme = strstr(base, "://");
+    assert_non_null(scheme);
+    assert_non_null(at);
+    snprintf(url, sizeof url, "%.*s%s%s", (int)(scheme + 3 - base), base, role, at);
+    snprintf(sql, sizeof sql,
+             "DROP SCHEMA IF EXISTS it_old2 CASCADE; CREATE SCHEMA it_old2;"
+             " SET search_path = it_old2; " OLD_BARRIER " RESET search_path;"
+             " DROP ROLE IF EXISTS %s; CREATE ROLE %s LOGIN;"
+             " GRANT USAGE ON SCHEMA it_old2 TO %s;"
+             " GRANT SELECT, INSERT, UPDATE ON it_old2.saga_barrier TO %s",
+             role, role, role, role);
+    it_exec(db, sql);
+    o.db_url = url;
+    o.db_schema = "it_old2";
+    assert_int_equal(saga_participant_new(&o, &p, &err), SAGA_EDB);
+    assert_null(p);
+    assert_non_null(
+        strstr(err.message, "it_old2.saga_barrier predates fan-out elements"));
+    assert_non_null(strstr(err.message, role));
+    assert_non_null(strstr(err.message, "migrations/participant/barrier_element.sql"));
+    assert_int_equal(it_int(db,
+                            "SELECT count(*) FROM pg_attribute WHERE attname = 'element'"
+                            " AND attrelid = 'it_old2.saga_barrier'::regclass",
+                            0, NULL),
+                     0);
+    /* Its owner runs the script (twice: it is idempotent); then the
+     * service starts, on the same table libsaga makes. */
+    it_exec(db, "SET search_path = it_old2");
+    it_exec_file(db, "migrations/participant/barrier_element.sql");
+    it_exec_file(db, "migrations/participant/barrier_element.sql");
+    it_exec(db, "RESET search_path");
+    assert_int_equal(layout_differs("it_old2"), 0);
+    assert_int_equal(saga_participant_new(&o, &p, &err), SAGA_OK);
+    saga_participant_free(p);
+    assert_int_equal(it_int(db,
+                            "SELECT count(*) FROM it_old2.saga_barrier WHERE saga_id = $1"
+                            " AND element = 0",
+                            1, old),
+                     1);
+    snprintf(sql, sizeof sql,
+             "DROP SCHEMA it_old CASCADE; DROP SCHEMA it_old2 CASCADE;"
+             " DROP OWNED BY %s; DROP ROLE %s",
+             role, role);
+    it_exec(db, sql);
+}
+#undef OLD_BARRIER
+#undef OLD_ID
+#undef BARRIER_LAYOUT
+
 static void *stop_later(void *arg)
 {
     struct timespec ts = {0, 100 * 1000000L};
@@ -939,8 +1216,8 @@ static void test_barrier_made_by_the_owner_needs_no_ddl_right(void **state)
     "  JOIN pg_class c ON c.oid = k.conrelid WHERE c.relname = 'saga_barrier'),"         \
     " one AS (SELECT what FROM d WHERE s = 'it_noddl'),"                                 \
     " two AS (SELECT what FROM d WHERE s = 'it_noddl2')"
-    /* 7 columns, the phase check, the primary key */
-    assert_int_equal(it_int(db, BARRIER_DEFS " SELECT count(*) FROM one", 0, NULL), 9);
+    /* 8 columns, the phase check, the primary key */
+    assert_int_equal(it_int(db, BARRIER_DEFS " SELECT count(*) FROM one", 0, NULL), 10);
     assert_int_equal(it_int(db,
                             BARRIER_DEFS
                             " SELECT count(*) FROM ((TABLE one EXCEPT TABLE two)"
@@ -973,6 +1250,8 @@ int main(void)
         cmocka_unit_test(test_event_loop_fd),
         cmocka_unit_test(test_event_loop_fd_more_than_a_batch),
         cmocka_unit_test(test_group_commit_keeps_each_command_atomic),
+        cmocka_unit_test(test_elements_of_a_step_each_run_once),
+        cmocka_unit_test(test_old_barrier_table_is_upgraded),
         cmocka_unit_test(test_stop_from_another_thread_wakes_the_fd),
         cmocka_unit_test(test_barrier_made_by_the_owner_needs_no_ddl_right),
     };
