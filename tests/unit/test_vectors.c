@@ -120,22 +120,24 @@ static json_t *str_or_null(const char *s)
 static json_t *command_json(const saga_command *c)
 {
     return json_pack(
-        "{s:i, s:s, s:s, s:i, s:i, s:s, s:s, s:s, s:s, s:i, s:I, s:s, s:O}", "v", c->v,
-        "saga_id", c->saga_id, "saga", c->saga, "saga_version", c->saga_version, "step",
-        c->step, "step_name", c->step_name, "phase", saga_phase_name(c->phase), "action",
-        c->action, "command_id", c->command_id, "attempt", c->attempt, "deadline",
-        (json_int_t)c->deadline, "reply_to", c->reply_to, "payload", c->payload);
+        "{s:i, s:i, s:s, s:s, s:i, s:i, s:s, s:s, s:s, s:s, s:i, s:I, s:s, s:O}", "v",
+        c->v, "element", c->element, "saga_id", c->saga_id, "saga", c->saga,
+        "saga_version", c->saga_version, "step", c->step, "step_name", c->step_name,
+        "phase", saga_phase_name(c->phase), "action", c->action, "command_id",
+        c->command_id, "attempt", c->attempt, "deadline", (json_int_t)c->deadline,
+        "reply_to", c->reply_to, "payload", c->payload);
 }
 
 static json_t *reply_json(const saga_reply *r)
 {
-    return json_pack(
-        "{s:i, s:s, s:i, s:s, s:s, s:i, s:s, s:O, s:o, s:o, s:I}", "v", r->v, "saga_id",
-        r->saga_id, "step", r->step, "phase", saga_phase_name(r->phase), "command_id",
-        r->command_id, "attempt", r->attempt, "status", saga_reply_status_name(r->status),
-        "output", r->output != NULL ? r->output : json_null(), "error_code",
-        str_or_null(r->error_code), "error_message", str_or_null(r->error_message),
-        "retry_after", (json_int_t)r->retry_after);
+    return json_pack("{s:i, s:i, s:s, s:i, s:s, s:s, s:i, s:s, s:O, s:o, s:o, s:I}", "v",
+                     r->v, "element", r->element, "saga_id", r->saga_id, "step", r->step,
+                     "phase", saga_phase_name(r->phase), "command_id", r->command_id,
+                     "attempt", r->attempt, "status", saga_reply_status_name(r->status),
+                     "output", r->output != NULL ? r->output : json_null(), "error_code",
+                     str_or_null(r->error_code), "error_message",
+                     str_or_null(r->error_message), "retry_after",
+                     (json_int_t)r->retry_after);
 }
 
 /* An expected error: libsaga's exact words ("message") or their start
@@ -234,7 +236,11 @@ static void run_encode(const char *path, json_t *v)
     char *text;
     size_t len;
     assert_string_equal(json_string_value(json_object_get(v, "kind")), "reply_encode");
-    r.v = 1;
+    /* v and element: 1 and 0 when the vector leaves them out */
+    r.v = json_is_integer(json_object_get(f, "v"))
+              ? (int)json_integer_value(json_object_get(f, "v"))
+              : SAGA_PROTOCOL_VERSION;
+    r.element = (int)json_integer_value(json_object_get(f, "element"));
     snprintf(r.saga_id, sizeof r.saga_id, "%s",
              json_string_value(json_object_get(f, "saga_id")));
     r.step = (int)json_integer_value(json_object_get(f, "step"));
@@ -254,8 +260,10 @@ static void run_encode(const char *path, json_t *v)
     assert_int_equal(saga_reply_encode(&r, &text, &len, &err), SAGA_OK);
     if (strcmp(text, want) != 0)
         fail_msg("%s: libsaga encodes\n  %s\nthe vector says\n  %s", path, text, want);
-    /* And it decodes back. */
+    /* And it decodes back, to its version and element. */
     assert_int_equal(saga_reply_decode(text, len, &back, &err), SAGA_OK);
+    assert_int_equal(back.v, r.v);
+    assert_int_equal(back.element, r.v == SAGA_PROTOCOL_VERSION_ELEMENTS ? r.element : 0);
     saga_reply_clear(&back);
     free(text);
 }

@@ -78,10 +78,12 @@ DROP = object()
 
 
 def decoded_command(c: dict[str, Any]) -> dict[str, Any]:
-    """What a decoder gives for a valid command: every field, defaults filled."""
+    """What a decoder gives for a valid command: every field, defaults filled
+    (element 0 for version 1, whose "element" is an unknown field)."""
     payload = c.get("payload")
     return {
-        "v": 1,
+        "v": c["v"],
+        "element": c["element"] if c["v"] == 2 else 0,
         "saga_id": c["saga_id"],
         "saga": c["saga"],
         "saga_version": c["saga_version"],
@@ -111,7 +113,8 @@ def decoded_reply(r: dict[str, Any]) -> dict[str, Any]:
     err = r.get("error") or {}
     msg = err.get("message")
     return {
-        "v": 1,
+        "v": r["v"],
+        "element": r["element"] if r["v"] == 2 else 0,
         "saga_id": r["saga_id"],
         "step": r["step"],
         "phase": r["phase"],
@@ -243,8 +246,10 @@ bad("command", "bad-v-missing", "v absent.", field_err("v", 'field "v" is missin
     obj=command(v=DROP))
 bad("command", "bad-v-null", "v null (counts as absent).", field_err("v", 'field "v" is missing'),
     obj=command(v=None))
-bad("command", "bad-v-2", "Another protocol version.",
-    field_err("v", 'field "v" is 2; this side speaks 1'), obj=command(v=2))
+bad("command", "bad-v-3", "A protocol version this side does not speak (1 and 2 it does).",
+    field_err("v", 'field "v" is 3; this side speaks 1 and 2'), obj=command(v=3))
+bad("command", "bad-v-0", "v 0.",
+    field_err("v", 'field "v" is 0; this side speaks 1 and 2'), obj=command(v=0))
 bad("command", "bad-v-string", "v as a string.",
     field_err("v", 'field "v" must be an integer'), obj=command(v="1"))
 bad("command", "bad-v-real", "v as a real: 1.0 is not an integer.",
@@ -330,6 +335,65 @@ bad("command", "bad-payload-string", "payload a string.",
     field_err("payload", 'field "payload" must be an object'), obj=command(payload="{}"))
 
 
+# ---- version 2: a command to one element of a fan-out step
+# (docs/PROTOCOL.md, "Fan-out elements (version 2)"): "element" is required,
+# 0..99999; its command_id is <saga_id>/<step>/<phase>/<element>.
+def element_index(element: Any) -> int:
+    """The element a command id names (1 when element is not an index)."""
+    return element if isinstance(element, int) and not isinstance(element, bool) else 1
+
+
+def element_command(element: Any, **changes: Any) -> dict[str, Any]:
+    c = command(v=2, command_id=f"{ID}/1/invoke/{element_index(element)}", **changes)
+    c["element"] = element
+    return c
+
+
+ok_command("ok-element", "Element 3 of a fan-out step: v 2, its element and command id.",
+           element_command(3))
+ok_command("ok-element-0", "Element 0.", element_command(0))
+ok_command("ok-element-max", "The last element there can be (SAGA_ELEMENTS_MAX - 1).",
+           element_command(99999))
+c = element_command(2, phase="compensate", action="release_credit",
+                    payload={"input": {"customer_id": "alice", "amount": 1500},
+                             "output": {"reservation_id": ID, "amount": 1500}})
+c["command_id"] = ID + "/1/compensate/2"
+ok_command("ok-element-compensate", "The compensation of element 2.", c)
+c = command()
+c["element"] = 5
+ok_command("ok-v1-element-ignored",
+           "v 1 with an \"element\": an unknown field there, ignored (element 0).", c)
+c = command()
+c["element"] = "x"
+ok_command("ok-v1-element-not-integer-ignored",
+           "v 1 with an \"element\" that is no integer: not read, so not malformed.", c)
+c = element_command(0)
+del c["element"]
+bad("command", "bad-element-missing",
+    "v 2 without element: refused (an older reader would take it for element 0's "
+    "duplicate; this one must not guess).",
+    field_err("element", 'field "element" is missing'), obj=c)
+bad("command", "bad-element-null", "v 2, element null (counts as absent).",
+    field_err("element", 'field "element" is missing'), obj=element_command(None))
+bad("command", "bad-element-negative", "element -1.",
+    field_err("element", 'field "element" is -1, out of range [0, 99999]'),
+    obj=element_command(-1))
+bad("command", "bad-element-100000", "element 100,000: one past SAGA_ELEMENTS_MAX - 1.",
+    field_err("element", 'field "element" is 100000, out of range [0, 99999]'),
+    obj=element_command(100000))
+bad("command", "bad-element-string", "element as a string.",
+    field_err("element", 'field "element" must be an integer'), obj=element_command("1"))
+bad("command", "bad-element-real", "element as a real: 1.0 is not an integer.",
+    field_err("element", 'field "element" must be an integer'),
+    text=dumps(element_command(1)).replace('"element":1', '"element":1.0'))
+bad("command", "bad-element-bool", "element as true.",
+    field_err("element", 'field "element" must be an integer'), obj=element_command(True))
+bad("command", "bad-element-before-saga-id",
+    "Checked in order: v, then element, then saga_id (both wrong: element is named).",
+    field_err("element", 'field "element" is 100000, out of range [0, 99999]'),
+    obj=element_command(100000, saga_id="x"))
+
+
 # ---- replies that decode
 def ok_reply(name: str, description: str, r: dict[str, Any], text: str | None = None) -> None:
     vectors.append({
@@ -375,6 +439,25 @@ ok_reply("ok-unknown-fields", "Unknown fields are ignored.", r)
 ok_reply("ok-null-optional", "null output, error and retry_after count as absent.",
          reply(output=None, error=None, retry_after=None))
 
+
+def element_reply(element: Any, **changes: Any) -> dict[str, Any]:
+    r = reply(v=2, command_id=f"{ID}/1/invoke/{element_index(element)}", **changes)
+    r["element"] = element
+    return r
+
+
+ok_reply("ok-element", "The reply to element 4's command: v 2 and the same element.",
+         element_reply(4))
+ok_reply("ok-element-hanging-action",
+         "What libsaga answers for element 4's action after element 4's compensation.",
+         element_reply(4, status="failed", output=DROP,
+                       error={"code": "hanging_action",
+                              "message": "step 1 element 4 of saga " + ID
+                              + " was already compensated; action refused"}))
+r = reply()
+r["element"] = 9
+ok_reply("ok-v1-element-ignored", "v 1 with an \"element\": ignored (element 0).", r)
+
 # ---- replies that do not decode
 bad("reply", "bad-status", "status in the wrong case.",
     field_err("status", 'field "status" must be "ok", "failed" or "retry"'), obj=reply(status="OK"))
@@ -407,7 +490,19 @@ bad("reply", "bad-attempt-0", "attempt 0.",
 bad("reply", "bad-saga-id", "saga_id not a UUID.",
     field_err("saga_id", 'field "saga_id" is not a UUID: "x"'), obj=reply(saga_id="x"))
 bad("reply", "bad-not-json", "Not JSON.", NOT_JSON, text="ok")
-bad("reply", "bad-v-0", "v 0.", field_err("v", 'field "v" is 0; this side speaks 1'), obj=reply(v=0))
+r = element_reply(0)
+del r["element"]
+bad("reply", "bad-element-missing", "v 2 without element.",
+    field_err("element", 'field "element" is missing'), obj=r)
+bad("reply", "bad-element-100000", "element 100,000.",
+    field_err("element", 'field "element" is 100000, out of range [0, 99999]'),
+    obj=element_reply(100000))
+bad("reply", "bad-element-string", "element as a string.",
+    field_err("element", 'field "element" must be an integer'), obj=element_reply("4"))
+bad("reply", "bad-v-0", "v 0.", field_err("v", 'field "v" is 0; this side speaks 1 and 2'),
+    obj=reply(v=0))
+bad("reply", "bad-v-3", "v 3.", field_err("v", 'field "v" is 3; this side speaks 1 and 2'),
+    obj=reply(v=3))
 
 
 # ---- replies as libsaga encodes them (saga_reply_encode; a participant's
@@ -419,7 +514,8 @@ def encode(name: str, description: str, fields: dict[str, Any], text: str) -> No
                     "description": description, "reply": fields, "expect": {"json": text}})
 
 
-base = {"saga_id": ID, "step": 1, "phase": "invoke", "command_id": ID + "/1/invoke", "attempt": 2}
+base = {"v": 1, "element": 0, "saga_id": ID, "step": 1, "phase": "invoke",
+        "command_id": ID + "/1/invoke", "attempt": 2}
 head = ('{"v":1,"saga_id":"%s","step":1,"phase":"invoke","command_id":"%s/1/invoke","attempt":2,'
         % (ID, ID))
 encode("ok", "ok with an output.", {**base, "status": "ok", "output": {"amount": 1500, "id": "r1"},
@@ -457,6 +553,34 @@ encode("compensate", "A null compensation's reply.",
         "retry_after": 0},
        head.replace("/1/invoke", "/1/compensate").replace('"invoke"', '"compensate"')
        + '"status":"ok","output":{"null_compensation":true}}')
+# Version 2 (an element's reply): "element" comes right after "status", as
+# saga_reply_encode adds it.
+ebase = {**base, "v": 2, "element": 4, "command_id": ID + "/1/invoke/4"}
+ehead = head.replace('"v":1', '"v":2').replace("/1/invoke", "/1/invoke/4")
+encode("element-ok", "An element's ok: v 2, element after status.",
+       {**ebase, "status": "ok", "output": {"id": "r1"}, "error_code": None,
+        "error_message": None, "retry_after": 0},
+       ehead + '"status":"ok","element":4,"output":{"id":"r1"}}')
+encode("element-failed", "An element's failure.",
+       {**ebase, "status": "failed", "output": None, "error_code": "hanging_action",
+        "error_message": "refused", "retry_after": 0},
+       ehead + '"status":"failed","element":4,"error":{"code":"hanging_action",'
+       '"message":"refused"}}')
+encode("element-retry", "An element's retry, retry_after last.",
+       {**ebase, "element": 0, "command_id": ID + "/1/invoke/0", "status": "retry",
+        "output": None, "error_code": "retry", "error_message": "busy", "retry_after": 250},
+       ehead.replace("/1/invoke/4", "/1/invoke/0")
+       + '"status":"retry","element":0,"error":{"code":"retry","message":"busy"},'
+       '"retry_after":250}')
+encode("element-compensate", "Element 99,999's null compensation.",
+       {**ebase, "element": 99999, "phase": "compensate", "command_id": ID + "/1/compensate/99999",
+        "status": "ok", "output": {"null_compensation": True}, "error_code": None,
+        "error_message": None, "retry_after": 0},
+       ehead.replace("/1/invoke/4", "/1/compensate/99999").replace('"invoke"', '"compensate"')
+       + '"status":"ok","element":99999,"output":{"null_compensation":true}}')
+encode("v1-element-not-sent", "Version 1 sends no element, whatever the field holds.",
+       {**base, "element": 7, "status": "ok", "output": None, "error_code": None,
+        "error_message": None, "retry_after": 0}, head + '"status":"ok","output":{}}')
 
 
 # ---- signatures (docs/PROTOCOL.md, "Signed messages")
