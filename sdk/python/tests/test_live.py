@@ -1,12 +1,15 @@
 """The participant against a real PostgreSQL and Kafka (make check's):
-every hazard of the barrier, dead letters, traceparent, signatures,
-offsets committed, and librdkafka's partitioner on a real broker."""
+every hazard of the barrier (also per element of a fan-out step), a
+barrier table of an earlier release upgraded, dead letters, traceparent,
+signatures, offsets committed, and librdkafka's partitioner on a real
+broker."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +22,8 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from conftest import VECTORS, services
-from saga_sdk import Command, Keys, Participant, decode_reply, failed, ok, retry
+from saga_sdk import Command, Keys, Participant, ParticipantError, decode_reply, failed, ok, retry
+from saga_sdk import barrier
 from saga_sdk.participant import Outcome
 from saga_sdk.protocol import Phase, command_id
 from saga_sdk.sign import SIGNATURE_HEADER
@@ -67,13 +71,18 @@ class World:
     def send(self, saga_id: str, phase: Phase, attempt: int = 1, *, step: int = 0,
              payload: dict[str, Any] | None = None, action: str | None = None,
              raw: bytes | None = None, reply_to: str | None = None,
-             sign: bool = True) -> None:
-        value = raw if raw is not None else json.dumps({
+             sign: bool = True, element: int | None = None) -> None:
+        """A command; with element, to that element of a fan-out step (v 2)."""
+        msg: dict[str, Any] = {
             "v": 1, "saga_id": saga_id, "saga": "t", "saga_version": 1, "step": step,
             "step_name": "s", "phase": phase,
             "action": action or ("act" if phase == "invoke" else "undo"),
             "command_id": command_id(saga_id, step, phase), "attempt": attempt,
-            "reply_to": reply_to or self.reply_topic, "payload": payload or {}}).encode()
+            "reply_to": reply_to or self.reply_topic, "payload": payload or {}}
+        if element is not None:
+            msg.update(v=2, element=element,
+                       command_id=command_id(saga_id, step, phase, element))
+        value = raw if raw is not None else json.dumps(msg).encode()
         headers: list[tuple[str, str | bytes | None]] = [("traceparent", TP.encode())]
         if self.keys is not None and sign:
             headers.append((SIGNATURE_HEADER,
@@ -172,6 +181,129 @@ def test_barrier_hazards(world: World) -> None:
     ends = [cons.get_watermark_offsets(tp, timeout=10)[1] for tp in parts]
     cons.close()
     assert [tp.offset if tp.offset >= 0 else 0 for tp in committed] == ends
+
+
+def test_elements_of_a_step(world: World) -> None:
+    """Each element of a fan-out step is a command of its own: its own
+    barrier row, its own duplicate, null compensation and hanging action;
+    its reply is v 2 with its element."""
+    a = str(uuid.uuid4())
+    p = world.participant()
+    gen = running(p)
+    next(gen)
+    sent = [("invoke", 0, 1), ("invoke", 1, 1), ("invoke", 1, 2),       # a duplicate of 1
+            ("compensate", 2, 1), ("invoke", 2, 1),                     # null comp., hanging
+            ("compensate", 0, 1)]                                       # 0 ran: undone
+    for phase, element, attempt in sent:
+        world.send(a, phase, attempt, element=element, payload={"n": element})  # type: ignore[arg-type]
+    world.send(a, "invoke", step=1)                                     # v 1, another step
+    got = replies_by(world.read(world.reply_topic, len(sent) + 1))
+    next(gen, None)
+
+    def one(phase: str, element: int, attempt: int) -> Any:
+        [r] = [r for r, _ in got if (r.step, r.phase, r.element, r.attempt, r.v)
+               == (0, phase, element, attempt, 2)]
+        assert r.command_id == command_id(a, 0, phase, element)  # type: ignore[arg-type]
+        return r
+    assert one("invoke", 0, 1).output == {"echo": 0}
+    assert one("invoke", 1, 1).output == {"echo": 1}
+    assert one("invoke", 1, 2).output == {"echo": 1}         # from element 1's row
+    assert world.calls[command_id(a, 0, "invoke", 1)] == 1
+    assert one("compensate", 2, 1).output == {"null_compensation": True}
+    hanging = one("invoke", 2, 1)
+    assert hanging.error_code == "hanging_action"
+    assert hanging.error_message.startswith("step 0 element 2 of saga ")
+    assert command_id(a, 0, "invoke", 2) not in world.calls
+    assert one("compensate", 0, 1).output == {"echo": 0}     # element 0's handler ran
+    [v1] = [r for r, _ in got if r.step == 1]
+    assert (v1.v, v1.element, v1.status) == (1, 0, "ok")
+    with psycopg.connect(world.pg) as conn:
+        rows = {(r[0], r[1], r[2]): (r[3], r[4]) for r in conn.execute(
+            f"SELECT step, element, phase, outcome, command_id FROM {world.schema}.saga_barrier"
+            " WHERE saga_id = %s", (a,))}
+    assert rows == {
+        (0, 0, "invoke"): ("handled", command_id(a, 0, "invoke", 0)),
+        (0, 1, "invoke"): ("handled", command_id(a, 0, "invoke", 1)),
+        (0, 2, "compensate"): ("null_compensation", command_id(a, 0, "compensate", 2)),
+        (0, 2, "invoke"): ("blocked", command_id(a, 0, "invoke", 2)),
+        (0, 0, "compensate"): ("handled", command_id(a, 0, "compensate", 0)),
+        (1, 0, "invoke"): ("handled", command_id(a, 1, "invoke")),
+    }
+    assert (p.stats.duplicates, p.stats.null_compensations, p.stats.hanging_refused) == (1, 1, 1)
+
+
+OLD_BARRIER = """CREATE TABLE saga_barrier (saga_id uuid NOT NULL, step int NOT NULL,
+    phase text NOT NULL CHECK (phase IN ('invoke','compensate')),
+    command_id text NOT NULL, outcome text NOT NULL, reply jsonb,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (saga_id, step, phase))"""
+LAYOUT = """SELECT a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull
+      || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), '')
+ FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+ WHERE a.attrelid = %(t)s::regclass AND a.attnum > 0 AND NOT a.attisdropped
+ UNION ALL SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %(t)s::regclass"""
+
+
+def layout(conn: psycopg.Connection[Any], table: str) -> set[str]:
+    return {r[0] for r in conn.execute(LAYOUT, {"t": table})}
+
+
+def test_old_barrier_table_is_upgraded(world: World) -> None:
+    """A table of an earlier release (no element): upgraded at start when
+    the role owns it, its rows kept as element 0; refused with the script
+    to run when the role may only use it; the script (run twice) makes the
+    same table."""
+    old = str(uuid.uuid4())
+    role, other = f"pyt_role_{uuid.uuid4().hex[:8]}", f"{world.schema}_b"
+    with psycopg.connect(world.pg, autocommit=True) as c:
+        for schema in (world.schema, other):
+            c.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+            c.execute(f"SET search_path = {schema}")
+            c.execute(OLD_BARRIER)
+            c.execute("INSERT INTO saga_barrier (saga_id, step, phase, command_id, outcome)"
+                      " VALUES (%s, 0, 'invoke', %s, 'handled')",
+                      (old, command_id(old, 0, "invoke")))
+        c.execute(f"CREATE ROLE {role} LOGIN")
+        c.execute(f"GRANT USAGE ON SCHEMA {other} TO {role}")
+        c.execute(f"GRANT SELECT, INSERT, UPDATE ON {other}.saga_barrier TO {role}")
+    try:
+        world.participant().close()       # the owner's role: upgraded
+        world.participant().close()       # and again: nothing to do
+        u = urllib.parse.urlsplit(world.pg)
+        role_url = urllib.parse.urlunsplit(
+            u._replace(netloc=f"{role}@{u.netloc.rsplit('@', 1)[-1]}"))
+        with pytest.raises(ParticipantError) as e:
+            Participant(world.service, world.brokers, db_url=role_url, db_schema=other,
+                        topic_prefix=world.prefix)
+        assert f"{other}.saga_barrier predates fan-out elements" in str(e.value)
+        assert "migrations/participant/barrier_element.sql" in str(e.value)
+        script = (Path(__file__).resolve().parents[3] / "migrations" / "participant"
+                  / "barrier_element.sql").read_text()
+        with psycopg.connect(world.pg, autocommit=True) as c:
+            assert "element" not in " ".join(layout(c, f"{other}.saga_barrier"))
+            c.execute(f"SET search_path = {other}")
+            c.execute(script)
+            c.execute(script)                                 # idempotent
+            c.execute("RESET search_path")
+            assert layout(c, f"{world.schema}.saga_barrier") == layout(c, f"{other}.saga_barrier")
+            for schema in (world.schema, other):
+                assert c.execute(f"SELECT element FROM {schema}.saga_barrier WHERE saga_id = %s",
+                                 (old,)).fetchall() == [(0,)]
+            fresh = f"{world.schema}_c"
+            c.execute(f"CREATE SCHEMA {fresh}")
+            c.execute(f"SET search_path = {fresh}")
+            c.execute(barrier.CREATE_TABLE)
+            c.execute("RESET search_path")
+            assert layout(c, f"{fresh}.saga_barrier") == layout(c, f"{other}.saga_barrier")
+            assert len(layout(c, f"{fresh}.saga_barrier")) == 10
+            c.execute(f"DROP SCHEMA {fresh} CASCADE")
+        Participant(world.service, world.brokers, db_url=role_url, db_schema=other,
+                    topic_prefix=world.prefix).close()
+    finally:
+        with psycopg.connect(world.pg, autocommit=True) as c:
+            c.execute(f"DROP SCHEMA IF EXISTS {other} CASCADE")
+            c.execute(f"DROP OWNED BY {role}")
+            c.execute(f"DROP ROLE {role}")
 
 
 def test_signed(world: World, tmp_path: Path) -> None:

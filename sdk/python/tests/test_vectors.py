@@ -42,16 +42,16 @@ def check_error(name: str, want: dict[str, Any], e: ProtocolError) -> None:
 
 def command_dict(buf: bytes) -> dict[str, Any]:
     c = decode_command(buf)
-    return {k: getattr(c, k) for k in ("v", "saga_id", "saga", "saga_version", "step",
+    return {k: getattr(c, k) for k in ("v", "element", "saga_id", "saga", "saga_version", "step",
                                        "step_name", "phase", "action", "command_id", "attempt",
                                        "deadline", "reply_to", "payload")}
 
 
 def reply_dict(buf: bytes) -> dict[str, Any]:
     r = decode_reply(buf)
-    return {k: getattr(r, k) for k in ("v", "saga_id", "step", "phase", "command_id", "attempt",
-                                       "status", "output", "error_code", "error_message",
-                                       "retry_after")}
+    return {k: getattr(r, k) for k in ("v", "element", "saga_id", "step", "phase", "command_id",
+                                       "attempt", "status", "output", "error_code",
+                                       "error_message", "retry_after")}
 
 
 @pytest.mark.parametrize("name,v", load("commands"), ids=lambda x: x if isinstance(x, str) else "")
@@ -82,10 +82,12 @@ def test_encode(name: str, v: dict[str, Any]) -> None:
     r = Reply(saga_id=f["saga_id"], step=f["step"], phase=f["phase"],
               command_id=f["command_id"], attempt=f["attempt"], status=f["status"],
               output=f["output"], error_code=f["error_code"],
-              error_message=f["error_message"], retry_after=f["retry_after"])
+              error_message=f["error_message"], retry_after=f["retry_after"],
+              v=f.get("v", 1), element=f.get("element", 0))
     text = encode_reply(r)
     assert text == v["expect"]["json"].encode(), name
-    decode_reply(text)  # and it decodes back
+    back = decode_reply(text)  # and it decodes back, to its version and element
+    assert (back.v, back.element) == (r.v, r.element if r.v == 2 else 0), name
 
 
 @pytest.mark.parametrize("name,v", load("signatures"),

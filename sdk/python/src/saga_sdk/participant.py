@@ -7,6 +7,7 @@ they differ."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -208,6 +209,8 @@ class Participant:
             self._consumer.subscribe([self.cmd_topic])
         except psycopg.Error as e:
             raise ParticipantError(f"cannot use PostgreSQL: {e}") from None
+        except barrier.BarrierError as e:
+            raise ParticipantError(str(e)) from None
         except KafkaException as e:
             raise ParticipantError(f"Kafka: {e.args[0].str() if e.args else e}") from None
 
@@ -298,15 +301,20 @@ class Participant:
         return f"{m.topic()}[{m.partition()}]@{m.offset()}"
 
     def _reply(self, cmd: Command, out: Outcome) -> Reply:
+        """The reply to cmd: version 2 with its element when cmd is an
+        element's (version 2), else version 1."""
+        v, element = cmd.v, cmd.element if cmd.is_element else 0
         if isinstance(out, Ok):
             return Reply(cmd.saga_id, cmd.step, cmd.phase, cmd.command_id, cmd.attempt, "ok",
-                         output=out.output if out.output is not None else {})
+                         output=out.output if out.output is not None else {}, v=v,
+                         element=element)
         status: Literal["failed", "retry"] = "failed" if isinstance(out, Failed) else "retry"
         code = out.code if isinstance(out, Failed) else "retry"
         after = out.after_ms if isinstance(out, Retry) else 0
         return Reply(cmd.saga_id, cmd.step, cmd.phase, cmd.command_id, cmd.attempt, status,
                      error_code=cut_utf8(code or "error", CODE_MAX),
-                     error_message=cut_utf8(out.message, MESSAGE_MAX), retry_after=after)
+                     error_message=cut_utf8(out.message, MESSAGE_MAX), retry_after=after,
+                     v=v, element=element)
 
     def _limit_output(self, cmd: Command, out: Outcome) -> Outcome:
         """An ok output over max_output_bytes (measured as PostgreSQL prints
@@ -352,14 +360,18 @@ class Participant:
                 self.stats.duplicates += 1
                 if kept is None:
                     return self._reply(cmd, Retry("the barrier row holds no reply yet"))
-                return reply_from_object(kept, cmd.attempt)
+                # The row is this element's: its reply has the command's
+                # version and element already (a row of version 1 aside).
+                return dataclasses.replace(reply_from_object(kept, cmd.attempt), v=cmd.v,
+                                           element=cmd.element if cmd.is_element else 0)
             if verdict is barrier.Verdict.HANGING:
                 conn.rollback()
                 self.stats.hanging_refused += 1
+                which = f"step {cmd.step}" + (f" element {cmd.element}" if cmd.is_element
+                                              else "")
                 return self._reply(cmd, Failed(
                     "hanging_action",
-                    f"step {cmd.step} of saga {cmd.saga_id} was already compensated; action "
-                    "refused"))
+                    f"{which} of saga {cmd.saga_id} was already compensated; action refused"))
             if verdict is barrier.Verdict.NULL_COMPENSATION:
                 self.stats.null_compensations += 1
                 out: Outcome = Ok({"null_compensation": True})

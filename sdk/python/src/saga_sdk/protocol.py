@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 PROTOCOL_VERSION = 1
+# A command to one element of a fan-out step, and its reply: version 1 plus
+# "element" (docs/PROTOCOL.md, "Fan-out elements (version 2)").
+PROTOCOL_VERSION_ELEMENTS = 2
+ELEMENTS_MAX = 100_000  # elements of one step: 0 .. ELEMENTS_MAX - 1
 MESSAGE_MAX = 1024 * 1024
 ATTEMPT_MAX = 1_000_000
 RETRY_AFTER_MAX = 2_592_000_000
@@ -55,7 +59,13 @@ class Command:
     reply_to: str
     payload: JSONObject = field(default_factory=dict)
     traceparent: str | None = None  # the Kafka header, as received
-    v: int = PROTOCOL_VERSION
+    v: int = PROTOCOL_VERSION  # 2: a command to one element of a fan-out step
+    element: int = 0  # with v 2: the element's 0-based index; else 0
+
+    @property
+    def is_element(self) -> bool:
+        """True for a command to one element of a fan-out step (v 2)."""
+        return self.v == PROTOCOL_VERSION_ELEMENTS
 
     @property
     def deadline_passed(self) -> bool:
@@ -79,11 +89,16 @@ class Reply:
     error_code: str | None = None
     error_message: str | None = None
     retry_after: int = 0
-    v: int = PROTOCOL_VERSION
+    v: int = PROTOCOL_VERSION  # a reply to an element's command is v 2
+    element: int = 0  # with v 2: the command's element
 
 
-def command_id(saga_id: str, step: int, phase: Phase) -> str:
-    """The de-duplication key of a step and phase: "<saga_id>/<step>/<phase>"."""
+def command_id(saga_id: str, step: int, phase: Phase, element: int = -1) -> str:
+    """The de-duplication key of a step and phase, "<saga_id>/<step>/<phase>",
+    and of one element of a fan-out step, "<saga_id>/<step>/<phase>/<element>"
+    (a negative element: the step's)."""
+    if element >= 0:
+        return f"{saga_id}/{step}/{phase}/{element}"
     return f"{saga_id}/{step}/{phase}"
 
 
@@ -216,10 +231,16 @@ def _quote(s: str, n: int) -> str:
     return s.encode()[:n].decode(errors="replace")
 
 
-def _common(o: JSONObject) -> tuple[str, int, Phase, str, int]:
+def _common(o: JSONObject) -> tuple[int, int, str, int, Phase, str, int]:
     v = _get_int(o, "v", 0, 1_000_000, True)
-    if v != PROTOCOL_VERSION:
-        raise ProtocolError(f'field "v" is {v}; this side speaks {PROTOCOL_VERSION}', "v")
+    if v not in (PROTOCOL_VERSION, PROTOCOL_VERSION_ELEMENTS):
+        raise ProtocolError(f'field "v" is {v}; this side speaks {PROTOCOL_VERSION} and '
+                            f'{PROTOCOL_VERSION_ELEMENTS}', "v")
+    # Only a version 2 message has an element; version 1's "element", if
+    # any, is not ours to read (as any unknown field).
+    element = 0
+    if v == PROTOCOL_VERSION_ELEMENTS:
+        element = _get_int(o, "element", 0, ELEMENTS_MAX - 1, True)
     saga_id = o.get("saga_id")
     if not isinstance(saga_id, str):
         raise ProtocolError('field "saga_id" must be a string', "saga_id")
@@ -231,13 +252,13 @@ def _common(o: JSONObject) -> tuple[str, int, Phase, str, int]:
         raise ProtocolError('field "phase" must be "invoke" or "compensate"', "phase")
     cid = cast(str, _get_str(o, "command_id", True, COMMAND_ID_MAX))
     attempt = _get_int(o, "attempt", 1, ATTEMPT_MAX, True)
-    return saga_id, step, cast(Phase, phase), cid, attempt
+    return v, element, saga_id, step, cast(Phase, phase), cid, attempt
 
 
 def decode_command(buf: bytes, traceparent: str | None = None) -> Command:
     """A command from its bytes, or ProtocolError naming the field."""
     o = parse_json(buf)
-    saga_id, step, phase, cid, attempt = _common(o)
+    v, element, saga_id, step, phase, cid, attempt = _common(o)
     saga = cast(str, _get_str(o, "saga", True, NAME_MAX))
     step_name = cast(str, _get_str(o, "step_name", True, NAME_MAX))
     action = cast(str, _get_str(o, "action", True, NAME_MAX))
@@ -255,13 +276,13 @@ def decode_command(buf: bytes, traceparent: str | None = None) -> Command:
     return Command(saga_id=saga_id, saga=saga, saga_version=saga_version, step=step,
                    step_name=step_name, phase=phase, action=action, command_id=cid,
                    attempt=attempt, deadline=deadline, reply_to=reply_to, payload=payload,
-                   traceparent=traceparent)
+                   traceparent=traceparent, v=v, element=element)
 
 
 def decode_reply(buf: bytes) -> Reply:
     """A reply from its bytes, or ProtocolError naming the field."""
     o = parse_json(buf)
-    saga_id, step, phase, cid, attempt = _common(o)
+    v, element, saga_id, step, phase, cid, attempt = _common(o)
     status = o.get("status")
     if status not in ("ok", "failed", "retry"):
         raise ProtocolError('field "status" must be "ok", "failed" or "retry"', "status")
@@ -280,7 +301,7 @@ def decode_reply(buf: bytes) -> Reply:
     retry_after = _get_int(o, "retry_after", 0, RETRY_AFTER_MAX, False)
     return Reply(saga_id=saga_id, step=step, phase=phase, command_id=cid, attempt=attempt,
                  status=cast(Status, status), output=output, error_code=code,
-                 error_message=message, retry_after=retry_after)
+                 error_message=message, retry_after=retry_after, v=v, element=element)
 
 
 # ---- encoding, byte for byte as libsaga (jansson, JSON_COMPACT |
@@ -301,10 +322,18 @@ def dumps(obj: Any) -> str:
 
 
 def reply_object(r: Reply) -> JSONObject:
-    """The reply as the JSON object libsaga sends and keeps in its barrier."""
-    o: JSONObject = {"v": PROTOCOL_VERSION, "saga_id": r.saga_id, "step": r.step,
-                     "phase": r.phase, "command_id": r.command_id, "attempt": r.attempt,
-                     "status": r.status}
+    """The reply as the JSON object libsaga sends and keeps in its barrier:
+    version 2 (a reply to an element's command) has "element" after
+    "status"; any other v is sent as 1, without it. ValueError for an
+    element out of range, as libsaga's saga_reply_encode refuses it."""
+    elements = r.v == PROTOCOL_VERSION_ELEMENTS
+    if elements and not 0 <= r.element < ELEMENTS_MAX:
+        raise ValueError(f"element {r.element} out of range [0, {ELEMENTS_MAX - 1}]")
+    o: JSONObject = {"v": PROTOCOL_VERSION_ELEMENTS if elements else PROTOCOL_VERSION,
+                     "saga_id": r.saga_id, "step": r.step, "phase": r.phase,
+                     "command_id": r.command_id, "attempt": r.attempt, "status": r.status}
+    if elements:
+        o["element"] = r.element
     if r.status == "ok":
         o["output"] = r.output if r.output is not None else {}
     else:
@@ -327,4 +356,5 @@ def reply_from_object(o: JSONObject, attempt: int) -> Reply:
     return Reply(saga_id=o["saga_id"], step=o["step"], phase=o["phase"],
                  command_id=o["command_id"], attempt=attempt, status=o["status"],
                  output=o.get("output"), error_code=err.get("code"),
-                 error_message=err.get("message"), retry_after=o.get("retry_after") or 0)
+                 error_message=err.get("message"), retry_after=o.get("retry_after") or 0,
+                 v=o.get("v") or PROTOCOL_VERSION, element=o.get("element") or 0)
