@@ -21,7 +21,10 @@ int saga_action_command(const saga_state *s, const saga_action *ac, const char *
     /* Each service answers on a topic of its own, so that the broker can
      * let it write there and nowhere else (docs/SECURITY.md). */
     saga__topic_reply_service(reply_to, sizeof reply_to, prefix, sd->service);
-    cmd.v = SAGA_PROTOCOL_VERSION;
+    /* An element's command is version 2: one an older participant refuses
+     * rather than mistaking for a duplicate of another element. */
+    cmd.v = ac->element >= 0 ? SAGA_PROTOCOL_VERSION_ELEMENTS : SAGA_PROTOCOL_VERSION;
+    cmd.element = ac->element >= 0 ? ac->element : 0;
     memcpy(cmd.saga_id, s->id, sizeof cmd.saga_id);
     cmd.saga = s->def->name;
     cmd.saga_version = s->def->version;
@@ -29,7 +32,8 @@ int saga_action_command(const saga_state *s, const saga_action *ac, const char *
     cmd.step_name = sd->name;
     cmd.phase = ac->phase;
     cmd.action = ac->phase == SAGA_PHASE_COMPENSATE ? sd->compensation : sd->action;
-    saga_command_id_format(cmd_id, sizeof cmd_id, s->id, ac->step, ac->phase);
+    saga_command_id_format_element(cmd_id, sizeof cmd_id, s->id, ac->step, ac->phase,
+                                   ac->element);
     cmd.command_id = cmd_id;
     cmd.attempt = ac->attempt;
     cmd.deadline = ac->deadline;

@@ -199,6 +199,7 @@ void saga_definition_free(saga_definition *def)
         json_decref(def->steps[i].input);
         saga_condition_free(def->steps[i].when);
         free(def->steps[i].wait_signal);
+        free(def->steps[i].for_each);
         json_decref(def->steps[i].wait_default);
     }
     free(def->steps);

@@ -43,6 +43,13 @@ typedef struct saga_step_def {
     char *wait_signal;
     int64_t wait_timeout_ms;
     json_t *wait_default;
+    /* "for_each": a fan-out step, run once per element of the list that
+     * this reference (the text inside "${...}") names when its turn comes,
+     * at most concurrency elements at a time; a list longer than
+     * max_elements fails the step. NULL: the step runs once. */
+    char *for_each;
+    int concurrency;
+    int max_elements;
 } saga_step_def;
 
 typedef struct saga_definition {
@@ -101,6 +108,11 @@ int saga_definition_step_index(const saga_definition *def, const char *name);
 #define SAGA_DEFAULT_COMP_MAX_ATTEMPTS 10
 #define SAGA_DEFAULT_BACKOFF_MS        200
 #define SAGA_DEFAULT_MAX_BACKOFF_MS    30000
+
+/* Fan-out ("for_each") where a step says nothing, and the most it may say. */
+#define SAGA_DEFAULT_CONCURRENCY  10
+#define SAGA_MAX_CONCURRENCY      1000
+#define SAGA_DEFAULT_MAX_ELEMENTS 1000
 
 /* saga.limits max_definition_bytes as migration 0011 sets it: where no
  * database says otherwise (sagactl validate, sagad's folder). */

@@ -94,8 +94,8 @@ int saga__def_get_duration(json_t *obj, const char *key, const char *where, int6
 
 /* A number at obj.key within [lo, hi] (an integer if integer), else a
  * problem saying what was found. Returns 0 when absent or bad. */
-static int get_number(json_t *obj, const char *key, const char *where, double lo,
-                      double hi, int integer, double *out, saga_def_problems *p)
+int saga__def_get_number(json_t *obj, const char *key, const char *where, double lo,
+                         double hi, int integer, double *out, saga_def_problems *p)
 {
     json_t *f = json_object_get(obj, key);
     char path[340], found[64];
@@ -134,15 +134,15 @@ void saga__def_get_retry(json_t *obj, const char *key, const char *where,
         return;
     }
     saga__def_check_keys(v, path, keys, NULL, p);
-    if (get_number(v, "max_attempts", path, 1, 1000, 1, &num, p))
+    if (saga__def_get_number(v, "max_attempts", path, 1, 1000, 1, &num, p))
         r->max_attempts = (int)num;
     if ((b = saga__def_get_duration(v, "backoff", path, &r->backoff_ms, p)) == 0)
         snprintf(from->backoff, sizeof from->backoff, "%s.backoff", path);
     if ((mb = saga__def_get_duration(v, "max_backoff", path, &r->max_backoff_ms, p)) == 0)
         snprintf(from->max_backoff, sizeof from->max_backoff, "%s.max_backoff", path);
-    if (get_number(v, "multiplier", path, 1, 100, 0, &num, p))
+    if (saga__def_get_number(v, "multiplier", path, 1, 100, 0, &num, p))
         r->multiplier = num;
-    if (get_number(v, "jitter", path, 0, 1, 0, &num, p))
+    if (saga__def_get_number(v, "jitter", path, 0, 1, 0, &num, p))
         r->jitter = num;
     /* Compared only where one of the two is set (an inherited pair was
      * checked where it was set) and neither was reported already. */

@@ -37,6 +37,8 @@ typedef struct ref_check {
     const saga_definition *def;
     int step;
     saga_def_problems *p;
+    /* ${element...} and ${index} may be named: a fan-out step's input. */
+    int elements;
 } ref_check;
 
 /* The policies a step inherits, with where each of their durations was set. */
@@ -71,6 +73,11 @@ char *saga__def_get_string(json_t *obj, const char *key, const char *where, int 
 int saga__def_get_duration(json_t *obj, const char *key, const char *where, int64_t *out,
                            saga_def_problems *p);
 
+/* A number at obj.key within [lo, hi] (an integer if integer) into *out:
+ * 1; absent or refused (a problem says what was found): 0. */
+int saga__def_get_number(json_t *obj, const char *key, const char *where, double lo,
+                         double hi, int integer, double *out, saga_def_problems *p);
+
 void saga__def_get_retry(json_t *obj, const char *key, const char *where,
                          saga_retry_policy *r, retry_from *from, saga_def_problems *p);
 
@@ -80,5 +87,18 @@ void saga__def_parse_step(json_t *s, int i, saga_definition *def,
                           const step_defaults *dflt, saga_def_problems *p);
 
 void saga__def_check_steps(saga_definition *def, json_t *steps, saga_def_problems *p);
+
+/* ---- saga_definition_fanout.c ---- */
+
+/* A step's "for_each", "concurrency" and "max_elements" (a wait step's
+ * are refused by its own parser). */
+void saga__def_parse_fanout(json_t *s, const char *where, saga_step_def *st,
+                            saga_def_problems *p);
+
+/* The rules between a fan-out step and the others (the pivot, its list's
+ * reference: a list of the input or of an earlier step's output). check
+ * is the reference checker of saga_definition_steps.c. */
+void saga__def_check_fanout(saga_definition *def, int i, saga_template_ref_fn check,
+                            saga_def_problems *p);
 
 #endif

@@ -28,6 +28,18 @@ static int check_ref(const char *path, size_t len, const char *where, void *arg)
     }
     if (seg_is(&seg[0], "input"))
         return 0;
+    if (seg_is(&seg[0], "element") || seg_is(&seg[0], "index")) {
+        if (!rc->elements)
+            saga__def_problem(rc->p, where,
+                              "\"${%.*s}\" names an element of a fan-out, and only the "
+                              "input of a step with \"for_each\" has one",
+                              plen, path);
+        else if (seg_is(&seg[0], "index") && n != 1)
+            saga__def_problem(rc->p, where,
+                              "\"${%.*s}\": the index is a number (expected ${index})",
+                              plen, path);
+        return 0;
+    }
     if (seg_is(&seg[0], "saga")) {
         if (n == 2 && (seg_is(&seg[1], "id") || seg_is(&seg[1], "name") ||
                        seg_is(&seg[1], "version")))
@@ -43,8 +55,8 @@ static int check_ref(const char *path, size_t len, const char *where, void *arg)
         saga__def_problem(
             rc->p, where,
             "\"${%.*s}\" must start with input, steps.NAME.output or saga (id, name, "
-            "version)",
-            plen, path);
+            "version)%s",
+            plen, path, rc->elements ? ", or element or index (this step fans out)" : "");
         return 0;
     }
     if (n < 2 || seg[1].key == NULL) {
@@ -115,9 +127,9 @@ static void parse_wait(json_t *s, const char *where, saga_step_def *st,
 {
     static const char *const keys[] = {"signal", "timeout", "default", NULL};
     static const char *const not_here[] = {
-        "service", "action", "compensation",       "input",
-        "timeout", "retry",  "compensation_retry", "pivot",
-        NULL};
+        "service",  "action",      "compensation",       "input",
+        "timeout",  "retry",       "compensation_retry", "pivot",
+        "for_each", "concurrency", "max_elements",       NULL};
     json_t *w = json_object_get(s, "wait"), *v;
     char path[96];
     snprintf(path, sizeof path, "%s.wait", where);
@@ -131,6 +143,10 @@ static void parse_wait(json_t *s, const char *where, saga_step_def *st,
                               not_here[k],
                               strcmp(not_here[k], "timeout") == 0
                                   ? "its timeout is wait.timeout"
+                              : strcmp(not_here[k], "for_each") == 0 ||
+                                      strcmp(not_here[k], "concurrency") == 0 ||
+                                      strcmp(not_here[k], "max_elements") == 0
+                                  ? "a wait step waits for one signal; it cannot fan out"
                                   : "remove it, or make this a step a service runs");
         }
     if (!json_is_object(w)) {
@@ -175,10 +191,11 @@ void saga__def_parse_step(json_t *s, int i, saga_definition *def,
                           const step_defaults *dflt, saga_def_problems *p)
 {
     static const char *const keys[] = {
-        "name",  "service",     "action", "compensation",
-        "input", "timeout",     "retry",  "compensation_retry",
-        "pivot", "description", "group",  "when",
-        "wait",  NULL};
+        "name",  "service",     "action",      "compensation",
+        "input", "timeout",     "retry",       "compensation_retry",
+        "pivot", "description", "group",       "when",
+        "wait",  "for_each",    "concurrency", "max_elements",
+        NULL};
     saga_step_def *st = &def->steps[i];
     retry_from rfrom = dflt->retry_from, cfrom = dflt->comp_from;
     char where[64], path[96];
@@ -236,6 +253,7 @@ void saga__def_parse_step(json_t *s, int i, saga_definition *def,
         saga__def_problem(p, path, "found %s, expected a string", saga__def_type_name(v));
     st->group = saga__def_get_string(s, "group", where, 0, 1, p);
     parse_when(s, where, st, p);
+    saga__def_parse_fanout(s, where, st, p);
 }
 
 /* A reference in a step's "when", checked as one in its input is, with
@@ -326,14 +344,16 @@ void saga__def_check_steps(saga_definition *def, json_t *steps, saga_def_problem
         saga_step_def *st = &def->steps[i];
         char where[64];
         json_t *s = json_array_get(steps, (size_t)i);
-        ref_check rc = {def, i, p};
+        ref_check rc = {def, i, p, st->for_each != NULL}, wrc = {def, i, p, 0};
         int members = 0;
 
         snprintf(where, sizeof where, "steps[%d].input", i);
         if (st->input != NULL)
             saga_template_refs(st->input, where, check_ref, &rc);
+        saga__def_check_fanout(def, i, check_ref, p);
         if (st->when != NULL) {
-            when_check wc = {&rc, where};
+            /* Evaluated once for the step, before any element. */
+            when_check wc = {&wrc, where};
             snprintf(where, sizeof where, "steps[%d].when", i);
             saga_condition_refs(st->when, check_when_ref, &wc);
         }

@@ -37,6 +37,7 @@ static const char *const names[SAGA_HIST__COUNT] = {
     [SAGA_HIST_STEP_WAITING] = "step_waiting",
     [SAGA_HIST_SIGNAL_RECEIVED] = "signal_received",
     [SAGA_HIST_SIGNAL_TIMED_OUT] = "signal_timed_out",
+    [SAGA_HIST_FANOUT_STARTED] = "fanout_started",
 };
 
 const char *saga_history_kind_name(saga_history_kind kind)

@@ -37,6 +37,7 @@ typedef enum saga_history_kind {
     SAGA_HIST_STEP_WAITING,           /* a wait step waits for its signal */
     SAGA_HIST_SIGNAL_RECEIVED,        /* the signal came (ok or a failing verdict) */
     SAGA_HIST_SIGNAL_TIMED_OUT,       /* it did not come in time */
+    SAGA_HIST_FANOUT_STARTED,         /* a fan-out step's elements, how many at once */
     SAGA_HIST__COUNT
 } saga_history_kind;
 

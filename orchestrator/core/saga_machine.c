@@ -69,6 +69,8 @@ static int on_reply(saga__machine_ctx *c, const char **reason)
         *reason = "reply for the other phase of the step";
         return SAGA_IGNORED;
     }
+    if (s->def->steps[r->step].for_each != NULL)
+        return saga__fanout_on_reply(c, reason);
     saga_command_id_format(expect, sizeof expect, s->id, r->step, r->phase);
     if (r->command_id == NULL || strcmp(r->command_id, expect) != 0) {
         *reason = "reply command_id does not match the outstanding command";
@@ -183,8 +185,10 @@ static int on_wake(saga__machine_ctx *c, const char **reason)
         if (before == SAGA_ST_RUNNING && st->status != SAGA_STEP_DISPATCHED)
             continue;
         fired = 1;
-        if (st->awaiting && s->def->steps[i].wait_signal != NULL &&
-            before == SAGA_ST_RUNNING) {
+        if (s->def->steps[i].for_each != NULL) {
+            saga__fanout_wake(c, i);
+        } else if (st->awaiting && s->def->steps[i].wait_signal != NULL &&
+                   before == SAGA_ST_RUNNING) {
             saga__machine_wait_timed_out(c, i);
         } else if (st->awaiting) {
             char msg[128];

@@ -66,6 +66,14 @@ typedef struct saga_step_state {
                        succeeded, was compensated or skipped, and when its
                        compensation starts (earlier ones stay in the history) */
     int dirty;      /* changed by the last apply (for the store) */
+    /* A fan-out step ("for_each") that began: one state per element of its
+     * list (owned), each run as a step of its own (status, attempts,
+     * timers, output, error; their own elements unused). The step's
+     * status is the fan-out's; its due_at the earliest of its elements',
+     * awaiting whether any is; its output, once every element succeeded,
+     * the list of their outputs. NULL otherwise (also for an empty list). */
+    int nelements;
+    struct saga_step_state *elements;
 } saga_step_state;
 
 typedef struct saga_state {
@@ -133,6 +141,7 @@ typedef enum saga_action_kind {
 typedef struct saga_action {
     saga_action_kind kind;
     int step;
+    int element; /* SEND: the fan-out element the command is for; -1: none */
     saga_phase phase;
     int attempt;
     int64_t deadline;       /* SEND: when this attempt times out */

@@ -8,7 +8,7 @@ int saga_machine_hold(saga_state *s, saga_actions *acts, int index, int64_t unti
 {
     saga_action *a;
     saga_step_state *st;
-    int step, attempt;
+    int step, attempt, element;
 
     if (s == NULL || acts == NULL || index < 0 || index >= acts->n ||
         acts->items[index].kind != SAGA_ACT_SEND) {
@@ -18,8 +18,10 @@ int saga_machine_hold(saga_state *s, saga_actions *acts, int index, int64_t unti
     a = &acts->items[index];
     step = a->step;
     attempt = a->attempt;
-    st = &s->steps[step];
-    if (st->attempts != attempt || !st->awaiting) {
+    element = a->element;
+    /* A fan-out's element is held as a step is. */
+    st = step >= 0 && step < s->nsteps ? saga__fanout_unit(s, step, element) : NULL;
+    if (st == NULL || st->attempts != attempt || !st->awaiting) {
         json_decref(detail);
         return SAGA_EINVAL;
     }
@@ -38,7 +40,9 @@ int saga_machine_hold(saga_state *s, saga_actions *acts, int index, int64_t unti
         saga_action *h = &acts->items[i];
         if (h->kind == SAGA_ACT_HISTORY && h->step == step && h->attempt == attempt &&
             (h->what == SAGA_HIST_STEP_DISPATCHED ||
-             h->what == SAGA_HIST_COMPENSATION_DISPATCHED)) {
+             h->what == SAGA_HIST_COMPENSATION_DISPATCHED) &&
+            (element < 0 ||
+             json_integer_value(json_object_get(h->detail, "element")) == element)) {
             if (why == SAGA_HIST_NONE) {
                 json_decref(h->detail);
                 memmove(h, h + 1, sizeof *h * (size_t)(acts->n - i - 1));
@@ -63,6 +67,7 @@ int saga_machine_hold(saga_state *s, saga_actions *acts, int index, int64_t unti
         }
     }
     json_decref(detail);
+    saga__fanout_sync(s, step);
     saga__machine_update_wake(s);
     return SAGA_OK;
 }

@@ -25,10 +25,12 @@ static int on_op_retry(saga__machine_ctx *c, const char **reason)
     if (s->status == SAGA_ST_FAILED && st->status == SAGA_STEP_COMPENSATION_FAILED) {
         s->status = SAGA_ST_COMPENSATING;
         st->status = SAGA_STEP_COMPENSATING;
+        saga__fanout_reopen(c, s->cursor);
     } else if (s->status == SAGA_ST_FAILED && st->status == SAGA_STEP_FAILED &&
                sd->forward_only) {
         s->status = SAGA_ST_RUNNING;
         st->status = SAGA_STEP_DISPATCHED;
+        saga__fanout_reopen(c, s->cursor);
     } else if (s->status == SAGA_ST_RUNNING || s->status == SAGA_ST_COMPENSATING) {
         if (!saga__machine_cursor_consistent(s)) {
             *reason = "the saga's current step is in a state that cannot be retried";
@@ -53,6 +55,10 @@ static int on_op_retry(saga__machine_ctx *c, const char **reason)
             if (sj->status != SAGA_STEP_DISPATCHED &&
                 sj->status != SAGA_STEP_COMPENSATING)
                 continue;
+            if (s->def->steps[j].for_each != NULL) {
+                saga__fanout_retry(c, j);
+                continue;
+            }
             sj->attempt_base = sj->attempts;
             sj->awaiting = 0;
             sj->dirty = 1;
@@ -124,14 +130,20 @@ static int on_op_skip(saga__machine_ctx *c, const char **reason)
         st, NULL); /* done by hand: what failed before is in the history */
     if (forward) {
         json_t *d = op_detail(c->ev);
+        /* A fan-out's output is its elements' list, the skipped ones
+         * given the operator's output. */
+        json_t *list = saga__fanout_skip(c, c->ev->step, 1, c->ev->output);
         s->status = SAGA_ST_RUNNING;
         st->status = SAGA_STEP_SKIPPED;
         json_decref(st->output);
-        st->output = c->ev->output ? json_deep_copy(c->ev->output) : json_object();
+        st->output = list            ? list
+                     : c->ev->output ? json_deep_copy(c->ev->output)
+                                     : json_object();
         json_object_set(d, "output", st->output);
         saga__machine_history(c, SAGA_HIST_STEP_SKIPPED, c->ev->step, st->attempts, d);
         saga__machine_stage_done_or_wait(c);
     } else {
+        json_decref(saga__fanout_skip(c, c->ev->step, 0, NULL));
         s->status = SAGA_ST_COMPENSATING;
         st->status = SAGA_STEP_COMPENSATED;
         saga__machine_history(c, SAGA_HIST_COMPENSATION_SKIPPED, s->cursor, st->attempts,
@@ -149,12 +161,14 @@ static int on_op_resolve(saga__machine_ctx *c, const char **reason)
     }
     c->s->status = SAGA_ST_RESOLVED;
     /* Nothing stays scheduled on a closed saga. */
-    for (int i = 0; i < c->s->nsteps; i++)
+    for (int i = 0; i < c->s->nsteps; i++) {
+        saga__fanout_clear_timers(c->s, i);
         if (c->s->steps[i].awaiting || c->s->steps[i].due_at) {
             c->s->steps[i].awaiting = 0;
             c->s->steps[i].due_at = 0;
             c->s->steps[i].dirty = 1;
         }
+    }
     saga__machine_history(c, SAGA_HIST_SAGA_RESOLVED, -1, 0, op_detail(c->ev));
     return SAGA_APPLIED;
 }

@@ -66,6 +66,11 @@ void saga_state_free(saga_state *s)
     if (s == NULL)
         return;
     for (int i = 0; i < s->nsteps; i++) {
+        for (int e = 0; e < s->steps[i].nelements && s->steps[i].elements; e++) {
+            json_decref(s->steps[i].elements[e].output);
+            json_decref(s->steps[i].elements[e].error);
+        }
+        free(s->steps[i].elements);
         json_decref(s->steps[i].output);
         json_decref(s->steps[i].error);
     }

@@ -1,53 +1,46 @@
 /* saga_machine_steps.c - how a saga moves: dispatch the cursor's step (or
  * its parallel group), advance past what succeeded, fail a stage and walk
  * the compensations back in reverse order, retry what failed transiently
- * with back-off, and arm the saga's next timer. Pure. */
+ * with back-off; and a fan-out step's elements, which move the same way
+ * (one command each, at most `concurrency` in flight; the step succeeds
+ * with the list of their outputs, fails as soon as one element fails for
+ * good, and is undone element by element). One file: each of these may
+ * lead to any other (a failure starts compensating, a compensation
+ * dispatches). Pure. */
 #include "saga_condition.h"
 #include "saga_machine_internal.h"
 
-/* Has the saga passed the point where a deadline may still undo it? Past a
- * pivot, or while an irreversible step may have taken effect. */
-int saga__machine_past_return(const saga_state *s)
+/* Step i cannot be sent (its input or its list does not resolve): a
+ * definite failure of it, with nothing to undo of it, since nothing was
+ * sent. The steps before are compensated, or, past the pivot, an operator
+ * decides. */
+void saga__machine_cannot_run(saga__machine_ctx *c, int i, const char *code,
+                              const char *message)
 {
-    const saga_step_def *first = &s->def->steps[s->cursor];
-    for (int i = first->stage_first; i <= first->stage_last; i++) {
-        const saga_step_def *sd = &s->def->steps[i];
-        if (sd->forward_only || (sd->irreversible && s->steps[i].attempts > 0))
-            return 1;
+    saga_state *s = c->s;
+    saga_step_state *st = &s->steps[i];
+    const saga_step_def *sd = &s->def->steps[i];
+    st->status = SAGA_STEP_FAILED;
+    st->finished_at = c->ev->now;
+    st->due_at = 0;
+    st->awaiting = 0;
+    saga__machine_set_error(st, saga__machine_error_obj(code, message));
+    st->dirty = 1;
+    saga__machine_history(c, SAGA_HIST_STEP_FAILED, i, st->attempts,
+                          saga__machine_error_obj(code, message));
+    if (sd->forward_only && !sd->pivot) {
+        /* Past the point of no return nothing may be undone: as for a
+         * definite failure there, an operator decides. */
+        s->status = SAGA_ST_FAILED;
+        saga__machine_history(
+            c, SAGA_HIST_SAGA_FAILED, i, st->attempts,
+            json_pack("{s:s}", "reason",
+                      "a step after the pivot cannot be run (its input does not "
+                      "resolve); it cannot be compensated"));
+        return;
     }
-    return 0;
+    saga__machine_fail_stage(c, i, "step_failed");
 }
-
-/* The stage (steps that run together) the cursor is in: [*first, *last]. */
-void saga__machine_stage_of(const saga_state *s, int *first, int *last)
-{
-    *first = s->def->steps[s->cursor].stage_first;
-    *last = s->def->steps[s->cursor].stage_last;
-}
-
-/* Recompute the saga's earliest timer. */
-void saga__machine_update_wake(saga_state *s)
-{
-    int64_t w = 0;
-    if (s->status == SAGA_ST_RUNNING || s->status == SAGA_ST_COMPENSATING) {
-        if (s->cursor >= 0 && s->cursor < s->nsteps) {
-            int first = s->cursor, last = s->cursor;
-            if (s->status == SAGA_ST_RUNNING)
-                saga__machine_stage_of(s, &first, &last);
-            for (int i = first; i <= last; i++)
-                if (s->steps[i].due_at > 0 && (w == 0 || s->steps[i].due_at < w))
-                    w = s->steps[i].due_at;
-        }
-        if (s->status == SAGA_ST_RUNNING && s->deadline_at > 0 &&
-            (w == 0 || s->deadline_at < w) && !saga__machine_past_return(s))
-            w = s->deadline_at;
-    }
-    s->wake_at = w;
-}
-
-void saga__machine_next_compensation(saga__machine_ctx *c, int from);
-
-void saga__machine_fail_stage(saga__machine_ctx *c, int step, const char *why);
 
 /* Send the command for step i in its current phase, as attempt attempts+1. */
 void saga__machine_dispatch(saga__machine_ctx *c, int i)
@@ -78,28 +71,7 @@ void saga__machine_dispatch(saga__machine_ctx *c, int i)
     payload = ctxj ? saga_template_resolve(sd->input, ctxj, &err) : NULL;
     json_decref(ctxj);
     if (payload == NULL && !compensate) {
-        /* A reference that resolves to nothing is a definite failure of
-         * this step: nothing was sent, so there is nothing to undo here. */
-        st->status = SAGA_STEP_FAILED;
-        st->finished_at = c->ev->now;
-        st->due_at = 0;
-        st->awaiting = 0;
-        saga__machine_set_error(st, saga__machine_error_obj("input", err.message));
-        st->dirty = 1;
-        saga__machine_history(c, SAGA_HIST_STEP_FAILED, i, st->attempts,
-                              saga__machine_error_obj("input", err.message));
-        if (sd->forward_only && !sd->pivot) {
-            /* Past the point of no return nothing may be undone: as for a
-             * definite failure there, an operator decides. */
-            s->status = SAGA_ST_FAILED;
-            saga__machine_history(
-                c, SAGA_HIST_SAGA_FAILED, i, st->attempts,
-                json_pack("{s:s}", "reason",
-                          "a step after the pivot cannot be run (its input does not "
-                          "resolve); it cannot be compensated"));
-            return;
-        }
-        saga__machine_fail_stage(c, i, "step_failed");
+        saga__machine_cannot_run(c, i, "input", err.message);
         return;
     }
     if (compensate) {
@@ -122,6 +94,7 @@ void saga__machine_dispatch(saga__machine_ctx *c, int i)
         return;
     }
     a->step = i;
+    a->element = -1;
     a->phase = compensate ? SAGA_PHASE_COMPENSATE : SAGA_PHASE_INVOKE;
     a->attempt = st->attempts;
     a->deadline = st->due_at;
@@ -168,7 +141,10 @@ void saga__machine_advance(saga__machine_ctx *c, int i)
         }
         s->steps[j].status = SAGA_STEP_DISPATCHED;
         s->steps[j].attempts = 0;
-        saga__machine_dispatch(c, j);
+        if (sd->for_each != NULL)
+            saga__fanout_begin(c, j);
+        else
+            saga__machine_dispatch(c, j);
     }
     /* Nothing of the stage went out: on to the next. */
     if (s->status == SAGA_ST_RUNNING)
@@ -186,6 +162,8 @@ void saga__machine_fail_stage(saga__machine_ctx *c, int step, const char *why)
     const saga_step_def *sd = &s->def->steps[step >= 0 ? step : s->cursor];
     for (int j = sd->stage_first; j <= sd->stage_last; j++) {
         saga_step_state *st = &s->steps[j];
+        /* A fan-out's elements in flight may have acted, as a step may. */
+        saga__fanout_abandon(c, j);
         if (j == step || st->status != SAGA_STEP_DISPATCHED)
             continue;
         st->status = st->attempts > 0 ? SAGA_STEP_UNKNOWN : SAGA_STEP_PENDING;
@@ -219,6 +197,12 @@ void saga__machine_next_compensation(saga__machine_ctx *c, int from)
     for (int i = from; i >= 0; i--) {
         saga_step_state *st = &s->steps[i];
         const saga_step_def *sd = &s->def->steps[i];
+        /* A fan-out is undone by its elements, whatever its own status. */
+        if (sd->for_each != NULL) {
+            if (saga__fanout_compensate(c, i))
+                return;
+            continue;
+        }
         /* A step an operator skipped counts as done: its effect exists. */
         if (st->status != SAGA_STEP_SUCCEEDED && st->status != SAGA_STEP_UNKNOWN &&
             st->status != SAGA_STEP_SKIPPED)
@@ -250,27 +234,9 @@ void saga__machine_transient(saga__machine_ctx *c, int i, json_t *err,
 {
     saga_state *s = c->s;
     saga_step_state *st = &s->steps[i];
-    const saga_step_def *sd = &s->def->steps[i];
     int compensate = st->status == SAGA_STEP_COMPENSATING;
-    const saga_retry_policy *pol = compensate ? &sd->compensation_retry : &sd->retry;
-    /* An action whose effect could not be undone is never given up on:
-     * compensating the steps before it would leave that effect alone. */
-    int unlimited = !compensate && (sd->forward_only || sd->irreversible);
-
-    saga__machine_set_error(st, json_incref(err));
-    st->dirty = 1;
-    st->awaiting = 0;
-    saga__machine_history(c, what, i, st->attempts, err);
-    if (unlimited || st->attempts - st->attempt_base < pol->max_attempts) {
-        int64_t delay = saga_backoff_ms(pol, st->attempts, c->ev->random);
-        if (retry_after > delay)
-            delay = retry_after;
-        st->due_at = c->ev->now + delay;
-        saga__machine_history(c, SAGA_HIST_RETRY_SCHEDULED, i, st->attempts,
-                              json_pack("{s:I, s:I}", "delay_ms", (json_int_t)delay, "at",
-                                        (json_int_t)st->due_at));
+    if (saga__machine_retry_later(c, i, -1, st, err, retry_after, what))
         return;
-    }
     st->due_at = 0;
     st->finished_at = c->ev->now;
     if (compensate) {
@@ -288,29 +254,317 @@ void saga__machine_transient(saga__machine_ctx *c, int i, json_t *err,
     saga__machine_fail_stage(c, i, "retries_exhausted");
 }
 
-/* Going forward the cursor step is dispatched; compensating, it is being
- * compensated. Any other combination cannot come from this machine (a
- * hand-edited row, say): refuse to act on it rather than guess. */
-int saga__machine_cursor_consistent(const saga_state *s)
+static const char *type_name(const json_t *v)
 {
-    saga_step_status st;
-    if (s->cursor < 0 || s->cursor >= s->nsteps)
-        return 0;
-    st = s->steps[s->cursor].status;
-    if (s->status == SAGA_ST_RUNNING) {
-        int first, last, waiting = 0;
-        saga__machine_stage_of(s, &first, &last);
-        if (s->cursor != first)
-            return 0;
-        for (int j = first; j <= last; j++) {
-            saga_step_status sj = s->steps[j].status;
-            if (sj == SAGA_STEP_DISPATCHED)
-                waiting = 1;
-            else if (sj != SAGA_STEP_SUCCEEDED && sj != SAGA_STEP_SKIPPED &&
-                     sj != SAGA_STEP_NOT_RUN)
-                return 0;
-        }
-        return waiting;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
+    default:
+        return "a list";
     }
-    return st == SAGA_STEP_COMPENSATING;
+}
+
+/* The whole step gives up (an element failed for good, or its outcome is
+ * unknown): err (taken) becomes the step's error. Past the pivot an
+ * operator decides; before it, the stage is undone. */
+static void step_gives_up(saga__machine_ctx *c, int i, saga_step_status status,
+                          const char *why, json_t *err)
+{
+    saga_state *s = c->s;
+    saga_step_state *st = &s->steps[i];
+    st->status = status;
+    st->finished_at = c->ev->now;
+    st->dirty = 1;
+    saga__machine_set_error(st, err);
+    if (s->def->steps[i].forward_only) {
+        /* The elements in flight are sent again by an operator's retry. */
+        s->status = SAGA_ST_FAILED;
+        saga__fanout_clear_timers(s, i);
+        saga__machine_history(c, SAGA_HIST_SAGA_FAILED, i, st->attempts,
+                              json_pack("{s:s}", "reason",
+                                        "an element of a fan-out after the pivot failed; "
+                                        "it cannot be compensated"));
+        return;
+    }
+    saga__machine_fail_stage(c, i, why);
+}
+
+/* Element e's action failed for good: nothing of it to undo. err taken. */
+void saga__fanout_element_failed(saga__machine_ctx *c, int i, int e, json_t *err)
+{
+    saga_step_state *el = &c->s->steps[i].elements[e];
+    el->status = SAGA_STEP_FAILED;
+    el->awaiting = 0;
+    el->due_at = 0;
+    el->finished_at = c->ev->now;
+    el->dirty = 1;
+    saga__machine_set_error(el, json_incref(err));
+    saga__machine_history(c, SAGA_HIST_STEP_FAILED, i, el->attempts,
+                          saga__machine_el(json_incref(err), e));
+    step_gives_up(c, i, SAGA_STEP_FAILED, "step_failed", saga__machine_el(err, e));
+}
+
+/* Send element e of step i in its current phase, as attempt attempts+1. */
+void saga__fanout_dispatch(saga__machine_ctx *c, int i, int e)
+{
+    saga_state *s = c->s;
+    saga_step_state *el = &s->steps[i].elements[e];
+    const saga_step_def *sd = &s->def->steps[i];
+    int compensate = el->status == SAGA_STEP_COMPENSATING;
+    saga_error err = {0};
+    json_t *ctxj = saga__fanout_context(s, i, e), *payload;
+    saga_action *a;
+
+    if (ctxj == NULL) {
+        c->oom = 1;
+        return;
+    }
+    payload = saga_template_resolve(sd->input, ctxj, &err);
+    json_decref(ctxj);
+    if (payload == NULL && !compensate) {
+        /* Nothing was sent: a definite failure of this element. */
+        saga__fanout_element_failed(c, i, e,
+                                    saga__machine_error_obj("input", err.message));
+        return;
+    }
+    if (compensate)
+        payload = json_pack("{s:o, s:O}", "input", payload ? payload : json_object(),
+                            "output", el->output ? el->output : json_null());
+    el->attempts++;
+    el->awaiting = 1;
+    el->due_at = c->ev->now + sd->timeout_ms;
+    if (el->attempts == 1 && !compensate)
+        el->started_at = c->ev->now;
+    el->dirty = 1;
+    a = saga__machine_push(c, SAGA_ACT_SEND);
+    if (a == NULL) {
+        json_decref(payload);
+        return;
+    }
+    a->step = i;
+    a->element = e;
+    a->phase = compensate ? SAGA_PHASE_COMPENSATE : SAGA_PHASE_INVOKE;
+    a->attempt = el->attempts;
+    a->deadline = el->due_at;
+    a->payload = payload;
+    saga__machine_history(
+        c, compensate ? SAGA_HIST_COMPENSATION_DISPATCHED : SAGA_HIST_STEP_DISPATCHED, i,
+        el->attempts,
+        json_pack("{s:s, s:s, s:i}", "service", sd->service, "action",
+                  compensate ? sd->compensation : sd->action, "element", e));
+}
+
+/* Send the next elements while fewer than `concurrency` are in flight:
+ * going forward in list order, undoing in reverse. */
+void saga__fanout_fill(saga__machine_ctx *c, int i)
+{
+    saga_state *s = c->s;
+    saga_step_state *st = &s->steps[i];
+    const int compensate = st->status == SAGA_STEP_COMPENSATING;
+    const saga_step_status active =
+        compensate ? SAGA_STEP_COMPENSATING : SAGA_STEP_DISPATCHED;
+    const saga_status running = compensate ? SAGA_ST_COMPENSATING : SAGA_ST_RUNNING;
+    int busy = 0;
+
+    for (int e = 0; e < st->nelements; e++)
+        busy += st->elements[e].status == active;
+    for (int k = 0; k < st->nelements && busy < s->def->steps[i].concurrency; k++) {
+        int e = compensate ? st->nelements - 1 - k : k;
+        saga_step_state *el = &st->elements[e];
+        /* A failed element stops the step going forward (and moves it on). */
+        if (s->status != running || st->status != active)
+            return;
+        if (compensate ? !saga__fanout_to_undo(el->status)
+                       : el->status != SAGA_STEP_PENDING)
+            continue;
+        el->status = active;
+        el->attempts = 0;
+        el->attempt_base = 0;
+        if (compensate)
+            saga__machine_set_error(el, NULL);
+        el->dirty = 1;
+        busy++;
+        saga__fanout_dispatch(c, i, e);
+    }
+}
+
+void saga__fanout_begin(saga__machine_ctx *c, int i)
+{
+    saga_state *s = c->s;
+    saga_step_state *st = &s->steps[i];
+    const saga_step_def *sd = &s->def->steps[i];
+    json_t *ctxj = saga_state_context(s);
+    const json_t *list;
+    char msg[400] = "";
+    size_t n = 0;
+
+    if (ctxj == NULL) {
+        c->oom = 1;
+        return;
+    }
+    list = saga_template_lookup(ctxj, sd->for_each, strlen(sd->for_each));
+    if (list == NULL)
+        snprintf(msg, sizeof msg, "\"${%.200s}\" names nothing in this saga",
+                 sd->for_each);
+    else if (!json_is_array(list))
+        snprintf(msg, sizeof msg, "\"${%.200s}\" is %s, not a list", sd->for_each,
+                 type_name(list));
+    else if ((n = json_array_size(list)) > (size_t)sd->max_elements)
+        snprintf(msg, sizeof msg,
+                 "\"${%.200s}\" has %zu elements; this step takes at most %d (its "
+                 "max_elements)",
+                 sd->for_each, n, sd->max_elements);
+    json_decref(ctxj);
+    if (msg[0] != '\0') {
+        saga__machine_cannot_run(c, i, "for_each", msg);
+        return;
+    }
+    st->attempts = 1;
+    st->started_at = c->ev->now;
+    st->dirty = 1;
+    saga__machine_history(
+        c, SAGA_HIST_FANOUT_STARTED, i, st->attempts,
+        json_pack("{s:i, s:i}", "elements", (int)n, "concurrency", sd->concurrency));
+    if (n == 0) {
+        /* Nothing to run: done, with nothing to undo. */
+        st->status = SAGA_STEP_SUCCEEDED;
+        st->finished_at = c->ev->now;
+        json_decref(st->output);
+        st->output = json_array();
+        saga__machine_history(c, SAGA_HIST_STEP_SUCCEEDED, i, st->attempts,
+                              json_pack("{s:i}", "elements", 0));
+        saga__machine_stage_done_or_wait(c);
+        return;
+    }
+    st->elements = calloc(n, sizeof *st->elements);
+    if (st->elements == NULL) {
+        c->oom = 1;
+        return;
+    }
+    st->nelements = (int)n;
+    for (size_t e = 0; e < n; e++) {
+        st->elements[e].status = SAGA_STEP_PENDING;
+        st->elements[e].dirty = 1;
+    }
+    saga__fanout_fill(c, i);
+    saga__fanout_sync(s, i);
+}
+
+/* An element succeeded: send the next, or, once all did, the step did. */
+void saga__fanout_forward(saga__machine_ctx *c, int i)
+{
+    saga_state *s = c->s;
+    saga_step_state *st = &s->steps[i];
+    json_t *outputs;
+
+    saga__fanout_fill(c, i);
+    if (s->status != SAGA_ST_RUNNING || st->status != SAGA_STEP_DISPATCHED)
+        return;
+    for (int e = 0; e < st->nelements; e++)
+        if (st->elements[e].status != SAGA_STEP_SUCCEEDED &&
+            st->elements[e].status != SAGA_STEP_SKIPPED)
+            return;
+    if ((outputs = json_array()) == NULL) {
+        c->oom = 1;
+        return;
+    }
+    for (int e = 0; e < st->nelements; e++) {
+        json_t *o = st->elements[e].output;
+        json_array_append_new(outputs, o ? json_incref(o) : json_object());
+    }
+    st->status = SAGA_STEP_SUCCEEDED;
+    st->finished_at = c->ev->now;
+    st->dirty = 1;
+    saga__machine_set_error(st, NULL);
+    json_decref(st->output);
+    st->output = outputs;
+    saga__fanout_sync(s, i);
+    saga__machine_history(c, SAGA_HIST_STEP_SUCCEEDED, i, st->attempts,
+                          json_pack("{s:i}", "elements", st->nelements));
+    saga__machine_stage_done_or_wait(c);
+}
+
+/* An element was undone: undo the next, or, once none is left, go on
+ * before the step. */
+void saga__fanout_backward(saga__machine_ctx *c, int i)
+{
+    saga_state *s = c->s;
+    saga_step_state *st = &s->steps[i];
+    int undone = 0;
+
+    saga__fanout_fill(c, i);
+    if (s->status != SAGA_ST_COMPENSATING || st->status != SAGA_STEP_COMPENSATING)
+        return;
+    for (int e = 0; e < st->nelements; e++) {
+        saga_step_status es = st->elements[e].status;
+        if (es == SAGA_STEP_COMPENSATING || saga__fanout_to_undo(es))
+            return;
+        undone += es == SAGA_STEP_COMPENSATED;
+    }
+    st->status = SAGA_STEP_COMPENSATED;
+    st->finished_at = c->ev->now;
+    st->dirty = 1;
+    saga__machine_set_error(st, NULL);
+    saga__fanout_sync(s, i);
+    saga__machine_history(c, SAGA_HIST_STEP_COMPENSATED, i, st->attempts,
+                          json_pack("{s:i}", "elements", undone));
+    saga__machine_next_compensation(c, i - 1);
+}
+
+/* A transient failure of element e (a retry reply or a timeout). */
+void saga__fanout_transient(saga__machine_ctx *c, int i, int e, json_t *err,
+                            int64_t retry_after, saga_history_kind what)
+{
+    saga_step_state *el = &c->s->steps[i].elements[e];
+    int compensate = el->status == SAGA_STEP_COMPENSATING;
+    if (saga__machine_retry_later(c, i, e, el, err, retry_after, what))
+        return;
+    el->due_at = 0;
+    el->finished_at = c->ev->now;
+    if (compensate) {
+        saga__fanout_compensation_failed(c, i, e, "compensation retries exhausted");
+        return;
+    }
+    el->status = SAGA_STEP_UNKNOWN;
+    saga__machine_history(
+        c, SAGA_HIST_STEP_OUTCOME_UNKNOWN, i, el->attempts,
+        json_pack("{s:i, s:i}", "attempts", el->attempts, "element", e));
+    step_gives_up(c, i, SAGA_STEP_UNKNOWN, "retries_exhausted",
+                  el->error ? json_deep_copy(el->error) : NULL);
+}
+
+int saga__fanout_compensate(saga__machine_ctx *c, int i)
+{
+    saga_state *s = c->s;
+    saga_step_state *st = &s->steps[i];
+    const saga_step_def *sd = &s->def->steps[i];
+    int pending = 0;
+
+    if (sd->forward_only)
+        return 0;
+    for (int e = 0; e < st->nelements && st->elements != NULL; e++)
+        pending += saga__fanout_to_undo(st->elements[e].status);
+    if (pending == 0)
+        return 0;
+    if (sd->compensation == NULL) {
+        saga__machine_history(c, SAGA_HIST_COMPENSATION_NOT_NEEDED, i, 0, NULL);
+        return 0;
+    }
+    s->cursor = i;
+    st->status = SAGA_STEP_COMPENSATING;
+    saga__machine_set_error(st, NULL);
+    st->dirty = 1;
+    saga__fanout_fill(c, i);
+    saga__fanout_sync(s, i);
+    return 1;
 }

@@ -33,6 +33,12 @@ static int conflicting(const saga_state *s, const saga_reply *r)
     if (r->phase != SAGA_PHASE_INVOKE || r->step < 0 || r->step >= s->nsteps)
         return 0;
     st = &s->steps[r->step];
+    if (r->v == SAGA_PROTOCOL_VERSION_ELEMENTS) {
+        /* An element's answer is compared with the element's. */
+        if (st->elements == NULL || r->element < 0 || r->element >= st->nelements)
+            return 0;
+        st = &st->elements[r->element];
+    }
     if (r->attempt != st->attempts)
         return 0;
     return (r->status == SAGA_REPLY_OK && st->status == SAGA_STEP_FAILED) ||
@@ -111,7 +117,8 @@ int saga__engine_gate_and_count(saga_engine *e, saga_state *s, saga_actions *act
         char cid[128];
         int64_t until = 0;
         saga_gate_verdict v;
-        saga_command_id_format(cid, sizeof cid, s->id, a->step, a->phase);
+        saga_command_id_format_element(cid, sizeof cid, s->id, a->step, a->phase,
+                                       a->element);
         v = saga_gate_admit(e->gate, sd->service, cid, a->deadline, now, next_random(e),
                             &until);
         if (v == SAGA_GATE_SEND) {
@@ -155,7 +162,10 @@ int saga__engine_gate_and_count(saga_engine *e, saga_state *s, saga_actions *act
         if (a->what == SAGA_HIST_ATTEMPT_TIMED_OUT && a->step >= 0) {
             const saga_step_def *sd = &s->def->steps[a->step];
             char cid[128];
-            saga_command_id_format(cid, sizeof cid, s->id, a->step, a->phase);
+            json_t *el = json_object_get(a->detail, "element");
+            saga_command_id_format_element(
+                cid, sizeof cid, s->id, a->step, a->phase,
+                json_is_integer(el) ? (int)json_integer_value(el) : -1);
             saga_gate_settle(e->gate, sd->service, cid, SAGA_GATE_TIMEOUT, now);
             saga_tally_note(&e->tally, e->m.step_timeouts, 0, 1, sd->service,
                             action_of(sd, a->phase), saga_phase_name(a->phase));

@@ -22,14 +22,16 @@ static int fail_one_refused(saga_engine *e, const refused_cmd *c, saga_error *er
     int rc;
 
     memcpy(ids[0], c->saga_id, SAGA_ID_LEN + 1);
-    saga_command_id_format(cid, sizeof cid, c->saga_id, c->step, c->phase);
+    saga_command_id_format_element(cid, sizeof cid, c->saga_id, c->step, c->phase,
+                                   c->element);
     snprintf(msg, sizeof msg,
              "the %s command of %zu bytes to %s was refused by Kafka (%s; sagad's "
              "message.max.bytes is %lld): the step's input is too large to send",
              saga_phase_name(c->phase), c->bytes, c->topic, c->why,
              (long long)e->max_message_bytes);
     memset(&r, 0, sizeof r);
-    r.v = 1;
+    r.v = c->element >= 0 ? SAGA_PROTOCOL_VERSION_ELEMENTS : SAGA_PROTOCOL_VERSION;
+    r.element = c->element >= 0 ? c->element : 0;
     memcpy(r.saga_id, c->saga_id, SAGA_ID_LEN + 1);
     r.step = c->step;
     r.phase = c->phase;

@@ -40,6 +40,11 @@ int saga__engine_note_refused(saga_engine *e, int64_t id, const char *topic,
     memcpy(r->saga_id, sid, SAGA_ID_LEN + 1);
     r->step = (int)json_integer_value(json_object_get(cmd, "step"));
     r->attempt = (int)json_integer_value(json_object_get(cmd, "attempt"));
+    /* A fan-out element's command (version 2) names its element. */
+    r->element =
+        json_integer_value(json_object_get(cmd, "v")) == SAGA_PROTOCOL_VERSION_ELEMENTS
+            ? (int)json_integer_value(json_object_get(cmd, "element"))
+            : -1;
     r->phase =
         strcmp(phase, "compensate") == 0 ? SAGA_PHASE_COMPENSATE : SAGA_PHASE_INVOKE;
     r->bytes = len;

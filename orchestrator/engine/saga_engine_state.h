@@ -105,6 +105,7 @@ typedef struct refused_cmd {
     int64_t outbox_id;
     char saga_id[SAGA_ID_LEN + 1];
     int step, attempt;
+    int element; /* a fan-out element's command; -1: none */
     saga_phase phase;
     size_t bytes;
     char topic[256];

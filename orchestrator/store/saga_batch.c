@@ -145,14 +145,16 @@ saga_batch *saga_batch_new(const saga_store_opts *o, const char *owner, int leas
     b->lease_s = lease_s > 0 ? lease_s : 10;
     b->sagas = json_array();
     b->steps = json_array();
+    b->elements = json_array();
     b->events = json_array();
     b->outbox = json_array();
     b->requests = json_array();
     b->dead = json_array();
     b->aside = json_array();
     if (b->actor == NULL || b->prefix == NULL || (owner && b->owner == NULL) ||
-        b->sagas == NULL || b->steps == NULL || b->events == NULL || b->outbox == NULL ||
-        b->requests == NULL || b->dead == NULL || b->aside == NULL) {
+        b->sagas == NULL || b->steps == NULL || b->elements == NULL ||
+        b->events == NULL || b->outbox == NULL || b->requests == NULL ||
+        b->dead == NULL || b->aside == NULL) {
         saga_batch_free(b);
         return NULL;
     }
@@ -163,6 +165,7 @@ void saga_batch_reset(saga_batch *b)
 {
     json_array_clear(b->sagas);
     json_array_clear(b->steps);
+    json_array_clear(b->elements);
     json_array_clear(b->events);
     json_array_clear(b->outbox);
     json_array_clear(b->requests);
@@ -181,6 +184,7 @@ void saga_batch_free(saga_batch *b)
     free(b->owner);
     json_decref(b->sagas);
     json_decref(b->steps);
+    json_decref(b->elements);
     json_decref(b->events);
     json_decref(b->outbox);
     json_decref(b->requests);
@@ -259,6 +263,8 @@ int saga_batch_add(saga_batch *b, const saga_state *s, const saga_actions *a, in
                                     json_string(s->def->steps[i].wait_signal));
         }
         if ((rc = append(b->steps, o, err)) != SAGA_OK)
+            return rc;
+        if ((rc = saga__batch_add_elements(b, s, i, created, err)) != SAGA_OK)
             return rc;
     }
     for (int i = 0; i < a->n; i++) {
@@ -397,6 +403,8 @@ int saga_batch_commit(PGconn *db, saga_batch *b, saga_outbox *sent, saga_error *
     } parts[] = {
         {b->sagas, "saga_update_sagas", "saving sagas", PGRES_COMMAND_OK, 1, NULL},
         {b->steps, "saga_upsert_steps", "saving steps", PGRES_COMMAND_OK, 1, NULL},
+        {b->elements, "saga_upsert_elements", "saving fan-out elements", PGRES_COMMAND_OK,
+         1, NULL},
         {b->events, "saga_insert_events", "writing history", PGRES_COMMAND_OK, 1, NULL},
         {b->requests, "saga_finish_requests", "finishing start requests",
          PGRES_COMMAND_OK, 1, NULL},

@@ -20,7 +20,7 @@ struct saga_batch {
     char *actor, *prefix, *owner;
     int lease_s;
     int seq, count;
-    json_t *sagas, *steps, *events, *outbox, *requests, *dead, *aside;
+    json_t *sagas, *steps, *elements, *events, *outbox, *requests, *dead, *aside;
 };
 
 /* ---- saga_batch_sql.c ---- */
@@ -34,5 +34,16 @@ PGresult *saga__batch_next_result(PGconn *db, ExecStatusType want, const char *w
                                   saga_error *err);
 
 void saga__batch_end_pipeline(PGconn *db, int synced);
+
+/* ---- saga_batch_elements.c ---- */
+
+/* The rows of fan-out step i's elements the last transition of s changed
+ * (all of them for a saga created in this batch). */
+int saga__batch_add_elements(saga_batch *b, const saga_state *s, int i, int created,
+                             saga_error *err);
+
+/* The elements of the loaded sagas states[0..n) (NULL ones skipped)
+ * that have a fan-out under way, in the open transaction. */
+int saga__batch_load_elements(PGconn *db, saga_state **states, int n, saga_error *err);
 
 #endif

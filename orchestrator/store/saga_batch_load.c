@@ -187,6 +187,8 @@ out:
             if (k >= 0 && out[k] != NULL)
                 fill_step(out[k], rt, i);
         }
+        if (rc == SAGA_OK)
+            rc = saga__batch_load_elements(db, out, n, err);
         if (rc != SAGA_OK)
             for (int i = 0; i < n; i++) {
                 saga_state_free(out[i]);

@@ -61,6 +61,31 @@ static const char upsert_steps_sql[] =
     " error = EXCLUDED.error, started_at = EXCLUDED.started_at,"
     " finished_at = EXCLUDED.finished_at, waiting_for = EXCLUDED.waiting_for";
 
+static const char upsert_elements_sql[] =
+    "INSERT INTO saga.saga_element (saga_id, step, idx, status, attempts, attempt_base,"
+    " awaiting, due_at, output, error, started_at, finished_at)"
+    " SELECT saga_id, step, idx, status, attempts, attempt_base, awaiting,"
+    " to_timestamp(due_at / 1000.0), output, error, to_timestamp(started_at / 1000.0),"
+    " to_timestamp(finished_at / 1000.0)"
+    " FROM (SELECT DISTINCT ON (saga_id, step, idx) * FROM jsonb_to_recordset($1::jsonb)"
+    "   AS r(seq int, saga_id uuid, step int, idx int, status text, attempts int,"
+    "        attempt_base int, awaiting bool, due_at bigint, output jsonb, error jsonb,"
+    "        started_at bigint, finished_at bigint)"
+    "   ORDER BY saga_id, step, idx, seq DESC) AS x"
+    " ON CONFLICT (saga_id, step, idx) DO UPDATE SET status = EXCLUDED.status,"
+    " attempts = EXCLUDED.attempts, attempt_base = EXCLUDED.attempt_base,"
+    " awaiting = EXCLUDED.awaiting, due_at = EXCLUDED.due_at, output = EXCLUDED.output,"
+    " error = EXCLUDED.error, started_at = EXCLUDED.started_at,"
+    " finished_at = EXCLUDED.finished_at";
+
+static const char load_elements_sql[] =
+    "SELECT saga_id, step, idx, status, attempts, attempt_base, awaiting,"
+    " (extract(epoch FROM due_at) * 1000)::bigint,"
+    " (extract(epoch FROM started_at) * 1000)::bigint,"
+    " (extract(epoch FROM finished_at) * 1000)::bigint, output::text, error::text"
+    " FROM saga.saga_element WHERE saga_id = ANY($1::uuid[])"
+    " ORDER BY saga_id, step, idx";
+
 /* History ids follow the order the machine produced the events in. */
 static const char insert_events_sql[] =
     "INSERT INTO saga.saga_event (saga_id, at, kind, step, phase, attempt, detail, actor)"
@@ -140,6 +165,8 @@ static const struct {
     {"saga_claim_due", claim_due_sql, 1},
     {"saga_update_sagas", update_sagas_sql, 1},
     {"saga_upsert_steps", upsert_steps_sql, 1},
+    {"saga_upsert_elements", upsert_elements_sql, 1},
+    {"saga_load_elements", load_elements_sql, 1},
     {"saga_insert_events", insert_events_sql, 1},
     {"saga_insert_outbox", insert_outbox_sql, 3},
     {"saga_finish_requests", finish_requests_sql, 1},

@@ -1341,7 +1341,8 @@ static void test_history_kind_names(void **state)
                                            "step_not_run",
                                            "step_waiting",
                                            "signal_received",
-                                           "signal_timed_out"};
+                                           "signal_timed_out",
+                                           "fanout_started"};
     (void)state;
     assert_int_equal(sizeof expected / sizeof expected[0], SAGA_HIST__COUNT);
     for (int i = 0; i < SAGA_HIST__COUNT; i++) {
