@@ -7,12 +7,15 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // BarrierTableSQL creates the barrier table: the same table, columns and
 // key as libsaga's (sdk/src/saga_barrier.c, migrations/participant/
 // barrier.sql), so that a C and a Go instance of one service can share one
-// database. The participant runs it when the table is missing.
+// database. The participant runs it when the table is missing. Rows are
+// keyed (saga_id, step, element, phase): a command of version 1 is
+// element 0 (a step either fans out or not).
 const BarrierTableSQL = `CREATE TABLE IF NOT EXISTS saga_barrier (
     saga_id uuid NOT NULL,
     step int NOT NULL,
@@ -21,8 +24,79 @@ const BarrierTableSQL = `CREATE TABLE IF NOT EXISTS saga_barrier (
     outcome text NOT NULL,
     reply jsonb,
     created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (saga_id, step, phase)
+    element int NOT NULL DEFAULT 0,
+    PRIMARY KEY (saga_id, step, element, phase)
 )`
+
+// BarrierUpgradeSQL upgrades a barrier table made before libsaga 0.5.0 (no
+// "element" column) in place: migrations/participant/barrier_element.sql
+// without its comments. Idempotent. The participant runs it, in one
+// transaction, when its role owns the table.
+const BarrierUpgradeSQL = `DO $$
+DECLARE
+    pk name;
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'saga_barrier'::regclass
+               AND attname = 'element' AND NOT attisdropped) THEN
+        RETURN;
+    END IF;
+    LOCK TABLE saga_barrier IN ACCESS EXCLUSIVE MODE;
+    IF EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'saga_barrier'::regclass
+               AND attname = 'element' AND NOT attisdropped) THEN
+        RETURN;
+    END IF;
+    ALTER TABLE saga_barrier ADD COLUMN element int NOT NULL DEFAULT 0;
+    SELECT conname INTO pk FROM pg_constraint
+     WHERE conrelid = 'saga_barrier'::regclass AND contype = 'p';
+    IF pk IS NOT NULL THEN
+        EXECUTE format('ALTER TABLE saga_barrier DROP CONSTRAINT %I', pk);
+    END IF;
+    ALTER TABLE saga_barrier ADD PRIMARY KEY (saga_id, step, element, phase);
+END
+$$`
+
+// barrierInit creates the barrier table when missing (in the pool's
+// search_path), or upgrades one of an earlier release: in one transaction
+// when this role owns it, else an error naming the script its owner must
+// run. Where the owner made the table (migrations/participant/barrier.sql)
+// and the service's role may not create tables, it only looks.
+func barrierInit(ctx context.Context, pool *pgxpool.Pool) error {
+	var exists bool
+	if err := pool.QueryRow(ctx, "SELECT to_regclass('saga_barrier') IS NOT NULL").Scan(&exists); err != nil {
+		return fmt.Errorf("cannot connect to PostgreSQL: %w", err)
+	}
+	if !exists {
+		if _, err := pool.Exec(ctx, BarrierTableSQL); err != nil {
+			return fmt.Errorf("creating the barrier table saga_barrier: %w", err)
+		}
+		return nil
+	}
+	var missing, may bool
+	var schema, role string
+	if err := pool.QueryRow(ctx, `SELECT NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = c.oid
+  AND attname = 'element' AND NOT attisdropped),
+ pg_has_role(c.relowner, 'USAGE'), c.relnamespace::regnamespace::text, current_user::text
+ FROM pg_class c WHERE c.oid = to_regclass('saga_barrier')`).Scan(&missing, &may, &schema, &role); err != nil {
+		return fmt.Errorf("reading the barrier table's columns: %w", err)
+	}
+	if !missing {
+		return nil
+	}
+	if !may {
+		return fmt.Errorf("the barrier table %s.saga_barrier predates fan-out elements (it has no column \"element\") "+
+			"and role %s may not alter it: its owner must run migrations/participant/barrier_element.sql in schema %s",
+			schema, role, schema)
+	}
+	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, BarrierUpgradeSQL)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("upgrading the barrier table %s.saga_barrier for fan-out elements failed "+
+			"(its owner can run migrations/participant/barrier_element.sql): %w", schema, err)
+	}
+	return nil
+}
 
 // The outcome words in the barrier's outcome column, as libsaga's.
 const (
@@ -45,24 +119,33 @@ func (v verdict) String() string {
 }
 
 const (
-	sqlClaim = `INSERT INTO saga_barrier (saga_id, step, phase, command_id, outcome)
- VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`
+	sqlClaim = `INSERT INTO saga_barrier (saga_id, step, element, phase, command_id, outcome)
+ VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`
 	sqlLookup = `SELECT outcome, reply::text FROM saga_barrier
- WHERE saga_id = $1 AND step = $2 AND phase = $3`
-	sqlRecord = `UPDATE saga_barrier SET reply = $4::jsonb, outcome = $5
- WHERE saga_id = $1 AND step = $2 AND phase = $3`
+ WHERE saga_id = $1 AND step = $2 AND element = $3 AND phase = $4`
+	sqlRecord = `UPDATE saga_barrier SET reply = $5::jsonb, outcome = $6
+ WHERE saga_id = $1 AND step = $2 AND element = $3 AND phase = $4`
 )
 
-func claim(ctx context.Context, tx pgx.Tx, sagaID string, step int, phase Phase, commandID, outcome string) (bool, error) {
-	tag, err := tx.Exec(ctx, sqlClaim, sagaID, step, string(phase), commandID, outcome)
+// barrierElement is the element cmd's rows are keyed on: its element for a
+// command of version 2, else 0.
+func barrierElement(cmd *Command) int {
+	if cmd.IsElement() {
+		return cmd.Element
+	}
+	return 0
+}
+
+func claim(ctx context.Context, tx pgx.Tx, cmd *Command, phase Phase, commandID, outcome string) (bool, error) {
+	tag, err := tx.Exec(ctx, sqlClaim, cmd.SagaID, cmd.Step, barrierElement(cmd), string(phase), commandID, outcome)
 	if err != nil {
 		return false, fmt.Errorf("barrier insert: %w", err)
 	}
 	return tag.RowsAffected() == 1, nil
 }
 
-func lookup(ctx context.Context, tx pgx.Tx, sagaID string, step int, phase Phase) (outcome string, reply *string, err error) {
-	err = tx.QueryRow(ctx, sqlLookup, sagaID, step, string(phase)).Scan(&outcome, &reply)
+func lookup(ctx context.Context, tx pgx.Tx, cmd *Command, phase Phase) (outcome string, reply *string, err error) {
+	err = tx.QueryRow(ctx, sqlLookup, cmd.SagaID, cmd.Step, barrierElement(cmd), string(phase)).Scan(&outcome, &reply)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return "", nil, nil
 	}
@@ -75,12 +158,12 @@ func lookup(ctx context.Context, tx pgx.Tx, sagaID string, step int, phase Phase
 // barrierEnter classifies cmd and claims its barrier row, inside tx. On
 // duplicate, cached is the stored reply's JSON text (nil if none).
 func barrierEnter(ctx context.Context, tx pgx.Tx, cmd *Command) (verdict, *string, error) {
-	inserted, err := claim(ctx, tx, cmd.SagaID, cmd.Step, cmd.Phase, cmd.CommandID, outcomeHandled)
+	inserted, err := claim(ctx, tx, cmd, cmd.Phase, cmd.CommandID, outcomeHandled)
 	if err != nil {
 		return 0, nil, err
 	}
 	if !inserted {
-		outcome, reply, err := lookup(ctx, tx, cmd.SagaID, cmd.Step, cmd.Phase)
+		outcome, reply, err := lookup(ctx, tx, cmd, cmd.Phase)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -92,9 +175,14 @@ func barrierEnter(ctx context.Context, tx pgx.Tx, cmd *Command) (verdict, *strin
 	if cmd.Phase == Invoke {
 		return proceed, nil, nil
 	}
-	// A compensation: did the action run? If its row can be claimed, it did
-	// not, and from now on it never will (the row blocks it).
-	inserted, err = claim(ctx, tx, cmd.SagaID, cmd.Step, Invoke, FormatCommandID(cmd.SagaID, cmd.Step, Invoke), outcomeBlocked)
+	// A compensation: did the action (of the same element) run? If its row
+	// can be claimed, it did not, and from now on it never will (the row
+	// blocks it).
+	element := -1
+	if cmd.IsElement() {
+		element = cmd.Element
+	}
+	inserted, err = claim(ctx, tx, cmd, Invoke, FormatElementCommandID(cmd.SagaID, cmd.Step, Invoke, element), outcomeBlocked)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -103,7 +191,7 @@ func barrierEnter(ctx context.Context, tx pgx.Tx, cmd *Command) (verdict, *strin
 	}
 	// The action ran. If it ended in a definite failure there is nothing to
 	// undo either: its writes were rolled back.
-	_, reply, err := lookup(ctx, tx, cmd.SagaID, cmd.Step, Invoke)
+	_, reply, err := lookup(ctx, tx, cmd, Invoke)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -120,7 +208,7 @@ func barrierEnter(ctx context.Context, tx pgx.Tx, cmd *Command) (verdict, *strin
 
 // barrierRecord stores the reply sent for cmd and the outcome word.
 func barrierRecord(ctx context.Context, tx pgx.Tx, cmd *Command, reply []byte, outcome string) error {
-	if _, err := tx.Exec(ctx, sqlRecord, cmd.SagaID, cmd.Step, string(cmd.Phase), string(reply), outcome); err != nil {
+	if _, err := tx.Exec(ctx, sqlRecord, cmd.SagaID, cmd.Step, barrierElement(cmd), string(cmd.Phase), string(reply), outcome); err != nil {
 		return fmt.Errorf("barrier record: %w", err)
 	}
 	return nil

@@ -10,9 +10,16 @@ import (
 
 // The barrier table is libsaga's, column for column: the statement the
 // service's owner runs (migrations/participant/barrier.sql) is the one
-// this package runs when the table is missing.
+// this package runs when the table is missing, and the upgrade of a table
+// of an earlier release is barrier_element.sql's.
 func TestBarrierTableIsLibsagas(t *testing.T) {
-	path := filepath.Join("..", "..", "migrations", "participant", "barrier.sql")
+	sameAsScript(t, BarrierTableSQL, "barrier.sql")
+	sameAsScript(t, BarrierUpgradeSQL, "barrier_element.sql")
+}
+
+func sameAsScript(t *testing.T, stmt, file string) {
+	t.Helper()
+	path := filepath.Join("..", "..", "migrations", "participant", file)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Skipf("no %s (the module outside its repository)", path)
@@ -26,7 +33,7 @@ func TestBarrierTableIsLibsagas(t *testing.T) {
 	norm := func(s string) string {
 		return strings.TrimSuffix(strings.TrimSpace(regexp.MustCompile(`\s+`).ReplaceAllString(s, " ")), ";")
 	}
-	if got, want := norm(BarrierTableSQL), norm(strings.Join(sql, "\n")); got != want {
+	if got, want := norm(stmt), norm(strings.Join(sql, "\n")); got != want {
 		t.Fatalf("the barrier table differs from %s:\n got %s\nwant %s", path, got, want)
 	}
 }

@@ -269,18 +269,9 @@ func (p *Participant) openDB(ctx context.Context) error {
 	} else {
 		return nil
 	}
-	// Made once by the service's owner (migrations/participant/barrier.sql)
-	// where the service's role may not create tables: look first.
-	var exists bool
-	if err := p.pool.QueryRow(ctx, "SELECT to_regclass('saga_barrier') IS NOT NULL").Scan(&exists); err != nil {
+	if err := barrierInit(ctx, p.pool); err != nil {
 		p.closeDB()
-		return fmt.Errorf("cannot connect to PostgreSQL: %w", err)
-	}
-	if !exists {
-		if _, err := p.pool.Exec(ctx, BarrierTableSQL); err != nil {
-			p.closeDB()
-			return fmt.Errorf("creating the barrier table saga_barrier: %w", err)
-		}
+		return err
 	}
 	return nil
 }
@@ -754,11 +745,21 @@ func (p *Participant) withBarrier(ctx context.Context, h Handler, cmd *Command) 
 			return nil, fmt.Errorf("the barrier's reply for %s: %w", cmd.CommandID, err)
 		}
 		rep.Attempt = cmd.Attempt // replies carry the attempt they answer
+		// The row is this element's: its reply has the command's version
+		// and element already (a row of version 1 aside).
+		rep.V, rep.Element = ProtocolVersion, 0
+		if cmd.IsElement() {
+			rep.V, rep.Element = ProtocolVersionElements, cmd.Element
+		}
 		return rep, nil
 	case hanging:
 		p.stats.hanging.Add(1)
-		return Fail("hanging_action", "step %d of saga %s was already compensated; action refused",
-			cmd.Step, cmd.SagaID).reply(cmd, nil), nil
+		which := fmt.Sprintf("step %d", cmd.Step)
+		if cmd.IsElement() {
+			which += fmt.Sprintf(" element %d", cmd.Element)
+		}
+		return Fail("hanging_action", "%s of saga %s was already compensated; action refused",
+			which, cmd.SagaID).reply(cmd, nil), nil
 	case nullComp:
 		p.stats.nullComp.Add(1)
 		res, out, outcome = OK(nil), json.RawMessage(`{"null_compensation":true}`), outcomeNullComp

@@ -32,6 +32,15 @@ const (
 	ErrorMessageMax = 4096 // a reply's error.message is cut to this many bytes
 )
 
+// Fan-out elements (docs/PROTOCOL.md, "Fan-out elements (version 2)").
+const (
+	// ProtocolVersionElements is the version of a command to one element
+	// of a fan-out step, and of its reply: version 1 plus "element".
+	ProtocolVersionElements = 2
+	// ElementsMax bounds an element: 0 .. ElementsMax-1.
+	ElementsMax = 100000
+)
+
 // Phase is "invoke" (run the action) or "compensate" (undo it).
 type Phase string
 
@@ -68,7 +77,16 @@ type Command struct {
 	// Traceparent is the command's W3C traceparent Kafka header ("" if
 	// none); the participant copies it onto the reply.
 	Traceparent string
+	// V is the protocol version: 1, or 2 (ProtocolVersionElements) for a
+	// command to one element of a fan-out step; then Element says which
+	// (0-based), else it is 0.
+	V       int
+	Element int
 }
+
+// IsElement tells whether c is a command to one element of a fan-out step
+// (version 2).
+func (c *Command) IsElement() bool { return c.V == ProtocolVersionElements }
 
 // Bind decodes the command's payload into v (a pointer to a struct or map).
 func (c *Command) Bind(v any) error {
@@ -97,6 +115,10 @@ type Reply struct {
 	Output     json.RawMessage // with ok: a JSON object (nil: {})
 	Error      *ReplyError     // with failed or retry
 	RetryAfter int64           // with retry: ms, 0: the step's backoff
+	// V is 2 (ProtocolVersionElements) for a reply to an element's command,
+	// with that command's Element; any other value is sent as 1.
+	V       int
+	Element int
 }
 
 // ProtocolError is a malformed message: Field is the field at fault
@@ -372,12 +394,23 @@ func FormatCommandID(sagaID string, step int, phase Phase) string {
 	return fmt.Sprintf("%s/%d/%s", sagaID, step, phase)
 }
 
+// FormatElementCommandID gives the command id of one element of a fan-out
+// step, "<saga_id>/<step>/<phase>/<element>"; a negative element gives
+// FormatCommandID's.
+func FormatElementCommandID(sagaID string, step int, phase Phase, element int) string {
+	if element < 0 {
+		return FormatCommandID(sagaID, step, phase)
+	}
+	return fmt.Sprintf("%s/%d/%s/%d", sagaID, step, phase, element)
+}
+
 type common struct {
-	sagaID    string
-	step      int
-	phase     Phase
-	commandID string
-	attempt   int
+	v, element int
+	sagaID     string
+	step       int
+	phase      Phase
+	commandID  string
+	attempt    int
 }
 
 func (f fields) common() (c common, err error) {
@@ -385,8 +418,17 @@ func (f fields) common() (c common, err error) {
 	if err != nil {
 		return c, err
 	}
-	if n != ProtocolVersion {
-		return c, fieldErr("v", "field \"v\" is %d; this side speaks %d", n, ProtocolVersion)
+	if n != ProtocolVersion && n != ProtocolVersionElements {
+		return c, fieldErr("v", "field \"v\" is %d; this side speaks %d and %d", n, ProtocolVersion, ProtocolVersionElements)
+	}
+	c.v = int(n)
+	// Only a version 2 message has an element; version 1's "element", if
+	// any, is not ours to read (as any unknown field).
+	if c.v == ProtocolVersionElements {
+		if n, err = f.int("element", 0, ElementsMax-1, true); err != nil {
+			return c, err
+		}
+		c.element = int(n)
 	}
 	var id string
 	if raw := f["saga_id"]; len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &id) != nil {
@@ -427,7 +469,8 @@ func DecodeCommand(buf []byte) (*Command, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := &Command{SagaID: c.sagaID, Step: c.step, Phase: c.phase, CommandID: c.commandID, Attempt: c.attempt}
+	cmd := &Command{SagaID: c.sagaID, Step: c.step, Phase: c.phase, CommandID: c.commandID, Attempt: c.attempt,
+		V: c.v, Element: c.element}
 	if cmd.Saga, err = f.str("saga", true, NameMax); err != nil {
 		return nil, err
 	}
@@ -473,7 +516,8 @@ func DecodeReply(buf []byte) (*Reply, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Reply{SagaID: c.sagaID, Step: c.step, Phase: c.phase, CommandID: c.commandID, Attempt: c.attempt}
+	r := &Reply{SagaID: c.sagaID, Step: c.step, Phase: c.phase, CommandID: c.commandID, Attempt: c.attempt,
+		V: c.v, Element: c.element}
 	var st string
 	if raw := f["status"]; len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &st) != nil ||
 		(st != "ok" && st != "failed" && st != "retry") {
@@ -515,10 +559,20 @@ func DecodeReply(buf []byte) (*Reply, error) {
 
 // Encode gives the reply's bytes as libsaga writes them: compact, keys in
 // libsaga's order, every non-ASCII character escaped (jansson's
-// JSON_COMPACT | JSON_ENSURE_ASCII).
+// JSON_COMPACT | JSON_ENSURE_ASCII). A reply of version 2 has "element"
+// after "status"; its element out of range is an error, as libsaga's
+// saga_reply_encode refuses it.
 func (r *Reply) Encode() ([]byte, error) {
 	var b bytes.Buffer
-	b.WriteString(`{"v":1,"saga_id":`)
+	elements := r.V == ProtocolVersionElements
+	if elements && (r.Element < 0 || r.Element >= ElementsMax) {
+		return nil, fmt.Errorf("element %d out of range [0, %d]", r.Element, ElementsMax-1)
+	}
+	if elements {
+		b.WriteString(`{"v":2,"saga_id":`)
+	} else {
+		b.WriteString(`{"v":1,"saga_id":`)
+	}
 	writeString(&b, r.SagaID)
 	b.WriteString(`,"step":`)
 	b.WriteString(strconv.Itoa(r.Step))
@@ -530,6 +584,10 @@ func (r *Reply) Encode() ([]byte, error) {
 	b.WriteString(strconv.Itoa(r.Attempt))
 	b.WriteString(`,"status":`)
 	writeString(&b, string(r.Status))
+	if elements {
+		b.WriteString(`,"element":`)
+		b.WriteString(strconv.Itoa(r.Element))
+	}
 	if r.Status == StatusOK {
 		b.WriteString(`,"output":`)
 		out := r.Output

@@ -74,9 +74,14 @@ func (r Result) outputJSON() (json.RawMessage, error) {
 	return raw, nil
 }
 
+// reply is the reply to cmd: version 2 with its element when cmd is an
+// element's, else version 1.
 func (r Result) reply(cmd *Command, output json.RawMessage) *Reply {
 	rep := &Reply{SagaID: cmd.SagaID, Step: cmd.Step, Phase: cmd.Phase, CommandID: cmd.CommandID,
-		Attempt: cmd.Attempt, Status: r.status}
+		Attempt: cmd.Attempt, Status: r.status, V: ProtocolVersion}
+	if cmd.IsElement() {
+		rep.V, rep.Element = ProtocolVersionElements, cmd.Element
+	}
 	if r.status == StatusOK {
 		rep.Output = output
 	} else {

@@ -93,14 +93,14 @@ func normal(t *testing.T, v any) any {
 }
 
 func commandMap(c *Command) map[string]any {
-	return map[string]any{"v": 1, "saga_id": c.SagaID, "saga": c.Saga, "saga_version": c.SagaVersion,
+	return map[string]any{"v": c.V, "element": c.Element, "saga_id": c.SagaID, "saga": c.Saga, "saga_version": c.SagaVersion,
 		"step": c.Step, "step_name": c.StepName, "phase": c.Phase, "action": c.Action,
 		"command_id": c.CommandID, "attempt": c.Attempt, "deadline": c.Deadline, "reply_to": c.ReplyTo,
 		"payload": json.RawMessage(c.Payload)}
 }
 
 func replyMap(r *Reply) map[string]any {
-	m := map[string]any{"v": 1, "saga_id": r.SagaID, "step": r.Step, "phase": r.Phase,
+	m := map[string]any{"v": r.V, "element": r.Element, "saga_id": r.SagaID, "step": r.Step, "phase": r.Phase,
 		"command_id": r.CommandID, "attempt": r.Attempt, "status": r.Status, "output": nil,
 		"error_code": nil, "error_message": nil, "retry_after": r.RetryAfter}
 	if r.Output != nil {
@@ -168,6 +168,8 @@ func TestVectorsEncode(t *testing.T) {
 		var v struct {
 			Name  string `json:"name"`
 			Reply struct {
+				V            *int            `json:"v"`
+				Element      int             `json:"element"`
 				SagaID       string          `json:"saga_id"`
 				Step         int             `json:"step"`
 				Phase        Phase           `json:"phase"`
@@ -187,7 +189,11 @@ func TestVectorsEncode(t *testing.T) {
 		t.Run(v.Name, func(t *testing.T) {
 			in := v.Reply
 			r := &Reply{SagaID: in.SagaID, Step: in.Step, Phase: in.Phase, CommandID: in.CommandID,
-				Attempt: in.Attempt, Status: in.Status, Output: in.Output, RetryAfter: in.RetryAfter}
+				Attempt: in.Attempt, Status: in.Status, Output: in.Output, RetryAfter: in.RetryAfter,
+				V: ProtocolVersion, Element: in.Element}
+			if in.V != nil {
+				r.V = *in.V
+			}
 			if in.ErrorCode != nil || in.ErrorMessage != nil {
 				r.Error = &ReplyError{Code: "error"}
 				if in.ErrorCode != nil {
@@ -203,6 +209,17 @@ func TestVectorsEncode(t *testing.T) {
 			}
 			if string(got) != v.Expect.JSON {
 				t.Fatalf("encoded\n got %s\nwant %s", got, v.Expect.JSON)
+			}
+			back, err := DecodeReply(got) // and it decodes back, to its version and element
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := 0
+			if r.V == ProtocolVersionElements {
+				want = r.Element
+			}
+			if back.V != r.V || back.Element != want {
+				t.Fatalf("decoded back as v %d element %d", back.V, back.Element)
 			}
 		})
 	}
