@@ -94,12 +94,12 @@ void saga__api_attention(saga_api *a, const saga__api_caller *who,
         return;
     /* As sagactl stuck: idle longer than this (default 5m) needs someone. */
     if ((v = saga_http_request_arg(req, "older_than")) != NULL &&
-        (saga_duration_parse(v, &x.older_ms) != 0 || x.older_ms < 0 ||
+        (strlen(v) > 20 || saga_duration_parse(v, &x.older_ms) != 0 || x.older_ms < 0 ||
          x.older_ms > (int64_t)366 * 24 * 3600 * 1000)) {
         saga__api_problem(res, 400, "invalid_parameter", "Bad Request", req->path, NULL,
                           "older_than",
                           "older_than \"%.40s\" is not a duration (30s, 5m, 2h; at most "
-                          "366 days)",
+                          "366 days, 20 characters)",
                           v);
         return;
     }
