@@ -38,7 +38,11 @@ static const char show_sql[] =
     " 'steps', (SELECT coalesce(json_agg(json_build_object("
     "   'index', st.idx, 'name', st.name, 'status', st.status, 'attempts', st.attempts,"
     "   'started_at', saga.iso(st.started_at), 'finished_at', saga.iso(st.finished_at),"
-    "   'output', st.output, 'error', st.error) ORDER BY st.idx), '[]')"
+    "   'output', st.output, 'error', st.error,"
+    /* A fan-out step: how many of its elements are in each status. */
+    "   'elements', (SELECT json_object_agg(x.status, x.n) FROM (SELECT e.status,"
+    "    count(*) AS n FROM saga.saga_element e WHERE e.saga_id = st.saga_id"
+    "    AND e.step = st.idx GROUP BY e.status) x)) ORDER BY st.idx), '[]')"
     "  FROM saga.saga_step st WHERE st.saga_id = s.id))"
     " FROM saga.saga s WHERE s.id = $1";
 
@@ -248,11 +252,32 @@ int cmd_show(int argc, char **argv)
            "TRY", wstart, "STARTED", wfinish, "FINISHED", "OUTPUT / ERROR");
     json_array_foreach(steps, i, st)
     {
-        json_t *res = json_object_get(st, "error");
+        json_t *res = json_object_get(st, "error"),
+               *els = json_object_get(st, "elements");
         char *t, started[96];
         if (json_is_null(res) || res == NULL || !error_belongs(str(st, "status")))
             res = json_object_get(st, "output");
         t = (res && !json_is_null(res)) ? json_dumps(res, JSON_COMPACT) : NULL;
+        if (json_is_object(els)) {
+            /* A fan-out: its elements by status (their outputs are in the
+             * history; the list may be long). */
+            const char *k;
+            json_t *v;
+            char line[512];
+            size_t len = 0;
+            json_int_t total = 0;
+            json_object_foreach(els, k, v) total += json_integer_value(v);
+            len +=
+                (size_t)snprintf(line, sizeof line, "%lld elements:", (long long)total);
+            json_object_foreach(els, k, v) if (len < sizeof line) len +=
+                (size_t)snprintf(line + len, sizeof line - len, " %lld %s",
+                                 (long long)json_integer_value(v), k);
+            if (t != NULL && error_belongs(str(st, "status")) &&
+                res == json_object_get(st, "error") && len < sizeof line)
+                snprintf(line + len, sizeof line - len, "; %s", t);
+            free(t);
+            t = strdup(line);
+        }
         format_when(str(st, "started_at"), now, 0, started, sizeof started);
         format_when(str(st, "finished_at"), now, 0, when, sizeof when);
         printf("%3lld  %-*s  %-*s  %3lld  %-*s  %-*s  %s\n",

@@ -22,7 +22,11 @@ static const char saga_sql[] =
     " 'steps', (SELECT coalesce(json_agg(json_build_object("
     "   'index', st.idx, 'name', st.name, 'status', st.status, 'attempts', st.attempts,"
     "   'started_at', saga.iso(st.started_at), 'finished_at', saga.iso(st.finished_at),"
-    "   'output', st.output, 'error', st.error) ORDER BY st.idx), '[]')"
+    "   'output', st.output, 'error', st.error,"
+    /* A fan-out step: how many of its elements are in each status. */
+    "   'elements', (SELECT json_object_agg(x.status, x.n) FROM (SELECT e.status,"
+    "    count(*) AS n FROM saga.saga_element e WHERE e.saga_id = st.saga_id"
+    "    AND e.step = st.idx GROUP BY e.status) x)) ORDER BY st.idx), '[]')"
     "  FROM saga.saga_step st WHERE st.saga_id = s.id))"
     " FROM saga.saga s WHERE s.id = $1::uuid AND ($2::name IS NULL OR s.started_by = "
     "$2)),"
