@@ -253,6 +253,23 @@ int saga_def_step_when(saga_def_step *s, const char *condition)
     return s ? set_str(step_obj(s), "when", condition) : SAGA_EINVAL;
 }
 
+int saga_def_step_for_each(saga_def_step *s, const char *list_ref, int concurrency,
+                           int max_elements)
+{
+    int rc;
+    if (s == NULL || list_ref == NULL || concurrency < 0 || max_elements < 0)
+        return SAGA_EINVAL;
+    if ((rc = set_str(step_obj(s), "for_each", list_ref)) != SAGA_OK)
+        return rc;
+    if (concurrency > 0 &&
+        json_object_set_new(step_obj(s), "concurrency", json_integer(concurrency)) != 0)
+        return SAGA_ENOMEM;
+    if (max_elements > 0 &&
+        json_object_set_new(step_obj(s), "max_elements", json_integer(max_elements)) != 0)
+        return SAGA_ENOMEM;
+    return SAGA_OK;
+}
+
 saga_def_step *saga_def_add_wait(saga_def *d, const char *name, const char *signal,
                                  const char *timeout, json_t *default_output)
 {

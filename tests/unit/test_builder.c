@@ -146,6 +146,11 @@ static saga_def *rebuild(json_t *j)
             saga_def_step_group(s, json_string_value(v));
         if ((v = json_object_get(step, "when")) != NULL)
             saga_def_step_when(s, json_string_value(v));
+        if ((v = json_object_get(step, "for_each")) != NULL)
+            saga_def_step_for_each(
+                s, json_string_value(v),
+                (int)json_integer_value(json_object_get(step, "concurrency")),
+                (int)json_integer_value(json_object_get(step, "max_elements")));
     }
     return d;
 }
@@ -174,6 +179,9 @@ static const char *const builder_keys[] = {"$.name",
                                            "step.group",
                                            "step.when",
                                            "step.wait",
+                                           "step.for_each",
+                                           "step.concurrency",
+                                           "step.max_elements",
                                            "retry.max_attempts",
                                            "retry.backoff",
                                            "retry.max_backoff",

@@ -86,6 +86,14 @@ SAGA_API int saga_def_step_group(saga_def_step *s, const char *group);
  * "Conditions") is true at its turn; checked when the definition is
  * loaded. */
 SAGA_API int saga_def_step_when(saga_def_step *s, const char *condition);
+/* (0.5.0) Run the step once per element of the list that list_ref names
+ * (one reference, such as "${input.items}"; docs/DEFINITIONS.md,
+ * "Fan-out"), at most concurrency elements at a time, and fail it for a
+ * list longer than max_elements; 0 for either: the default (the key is
+ * not written). Checked when the definition is loaded. SAGA_EINVAL for
+ * NULL s or list_ref or a negative number. */
+SAGA_API int saga_def_step_for_each(saga_def_step *s, const char *list_ref,
+                                    int concurrency, int max_elements);
 /* (0.4.0) Append a wait step: it sends nothing and waits for the signal
  * named signal (docs/DEFINITIONS.md, "Waiting for a signal"), at most
  * timeout (a duration; NULL: as long as it takes); at the timeout its
