@@ -237,6 +237,15 @@ demo: deps
 	$(MAKE) --no-print-directory all
 	scripts/with-services scripts/demo $(BUILD)
 
+# The console's screenshots (docs/CONSOLE.md, docs/console/*.png), taken
+# by its browser test against a real sagad, so that they stay true.
+.PHONY: screenshots
+screenshots: deps
+	$(MAKE) --no-print-directory all
+	SAGA_CONSOLE_SHOTS=$(CURDIR)/docs/console SAGA_BUILD_DIR=$(BUILD) \
+	    scripts/with-services tests/integration/test_console.sh
+	rm -f docs/console/failure.png
+
 install: all
 	install -d $(DESTDIR)$(PREFIX)/include/saga $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/bin
 	install -m 644 sdk/include/saga/*.h $(DESTDIR)$(PREFIX)/include/saga/

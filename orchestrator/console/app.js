@@ -81,6 +81,7 @@ const pages = [
 
 function route() {
   stopPage();
+  say('');
   const raw = location.hash.replace(/^#/, '') || '/attention';
   const [path, query] = raw.split('?');
   for (const a of document.querySelectorAll('#nav a')) {

@@ -45,7 +45,7 @@ export async function render(el, _route, stops) {
     clear(body, names.size === 0 ? h('p', {}, 'No service has had a command yet.') :
       h('div.scroll', {}, h('table.list', { id: 'services' },
         h('caption', {}, `Breakers and bulkheads from every sagad; counters from ${r.counters_from}.`),
-        h('thead', {}, h('tr', {}, ['Service', 'Breaker', 'Failures in a row', 'In flight', 'Held (breaker / bulkhead)', 'Times opened', 'Commands', 'Replies ok / failed / retry, timeouts', 'Error rate', 'Last 5 s', 'Reported'].map(t => h('th', { scope: 'col' }, t)))),
+        h('thead', {}, h('tr', {}, ['Service', 'Breaker', 'Failures in a row', 'In flight', 'Held: breaker / bulkhead', 'Opened', 'Commands', 'ok / failed / retry / timeouts', 'Errors', 'Last 5 s', 'Reported'].map(t => h('th', { scope: 'col' }, t)))),
         h('tbody', {}, rows))));
   }
   previous = null;
