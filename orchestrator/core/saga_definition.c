@@ -200,6 +200,7 @@ void saga_definition_free(saga_definition *def)
         saga_condition_free(def->steps[i].when);
         free(def->steps[i].wait_signal);
         free(def->steps[i].for_each);
+        free(def->steps[i].child);
         json_decref(def->steps[i].wait_default);
     }
     free(def->steps);

@@ -50,6 +50,10 @@ typedef struct saga_step_def {
     char *for_each;
     int concurrency;
     int max_elements;
+    /* "child": a child step, which starts the latest version of this
+     * definition with its input as a saga of its own and ends with it
+     * (docs/DEFINITIONS.md, "Child sagas"); NULL: not one. */
+    char *child;
 } saga_step_def;
 
 typedef struct saga_definition {
@@ -98,6 +102,19 @@ int saga_definition_load_file(const char *path, saga_definition **out,
                               saga_def_problems *problems);
 
 void saga_definition_free(saga_definition *def);
+
+/* The definition named name among those the caller knows (the files
+ * validated together, or those deployed), or NULL. */
+typedef const saga_definition *(*saga_def_lookup_fn)(const char *name, void *arg);
+
+/* The rules of def's child steps that need the other definitions: each
+ * child definition exists, none leads back to def (a saga would start
+ * itself without end), and a child with a pivot (which cannot be undone
+ * once it completed) is started only at or after def's own pivot.
+ * Problems are appended to problems (where: steps[i].child); SAGA_EDEF
+ * when there are any, else SAGA_OK. Pure; any thread. */
+int saga_definition_check_children(const saga_definition *def, saga_def_lookup_fn lookup,
+                                   void *arg, saga_def_problems *problems);
 
 /* Index of the step named name, or -1. */
 int saga_definition_step_index(const saga_definition *def, const char *name);

@@ -88,6 +88,14 @@ void saga__def_parse_step(json_t *s, int i, saga_definition *def,
 
 void saga__def_check_steps(saga_definition *def, json_t *steps, saga_def_problems *p);
 
+/* ---- saga_definition_child.c ---- */
+
+/* A child step: {"name", "child": DEFINITION, "input"?, "when"?,
+ * "group"?, "pivot"?, "description"?}; the keys of a step a service runs
+ * are refused, each saying why. */
+void saga__def_parse_child(json_t *s, const char *where, saga_step_def *st,
+                           saga_def_problems *p);
+
 /* ---- saga_definition_fanout.c ---- */
 
 /* A step's "for_each", "concurrency" and "max_elements" (a wait step's

@@ -195,7 +195,7 @@ void saga__def_parse_step(json_t *s, int i, saga_definition *def,
         "input", "timeout",     "retry",       "compensation_retry",
         "pivot", "description", "group",       "when",
         "wait",  "for_each",    "concurrency", "max_elements",
-        NULL};
+        "child", NULL};
     saga_step_def *st = &def->steps[i];
     retry_from rfrom = dflt->retry_from, cfrom = dflt->comp_from;
     char where[64], path[96];
@@ -224,11 +224,16 @@ void saga__def_parse_step(json_t *s, int i, saga_definition *def,
         parse_wait(s, where, st, p);
         return;
     }
-    st->service = saga__def_get_string(s, "service", where, 1, 1, p);
-    st->action = saga__def_get_string(s, "action", where, 1, 1, p);
-    v = json_object_get(s, "compensation");
-    if (v != NULL && !json_is_null(v))
-        st->compensation = saga__def_get_string(s, "compensation", where, 0, 1, p);
+    if (json_object_get(s, "child") != NULL) {
+        /* Its own keys; input, pivot, description, group and when below. */
+        saga__def_parse_child(s, where, st, p);
+    } else {
+        st->service = saga__def_get_string(s, "service", where, 1, 1, p);
+        st->action = saga__def_get_string(s, "action", where, 1, 1, p);
+        v = json_object_get(s, "compensation");
+        if (v != NULL && !json_is_null(v))
+            st->compensation = saga__def_get_string(s, "compensation", where, 0, 1, p);
+    }
     v = json_object_get(s, "input");
     snprintf(path, sizeof path, "%s.input", where);
     if (v != NULL && !json_is_object(v))
@@ -236,10 +241,12 @@ void saga__def_parse_step(json_t *s, int i, saga_definition *def,
                           saga__def_type_name(v));
     else
         st->input = v != NULL ? json_incref(v) : json_object();
-    saga__def_get_duration(s, "timeout", where, &st->timeout_ms, p);
-    saga__def_get_retry(s, "retry", where, &st->retry, &rfrom, p);
-    saga__def_get_retry(s, "compensation_retry", where, &st->compensation_retry, &cfrom,
-                        p);
+    if (st->child == NULL) {
+        saga__def_get_duration(s, "timeout", where, &st->timeout_ms, p);
+        saga__def_get_retry(s, "retry", where, &st->retry, &rfrom, p);
+        saga__def_get_retry(s, "compensation_retry", where, &st->compensation_retry,
+                            &cfrom, p);
+    }
     v = json_object_get(s, "pivot");
     snprintf(path, sizeof path, "%s.pivot", where);
     if (v != NULL && !json_is_boolean(v))
@@ -253,7 +260,8 @@ void saga__def_parse_step(json_t *s, int i, saga_definition *def,
         saga__def_problem(p, path, "found %s, expected a string", saga__def_type_name(v));
     st->group = saga__def_get_string(s, "group", where, 0, 1, p);
     parse_when(s, where, st, p);
-    saga__def_parse_fanout(s, where, st, p);
+    if (json_object_get(s, "child") == NULL)
+        saga__def_parse_fanout(s, where, st, p);
 }
 
 /* A reference in a step's "when", checked as one in its input is, with
@@ -297,9 +305,10 @@ void saga__def_check_steps(saga_definition *def, json_t *steps, saga_def_problem
             first_pivot = i;
         }
         st->forward_only = first_pivot >= 0;
-        /* A wait step has no effect to undo: never irreversible. */
+        /* A wait step has no effect to undo: never irreversible; a child
+         * step is undone by compensating its child. */
         st->irreversible =
-            st->wait_signal == NULL &&
+            st->wait_signal == NULL && st->child == NULL &&
             json_object_get(json_array_get(steps, (size_t)i), "compensation") == NULL;
         if (st->compensation != NULL && st->forward_only) {
             snprintf(path, sizeof path, "%s.compensation", where);
@@ -373,7 +382,8 @@ void saga__def_check_steps(saga_definition *def, json_t *steps, saga_def_problem
                 st->group);
         }
         if (!json_is_object(s) || json_object_get(s, "compensation") != NULL ||
-            st->forward_only || json_object_get(s, "wait") != NULL)
+            st->forward_only || json_object_get(s, "wait") != NULL ||
+            json_object_get(s, "child") != NULL)
             continue;
         /* A member of a group can be given up while it is in flight: when
          * another member fails, the engine compensates and ignores its late

@@ -38,6 +38,10 @@ static const char *const names[SAGA_HIST__COUNT] = {
     [SAGA_HIST_SIGNAL_RECEIVED] = "signal_received",
     [SAGA_HIST_SIGNAL_TIMED_OUT] = "signal_timed_out",
     [SAGA_HIST_FANOUT_STARTED] = "fanout_started",
+    [SAGA_HIST_CHILD_STARTED] = "child_started",
+    [SAGA_HIST_CHILD_ENDED] = "child_ended",
+    [SAGA_HIST_CHILD_COMPENSATION_ASKED] = "child_compensation_asked",
+    [SAGA_HIST_PARENT_COMPENSATION] = "parent_compensation",
 };
 
 const char *saga_history_kind_name(saga_history_kind kind)

@@ -31,13 +31,17 @@ typedef enum saga_history_kind {
     SAGA_HIST_STEP_SKIPPED,
     SAGA_HIST_COMPENSATION_SKIPPED,
     SAGA_HIST_SAGA_RESOLVED,
-    SAGA_HIST_SAGA_SET_ASIDE,         /* by the store: a timer that kept failing */
-    SAGA_HIST_DEFINITION_UNAVAILABLE, /* by the store: its definition cannot be read */
-    SAGA_HIST_STEP_NOT_RUN,           /* its "when" was false */
-    SAGA_HIST_STEP_WAITING,           /* a wait step waits for its signal */
-    SAGA_HIST_SIGNAL_RECEIVED,        /* the signal came (ok or a failing verdict) */
-    SAGA_HIST_SIGNAL_TIMED_OUT,       /* it did not come in time */
-    SAGA_HIST_FANOUT_STARTED,         /* a fan-out step's elements, how many at once */
+    SAGA_HIST_SAGA_SET_ASIDE,           /* by the store: a timer that kept failing */
+    SAGA_HIST_DEFINITION_UNAVAILABLE,   /* by the store: its definition cannot be read */
+    SAGA_HIST_STEP_NOT_RUN,             /* its "when" was false */
+    SAGA_HIST_STEP_WAITING,             /* a wait step waits for its signal */
+    SAGA_HIST_SIGNAL_RECEIVED,          /* the signal came (ok or a failing verdict) */
+    SAGA_HIST_SIGNAL_TIMED_OUT,         /* it did not come in time */
+    SAGA_HIST_FANOUT_STARTED,           /* a fan-out step's elements, how many at once */
+    SAGA_HIST_CHILD_STARTED,            /* a child step started its child saga */
+    SAGA_HIST_CHILD_ENDED,              /* the child ended (how: detail.status) */
+    SAGA_HIST_CHILD_COMPENSATION_ASKED, /* undoing the step: the child is asked to undo */
+    SAGA_HIST_PARENT_COMPENSATION,      /* in a child: its parent asked it to undo */
     SAGA_HIST__COUNT
 } saga_history_kind;
 

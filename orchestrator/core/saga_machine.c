@@ -17,9 +17,14 @@ static int on_start(saga__machine_ctx *c, const char **reason)
     s->created_at = c->ev->now;
     if (s->def->deadline_ms > 0)
         s->deadline_at = c->ev->now + s->def->deadline_ms;
-    saga__machine_history(
-        c, SAGA_HIST_SAGA_STARTED, -1, 0,
-        json_pack("{s:s, s:i}", "definition", s->def->name, "version", s->def->version));
+    saga__machine_history(c, SAGA_HIST_SAGA_STARTED, -1, 0,
+                          s->parent_id[0] != '\0'
+                              ? json_pack("{s:s, s:i, s:s, s:i}", "definition",
+                                          s->def->name, "version", s->def->version,
+                                          "parent_id", s->parent_id, "parent_step",
+                                          s->parent_step)
+                              : json_pack("{s:s, s:i}", "definition", s->def->name,
+                                          "version", s->def->version));
     saga__machine_advance(c, 0);
     return SAGA_APPLIED;
 }
@@ -57,6 +62,11 @@ static int on_reply(saga__machine_ctx *c, const char **reason)
     if (s->def->steps[r->step].wait_signal != NULL) {
         /* No command went out for it: only its signal ends it. */
         *reason = "a reply for a wait step (it takes a signal, not a reply)";
+        return SAGA_IGNORED;
+    }
+    if (s->def->steps[r->step].child != NULL) {
+        /* No command went out for it: only its child's end ends it. */
+        *reason = "a reply for a child step (its child saga's end ends it)";
         return SAGA_IGNORED;
     }
     st = &s->steps[r->step];
@@ -226,6 +236,8 @@ int saga_machine_apply(saga_state *s, const saga_event *ev, saga_actions *out,
         return SAGA_ENOMEM;
     for (int i = 0; i < s->nsteps; i++) {
         s->steps[i].dirty = 0;
+        for (int e = 0; e < s->steps[i].nelements && s->steps[i].elements; e++)
+            s->steps[i].elements[e].dirty = 0;
         before[i] = (unsigned char)s->steps[i].status;
     }
     switch (ev->kind) {
@@ -246,6 +258,12 @@ int saga_machine_apply(saga_state *s, const saga_event *ev, saga_actions *out,
         break;
     case SAGA_EV_SIGNAL:
         rc = saga__machine_on_signal(&c, reason);
+        break;
+    case SAGA_EV_CHILD_ENDED:
+        rc = saga__machine_on_child_ended(&c, reason);
+        break;
+    case SAGA_EV_PARENT_COMPENSATE:
+        rc = saga__machine_on_parent_compensate(&c, reason);
         break;
     default:
         *reason = "unknown event kind";

@@ -95,6 +95,10 @@ typedef struct saga_state {
     /* The saga's own span (saga_tracing.h); "" when it has none (sagas
      * from before tracing). Not used by the machine. */
     char traceparent[SAGA_TRACEPARENT_LEN + 1];
+    /* A child saga: the saga and step that started it ("" and -1: none).
+     * When it ends the machine tells its parent (SAGA_ACT_NOTIFY_PARENT). */
+    char parent_id[SAGA_ID_LEN + 1];
+    int parent_step;
 } saga_state;
 
 /* Allocate a NEW state for def (borrowed, must outlive it) with input
@@ -114,6 +118,10 @@ typedef enum saga_event_kind {
     SAGA_EV_OP_RESOLVE,    /* close a failed saga as resolved by hand */
     SAGA_EV_SIGNAL,        /* a signal for a wait step: signal, signal_id, output
                               (its payload), signal_failed and reason */
+    SAGA_EV_CHILD_ENDED,   /* the child of step `step` ended: child_end, output
+                              (its result; borrowed) */
+    SAGA_EV_PARENT_COMPENSATE, /* to a child saga: its parent is undoing the step
+                                  that started it, so undo it too */
     SAGA_EV_KIND_COUNT
 } saga_event_kind;
 
@@ -131,11 +139,18 @@ typedef struct saga_event {
     const char *signal;    /* SAGA_EV_SIGNAL: its name */
     const char *signal_id; /* SAGA_EV_SIGNAL: its id (for the history) */
     int signal_failed;     /* SAGA_EV_SIGNAL: a verdict that fails the step (reason) */
+    int child_end;         /* SAGA_EV_CHILD_ENDED: a saga_child_end */
 } saga_event;
 
 typedef enum saga_action_kind {
     SAGA_ACT_SEND = 0, /* send a command; persist it before it leaves */
     SAGA_ACT_HISTORY,  /* append an event to the saga's history */
+    /* Child sagas (saga_child.h), each written in the transaction of the
+     * transition like a command: */
+    SAGA_ACT_START_CHILD,      /* start step's child (its id: saga_child_id) with
+                                  payload as its input */
+    SAGA_ACT_COMPENSATE_CHILD, /* undo step's child */
+    SAGA_ACT_NOTIFY_PARENT,    /* this child ended: payload {"status", "result"} */
 } saga_action_kind;
 
 typedef struct saga_action {

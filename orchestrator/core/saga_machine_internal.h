@@ -39,6 +39,10 @@ void saga__machine_set_error(saga_step_state *st, json_t *err);
 void saga__machine_finish(saga__machine_ctx *c, saga_status status,
                           saga_history_kind what);
 
+/* A child saga ended (completed, compensated or resolved): its parent is
+ * told, with the child's result. No-op for a saga without a parent. */
+void saga__machine_notify_parent(saga__machine_ctx *c);
+
 /* ---- saga_machine_units.c ---- */
 
 int saga__machine_cursor_consistent(const saga_state *s);
@@ -69,6 +73,10 @@ void saga__fanout_sync(saga_state *s, int i);
 
 /* A closed or stuck saga keeps no timer of an element. */
 void saga__fanout_clear_timers(saga_state *s, int i);
+
+/* The length of fan-out step i's list now; -1 with msg saying why the
+ * step cannot run (not a list, nothing, too long), -2 out of memory. */
+int saga__fanout_list_size(const saga_state *s, int i, char *msg, size_t size);
 
 /* The template context of element e of fan-out step i (new reference). */
 json_t *saga__fanout_context(const saga_state *s, int i, int e);
@@ -146,8 +154,22 @@ int saga__machine_on_operator(saga__machine_ctx *c, const char **reason);
  * ends (its payload the output; a failing verdict fails it). */
 int saga__machine_on_signal(saga__machine_ctx *c, const char **reason);
 
+/* A step waiting for something outside (a signal, a child saga) ended:
+ * it succeeded with output (taken), or failed definitely with err
+ * (taken; nothing of it to undo). */
+void saga__machine_wait_succeeded(saga__machine_ctx *c, int i, json_t *output);
+void saga__machine_wait_failed(saga__machine_ctx *c, int i, json_t *err);
+
 /* Wait step i's time is up: its default output, or it fails. */
 void saga__machine_wait_timed_out(saga__machine_ctx *c, int i);
+
+/* ---- saga_machine_child.c ---- */
+
+/* SAGA_EV_CHILD_ENDED: the child of step ev->step ended. */
+int saga__machine_on_child_ended(saga__machine_ctx *c, const char **reason);
+
+/* SAGA_EV_PARENT_COMPENSATE: in a child, its parent undoes it. */
+int saga__machine_on_parent_compensate(saga__machine_ctx *c, const char **reason);
 
 /* ---- saga_machine_fanout.c ---- */
 

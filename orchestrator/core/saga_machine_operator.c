@@ -170,6 +170,7 @@ static int on_op_resolve(saga__machine_ctx *c, const char **reason)
         }
     }
     saga__machine_history(c, SAGA_HIST_SAGA_RESOLVED, -1, 0, op_detail(c->ev));
+    saga__machine_notify_parent(c);
     return SAGA_APPLIED;
 }
 

@@ -4,7 +4,7 @@
 #include "saga_machine_internal.h"
 
 /* Step i of the running stage succeeded with output (taken). */
-static void succeed(saga__machine_ctx *c, int i, json_t *output)
+void saga__machine_wait_succeeded(saga__machine_ctx *c, int i, json_t *output)
 {
     saga_step_state *st = &c->s->steps[i];
     st->awaiting = 0;
@@ -23,7 +23,7 @@ static void succeed(saga__machine_ctx *c, int i, json_t *output)
 /* Step i of the running stage failed definitely (nothing to undo of it):
  * the steps before are compensated, or, past the pivot, an operator
  * decides. err is taken. */
-static void fail(saga__machine_ctx *c, int i, json_t *err)
+void saga__machine_wait_failed(saga__machine_ctx *c, int i, json_t *err)
 {
     saga_state *s = c->s;
     saga_step_state *st = &s->steps[i];
@@ -40,7 +40,7 @@ static void fail(saga__machine_ctx *c, int i, json_t *err)
         saga__machine_history(
             c, SAGA_HIST_SAGA_FAILED, i, st->attempts,
             json_pack("{s:s}", "reason",
-                      "a wait after the pivot failed; the saga cannot be compensated"));
+                      "a step after the pivot failed; the saga cannot be compensated"));
         return;
     }
     saga__machine_fail_stage(c, i, "step_failed");
@@ -78,12 +78,14 @@ int saga__machine_on_signal(saga__machine_ctx *c, const char **reason)
             json_object_set_new(d, "reason", json_string(ev->reason));
         saga__machine_history(c, SAGA_HIST_SIGNAL_RECEIVED, i, st->attempts, d);
         if (ev->signal_failed)
-            fail(c, i,
-                 saga__machine_error_obj("signal", ev->reason != NULL && ev->reason[0]
-                                                       ? ev->reason
-                                                       : "the signal's verdict: failed"));
+            saga__machine_wait_failed(
+                c, i,
+                saga__machine_error_obj("signal", ev->reason != NULL && ev->reason[0]
+                                                      ? ev->reason
+                                                      : "the signal's verdict: failed"));
         else
-            succeed(c, i, ev->output != NULL ? json_deep_copy(ev->output) : NULL);
+            saga__machine_wait_succeeded(
+                c, i, ev->output != NULL ? json_deep_copy(ev->output) : NULL);
         return SAGA_APPLIED;
     }
     *reason = "no step of the saga waits for this signal now";
@@ -98,11 +100,11 @@ void saga__machine_wait_timed_out(saga__machine_ctx *c, int i)
                                     "timeout_ms", (json_int_t)sd->wait_timeout_ms, "then",
                                     sd->wait_default != NULL ? "default" : "failed"));
     if (sd->wait_default != NULL) {
-        succeed(c, i, json_deep_copy(sd->wait_default));
+        saga__machine_wait_succeeded(c, i, json_deep_copy(sd->wait_default));
     } else {
         char msg[160];
         snprintf(msg, sizeof msg, "signal \"%.100s\" did not come within %lld ms",
                  sd->wait_signal, (long long)sd->wait_timeout_ms);
-        fail(c, i, saga__machine_error_obj("signal_timeout", msg));
+        saga__machine_wait_failed(c, i, saga__machine_error_obj("signal_timeout", msg));
     }
 }

@@ -58,6 +58,7 @@ saga_state *saga_state_new(const saga_definition *def, const char *id, json_t *i
     s->nsteps = def->nsteps;
     strncpy(s->id, id, SAGA_ID_LEN);
     s->input = input != NULL ? json_incref(input) : json_object();
+    s->parent_step = -1;
     return s;
 }
 

@@ -7,6 +7,7 @@
  * good, and is undone element by element). One file: each of these may
  * lead to any other (a failure starts compensating, a compensation
  * dispatches). Pure. */
+#include "saga_child.h"
 #include "saga_condition.h"
 #include "saga_machine_internal.h"
 
@@ -42,6 +43,51 @@ void saga__machine_cannot_run(saga__machine_ctx *c, int i, const char *code,
     saga__machine_fail_stage(c, i, "step_failed");
 }
 
+/* A child step's turn: its child saga is started (its input resolved as
+ * a step's; the id is the step's own, so a second start is the same
+ * saga), or, being undone, asked to be undone. No timer: the child's end
+ * ends the step (SAGA_EV_CHILD_ENDED). */
+static void child_dispatch(saga__machine_ctx *c, int i, int compensate)
+{
+    saga_state *s = c->s;
+    saga_step_state *st = &s->steps[i];
+    const saga_step_def *sd = &s->def->steps[i];
+    char child[SAGA_ID_LEN + 1];
+    json_t *input = NULL;
+    saga_action *a;
+
+    if (!compensate) {
+        saga_error err = {0};
+        json_t *ctxj = saga_state_context(s);
+        input = ctxj ? saga_template_resolve(sd->input, ctxj, &err) : NULL;
+        json_decref(ctxj);
+        if (input == NULL) {
+            saga__machine_cannot_run(c, i, "input", err.message);
+            return;
+        }
+    }
+    saga_child_id(s->id, i, child);
+    st->attempts++;
+    st->awaiting = 1;
+    st->due_at = 0;
+    if (st->attempts == 1 && !compensate)
+        st->started_at = c->ev->now;
+    st->dirty = 1;
+    if ((a = saga__machine_push(c, compensate ? SAGA_ACT_COMPENSATE_CHILD
+                                              : SAGA_ACT_START_CHILD)) == NULL) {
+        json_decref(input);
+        return;
+    }
+    a->step = i;
+    a->element = -1;
+    a->attempt = st->attempts;
+    a->payload = input;
+    saga__machine_history(
+        c, compensate ? SAGA_HIST_CHILD_COMPENSATION_ASKED : SAGA_HIST_CHILD_STARTED, i,
+        st->attempts,
+        json_pack("{s:s, s:s}", "definition", sd->child, "child_id", child));
+}
+
 /* Send the command for step i in its current phase, as attempt attempts+1. */
 void saga__machine_dispatch(saga__machine_ctx *c, int i)
 {
@@ -53,6 +99,11 @@ void saga__machine_dispatch(saga__machine_ctx *c, int i)
     json_t *ctxj = saga_state_context(s), *payload;
     saga_action *a;
 
+    if (sd->child != NULL) {
+        json_decref(ctxj);
+        child_dispatch(c, i, compensate);
+        return;
+    }
     if (sd->wait_signal != NULL && !compensate) {
         /* Nothing is sent: the step waits for its signal (and its timeout,
          * if it has one). */
@@ -209,7 +260,7 @@ void saga__machine_next_compensation(saga__machine_ctx *c, int from)
             continue;
         if (sd->forward_only)
             continue; /* never happens before a pivot, kept for safety */
-        if (sd->compensation == NULL) {
+        if (sd->compensation == NULL && sd->child == NULL) {
             saga__machine_history(c, SAGA_HIST_COMPENSATION_NOT_NEEDED, i, 0, NULL);
             continue;
         }
@@ -252,26 +303,6 @@ void saga__machine_transient(saga__machine_ctx *c, int i, json_t *err,
     saga__machine_history(c, SAGA_HIST_STEP_OUTCOME_UNKNOWN, i, st->attempts,
                           json_pack("{s:i}", "attempts", st->attempts));
     saga__machine_fail_stage(c, i, "retries_exhausted");
-}
-
-static const char *type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "an object";
-    case JSON_STRING:
-        return "a string";
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return "a number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "a boolean";
-    case JSON_NULL:
-        return "null";
-    default:
-        return "a list";
-    }
 }
 
 /* The whole step gives up (an element failed for good, or its outcome is
@@ -403,29 +434,14 @@ void saga__fanout_begin(saga__machine_ctx *c, int i)
     saga_state *s = c->s;
     saga_step_state *st = &s->steps[i];
     const saga_step_def *sd = &s->def->steps[i];
-    json_t *ctxj = saga_state_context(s);
-    const json_t *list;
     char msg[400] = "";
-    size_t n = 0;
+    int n = saga__fanout_list_size(s, i, msg, sizeof msg);
 
-    if (ctxj == NULL) {
+    if (n == -2) {
         c->oom = 1;
         return;
     }
-    list = saga_template_lookup(ctxj, sd->for_each, strlen(sd->for_each));
-    if (list == NULL)
-        snprintf(msg, sizeof msg, "\"${%.200s}\" names nothing in this saga",
-                 sd->for_each);
-    else if (!json_is_array(list))
-        snprintf(msg, sizeof msg, "\"${%.200s}\" is %s, not a list", sd->for_each,
-                 type_name(list));
-    else if ((n = json_array_size(list)) > (size_t)sd->max_elements)
-        snprintf(msg, sizeof msg,
-                 "\"${%.200s}\" has %zu elements; this step takes at most %d (its "
-                 "max_elements)",
-                 sd->for_each, n, sd->max_elements);
-    json_decref(ctxj);
-    if (msg[0] != '\0') {
+    if (n < 0) {
         saga__machine_cannot_run(c, i, "for_each", msg);
         return;
     }
@@ -434,7 +450,7 @@ void saga__fanout_begin(saga__machine_ctx *c, int i)
     st->dirty = 1;
     saga__machine_history(
         c, SAGA_HIST_FANOUT_STARTED, i, st->attempts,
-        json_pack("{s:i, s:i}", "elements", (int)n, "concurrency", sd->concurrency));
+        json_pack("{s:i, s:i}", "elements", n, "concurrency", sd->concurrency));
     if (n == 0) {
         /* Nothing to run: done, with nothing to undo. */
         st->status = SAGA_STEP_SUCCEEDED;
@@ -446,13 +462,13 @@ void saga__fanout_begin(saga__machine_ctx *c, int i)
         saga__machine_stage_done_or_wait(c);
         return;
     }
-    st->elements = calloc(n, sizeof *st->elements);
+    st->elements = calloc((size_t)n, sizeof *st->elements);
     if (st->elements == NULL) {
         c->oom = 1;
         return;
     }
-    st->nelements = (int)n;
-    for (size_t e = 0; e < n; e++) {
+    st->nelements = n;
+    for (int e = 0; e < n; e++) {
         st->elements[e].status = SAGA_STEP_PENDING;
         st->elements[e].dirty = 1;
     }

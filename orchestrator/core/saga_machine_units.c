@@ -277,3 +277,49 @@ json_t *saga__fanout_skip(saga__machine_ctx *c, int i, int forward, const json_t
                                             : json_object());
     return list;
 }
+
+static const char *type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return "an object";
+    case JSON_STRING:
+        return "a string";
+    case JSON_INTEGER:
+    case JSON_REAL:
+        return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "a boolean";
+    case JSON_NULL:
+        return "null";
+    default:
+        return "a list";
+    }
+}
+
+int saga__fanout_list_size(const saga_state *s, int i, char *msg, size_t size)
+{
+    const saga_step_def *sd = &s->def->steps[i];
+    json_t *ctxj = saga_state_context(s);
+    const json_t *list;
+    int n = -1;
+
+    if (ctxj == NULL)
+        return -2;
+    list = saga_template_lookup(ctxj, sd->for_each, strlen(sd->for_each));
+    if (list == NULL)
+        snprintf(msg, size, "\"${%.200s}\" names nothing in this saga", sd->for_each);
+    else if (!json_is_array(list))
+        snprintf(msg, size, "\"${%.200s}\" is %s, not a list", sd->for_each,
+                 type_name(list));
+    else if (json_array_size(list) > (size_t)sd->max_elements)
+        snprintf(msg, size,
+                 "\"${%.200s}\" has %zu elements; this step takes at most %d (its "
+                 "max_elements)",
+                 sd->for_each, json_array_size(list), sd->max_elements);
+    else
+        n = (int)json_array_size(list);
+    json_decref(ctxj);
+    return n;
+}

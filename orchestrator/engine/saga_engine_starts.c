@@ -115,6 +115,12 @@ static int start_tx(saga_engine *e, start_work *w, const char *only_id, int *n,
             saga_event ev = {
                 .kind = SAGA_EV_START, .now = saga_now_ms(), .random = next_random(e)};
             json_decref(input);
+            if (s != NULL && !PQgetisnull(r, i, SAGA_SR_PARENT_ID)) {
+                /* A child saga: it tells its parent when it ends. */
+                snprintf(s->parent_id, sizeof s->parent_id, "%s",
+                         PQgetvalue(r, i, SAGA_SR_PARENT_ID));
+                s->parent_step = atoi(PQgetvalue(r, i, SAGA_SR_PARENT_STEP));
+            }
             /* The caller's trace goes on; without one, a new trace. */
             if (s != NULL)
                 saga_tracing_start(PQgetisnull(r, i, SAGA_SR_TRACEPARENT)

@@ -70,6 +70,10 @@ int saga_batch_insert_new(PGconn *db, saga_state *const *states, const char *con
         set_i64(o, "created_at", s->created_at);
         if (s->traceparent[0])
             json_object_set_new(o, "traceparent", json_string(s->traceparent));
+        if (s->parent_id[0]) {
+            json_object_set_new(o, "parent_id", json_string(s->parent_id));
+            set_i64(o, "parent_step", s->parent_step);
+        }
         json_array_append_new(rows, o);
     }
     if ((text = dump(rows)) == NULL) {
@@ -146,6 +150,9 @@ saga_batch *saga_batch_new(const saga_store_opts *o, const char *owner, int leas
     b->sagas = json_array();
     b->steps = json_array();
     b->elements = json_array();
+    b->child_starts = json_array();
+    b->child_undos = json_array();
+    b->child_ends = json_array();
     b->events = json_array();
     b->outbox = json_array();
     b->requests = json_array();
@@ -153,6 +160,7 @@ saga_batch *saga_batch_new(const saga_store_opts *o, const char *owner, int leas
     b->aside = json_array();
     if (b->actor == NULL || b->prefix == NULL || (owner && b->owner == NULL) ||
         b->sagas == NULL || b->steps == NULL || b->elements == NULL ||
+        b->child_starts == NULL || b->child_undos == NULL || b->child_ends == NULL ||
         b->events == NULL || b->outbox == NULL || b->requests == NULL ||
         b->dead == NULL || b->aside == NULL) {
         saga_batch_free(b);
@@ -166,6 +174,9 @@ void saga_batch_reset(saga_batch *b)
     json_array_clear(b->sagas);
     json_array_clear(b->steps);
     json_array_clear(b->elements);
+    json_array_clear(b->child_starts);
+    json_array_clear(b->child_undos);
+    json_array_clear(b->child_ends);
     json_array_clear(b->events);
     json_array_clear(b->outbox);
     json_array_clear(b->requests);
@@ -185,6 +196,9 @@ void saga_batch_free(saga_batch *b)
     json_decref(b->sagas);
     json_decref(b->steps);
     json_decref(b->elements);
+    json_decref(b->child_starts);
+    json_decref(b->child_undos);
+    json_decref(b->child_ends);
     json_decref(b->events);
     json_decref(b->outbox);
     json_decref(b->requests);
@@ -237,6 +251,9 @@ int saga_batch_add(saga_batch *b, const saga_state *s, const saga_actions *a, in
     for (int i = 0; i < s->nsteps; i++) {
         const saga_step_state *st = &s->steps[i];
         json_t *o;
+        /* A fan-out's elements change without the step changing. */
+        if ((rc = saga__batch_add_elements(b, s, i, created, err)) != SAGA_OK)
+            return rc;
         if (!created && !st->dirty)
             continue;
         if ((o = json_object()) != NULL) {
@@ -264,14 +281,18 @@ int saga_batch_add(saga_batch *b, const saga_state *s, const saga_actions *a, in
         }
         if ((rc = append(b->steps, o, err)) != SAGA_OK)
             return rc;
-        if ((rc = saga__batch_add_elements(b, s, i, created, err)) != SAGA_OK)
-            return rc;
     }
     for (int i = 0; i < a->n; i++) {
         const saga_action *ac = &a->items[i];
         json_t *o = json_object();
         if (o == NULL)
             return oom(err);
+        if (ac->kind != SAGA_ACT_HISTORY && ac->kind != SAGA_ACT_SEND) {
+            json_decref(o);
+            if ((rc = saga__batch_add_child_action(b, s, ac, err)) != SAGA_OK)
+                return rc;
+            continue;
+        }
         set_i64(o, "seq", b->seq++);
         json_object_set_new(o, "saga_id", json_string(s->id));
         if (ac->kind == SAGA_ACT_HISTORY) {
@@ -405,6 +426,12 @@ int saga_batch_commit(PGconn *db, saga_batch *b, saga_outbox *sent, saga_error *
         {b->steps, "saga_upsert_steps", "saving steps", PGRES_COMMAND_OK, 1, NULL},
         {b->elements, "saga_upsert_elements", "saving fan-out elements", PGRES_COMMAND_OK,
          1, NULL},
+        {b->child_starts, "saga_start_children", "starting child sagas", PGRES_COMMAND_OK,
+         1, NULL},
+        {b->child_undos, "saga_undo_children", "asking child sagas to undo",
+         PGRES_COMMAND_OK, 1, NULL},
+        {b->child_ends, "saga_end_children", "telling parents their children ended",
+         PGRES_COMMAND_OK, 1, NULL},
         {b->events, "saga_insert_events", "writing history", PGRES_COMMAND_OK, 1, NULL},
         {b->requests, "saga_finish_requests", "finishing start requests",
          PGRES_COMMAND_OK, 1, NULL},

@@ -21,6 +21,7 @@ struct saga_batch {
     int lease_s;
     int seq, count;
     json_t *sagas, *steps, *elements, *events, *outbox, *requests, *dead, *aside;
+    json_t *child_starts, *child_undos, *child_ends; /* saga_batch_children.c */
 };
 
 /* ---- saga_batch_sql.c ---- */
@@ -34,6 +35,13 @@ PGresult *saga__batch_next_result(PGconn *db, ExecStatusType want, const char *w
                                   saga_error *err);
 
 void saga__batch_end_pipeline(PGconn *db, int synced);
+
+/* ---- saga_batch_children.c ---- */
+
+/* The row a START_CHILD, COMPENSATE_CHILD or NOTIFY_PARENT action of s
+ * stands for. */
+int saga__batch_add_child_action(saga_batch *b, const saga_state *s,
+                                 const saga_action *ac, saga_error *err);
 
 /* ---- saga_batch_elements.c ---- */
 

@@ -75,6 +75,10 @@ static int fill_saga(PGconn *db, saga_defs *defs, PGresult *r, int row, saga_sta
     s->wake_at = saga__pg_get_i64(r, row, 9);
     snprintf(s->traceparent, sizeof s->traceparent, "%s", PQgetvalue(r, row, 10));
     s->progressed_at = saga__pg_get_i64(r, row, 11);
+    if (!PQgetisnull(r, row, 12)) {
+        snprintf(s->parent_id, sizeof s->parent_id, "%s", PQgetvalue(r, row, 12));
+        s->parent_step = atoi(PQgetvalue(r, row, 13));
+    }
     *out = s;
     return SAGA_OK;
 }

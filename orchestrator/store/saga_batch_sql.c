@@ -15,7 +15,7 @@ static const char load_sagas_sql[] =
     "created_at) * 1000)::bigint,"
     " (extract(epoch FROM updated_at) * 1000)::bigint, (extract(epoch FROM deadline_at) "
     "* 1000)::bigint, (extract(epoch FROM wake_at) * 1000)::bigint, traceparent,"
-    " (extract(epoch FROM progressed_at) * 1000)::bigint"
+    " (extract(epoch FROM progressed_at) * 1000)::bigint, parent_id, parent_step"
     " FROM saga.saga WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE";
 
 static const char load_steps_sql[] =
@@ -112,16 +112,17 @@ static const char finish_requests_sql[] =
 static const char insert_sagas_sql[] =
     "INSERT INTO saga.saga (id, name, version, status, cursor_step, input,"
     " idempotency_key, deadline_at, wake_at, created_at, updated_at, progressed_at,"
-    " traceparent, started_by, business_key)"
+    " traceparent, started_by, business_key, parent_id, parent_step)"
     " SELECT id, name, version, status, cursor_step, input, idempotency_key,"
     " to_timestamp(deadline_at / 1000.0), to_timestamp(wake_at / 1000.0), "
     "to_timestamp(created_at / 1000.0), to_timestamp(created_at / 1000.0),"
     " to_timestamp(created_at / 1000.0), traceparent, coalesce(started_by, current_user),"
-    " business_key FROM jsonb_to_recordset($1::jsonb) AS x(seq int, id uuid, name text, "
+    " business_key, parent_id, parent_step"
+    " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, id uuid, name text, "
     "version int,"
     "   status text, cursor_step int, input jsonb, idempotency_key text,"
     "   deadline_at bigint, wake_at bigint, created_at bigint, traceparent text,"
-    "   started_by name, business_key text)"
+    "   started_by name, business_key text, parent_id uuid, parent_step int)"
     " ORDER BY seq"
     " ON CONFLICT (started_by, idempotency_key) DO NOTHING RETURNING id";
 

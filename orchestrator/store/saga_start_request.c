@@ -7,7 +7,8 @@
 #include "saga_start_request.h"
 
 #define COLUMNS                                                                          \
-    "id, name, input::text, idempotency_key, traceparent, requested_by, business_key"
+    "id, name, input::text, idempotency_key, traceparent, requested_by, business_key,"   \
+    " parent_id, parent_step"
 
 static int query(PGconn *db, const char *sql, const char *param, const char *what,
                  PGresult **out, saga_error *err)
@@ -29,7 +30,7 @@ static int query(PGconn *db, const char *sql, const char *param, const char *wha
 int saga_store_claim_start_requests(PGconn *db, const char *only_id, int limit,
                                     PGresult **out, saga_error *err)
 {
-    char sql[400];
+    char sql[512];
     snprintf(sql, sizeof sql,
              "SELECT " COLUMNS " FROM saga.start_request"
              " WHERE processed_at IS NULL AND coalesce(start_at, requested_at) <= now()"

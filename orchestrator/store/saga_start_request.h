@@ -15,8 +15,10 @@ enum {
     SAGA_SR_INPUT, /* the input's JSON text */
     SAGA_SR_KEY,   /* the idempotency key, NULL when none */
     SAGA_SR_TRACEPARENT,
-    SAGA_SR_BY,          /* requested_by: the role that inserted it */
-    SAGA_SR_BUSINESS_KEY /* NULL when none */
+    SAGA_SR_BY,           /* requested_by: the role that inserted it */
+    SAGA_SR_BUSINESS_KEY, /* NULL when none */
+    SAGA_SR_PARENT_ID,    /* a child saga's parent (NULL when none) */
+    SAGA_SR_PARENT_STEP   /* and the parent's step that started it */
 };
 
 /* Inside an open transaction: lock and return up to limit pending requests

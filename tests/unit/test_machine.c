@@ -1342,7 +1342,11 @@ static void test_history_kind_names(void **state)
                                            "step_waiting",
                                            "signal_received",
                                            "signal_timed_out",
-                                           "fanout_started"};
+                                           "fanout_started",
+                                           "child_started",
+                                           "child_ended",
+                                           "child_compensation_asked",
+                                           "parent_compensation"};
     (void)state;
     assert_int_equal(sizeof expected / sizeof expected[0], SAGA_HIST__COUNT);
     for (int i = 0; i < SAGA_HIST__COUNT; i++) {
