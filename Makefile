@@ -78,7 +78,7 @@ LIBCORE_A  := $(BUILD)/lib/libsagacore.a
 
 BINS := $(BUILD)/bin/sagad $(BUILD)/bin/sagactl \
         $(BUILD)/bin/order-service $(BUILD)/bin/payment-service $(BUILD)/bin/inventory-service \
-        $(BUILD)/bin/travel-service \
+        $(BUILD)/bin/travel-service $(BUILD)/bin/shipping-service \
         $(BUILD)/bin/bench-service $(BUILD)/bin/saga-bench $(BUILD)/bin/bare-pipeline \
         $(BUILD)/bin/api-load
 

@@ -140,6 +140,16 @@ void saga__api_deploy(saga_api *a, const saga__api_caller *who,
     if ((cache = saga_defs_new()) == NULL) {
         saga_definition_free(def);
         rc = saga__error_set(&err, SAGA_ENOMEM, "out of memory");
+    } else if ((rc = saga_store_check_children(db, cache, &def, 1, 0, &probs, &err)) ==
+               SAGA_EDEF) {
+        /* A child that does not exist, or leads back here. */
+        saga_definition_free(def);
+        saga_defs_free(cache);
+        invalid(res, req, &probs);
+        saga__api_give_back(a, db);
+        return;
+    } else if (rc != SAGA_OK) {
+        saga_definition_free(def);
     } else if ((rc = saga_store_exec(db, "BEGIN", &err)) != SAGA_OK) {
         saga_definition_free(def);
     } else {

@@ -87,4 +87,14 @@ void saga__def_check_fanout(saga_definition *def, int i, saga_template_ref_fn ch
         return;
     }
     check(st->for_each, strlen(st->for_each), path, &rc);
+    /* As for a member of a group: when an element fails, those in flight
+     * are given up, which must never happen to an irreversible step. */
+    if (st->irreversible && !st->forward_only)
+        saga__def_rule(p, where,
+                       "step \"%s\" fans out but has no compensation: when one element "
+                       "fails while others are in flight, those are given up and the "
+                       "steps before undone, which must never happen to an irreversible "
+                       "step (add \"compensation\", or \"compensation\": null if there "
+                       "is nothing to undo)",
+                       st->name ? st->name : "?");
 }

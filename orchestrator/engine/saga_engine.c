@@ -132,6 +132,18 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
                              version, SAGA_SCHEMA_VERSION);
         goto fail_defs;
     }
+    /* Child steps: each child exists (in the folder or stored) and none
+     * leads back to its parent. */
+    for (int i = 0; i < ndefs; i++) {
+        saga_def_problems probs = {0};
+        rc = saga_store_check_children(e->db, e->defs, defs, ndefs, i, &probs, err);
+        if (rc == SAGA_EDEF)
+            rc = saga__error_set(err, SAGA_EDEF, "definition %s: %s: %s%s", defs[i]->name,
+                                 probs.items[0].where, probs.items[0].message,
+                                 probs.count > 1 ? " (and more)" : "");
+        if (rc != SAGA_OK)
+            goto fail_defs;
+    }
     /* The shared reply topic only for an upgrade (shared_replies): each
      * service answers on a topic of its own, created here with its command
      * and dead-letter topics, so that broker ACLs can let it write there

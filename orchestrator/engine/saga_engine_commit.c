@@ -100,9 +100,13 @@ void saga__engine_rollback(saga_engine *e)
 int saga__engine_commit_batch(saga_engine *e, saga_outbox *sent, saga_error *err)
 {
     int64_t t0 = saga__mono_ns();
+    int children = saga_batch_has_children(e->batch);
     int rc = saga_batch_commit(e->db, e->batch, sent, err);
     if (rc != SAGA_OK)
         return rc;
+    /* A child to start, to undo, or a parent to tell: soon (the loop). */
+    if (children)
+        e->children_due = 1;
     saga_metric_observe(e->m.pg_commit, NULL, (double)(saga__mono_ns() - t0) / 1e9);
     saga_metric_observe(e->m.batch_size, NULL, e->batch_events);
     e->batch_events = 0;

@@ -141,7 +141,9 @@ int saga_engine_run(saga_engine *e, saga_error *err)
             next_scan = 0;
         /* Starts written by this process's API: soon, but together; only
          * the start requests (signals and the outbox keep their scan). */
-        if (atomic_load(&e->kicked) && next_starts == INT64_MAX)
+        /* ... and a child started, to undo or ended by what we committed
+         * (its start request too). */
+        if ((atomic_load(&e->kicked) || e->children_due) && next_starts == INT64_MAX)
             next_starts = last_scan + START_COALESCE_MS;
         if (now >= next_starts && now < next_scan) {
             atomic_store(&e->kicked, 0);
@@ -149,6 +151,8 @@ int saga_engine_run(saga_engine *e, saga_error *err)
             last_scan = now;
             while (saga__engine_process_start_requests(e) == START_BATCH && !e->stop)
                 ;
+            if (e->children_due)
+                saga__engine_process_children(e);
         }
         if (now >= next_timer) {
             saga__engine_wake_early(e);
@@ -163,6 +167,7 @@ int saga_engine_run(saga_engine *e, saga_error *err)
             while (saga__engine_process_start_requests(e) == START_BATCH && !e->stop)
                 ;
             saga__engine_process_signals(e);
+            saga__engine_process_children(e);
             saga__engine_scan_outbox(e);
             next_scan = now + OUTBOX_SCAN_MS;
         }
@@ -249,6 +254,7 @@ int saga__engine_turn(saga_engine *e)
     while (saga__engine_process_start_requests(e) == START_BATCH && !e->stop)
         ;
     saga__engine_process_signals(e);
+    saga__engine_process_children(e);
     saga__engine_scan_outbox(e);
     rd_kafka_poll(e->producer, 0);
     saga__engine_forget_delivered(e);

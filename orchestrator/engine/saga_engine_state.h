@@ -146,6 +146,7 @@ struct saga_engine {
     int ndelivered, capdelivered;
     volatile sig_atomic_t stop;
     atomic_int kicked; /* saga_engine_kick: start requests are waiting */
+    int children_due;  /* a commit started, asked to undo or ended a child saga */
     saga_engine_stats stats;
     uint64_t rng;
     saga_gate *gate;
@@ -337,6 +338,12 @@ int saga__engine_process_start_requests(saga_engine *e);
 
 /* Deliver the signals sagas wait for now; close those of ended sagas. */
 void saga__engine_process_signals(saga_engine *e);
+
+/* ---- saga_engine_children.c ---- */
+
+/* Tell parents their children's ends, and children their parents' undo
+ * requests. */
+void saga__engine_process_children(saga_engine *e);
 
 /* ---- saga_engine_refused.c ---- */
 

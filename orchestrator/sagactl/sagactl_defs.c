@@ -48,7 +48,29 @@ static int deploy(int argc, char **argv)
     }
     saga_pgerr_clear();
     cache = saga_defs_new();
-    rc = saga_store_exec(db, "BEGIN", &err);
+    /* Child steps: against these files and what is stored. */
+    for (int i = 0; i < nfiles && rc == SAGA_OK; i++) {
+        saga_def_problems probs = {0};
+        int crc = saga_store_check_children(db, cache, defs, nfiles, i, &probs, &err);
+        if (crc == SAGA_EDEF) {
+            print_problems(argv[i], &probs);
+            bad++;
+        } else if (crc != SAGA_OK) {
+            rc = crc;
+        }
+    }
+    if (bad > 0 && rc == SAGA_OK) {
+        fprintf(stderr, "sagactl defs deploy: %d invalid file(s); nothing deployed\n",
+                bad);
+        for (int i = 0; i < nfiles; i++)
+            saga_definition_free(defs[i]);
+        free(defs);
+        saga_defs_free(cache);
+        PQfinish(db);
+        return EXIT_REFUSED;
+    }
+    if (rc == SAGA_OK)
+        rc = saga_store_exec(db, "BEGIN", &err);
     for (int i = 0; i < nfiles && rc == SAGA_OK; i++) {
         char name[128];
         int created = 0;

@@ -42,9 +42,27 @@ static json_t *validate_json(const char *file, const saga_definition *def,
                      "more_problems", probs->count - kept);
 }
 
+/* A child step's definition among the files validated together (no
+ * database here: deploy checks the stored ones too). */
+typedef struct files_lookup {
+    saga_definition **defs;
+    int n;
+} files_lookup;
+
+static const saga_definition *among_files(const char *name, void *arg)
+{
+    const files_lookup *v = arg;
+    for (int i = 0; i < v->n; i++)
+        if (v->defs[i] != NULL && strcmp(v->defs[i]->name, name) == 0)
+            return v->defs[i];
+    return NULL;
+}
+
 int cmd_validate(int argc, char **argv)
 {
-    int bad = 0, files = 0;
+    int bad = 0, files = 0, nfiles;
+    files_lookup v = {NULL, 0};
+    saga_def_problems *probs;
     long max_bytes = SAGA_DEFAULT_MAX_DEFINITION_BYTES;
     json_t *results;
     static const struct option opts[] = {
@@ -72,22 +90,39 @@ int cmd_validate(int argc, char **argv)
         }
     }
     results = json_array();
-    for (int k = optind; k < argc; k++) {
-        saga_def_problems probs = {.max_bytes = max_bytes};
-        saga_definition *def = NULL;
+    /* All loaded first: a child step's definition is one of the files. */
+    nfiles = argc > optind ? argc - optind : 0;
+    v.defs = calloc((size_t)nfiles + 1, sizeof *v.defs);
+    probs = calloc((size_t)nfiles + 1, sizeof *probs);
+    if (v.defs == NULL || probs == NULL)
+        die_usage("validate: %s", "out of memory");
+    for (int k = 0; k < nfiles; k++) {
+        probs[k].max_bytes = max_bytes;
+        if (saga_definition_load_file(argv[optind + k], &v.defs[k], &probs[k]) != SAGA_OK)
+            v.defs[k] = NULL;
+    }
+    v.n = nfiles;
+    for (int k = 0; k < nfiles; k++) {
+        const char *file = argv[optind + k];
+        saga_definition *def = v.defs[k];
         files++;
-        if (saga_definition_load_file(argv[k], &def, &probs) != SAGA_OK) {
+        if (def != NULL &&
+            saga_definition_check_children(def, among_files, &v, &probs[k]) != SAGA_OK)
             def = NULL;
+        if (def == NULL) {
             bad++;
             if (!want_json)
-                print_problems(argv[k], &probs);
+                print_problems(file, &probs[k]);
         } else if (!want_json) {
-            printf("%s: ok (saga \"%s\", %d steps)\n", argv[k], def->name, def->nsteps);
+            printf("%s: ok (saga \"%s\", %d steps)\n", file, def->name, def->nsteps);
         }
         if (want_json)
-            json_array_append_new(results, validate_json(argv[k], def, &probs));
-        saga_definition_free(def);
+            json_array_append_new(results, validate_json(file, def, &probs[k]));
     }
+    for (int k = 0; k < nfiles; k++)
+        saga_definition_free(v.defs[k]);
+    free(v.defs);
+    free(probs);
     if (files == 0) {
         json_decref(results);
         die_usage("validate: no %s given", "FILE");

@@ -212,6 +212,13 @@ int saga_batch_count(const saga_batch *b)
     return b->count;
 }
 
+int saga_batch_has_children(const saga_batch *b)
+{
+    return json_array_size(b->child_starts) + json_array_size(b->child_undos) +
+               json_array_size(b->child_ends) >
+           0;
+}
+
 static int oom(saga_error *err)
 {
     return saga__error_set(err, SAGA_ENOMEM, "out of memory");

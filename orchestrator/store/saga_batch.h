@@ -112,6 +112,10 @@ void saga_batch_reset(saga_batch *b);
 /* Number of sagas recorded since the last reset. */
 int saga_batch_count(const saga_batch *b);
 
+/* Whether the batch starts, asks to undo or ends a child saga (sagad then
+ * delivers soon, not at its next scan). */
+int saga_batch_has_children(const saga_batch *b);
+
 /* Write everything recorded and COMMIT, in one round trip. The commands
  * written are appended to sent with their outbox ids. The batch is reset
  * whatever the outcome; on error the transaction is left for the caller

@@ -105,9 +105,52 @@ static const char insert_outbox_sql[] =
     "   msg_key text, payload text, traceparent text) ORDER BY seq"
     " RETURNING id, topic, msg_key, payload, traceparent";
 
+/* A child's start request refused: its parent is told (saga_child). */
 static const char finish_requests_sql[] =
-    "UPDATE saga.start_request AS q SET processed_at = now(), error = x.error"
-    " FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, error text) WHERE q.id = x.id";
+    "WITH q AS (UPDATE saga.start_request AS q SET processed_at = now(), error = x.error"
+    " FROM jsonb_to_recordset($1::jsonb) AS x(id uuid, error text) WHERE q.id = x.id"
+    " RETURNING q.id, q.error, q.parent_id)"
+    " UPDATE saga.saga_child AS c SET ended_status = 'rejected',"
+    " result = jsonb_build_object('error', q.error), ended_at = now(), notified_at = NULL"
+    " FROM q WHERE c.child_id = q.id AND q.error IS NOT NULL AND q.parent_id IS NOT NULL";
+
+/* A child to start: its link, and its start request (the same id: a
+ * second start is nothing; one of a child that ended tells the parent
+ * again, which waits for it anew). It runs in its parent's trace, under
+ * its parent's business key. */
+static const char start_children_sql[] =
+    "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(seq int, child_id uuid,"
+    "   parent_id uuid, parent_step int, definition text, input jsonb, traceparent "
+    "text)),"
+    " c AS (INSERT INTO saga.saga_child (child_id, parent_id, parent_step, definition)"
+    "   SELECT child_id, parent_id, parent_step, definition FROM x ORDER BY seq"
+    "   ON CONFLICT (child_id) DO UPDATE SET notified_at = NULL"
+    "   WHERE saga.saga_child.ended_at IS NOT NULL)"
+    " INSERT INTO saga.start_request (id, name, input, traceparent, business_key,"
+    " parent_id, parent_step)"
+    " SELECT x.child_id, x.definition, x.input, x.traceparent, p.business_key,"
+    " x.parent_id, x.parent_step FROM x LEFT JOIN saga.saga p ON p.id = x.parent_id"
+    " ORDER BY x.seq ON CONFLICT (id) DO NOTHING";
+
+/* A child to undo. A step whose child never existed (an operator skipped
+ * it before) gets a link that says so: undone, nothing to do. */
+static const char undo_children_sql[] =
+    "INSERT INTO saga.saga_child (child_id, parent_id, parent_step, definition,"
+    " compensate_at, ended_status, result, ended_at)"
+    " SELECT child_id, parent_id, parent_step, definition, now(), 'compensated',"
+    " '{\"never_started\": true}', now()"
+    " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, child_id uuid, parent_id uuid,"
+    "   parent_step int, definition text) ORDER BY seq"
+    " ON CONFLICT (child_id) DO UPDATE SET compensate_at = now(),"
+    " compensate_done_at = NULL, retry_at = NULL";
+
+/* A child ended: its parent is to be told (again, if it was before). */
+static const char end_children_sql[] =
+    "UPDATE saga.saga_child AS c SET ended_status = x.status, result = x.result,"
+    " ended_at = now(), notified_at = NULL, retry_at = NULL"
+    " FROM (SELECT DISTINCT ON (child_id) * FROM jsonb_to_recordset($1::jsonb)"
+    "   AS r(seq int, child_id uuid, status text, result jsonb)"
+    "   ORDER BY child_id, seq DESC) AS x WHERE c.child_id = x.child_id";
 
 static const char insert_sagas_sql[] =
     "INSERT INTO saga.saga (id, name, version, status, cursor_step, input,"
@@ -171,6 +214,9 @@ static const struct {
     {"saga_insert_events", insert_events_sql, 1},
     {"saga_insert_outbox", insert_outbox_sql, 3},
     {"saga_finish_requests", finish_requests_sql, 1},
+    {"saga_start_children", start_children_sql, 1},
+    {"saga_undo_children", undo_children_sql, 1},
+    {"saga_end_children", end_children_sql, 1},
     {"saga_insert_sagas", insert_sagas_sql, 1},
     {"saga_key_holders", key_holders_sql, 1},
     {"saga_insert_dead", insert_dead_sql, 2},

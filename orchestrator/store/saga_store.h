@@ -31,6 +31,15 @@ int saga_defs_last_version(const saga_defs *defs);
 int saga_store_register_definition(PGconn *db, saga_defs *defs, saga_definition *def,
                                    int *created, saga_error *err);
 
+/* The rules of defs[which]'s child steps (saga_definition_check_children),
+ * each child looked up among defs[0..n) (being deployed together) first,
+ * then among the stored definitions (the latest version). Problems go to
+ * problems; SAGA_EDEF when there are any, SAGA_EDB when the database
+ * cannot be read (err). */
+int saga_store_check_children(PGconn *db, saga_defs *cache, saga_definition *const *defs,
+                              int n, int which, saga_def_problems *problems,
+                              saga_error *err);
+
 /* The definition name@version (version 0: the latest), from the cache or the
  * database. The result is owned by defs. SAGA_ENOTFOUND if none. */
 int saga_store_get_definition(PGconn *db, saga_defs *defs, const char *name, int version,

@@ -173,3 +173,39 @@ int saga_store_get_definition(PGconn *db, saga_defs *defs, const char *name, int
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     return SAGA_OK;
 }
+
+/* A lookup among the definitions deployed together, then the stored ones. */
+typedef struct child_lookup {
+    PGconn *db;
+    saga_defs *cache;
+    saga_definition *const *defs;
+    int n;
+    int failed; /* the database could not be read */
+    saga_error *err;
+} child_lookup;
+
+static const saga_definition *lookup_child(const char *name, void *arg)
+{
+    child_lookup *l = arg;
+    const saga_definition *found = NULL;
+    saga_error err = {0};
+    for (int i = 0; i < l->n; i++)
+        if (l->defs[i] != NULL && strcmp(l->defs[i]->name, name) == 0)
+            return l->defs[i];
+    if (saga_store_get_definition(l->db, l->cache, name, 0, &found, &err) == SAGA_OK)
+        return found;
+    if (err.code != SAGA_ENOTFOUND && !l->failed) {
+        l->failed = 1;
+        *l->err = err;
+    }
+    return NULL;
+}
+
+int saga_store_check_children(PGconn *db, saga_defs *cache, saga_definition *const *defs,
+                              int n, int which, saga_def_problems *problems,
+                              saga_error *err)
+{
+    child_lookup l = {db, cache, defs, n, 0, err};
+    int rc = saga_definition_check_children(defs[which], lookup_child, &l, problems);
+    return l.failed ? SAGA_EDB : rc;
+}

@@ -293,6 +293,18 @@ saga_def_step *saga_def_add_wait(saga_def *d, const char *name, const char *sign
     return (saga_def_step *)s;
 }
 
+saga_def_step *saga_def_add_child(saga_def *d, const char *name, const char *definition)
+{
+    json_t *s;
+    if (d == NULL || name == NULL || *name == '\0' || definition == NULL ||
+        *definition == '\0')
+        return NULL;
+    s = json_pack("{s:s, s:s}", "name", name, "child", definition);
+    if (s == NULL || json_array_append_new(json_object_get(d->obj, "steps"), s) != 0)
+        return NULL;
+    return (saga_def_step *)s;
+}
+
 int saga_def_step_pivot(saga_def_step *s, int pivot)
 {
     if (s == NULL)

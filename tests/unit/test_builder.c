@@ -113,9 +113,13 @@ static saga_def *rebuild(json_t *j)
     }
     json_array_foreach(json_object_get(j, "steps"), i, step)
     {
-        json_t *wait = json_object_get(step, "wait");
+        json_t *wait = json_object_get(step, "wait"),
+               *child = json_object_get(step, "child");
         saga_def_step *s =
-            wait != NULL
+            child != NULL
+                ? saga_def_add_child(d, json_string_value(json_object_get(step, "name")),
+                                     json_string_value(child))
+            : wait != NULL
                 ? saga_def_add_wait(d, json_string_value(json_object_get(step, "name")),
                                     json_string_value(json_object_get(wait, "signal")),
                                     json_string_value(json_object_get(wait, "timeout")),
@@ -182,6 +186,7 @@ static const char *const builder_keys[] = {"$.name",
                                            "step.for_each",
                                            "step.concurrency",
                                            "step.max_elements",
+                                           "step.child",
                                            "retry.max_attempts",
                                            "retry.backoff",
                                            "retry.max_backoff",

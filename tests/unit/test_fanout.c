@@ -742,6 +742,9 @@ static void test_definition_rules(void **state)
     expect_problem("{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\",\"pivot\":true,"
                    "\"for_each\":\"${input.l}\"}",
                    "steps[0].for_each", "a pivot cannot fan out");
+    expect_problem("{\"name\":\"a\",\"service\":\"s\",\"action\":\"a\","
+                   "\"for_each\":\"${input.l}\"}",
+                   "steps[0]", "fans out but has no compensation");
 }
 
 int main(void)

@@ -104,6 +104,14 @@ SAGA_API saga_def_step *saga_def_add_wait(saga_def *d, const char *name,
                                           const char *signal, const char *timeout,
                                           json_t *default_output);
 
+/* (0.5.0) Append a child step: it starts the latest version of the saga
+ * definition named definition as a saga of its own, with the step's input
+ * (saga_def_step_input), and ends with it (docs/DEFINITIONS.md, "Child
+ * sagas"); undoing it undoes the child. when, description, group and pivot
+ * apply to it too. NULL for NULL or empty arguments. */
+SAGA_API saga_def_step *saga_def_add_child(saga_def *d, const char *name,
+                                           const char *definition);
+
 /* The definition as JSON: a new reference the caller decrefs (NULL when d
  * is NULL or on allocation failure). */
 SAGA_API json_t *saga_def_to_json(const saga_def *d);
