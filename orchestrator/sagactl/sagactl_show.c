@@ -35,6 +35,9 @@ static const char show_sql[] =
     " 'updated_at', saga.iso(s.updated_at), 'deadline_at', saga.iso(s.deadline_at),"
     " 'wake_at', saga.iso(s.wake_at), 'traceparent', s.traceparent,"
     " 'trace_id', split_part(s.traceparent, '-', 2),"
+    /* A child saga: the saga and step that started it. */
+    " 'parent', CASE WHEN s.parent_id IS NULL THEN NULL ELSE json_build_object('id',"
+    "  s.parent_id, 'step', s.parent_step) END,"
     " 'steps', (SELECT coalesce(json_agg(json_build_object("
     "   'index', st.idx, 'name', st.name, 'status', st.status, 'attempts', st.attempts,"
     "   'started_at', saga.iso(st.started_at), 'finished_at', saga.iso(st.finished_at),"
@@ -42,7 +45,12 @@ static const char show_sql[] =
     /* A fan-out step: how many of its elements are in each status. */
     "   'elements', (SELECT json_object_agg(x.status, x.n) FROM (SELECT e.status,"
     "    count(*) AS n FROM saga.saga_element e WHERE e.saga_id = st.saga_id"
-    "    AND e.step = st.idx GROUP BY e.status) x)) ORDER BY st.idx), '[]')"
+    "    AND e.step = st.idx GROUP BY e.status) x),"
+    /* A child step: its child saga. */
+    "   'child', (SELECT json_build_object('id', c.child_id, 'definition', c.definition,"
+    "    'status', coalesce(cs.status, c.ended_status, 'pending')) FROM saga.saga_child c"
+    "    LEFT JOIN saga.saga cs ON cs.id = c.child_id WHERE c.parent_id = st.saga_id"
+    "    AND c.parent_step = st.idx)) ORDER BY st.idx), '[]')"
     "  FROM saga.saga_step st WHERE st.saga_id = s.id))"
     " FROM saga.saga s WHERE s.id = $1";
 
@@ -221,6 +229,11 @@ int cmd_show(int argc, char **argv)
     printf("name      %s (version %lld)\n", str(saga, "name"),
            (long long)json_integer_value(json_object_get(saga, "version")));
     printf("status    %s\n", str(saga, "status"));
+    if (json_is_object(json_object_get(saga, "parent")))
+        printf("parent    %s (its step %lld started this saga)\n",
+               str(json_object_get(saga, "parent"), "id"),
+               (long long)json_integer_value(
+                   json_object_get(json_object_get(saga, "parent"), "step")));
     format_when(str(saga, "created_at"), now, 0, when, sizeof when);
     printf("created   %s\n", when);
     format_when(str(saga, "updated_at"), now, 0, when, sizeof when);
@@ -286,6 +299,19 @@ int cmd_show(int argc, char **argv)
                (long long)json_integer_value(json_object_get(st, "attempts")), wstart,
                started, wfinish, when, t ? t : "");
         free(t);
+    }
+    {
+        int first = 1;
+        json_array_foreach(steps, i, st)
+        {
+            json_t *child = json_object_get(st, "child");
+            if (!json_is_object(child))
+                continue;
+            printf("%sstep %s: child saga %s (%s), %s\n", first ? "\n" : "",
+                   str(st, "name"), str(child, "id"), str(child, "definition"),
+                   str(child, "status"));
+            first = 0;
+        }
     }
     json_decref(saga);
     return EXIT_OK;
