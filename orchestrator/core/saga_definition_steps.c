@@ -129,7 +129,8 @@ static void parse_wait(json_t *s, const char *where, saga_step_def *st,
     static const char *const not_here[] = {
         "service",  "action",      "compensation",       "input",
         "timeout",  "retry",       "compensation_retry", "pivot",
-        "for_each", "concurrency", "max_elements",       NULL};
+        "for_each", "concurrency", "max_elements",       "child",
+        NULL};
     json_t *w = json_object_get(s, "wait"), *v;
     char path[96];
     snprintf(path, sizeof path, "%s.wait", where);
@@ -147,6 +148,8 @@ static void parse_wait(json_t *s, const char *where, saga_step_def *st,
                                       strcmp(not_here[k], "concurrency") == 0 ||
                                       strcmp(not_here[k], "max_elements") == 0
                                   ? "a wait step waits for one signal; it cannot fan out"
+                              : strcmp(not_here[k], "child") == 0
+                                  ? "a step either waits for a signal or starts a child"
                                   : "remove it, or make this a step a service runs");
         }
     if (!json_is_object(w)) {

@@ -9,7 +9,14 @@
  * exactly what the final statuses imply (no double effect, no leaked
  * reservation), and retries and absorbed duplicates must have happened.
  *
- * Size: SAGA_CRASH_SAGAS (default 240) sagas in SAGA_CRASH_WAVES (4) waves. */
+ * Alongside, carts (crash_sagas/crash_cart.json): a fan-out over twelve
+ * lines, then a wait for a signal, through the same kills and restarts —
+ * some sent their signal before they wait, the others wait through the
+ * kills; every line reserved exactly once for a cart that completed,
+ * none left for one that was undone.
+ *
+ * Size: SAGA_CRASH_SAGAS (default 240) sagas in SAGA_CRASH_WAVES (4) waves,
+ * SAGA_CRASH_CARTS (30) carts. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -94,6 +101,116 @@ static int teardown(void **state)
     return 0;
 }
 
+/* ---- carts: fan-out and a wait for a signal ---- */
+
+#define CART_LINES      12
+#define CART_LINES_TEXT "12"
+
+/* n carts by start request (sagad takes them); cart g's line 5 is an
+ * unknown product when g % 7 == 3 (it is undone before it waits). */
+static void start_carts(int n)
+{
+    char sql[1200];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO saga.start_request (id, name, input, idempotency_key)"
+             " SELECT gen_random_uuid(), 'crash_cart', jsonb_build_object('order_id',"
+             " 'cart-' || g, 'lines', (SELECT jsonb_agg(jsonb_build_object('sku',"
+             " CASE WHEN g %% 7 = 3 AND l = 5 THEN 'cart-nope' ELSE 'cart-line' END,"
+             " 'quantity', 1)) FROM generate_series(0, %d) l)), 'crashcart-' || g"
+             " FROM generate_series(1, %d) g",
+             CART_LINES - 1, n);
+    it_exec(db, "INSERT INTO inventory.stock (sku, available) VALUES ('cart-line', 100000)"
+                " ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available;"
+                "DELETE FROM inventory.line_reservations");
+    it_exec(db, sql);
+}
+
+/* The signal go to the carts that have a saga and none yet: those with
+ * only == 0 before they wait (g % 3 == 0), else every one waiting. Odd
+ * carts get a failing verdict. Returns how many were sent. */
+static long long signal_carts(int early)
+{
+    char sql[1400];
+    snprintf(
+        sql, sizeof sql,
+        "WITH c AS (SELECT s.id, substr(s.idempotency_key, 11)::int AS g"
+        "  FROM saga.saga s WHERE s.name = 'crash_cart'"
+        "  AND NOT EXISTS (SELECT 1 FROM saga.saga_signal x WHERE x.saga_id = s.id)"
+        "  AND %s),"
+        " i AS (INSERT INTO saga.saga_signal (saga_id, name, signal_id, failed, reason)"
+        "  SELECT id, 'go', 'go-' || g, g %% 2 = 1,"
+        "  CASE WHEN g %% 2 = 1 THEN 'the customer cancelled' END FROM c"
+        "  ON CONFLICT DO NOTHING RETURNING 1)"
+        " SELECT count(*) FROM i",
+        early ? "substr(s.idempotency_key, 11)::int % 3 = 0 AND s.status = 'running' AND"
+                " NOT EXISTS (SELECT 1 FROM saga.saga_step st WHERE st.saga_id = s.id"
+                " AND st.name = 'await_go' AND st.status = 'dispatched')"
+              : "EXISTS (SELECT 1 FROM saga.saga_step st WHERE st.saga_id = s.id"
+                " AND st.name = 'await_go' AND st.status = 'dispatched')");
+    return it_int(db, sql, 0, NULL);
+}
+
+/* Every cart ended as its line and verdict say, its lines reserved once
+ * each when it completed and none left when it was undone. */
+static void check_carts(int n)
+{
+    long long bad, stock, completed;
+    for (int waited = 0; waited < 300; waited++) {
+        struct timespec ts = {1, 0};
+        if (signal_carts(0) == 0 &&
+            it_int(db,
+                   "SELECT count(*) FROM saga.saga WHERE name = 'crash_cart'"
+                   " AND status IN ('running', 'compensating')",
+                   0, NULL) == 0)
+            break;
+        nanosleep(&ts, NULL);
+    }
+    assert_int_equal(
+        it_int(db, "SELECT count(*) FROM saga.saga WHERE name = 'crash_cart'", 0, NULL),
+        n);
+    /* The outcome each cart must have. */
+    bad = it_int(db,
+                 "SELECT count(*) FROM (SELECT s.id, s.status,"
+                 "  substr(s.idempotency_key, 11)::int AS g FROM saga.saga s"
+                 "  WHERE s.name = 'crash_cart') c WHERE c.status <>"
+                 "  CASE WHEN c.g % 7 = 3 OR c.g % 2 = 1 THEN 'compensated'"
+                 "  ELSE 'completed' END",
+                 0, NULL);
+    if (bad != 0)
+        fail_msg("%lld carts ended otherwise than their lines and verdicts say", bad);
+    bad = it_int(db,
+                 "SELECT count(*) FROM saga.saga s WHERE s.name = 'crash_cart' AND"
+                 " (SELECT count(*) FROM inventory.line_reservations r WHERE r.saga_id ="
+                 "  s.id AND r.status = 'reserved') <> CASE WHEN s.status = 'completed'"
+                 "  THEN " CART_LINES_TEXT " ELSE 0 END",
+                 0, NULL);
+    if (bad != 0)
+        fail_msg("%lld carts whose reserved lines are not what their status says", bad);
+    assert_int_equal(it_int(db,
+                            "SELECT count(*) FROM saga.saga_element e JOIN saga.saga s"
+                            " ON s.id = e.saga_id WHERE s.name = 'crash_cart'"
+                            " AND e.status IN ('dispatched', 'compensating')",
+                            0, NULL),
+                     0);
+    completed = it_int(db,
+                       "SELECT count(*) FROM saga.saga WHERE name = 'crash_cart'"
+                       " AND status = 'completed'",
+                       0, NULL);
+    stock = it_int(db, "SELECT available FROM inventory.stock WHERE sku = 'cart-line'", 0,
+                   NULL);
+    assert_int_equal(stock, 100000 - completed * CART_LINES);
+    print_message("carts: %d (%lld completed, each of its %d lines reserved once; %lld "
+                  "undone, nothing left reserved); %lld waited for their signal across a "
+                  "kill of sagad\n",
+                  n, completed, CART_LINES, (long long)n - completed,
+                  it_int(db,
+                         "SELECT count(DISTINCT e.saga_id) FROM saga.saga_event e JOIN"
+                         " saga.saga s ON s.id = e.saga_id WHERE s.name = 'crash_cart'"
+                         " AND e.kind = 'step_waiting' AND e.at < (SELECT max(at) FROM"
+                         " saga.saga_event WHERE kind = 'signal_received')",
+                         0, NULL));
+}
+
 static int own(const char *what)
 {
     const char *v = getenv(what);
@@ -127,15 +244,19 @@ static int handler_running(const char *path, char *line, size_t size)
 static void test_nothing_lost_nothing_doubled(void **state)
 {
     int total = env_int("SAGA_CRASH_SAGAS", 240), waves = env_int("SAGA_CRASH_WAVES", 4);
-    int per = total / waves;
+    int per = total / waves, carts = env_int("SAGA_CRASH_CARTS", 30);
     saga_defs *defs = saga_defs_new();
     time_t t0 = time(NULL);
     ow_counts counts;
     (void)state;
 
     srand((unsigned)getpid());
+    start_carts(carts);
     for (int w = 0; w < waves; w++) {
         ow_start_wave(db, defs, prefix, per, w);
+        if (w == 1)
+            print_message("%lld carts sent their signal before they wait\n",
+                          signal_carts(1));
         if (w == 1) {
             /* A participant dies mid-handler (it sleeps 150 ms in each):
              * wait, with sagad running so that commands come, until its
@@ -194,6 +315,7 @@ static void test_nothing_lost_nothing_doubled(void **state)
     start_sagad();
     ow_wait_all(db, prefix, 300);
     ow_check(db, prefix, per * waves, &counts);
+    check_carts(carts);
     print_message("crash test took %lld s\n", (long long)(time(NULL) - t0));
     /* Stop everything gracefully to collect the figures. */
     assert_int_equal(it_stop(&sagad), 0);
