@@ -119,9 +119,10 @@ static void start_carts(int n)
              " 'quantity', 1)) FROM generate_series(0, %d) l)), 'crashcart-' || g"
              " FROM generate_series(1, %d) g",
              CART_LINES - 1, n);
-    it_exec(db, "INSERT INTO inventory.stock (sku, available) VALUES ('cart-line', 100000)"
-                " ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available;"
-                "DELETE FROM inventory.line_reservations");
+    it_exec(db,
+            "INSERT INTO inventory.stock (sku, available) VALUES ('cart-line', 100000)"
+            " ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available;"
+            "DELETE FROM inventory.line_reservations");
     it_exec(db, sql);
 }
 
