@@ -212,13 +212,58 @@ out:
     return n;
 }
 
+/* The first row a claim would take fails its transaction alone (its data:
+ * say, a result over the output limit): put it off for a minute, in a
+ * transaction of its own, so that the others go through (DESIGN rule 9). */
+static void put_off_first(saga_engine *e, int undo)
+{
+    saga_error err = {0};
+    PGresult *r = NULL;
+    int rc = saga_store_exec(e->db, "BEGIN", &err);
+    if (rc == SAGA_OK)
+        rc = undo ? saga_children_claim_undo(e->db, 1, &r, &err)
+                  : saga_children_claim_ended(e->db, 1, &r, &err);
+    if (rc == SAGA_OK && PQntuples(r) == 1) {
+        rc = saga_children_later(e->db, PQgetvalue(r, 0, SAGA_CH_CHILD_ID), 60, &err);
+        if (rc == SAGA_OK)
+            saga_log(SAGA_LOG_WARN,
+                     "%s of child saga %s (parent %s) fails its transaction; tried "
+                     "again in a minute",
+                     undo ? "the undo request" : "the end", PQgetvalue(r, 0, 0),
+                     PQgetvalue(r, 0, SAGA_CH_PARENT_ID));
+    }
+    if (rc == SAGA_OK)
+        rc = saga_store_exec(e->db, "COMMIT", &err);
+    if (rc != SAGA_OK)
+        saga__engine_rollback(e);
+    PQclear(r);
+}
+
+/* Deliver in batches; a batch that fails is retried one row at a time,
+ * and a row that fails alone is put off. */
+static void deliver(saga_engine *e, int undo)
+{
+    int n;
+    while (!e->stop && (n = undo ? undo_children(e, CHILD_BATCH)
+                                 : tell_parents(e, CHILD_BATCH)) == CHILD_BATCH)
+        ;
+    if (n >= 0 || !saga_pgerr_blames_data(e->db, SAGA_EDB))
+        return;
+    for (int k = 0; k < CHILD_BATCH && !e->stop; k++) {
+        saga_pgerr_clear();
+        n = undo ? undo_children(e, 1) : tell_parents(e, 1);
+        if (n < 0 && saga_pgerr_blames_data(e->db, SAGA_EDB))
+            put_off_first(e, undo);
+        else if (n <= 0)
+            break;
+    }
+}
+
 void saga__engine_process_children(saga_engine *e)
 {
     if (saga__engine_ensure_db(e) != 0)
         return;
     e->children_due = 0;
-    while (!e->stop && undo_children(e, CHILD_BATCH) == CHILD_BATCH)
-        ;
-    while (!e->stop && tell_parents(e, CHILD_BATCH) == CHILD_BATCH)
-        ;
+    deliver(e, 1);
+    deliver(e, 0);
 }

@@ -114,6 +114,22 @@ out=$("$bin/sagactl" wait "$id" --timeout 120s) || true
     fail "the retries did not start the step again: $(kinds "$id")"
 ok "two operator retries while the child waited for its service: one child, the cart completed"
 
+# A link whose delivery fails its transaction every time (a trigger
+# refuses it) is put off; the other children's ends still go through.
+done_cart=$(q "SELECT id FROM saga.saga WHERE name = 'cart' AND status = 'completed' LIMIT 1")
+q "CREATE FUNCTION public.poison() RETURNS trigger LANGUAGE plpgsql AS \$\$
+   BEGIN IF NEW.definition = 'poisoned' AND NEW.notified_at IS NOT NULL THEN
+   RAISE EXCEPTION 'this link cannot be delivered'; END IF; RETURN NEW; END \$\$;
+   CREATE TRIGGER poison BEFORE UPDATE ON saga.saga_child FOR EACH ROW EXECUTE FUNCTION public.poison();
+   INSERT INTO saga.saga_child (child_id, parent_id, parent_step, definition, ended_status, ended_at)
+   VALUES (gen_random_uuid(), '$done_cart', 7, 'poisoned', 'completed', now() - interval '1 hour')" >/dev/null
+id=$("$bin/sagactl" start cart --input "$(cart 1)")
+out=$("$bin/sagactl" wait "$id" --timeout 120s) || true
+[[ $out == *completed* ]] || fail "behind a poisoned link: $out; $(kinds "$id")"
+grep -q "fails its transaction; tried again in a minute" "$work/sagad.log" || fail "the poisoned link was not put off"
+q "DROP TRIGGER poison ON saga.saga_child; DROP FUNCTION public.poison()" >/dev/null
+ok "a link that fails its transaction every time is put off; a cart behind it completed"
+
 # The checks of a definition's children.
 cat >"$work/loop.json" <<'JSON'
 {"name": "loop", "steps": [{"name": "again", "child": "loop"}]}
