@@ -21,66 +21,6 @@ static const char schema_sql[] =
     " created_at timestamptz NOT NULL DEFAULT now(), released_at timestamptz,"
     " PRIMARY KEY (saga_id, line));";
 
-static void reserve_stock(const saga_command *cmd, PGconn *db, saga_result *res,
-                          void *arg)
-{
-    const char *sku, *order_id;
-    long long qty, available;
-    char qbuf[24];
-    int ok = 1;
-    PGresult *r;
-    (void)arg;
-
-    if (example_begin(cmd, db, res))
-        return;
-    if ((sku = example_str(cmd, cmd->payload, "sku", res)) == NULL ||
-        (order_id = example_str(cmd, cmd->payload, "order_id", res)) == NULL)
-        return;
-    qty = example_int(cmd, cmd->payload, "quantity", res, &ok);
-    if (!ok)
-        return;
-    snprintf(qbuf, sizeof qbuf, "%lld", qty);
-    {
-        const char *p[1] = {sku};
-        r = example_sql(db, res, "SELECT available FROM stock WHERE sku = $1 FOR UPDATE",
-                        1, p);
-    }
-    if (r == NULL)
-        return;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        saga_result_fail(res, "unknown_sku", "no product \"%s\"", sku);
-        return;
-    }
-    available = atoll(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    if (available < qty) {
-        saga_result_fail(res, "insufficient_stock",
-                         "%lld of \"%s\" in stock, %lld wanted", available, sku, qty);
-        return;
-    }
-    {
-        const char *p[2] = {sku, qbuf};
-        r = example_sql(
-            db, res, "UPDATE stock SET available = available - $2 WHERE sku = $1", 2, p);
-    }
-    if (r == NULL)
-        return;
-    PQclear(r);
-    {
-        const char *p[4] = {cmd->saga_id, order_id, sku, qbuf};
-        r = example_sql(
-            db, res,
-            "INSERT INTO reservations (saga_id, order_id, sku, quantity, status)"
-            " VALUES ($1, $2, $3, $4, 'reserved')",
-            4, p);
-    }
-    if (r == NULL)
-        return;
-    PQclear(r);
-    saga_result_ok(res, json_pack("{s:s, s:I}", "sku", sku, "reserved", (json_int_t)qty));
-}
-
 /* Take qty of sku off the shelf: 1, or 0 with res failed (no such
  * product, not enough of it, or the database). */
 static int take_stock(PGconn *db, saga_result *res, const char *sku, const char *qbuf,
@@ -110,6 +50,41 @@ static int take_stock(PGconn *db, saga_result *res, const char *sku, const char 
         return 0;
     PQclear(r);
     return 1;
+}
+
+static void reserve_stock(const saga_command *cmd, PGconn *db, saga_result *res,
+                          void *arg)
+{
+    const char *sku, *order_id;
+    long long qty;
+    char qbuf[24];
+    int ok = 1;
+    PGresult *r;
+    (void)arg;
+
+    if (example_begin(cmd, db, res))
+        return;
+    if ((sku = example_str(cmd, cmd->payload, "sku", res)) == NULL ||
+        (order_id = example_str(cmd, cmd->payload, "order_id", res)) == NULL)
+        return;
+    qty = example_int(cmd, cmd->payload, "quantity", res, &ok);
+    if (!ok)
+        return;
+    snprintf(qbuf, sizeof qbuf, "%lld", qty);
+    if (!take_stock(db, res, sku, qbuf, qty))
+        return;
+    {
+        const char *p[4] = {cmd->saga_id, order_id, sku, qbuf};
+        r = example_sql(
+            db, res,
+            "INSERT INTO reservations (saga_id, order_id, sku, quantity, status)"
+            " VALUES ($1, $2, $3, $4, 'reserved')",
+            4, p);
+    }
+    if (r == NULL)
+        return;
+    PQclear(r);
+    saga_result_ok(res, json_pack("{s:s, s:I}", "sku", sku, "reserved", (json_int_t)qty));
 }
 
 /* One line of an order: the element of a fan-out step, reserved on its

@@ -59,154 +59,131 @@ static int apply(saga_engine *e, saga_state *s, saga_event *ev, const char **why
     return rc;
 }
 
-/* Children's ends to their parents. Returns how many were claimed, -1 on
- * failure (rolled back). */
-static int tell_parents(saga_engine *e, int limit)
-{
-    char(*ids)[SAGA_ID_LEN + 1] = NULL;
-    saga_state **states = NULL;
-    saga_outbox sent = {0};
-    saga_error err = {0};
-    PGresult *r = NULL;
-    int n = 0, nids = 0, rc;
+/* The loaded sagas a delivery works on. */
+typedef struct loaded {
+    char (*ids)[SAGA_ID_LEN + 1];
+    saga_state **states;
+    int n;
+} loaded;
 
-    if ((rc = saga_store_exec(e->db, "BEGIN", &err)) != SAGA_OK ||
-        (rc = saga_children_claim_ended(e->db, limit, &r, &err)) != SAGA_OK)
-        goto out;
-    if ((n = PQntuples(r)) > 0)
-        rc = load(e, r, SAGA_CH_PARENT_ID, &ids, &states, &nids, &err);
-    for (int i = 0; i < n && rc == SAGA_OK; i++) {
-        const char *child = PQgetvalue(r, i, SAGA_CH_CHILD_ID);
-        int k = saga__engine_find_id(ids, nids, PQgetvalue(r, i, SAGA_CH_PARENT_ID));
-        saga_child_end how;
-        json_t *result;
-        const char *why = NULL;
-        int applied;
-        if (k < 0 || states[k] == NULL) {
-            rc = saga_children_later(e->db, child, CHILD_LATER_S, &err);
-            continue;
-        }
-        if (saga_child_end_parse(PQgetvalue(r, i, SAGA_CH_STATUS), &how) != 0) {
-            rc = saga_children_told(e->db, child, &err);
-            continue;
-        }
-        result = PQgetisnull(r, i, SAGA_CH_RESULT)
-                     ? NULL
-                     : saga__json_from_pg(PQgetvalue(r, i, SAGA_CH_RESULT), 0, NULL);
-        {
-            saga_event ev = {.kind = SAGA_EV_CHILD_ENDED,
-                             .now = saga_now_ms(),
-                             .random = next_random(e),
-                             .step = atoi(PQgetvalue(r, i, SAGA_CH_PARENT_STEP)),
-                             .child_end = (int)how,
-                             .output = result};
-            rc = apply(e, states[k], &ev, &why, &applied, &err);
-        }
-        json_decref(result);
-        /* Not waiting for it (an end it no longer needs): told all the same;
-         * if it comes to wait, its request tells it again. */
-        if (rc == SAGA_OK && applied != SAGA_APPLIED)
-            saga_log(SAGA_LOG_DEBUG, "child %s's end (%s) not taken by saga %s: %s",
-                     child, saga_child_end_name(how), states[k]->id, why ? why : "");
-        if (rc == SAGA_OK)
-            rc = saga_children_told(e->db, child, &err);
-    }
-    if (rc == SAGA_OK)
-        rc = saga__engine_commit_batch(e, &sent, &err);
-    if (rc == SAGA_OK)
-        saga__engine_produce(e, &sent);
-out:
-    if (rc != SAGA_OK) {
-        saga__engine_rollback(e);
-        saga__engine_warn_limited(&e->rolled_starts, "child sagas' ends rolled back: %s",
-                                  err.message);
-        n = -1;
-    }
-    for (int k = 0; states != NULL && k < nids; k++)
-        saga_state_free(states[k]);
-    free(states);
-    free(ids);
-    PQclear(r);
-    saga_outbox_clear(&sent);
-    return n;
+static saga_state *loaded_saga(const loaded *l, const char *id)
+{
+    int k = saga__engine_find_id(l->ids, l->n, id);
+    return k >= 0 ? l->states[k] : NULL;
 }
 
-/* Parents' undo requests to their children. As tell_parents. */
-static int undo_children(saga_engine *e, int limit)
+/* Row i of r: a child's end, to its parent. */
+static int tell_parent(saga_engine *e, PGresult *r, int i, const loaded *l,
+                       saga_error *err)
 {
-    char(*ids)[SAGA_ID_LEN + 1] = NULL;
-    saga_state **states = NULL;
+    const char *child = PQgetvalue(r, i, SAGA_CH_CHILD_ID), *why = NULL;
+    saga_state *s = loaded_saga(l, PQgetvalue(r, i, SAGA_CH_PARENT_ID));
+    saga_child_end how;
+    json_t *result;
+    int applied, rc;
+    if (s == NULL)
+        return saga_children_later(e->db, child, CHILD_LATER_S, err);
+    if (saga_child_end_parse(PQgetvalue(r, i, SAGA_CH_STATUS), &how) != 0)
+        return saga_children_told(e->db, child, err);
+    result = PQgetisnull(r, i, SAGA_CH_RESULT)
+                 ? NULL
+                 : saga__json_from_pg(PQgetvalue(r, i, SAGA_CH_RESULT), 0, NULL);
+    {
+        saga_event ev = {.kind = SAGA_EV_CHILD_ENDED,
+                         .now = saga_now_ms(),
+                         .random = next_random(e),
+                         .step = atoi(PQgetvalue(r, i, SAGA_CH_PARENT_STEP)),
+                         .child_end = (int)how,
+                         .output = result};
+        rc = apply(e, s, &ev, &why, &applied, err);
+    }
+    json_decref(result);
+    if (rc != SAGA_OK)
+        return rc;
+    /* Not waiting for it (an end it no longer needs): told all the same;
+     * if it comes to wait, its request tells it again. */
+    if (applied != SAGA_APPLIED)
+        saga_log(SAGA_LOG_DEBUG, "child %s's end (%s) not taken by saga %s: %s", child,
+                 saga_child_end_name(how), s->id, why ? why : "");
+    return saga_children_told(e->db, child, err);
+}
+
+/* Row i of r: a parent's undo request, to its child. */
+static int undo_child(saga_engine *e, PGresult *r, int i, const loaded *l,
+                      saga_error *err)
+{
+    const char *child = PQgetvalue(r, i, SAGA_CH_CHILD_ID), *why = NULL;
+    saga_state *s = loaded_saga(l, child);
+    saga_event ev = {.kind = SAGA_EV_PARENT_COMPENSATE, .now = saga_now_ms()};
+    int applied, rc;
+    if (s == NULL)
+        /* Never started (its start refused, or the step was skipped): its
+         * end, as the link says, goes to the parent again. */
+        return saga_children_undo_taken(e->db, child,
+                                        PQgetisnull(r, i, SAGA_CH_STATUS)
+                                            ? "compensated"
+                                            : PQgetvalue(r, i, SAGA_CH_STATUS),
+                                        NULL, err);
+    ev.random = next_random(e);
+    if ((rc = apply(e, s, &ev, &why, &applied, err)) != SAGA_OK)
+        return rc;
+    if (applied == SAGA_APPLIED || s->status == SAGA_ST_COMPENSATING)
+        return saga_children_undo_taken(e->db, child, NULL, NULL,
+                                        err); /* its end tells */
+    if (applied == SAGA_REJECTED) {
+        json_t *j = json_pack("{s:s, s:s}", "saga_id", s->id, "error",
+                              why ? why : "it cannot be undone");
+        char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        saga_log(SAGA_LOG_WARN, "child saga %s cannot be undone for its parent: %s",
+                 s->id, why ? why : "");
+        rc = saga_children_undo_taken(e->db, child, "uncompensable", text ? text : "{}",
+                                      err);
+        free(text);
+        json_decref(j);
+        return rc;
+    }
+    if (s->status == SAGA_ST_COMPENSATED || s->status == SAGA_ST_RESOLVED)
+        return saga_children_undo_taken(
+            e->db, child, s->status == SAGA_ST_COMPENSATED ? "compensated" : "resolved",
+            NULL, err);
+    /* Running past its pivot, or stuck: once it ends, or is repaired. */
+    return saga_children_later(e->db, child, CHILD_LATER_S, err);
+}
+
+/* One transaction: claim up to limit rows (undo requests, or ends), load
+ * the sagas they are for, deliver each, commit. Returns how many were
+ * claimed, -1 on failure (rolled back). */
+static int deliver_tx(saga_engine *e, int undo, int limit)
+{
+    loaded l = {NULL, NULL, 0};
     saga_outbox sent = {0};
     saga_error err = {0};
     PGresult *r = NULL;
-    int n = 0, nids = 0, rc;
+    int n = 0, rc;
 
-    if ((rc = saga_store_exec(e->db, "BEGIN", &err)) != SAGA_OK ||
-        (rc = saga_children_claim_undo(e->db, limit, &r, &err)) != SAGA_OK)
-        goto out;
-    if ((n = PQntuples(r)) > 0)
-        rc = load(e, r, SAGA_CH_CHILD_ID, &ids, &states, &nids, &err);
-    for (int i = 0; i < n && rc == SAGA_OK; i++) {
-        const char *child = PQgetvalue(r, i, SAGA_CH_CHILD_ID), *why = NULL;
-        int k = saga__engine_find_id(ids, nids, child), applied;
-        saga_state *s = k >= 0 ? states[k] : NULL;
-        saga_event ev = {
-            .kind = SAGA_EV_PARENT_COMPENSATE, .now = saga_now_ms(), .random = 0.5};
-        if (s == NULL) {
-            /* Never started (its start refused, or the step was skipped):
-             * its end, as the link says, goes to the parent again. */
-            rc = saga_children_undo_taken(e->db, child,
-                                          PQgetisnull(r, i, SAGA_CH_STATUS)
-                                              ? "compensated"
-                                              : PQgetvalue(r, i, SAGA_CH_STATUS),
-                                          NULL, &err);
-            continue;
-        }
-        ev.random = next_random(e);
-        rc = apply(e, s, &ev, &why, &applied, &err);
-        if (rc != SAGA_OK)
-            break;
-        if (applied == SAGA_APPLIED || s->status == SAGA_ST_COMPENSATING) {
-            /* Its end will tell the parent. */
-            rc = saga_children_undo_taken(e->db, child, NULL, NULL, &err);
-        } else if (applied == SAGA_REJECTED) {
-            char result[600];
-            json_t *j = json_pack("{s:s, s:s}", "saga_id", s->id, "error",
-                                  why ? why : "it cannot be undone");
-            char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-            snprintf(result, sizeof result, "%s", text ? text : "{}");
-            free(text);
-            json_decref(j);
-            saga_log(SAGA_LOG_WARN, "child saga %s cannot be undone for its parent: %s",
-                     s->id, why ? why : "");
-            rc = saga_children_undo_taken(e->db, child, "uncompensable", result, &err);
-        } else if (s->status == SAGA_ST_COMPENSATED || s->status == SAGA_ST_RESOLVED) {
-            rc = saga_children_undo_taken(e->db, child,
-                                          s->status == SAGA_ST_COMPENSATED ? "compensated"
-                                                                           : "resolved",
-                                          NULL, &err);
-        } else {
-            /* Running past its pivot, or stuck: once it ends, or is
-             * repaired. */
-            rc = saga_children_later(e->db, child, CHILD_LATER_S, &err);
-        }
-    }
+    if ((rc = saga_store_exec(e->db, "BEGIN", &err)) == SAGA_OK)
+        rc = undo ? saga_children_claim_undo(e->db, limit, &r, &err)
+                  : saga_children_claim_ended(e->db, limit, &r, &err);
+    if (rc == SAGA_OK && (n = PQntuples(r)) > 0)
+        rc = load(e, r, undo ? SAGA_CH_CHILD_ID : SAGA_CH_PARENT_ID, &l.ids, &l.states,
+                  &l.n, &err);
+    for (int i = 0; i < n && rc == SAGA_OK; i++)
+        rc = undo ? undo_child(e, r, i, &l, &err) : tell_parent(e, r, i, &l, &err);
     if (rc == SAGA_OK)
         rc = saga__engine_commit_batch(e, &sent, &err);
-    if (rc == SAGA_OK)
+    if (rc == SAGA_OK) {
         saga__engine_produce(e, &sent);
-out:
-    if (rc != SAGA_OK) {
+    } else {
         saga__engine_rollback(e);
-        saga__engine_warn_limited(&e->rolled_starts,
-                                  "undo requests to child sagas rolled back: %s",
-                                  err.message);
+        saga__engine_warn_limited(
+            &e->rolled_starts, "%s rolled back: %s",
+            undo ? "undo requests to child sagas" : "child sagas' ends", err.message);
         n = -1;
     }
-    for (int k = 0; states != NULL && k < nids; k++)
-        saga_state_free(states[k]);
-    free(states);
-    free(ids);
+    for (int k = 0; l.states != NULL && k < l.n; k++)
+        saga_state_free(l.states[k]);
+    free(l.states);
+    free(l.ids);
     PQclear(r);
     saga_outbox_clear(&sent);
     return n;
@@ -244,14 +221,13 @@ static void put_off_first(saga_engine *e, int undo)
 static void deliver(saga_engine *e, int undo)
 {
     int n;
-    while (!e->stop && (n = undo ? undo_children(e, CHILD_BATCH)
-                                 : tell_parents(e, CHILD_BATCH)) == CHILD_BATCH)
+    while (!e->stop && (n = deliver_tx(e, undo, CHILD_BATCH)) == CHILD_BATCH)
         ;
     if (n >= 0 || !saga_pgerr_blames_data(e->db, SAGA_EDB))
         return;
     for (int k = 0; k < CHILD_BATCH && !e->stop; k++) {
         saga_pgerr_clear();
-        n = undo ? undo_children(e, 1) : tell_parents(e, 1);
+        n = deliver_tx(e, undo, 1);
         if (n < 0 && saga_pgerr_blames_data(e->db, SAGA_EDB))
             put_off_first(e, undo);
         else if (n <= 0)

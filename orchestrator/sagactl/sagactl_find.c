@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "saga_attention.h"
 #include "saga_duration.h"
 #include "saga_machine.h"
 #include "sagactl.h"
@@ -166,40 +167,6 @@ int cmd_stuck(int argc, char **argv)
     }
 }
 
-/* Counting a million sagas cannot be made cheap with an index: it is one
- * pass over the table (or over saga_name_status_created_idx). So it is done
- * once, by (name, status), and the totals by status are summed from that
- * instead of a second pass. The rates read index ranges only: the started
- * ones saga_created_idx, the finished ones saga_status_idx. */
-static const char stats_sql[] =
-    "WITH c AS (SELECT name, status, count(*) AS n FROM saga.saga GROUP BY name, status)"
-    " SELECT json_build_object("
-    " 'by_status', coalesce((SELECT json_object_agg(status, n) FROM"
-    "  (SELECT status, sum(n)::bigint AS n FROM c GROUP BY status) a), '{}'),"
-    " 'by_definition', coalesce((SELECT json_object_agg(name, st ORDER BY name) FROM"
-    "  (SELECT name, json_object_agg(status, n) AS st FROM c GROUP BY name) b), '{}'),"
-    " 'started', json_build_object("
-    "  'last_minute', (SELECT count(*) FROM saga.saga"
-    "   WHERE created_at > now() - interval '1 minute'),"
-    "  'last_hour', (SELECT count(*) FROM saga.saga"
-    "   WHERE created_at > now() - interval '1 hour')),"
-    " 'finished', json_build_object("
-    "  'last_minute', (SELECT count(*) FROM saga.saga WHERE status IN"
-    "   ('completed', 'compensated', 'resolved') AND updated_at > now() - interval '1 "
-    "minute'),"
-    "  'last_hour', (SELECT count(*) FROM saga.saga WHERE status IN"
-    "   ('completed', 'compensated', 'resolved') AND updated_at > now() - interval '1 "
-    "hour')),"
-    " 'failed', coalesce((SELECT sum(n)::bigint FROM c WHERE status = 'failed'), 0),"
-    " 'services', (SELECT coalesce(json_agg(json_build_object('service', service,"
-    "  'instance', instance, 'breaker', breaker,"
-    "  'consecutive_failures', consecutive_failures,"
-    "  'open_until', saga.iso(open_until), 'opened_total', opened_total,"
-    "  'in_flight', in_flight, 'max_in_flight', max_in_flight,"
-    "  'held_breaker', held_breaker, 'held_bulkhead', held_bulkhead,"
-    "  'reported_seconds_ago', round(extract(epoch FROM now() - updated_at)::numeric, 1))"
-    "  ORDER BY service, instance), '[]') FROM saga.service_health))";
-
 /* The breaker and bulkhead of each service, as each sagad last reported. */
 static void print_services(const json_t *services)
 {
@@ -233,6 +200,38 @@ static void print_services(const json_t *services)
     }
 }
 
+/* The counts and the services, as the console reads them
+ * (saga_attention.h), with the failed sagas' count on top. */
+static json_t *stats_json(PGconn *db)
+{
+    char *counts = NULL, *services = NULL;
+    saga_error err = {0};
+    json_t *st, *sv;
+    if (saga_read_counts(db, &counts, &err) != SAGA_OK ||
+        saga_read_service_health(db, &services, &err) != SAGA_OK) {
+        fprintf(stderr, "sagactl stats: %s\n", err.message);
+        free(counts);
+        PQfinish(db);
+        exit(EXIT_DB);
+    }
+    st = saga__json_from_pg(counts, 0, NULL);
+    sv = saga__json_from_pg(services, JSON_DECODE_ANY, NULL);
+    free(counts);
+    free(services);
+    if (st == NULL || sv == NULL) {
+        fprintf(stderr, "sagactl stats: unreadable answer\n");
+        json_decref(st);
+        json_decref(sv);
+        PQfinish(db);
+        exit(EXIT_DB);
+    }
+    json_object_set_new(st, "failed",
+                        json_integer(json_integer_value(json_object_get(
+                            json_object_get(st, "by_status"), "failed"))));
+    json_object_set_new(st, "services", sv);
+    return st;
+}
+
 int cmd_stats(int argc, char **argv)
 {
     static const char *const statuses[] = {"running",     "compensating", "completed",
@@ -258,7 +257,7 @@ int cmd_stats(int argc, char **argv)
     if (optind < argc)
         die_usage("stats: unexpected argument \"%s\"", argv[optind]);
     db = connect_db(1);
-    st = query_json(db, stats_sql, 0, NULL);
+    st = stats_json(db);
     PQfinish(db);
     if (want_json) {
         print_json(st);

@@ -18,24 +18,7 @@ static const char saga_sql[] =
     " 'created_at', saga.iso(s.created_at),"
     " 'updated_at', saga.iso(s.updated_at), 'deadline_at', saga.iso(s.deadline_at),"
     " 'traceparent', s.traceparent, 'trace_id', nullif(split_part(s.traceparent, '-', "
-    "2), ''),"
-    /* A child saga: the saga and step that started it. */
-    " 'parent', CASE WHEN s.parent_id IS NULL THEN NULL ELSE json_build_object('id',"
-    "  s.parent_id, 'step', s.parent_step) END,"
-    " 'steps', (SELECT coalesce(json_agg(json_build_object("
-    "   'index', st.idx, 'name', st.name, 'status', st.status, 'attempts', st.attempts,"
-    "   'started_at', saga.iso(st.started_at), 'finished_at', saga.iso(st.finished_at),"
-    "   'output', st.output, 'error', st.error,"
-    /* A fan-out step: how many of its elements are in each status. */
-    "   'elements', (SELECT json_object_agg(x.status, x.n) FROM (SELECT e.status,"
-    "    count(*) AS n FROM saga.saga_element e WHERE e.saga_id = st.saga_id"
-    "    AND e.step = st.idx GROUP BY e.status) x),"
-    /* A child step: its child saga. */
-    "   'child', (SELECT json_build_object('id', c.child_id, 'definition', c.definition,"
-    "    'status', coalesce(cs.status, c.ended_status, 'pending')) FROM saga.saga_child c"
-    "    LEFT JOIN saga.saga cs ON cs.id = c.child_id WHERE c.parent_id = st.saga_id"
-    "    AND c.parent_step = st.idx)) ORDER BY st.idx), '[]')"
-    "  FROM saga.saga_step st WHERE st.saga_id = s.id))"
+    "2), '')," SAGA_READ_SAGA_LINKS_AND_STEPS
     " FROM saga.saga s WHERE s.id = $1::uuid AND ($2::name IS NULL OR s.started_by = "
     "$2)),"
     " (SELECT json_build_object('id', r.id, 'name', r.name,"

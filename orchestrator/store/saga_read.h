@@ -11,6 +11,27 @@
 
 #include "saga/error.h"
 
+/* The part of a saga's JSON (alias s, saga.saga) that sagactl show and the
+ * API share: its parent, and its steps with their elements and children
+ * (keys parent and steps, the rest of a json_build_object). */
+#define SAGA_READ_SAGA_LINKS_AND_STEPS                                                   \
+    " 'parent', CASE WHEN s.parent_id IS NULL THEN NULL ELSE json_build_object('id',"    \
+    "  s.parent_id, 'step', s.parent_step) END,"                                         \
+    " 'steps', (SELECT coalesce(json_agg(json_build_object("                             \
+    "   'index', st.idx, 'name', st.name, 'status', st.status, 'attempts', st.attempts," \
+    "   'started_at', saga.iso(st.started_at), 'finished_at', saga.iso(st.finished_at)," \
+    "   'output', st.output, 'error', st.error,"                                         \
+    "   'elements', (SELECT json_object_agg(x.status, x.n) FROM (SELECT e.status,"       \
+    "    count(*) AS n FROM saga.saga_element e WHERE e.saga_id = st.saga_id"            \
+    "    AND e.step = st.idx GROUP BY e.status) x),"                                     \
+    "   'child', (SELECT json_build_object('id', c.child_id, 'definition', "             \
+    "c.definition,"                                                                      \
+    "    'status', coalesce(cs.status, c.ended_status, 'pending')) FROM "                \
+    "saga.saga_child c"                                                                  \
+    "    LEFT JOIN saga.saga cs ON cs.id = c.child_id WHERE c.parent_id = st.saga_id"    \
+    "    AND c.parent_step = st.idx)) ORDER BY st.idx), '[]')"                           \
+    "  FROM saga.saga_step st WHERE st.saga_id = s.id))"
+
 /* The saga id (a UUID) as a JSON object into *json (new, the caller frees
  * it): id, name, version, status, step, input, idempotency_key,
  * business_key, created_at, updated_at, deadline_at, trace_id, traceparent and steps
