@@ -40,7 +40,7 @@ int saga_action_command(const saga_state *s, const saga_action *ac, const char *
     cmd.reply_to = reply_to;
     cmd.payload = ac->payload;
     saga__topic_cmd(topic, 256, prefix, sd->service);
-    saga_tracing_step(s->traceparent, ac->step, ac->phase, ac->attempt, traceparent,
-                      SAGA_TRACEPARENT_LEN + 1);
+    saga_tracing_element(s->traceparent, ac->step, ac->phase, ac->attempt, ac->element,
+                         traceparent, SAGA_TRACEPARENT_LEN + 1);
     return saga_command_encode(&cmd, text, NULL, err);
 }

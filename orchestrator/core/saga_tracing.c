@@ -30,10 +30,17 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t n)
 int saga_tracing_step(const char *saga_tp, int step, saga_phase phase, int attempt,
                       char *out, size_t size)
 {
+    return saga_tracing_element(saga_tp, step, phase, attempt, -1, out, size);
+}
+
+int saga_tracing_element(const char *saga_tp, int step, saga_phase phase, int attempt,
+                         int element, char *out, size_t size)
+{
     saga_trace_context ctx;
     uint64_t h = 1469598103934665603ull;
-    uint32_t v[3] = {(uint32_t)step, (uint32_t)phase, (uint32_t)attempt};
-    unsigned char bytes[12];
+    uint32_t v[4] = {(uint32_t)step, (uint32_t)phase, (uint32_t)attempt,
+                     (uint32_t)element};
+    unsigned char bytes[16];
     if (out == NULL || size < SAGA_TRACEPARENT_LEN + 1)
         return SAGA_EINVAL;
     out[0] = '\0';
@@ -43,9 +50,10 @@ int saga_tracing_step(const char *saga_tp, int step, saga_phase phase, int attem
     /* Distinct per (saga span, step, phase, attempt); a span id may not be
      * all zero. */
     h = fnv1a(h, ctx.span_id, sizeof ctx.span_id);
-    for (int i = 0; i < 12; i++) /* big-endian: the same ids on every machine */
+    for (int i = 0; i < 16; i++) /* big-endian: the same ids on every machine */
         bytes[i] = (unsigned char)(v[i / 4] >> (24 - 8 * (i % 4)));
-    h = fnv1a(h, bytes, sizeof bytes);
+    /* A step's spans stay what they were before fan-out existed. */
+    h = fnv1a(h, bytes, element < 0 ? 12 : sizeof bytes);
     if (h == 0)
         h = 1;
     for (int i = 0; i < 8; i++)

@@ -32,6 +32,12 @@ int saga_tracing_start(const char *parent, char *out, size_t size);
 int saga_tracing_step(const char *saga_tp, int step, saga_phase phase, int attempt,
                       char *out, size_t size);
 
+/* As saga_tracing_step for element `element` of a fan-out step: each
+ * element's attempt its own span; a negative element gives
+ * saga_tracing_step's. */
+int saga_tracing_element(const char *saga_tp, int step, saga_phase phase, int attempt,
+                         int element, char *out, size_t size);
+
 /* The trace id and span id of traceparent tp in hex (33 and 17 bytes);
  * both "" when tp is not valid. */
 void saga_tracing_ids(const char *tp, char trace_id[SAGA_TRACE_ID_HEX_SIZE],

@@ -163,14 +163,20 @@ static void add_spans(json_t *events, const char *saga_tp)
                             trace_id[0] ? json_string(trace_id) : json_null());
         if (json_is_integer(step) && json_is_integer(attempt) &&
             json_integer_value(attempt) > 0)
-            saga_tracing_step(
+            saga_tracing_element(
                 saga_tp, (int)json_integer_value(step),
                 json_is_string(json_object_get(ev, "phase")) &&
                         strcmp(json_string_value(json_object_get(ev, "phase")),
                                "compensate") == 0
                     ? SAGA_PHASE_COMPENSATE
                     : SAGA_PHASE_INVOKE,
-                (int)json_integer_value(attempt), tp, sizeof tp);
+                (int)json_integer_value(attempt),
+                /* An element's line: that element's span. */
+                json_is_integer(json_object_get(json_object_get(ev, "detail"), "element"))
+                    ? (int)json_integer_value(
+                          json_object_get(json_object_get(ev, "detail"), "element"))
+                    : -1,
+                tp, sizeof tp);
         saga_tracing_ids(tp, t2, span_id);
         json_object_set_new(ev, "span_id",
                             span_id[0] ? json_string(span_id) : json_null());

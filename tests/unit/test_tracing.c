@@ -37,6 +37,31 @@ static void test_a_saga_continues_its_callers_trace(void **state)
     assert_int_equal(saga_tracing_start(CALLER, tp, 10), SAGA_EINVAL);
 }
 
+/* A fan-out's elements: each attempt of each its own span; no element is
+ * a step's span as before. */
+static void test_element_spans(void **state)
+{
+    char saga[SAGA_TRACEPARENT_LEN + 1], a[SAGA_TRACEPARENT_LEN + 1],
+        b[SAGA_TRACEPARENT_LEN + 1], c[SAGA_TRACEPARENT_LEN + 1];
+    (void)state;
+    assert_int_equal(saga_tracing_start(CALLER, saga, sizeof saga), SAGA_OK);
+    assert_int_equal(saga_tracing_step(saga, 2, SAGA_PHASE_INVOKE, 1, a, sizeof a),
+                     SAGA_OK);
+    assert_int_equal(saga_tracing_element(saga, 2, SAGA_PHASE_INVOKE, 1, -1, b, sizeof b),
+                     SAGA_OK);
+    assert_string_equal(a, b);
+    for (int e = 0; e < 50; e++) {
+        assert_int_equal(
+            saga_tracing_element(saga, 2, SAGA_PHASE_INVOKE, 1, e, b, sizeof b), SAGA_OK);
+        assert_int_equal(
+            saga_tracing_element(saga, 2, SAGA_PHASE_INVOKE, 1, e + 1, c, sizeof c),
+            SAGA_OK);
+        assert_string_not_equal(a, b);
+        assert_string_not_equal(b, c);
+        assert_memory_equal(b, saga, 36); /* the saga's trace */
+    }
+}
+
 static void test_step_spans_are_stable_and_distinct(void **state)
 {
     char saga[SAGA_TRACEPARENT_LEN + 1], a[SAGA_TRACEPARENT_LEN + 1],
@@ -114,6 +139,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_saga_continues_its_callers_trace),
         cmocka_unit_test(test_step_spans_are_stable_and_distinct),
+        cmocka_unit_test(test_element_spans),
         cmocka_unit_test(test_command_trace),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
