@@ -4,7 +4,7 @@
 #   make check      install what is missing, build with ASan+UBSan, run the unit
 #                   tests and the integration tests against a real PostgreSQL
 #                   and a real Kafka broker (started and stopped by scripts/)
-#   make demo       the order saga end to end, shown with sagactl
+#   make demo       the order saga end to end, shown with sagactl (DEMO_KEEP=1: stay up)
 #   make install PREFIX=/usr/local
 
 PREFIX  ?= /usr/local
