@@ -64,7 +64,11 @@ static void start_service(int i)
 static void start_sagad(void)
 {
     char name[64];
-    const char *args[] = {"--definitions", "tests/integration/crash_sagas", NULL};
+    /* The injected failures open breakers now and then (a probe that fails
+     * doubles the wait): a short cool-down keeps them from outlasting the
+     * test, which is about losing nothing, not about the breaker. */
+    const char *args[] = {"--definitions", "tests/integration/crash_sagas",
+                          "--breaker-cooldown", "2s", NULL};
     snprintf(name, sizeof name, "crash-sagad-%d", ++sagad_starts);
     assert_int_equal(it_spawn(&sagad, name, "sagad", args), 0);
     assert_int_equal(it_wait_log(&sagad, "sagad running", 60000), 0);
