@@ -117,7 +117,8 @@ static const char finish_requests_sql[] =
 /* A child to start: its link, and its start request (the same id: a
  * second start is nothing; one of a child that ended tells the parent
  * again, which waits for it anew). It runs in its parent's trace, under
- * its parent's business key. */
+ * its parent's business key, as started by whoever started the parent
+ * (who may then follow it, as its own). */
 static const char start_children_sql[] =
     "WITH x AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS r(seq int, child_id uuid,"
     "   parent_id uuid, parent_step int, definition text, input jsonb, traceparent "
@@ -127,9 +128,10 @@ static const char start_children_sql[] =
     "   ON CONFLICT (child_id) DO UPDATE SET notified_at = NULL"
     "   WHERE saga.saga_child.ended_at IS NOT NULL)"
     " INSERT INTO saga.start_request (id, name, input, traceparent, business_key,"
-    " parent_id, parent_step)"
+    " parent_id, parent_step, requested_by)"
     " SELECT x.child_id, x.definition, x.input, x.traceparent, p.business_key,"
-    " x.parent_id, x.parent_step FROM x LEFT JOIN saga.saga p ON p.id = x.parent_id"
+    " x.parent_id, x.parent_step, coalesce(p.started_by, current_user)"
+    " FROM x LEFT JOIN saga.saga p ON p.id = x.parent_id"
     " ORDER BY x.seq ON CONFLICT (id) DO NOTHING";
 
 /* A child to undo. A step whose child never existed (an operator skipped
