@@ -1,6 +1,7 @@
 // definitions.js - Definitions: each one's versions, a drawing of its
-// steps (order, parallel groups, the pivot, compensations, waits and
-// conditions) and the difference between two versions, line by line.
+// steps (order, parallel groups, the pivot, compensations, waits, fan-outs,
+// child sagas and conditions) and the difference between two versions,
+// line by line.
 import { api, h, s, clear, when, select, field, failure } from './lib.js';
 
 export async function render(el, { args }) {
@@ -86,9 +87,17 @@ export function draw(def) {
       g.append(s('rect', { x, y, width: BW, height: BH, rx: 6, class: cls }));
       g.append(s('text', { x: x + 8, y: y + 18, class: 'dr-name' }, clip(step.name, 22)));
       g.append(s('text', { x: x + 8, y: y + 34, class: 'dr-small' },
-        clip(step.wait ? `waits for signal ${step.wait.signal}` : `${step.service}.${step.action}`, 28)));
-      const tags = [step.pivot ? 'pivot' : null, after ? 'forward only' : null, step.when ? `when ${step.when}` : null].filter(Boolean).join(' \u00b7 ');
+        clip(step.wait ? `waits for signal ${step.wait.signal}`
+          : step.child ? `child saga ${step.child}` : `${step.service}.${step.action}`, 28)));
+      const tags = [step.pivot ? 'pivot' : null, after ? 'forward only' : null,
+        step.for_each ? `for each ${step.for_each}` : null, step.when ? `when ${step.when}` : null].filter(Boolean).join(' \u00b7 ');
       if (tags) g.append(s('text', { x: x + 8, y: y + 50, class: 'dr-tag' }, clip(tags, 30)));
+      if (step.child && !after) {
+        /* Undone by undoing its child. */
+        g.append(s('rect', { x: x + 10, y: y + BH + 12, width: BW - 20, height: CH - 8, rx: 5, class: 'dr-comp' }));
+        g.append(s('text', { x: x + 18, y: y + BH + 30, class: 'dr-small' }, clip(`\u21a9 undo ${step.child}`, 26)));
+        g.append(s('line', { x1: x + BW / 2, x2: x + BW / 2, y1: y + BH, y2: y + BH + 12, class: 'dr-link' }));
+      }
       if (step.compensation) {
         g.append(s('rect', { x: x + 10, y: y + BH + 12, width: BW - 20, height: CH - 8, rx: 5, class: 'dr-comp' }));
         g.append(s('text', { x: x + 18, y: y + BH + 30, class: 'dr-small' }, clip(`\u21a9 ${step.service}.${step.compensation}`, 26)));

@@ -4,7 +4,7 @@
 // outputs and errors, the history with who did what and why, and for an
 // operator the repairs (retry, compensate, skip, resolve; a reason is
 // required and goes into the history).
-import { api, h, s, clear, badge, when, ms, json, errorText, field, select, every, failure, session, say, Problem } from './lib.js';
+import { api, h, s, clear, badge, when, ms, json, errorText, field, select, every, failure, session, say, Problem, sagaLink } from './lib.js';
 
 const ENDED = ['completed', 'compensated', 'resolved', 'rejected', 'cancelled'];
 
@@ -49,6 +49,9 @@ function header(el, saga) {
       h('dt', {}, 'Definition'), h('dd', {}, h('a', { href: `#/definitions/${encodeURIComponent(saga.name)}` }, `${saga.name}@${saga.version ?? '-'}`)),
       h('dt', {}, 'At step'), h('dd', {}, stepName(saga, saga.step)),
       h('dt', {}, 'Business key'), h('dd', {}, saga.business_key || '-'),
+      saga.parent ? [h('dt', {}, 'Parent'), h('dd', {},
+        sagaLink(saga.parent.id),
+        ` (its step ${saga.parent.step} started this saga)`)] : null,
       h('dt', {}, 'Created'), h('dd', {}, when(saga.created_at)),
       h('dt', {}, 'Updated'), h('dd', {}, when(saga.updated_at)),
       h('dt', {}, 'Trace'), h('dd', {}, trace),
@@ -66,7 +69,25 @@ function stepTable(saga) {
     h('tbody', {}, (saga.steps || []).map(st => h('tr', { class: st.error ? 'has-error' : null },
       h('td.num', {}, st.index), h('th', { scope: 'row' }, st.name), h('td', {}, badge(st.status)),
       h('td.num', {}, st.attempts), h('td', {}, when(st.started_at)), h('td', {}, when(st.finished_at)),
-      h('td', {}, st.output ? json(st.output) : ''), h('td.err', {}, errorText(st.error)))))));
+      h('td', {}, stepOutput(st)), h('td.err', {}, errorText(st.error)))))));
+}
+
+// A fan-out step's elements by status (its output, the list, can be
+// long); a child step's child saga, linked; else the output.
+function stepOutput(st) {
+  const parts = [];
+  if (st.elements) {
+    const total = Object.values(st.elements).reduce((a, b) => a + b, 0);
+    parts.push(h('p.elements', {}, `${total} elements: ` +
+      Object.entries(st.elements).map(([k, v]) => `${v} ${k}`).join(', ')));
+  }
+  if (st.child) {
+    parts.push(h('p.child', {}, 'child saga ',
+      sagaLink(st.child.id),
+      ` (${st.child.definition}): `, badge(st.child.status)));
+  }
+  if (parts.length === 0 && st.output) parts.push(json(st.output));
+  return parts;
 }
 
 function historyTable(events) {

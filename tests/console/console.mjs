@@ -9,7 +9,7 @@ import { join } from 'node:path';
 
 const require = createRequire(join(process.env.NODE_PATH, 'x.js'));
 const { chromium } = require('playwright-core');
-const { BASE, OPS_TOKEN, READER_TOKEN, STUCK, OTHER, SHOTS, PROFILE } = process.env;
+const { BASE, OPS_TOKEN, READER_TOKEN, STUCK, OTHER, CART, SHOTS, PROFILE } = process.env;
 
 const t0 = Date.now();
 function ok(what) { console.log(`test_console: ok: ${what} (${Date.now() - t0} ms)`); }
@@ -131,6 +131,20 @@ try {
   await page.locator('#sagas').waitFor();
   await shot('sagas');
   ok('Sagas: search by definition and by business key, counts by status');
+
+  // ---- a fan-out and a child saga, linked both ways
+  await page.goto(`${BASE}/#/saga/${CART}`);
+  await page.locator('#steps').getByText('3 elements: 3 succeeded').waitFor();
+  await page.locator('#steps .child a').click();
+  await page.locator('h1').getByText(/Saga/).waitFor();
+  await page.getByText('started this saga').waitFor();
+  check((await page.locator('dl.facts').innerText()).includes(CART), 'the child names its parent');
+  check((await page.locator('dl.facts').innerText()).includes('shipping@'), 'the child is a shipping saga');
+  await page.goto(`${BASE}/#/definitions/cart`);
+  await page.locator('svg.drawing').waitFor();
+  const drawn = await page.locator('svg.drawing').innerHTML();
+  check(drawn.includes('child saga shipping') && drawn.includes('for each ${input.lines}'), 'the drawing shows the child step and the fan-out');
+  ok('a cart: its fan-out step\'s elements by status, its child saga linked, the child naming its parent; drawn with its fan-out and child');
 
   // ---- services
   await page.goto(`${BASE}/#/services`);

@@ -18,9 +18,9 @@ modules=$PWD/build/node_modules
 [[ -d $modules/playwright-core ]] || fail "no $modules/playwright-core: run scripts/install-deps"
 [[ -x /usr/bin/chromium ]] || fail "no /usr/bin/chromium: run scripts/install-deps"
 
-it_services
+it_services order payment inventory shipping
 mkdir -p "$work/sagas"
-cp sagas/order.json sagas/order_parallel.json "$work/sagas/"
+cp sagas/order.json sagas/order_parallel.json sagas/cart.json sagas/shipping.json "$work/sagas/"
 # One step on the payment service, quick to give up: with the service
 # down its action and its compensation time out, and the saga is failed
 # (stuck) within a second or two.
@@ -59,6 +59,9 @@ for i in 1 2 3; do
     post /v1/sagas "{\"definition\":\"order\",\"business_key\":\"order-10$i\",\"input\":{\"customer_id\":\"alice\",\"sku\":\"widget\",\"quantity\":1,\"amount\":100}}" | id_of >>"$work/done"
 done
 post /v1/sagas '{"definition":"order_parallel","business_key":"order-200","input":{"customer_id":"alice","sku":"gadget","quantity":5,"amount":700}}' | id_of >>"$work/done"
+# A cart: its lines fanned out, its shipping a child saga.
+cart=$(post /v1/sagas '{"definition":"cart","business_key":"cart-300","input":{"customer_id":"alice","amount":30,"parcels":1,"lines":[{"sku":"widget","quantity":1},{"sku":"widget","quantity":1},{"sku":"widget","quantity":1}]}}' | id_of)
+echo "$cart" >>"$work/done"
 while read -r id; do
     for _ in $(seq 1 300); do [[ $(status_of "$id") =~ ^(completed|compensated)$ ]] && break; sleep 0.1; done
 done <"$work/done"
@@ -81,7 +84,7 @@ pids+=($!)
 for _ in $(seq 1 600); do [[ $(grep -c ready "$work/payment.log") -ge 2 ]] && break; sleep 0.1; done
 
 started=$(date +%s%N)
-BASE=$base OPS_TOKEN=$ops READER_TOKEN=$reader STUCK=$stuck OTHER=$other \
+BASE=$base OPS_TOKEN=$ops READER_TOKEN=$reader STUCK=$stuck OTHER=$other CART=$cart \
     SHOTS=${SAGA_CONSOLE_SHOTS:-$work/shots} PROFILE=$work/profile NODE_PATH=$modules \
     node tests/console/console.mjs || fail "the browser test failed (above)"
 ms=$((($(date +%s%N) - started) / 1000000))
