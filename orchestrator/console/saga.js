@@ -173,6 +173,12 @@ function repairPanel(el, saga, load, stops) {
       h('p.note', {}, `Your token's role (${session.role}) may read but not repair: ask an operator.`));
     return;
   }
+  if (['completed', 'compensated', 'resolved'].includes(saga.status)) {
+    // An ended saga takes no repair (the API would refuse each with 409).
+    clear(el, h('h2', { id: 'repair-h' }, 'Repair'),
+      h('p.note', {}, `This saga has ended (${saga.status}): there is nothing to repair.`));
+    return;
+  }
   const action = select('action', [['retry', 'Retry the outstanding step or compensation'], ['compensate', 'Compensate (undo what it did)'], ['skip', 'Skip the current step (mark it done)'], ['resolve', 'Resolve by hand (close a failed saga)']],
     saga.status === 'failed' ? 'retry' : 'compensate');
   const reason = h('textarea', { name: 'reason', 'aria-required': 'true', rows: 2, maxlength: 1000, placeholder: 'payment is back (INC-7)' });

@@ -135,6 +135,7 @@ try {
   // ---- a fan-out and a child saga, linked both ways
   await page.goto(`${BASE}/#/saga/${CART}`);
   await page.locator('#steps').getByText('3 elements: 3 succeeded').waitFor();
+  await shot('saga-cart');
   await page.locator('#steps .child a').click();
   await page.locator('h1').getByText(/Saga/).waitFor();
   await page.getByText('started this saga').waitFor();
