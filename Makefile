@@ -209,11 +209,13 @@ check: deps
 # Throughput and latency figures (scripts/bench; BENCH_* settings there),
 # then sagactl against a million finished sagas unless BENCH_HISTORY=0.
 # PostgreSQL runs durable here (SAGA_PG_DURABLE=1: fsync, full_page_writes,
-# synchronous_commit on); the tests keep scripts/services' fast settings.
+# synchronous_commit on) with pg_stat_statements and checkpoint and
+# autovacuum logging (SAGA_PG_BENCH=1); the tests keep scripts/services'
+# fast settings.
 BENCH_HISTORY ?= 1
 bench: deps
 	$(MAKE) --no-print-directory all
-	SAGA_PG_DURABLE=1 scripts/with-services scripts/bench $(BUILD)
+	SAGA_PG_DURABLE=1 SAGA_PG_BENCH=1 scripts/with-services scripts/bench $(BUILD)
 	@if [ "$(BENCH_HISTORY)" != 0 ]; then SAGA_PG_DURABLE=1 scripts/with-services scripts/bench-history $(BUILD); fi
 
 # sagactl list/stuck/show/history/stats and purge with a million finished

@@ -5,6 +5,7 @@
  *              (--closed N [--duration S] | --rate R --duration S)
  *              [--sagad-pids P1,P2] [--participant-pids P1,P2]
  *              [--participant-db NAME] [--label TEXT] [--json FILE]
+ *              [--interval S]
  *
  * Open loop (--rate R --duration S): sagas are started at R per second on
  * schedule for S seconds; a saga's latency runs from its intended start,
@@ -14,7 +15,15 @@
  * database afterwards: a saga's from its intended start to its last
  * transition, a step's from dispatch to reply. Exits 1 when a saga could
  * not be started or was left unfinished (still running after 10 minutes,
- * or stopped as failed). */
+ * or stopped as failed).
+ *
+ * --interval S (closed loop with a duration): every S seconds, the sagas
+ * that ended in those S seconds (started less still open: exact at each
+ * reading), printed on stderr as they come, so that a stall shows, and
+ * with each the cluster's WAL written (pg_current_wal_lsn), its full-page
+ * images (pg_stat_wal), checkpoints begun (pg_stat_bgwriter) and the
+ * vacuums running at that moment (pg_stat_progress_vacuum); the same in
+ * the JSON line as "intervals". */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -34,7 +43,7 @@
 #define MAX_PIDS 16
 
 typedef struct opts {
-    int steps, closed, payload, rate, duration;
+    int steps, closed, payload, rate, duration, interval;
     double fail_rate;
     int sagad_pids[MAX_PIDS], nsagad;
     int participant_pids[MAX_PIDS], nparticipant;
@@ -301,15 +310,101 @@ static double percentile(PGconn *db, int steps, const char *since, const char *q
     return v;
 }
 
+/* The per-interval record (--interval): appended to a growing JSON array. */
+typedef struct interval_log {
+    char *text;
+    size_t len, cap;
+    double wal0, fpi0, ckpt0;
+    long long ended0;
+    int64_t t0, last;
+} interval_log;
+
+static void log_append(interval_log *l, const char *piece)
+{
+    size_t n = strlen(piece);
+    if (l->len + n + 1 > l->cap) {
+        size_t cap = (l->cap ? l->cap * 2 : 4096) + n;
+        char *t = realloc(l->text, cap);
+        if (t == NULL)
+            return;
+        l->text = t;
+        l->cap = cap;
+    }
+    memcpy(l->text + l->len, piece, n + 1);
+    l->len += n;
+}
+
+/* WAL bytes so far, full-page images, checkpoints begun, and the vacuums
+ * running now (database.table), in one statement. */
+static void interval_sample(PGconn *db, double *wal, double *fpi, double *ckpt, char *vac,
+                            size_t vac_size)
+{
+    PGresult *r =
+        pg(db,
+           "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn,"
+           " (SELECT wal_fpi FROM pg_stat_wal),"
+           " (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter),"
+           " (SELECT coalesce(string_agg(v.datname || '.' ||"
+           " coalesce(c.relname, v.relid::text), ' '), '')"
+           " FROM pg_stat_progress_vacuum v LEFT JOIN pg_class c ON c.oid = v.relid"
+           " AND v.datname = current_database())",
+           0, NULL);
+    *wal = *fpi = *ckpt = 0;
+    vac[0] = '\0';
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+        *wal = atof(PQgetvalue(r, 0, 0));
+        *fpi = atof(PQgetvalue(r, 0, 1));
+        *ckpt = atof(PQgetvalue(r, 0, 2));
+        snprintf(vac, vac_size, "%s", PQgetvalue(r, 0, 3));
+    }
+    PQclear(r);
+}
+
+/* One interval's line (stderr) and record, ending at `now` with `ended`
+ * sagas ended since the load began. */
+static void interval_mark(PGconn *db, interval_log *l, const char *label, int64_t now,
+                          long long ended)
+{
+    double wal, fpi, ckpt, secs = (double)(now - l->last) / 1000.0;
+    char vac[512], piece[1024];
+    interval_sample(db, &wal, &fpi, &ckpt, vac, sizeof vac);
+    fprintf(stderr,
+            "saga-bench: %s %4.0f s: %6lld ended, %6.0f sagas/s; WAL %6.1f MB/s,"
+            " %5.0f full-page images/s; checkpoints begun %.0f; vacuuming: %s\n",
+            label, (double)(now - l->t0) / 1000.0, ended - l->ended0,
+            (double)(ended - l->ended0) / secs, (wal - l->wal0) / secs / 1e6,
+            (fpi - l->fpi0) / secs, ckpt - l->ckpt0, vac[0] ? vac : "-");
+    snprintf(piece, sizeof piece,
+             "%s{\"t\": %.1f, \"epoch_ms\": %lld, \"seconds\": %.2f, \"ended\": %lld,"
+             " \"sagas_per_s\": %.1f, \"wal_bytes\": %.0f, \"wal_fpi\": %.0f,"
+             " \"checkpoints\": %.0f, \"vacuuming\": \"%s\"}",
+             l->len > 1 ? ", " : "", (double)(now - l->t0) / 1000.0,
+             (long long)(saga_now_ms() - (mono_ms() - now)), secs, ended - l->ended0,
+             (double)(ended - l->ended0) / secs, wal - l->wal0, fpi - l->fpi0,
+             ckpt - l->ckpt0, vac);
+    log_append(l, piece);
+    l->wal0 = wal;
+    l->fpi0 = fpi;
+    l->ckpt0 = ckpt;
+    l->ended0 = ended;
+    l->last = now;
+}
+
 int main(int argc, char **argv)
 {
-    static const struct option lo[] = {
-        {"steps", 1, 0, 'k'},          {"closed", 1, 0, 'n'},
-        {"rate", 1, 0, 'r'},           {"duration", 1, 0, 'd'},
-        {"fail-rate", 1, 0, 'f'},      {"payload", 1, 0, 'p'},
-        {"sagad-pids", 1, 0, 's'},     {"participant-pids", 1, 0, 'P'},
-        {"participant-db", 1, 0, 'D'}, {"label", 1, 0, 'l'},
-        {"json", 1, 0, 'j'},           {0, 0, 0, 0}};
+    static const struct option lo[] = {{"steps", 1, 0, 'k'},
+                                       {"closed", 1, 0, 'n'},
+                                       {"rate", 1, 0, 'r'},
+                                       {"duration", 1, 0, 'd'},
+                                       {"fail-rate", 1, 0, 'f'},
+                                       {"payload", 1, 0, 'p'},
+                                       {"sagad-pids", 1, 0, 's'},
+                                       {"participant-pids", 1, 0, 'P'},
+                                       {"participant-db", 1, 0, 'D'},
+                                       {"label", 1, 0, 'l'},
+                                       {"json", 1, 0, 'j'},
+                                       {"interval", 1, 0, 'i'},
+                                       {0, 0, 0, 0}};
     opts o = {.steps = 4, .payload = 64, .label = "run"};
     const saga_definition *def;
     saga_defs *defs;
@@ -321,6 +416,7 @@ int main(int argc, char **argv)
     double cpu_d0, cpu_p0, cpu_d1, cpu_p1;
     PGconn *db;
     char since[32], until[32];
+    interval_log il = {0};
 
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
@@ -364,6 +460,9 @@ int main(int argc, char **argv)
             break;
         case 'j':
             o.json = optarg;
+            break;
+        case 'i':
+            o.interval = (int)parse_int("interval", optarg, 1, 3600);
             break;
         default:
             fprintf(stderr, "saga-bench: see the comment at the top of saga_bench.c\n");
@@ -439,6 +538,12 @@ int main(int argc, char **argv)
          * unfinished saga and pending start request is this run's (each
          * run waits for its sagas to end). */
         int64_t deadline = began + (int64_t)o.duration * 1000;
+        if (o.interval > 0) {
+            char vac[512];
+            log_append(&il, "[");
+            interval_sample(db, &il.wal0, &il.fpi0, &il.ckpt0, vac, sizeof vac);
+            il.t0 = il.last = began;
+        }
         while (mono_ms() < deadline && !start_failed) {
             int open =
                 (int)query_num(db,
@@ -447,6 +552,9 @@ int main(int argc, char **argv)
                                " saga.start_request WHERE processed_at IS NULL)",
                                NULL);
             int want = o.closed - open;
+            int64_t now = mono_ms();
+            if (o.interval > 0 && now - il.last >= (int64_t)o.interval * 1000)
+                interval_mark(db, &il, o.label, now, (long long)(total - open));
             if (want > 500)
                 want = 500;
             if (want > 0) {
@@ -483,6 +591,19 @@ int main(int argc, char **argv)
     }
     load_end = mono_ms();
     load_end_epoch = saga_now_ms();
+    if (il.len > 0) {
+        /* The last, shorter interval, if it is more than a second. */
+        if (load_end - il.last > 1000) {
+            int open =
+                (int)query_num(db,
+                               "SELECT (SELECT count(*) FROM saga.saga WHERE status IN"
+                               " ('running', 'compensating')) + (SELECT count(*) FROM"
+                               " saga.start_request WHERE processed_at IS NULL)",
+                               NULL);
+            interval_mark(db, &il, o.label, load_end, (long long)(total - open));
+        }
+        log_append(&il, "]");
+    }
     snprintf(until, sizeof until, "%lld", (long long)load_end_epoch);
     /* Wait for every saga of this run to end (or 10 minutes). */
     for (int waited = 0; waited < 600000; waited += 50) {
@@ -524,7 +645,8 @@ int main(int argc, char **argv)
         const char *q[3] = {"0.5", "0.99", "0.999"};
         long peak_max = 0, peak_sum = 0, rss_sum = 0;
         double ended_n, sagad_tx, part_tx;
-        char line[2048];
+        char *line;
+        size_t line_size = 4096 + il.len;
         int left;
 
         p2[1] = since;
@@ -581,8 +703,12 @@ int main(int argc, char **argv)
         left = total - (int)ended_n;
         sagad_tx = (double)(c1 - c0 - tx);
         part_tx = o.participant_db != NULL ? (double)(pc1 - pc0) : 0;
+        if ((line = malloc(line_size)) == NULL) {
+            fprintf(stderr, "saga-bench: out of memory\n");
+            return 1;
+        }
         snprintf(
-            line, sizeof line,
+            line, line_size,
             "{\"label\": \"%s\", \"mode\": \"%s\", \"steps\": %d, \"fail_rate\": %.2f,"
             " \"payload\": %d, \"rate\": %d, \"in_flight\": %d, \"duration\": %d,"
             " \"sagas\": %d, \"started\": %d, \"ended\": %.0f, \"unfinished\": %d,"
@@ -595,7 +721,9 @@ int main(int argc, char **argv)
             " \"participant_commits_per_step\": %.3f, \"driver_commits\": %lld,"
             " \"sagad_instances\": %d, \"sagad_cpu_ms_per_saga\": %.3f,"
             " \"participant_cpu_ms_per_saga\": %.3f, \"sagad_rss_kb\": %ld,"
-            " \"sagad_peak_rss_kb\": %ld, \"sagad_peak_rss_kb_sum\": %ld}",
+            " \"sagad_peak_rss_kb\": %ld, \"sagad_peak_rss_kb_sum\": %ld,"
+            " \"load_began_epoch_ms\": %lld, \"load_end_epoch_ms\": %lld,"
+            " \"intervals\": %s}",
             o.label, o.closed > 0 ? "closed" : "open", o.steps, o.fail_rate, o.payload,
             o.rate, o.closed, o.duration, total, total, ended_n, left, completed,
             compensated, failed, secs, window, ended_in_window / window,
@@ -606,7 +734,8 @@ int main(int argc, char **argv)
             steps_done > 0 ? part_tx / steps_done : 0, tx, o.nsagad,
             ended_n > 0 ? (cpu_d1 - cpu_d0) * 1000.0 / ended_n : 0,
             ended_n > 0 ? (cpu_p1 - cpu_p0) * 1000.0 / ended_n : 0, rss_sum, peak_max,
-            peak_sum);
+            peak_sum, (long long)(load_end_epoch - (load_end - began)),
+            (long long)load_end_epoch, il.len > 0 ? il.text : "[]");
         puts(line);
         if (o.json != NULL) {
             FILE *f = fopen(o.json, "a");
@@ -624,6 +753,8 @@ int main(int argc, char **argv)
                 "saga-bench: %s: %d saga(s) started, %.0f ended (%.0f failed, the rest"
                 " still running)\n",
                 o.label, total, ended_n, failed);
+        free(line);
+        free(il.text);
         free(pad);
         saga_defs_free(defs);
         PQfinish(db);
