@@ -952,7 +952,12 @@ static void test_definite_failure_and_stale_errors(void **state)
     assert_int_equal(json_integer_value(json_object_get(first, "attempts")), 1);
     assert_true(json_is_null(json_object_get(first, "error")));
     json_decref(j);
-    assert_int_equal(count_events(done_id, "attempt_failed"), 1);
+    /* Its first attempt answered retry, or, when the participant joined
+     * its group slowly (a loaded machine), timed out: either way it failed
+     * before the one that succeeded. */
+    assert_int_equal(count_events(done_id, "attempt_failed") +
+                         count_events(done_id, "attempt_timed_out"),
+                     1);
     assert_int_equal(it_sagactl_all(out, sizeof out, 0, show), 0);
     assert_null(strstr(out, "busy on the first attempt"));
     assert_non_null(strstr(out, "{\"done\":\"yes\"}"));
