@@ -34,6 +34,7 @@ mkdir -p "$(dirname "$venv")"
         fi
         echo "$sdk_hash" >"$venv/sdk-hash"
     fi
+    # Inside the lock: another run may be building there.
+    rm -rf sdk/python/build sdk/python/src/*.egg-info
 ) 9>"$venv.lock"
-rm -rf sdk/python/build sdk/python/src/*.egg-info
 echo "$pins"
