@@ -134,6 +134,11 @@ int example_main(const example_service *svc, int argc, char **argv)
     o.db_url = getenv("SAGA_PG_URL");
     o.topic_prefix = getenv("SAGA_TOPIC_PREFIX");
     o.instance_id = getenv("SAGA_INSTANCE_ID");
+    /* Its consumer group (default saga-svc-<service>): sagas spread over
+     * several databases give each one's participants their own. */
+    o.group_id = getenv("SAGA_PARTICIPANT_GROUP");
+    if (o.group_id != NULL && o.group_id[0] == '\0')
+        o.group_id = NULL;
     o.kafka_options = getenv("SAGA_KAFKA_OPTIONS");
     o.kafka_options_file = getenv("SAGA_KAFKA_OPTIONS_FILE");
     o.key_file = getenv("SAGA_KEY_FILE");

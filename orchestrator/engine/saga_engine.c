@@ -79,7 +79,7 @@ int saga_engine_new(const saga_engine_config *cfg, saga_definition **defs, int n
         e->cfg.batch_max = 500;
     if (e->cfg.timer_interval_ms <= 0)
         e->cfg.timer_interval_ms = 100;
-    if (e->cfg.group_id == NULL)
+    if (e->cfg.group_id == NULL || e->cfg.group_id[0] == '\0')
         e->cfg.group_id = "sagad";
     if (e->cfg.outbox_lease_s <= 0)
         e->cfg.outbox_lease_s = 10;

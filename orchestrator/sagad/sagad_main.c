@@ -50,6 +50,10 @@ static void usage(FILE *out)
         "  --name NAME         this instance's name on the commands it sends (default\n"
         "                      $SAGA_NAME, else the host name); give each sagad\n"
         "                      sharing a database its own, and keep it on restart\n"
+        "  --group ID          Kafka consumer group of the reply consumers (default\n"
+        "                      $SAGA_KAFKA_GROUP, else sagad): the sagad sharing a\n"
+        "                      database share one; give each database's sagad group\n"
+        "                      (sagas spread over several databases) its own\n"
         "  --outbox-lease S    seconds before another instance takes over the unsent\n"
         "                      commands of one that stopped (default 10)\n"
         "  --kafka-options L   librdkafka settings key=value,... applied last (default\n"
@@ -181,6 +185,7 @@ int main(int argc, char **argv)
         {"log-format", required_argument, 0, 'F'},
         {"instance-id", required_argument, 0, 'i'},
         {"name", required_argument, 0, 'n'},
+        {"group", required_argument, 0, 'g'},
         {"outbox-lease", required_argument, 0, 'L'},
         {"kafka-options", required_argument, 0, 'k'},
         {"batch", required_argument, 0, 'B'},
@@ -219,6 +224,7 @@ int main(int argc, char **argv)
     cfg.topic_prefix = getenv("SAGA_TOPIC_PREFIX");
     cfg.instance_id = getenv("SAGA_INSTANCE_ID");
     cfg.name = getenv("SAGA_NAME");
+    cfg.group_id = getenv("SAGA_KAFKA_GROUP");
     cfg.kafka_options = getenv("SAGA_KAFKA_OPTIONS");
     cfg.kafka_options_file = getenv("SAGA_KAFKA_OPTIONS_FILE");
     cfg.key_dir = getenv("SAGA_KEY_DIR");
@@ -266,6 +272,9 @@ int main(int argc, char **argv)
             break;
         case 'n':
             cfg.name = optarg;
+            break;
+        case 'g':
+            cfg.group_id = optarg;
             break;
         case 'k':
             cfg.kafka_options = optarg;
