@@ -161,8 +161,8 @@ try {
   await shot('definition');
   await page.goto(`${BASE}/#/definitions/credit`);
   await page.locator('#diff').waitFor();
-  check(/-\s+"timeout": "400ms"/.test(await page.locator('#diff').innerText()) &&
-        /\+\s+"timeout": "450ms"/.test(await page.locator('#diff').innerText()), 'the diff shows the changed timeout');
+  check(/-\s+"timeout": "1s"/.test(await page.locator('#diff').innerText()) &&
+        /\+\s+"timeout": "2s"/.test(await page.locator('#diff').innerText()), 'the diff shows the changed timeout');
   await shot('definitions-diff');
   ok('Definitions: the drawing (parallel group, compensations), the diff between versions 1 and 2');
 

@@ -35,8 +35,9 @@ for _ in $(seq 1 600); do grep -q ready "$work/order.log" && break; sleep 0.1; d
 psql "$SAGA_PG_URL" -q -v ON_ERROR_STOP=1 -f examples/seed.sql >/dev/null
 # One step on the payment service (credit), or the inventory service
 # (stock), quick to give up: with the service down, the step times out,
-# its compensation too, and the saga is failed (stuck) within a second
-# or two.
+# its compensation too, and the saga is failed (stuck) within a few
+# seconds (1 s each: once the service is back, a retried compensation
+# has time to be answered on a busy machine, where tests run side by side).
 mkdir -p "$work/sagas"
 cp sagas/order.json "$work/sagas/"
 cat >"$work/sagas/credit.json" <<'JSON'
@@ -45,7 +46,7 @@ cat >"$work/sagas/credit.json" <<'JSON'
   "steps": [
     {
       "name": "reserve_credit", "service": "payment", "action": "reserve_credit",
-      "compensation": "release_credit", "timeout": "400ms",
+      "compensation": "release_credit", "timeout": "1s",
       "retry": {"max_attempts": 1}, "compensation_retry": {"max_attempts": 1},
       "input": {"customer_id": "${input.customer_id}", "amount": "${input.amount}",
                 "order_id": "${input.order_id}"}
@@ -59,7 +60,7 @@ cat >"$work/sagas/stock.json" <<'JSON'
   "steps": [
     {
       "name": "reserve_stock", "service": "inventory", "action": "reserve_stock",
-      "compensation": "release_stock", "timeout": "400ms",
+      "compensation": "release_stock", "timeout": "1s",
       "retry": {"max_attempts": 1}, "compensation_retry": {"max_attempts": 1},
       "input": {"sku": "${input.sku}", "quantity": "${input.quantity}", "order_id": "${input.order_id}"}
     }
@@ -168,6 +169,12 @@ ok "repairs (and deploying): reader and starter 403, no token 401; missing/empty
 
 # ---- the service is back: repair one, then all the others
 start_svc payment
+# It first works off what was sent while it was down (each saga's action
+# and compensation): a retry sent behind that backlog would wait past its
+# one-second timeout on a busy machine, where tests run side by side.
+for id in "${ids[@]}"; do
+    for _ in $(seq 1 600); do grep -q "compensate release_credit saga=$id" "$work/payment.log" && break; sleep 0.1; done
+done
 req POST "/v1/sagas/${ids[0]}/retry" '{"reason":"payment is back (INC-7)","on_behalf_of":"support ticket 99"}' "$json" "$as_ops"
 [[ $status == 200 && $(field "['id']") == "${ids[0]}" && $(field "['commands_sent']") == 1 ]] ||
     fail "retry: $status $(cat "$work/b")"

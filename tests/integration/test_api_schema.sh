@@ -115,6 +115,9 @@ def before_call(context, case, **kwargs):
     if 2000 < ms <= 300000:
         case.query["wait"] = "2s"
 PY
+# One worker: with two, CPython 3.11's ast.parse from two threads at once
+# sometimes fails inside schemathesis ("SystemError: AST constructor
+# recursion depth mismatch", a runtime error of the tool, not a finding).
 # In $work: schemathesis keeps its caches (.hypothesis, .schemathesis: the
 # failures of earlier runs, replayed first) in the current directory, and
 # each run starts afresh.
@@ -127,7 +130,7 @@ set +e
     --checks all --exclude-checks positive_data_acceptance \
     --max-examples "${SAGA_SCHEMA_EXAMPLES:-50}" \
     --seed "${SAGA_SCHEMA_SEED:-1}" \
-    --workers 2 \
+    --workers 1 \
     --request-timeout 30 \
     --generation-database none \
     --generation-allow-x00 false \

@@ -31,7 +31,7 @@ cat >"$work/sagas/credit.json" <<'JSON'
   "steps": [
     {
       "name": "reserve_credit", "service": "payment", "action": "reserve_credit",
-      "compensation": "release_credit", "timeout": "400ms",
+      "compensation": "release_credit", "timeout": "1s",
       "retry": {"max_attempts": 1}, "compensation_retry": {"max_attempts": 1},
       "input": {"customer_id": "${input.customer_id}", "amount": "${input.amount}",
                 "order_id": "${input.order_id}"}
@@ -74,7 +74,7 @@ other=$(post /v1/sagas '{"definition":"credit","business_key":"credit-4712","inp
 wait_status "$stuck" failed
 wait_status "$other" failed
 # A second version of credit, for the definitions' diff.
-sed 's/"timeout": "400ms"/"timeout": "450ms"/' "$work/sagas/credit.json" >"$work/credit2.json"
+sed 's/"timeout": "1s"/"timeout": "2s"/' "$work/sagas/credit.json" >"$work/credit2.json"
 post /v1/definitions "@$work/credit2.json" >/dev/null
 ok "two sagas stuck (failed) while the payment service was down; credit has two versions"
 

@@ -29,7 +29,7 @@ cat >"$work/sagas/credit.json" <<'JSON'
   "steps": [
     {
       "name": "reserve_credit", "service": "payment", "action": "reserve_credit",
-      "compensation": "release_credit", "timeout": "400ms",
+      "compensation": "release_credit", "timeout": "1s",
       "retry": {"max_attempts": 1}, "compensation_retry": {"max_attempts": 1},
       "input": {"customer_id": "${input.customer_id}", "amount": "${input.amount}",
                 "order_id": "${input.order_id}"}
