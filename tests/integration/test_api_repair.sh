@@ -39,34 +39,7 @@ psql "$SAGA_PG_URL" -q -v ON_ERROR_STOP=1 -f examples/seed.sql >/dev/null
 # seconds (1 s each: once the service is back, a retried compensation
 # has time to be answered on a busy machine, where tests run side by side).
 mkdir -p "$work/sagas"
-cp sagas/order.json "$work/sagas/"
-cat >"$work/sagas/credit.json" <<'JSON'
-{
-  "name": "credit",
-  "steps": [
-    {
-      "name": "reserve_credit", "service": "payment", "action": "reserve_credit",
-      "compensation": "release_credit", "timeout": "1s",
-      "retry": {"max_attempts": 1}, "compensation_retry": {"max_attempts": 1},
-      "input": {"customer_id": "${input.customer_id}", "amount": "${input.amount}",
-                "order_id": "${input.order_id}"}
-    }
-  ]
-}
-JSON
-cat >"$work/sagas/stock.json" <<'JSON'
-{
-  "name": "stock",
-  "steps": [
-    {
-      "name": "reserve_stock", "service": "inventory", "action": "reserve_stock",
-      "compensation": "release_stock", "timeout": "1s",
-      "retry": {"max_attempts": 1}, "compensation_retry": {"max_attempts": 1},
-      "input": {"sku": "${input.sku}", "quantity": "${input.quantity}", "order_id": "${input.order_id}"}
-    }
-  ]
-}
-JSON
+cp sagas/order.json tests/integration/stuck_sagas/credit.json tests/integration/stuck_sagas/stock.json "$work/sagas/"
 it_sagad "$work/sagas"
 
 req() {

@@ -21,24 +21,9 @@ modules=$PWD/build/node_modules
 it_services order payment inventory shipping
 mkdir -p "$work/sagas"
 cp sagas/order.json sagas/order_parallel.json sagas/cart.json sagas/shipping.json "$work/sagas/"
-# One step on the payment service, quick to give up: with the service
-# down its action and its compensation time out, and the saga is failed
-# (stuck) within a second or two.
-cat >"$work/sagas/credit.json" <<'JSON'
-{
-  "name": "credit",
-  "description": "Reserve a customer's credit (quick to give up: for the console test).",
-  "steps": [
-    {
-      "name": "reserve_credit", "service": "payment", "action": "reserve_credit",
-      "compensation": "release_credit", "timeout": "1s",
-      "retry": {"max_attempts": 1}, "compensation_retry": {"max_attempts": 1},
-      "input": {"customer_id": "${input.customer_id}", "amount": "${input.amount}",
-                "order_id": "${input.order_id}"}
-    }
-  ]
-}
-JSON
+# credit: one step on the payment service, quick to give up
+# (tests/integration/stuck_sagas).
+cp tests/integration/stuck_sagas/credit.json "$work/sagas/"
 it_sagad "$work/sagas"
 ops=$("$bin/sagactl" tokens create --role operator --name oncall-alice 2>/dev/null)
 reader=$("$bin/sagactl" tokens create --role reader --name support-bob 2>/dev/null)
