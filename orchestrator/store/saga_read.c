@@ -144,7 +144,11 @@ static const char history_sql[] =
     "    AS since_previous_ms"
     "  FROM saga.saga_event e LEFT JOIN saga.saga_step st"
     "   ON st.saga_id = e.saga_id AND st.idx = e.step"
-    "  WHERE e.saga_id = $1::uuid) x) END::text";
+    "  WHERE e.saga_id = $1::uuid) x)"
+    /* A start request not yet a saga (GET gives it as pending): no history
+     * yet, not "no such saga". */
+    " WHEN EXISTS (SELECT 1 FROM saga.start_request WHERE id = $1::uuid AND"
+    " ($2::name IS NULL OR requested_by = $2)) THEN '[]'::json END::text";
 
 /* Each event gets the saga's trace id and, when it concerns a step
  * attempt, the attempt's span id (the one its command carried). */

@@ -47,9 +47,10 @@ int saga_read_saga(PGconn *db, const char *id, const char *owner, char **json,
 /* The saga's timeline as a JSON array into *events (new reference),
  * oldest first: seq, at, kind, step, step_name, phase, attempt, detail,
  * actor, since_previous_ms, and the saga's trace_id and, for an event of
- * a step attempt, the span_id its command carried. SAGA_ENOTFOUND when
- * there is no saga id (or it is not owner's, owner not NULL), SAGA_EDB
- * when the database fails. */
+ * a step attempt, the span_id its command carried; an empty array for a
+ * start request that is not a saga yet. SAGA_ENOTFOUND when there is
+ * neither (or it is not owner's, owner not NULL), SAGA_EDB when the
+ * database fails. */
 int saga_read_history(PGconn *db, const char *id, const char *owner, json_t **events,
                       saga_error *err);
 

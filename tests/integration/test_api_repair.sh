@@ -12,6 +12,15 @@ source "$(dirname "$0")/it_lib.sh"
 it_init api_repair
 forger=it_forger_$$
 it_atexit() { psql "$admin" -q -c "DROP ROLE IF EXISTS $forger" >/dev/null 2>&1; }
+# A restarted service first works off what was sent while it was down
+# (each stuck saga's action and compensation): a retry sent behind that
+# backlog would wait past its one-second timeout on a busy machine, where
+# tests run side by side. Wait until it has (ids: the stuck sagas).
+backlog() { # service compensation
+    for id in "${ids[@]}"; do
+        for _ in $(seq 1 600); do grep -q "compensate $2 saga=$id" "$work/$1.log" && break; sleep 0.1; done
+    done
+}
 start_svc() { # name: (re)start it, its pid in <name>_pid
     local n
     n=$(grep -c ready "$work/$1.log" 2>/dev/null || true)
@@ -142,12 +151,7 @@ ok "repairs (and deploying): reader and starter 403, no token 401; missing/empty
 
 # ---- the service is back: repair one, then all the others
 start_svc payment
-# It first works off what was sent while it was down (each saga's action
-# and compensation): a retry sent behind that backlog would wait past its
-# one-second timeout on a busy machine, where tests run side by side.
-for id in "${ids[@]}"; do
-    for _ in $(seq 1 600); do grep -q "compensate release_credit saga=$id" "$work/payment.log" && break; sleep 0.1; done
-done
+backlog payment release_credit
 req POST "/v1/sagas/${ids[0]}/retry" '{"reason":"payment is back (INC-7)","on_behalf_of":"support ticket 99"}' "$json" "$as_ops"
 [[ $status == 200 && $(field "['id']") == "${ids[0]}" && $(field "['commands_sent']") == 1 ]] ||
     fail "retry: $status $(cat "$work/b")"
@@ -204,6 +208,7 @@ set +e
 set -e
 [[ $rc == 2 ]] && grep -q "give at least one filter" "$work/nofilter.txt" || fail "retry --all without a filter: $rc $(cat "$work/nofilter.txt")"
 start_svc inventory
+backlog inventory release_stock
 "$bin/sagactl" retry --all --definition stock --status failed --at-step reserve_stock --reason "inventory is back" >"$work/all.txt"
 grep -q "retry --all: 2 sagas repaired, 0 refused, of 2 met" "$work/all.txt" || fail "sagactl retry --all: $(cat "$work/all.txt")"
 for id in "${ids[@]}"; do wait_status "$id" compensated; done
