@@ -353,8 +353,14 @@ int cmd_history(int argc, char **argv)
         /* For the header: the saga's own span. */
         r = PQexecParams(db, "SELECT traceparent FROM saga.saga WHERE id = $1", 1, NULL,
                          p, NULL, NULL, 0);
-        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
             snprintf(traceparent, sizeof traceparent, "%s", PQgetvalue(r, 0, 0));
+        } else if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            /* A start request not yet a saga reads as [] (for the API):
+             * here it is said as such. */
+            json_decref(events);
+            events = NULL;
+        }
         PQclear(r);
     }
     req = events == NULL ? start_request(db, id) : NULL;
