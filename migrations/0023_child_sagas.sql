@@ -25,6 +25,9 @@ CREATE TABLE saga.saga_child (
     compensate_at      timestamptz,
     compensate_done_at timestamptz,
     retry_at           timestamptz,
+    -- Deliveries whose transaction failed: at the fifth, set aside as a
+    -- dead letter (DESIGN rule 9).
+    failures           int         NOT NULL DEFAULT 0,
     UNIQUE (parent_id, parent_step)
 );
 CREATE INDEX saga_child_to_notify_idx ON saga.saga_child (ended_at)
@@ -34,3 +37,7 @@ CREATE INDEX saga_child_to_compensate_idx ON saga.saga_child (compensate_at)
 -- The saga a child belongs to, carried from its start request.
 ALTER TABLE saga.saga ADD COLUMN parent_id uuid, ADD COLUMN parent_step int;
 ALTER TABLE saga.start_request ADD COLUMN parent_id uuid, ADD COLUMN parent_step int;
+-- A link that could not be delivered is a dead letter like a message.
+ALTER TABLE saga.dead_letter DROP CONSTRAINT dead_letter_source_check;
+ALTER TABLE saga.dead_letter ADD CONSTRAINT dead_letter_source_check
+    CHECK (source IN ('reply', 'timer', 'start_request', 'child_link'));

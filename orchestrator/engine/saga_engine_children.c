@@ -153,7 +153,7 @@ static int undo_child(saga_engine *e, PGresult *r, int i, const loaded *l,
 /* One transaction: claim up to limit rows (undo requests, or ends), load
  * the sagas they are for, deliver each, commit. Returns how many were
  * claimed, -1 on failure (rolled back). */
-static int deliver_tx(saga_engine *e, int undo, int limit)
+static int deliver_tx(saga_engine *e, int undo, int limit, saga_error *failed)
 {
     loaded l = {NULL, NULL, 0};
     saga_outbox sent = {0};
@@ -178,6 +178,8 @@ static int deliver_tx(saga_engine *e, int undo, int limit)
         saga__engine_warn_limited(
             &e->rolled_starts, "%s rolled back: %s",
             undo ? "undo requests to child sagas" : "child sagas' ends", err.message);
+        if (failed != NULL)
+            *failed = err;
         n = -1;
     }
     for (int k = 0; l.states != NULL && k < l.n; k++)
@@ -189,31 +191,70 @@ static int deliver_tx(saga_engine *e, int undo, int limit)
     return n;
 }
 
+/* Failed deliveries of one link before it is set aside. */
+#define CHILD_TRIES 5
+
 /* The first row a claim would take fails its transaction alone (its data:
- * say, a result over the output limit): put it off for a minute, in a
- * transaction of its own, so that the others go through (DESIGN rule 9). */
-static void put_off_first(saga_engine *e, int undo)
+ * say, a result over the output limit): put it off a minute, in a
+ * transaction of its own, so that the others go through; at its fifth
+ * failure it is set aside as a dead letter with why (DESIGN rule 9). */
+static void put_off_first(saga_engine *e, int undo, const saga_error *why)
 {
+    saga_outbox none = {0};
     saga_error err = {0};
     PGresult *r = NULL;
-    int rc = saga_store_exec(e->db, "BEGIN", &err);
+    int failures = 0, rc = saga_store_exec(e->db, "BEGIN", &err);
     if (rc == SAGA_OK)
         rc = undo ? saga_children_claim_undo(e->db, 1, &r, &err)
                   : saga_children_claim_ended(e->db, 1, &r, &err);
     if (rc == SAGA_OK && PQntuples(r) == 1) {
-        rc = saga_children_later(e->db, PQgetvalue(r, 0, SAGA_CH_CHILD_ID), 60, &err);
+        const char *child = PQgetvalue(r, 0, SAGA_CH_CHILD_ID);
+        rc = saga_children_failed(e->db, child, 60, &failures, &err);
+        if (rc == SAGA_OK && failures >= CHILD_TRIES) {
+            char reason[700];
+            /* The link as it stood: what an operator needs to deliver it by
+             * hand (a retry of the parent's step tells it again). */
+            json_t *j = json_pack(
+                "{s:s, s:s, s:s, s:s?, s:s?}", "child_id", child, "parent_id",
+                PQgetvalue(r, 0, SAGA_CH_PARENT_ID), "parent_step",
+                PQgetvalue(r, 0, SAGA_CH_PARENT_STEP), "ended_status",
+                PQgetisnull(r, 0, SAGA_CH_STATUS) ? NULL
+                                                  : PQgetvalue(r, 0, SAGA_CH_STATUS),
+                "result",
+                PQgetisnull(r, 0, SAGA_CH_RESULT) ? NULL
+                                                  : PQgetvalue(r, 0, SAGA_CH_RESULT));
+            char *row = j ? json_dumps(j, JSON_COMPACT) : NULL;
+            saga_dead_letter dl = {.source = "child_link",
+                                   .ref = child,
+                                   .payload = row ? row : "{}",
+                                   .payload_len = row ? strlen(row) : 2,
+                                   .reason = reason,
+                                   .attempts = failures};
+            json_decref(j);
+            snprintf(reason, sizeof reason, "%s of child saga %s to parent %s: %.500s",
+                     undo ? "the undo request" : "the end", child,
+                     PQgetvalue(r, 0, SAGA_CH_PARENT_ID), why->message);
+            rc = saga_children_give_up(e->db, child, undo, &err);
+            if (rc == SAGA_OK)
+                rc = saga_batch_add_dead_letter(e->batch, &dl, &err);
+            if (rc == SAGA_OK)
+                e->pend.dead_letters++;
+            free(row);
+        }
         if (rc == SAGA_OK)
             saga_log(SAGA_LOG_WARN,
-                     "%s of child saga %s (parent %s) fails its transaction; tried "
-                     "again in a minute",
-                     undo ? "the undo request" : "the end", PQgetvalue(r, 0, 0),
-                     PQgetvalue(r, 0, SAGA_CH_PARENT_ID));
+                     "%s of child saga %s (parent %s) fails its transaction (%s); %s",
+                     undo ? "the undo request" : "the end", child,
+                     PQgetvalue(r, 0, SAGA_CH_PARENT_ID), why->message,
+                     failures >= CHILD_TRIES ? "set aside (sagactl dead list)"
+                                             : "tried again in a minute");
     }
     if (rc == SAGA_OK)
-        rc = saga_store_exec(e->db, "COMMIT", &err);
+        rc = saga__engine_commit_batch(e, &none, &err);
     if (rc != SAGA_OK)
         saga__engine_rollback(e);
     PQclear(r);
+    saga_outbox_clear(&none);
 }
 
 /* Deliver in batches; a batch that fails is retried one row at a time,
@@ -221,15 +262,16 @@ static void put_off_first(saga_engine *e, int undo)
 static void deliver(saga_engine *e, int undo)
 {
     int n;
-    while (!e->stop && (n = deliver_tx(e, undo, CHILD_BATCH)) == CHILD_BATCH)
+    saga_error failed = {0};
+    while (!e->stop && (n = deliver_tx(e, undo, CHILD_BATCH, &failed)) == CHILD_BATCH)
         ;
     if (n >= 0 || !saga_pgerr_blames_data(e->db, SAGA_EDB))
         return;
     for (int k = 0; k < CHILD_BATCH && !e->stop; k++) {
         saga_pgerr_clear();
-        n = deliver_tx(e, undo, 1);
+        n = deliver_tx(e, undo, 1, &failed);
         if (n < 0 && saga_pgerr_blames_data(e->db, SAGA_EDB))
-            put_off_first(e, undo);
+            put_off_first(e, undo, &failed);
         else if (n <= 0)
             break;
     }

@@ -37,7 +37,8 @@ static const char show_sql[] =
 
 static void help(void)
 {
-    printf("usage: sagactl dead list [--source reply|timer|start_request] [--since DUR]\n"
+    printf("usage: sagactl dead list [--source reply|timer|start_request|child_link]\n"
+           "                         [--since DUR]\n"
            "                         [--limit N] [--all] [--json]\n"
            "       sagactl dead show ID [--json]\n"
            "       sagactl dead replay ID --reason TEXT [--as TEXT] [--brokers LIST]\n"
@@ -70,9 +71,9 @@ static int dead_list(int argc, char **argv)
         if (c == 's') {
             source = optarg;
             if (strcmp(source, "reply") != 0 && strcmp(source, "timer") != 0 &&
-                strcmp(source, "start_request") != 0)
-                die_usage("dead list: --source is reply, timer or start_request, not "
-                          "\"%s\"",
+                strcmp(source, "start_request") != 0 && strcmp(source, "child_link") != 0)
+                die_usage("dead list: --source is reply, timer, start_request or "
+                          "child_link, not \"%s\"",
                           source);
         } else if (c == 'S') {
             snprintf(since_ms, sizeof since_ms, "%lld",
@@ -329,6 +330,13 @@ static int dead_replay(int argc, char **argv)
             strcmp(source, "timer") == 0
                 ? "UPDATE saga.saga SET wake_at = now() WHERE id = $1::uuid AND status IN"
                   " ('running', 'compensating')"
+            /* A link between a child and its parent: delivered again
+             * (each side ignores what it no longer waits for). */
+            : strcmp(source, "child_link") == 0
+                ? "UPDATE saga.saga_child SET failures = 0, retry_at = NULL,"
+                  " notified_at = CASE WHEN ended_at IS NULL THEN notified_at END,"
+                  " compensate_done_at = CASE WHEN compensate_at IS NULL THEN"
+                  " compensate_done_at END WHERE child_id = $1::uuid"
                 : "UPDATE saga.start_request SET processed_at = NULL, error = NULL"
                   " WHERE id = $1::uuid AND NOT EXISTS (SELECT 1 FROM saga.saga s WHERE"
                   " s.id = $1::uuid)",

@@ -1,6 +1,7 @@
 /* saga_children.c - saga.saga_child's statements for sagad's delivery
  * (see saga_children.h); the rows are made by the batch writer. */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "saga_children.h"
 #include "saga_pgerr.h"
@@ -87,4 +88,34 @@ int saga_children_later(PGconn *db, const char *child_id, int seconds, saga_erro
         "UPDATE saga.saga_child SET retry_at = now() + make_interval(secs => $2::int)"
         " WHERE child_id = $1::uuid",
         2, p, PGRES_COMMAND_OK, "putting a child's delivery off", NULL, err);
+}
+
+int saga_children_failed(PGconn *db, const char *child_id, int seconds, int *failures,
+                         saga_error *err)
+{
+    char secs[16];
+    const char *p[2] = {child_id, secs};
+    PGresult *r = NULL;
+    int rc;
+    snprintf(secs, sizeof secs, "%d", seconds);
+    rc = run(db,
+             "UPDATE saga.saga_child SET failures = failures + 1,"
+             " retry_at = now() + make_interval(secs => $2::int)"
+             " WHERE child_id = $1::uuid RETURNING failures",
+             2, p, PGRES_TUPLES_OK, "counting a child's failed delivery", &r, err);
+    if (rc == SAGA_OK)
+        *failures = PQntuples(r) == 1 ? atoi(PQgetvalue(r, 0, 0)) : 0;
+    PQclear(r);
+    return rc;
+}
+
+int saga_children_give_up(PGconn *db, const char *child_id, int undo, saga_error *err)
+{
+    const char *p[1] = {child_id};
+    return run(db,
+               undo ? "UPDATE saga.saga_child SET compensate_done_at = now()"
+                      " WHERE child_id = $1::uuid"
+                    : "UPDATE saga.saga_child SET notified_at = now()"
+                      " WHERE child_id = $1::uuid",
+               1, p, PGRES_COMMAND_OK, "setting a child's delivery aside", NULL, err);
 }

@@ -39,4 +39,14 @@ int saga_children_undo_taken(PGconn *db, const char *child_id, const char *statu
  * claimed again for seconds. */
 int saga_children_later(PGconn *db, const char *child_id, int seconds, saga_error *err);
 
+/* Its delivery failed its transaction (its data): put off for seconds,
+ * its failures counted; *failures the count now, for the caller to set it
+ * aside at its limit (saga_children_give_up). */
+int saga_children_failed(PGconn *db, const char *child_id, int seconds, int *failures,
+                         saga_error *err);
+
+/* Stop delivering it (an operator sees its dead letter): its end is
+ * taken as told, its undo request as taken. */
+int saga_children_give_up(PGconn *db, const char *child_id, int undo, saga_error *err);
+
 #endif

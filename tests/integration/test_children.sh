@@ -118,7 +118,7 @@ ok "two operator retries while the child waited for its service: one child, the 
 # refuses it) is put off; the other children's ends still go through.
 done_cart=$(q "SELECT id FROM saga.saga WHERE name = 'cart' AND status = 'completed' LIMIT 1")
 q "CREATE FUNCTION public.poison() RETURNS trigger LANGUAGE plpgsql AS \$\$
-   BEGIN IF NEW.definition = 'poisoned' AND NEW.notified_at IS NOT NULL THEN
+   BEGIN IF NEW.definition = 'poisoned' AND NEW.notified_at IS NOT NULL AND NEW.failures < 5 THEN
    RAISE EXCEPTION 'this link cannot be delivered'; END IF; RETURN NEW; END \$\$;
    CREATE TRIGGER poison BEFORE UPDATE ON saga.saga_child FOR EACH ROW EXECUTE FUNCTION public.poison();
    INSERT INTO saga.saga_child (child_id, parent_id, parent_step, definition, ended_status, ended_at)
@@ -126,9 +126,26 @@ q "CREATE FUNCTION public.poison() RETURNS trigger LANGUAGE plpgsql AS \$\$
 id=$("$bin/sagactl" start cart --input "$(cart 1)")
 out=$("$bin/sagactl" wait "$id" --timeout 120s) || true
 [[ $out == *completed* ]] || fail "behind a poisoned link: $out; $(kinds "$id")"
-grep -q "fails its transaction; tried again in a minute" "$work/sagad.log" || fail "the poisoned link was not put off"
+grep -q "fails its transaction (.*); tried again in a minute" "$work/sagad.log" || fail "the poisoned link was not put off"
+# At its fifth failure it is set aside as a dead letter, and no longer tried.
+q "UPDATE saga.saga_child SET failures = 4, retry_at = NULL WHERE definition = 'poisoned'" >/dev/null
+for _ in $(seq 1 300); do
+    [[ $(q "SELECT count(*) FROM saga.dead_letter WHERE source = 'child_link'") == 1 ]] && break
+    sleep 0.1
+done
+[[ $(q "SELECT count(*) FROM saga.dead_letter WHERE source = 'child_link' AND reason LIKE '%this link cannot be delivered%' AND attempts = 5") == 1 ]] ||
+    fail "the poisoned link was not set aside: $(q "SELECT source, reason FROM saga.dead_letter")"
+[[ $(q "SELECT notified_at IS NOT NULL FROM saga.saga_child WHERE definition = 'poisoned'") == t ]] ||
+    fail "the set-aside link is still delivered"
+"$bin/sagactl" dead list --source child_link | grep -q child_link || fail "sagactl dead list does not show it"
+dl=$(q "SELECT id FROM saga.dead_letter WHERE source = 'child_link'")
+"$bin/sagactl" dead replay "$dl" --reason "test: deliver it again" >/dev/null || fail "dead replay of a link"
+# Delivered again (and refused again by the trigger: its count starts anew).
+[[ $(q "SELECT failures < 5 FROM saga.saga_child WHERE definition = 'poisoned'") == t &&
+    $(q "SELECT replayed_at IS NOT NULL FROM saga.dead_letter WHERE id = $dl") == t ]] ||
+    fail "the replayed link is not delivered again"
 q "DROP TRIGGER poison ON saga.saga_child; DROP FUNCTION public.poison()" >/dev/null
-ok "a link that fails its transaction every time is put off; a cart behind it completed"
+ok "a link that fails its transaction every time is put off, and at its fifth failure set aside as a dead letter (sagactl dead list); a cart behind it completed"
 
 # The checks of a definition's children.
 cat >"$work/loop.json" <<'JSON'
