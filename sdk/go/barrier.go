@@ -123,8 +123,8 @@ const (
  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`
 	sqlLookup = `SELECT outcome, reply::text FROM saga_barrier
  WHERE saga_id = $1 AND step = $2 AND element = $3 AND phase = $4`
-	sqlRecord = `UPDATE saga_barrier SET reply = $5::jsonb, outcome = $6
- WHERE saga_id = $1 AND step = $2 AND element = $3 AND phase = $4`
+	sqlRecord = `INSERT INTO saga_barrier (saga_id, step, element, phase, command_id, outcome, reply)
+ VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT DO NOTHING`
 )
 
 // barrierElement is the element cmd's rows are keyed on: its element for a
@@ -144,36 +144,46 @@ func claim(ctx context.Context, tx pgx.Tx, cmd *Command, phase Phase, commandID,
 	return tag.RowsAffected() == 1, nil
 }
 
-func lookup(ctx context.Context, tx pgx.Tx, cmd *Command, phase Phase) (outcome string, reply *string, err error) {
-	err = tx.QueryRow(ctx, sqlLookup, cmd.SagaID, cmd.Step, barrierElement(cmd), string(phase)).Scan(&outcome, &reply)
+// lookup reads a row's outcome and reply; outcome is nil when there is no
+// row.
+func lookup(ctx context.Context, tx pgx.Tx, cmd *Command, phase Phase) (outcome, reply *string, err error) {
+	var o string
+	err = tx.QueryRow(ctx, sqlLookup, cmd.SagaID, cmd.Step, barrierElement(cmd), string(phase)).Scan(&o, &reply)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return "", nil, fmt.Errorf("barrier lookup: %w", err)
+		return nil, nil, fmt.Errorf("barrier lookup: %w", err)
 	}
-	return outcome, reply, nil
+	return &o, reply, nil
 }
 
-// barrierEnter classifies cmd and claims its barrier row, inside tx. On
-// duplicate, cached is the stored reply's JSON text (nil if none).
-func barrierEnter(ctx context.Context, tx pgx.Tx, cmd *Command) (verdict, *string, error) {
-	inserted, err := claim(ctx, tx, cmd, cmd.Phase, cmd.CommandID, outcomeHandled)
-	if err != nil {
+// seen tells whether cmd's own row exists: duplicate (cached its reply's
+// JSON text, nil if none), hanging (an action its compensation blocked),
+// or proceed when there is none.
+func seen(ctx context.Context, tx pgx.Tx, cmd *Command) (verdict, *string, error) {
+	outcome, reply, err := lookup(ctx, tx, cmd, cmd.Phase)
+	switch {
+	case err != nil:
 		return 0, nil, err
-	}
-	if !inserted {
-		outcome, reply, err := lookup(ctx, tx, cmd, cmd.Phase)
-		if err != nil {
-			return 0, nil, err
-		}
-		if cmd.Phase == Invoke && outcome == outcomeBlocked {
-			return hanging, nil, nil
-		}
-		return duplicate, reply, nil
-	}
-	if cmd.Phase == Invoke {
+	case outcome == nil:
 		return proceed, nil, nil
+	case cmd.Phase == Invoke && *outcome == outcomeBlocked:
+		return hanging, nil, nil
+	}
+	return duplicate, reply, nil
+}
+
+// barrierEnter classifies cmd by its barrier row, inside tx. On duplicate,
+// cached is the stored reply's JSON text (nil if none). The own row is only
+// read here: barrierRecord writes it once, with the reply (one write per
+// command, not a claim and then an update). A compensation whose action
+// never ran claims the action's row (blocked), so that the action, arriving
+// late, is refused.
+func barrierEnter(ctx context.Context, tx pgx.Tx, cmd *Command) (verdict, *string, error) {
+	v, cached, err := seen(ctx, tx, cmd)
+	if err != nil || v != proceed || cmd.Phase == Invoke {
+		return v, cached, err
 	}
 	// A compensation: did the action (of the same element) run? If its row
 	// can be claimed, it did not, and from now on it never will (the row
@@ -182,7 +192,7 @@ func barrierEnter(ctx context.Context, tx pgx.Tx, cmd *Command) (verdict, *strin
 	if cmd.IsElement() {
 		element = cmd.Element
 	}
-	inserted, err = claim(ctx, tx, cmd, Invoke, FormatElementCommandID(cmd.SagaID, cmd.Step, Invoke, element), outcomeBlocked)
+	inserted, err := claim(ctx, tx, cmd, Invoke, FormatElementCommandID(cmd.SagaID, cmd.Step, Invoke, element), outcomeBlocked)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -206,10 +216,28 @@ func barrierEnter(ctx context.Context, tx pgx.Tx, cmd *Command) (verdict, *strin
 	return nullComp, nil, nil
 }
 
-// barrierRecord stores the reply sent for cmd and the outcome word.
-func barrierRecord(ctx context.Context, tx pgx.Tx, cmd *Command, reply []byte, outcome string) error {
-	if _, err := tx.Exec(ctx, sqlRecord, cmd.SagaID, cmd.Step, barrierElement(cmd), string(cmd.Phase), string(reply), outcome); err != nil {
-		return fmt.Errorf("barrier record: %w", err)
+// barrierRecord writes cmd's row, inside tx after the handler, with the
+// reply sent and the outcome word, and gives proceed. When another delivery
+// of cmd (or, for an action, its compensation) wrote the row first, while
+// the handler ran, nothing is written and the verdict is duplicate (cached
+// the row's reply) or hanging: the caller then rolls back this run's
+// writes and answers as for that verdict. Database effects stay once
+// either way; only the handler ran twice, which is why barrierEnter reads
+// first.
+func barrierRecord(ctx context.Context, tx pgx.Tx, cmd *Command, reply []byte, outcome string) (verdict, *string, error) {
+	tag, err := tx.Exec(ctx, sqlRecord, cmd.SagaID, cmd.Step, barrierElement(cmd), string(cmd.Phase),
+		cmd.CommandID, outcome, string(reply))
+	if err != nil {
+		return 0, nil, fmt.Errorf("barrier record: %w", err)
 	}
-	return nil
+	if tag.RowsAffected() == 1 {
+		return proceed, nil, nil
+	}
+	// The INSERT waited for the other row's transaction to commit: in READ
+	// COMMITTED the lookup (a statement of its own) sees it.
+	v, cached, err := seen(ctx, tx, cmd)
+	if err == nil && v == proceed {
+		err = fmt.Errorf("barrier record: the row of %s neither inserted nor found", cmd.CommandID)
+	}
+	return v, cached, err
 }

@@ -718,9 +718,14 @@ func (p *Participant) checkOutput(cmd *Command, res Result) (json.RawMessage, Re
 	return out, res
 }
 
-// withBarrier: BEGIN; the barrier row; the handler in a savepoint; the
-// reply recorded; COMMIT. A duplicate gets the recorded reply (with its
-// own attempt); retry leaves no trace.
+// withBarrier: BEGIN; the barrier's verdict; the handler in a savepoint
+// (its pgx.Tx: a failed result is rolled back to it, and a handler's own
+// Commit or Rollback cannot end the barrier's transaction); the command's
+// row written once, with the reply; COMMIT. A duplicate gets the recorded
+// reply (with its own attempt); retry leaves no trace. When another
+// delivery (or, for an action, its compensation) wrote the row while the
+// handler ran, this run's writes are rolled back and the stored answer is
+// given.
 func (p *Participant) withBarrier(ctx context.Context, h Handler, cmd *Command) (*Reply, error) {
 	tx, err := p.pool.Begin(ctx)
 	if err != nil {
@@ -735,36 +740,13 @@ func (p *Participant) withBarrier(ctx context.Context, h Handler, cmd *Command) 
 	var out json.RawMessage
 	outcome := outcomeHandled
 	switch v {
-	case duplicate:
-		p.stats.duplicates.Add(1)
-		if cached == nil {
-			return Retry(time.Second, "command %s: its barrier row holds no reply yet", cmd.CommandID).reply(cmd, nil), nil
-		}
-		rep, err := DecodeReply([]byte(*cached))
-		if err != nil {
-			return nil, fmt.Errorf("the barrier's reply for %s: %w", cmd.CommandID, err)
-		}
-		rep.Attempt = cmd.Attempt // replies carry the attempt they answer
-		// The row is this element's: its reply has the command's version
-		// and element already (a row of version 1 aside).
-		rep.V, rep.Element = ProtocolVersion, 0
-		if cmd.IsElement() {
-			rep.V, rep.Element = ProtocolVersionElements, cmd.Element
-		}
-		return rep, nil
-	case hanging:
-		p.stats.hanging.Add(1)
-		which := fmt.Sprintf("step %d", cmd.Step)
-		if cmd.IsElement() {
-			which += fmt.Sprintf(" element %d", cmd.Element)
-		}
-		return Fail("hanging_action", "%s of saga %s was already compensated; action refused",
-			which, cmd.SagaID).reply(cmd, nil), nil
+	case duplicate, hanging:
+		return p.settled(cmd, v, cached)
 	case nullComp:
 		p.stats.nullComp.Add(1)
 		res, out, outcome = OK(nil), json.RawMessage(`{"null_compensation":true}`), outcomeNullComp
 	case proceed:
-		sp, err := tx.Begin(ctx) // SAVEPOINT: a failed result keeps the barrier row
+		sp, err := tx.Begin(ctx) // SAVEPOINT: the handler's transaction
 		if err != nil {
 			return nil, err
 		}
@@ -777,7 +759,7 @@ func (p *Participant) withBarrier(ctx context.Context, h Handler, cmd *Command) 
 			if err := sp.Commit(ctx); err != nil {
 				return Retry(0, "handler for %s reported ok but its transaction failed: %v", cmd.Action, err).reply(cmd, nil), nil
 			}
-		} else if err := sp.Rollback(ctx); err != nil {
+		} else if err := sp.Rollback(ctx); err != nil { // its writes; its answer is recorded
 			return nil, err
 		}
 	}
@@ -786,11 +768,48 @@ func (p *Participant) withBarrier(ctx context.Context, h Handler, cmd *Command) 
 	if err != nil {
 		return nil, err
 	}
-	if err := barrierRecord(ctx, tx, cmd, value, outcome); err != nil {
+	if v, cached, err = barrierRecord(ctx, tx, cmd, value, outcome); err != nil {
 		return nil, err
+	}
+	if v != proceed {
+		// Seen while the handler ran: nothing of this run stays (the
+		// deferred Rollback), and the stored answer is given.
+		return p.settled(cmd, v, cached)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, err
+	}
+	return rep, nil
+}
+
+// settled answers a command whose barrier row another delivery wrote: with
+// the recorded reply (duplicate) or hanging_action (hanging).
+func (p *Participant) settled(cmd *Command, v verdict, cached *string) (*Reply, error) {
+	if v == hanging {
+		p.stats.hanging.Add(1)
+		which := fmt.Sprintf("step %d", cmd.Step)
+		if cmd.IsElement() {
+			which += fmt.Sprintf(" element %d", cmd.Element)
+		}
+		return Fail("hanging_action", "%s of saga %s was already compensated; action refused",
+			which, cmd.SagaID).reply(cmd, nil), nil
+	}
+	if cached == nil {
+		// A row without a reply: not written by this barrier. Ask again
+		// later rather than answer with what was just undone.
+		return Retry(time.Second, "the barrier row of %s holds no reply", cmd.CommandID).reply(cmd, nil), nil
+	}
+	p.stats.duplicates.Add(1)
+	rep, err := DecodeReply([]byte(*cached))
+	if err != nil {
+		return nil, fmt.Errorf("the barrier's reply for %s: %w", cmd.CommandID, err)
+	}
+	rep.Attempt = cmd.Attempt // replies carry the attempt they answer
+	// The row is this element's: its reply has the command's version and
+	// element already (a row of version 1 aside).
+	rep.V, rep.Element = ProtocolVersion, 0
+	if cmd.IsElement() {
+		rep.V, rep.Element = ProtocolVersionElements, cmd.Element
 	}
 	return rep, nil
 }

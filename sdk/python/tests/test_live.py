@@ -1,6 +1,7 @@
 """The participant against a real PostgreSQL and Kafka (make check's):
-every hazard of the barrier (also per element of a fan-out step), a
-barrier table of an earlier release upgraded, dead letters, traceparent,
+every hazard of the barrier (also per element of a fan-out step), one
+barrier write per command, two deliveries of one command handled at once,
+a barrier table of an earlier release upgraded, dead letters, traceparent,
 signatures, offsets committed, and librdkafka's partitioner on a real
 broker."""
 
@@ -25,7 +26,7 @@ from conftest import VECTORS, services
 from saga_sdk import Command, Keys, Participant, ParticipantError, decode_reply, failed, ok, retry
 from saga_sdk import barrier
 from saga_sdk.participant import Outcome
-from saga_sdk.protocol import Phase, command_id
+from saga_sdk.protocol import Phase, command_id, decode_command
 from saga_sdk.sign import SIGNATURE_HEADER
 
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-3a1d0c8e5b7f9a21-01"
@@ -230,6 +231,127 @@ def test_elements_of_a_step(world: World) -> None:
         (1, 0, "invoke"): ("handled", command_id(a, 1, "invoke")),
     }
     assert (p.stats.duplicates, p.stats.null_compensations, p.stats.hanging_refused) == (1, 1, 1)
+
+
+def barrier_writes(pg: str, schema: str, backend_pid: int) -> tuple[int, int, int]:
+    """saga_barrier's n_tup_ins, n_tup_upd, n_tup_del in schema, once the
+    backend backend_pid (the participant's, closed) is gone: a backend
+    flushes its statistics as it exits, before it leaves pg_stat_activity
+    (while it runs it flushes them only now and then)."""
+    with psycopg.connect(pg, autocommit=True) as c:
+        deadline = time.monotonic() + 30
+        while c.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                        (backend_pid,)).fetchone() is not None:
+            assert time.monotonic() < deadline, f"backend {backend_pid} still there"
+            time.sleep(0.05)
+        c.execute("SELECT pg_stat_clear_snapshot()")
+        row = c.execute("SELECT n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables"
+                        " WHERE schemaname = %s AND relname = 'saga_barrier'",
+                        (schema,)).fetchone()
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+def test_one_barrier_write_per_command(world: World) -> None:
+    """The barrier writes each command's row once, with its reply: no claim
+    and then an update. Duplicates and retry write nothing."""
+    sagas = [str(uuid.uuid4()) for _ in range(4)]
+    p = world.participant()
+    gen = running(p)
+    next(gen)
+    assert p._db is not None
+    pid = p._db.info.backend_pid
+    sent: list[tuple[str, Phase, int, dict[str, Any]]] = []
+    for s in sagas[:3]:
+        sent += [(s, "invoke", 1, {"n": 1}), (s, "invoke", 2, {"n": 1})]   # and a duplicate
+    sent += [(sagas[3], "invoke", 1, {"do": "fail"}), (sagas[3], "invoke", 2, {"do": "fail"}),
+             (sagas[0], "invoke", 3, {"do": "retry"}),                   # a duplicate still
+             (sagas[0], "compensate", 1, {}), (sagas[1], "compensate", 1, {"do": "retry"})]
+    for saga, phase, attempt, payload in sent:
+        world.send(saga, phase, attempt, payload=payload)
+    got = replies_by(world.read(world.reply_topic, len(sent)))
+    next(gen, None)                                                     # closed
+    statuses = sorted((r.saga_id, r.phase, r.attempt, r.status) for r, _ in got)
+    assert statuses == sorted(
+        [(s, "invoke", a, "ok") for s in sagas[:3] for a in (1, 2)]
+        + [(sagas[0], "invoke", 3, "ok"), (sagas[3], "invoke", 1, "failed"),
+           (sagas[3], "invoke", 2, "failed"), (sagas[0], "compensate", 1, "ok"),
+           (sagas[1], "compensate", 1, "retry")])
+    # Rows: 3 actions ok, 1 failed, 1 compensation: 5 commands recorded.
+    assert barrier_writes(world.pg, world.schema, pid) == (5, 0, 0)
+    assert p.stats.duplicates == 5
+
+
+def command(world: World, saga_id: str, phase: Phase) -> Command:
+    return decode_command(json.dumps({
+        "v": 1, "saga_id": saga_id, "saga": "t", "saga_version": 1, "step": 0,
+        "step_name": "s", "phase": phase, "action": "act" if phase == "invoke" else "undo",
+        "command_id": command_id(saga_id, 0, phase), "attempt": 1,
+        "reply_to": world.reply_topic, "payload": {}}).encode())
+
+
+def test_delivered_twice_at_once(world: World) -> None:
+    """Two deliveries of one command handled at the same time (two
+    instances): both find no row and run the handler; the one whose
+    record comes second finds the first one's row, rolls its writes back
+    and answers with the first reply. Likewise an action whose compensation
+    (at another instance) blocked it while its handler ran is refused, its
+    writes rolled back."""
+    dup, late = str(uuid.uuid4()), str(uuid.uuid4())
+    slow_p, fast_p = world.participant(), world.participant()
+    entered, go = threading.Event(), threading.Event()
+
+    def effect(cmd: Command, db: psycopg.Connection[Any] | None, who: str) -> Outcome:
+        assert db is not None
+        db.execute("INSERT INTO effects VALUES (%s, %s, %s)", (cmd.saga_id, cmd.step, who))
+        if who == "slow":
+            entered.set()
+            assert go.wait(30)
+        return ok({"who": who})
+
+    slow: list[Any] = []
+
+    def run_slow(saga: str) -> None:  # the action, its handler held until go
+        slow.append(slow_p._with_barrier(lambda c, db: effect(c, db, "slow"),
+                                         command(world, saga, "invoke")))
+
+    cases: list[tuple[str, Phase, dict[str, Any]]] = [
+        (dup, "invoke", {"who": "fast"}),                     # the same action, at once
+        (late, "compensate", {"null_compensation": True})]    # its compensation meanwhile
+    try:
+        for saga, phase, fast_output in cases:
+            entered.clear()
+            go.clear()
+            slow.clear()
+            t = threading.Thread(target=run_slow, args=(saga,))
+            t.start()
+            assert entered.wait(30)
+            fast = fast_p._with_barrier(lambda c, db: effect(c, db, "fast"),
+                                        command(world, saga, phase))
+            assert (fast.status, fast.output) == ("ok", fast_output)
+            go.set()
+            t.join(30)
+            [answer] = slow
+            if phase == "invoke":
+                assert (answer.status, answer.output, answer.attempt) == ("ok", {"who": "fast"}, 1)
+            else:
+                assert (answer.status, answer.error_code) == ("failed", "hanging_action")
+        with psycopg.connect(world.pg) as conn:
+            effects = conn.execute(f"SELECT saga_id::text, phase FROM {world.schema}.effects"
+                                   " ORDER BY 1").fetchall()
+            rows = {(r[0], r[1]): (r[2], r[3]) for r in conn.execute(
+                f"SELECT saga_id::text, phase, outcome, reply->'output' FROM "
+                f"{world.schema}.saga_barrier")}
+        assert effects == [(dup, "fast")]                 # the slow runs left nothing
+        assert rows == {(dup, "invoke"): ("handled", {"who": "fast"}),
+                        (late, "invoke"): ("blocked", None),
+                        (late, "compensate"): ("null_compensation", {"null_compensation": True})}
+        assert (slow_p.stats.duplicates, slow_p.stats.hanging_refused) == (1, 1)
+        assert fast_p.stats.null_compensations == 1
+    finally:
+        go.set()
+        slow_p.close()
+        fast_p.close()
 
 
 OLD_BARRIER = """CREATE TABLE saga_barrier (saga_id uuid NOT NULL, step int NOT NULL,

@@ -5,7 +5,15 @@ effect. The same table and the same statements as libsaga's
 Python instance of one service can share one database. A command of
 version 1 is element 0 (a step either fans out or not). A table made
 before libsaga 0.5.0 has no element: init upgrades it as
-migrations/participant/barrier_element.sql does."""
+migrations/participant/barrier_element.sql does.
+
+A command's row is written once, with its reply, after the handler
+(record): enter only reads it, except that a compensation whose action
+never ran writes the action's row ("blocked") so that the action, arriving
+late, is refused. A duplicate delivered while the first is still being
+handled finds no row and runs the handler too; its record then finds the
+first one's row, and the caller undoes its writes and sends the first
+reply."""
 
 from __future__ import annotations
 
@@ -63,8 +71,8 @@ _CLAIM = ("INSERT INTO saga_barrier (saga_id, step, element, phase, command_id, 
           " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING")
 _LOOKUP = ("SELECT outcome, reply FROM saga_barrier"
            " WHERE saga_id = %s AND step = %s AND element = %s AND phase = %s")
-_RECORD = ("UPDATE saga_barrier SET reply = %s, outcome = %s"
-           " WHERE saga_id = %s AND step = %s AND element = %s AND phase = %s")
+_RECORD = ("INSERT INTO saga_barrier (saga_id, step, element, phase, command_id, outcome, reply)"
+           " VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING")
 
 
 class BarrierError(Exception):
@@ -131,16 +139,25 @@ def _lookup(conn: psycopg.Connection[Any], cmd: Command,
     return row[0], row[1]
 
 
-def enter(conn: psycopg.Connection[Any], cmd: Command) -> tuple[Verdict, JSONObject | None]:
-    """Inside the command's open transaction: classify it and claim its row.
-    With DUPLICATE comes the kept reply (None if the row holds none)."""
-    if not _claim(conn, cmd, cmd.phase, cmd.command_id, "handled"):
-        outcome, reply = _lookup(conn, cmd, cmd.phase)
-        if cmd.phase == "invoke" and outcome == "blocked":
-            return Verdict.HANGING, None
-        return Verdict.DUPLICATE, reply
-    if cmd.phase == "invoke":
+def _seen(conn: psycopg.Connection[Any], cmd: Command) -> tuple[Verdict, JSONObject | None]:
+    """Whether cmd's own row exists: DUPLICATE (with its reply), HANGING
+    (an action its compensation blocked), or PROCEED when there is none."""
+    outcome, reply = _lookup(conn, cmd, cmd.phase)
+    if outcome is None:
         return Verdict.PROCEED, None
+    if cmd.phase == "invoke" and outcome == "blocked":
+        return Verdict.HANGING, None
+    return Verdict.DUPLICATE, reply
+
+
+def enter(conn: psycopg.Connection[Any], cmd: Command) -> tuple[Verdict, JSONObject | None]:
+    """Inside the command's open transaction: classify it by its row. With
+    DUPLICATE comes the kept reply (None if the row holds none). The own
+    row is only read here (record writes it, once, with the reply); a
+    compensation whose action never ran writes the action's row, blocked."""
+    verdict, reply = _seen(conn, cmd)
+    if verdict is not Verdict.PROCEED or cmd.phase == "invoke":
+        return verdict, reply
     # A compensation: if the action's row (the same element's) can be
     # claimed (as blocked), the action never ran and from now on never will.
     if _claim(conn, cmd, "invoke",
@@ -148,13 +165,28 @@ def enter(conn: psycopg.Connection[Any], cmd: Command) -> tuple[Verdict, JSONObj
                          cmd.element if cmd.is_element else -1), "blocked"):
         return Verdict.NULL_COMPENSATION, None
     # The action ran; if its answer was not ok its writes were rolled back.
-    _, reply = _lookup(conn, cmd, "invoke")
-    ok = isinstance(reply, dict) and reply.get("status") == "ok"
+    _, action_reply = _lookup(conn, cmd, "invoke")
+    ok = isinstance(action_reply, dict) and action_reply.get("status") == "ok"
     return (Verdict.PROCEED if ok else Verdict.NULL_COMPENSATION), None
 
 
-def record(conn: psycopg.Connection[Any], cmd: Command, reply: JSONObject, outcome: str) -> None:
-    """In the same transaction: keep the reply sent for cmd, and the outcome
-    word ("handled", "null_compensation")."""
-    conn.execute(_RECORD, (Jsonb(reply), outcome, cmd.saga_id, cmd.step, _element(cmd),
-                           cmd.phase), prepare=True)
+def record(conn: psycopg.Connection[Any], cmd: Command, reply: JSONObject,
+           outcome: str) -> tuple[Verdict, JSONObject | None]:
+    """In the same transaction, after the handler: write cmd's row with the
+    reply sent and the outcome word ("handled", "null_compensation"), and
+    return PROCEED. When another delivery of cmd (or, for an action, its
+    compensation) wrote the row first, while the handler ran, nothing is
+    written and the verdict is DUPLICATE (with the row's reply) or HANGING:
+    the caller then rolls back this run's writes and answers as for that
+    verdict."""
+    cur = conn.execute(_RECORD, (cmd.saga_id, cmd.step, _element(cmd), cmd.phase,
+                                 cmd.command_id, outcome, Jsonb(reply)), prepare=True)
+    if cur.rowcount == 1:
+        return Verdict.PROCEED, None
+    # The INSERT waited for the other row's transaction to commit: in READ
+    # COMMITTED the lookup (a statement of its own) sees it.
+    verdict, kept = _seen(conn, cmd)
+    if verdict is Verdict.PROCEED:
+        raise psycopg.DatabaseError(
+            f"barrier record: the row of {cmd.command_id} neither inserted nor found")
+    return verdict, kept

@@ -349,35 +349,23 @@ class Participant:
         return out
 
     def _with_barrier(self, fn: Handler, cmd: Command) -> Reply:
+        """The barrier's verdict, the handler, the command's row written
+        with the reply, COMMIT: one transaction, one barrier write. A
+        failed handler's writes are rolled back (the barrier wrote nothing
+        before the handler: the whole transaction goes) and its answer
+        recorded in a new one. retry leaves no trace."""
         try:
             if self._db is None or self._db.broken or self._db.closed:
                 self._db = self._connect()
             conn = self._db
             verdict, kept = barrier.enter(conn, cmd)
             word = "handled"
-            if verdict is barrier.Verdict.DUPLICATE:
-                conn.rollback()
-                self.stats.duplicates += 1
-                if kept is None:
-                    return self._reply(cmd, Retry("the barrier row holds no reply yet"))
-                # The row is this element's: its reply has the command's
-                # version and element already (a row of version 1 aside).
-                return dataclasses.replace(reply_from_object(kept, cmd.attempt), v=cmd.v,
-                                           element=cmd.element if cmd.is_element else 0)
-            if verdict is barrier.Verdict.HANGING:
-                conn.rollback()
-                self.stats.hanging_refused += 1
-                which = f"step {cmd.step}" + (f" element {cmd.element}" if cmd.is_element
-                                              else "")
-                return self._reply(cmd, Failed(
-                    "hanging_action",
-                    f"{which} of saga {cmd.saga_id} was already compensated; action refused"))
+            out: Outcome
             if verdict is barrier.Verdict.NULL_COMPENSATION:
                 self.stats.null_compensations += 1
-                out: Outcome = Ok({"null_compensation": True})
+                out = Ok({"null_compensation": True})
                 word = "null_compensation"
-            else:
-                conn.execute("SAVEPOINT saga_handler")
+            elif verdict is barrier.Verdict.PROCEED:
                 out = self._call(fn, cmd, conn)
                 if isinstance(out, Retry):
                     conn.rollback()
@@ -389,11 +377,18 @@ class Participant:
                                                   "its transaction failed"))
                 out = self._limit_output(cmd, out)
                 if isinstance(out, Failed):
-                    conn.execute("ROLLBACK TO SAVEPOINT saga_handler")
-            reply = self._reply(cmd, out)
-            barrier.record(conn, cmd, reply_object(reply), word)
-            conn.commit()
-            return reply
+                    conn.rollback()  # the handler's writes; its answer is kept below
+            if verdict in (barrier.Verdict.PROCEED, barrier.Verdict.NULL_COMPENSATION):
+                reply = self._reply(cmd, out)
+                verdict, kept = barrier.record(conn, cmd, reply_object(reply), word)
+                if verdict is barrier.Verdict.PROCEED:
+                    conn.commit()
+                    return reply
+            # Seen before, or while the handler ran (another delivery, or
+            # the action's compensation, wrote the row first): nothing of
+            # this run stays, and the stored answer is given.
+            conn.rollback()
+            return self._settled(cmd, verdict, kept)
         except psycopg.Error as e:
             try:
                 if self._db is not None and not self._db.closed:
@@ -403,6 +398,27 @@ class Participant:
             self._warn(f"command {cmd.command_id}: {e}")
             return self._reply(cmd, Retry(f"participant {self.service} database error: {e}",
                                           1000))
+
+    def _settled(self, cmd: Command, verdict: barrier.Verdict,
+                 kept: dict[str, Any] | None) -> Reply:
+        """The answer to a command whose barrier row another delivery wrote:
+        its kept reply (DUPLICATE) or hanging_action (HANGING)."""
+        if verdict is barrier.Verdict.HANGING:
+            self.stats.hanging_refused += 1
+            which = f"step {cmd.step}" + (f" element {cmd.element}" if cmd.is_element else "")
+            return self._reply(cmd, Failed(
+                "hanging_action",
+                f"{which} of saga {cmd.saga_id} was already compensated; action refused"))
+        if kept is None:
+            # A row without a reply: not written by this barrier. Ask again
+            # later rather than answer with what was just undone.
+            return self._reply(cmd, Retry(f"the barrier row of {cmd.command_id} holds no reply",
+                                          1000))
+        self.stats.duplicates += 1
+        # The row is this element's: its reply has the command's version and
+        # element already (a row of version 1 aside).
+        return dataclasses.replace(reply_from_object(kept, cmd.attempt), v=cmd.v,
+                                   element=cmd.element if cmd.is_element else 0)
 
     def _handle(self, m: Message) -> None:
         self.stats.received += 1
