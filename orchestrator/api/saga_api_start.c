@@ -78,7 +78,7 @@ static const char start_sql[] =
     "WITH d AS (SELECT 1 FROM saga.saga_definition WHERE name = $1 LIMIT 1),"
     " ins AS (INSERT INTO saga.start_request (id, name, input, idempotency_key,"
     "  traceparent, requested_by, business_key, start_at) SELECT"
-    "  gen_random_uuid(), $1, $2::jsonb, $3, $4, $5, $6, $7::timestamptz"
+    "  $9::uuid, $1, $2::jsonb, $3, $4, $5, $6, $7::timestamptz"
     "  FROM d ON CONFLICT (requested_by, idempotency_key) DO NOTHING"
     "  RETURNING id, name, input, idempotency_key, business_key, requested_at, start_at)"
     " SELECT id, false, json_build_object('id', id, 'name', name,"
@@ -98,7 +98,8 @@ void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
     static const char *const allowed[] = {"definition", "input",    "business_key",
                                           "start_at",   "start_in", NULL};
     json_t *body, *input;
-    char start_at[48] = "";
+    char start_at[48] = "", new_id[SAGA_ID_LEN + 1];
+    saga_error id_err = {0};
     const char *name, *bkey = NULL,
                       *key = saga_http_request_header(req, "Idempotency-Key"),
                       *tp = saga_http_request_header(req, "traceparent");
@@ -172,10 +173,14 @@ void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
     }
     text = input != NULL && json_is_object(input) ? json_dumps(input, JSON_COMPACT)
                                                   : strdup("{}");
-    if (text == NULL || (db = saga__api_take(a)) == NULL) {
+    if (text == NULL || saga__id_new(new_id, &id_err) != SAGA_OK ||
+        (db = saga__api_take(a)) == NULL) {
         if (text == NULL)
             saga__api_problem(res, 500, "internal", "Internal Server Error", req->path,
                               NULL, NULL, "out of memory");
+        else if (id_err.code != SAGA_OK)
+            saga__api_problem(res, 500, "internal", "Internal Server Error", req->path,
+                              NULL, NULL, "%s", id_err.message);
         else
             saga__api_unavailable(res, req->path);
         free(text);
@@ -186,15 +191,16 @@ void saga__api_start_saga(saga_api *a, const saga__api_caller *who,
         /* The definition must exist now (a request for one that does not
          * would only be rejected later); then insert, or find the caller's
          * request with that key, and wake sagad, in one statement. */
-        const char *p[8] = {name,
+        const char *p[9] = {name,
                             text,
                             key,
                             tp,
                             who->name,
                             bkey,
                             start_at[0] ? start_at : NULL,
-                            a->kick != NULL ? "f" : "t"};
-        r = saga__api_exec(db, "api_start", start_sql, 8, p);
+                            a->kick != NULL ? "f" : "t",
+                            new_id};
+        r = saga__api_exec(db, "api_start", start_sql, 9, p);
     }
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);

@@ -186,6 +186,19 @@ typedef enum saga_apply_result {
 int saga_machine_apply(saga_state *s, const saga_event *ev, saga_actions *out,
                        const char **reason);
 
+/* When s's timer should fire, in ms since the epoch (0: never): the
+ * earliest due time of the steps under way, or the deadline. apply keeps
+ * s->wake_at equal to it; the store may keep an earlier time (see
+ * saga_batch_sql.c), and a timer that fired early, finding nothing due,
+ * is set to this again. Pure. */
+int64_t saga_machine_next_wake(const saga_state *s);
+
+/* Whether s has a unit waiting to be sent again at its due time (held by
+ * the gate, or backing off before a retry) rather than waiting for an
+ * answer: such a timer is stored exactly, because the gate may wake the
+ * saga early by that very time. Pure. */
+int saga_machine_wake_is_exact(const saga_state *s);
+
 /* The engine may not send a command the machine asked for (a participant
  * service's circuit breaker is open, or its bulkhead is full): turn the
  * SEND action acts->items[index] that the last apply on s produced back

@@ -27,7 +27,7 @@ void saga__machine_stage_of(const saga_state *s, int *first, int *last)
 }
 
 /* Recompute the saga's earliest timer. */
-void saga__machine_update_wake(saga_state *s)
+int64_t saga_machine_next_wake(const saga_state *s)
 {
     int64_t w = 0;
     if (s->status == SAGA_ST_RUNNING || s->status == SAGA_ST_COMPENSATING) {
@@ -43,7 +43,31 @@ void saga__machine_update_wake(saga_state *s)
             (w == 0 || s->deadline_at < w) && !saga__machine_past_return(s))
             w = s->deadline_at;
     }
-    s->wake_at = w;
+    return w;
+}
+
+void saga__machine_update_wake(saga_state *s)
+{
+    s->wake_at = saga_machine_next_wake(s);
+}
+
+static int idle_with_due(const saga_step_state *u)
+{
+    return u->due_at > 0 && !u->awaiting &&
+           (u->status == SAGA_STEP_DISPATCHED || u->status == SAGA_STEP_COMPENSATING);
+}
+
+int saga_machine_wake_is_exact(const saga_state *s)
+{
+    for (int i = 0; i < s->nsteps; i++) {
+        const saga_step_state *st = &s->steps[i];
+        if (idle_with_due(st))
+            return 1;
+        for (int k = 0; k < st->nelements; k++)
+            if (idle_with_due(&st->elements[k]))
+                return 1;
+    }
+    return 0;
 }
 
 /* Going forward the cursor step is dispatched; compensating, it is being

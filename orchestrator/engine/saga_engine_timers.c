@@ -80,8 +80,17 @@ static int timers_tx(saga_engine *e, char (*ids)[SAGA_ID_LEN + 1], int *n, int c
                          .now = saga_now_ms(),
                          .random = next_random(e),
                          .reply = NULL};
-        if (states[i] != NULL)
-            rc = saga__engine_apply_one(e, states[i], &ev, err);
+        if (states[i] != NULL) {
+            saga_state *s = states[i];
+            const int64_t stored = s->wake_at, before = s->updated_at;
+            rc = saga__engine_apply_one(e, s, &ev, err);
+            /* Not applied: the stored timer was early (the store does not
+             * move a timer later while it is ahead, saga_batch_sql.c) and
+             * nothing was due. Set the exact time, or it fires again. */
+            if (rc == SAGA_OK && s->updated_at == before &&
+                (s->wake_at = saga_machine_next_wake(s)) != stored)
+                rc = saga_batch_add_saga_row(e->batch, s, err);
+        }
     }
     if (rc == SAGA_OK)
         rc = saga__engine_commit_batch(e, &sent, err);

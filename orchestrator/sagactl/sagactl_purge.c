@@ -170,14 +170,14 @@ static int write_all(int fd, const char *p, size_t n)
 
 /* The oldest finished sagas of one status, locked; rows sagad or an operator
  * holds are skipped, never waited for. Oldest first because the index
- * (status, updated_at) serves exactly that range. A saga with a signal
+ * saga_ended_idx (status, ended_at) serves exactly that range. A saga with a signal
  * sagad has not closed yet waits for it (sagad locks the signal, then the
  * saga: taking both the other way round could deadlock). */
 static const char pick_sql[] =
-    "SELECT id FROM saga.saga s WHERE status = $1 AND updated_at < $2::timestamptz"
+    "SELECT id FROM saga.saga s WHERE status = $1 AND ended_at < $2::timestamptz"
     " AND NOT EXISTS (SELECT 1 FROM saga.saga_signal g WHERE g.saga_id = s.id"
     "  AND g.consumed_at IS NULL)"
-    " ORDER BY updated_at LIMIT $3::int FOR UPDATE SKIP LOCKED";
+    " ORDER BY ended_at LIMIT $3::int FOR UPDATE SKIP LOCKED";
 
 /* One JSON line per saga: everything the DELETEs below remove. */
 static const char archive_sql[] =
@@ -191,7 +191,7 @@ static const char archive_sql[] =
     " 'signals', coalesce((SELECT jsonb_agg(to_jsonb(g) ORDER BY g.received_at)"
     "  FROM saga.saga_signal g WHERE g.saga_id = s.id), '[]'),"
     " 'start_request', (SELECT to_jsonb(r) FROM saga.start_request r WHERE r.id = s.id)"
-    ")::text FROM saga.saga s WHERE s.id = ANY($1::uuid[]) ORDER BY s.updated_at";
+    ")::text FROM saga.saga s WHERE s.id = ANY($1::uuid[]) ORDER BY s.ended_at";
 
 /* Children first and by set, rather than one cascade trigger per saga. The
  * start request goes too: keeping it would keep an id whose saga is gone. */
@@ -383,7 +383,7 @@ static int parse_age(const char *text, int64_t *out_ms)
 static const char count_sql[] =
     "SELECT coalesce(json_object_agg(status, n), '{}') FROM ("
     " SELECT status, count(*) AS n FROM saga.saga"
-    " WHERE status = ANY($1::text[]) AND updated_at < $2::timestamptz"
+    " WHERE status = ANY($1::text[]) AND ended_at < $2::timestamptz"
     " GROUP BY status) c";
 
 static void usage_purge(void)

@@ -9,8 +9,12 @@
 #include "saga_shared.h"
 
 /* $1 idle ms, $2 limit. Failed sagas, then active ones idle longer than
- * $1, each group from saga_active_progressed_idx (status, progressed_at):
- * no pass over finished sagas. The counts read the same index ranges. */
+ * $1, each group from saga_status_created_idx (status, created_at): no
+ * pass over finished sagas; progressed_at is filtered on the active ones
+ * (it has no index: it changes at every transition, and an index on it
+ * would cost every transition an entry in each of the table's indexes,
+ * migrations/0024_cheaper_transitions.sql). The counts read the same
+ * ranges. */
 static const char attention_sql[] =
     "WITH cand AS (SELECT s.* FROM saga.saga s WHERE s.status = 'failed'"
     "  OR (s.status IN ('running', 'compensating')"
@@ -59,10 +63,10 @@ static const char counts_sql[] =
     "   WHERE created_at > now() - interval '1 hour')),"
     " 'finished', json_build_object("
     "  'last_minute', (SELECT count(*) FROM saga.saga WHERE status IN"
-    "   ('completed', 'compensated', 'resolved') AND updated_at > now() - interval"
+    "   ('completed', 'compensated', 'resolved') AND ended_at > now() - interval"
     "   '1 minute'),"
     "  'last_hour', (SELECT count(*) FROM saga.saga WHERE status IN"
-    "   ('completed', 'compensated', 'resolved') AND updated_at > now() - interval"
+    "   ('completed', 'compensated', 'resolved') AND ended_at > now() - interval"
     "   '1 hour')))::text";
 
 static const char services_sql[] =

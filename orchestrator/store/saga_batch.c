@@ -244,6 +244,7 @@ int saga_batch_add_saga_row(saga_batch *b, const saga_state *s, saga_error *err)
         set_i64(o, "updated_at", s->updated_at);
         set_ms(o, "progressed_at", s->progressed_at);
         set_ms(o, "deadline_at", s->deadline_at);
+        json_object_set_new(o, "lazy", json_boolean(!saga_machine_wake_is_exact(s)));
     }
     return append(b->sagas, o, err);
 }

@@ -62,9 +62,11 @@ typedef struct saga_batch saga_batch;
 saga_batch *saga_batch_new(const saga_store_opts *o, const char *owner, int lease_s);
 void saga_batch_free(saga_batch *b);
 
-/* Record s's saga row as it is now (status, cursor, timer), for a saga
+/* Record s's saga row as it is now (status, cursor, timer): for a saga
  * created in this transaction whose state changed after
- * saga_batch_insert_new wrote it (a command held back by the gate). */
+ * saga_batch_insert_new wrote it (a command held back by the gate), or
+ * whose stored timer fired early (nothing was due) and is set to
+ * s->wake_at. */
 int saga_batch_add_saga_row(saga_batch *b, const saga_state *s, saga_error *err);
 
 /* Record what one apply changed: the saga row (unless created, for a saga

@@ -31,16 +31,31 @@ static const char claim_due_sql[] =
     " ORDER BY wake_at LIMIT $1 FOR UPDATE SKIP LOCKED) c ORDER BY id";
 
 /* A saga applied several times in one batch appears once per apply; the
- * last row (highest seq) is the state to keep. */
+ * last row (highest seq) is the state to keep. The timer is not moved
+ * later while the stored one is still ahead (lazy): wake_at, an indexed
+ * column, then rarely changes, so most transitions are HOT updates
+ * (migrations/0024_cheaper_transitions.sql). The stored time is never
+ * later than the saga's real one; an early wake finds nothing due and
+ * sagad sets the exact time (saga_engine_timers.c). A row with lazy
+ * false (a unit held or backing off, which the gate may wake early by
+ * its exact time) is written exactly. ended_at: set when the saga
+ * reaches a finished status, kept while it stays there. */
 static const char update_sagas_sql[] =
     "UPDATE saga.saga AS s SET status = x.status, cursor_step = x.cursor_step,"
-    " wake_at = to_timestamp(x.wake_at / 1000.0), updated_at = to_timestamp(x.updated_at "
-    "/ 1000.0),"
+    " wake_at = CASE WHEN x.lazy AND x.wake_at IS NOT NULL AND s.wake_at > now()"
+    "   AND s.wake_at <= to_timestamp(x.wake_at / 1000.0) THEN s.wake_at"
+    "   ELSE to_timestamp(x.wake_at / 1000.0) END,"
+    " updated_at = to_timestamp(x.updated_at / 1000.0),"
     " progressed_at = coalesce(to_timestamp(x.progressed_at / 1000.0), s.progressed_at),"
-    " deadline_at = to_timestamp(x.deadline_at / 1000.0)"
+    " deadline_at = to_timestamp(x.deadline_at / 1000.0),"
+    " ended_at = CASE WHEN x.status IN ('completed', 'compensated', 'resolved') THEN"
+    "   CASE WHEN s.status = x.status THEN coalesce(s.ended_at,"
+    "    to_timestamp(x.updated_at / 1000.0)) ELSE to_timestamp(x.updated_at / 1000.0) "
+    "END"
+    "   END"
     " FROM (SELECT DISTINCT ON (id) * FROM jsonb_to_recordset($1::jsonb)"
     "   AS r(seq int, id uuid, status text, cursor_step int, wake_at bigint,"
-    "        updated_at bigint, progressed_at bigint, deadline_at bigint)"
+    "        updated_at bigint, progressed_at bigint, deadline_at bigint, lazy bool)"
     "   ORDER BY id, seq DESC) AS x"
     " WHERE s.id = x.id";
 
@@ -157,12 +172,14 @@ static const char end_children_sql[] =
 static const char insert_sagas_sql[] =
     "INSERT INTO saga.saga (id, name, version, status, cursor_step, input,"
     " idempotency_key, deadline_at, wake_at, created_at, updated_at, progressed_at,"
-    " traceparent, started_by, business_key, parent_id, parent_step)"
+    " traceparent, started_by, business_key, parent_id, parent_step, ended_at)"
     " SELECT id, name, version, status, cursor_step, input, idempotency_key,"
     " to_timestamp(deadline_at / 1000.0), to_timestamp(wake_at / 1000.0), "
     "to_timestamp(created_at / 1000.0), to_timestamp(created_at / 1000.0),"
     " to_timestamp(created_at / 1000.0), traceparent, coalesce(started_by, current_user),"
-    " business_key, parent_id, parent_step"
+    " business_key, parent_id, parent_step,"
+    " CASE WHEN status IN ('completed', 'compensated', 'resolved')"
+    "  THEN to_timestamp(created_at / 1000.0) END"
     " FROM jsonb_to_recordset($1::jsonb) AS x(seq int, id uuid, name text, "
     "version int,"
     "   status text, cursor_step int, input jsonb, idempotency_key text,"

@@ -24,6 +24,6 @@ int saga_migrate(PGconn *db, const char *dir, int *applied, saga_migrate_progres
 int saga_migrate_current(PGconn *db, int *version, saga_error *err);
 
 /* The schema version this build of sagad needs. */
-#define SAGA_SCHEMA_VERSION 23
+#define SAGA_SCHEMA_VERSION 24
 
 #endif

@@ -9,7 +9,8 @@
 
 /* Active sagas: how many per status and how long the oldest has gone
  * without progress. The status filter in the subquery lets PostgreSQL
- * answer from saga_active_progressed_idx (status, progressed_at) alone. */
+ * read only the active sagas (saga_status_created_idx), not the finished
+ * ones; progressed_at has no index (see saga_attention.c). */
 static const char active_sql[] =
     "SELECT s.status, count(x.status),"
     " coalesce(extract(epoch FROM now() - min(x.progressed_at)), 0)::float8,"
@@ -19,7 +20,7 @@ static const char active_sql[] =
     "  WHERE status IN ('running', 'compensating', 'failed')) x ON x.status = s.status"
     " GROUP BY s.status";
 
-/* Finished sagas per status: an index-only count over saga_status_idx, a
+/* Finished sagas per status: an index-only count over saga_status_created_idx, a
  * pass over the whole history, hence read less often (saga_observe.h). */
 static const char finished_sql[] =
     "SELECT s.status, count(x.status)"

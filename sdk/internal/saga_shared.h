@@ -117,6 +117,18 @@ int saga__read_secret(const char *path, char **out, saga_error *err);
  * (libcrypto). 0, or -1 when libcrypto fails. */
 int saga__sha256_hex(const void *data, size_t len, char out[65]);
 
+/* ---- saga ids ---- */
+
+/* A new saga id into out (36 characters and a NUL): a UUID of version 7
+ * (RFC 9562), the wall clock's milliseconds then 74 random bits from
+ * libcrypto. Time-ordered on purpose: the indexes keyed by saga id (the
+ * saga, its steps, its history, a participant's barrier) then take new
+ * rows at their right-hand edge instead of on a random page, so a saga
+ * dirties fewer pages and a checkpoint is followed by fewer full-page
+ * images (docs/PERFORMANCE.md, "How the cost is kept down"). SAGA_EIO
+ * when libcrypto has no randomness to give. */
+int saga__id_new(char out[37], saga_error *err);
+
 /* ---- topic names ---- */
 
 /* <prefix>cmd.<service> and <prefix>reply (prefix NULL: "saga."), as

@@ -148,9 +148,10 @@ static const struct {
      " WHERE saga_id = $1 AND step = $2 AND element = $3 AND phase = $4",
      4},
     {"saga_barrier_record",
-     "UPDATE saga_barrier SET reply = $5::jsonb, outcome = $6"
-     " WHERE saga_id = $1 AND step = $2 AND element = $3 AND phase = $4",
-     6},
+     "INSERT INTO saga_barrier (saga_id, step, element, phase, command_id, outcome, "
+     "reply)"
+     " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT DO NOTHING",
+     7},
 };
 
 int saga__barrier_prepare(PGconn *db, saga_error *err)
@@ -226,6 +227,31 @@ static int lookup(PGconn *db, const row_key *k, char **outcome, json_t **reply,
     return rc;
 }
 
+/* Whether cmd's own row exists: *verdict DUPLICATE (*cached its reply,
+ * the caller decrefs), HANGING (an action its compensation blocked), or
+ * PROCEED when there is none. */
+static int seen(PGconn *db, const row_key *own, const saga_command *cmd,
+                saga__barrier_verdict *verdict, json_t **cached, saga_error *err)
+{
+    char *outcome = NULL;
+    json_t *reply = NULL;
+    int rc = lookup(db, own, &outcome, &reply, err);
+
+    *verdict = SAGA__BARRIER_PROCEED;
+    *cached = NULL;
+    if (rc != SAGA_OK || outcome == NULL)
+        return rc;
+    if (cmd->phase == SAGA_PHASE_INVOKE && strcmp(outcome, "blocked") == 0) {
+        *verdict = SAGA__BARRIER_HANGING;
+        json_decref(reply);
+    } else {
+        *verdict = SAGA__BARRIER_DUPLICATE;
+        *cached = reply;
+    }
+    free(outcome);
+    return SAGA_OK;
+}
+
 int saga__barrier_enter(PGconn *db, const saga_command *cmd,
                         saga__barrier_verdict *verdict, json_t **cached, saga_error *err)
 {
@@ -236,23 +262,11 @@ int saga__barrier_enter(PGconn *db, const saga_command *cmd,
 
     *cached = NULL;
     key_of(&own, cmd, saga_phase_name(cmd->phase));
-    rc = claim(db, &own, cmd->command_id, "handled", &inserted, err);
-    if (rc != SAGA_OK)
+    /* Only read: the row is written once, with the reply, by
+     * saga__barrier_record (see saga_barrier.h). */
+    if ((rc = seen(db, &own, cmd, verdict, cached, err)) != SAGA_OK ||
+        *verdict != SAGA__BARRIER_PROCEED)
         return rc;
-    if (!inserted) {
-        if ((rc = lookup(db, &own, &outcome, &reply, err)) != SAGA_OK)
-            return rc;
-        if (cmd->phase == SAGA_PHASE_INVOKE && outcome != NULL &&
-            strcmp(outcome, "blocked") == 0) {
-            *verdict = SAGA__BARRIER_HANGING;
-            json_decref(reply);
-        } else {
-            *verdict = SAGA__BARRIER_DUPLICATE;
-            *cached = reply;
-        }
-        free(outcome);
-        return SAGA_OK;
-    }
     if (cmd->phase == SAGA_PHASE_INVOKE) {
         *verdict = SAGA__BARRIER_PROCEED;
         return SAGA_OK;
@@ -289,14 +303,17 @@ int saga__barrier_enter(PGconn *db, const saga_command *cmd,
 }
 
 int saga__barrier_record(PGconn *db, const saga_command *cmd, json_t *reply,
-                         const char *outcome, saga_error *err)
+                         const char *outcome, saga__barrier_verdict *verdict,
+                         json_t **cached, saga_error *err)
 {
     char *text = json_dumps(reply, JSON_COMPACT);
     row_key k;
-    const char *params[6];
+    const char *params[7];
     PGresult *res;
-    int rc = SAGA_OK;
+    int rc = SAGA_OK, inserted = 0;
 
+    *verdict = SAGA__BARRIER_PROCEED;
+    *cached = NULL;
     if (text == NULL)
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     key_of(&k, cmd, saga_phase_name(cmd->phase));
@@ -304,12 +321,25 @@ int saga__barrier_record(PGconn *db, const saga_command *cmd, json_t *reply,
     params[1] = k.step;
     params[2] = k.element;
     params[3] = k.phase;
-    params[4] = text;
+    params[4] = cmd->command_id;
     params[5] = outcome;
-    res = PQexecPrepared(db, "saga_barrier_record", 6, params, NULL, NULL, 0);
+    params[6] = text;
+    res = PQexecPrepared(db, "saga_barrier_record", 7, params, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK)
         rc = saga__error_set(err, SAGA_EDB, "barrier record: %s", PQerrorMessage(db));
+    else
+        inserted = atoi(PQcmdTuples(res)) == 1;
     PQclear(res);
     free(text);
+    /* Not inserted: another delivery of cmd (or, for an action, its
+     * compensation) stored its row while this one ran; the INSERT waited
+     * for that to commit, so the row is visible now. */
+    if (rc == SAGA_OK && !inserted) {
+        rc = seen(db, &k, cmd, verdict, cached, err);
+        if (rc == SAGA_OK && *verdict == SAGA__BARRIER_PROCEED)
+            rc = saga__error_set(
+                err, SAGA_EDB, "barrier record: the row of %s neither inserted nor found",
+                cmd->command_id);
+    }
     return rc;
 }

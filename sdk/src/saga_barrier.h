@@ -28,17 +28,28 @@ int saga__barrier_element(const saga_command *cmd);
  * PQreset(). */
 int saga__barrier_prepare(PGconn *db, saga_error *err);
 
-/* Inside an open transaction: classify cmd and claim its barrier row
- * (saga_id, step, element, phase); a compensation looks at its own
- * element's action only.
+/* Inside an open transaction: classify cmd by its barrier row (saga_id,
+ * step, element, phase). An action's row is only read here: it is written
+ * once, with its reply, by saga__barrier_record (one write per command,
+ * not a claim and then an update). A compensation whose action never ran
+ * claims the action's row ("blocked"), so that the action, arriving late,
+ * is refused (HANGING); it looks at its own element's action only.
  * On DUPLICATE *cached is the stored reply object (caller decrefs). */
 int saga__barrier_enter(PGconn *db, const saga_command *cmd,
                         saga__barrier_verdict *verdict, json_t **cached, saga_error *err);
 
-/* Inside the same transaction: store the reply sent for cmd, and the
- * outcome word ("handled", "null_compensation"). reply is borrowed. */
+/* Inside the same transaction, after the handler: store cmd's row with
+ * the reply sent and the outcome word ("handled", "null_compensation").
+ * reply is borrowed. *verdict is PROCEED when the row was written. When
+ * another delivery of cmd (or, for an action, its compensation) stored
+ * the row first, while the handler ran, nothing is written and *verdict
+ * is DUPLICATE (*cached its reply, the caller decrefs) or HANGING: the
+ * caller then undoes the handler's writes and answers as for that
+ * verdict. Database effects stay once either way; only the handler ran
+ * twice, which is why saga__barrier_enter reads first. */
 int saga__barrier_record(PGconn *db, const saga_command *cmd, json_t *reply,
-                         const char *outcome, saga_error *err);
+                         const char *outcome, saga__barrier_verdict *verdict,
+                         json_t **cached, saga_error *err);
 
 /* Run a statement without parameters; SAGA_EDB with the server's message. */
 int saga__pg_exec(PGconn *db, const char *sql, saga_error *err);

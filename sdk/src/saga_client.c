@@ -116,7 +116,7 @@ int saga_client_start_with(saga_client *c, const char *name, json_t *input,
                            const saga_start_options *opts, char id[SAGA_ID_LEN + 1],
                            int *existed, saga_error *err)
 {
-    char *text, at[32] = "";
+    char *text, at[32] = "", new_id[SAGA_ID_LEN + 1];
     PGresult *r;
     int rc = SAGA_OK;
     saga_trace_context ctx;
@@ -170,28 +170,30 @@ int saga_client_start_with(saga_client *c, const char *name, json_t *input,
                                (long long)o.start_at_ms);
     if (o.start_at_ms > 0)
         snprintf(at, sizeof at, "%lld", (long long)o.start_at_ms);
-    if ((rc = input_fits(c, name, input, err)) != SAGA_OK)
+    if ((rc = input_fits(c, name, input, err)) != SAGA_OK ||
+        (rc = saga__id_new(new_id, err)) != SAGA_OK)
         return rc;
     text = input != NULL ? json_dumps(input, JSON_COMPACT) : strdup("{}");
     if (text == NULL)
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     {
         /* One round trip: insert (or find) the request and wake sagad. */
-        const char *p[6] = {name,        text,         idempotency_key,
-                            traceparent, business_key, at[0] ? at : NULL};
+        const char *p[7] = {name,        text,         idempotency_key,
+                            traceparent, business_key, at[0] ? at : NULL,
+                            new_id};
         /* Not re-run after a lost connection: it may have committed. Retry
          * with the same idempotency key instead. */
         r = query(c, 0,
                   "WITH ins AS (INSERT INTO saga.start_request (id, name, input, "
                   "idempotency_key, traceparent, business_key, start_at)"
-                  " VALUES (gen_random_uuid(), $1, $2::jsonb, $3, $4, $5,"
+                  " VALUES ($7::uuid, $1, $2::jsonb, $3, $4, $5,"
                   "  to_timestamp($6::bigint / 1000.0))"
                   " ON CONFLICT (requested_by, idempotency_key) DO NOTHING RETURNING id)"
                   " SELECT id, false, pg_notify('saga_outbox', 'start') FROM ins"
                   " UNION ALL SELECT id, true, NULL FROM saga.start_request"
                   " WHERE idempotency_key = $3 AND requested_by = current_user"
                   " AND NOT EXISTS (SELECT 1 FROM ins)",
-                  6, p);
+                  7, p);
     }
     free(text);
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 0 &&

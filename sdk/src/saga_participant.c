@@ -901,8 +901,10 @@ static void run_plain(saga_participant *p, const handler *h, const saga_command 
     call_handler(p, h, cmd, NULL, res);
 }
 
-/* The handler inside BEGIN / barrier / SAVEPOINT / COMMIT. On a database
- * error the result becomes `retry` and nothing is committed. */
+/* The handler inside BEGIN / barrier / COMMIT (in a group: SAVEPOINT /
+ * barrier / RELEASE). The barrier row is written once, after the handler,
+ * with its reply. On a database error the result becomes `retry` and
+ * nothing is committed. */
 static void run_with_barrier(saga_participant *p, const handler *h,
                              const saga_command *cmd, saga_result *res, json_t **cached)
 {
@@ -910,6 +912,7 @@ static void run_with_barrier(saga_participant *p, const handler *h,
     saga__barrier_verdict v;
     json_t *reply;
     const char *outcome = "handled";
+    int rc;
 
     if (cmd_begin(p, &e) != SAGA_OK)
         goto dberr;
@@ -917,21 +920,18 @@ static void run_with_barrier(saga_participant *p, const handler *h,
         goto dberr;
     switch (v) {
     case SAGA__BARRIER_DUPLICATE:
-        STAT_ADD(p, duplicates, 1);
-        cmd_rollback(p);
-        return;
     case SAGA__BARRIER_HANGING:
-        STAT_ADD(p, hanging_refused, 1);
-        cmd_rollback(p);
-        refuse_hanging(res, cmd);
-        return;
+        goto settled;
     case SAGA__BARRIER_NULL_COMP:
         STAT_ADD(p, null_compensations, 1);
         saga_result_ok(res, json_pack("{s:b}", "null_compensation", 1));
         outcome = "null_compensation";
         break;
     case SAGA__BARRIER_PROCEED:
-        if (saga__pg_exec(p->db, "SAVEPOINT saga_handler", &e) != SAGA_OK)
+        /* A failed handler's writes are undone, its reply kept: in a group
+         * the command's own savepoint does that, alone one more. */
+        if (!p->group_open &&
+            saga__pg_exec(p->db, "SAVEPOINT saga_handler", &e) != SAGA_OK)
             goto dberr;
         p->in_handler = 1;
         call_handler(p, h, cmd, p->db, res);
@@ -958,18 +958,42 @@ static void run_with_barrier(saga_participant *p, const handler *h,
         }
         output_over_limit(p, cmd, res);
         if (res->status == SAGA_REPLY_FAILED &&
-            saga__pg_exec(p->db, "ROLLBACK TO SAVEPOINT saga_handler", &e) != SAGA_OK)
+            saga__pg_exec(p->db,
+                          p->group_open ? "ROLLBACK TO SAVEPOINT saga_cmd"
+                                        : "ROLLBACK TO SAVEPOINT saga_handler",
+                          &e) != SAGA_OK)
             goto dberr;
         break;
     }
     reply = reply_object(cmd, res);
-    if (saga__barrier_record(p->db, cmd, reply, outcome, &e) != SAGA_OK) {
-        json_decref(reply);
-        goto dberr;
-    }
+    rc = reply != NULL ? saga__barrier_record(p->db, cmd, reply, outcome, &v, cached, &e)
+                       : saga__error_set(&e, SAGA_ENOMEM, "out of memory");
     json_decref(reply);
-    if (cmd_commit(p, &e) != SAGA_OK)
+    if (rc != SAGA_OK)
         goto dberr;
+    if (v == SAGA__BARRIER_PROCEED) {
+        if (cmd_commit(p, &e) != SAGA_OK)
+            goto dberr;
+        return;
+    }
+settled:
+    /* Seen before, or while the handler ran (another delivery stored its
+     * row first): nothing of this run stays, and the stored answer is
+     * given. */
+    cmd_rollback(p);
+    if (v == SAGA__BARRIER_HANGING) {
+        STAT_ADD(p, hanging_refused, 1);
+        result_reset(res);
+        refuse_hanging(res, cmd);
+    } else if (*cached == NULL) {
+        /* A row without a reply: not written by this barrier. Ask again
+         * later rather than answer with what was just undone. */
+        result_reset(res);
+        saga_result_retry(res, 1000, "the barrier row of %s holds no reply",
+                          cmd->command_id);
+    } else {
+        STAT_ADD(p, duplicates, 1);
+    }
     return;
 dberr:
     cmd_rollback(p);
@@ -1563,9 +1587,16 @@ static int complete(saga_participant *p, saga_deferred *d, saga_result *res)
                      ? saga__barrier_record(
                            p->db, &d->cmd, reply,
                            v == SAGA__BARRIER_NULL_COMP ? "null_compensation" : "handled",
-                           &e)
+                           &v, &cached, &e)
                      : SAGA_ENOMEM;
-            recorded = rc == SAGA_OK;
+            recorded = rc == SAGA_OK && v == SAGA__BARRIER_PROCEED;
+            if (rc == SAGA_OK && v == SAGA__BARRIER_HANGING) {
+                /* Its compensation came first, while it was pending. */
+                json_decref(reply);
+                reply = NULL;
+                result_reset(res);
+                refuse_hanging(res, &d->cmd);
+            }
         }
         /* Keep the barrier row only with its reply: a retry leaves no trace. */
         if (rc == SAGA_OK)

@@ -34,7 +34,7 @@ SELECT g,
 FROM generate_series(1, :finished) g;
 
 INSERT INTO saga.saga (id, name, version, status, cursor_step, input, idempotency_key,
-                       created_at, updated_at)
+                       created_at, updated_at, ended_at)
 SELECT gen_random_uuid(),
        'flow_' || lpad((1 + floor(12 * power(((g::bigint * 7919) % 1000) / 1000.0, 2)))::int::text, 2, '0'),
        1 + (g % 3 = 0)::int, status,
@@ -42,7 +42,8 @@ SELECT gen_random_uuid(),
        jsonb_build_object('customer_id', 'c' || (g % 5000), 'sku', 'sku-' || (g % 300),
                           'quantity', 1 + g % 5, 'amount', 100 + g % 9000),
        CASE WHEN g % 2 = 0 THEN 'key-' || g END,
-       created_at, created_at + (1 + g % 30) * interval '1 second'
+       created_at, created_at + (1 + g % 30) * interval '1 second',
+       created_at + (1 + g % 30) * interval '1 second'
 FROM gen;
 
 -- Sagas still going or stuck: running and compensating ones that moved in

@@ -34,11 +34,11 @@
 #include <unistd.h>
 
 #include <libpq-fe.h>
-#include <uuid.h>
 
 #include "saga/saga.h"
 #include "saga_machine.h"
 #include "saga_store.h"
+#include "saga_shared.h"
 
 #define MAX_PIDS 16
 
@@ -242,7 +242,6 @@ static const saga_definition *define(PGconn *db, saga_defs *defs, int steps, cha
 static int start(PGconn *db, const saga_definition *def, const opts *o, const char *pad,
                  int64_t t0, unsigned *seed)
 {
-    uuid_t u;
     char id[SAGA_ID_LEN + 1], *text;
     int fail_at = -1, rc = SAGA_OK;
     json_t *input;
@@ -254,8 +253,12 @@ static int start(PGconn *db, const saga_definition *def, const opts *o, const ch
                       (json_int_t)t0);
     text = json_dumps(input, JSON_COMPACT);
     json_decref(input);
-    uuid_generate_random(u);
-    uuid_unparse_lower(u, id);
+    /* As libsaga's client does: a time-ordered id (saga_shared.h). */
+    if (saga__id_new(id, NULL) != SAGA_OK) {
+        free(text);
+        fprintf(stderr, "saga-bench: no random bytes for a saga id\n");
+        return SAGA_EIO;
+    }
     {
         const char *p[3] = {id, def->name, text};
         r = pg(db,

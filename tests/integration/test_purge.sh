@@ -32,10 +32,11 @@ psql -q "$admin" -c "CREATE DATABASE $db" >/dev/null
 sql "
 INSERT INTO saga.saga_definition (name, version, body, digest) VALUES ('d', 1, '{}', 'x');
 INSERT INTO saga.saga (id, name, version, status, cursor_step, input, idempotency_key,
-                       created_at, updated_at)
+                       created_at, updated_at, ended_at)
 SELECT ('00000000-0000-4000-8000-' || lpad(n::text, 12, '0'))::uuid, 'd', 1, st, 1,
        jsonb_build_object('n', n), 'key-' || n,
-       now() - age - interval '1 minute', now() - age
+       now() - age - interval '1 minute', now() - age,
+       CASE WHEN st IN ('completed', 'compensated', 'resolved') THEN now() - age END
 FROM (VALUES (1, 'completed', interval '10 days'), (2, 'compensated', interval '10 days'),
              (3, 'resolved', interval '3 days'), (4, 'completed', interval '1 day'),
              (5, 'failed', interval '10 days'), (6, 'running', interval '10 days'),

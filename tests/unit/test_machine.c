@@ -946,10 +946,17 @@ static void test_hold_never_uses_an_attempt_nor_times_out(void **state)
     const saga_action *h;
     (void)state;
     apply(f, SAGA_EV_START, T0, NULL);
+    /* Sent and awaiting its answer: a timer the store may keep early. */
+    assert_int_equal(saga_machine_next_wake(f->s), f->s->wake_at);
+    assert_true(f->s->wake_at > T0);
+    assert_false(saga_machine_wake_is_exact(f->s));
     assert_int_equal(saga_machine_hold(f->s, &f->acts, send_index(f, 0), T0 + 30000,
                                        SAGA_HIST_STEP_HELD,
                                        json_pack("{s:s}", "reason", "open")),
                      SAGA_OK);
+    /* Held: the gate may wake it early by this exact time. */
+    assert_int_equal(saga_machine_next_wake(f->s), T0 + 30000);
+    assert_true(saga_machine_wake_is_exact(f->s));
     assert_int_equal(count_sends(f), 0);
     assert_false(has_history(f, "step_dispatched"));
     h = history(f, "step_held");

@@ -8,8 +8,8 @@
  * same (tests/unit/test_exports.sh checks it). */
 #define SAGA_VERSION_MAJOR  0
 #define SAGA_VERSION_MINOR  5
-#define SAGA_VERSION_PATCH  0
-#define SAGA_VERSION_STRING "0.5.0"
+#define SAGA_VERSION_PATCH  1
+#define SAGA_VERSION_STRING "0.5.1"
 /* For #if comparisons: 0xMMmmpp. */
 #define SAGA_VERSION_NUM                                                                 \
     ((SAGA_VERSION_MAJOR << 16) | (SAGA_VERSION_MINOR << 8) | SAGA_VERSION_PATCH)
