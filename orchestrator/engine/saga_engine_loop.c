@@ -8,7 +8,13 @@
 #include "saga_engine_state.h"
 #include "saga_shared.h"
 
-/* Did anyone NOTIFY saga_outbox (a saga started, an operator action)? */
+/* Did anyone NOTIFY saga_outbox? A start request (payload "start", as
+ * libsaga's client and sagad's API send) only needs the start requests
+ * read: NOTIFY_START. Anything else (an operator's repair wrote commands, a
+ * signal came) needs the whole scan: NOTIFY_SCAN. Starting sagas must not
+ * mean scanning the outbox each time: under load that was a pass over
+ * every command in flight, many times a second, for nothing. */
+enum { NOTIFY_START = 1, NOTIFY_SCAN = 2 };
 static int notified(saga_engine *e)
 {
     PGnotify *n;
@@ -16,7 +22,8 @@ static int notified(saga_engine *e)
     if (PQconsumeInput(e->db) == 0)
         return 0;
     while ((n = PQnotifies(e->db)) != NULL) {
-        any = 1;
+        any |= n->extra != NULL && strcmp(n->extra, "start") == 0 ? NOTIFY_START
+                                                                  : NOTIFY_SCAN;
         PQfreemem(n);
     }
     return any;
@@ -137,8 +144,13 @@ int saga_engine_run(saga_engine *e, saga_error *err)
                 rd_kafka_message_destroy(msgs[i]);
         }
         now = saga__mono_ms();
-        if (PQstatus(e->db) == CONNECTION_OK && notified(e))
-            next_scan = 0;
+        if (PQstatus(e->db) == CONNECTION_OK) {
+            int why = notified(e);
+            if (why & NOTIFY_SCAN)
+                next_scan = 0;
+            else if (why & NOTIFY_START)
+                atomic_store(&e->kicked, 1);
+        }
         /* Starts written by this process's API: soon, but together; only
          * the start requests (signals and the outbox keep their scan). */
         /* ... and a child started, to undo or ended by what we committed

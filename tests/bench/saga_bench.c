@@ -285,7 +285,7 @@ static int start_batch(PGconn *db, const saga_definition *def, const opts *o,
     for (int i = 0; i < n && ok; i++)
         ok = start(db, def, o, pad, t0 + (int64_t)(i * step_ms), seed) == SAGA_OK;
     if (ok)
-        PQclear(pg(db, "NOTIFY saga_outbox", 0, NULL));
+        PQclear(pg(db, "NOTIFY saga_outbox, 'start'", 0, NULL));
     PQclear(pg(db, ok ? "COMMIT" : "ROLLBACK", 0, NULL));
     return ok ? n : 0;
 }
