@@ -152,6 +152,14 @@ static const struct {
      "reply)"
      " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT DO NOTHING",
      7},
+    {"saga_barrier_record_batch",
+     "INSERT INTO saga_barrier (saga_id, step, element, phase, command_id, outcome, "
+     "reply)"
+     " SELECT saga_id, step, element, phase, command_id, outcome, reply"
+     " FROM jsonb_to_recordset($1::jsonb) AS x(saga_id uuid, step int, element int,"
+     "  phase text, command_id text, outcome text, reply jsonb)"
+     " ON CONFLICT DO NOTHING",
+     1},
 };
 
 int saga__barrier_prepare(PGconn *db, saga_error *err)
@@ -227,15 +235,88 @@ static int lookup(PGconn *db, const row_key *k, char **outcome, json_t **reply,
     return rc;
 }
 
+/* A row of the group's batch: its key as text (saga_barrier's columns). */
+static json_t *batch_row(const row_key *k, const char *command_id, const char *outcome,
+                         json_t *reply)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:O?}", "saga_id", k->saga_id,
+                     "step", k->step, "element", k->element, "phase", k->phase,
+                     "command_id", command_id, "outcome", outcome, "reply", reply);
+}
+
+/* A row the group stored in its batch and has not inserted yet (a
+ * duplicate of a command of the same group, or the action of a
+ * compensation in it): 1 with *outcome (new) and *reply (a new reference,
+ * or NULL), else 0. */
+static int batch_lookup(const saga__barrier_batch *b, const row_key *k, char **outcome,
+                        json_t **reply)
+{
+    size_t i;
+    json_t *row;
+    if (b == NULL)
+        return 0;
+    json_array_foreach(b->rows, i, row)
+    {
+        static const char *const f[4] = {"saga_id", "step", "element", "phase"};
+        const char *v[4] = {k->saga_id, k->step, k->element, k->phase};
+        int same = 1;
+        for (int j = 0; j < 4 && same; j++)
+            same = strcmp(json_string_value(json_object_get(row, f[j])), v[j]) == 0;
+        if (same) {
+            json_t *r = json_object_get(row, "reply");
+            *outcome = strdup(json_string_value(json_object_get(row, "outcome")));
+            *reply = json_is_object(r) ? json_incref(r) : NULL;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void saga__barrier_batch_clear(saga__barrier_batch *b)
+{
+    json_decref(b->rows);
+    b->rows = NULL;
+}
+
+int saga__barrier_batch_flush(PGconn *db, saga__barrier_batch *b, int *conflicts,
+                              saga_error *err)
+{
+    size_t n = json_array_size(b->rows);
+    char *text;
+    const char *params[1];
+    PGresult *res;
+    int rc = SAGA_OK;
+
+    *conflicts = 0;
+    if (n == 0)
+        return SAGA_OK;
+    if ((text = json_dumps(b->rows, JSON_COMPACT)) == NULL)
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
+    params[0] = text;
+    res = PQexecPrepared(db, "saga_barrier_record_batch", 1, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = saga__error_set(err, SAGA_EDB, "barrier record (%zu rows): %s", n,
+                             PQerrorMessage(db));
+    else
+        *conflicts = (int)n - atoi(PQcmdTuples(res));
+    PQclear(res);
+    free(text);
+    saga__barrier_batch_clear(b);
+    return rc;
+}
+
 /* Whether cmd's own row exists: *verdict DUPLICATE (*cached its reply,
  * the caller decrefs), HANGING (an action its compensation blocked), or
  * PROCEED when there is none. */
-static int seen(PGconn *db, const row_key *own, const saga_command *cmd,
-                saga__barrier_verdict *verdict, json_t **cached, saga_error *err)
+static int seen(PGconn *db, const saga__barrier_batch *batch, const row_key *own,
+                const saga_command *cmd, saga__barrier_verdict *verdict, json_t **cached,
+                saga_error *err)
 {
     char *outcome = NULL;
     json_t *reply = NULL;
-    int rc = lookup(db, own, &outcome, &reply, err);
+    int rc = batch_lookup(batch, own, &outcome, &reply)
+                 ? SAGA_OK
+                 : lookup(db, own, &outcome, &reply, err);
 
     *verdict = SAGA__BARRIER_PROCEED;
     *cached = NULL;
@@ -252,8 +333,9 @@ static int seen(PGconn *db, const row_key *own, const saga_command *cmd,
     return SAGA_OK;
 }
 
-int saga__barrier_enter(PGconn *db, const saga_command *cmd,
-                        saga__barrier_verdict *verdict, json_t **cached, saga_error *err)
+int saga__barrier_enter(PGconn *db, const saga__barrier_batch *batch,
+                        const saga_command *cmd, saga__barrier_verdict *verdict,
+                        json_t **cached, saga_error *err)
 {
     int inserted = 0, rc;
     char *outcome = NULL;
@@ -264,7 +346,7 @@ int saga__barrier_enter(PGconn *db, const saga_command *cmd,
     key_of(&own, cmd, saga_phase_name(cmd->phase));
     /* Only read: the row is written once, with the reply, by
      * saga__barrier_record (see saga_barrier.h). */
-    if ((rc = seen(db, &own, cmd, verdict, cached, err)) != SAGA_OK ||
+    if ((rc = seen(db, batch, &own, cmd, verdict, cached, err)) != SAGA_OK ||
         *verdict != SAGA__BARRIER_PROCEED)
         return rc;
     if (cmd->phase == SAGA_PHASE_INVOKE) {
@@ -275,6 +357,8 @@ int saga__barrier_enter(PGconn *db, const saga_command *cmd,
      * claim its row, it did not, and from now on it never will (the row
      * blocks it). */
     key_of(&action, cmd, "invoke");
+    if (batch_lookup(batch, &action, &outcome, &reply))
+        goto ran; /* the action ran in this very group */
     {
         char invoke_id[128];
         saga_command_id_format_element(
@@ -292,21 +376,21 @@ int saga__barrier_enter(PGconn *db, const saga_command *cmd,
      * to undo either: its writes were rolled back. */
     if ((rc = lookup(db, &action, &outcome, &reply, err)) != SAGA_OK)
         return rc;
-    {
-        json_t *st = json_object_get(reply, "status");
-        int ok = json_is_string(st) && strcmp(json_string_value(st), "ok") == 0;
-        *verdict = ok ? SAGA__BARRIER_PROCEED : SAGA__BARRIER_NULL_COMP;
-    }
+ran : {
+    json_t *st = json_object_get(reply, "status");
+    int ok = json_is_string(st) && strcmp(json_string_value(st), "ok") == 0;
+    *verdict = ok ? SAGA__BARRIER_PROCEED : SAGA__BARRIER_NULL_COMP;
+}
     free(outcome);
     json_decref(reply);
     return SAGA_OK;
 }
 
-int saga__barrier_record(PGconn *db, const saga_command *cmd, json_t *reply,
-                         const char *outcome, saga__barrier_verdict *verdict,
-                         json_t **cached, saga_error *err)
+int saga__barrier_record(PGconn *db, saga__barrier_batch *batch, const saga_command *cmd,
+                         json_t *reply, const char *outcome,
+                         saga__barrier_verdict *verdict, json_t **cached, saga_error *err)
 {
-    char *text = json_dumps(reply, JSON_COMPACT);
+    char *text;
     row_key k;
     const char *params[7];
     PGresult *res;
@@ -314,9 +398,19 @@ int saga__barrier_record(PGconn *db, const saga_command *cmd, json_t *reply,
 
     *verdict = SAGA__BARRIER_PROCEED;
     *cached = NULL;
-    if (text == NULL)
-        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     key_of(&k, cmd, saga_phase_name(cmd->phase));
+    if (batch != NULL) {
+        /* Inserted with the group's others just before it commits. */
+        json_t *row = batch_row(&k, cmd->command_id, outcome, reply);
+        if (batch->rows == NULL)
+            batch->rows = json_array();
+        if (row == NULL || batch->rows == NULL ||
+            json_array_append_new(batch->rows, row) != 0)
+            return saga__error_set(err, SAGA_ENOMEM, "out of memory");
+        return SAGA_OK;
+    }
+    if ((text = json_dumps(reply, JSON_COMPACT)) == NULL)
+        return saga__error_set(err, SAGA_ENOMEM, "out of memory");
     params[0] = k.saga_id;
     params[1] = k.step;
     params[2] = k.element;
@@ -335,7 +429,7 @@ int saga__barrier_record(PGconn *db, const saga_command *cmd, json_t *reply,
      * compensation) stored its row while this one ran; the INSERT waited
      * for that to commit, so the row is visible now. */
     if (rc == SAGA_OK && !inserted) {
-        rc = seen(db, &k, cmd, verdict, cached, err);
+        rc = seen(db, NULL, &k, cmd, verdict, cached, err);
         if (rc == SAGA_OK && *verdict == SAGA__BARRIER_PROCEED)
             rc = saga__error_set(
                 err, SAGA_EDB, "barrier record: the row of %s neither inserted nor found",

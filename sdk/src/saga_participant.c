@@ -117,9 +117,11 @@ struct saga_participant {
     char warning[512];
     /* Group commit: several commands' barrier transactions share one
      * PostgreSQL transaction, each inside its own savepoint, and their
-     * replies wait for the shared COMMIT. */
+     * replies wait for the shared COMMIT; their barrier rows are inserted
+     * together just before it (group_rows). */
     int tx_commands, tx_ms;
     int group_open, group_n, group_failed;
+    saga__barrier_batch group_rows;
     int64_t group_started;
     int in_handler;
     struct pending_reply *pending;
@@ -825,15 +827,23 @@ static void group_begin(saga_participant *p)
 static int group_end(saga_participant *p)
 {
     saga_error e = {0};
-    int ok;
+    int ok, conflicts = 0;
     if (!p->group_open)
         return 0;
     p->group_open = 0;
-    ok = !p->group_failed && saga__pg_exec(p->db, "COMMIT", &e) == SAGA_OK;
+    ok = !p->group_failed &&
+         saga__barrier_batch_flush(p->db, &p->group_rows, &conflicts, &e) == SAGA_OK &&
+         conflicts == 0 && saga__pg_exec(p->db, "COMMIT", &e) == SAGA_OK;
     if (!ok) {
+        saga__barrier_batch_clear(&p->group_rows);
         saga__pg_exec(p->db, "ROLLBACK", NULL);
+        /* A conflict: another delivery of one of these commands stored its
+         * barrier row meanwhile; consumed again, each finds its row. */
         warn(p, "a group of %d command(s) was rolled back (%s); they will be redelivered",
-             p->group_n, p->group_failed ? "a database error" : e.message);
+             p->group_n,
+             p->group_failed ? "a database error"
+             : conflicts > 0 ? "another delivery answered one of them meanwhile"
+                             : e.message);
     }
     drop_pending(p, ok);
     return ok ? 0 : -1;
@@ -916,7 +926,8 @@ static void run_with_barrier(saga_participant *p, const handler *h,
 
     if (cmd_begin(p, &e) != SAGA_OK)
         goto dberr;
-    if (saga__barrier_enter(p->db, cmd, &v, cached, &e) != SAGA_OK)
+    if (saga__barrier_enter(p->db, p->group_open ? &p->group_rows : NULL, cmd, &v, cached,
+                            &e) != SAGA_OK)
         goto dberr;
     switch (v) {
     case SAGA__BARRIER_DUPLICATE:
@@ -966,8 +977,10 @@ static void run_with_barrier(saga_participant *p, const handler *h,
         break;
     }
     reply = reply_object(cmd, res);
-    rc = reply != NULL ? saga__barrier_record(p->db, cmd, reply, outcome, &v, cached, &e)
-                       : saga__error_set(&e, SAGA_ENOMEM, "out of memory");
+    rc = reply != NULL
+             ? saga__barrier_record(p->db, p->group_open ? &p->group_rows : NULL, cmd,
+                                    reply, outcome, &v, cached, &e)
+             : saga__error_set(&e, SAGA_ENOMEM, "out of memory");
     json_decref(reply);
     if (rc != SAGA_OK)
         goto dberr;
@@ -1572,7 +1585,7 @@ static int complete(saga_participant *p, saga_deferred *d, saga_result *res)
             db_reset(p);
         rc = saga__pg_exec(p->db, "BEGIN", &e);
         if (rc == SAGA_OK)
-            rc = saga__barrier_enter(p->db, &d->cmd, &v, &cached, &e);
+            rc = saga__barrier_enter(p->db, NULL, &d->cmd, &v, &cached, &e);
         if (rc == SAGA_OK && v == SAGA__BARRIER_HANGING) {
             result_reset(res);
             refuse_hanging(res, &d->cmd);
@@ -1585,7 +1598,7 @@ static int complete(saga_participant *p, saga_deferred *d, saga_result *res)
             reply = reply_object(&d->cmd, res);
             rc = reply
                      ? saga__barrier_record(
-                           p->db, &d->cmd, reply,
+                           p->db, NULL, &d->cmd, reply,
                            v == SAGA__BARRIER_NULL_COMP ? "null_compensation" : "handled",
                            &v, &cached, &e)
                      : SAGA_ENOMEM;
@@ -1707,6 +1720,7 @@ void saga_participant_free(saga_participant *p)
     if (p->processed != NULL)
         rd_kafka_topic_partition_list_destroy(p->processed);
     drop_pending(p, 0);
+    saga__barrier_batch_clear(&p->group_rows);
     free(p->pending);
     if (p->wake[0] >= 0 && p->consumer != NULL) {
         rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(p->consumer);

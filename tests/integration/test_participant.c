@@ -861,7 +861,135 @@ static void test_group_commit_keeps_each_command_atomic(void **state)
                                1, p);
         print_message("%d commands committed in %lld transaction(s)\n", NOK, txs);
         assert_true(txs < NOK);
+        /* ... and their barrier rows were inserted together, outside the
+         * commands' savepoints: a row written inside one would carry that
+         * savepoint's own transaction id. */
+        assert_int_equal(
+            it_int(db,
+                   "SELECT count(DISTINCT xmin::text) FROM it_things.saga_barrier"
+                   " WHERE saga_id = ANY($1::uuid[])",
+                   1, p),
+            txs);
     }
+}
+
+/* Rows the group has not inserted yet count for its later commands: the
+ * compensation of an action handled earlier in the same group undoes it
+ * (it is no null compensation); a compensation ahead of its action in the
+ * group blocks it (hanging, refused). */
+static void test_group_sees_its_own_pending_rows(void **state)
+{
+    char both[37], hung[37];
+    saga_error err = {0};
+    int handled = 0, comp = compensated;
+    int both_ok = 0, both_undone = 0, hung_null = 0, hung_refused = 0;
+    (void)state;
+    new_id(both);
+    new_id(hung);
+    send_cmd(both, SAGA_PHASE_INVOKE, 1, NULL);
+    send_cmd(both, SAGA_PHASE_COMPENSATE, 1, NULL);
+    send_cmd(hung, SAGA_PHASE_COMPENSATE, 1, NULL);
+    send_cmd(hung, SAGA_PHASE_INVOKE, 1, NULL);
+    for (int i = 0; i < 300 && handled < 4; i++) {
+        int n = saga_participant_poll(part, 100, &err);
+        assert_true(n >= 0);
+        handled += n;
+    }
+    assert_int_equal(handled, 4);
+    for (int i = 0; i < 4; i++) {
+        saga_reply r;
+        json_t *nc;
+        next_reply(&r);
+        nc = json_object_get(r.output, "null_compensation");
+        if (strcmp(r.saga_id, both) == 0 && r.phase == SAGA_PHASE_INVOKE)
+            both_ok += r.status == SAGA_REPLY_OK;
+        else if (strcmp(r.saga_id, both) == 0)
+            both_undone += r.status == SAGA_REPLY_OK && !json_is_true(nc);
+        else if (r.phase == SAGA_PHASE_COMPENSATE)
+            hung_null += r.status == SAGA_REPLY_OK && json_is_true(nc);
+        else
+            hung_refused += r.status == SAGA_REPLY_FAILED && r.error_code != NULL &&
+                            strcmp(r.error_code, "hanging_action") == 0;
+        saga_reply_clear(&r);
+    }
+    assert_int_equal(both_ok, 1);
+    assert_int_equal(both_undone, 1);
+    assert_int_equal(hung_null, 1);
+    assert_int_equal(hung_refused, 1);
+    assert_int_equal(compensated, comp + 1); /* only both's compensation ran */
+    assert_int_equal(things(both), 0);
+    assert_int_equal(things(hung), 0);
+}
+
+/* The group's barrier rows go in just before it commits; a row another
+ * transaction stored meanwhile for one of its commands (a second delivery
+ * on another instance) makes the insert conflict: the whole group is
+ * rolled back, its commands consumed again, and the command now finds the
+ * other delivery's row and answers with its reply; its own effect is
+ * gone. */
+static PGconn *other;
+static void *commit_later(void *arg)
+{
+    (void)arg;
+    usleep(800 * 1000);
+    it_exec(other, "COMMIT");
+    return NULL;
+}
+
+static void test_group_insert_conflict_rolls_the_group_back(void **state)
+{
+    char id[37], cid[128], reply[512];
+    const char *p[3] = {id, cid, reply};
+    saga_error err = {0};
+    pthread_t t;
+    saga_reply r;
+    int n = 0, inv = invoked;
+    (void)state;
+    new_id(id);
+    saga_command_id_format(cid, sizeof cid, id, 0, SAGA_PHASE_INVOKE);
+    snprintf(reply, sizeof reply,
+             "{\"v\":1,\"saga_id\":\"%s\",\"step\":0,\"phase\":\"invoke\","
+             "\"command_id\":\"%s\",\"attempt\":1,\"status\":\"ok\","
+             "\"output\":{\"from\":\"the other delivery\"}}",
+             id, cid);
+    other = it_db();
+    it_exec(other, "BEGIN");
+    {
+        PGresult *res = PQexecParams(
+            other,
+            "INSERT INTO it_things.saga_barrier (saga_id, step, element, phase, "
+            "command_id,"
+            " outcome, reply) VALUES ($1, 0, 0, 'invoke', $2, 'handled', $3::jsonb)",
+            3, NULL, p, NULL, NULL, 0);
+        assert_int_equal(PQresultStatus(res), PGRES_COMMAND_OK);
+        PQclear(res);
+    }
+    send_cmd(id, SAGA_PHASE_INVOKE, 1, NULL);
+    assert_int_equal(pthread_create(&t, NULL, commit_later, NULL), 0);
+    /* The first poll handles it, waits at the insert for the other
+     * transaction, then rolls back: an error saying it is redelivered. */
+    for (int i = 0; i < 300; i++) {
+        int k = saga_participant_poll(part, 100, &err);
+        if (k < 0) {
+            assert_non_null(strstr(err.message, "redelivered"));
+            break;
+        }
+        assert_int_equal(k, 0);
+    }
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(invoked, inv + 1);
+    for (int i = 0; i < 300 && n == 0; i++)
+        n = saga_participant_poll(part, 100, &err);
+    assert_int_equal(n, 1);
+    next_reply(&r);
+    assert_int_equal(r.status, SAGA_REPLY_OK);
+    assert_string_equal(json_string_value(json_object_get(r.output, "from")),
+                        "the other delivery");
+    saga_reply_clear(&r);
+    assert_int_equal(invoked, inv + 1); /* not run again: the row answered */
+    assert_int_equal(things(id), 0);    /* the rolled back run left nothing */
+    PQfinish(other);
+    other = NULL;
 }
 
 /* A reply to an element's command: version 2, the same element, its
@@ -1250,6 +1378,8 @@ int main(void)
         cmocka_unit_test(test_event_loop_fd),
         cmocka_unit_test(test_event_loop_fd_more_than_a_batch),
         cmocka_unit_test(test_group_commit_keeps_each_command_atomic),
+        cmocka_unit_test(test_group_sees_its_own_pending_rows),
+        cmocka_unit_test(test_group_insert_conflict_rolls_the_group_back),
         cmocka_unit_test(test_elements_of_a_step_each_run_once),
         cmocka_unit_test(test_old_barrier_table_is_upgraded),
         cmocka_unit_test(test_stop_from_another_thread_wakes_the_fd),
