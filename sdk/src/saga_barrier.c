@@ -147,11 +147,6 @@ static const struct {
      "SELECT outcome, reply::text FROM saga_barrier"
      " WHERE saga_id = $1 AND step = $2 AND element = $3 AND phase = $4",
      4},
-    {"saga_barrier_record",
-     "INSERT INTO saga_barrier (saga_id, step, element, phase, command_id, outcome, "
-     "reply)"
-     " VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb) ON CONFLICT DO NOTHING",
-     7},
     {"saga_barrier_record_batch",
      "INSERT INTO saga_barrier (saga_id, step, element, phase, command_id, outcome, "
      "reply)"
@@ -357,30 +352,28 @@ int saga__barrier_enter(PGconn *db, const saga__barrier_batch *batch,
      * claim its row, it did not, and from now on it never will (the row
      * blocks it). */
     key_of(&action, cmd, "invoke");
-    if (batch_lookup(batch, &action, &outcome, &reply))
-        goto ran; /* the action ran in this very group */
-    {
+    /* The action's row: pending in this very group, or in the table. */
+    if (!batch_lookup(batch, &action, &outcome, &reply)) {
         char invoke_id[128];
         saga_command_id_format_element(
             invoke_id, sizeof invoke_id, cmd->saga_id, cmd->step, SAGA_PHASE_INVOKE,
             cmd->v == SAGA_PROTOCOL_VERSION_ELEMENTS ? cmd->element : -1);
-        rc = claim(db, &action, invoke_id, "blocked", &inserted, err);
-    }
-    if (rc != SAGA_OK)
-        return rc;
-    if (inserted) {
-        *verdict = SAGA__BARRIER_NULL_COMP;
-        return SAGA_OK;
+        if ((rc = claim(db, &action, invoke_id, "blocked", &inserted, err)) != SAGA_OK)
+            return rc;
+        if (inserted) {
+            *verdict = SAGA__BARRIER_NULL_COMP;
+            return SAGA_OK;
+        }
+        if ((rc = lookup(db, &action, &outcome, &reply, err)) != SAGA_OK)
+            return rc;
     }
     /* The action ran. If it ended in a definite failure there is nothing
      * to undo either: its writes were rolled back. */
-    if ((rc = lookup(db, &action, &outcome, &reply, err)) != SAGA_OK)
-        return rc;
-ran : {
-    json_t *st = json_object_get(reply, "status");
-    int ok = json_is_string(st) && strcmp(json_string_value(st), "ok") == 0;
-    *verdict = ok ? SAGA__BARRIER_PROCEED : SAGA__BARRIER_NULL_COMP;
-}
+    {
+        json_t *st = json_object_get(reply, "status");
+        int ok = json_is_string(st) && strcmp(json_string_value(st), "ok") == 0;
+        *verdict = ok ? SAGA__BARRIER_PROCEED : SAGA__BARRIER_NULL_COMP;
+    }
     free(outcome);
     json_decref(reply);
     return SAGA_OK;
@@ -390,45 +383,29 @@ int saga__barrier_record(PGconn *db, saga__barrier_batch *batch, const saga_comm
                          json_t *reply, const char *outcome,
                          saga__barrier_verdict *verdict, json_t **cached, saga_error *err)
 {
-    char *text;
+    saga__barrier_batch own = {0};
+    saga__barrier_batch *b = batch != NULL ? batch : &own;
+    json_t *row;
     row_key k;
-    const char *params[7];
-    PGresult *res;
-    int rc = SAGA_OK, inserted = 0;
+    int rc, conflicts = 0;
 
     *verdict = SAGA__BARRIER_PROCEED;
     *cached = NULL;
     key_of(&k, cmd, saga_phase_name(cmd->phase));
-    if (batch != NULL) {
-        /* Inserted with the group's others just before it commits. */
-        json_t *row = batch_row(&k, cmd->command_id, outcome, reply);
-        if (batch->rows == NULL)
-            batch->rows = json_array();
-        if (row == NULL || batch->rows == NULL ||
-            json_array_append_new(batch->rows, row) != 0)
-            return saga__error_set(err, SAGA_ENOMEM, "out of memory");
-        return SAGA_OK;
-    }
-    if ((text = json_dumps(reply, JSON_COMPACT)) == NULL)
+    if (b->rows == NULL)
+        b->rows = json_array();
+    row = batch_row(&k, cmd->command_id, outcome, reply);
+    if (row == NULL || b->rows == NULL || json_array_append_new(b->rows, row) != 0) {
+        saga__barrier_batch_clear(&own);
         return saga__error_set(err, SAGA_ENOMEM, "out of memory");
-    params[0] = k.saga_id;
-    params[1] = k.step;
-    params[2] = k.element;
-    params[3] = k.phase;
-    params[4] = cmd->command_id;
-    params[5] = outcome;
-    params[6] = text;
-    res = PQexecPrepared(db, "saga_barrier_record", 7, params, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        rc = saga__error_set(err, SAGA_EDB, "barrier record: %s", PQerrorMessage(db));
-    else
-        inserted = atoi(PQcmdTuples(res)) == 1;
-    PQclear(res);
-    free(text);
-    /* Not inserted: another delivery of cmd (or, for an action, its
-     * compensation) stored its row while this one ran; the INSERT waited
-     * for that to commit, so the row is visible now. */
-    if (rc == SAGA_OK && !inserted) {
+    }
+    if (batch != NULL)
+        return SAGA_OK; /* inserted with the group's others just before it commits */
+    /* Alone: now, as a batch of one. Not inserted: another delivery of cmd
+     * (or, for an action, its compensation) stored its row while this one
+     * ran; the INSERT waited for that to commit, so the row is visible. */
+    rc = saga__barrier_batch_flush(db, &own, &conflicts, err);
+    if (rc == SAGA_OK && conflicts > 0) {
         rc = seen(db, NULL, &k, cmd, verdict, cached, err);
         if (rc == SAGA_OK && *verdict == SAGA__BARRIER_PROCEED)
             rc = saga__error_set(

@@ -122,6 +122,10 @@ struct saga_participant {
     int tx_commands, tx_ms;
     int group_open, group_n, group_failed;
     saga__barrier_batch group_rows;
+    /* After a group failed: the next commands (those consumed again) run
+     * one transaction each, so that one whose rows cannot be stored fails
+     * alone (a retry reply) instead of failing its group again and again. */
+    int solo;
     int64_t group_started;
     int in_handler;
     struct pending_reply *pending;
@@ -837,6 +841,7 @@ static int group_end(saga_participant *p)
     if (!ok) {
         saga__barrier_batch_clear(&p->group_rows);
         saga__pg_exec(p->db, "ROLLBACK", NULL);
+        p->solo = BATCH_MAX;
         /* A conflict: another delivery of one of these commands stored its
          * barrier row meanwhile; consumed again, each finds its row. */
         warn(p, "a group of %d command(s) was rolled back (%s); they will be redelivered",
@@ -1300,8 +1305,10 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
                 break;
             continue;
         }
-        if (p->db != NULL && p->tx_commands > 1 && !p->group_open)
+        if (p->db != NULL && p->tx_commands > 1 && !p->group_open && p->solo == 0)
             group_begin(p);
+        else if (p->solo > 0 && !p->group_open)
+            p->solo--;
         handle_message(p, m);
         saga__kafka_track(&p->processed, m);
         rd_kafka_message_destroy(m);
@@ -1309,8 +1316,10 @@ int saga_participant_poll(saga_participant *p, int timeout_ms, saga_error *err)
         if (p->group_open &&
             (++p->group_n >= p->tx_commands ||
              saga__mono_ms() - p->group_started >= p->tx_ms) &&
-            group_end(p) != 0)
+            group_end(p) != 0) {
             group_lost = 1;
+            break; /* what follows is consumed again after the rewind */
+        }
     }
     if (group_end(p) != 0)
         group_lost = 1;

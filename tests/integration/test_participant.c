@@ -45,6 +45,9 @@ static void do_thing(const saga_command *cmd, PGconn *conn, saga_result *res, vo
         saga_result_fail(res, "no_way", "refused on purpose");
     else if (json_is_string(mode) && strcmp(json_string_value(mode), "retry") == 0)
         saga_result_retry(res, 1500, "busy");
+    else if (json_is_string(mode) && strcmp(json_string_value(mode), "nul") == 0)
+        /* U+0000: valid JSON, but no jsonb column takes it. */
+        saga_result_ok(res, json_pack("{s:s%}", "text", "a\0b", (size_t)3));
     else if (json_is_string(mode) && strcmp(json_string_value(mode), "big") == 0) {
         /* 300,000 bytes of output: over the default limit of 262,144 */
         char *blob = malloc(300001);
@@ -921,6 +924,50 @@ static void test_group_sees_its_own_pending_rows(void **state)
     assert_int_equal(things(hung), 0);
 }
 
+/* A reply no barrier row can hold (jsonb refuses U+0000) fails its
+ * group's insert; the group is rolled back and consumed again one command
+ * per transaction, so that command alone is answered retry (a database
+ * error) and the others of its group are answered ok, each once: it does
+ * not fail its group again and again. */
+static void test_unstorable_reply_fails_alone(void **state)
+{
+    char ids[3][37];
+    const char *modes[3] = {NULL, "nul", NULL};
+    int status[3] = {-1, -1, -1}, got = 0;
+    saga_error err = {0};
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        new_id(ids[i]);
+        send_cmd(ids[i], SAGA_PHASE_INVOKE, 1, modes[i]);
+    }
+    for (int i = 0; i < 600 && got < 3; i++) {
+        rd_kafka_message_t *m;
+        if (saga_participant_poll(part, 50, &err) < 0)
+            assert_non_null(strstr(err.message, "redelivered"));
+        while ((m = rd_kafka_consumer_poll(consumer, 0)) != NULL) {
+            saga_reply r;
+            if (m->err == 0 &&
+                saga_reply_decode(m->payload, m->len, &r, &err) == SAGA_OK) {
+                for (int k = 0; k < 3; k++)
+                    if (strcmp(r.saga_id, ids[k]) == 0) {
+                        assert_int_equal(status[k], -1); /* answered once */
+                        status[k] = (int)r.status;
+                        got++;
+                    }
+                saga_reply_clear(&r);
+            }
+            rd_kafka_message_destroy(m);
+        }
+    }
+    assert_int_equal(got, 3);
+    assert_int_equal(status[0], SAGA_REPLY_OK);
+    assert_int_equal(status[1], SAGA_REPLY_RETRY);
+    assert_int_equal(status[2], SAGA_REPLY_OK);
+    assert_int_equal(things(ids[0]), 1);
+    assert_int_equal(things(ids[1]), 0);
+    assert_int_equal(things(ids[2]), 1);
+}
+
 /* The group's barrier rows go in just before it commits; a row another
  * transaction stored meanwhile for one of its commands (a second delivery
  * on another instance) makes the insert conflict: the whole group is
@@ -1380,6 +1427,7 @@ int main(void)
         cmocka_unit_test(test_group_commit_keeps_each_command_atomic),
         cmocka_unit_test(test_group_sees_its_own_pending_rows),
         cmocka_unit_test(test_group_insert_conflict_rolls_the_group_back),
+        cmocka_unit_test(test_unstorable_reply_fails_alone),
         cmocka_unit_test(test_elements_of_a_step_each_run_once),
         cmocka_unit_test(test_old_barrier_table_is_upgraded),
         cmocka_unit_test(test_stop_from_another_thread_wakes_the_fd),
