@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The layout is the architecture (docs/ARCHITECTURE.md), so it is checked:
 # every orchestrator source sits in a floor folder, says its job in its first
-# comment and stays under 600 lines; a floor includes only itself and the
-# floors below it; there is no include cycle between headers and no call
-# cycle between object files (from the symbols each .o defines and needs);
+# comment and stays under 600 lines (the SDK's sources too); a floor
+# includes only itself and the floors below it; there is no include cycle
+# between headers and no call cycle between object files (from the symbols
+# each .o defines and needs);
 # and the forbidden-library headers really stop the pure core's build.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -48,6 +49,20 @@ for path in sources:
         problems.append(f"{path}: {lines} lines, over {MAX_LINES}: split it by job")
     if not text.startswith("/*"):
         problems.append(f"{path}: does not open with a comment saying its job")
+
+# The SDK's sources follow the same rules of size and job (it is one floor,
+# under the public headers in sdk/include).
+for root in ("sdk/src", "sdk/internal"):
+    for f in sorted(os.listdir(root)):
+        path = os.path.join(root, f)
+        if not f.endswith((".c", ".h")):
+            continue
+        text = open(path, encoding="utf-8").read()
+        lines = text.count("\n")
+        if f.endswith(".c") and lines > MAX_LINES:
+            problems.append(f"{path}: {lines} lines, over {MAX_LINES}: split it by job")
+        if not text.startswith("/*"):
+            problems.append(f"{path}: does not open with a comment saying its job")
 
 includes = defaultdict(set)  # file -> headers (basenames) it includes
 for path in sources:

@@ -2,7 +2,7 @@
 registered for each action or compensation inside the barrier's
 transaction, reply, and store the consumed offsets only after Kafka
 acknowledged the replies. What libsaga's participant does
-(sdk/src/saga_participant.c), in Python; docs/SDK-PYTHON.md says where
+(sdk/src/saga_participant*.c), in Python; docs/SDK-PYTHON.md says where
 they differ."""
 
 from __future__ import annotations
