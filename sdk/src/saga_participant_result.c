@@ -17,11 +17,17 @@ void saga__participant_result_reset(saga_result *r)
     r->set = 0;
 }
 
+/* 1 when r takes no outcome now (NULL, or one is set: counted as ignored). */
+static int outcome_taken(saga_result *r)
+{
+    if (r != NULL && r->set)
+        r->ignored++;
+    return r == NULL || r->set;
+}
+
 void saga_result_ok(saga_result *r, json_t *output)
 {
-    if (r == NULL || r->set) {
-        if (r != NULL)
-            r->ignored++;
+    if (outcome_taken(r)) {
         json_decref(output);
         return;
     }
@@ -52,11 +58,8 @@ static void result_error(saga_result *r, saga_reply_status st, const char *code,
 void saga_result_fail(saga_result *r, const char *code, const char *fmt, ...)
 {
     va_list ap;
-    if (r == NULL || r->set) {
-        if (r != NULL)
-            r->ignored++;
+    if (outcome_taken(r))
         return;
-    }
     va_start(ap, fmt);
     result_error(r, SAGA_REPLY_FAILED, code, 0, fmt, ap);
     va_end(ap);
@@ -65,11 +68,8 @@ void saga_result_fail(saga_result *r, const char *code, const char *fmt, ...)
 void saga_result_retry(saga_result *r, int64_t after_ms, const char *fmt, ...)
 {
     va_list ap;
-    if (r == NULL || r->set) {
-        if (r != NULL)
-            r->ignored++;
+    if (outcome_taken(r))
         return;
-    }
     va_start(ap, fmt);
     result_error(r, SAGA_REPLY_RETRY, "retry", after_ms < 0 ? 0 : after_ms, fmt, ap);
     va_end(ap);

@@ -29,6 +29,16 @@ floors = {
 }
 MAX_LINES = 600
 
+def check_job(path):
+    """One job per file: under MAX_LINES lines, and saying it first."""
+    text = open(path, encoding="utf-8").read()
+    lines = text.count("\n")
+    if path.endswith(".c") and lines > MAX_LINES:
+        problems.append(f"{path}: {lines} lines, over {MAX_LINES}: split it by job")
+    if not text.startswith("/*"):
+        problems.append(f"{path}: does not open with a comment saying its job")
+
+
 sources = []
 for root, _, files in os.walk("orchestrator"):
     for f in sorted(files):
@@ -43,26 +53,15 @@ for path in sources:
     floor = parts[1]
     if path.endswith(".h"):
         where[parts[2]] = floor
-    text = open(path, encoding="utf-8").read()
-    lines = text.count("\n")
-    if path.endswith(".c") and lines > MAX_LINES:
-        problems.append(f"{path}: {lines} lines, over {MAX_LINES}: split it by job")
-    if not text.startswith("/*"):
-        problems.append(f"{path}: does not open with a comment saying its job")
+    check_job(path)
 
 # The SDK's sources follow the same rules of size and job (it is one floor,
 # under the public headers in sdk/include).
 for root in ("sdk/src", "sdk/internal"):
     for f in sorted(os.listdir(root)):
         path = os.path.join(root, f)
-        if not f.endswith((".c", ".h")):
-            continue
-        text = open(path, encoding="utf-8").read()
-        lines = text.count("\n")
-        if f.endswith(".c") and lines > MAX_LINES:
-            problems.append(f"{path}: {lines} lines, over {MAX_LINES}: split it by job")
-        if not text.startswith("/*"):
-            problems.append(f"{path}: does not open with a comment saying its job")
+        if f.endswith((".c", ".h")):
+            check_job(path)
 
 includes = defaultdict(set)  # file -> headers (basenames) it includes
 for path in sources:
